@@ -1,0 +1,146 @@
+"""The connector contract: what every calendar provider yields, and how it fails.
+
+Connectors never touch storage: they yield :class:`SyncPage` objects and the caller
+stores each page together with its cursor in one transaction, so a crash resumes at the
+last stored page. Everything provider-specific stays inside the provider's module.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+class EventStatus(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    TENTATIVE = "tentative"
+    CANCELLED = "cancelled"
+
+
+class Response(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    TENTATIVE = "tentative"
+    NEEDS_ACTION = "needs_action"
+
+
+@dataclass(frozen=True, slots=True)
+class Attendee:
+    email: str  # always lower-cased
+    response: Response = Response.NEEDS_ACTION
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One occurrence of a calendar event, provider-neutral.
+
+    Recurring series are expanded by the connector; each occurrence keeps ``series_id``
+    and ``original_start`` so a moved or cancelled instance is recognised as the same
+    slot. ``start``/``end`` are timezone-aware UTC; ``zone`` is the event's own IANA zone.
+    ``title`` is held in memory only, so the ingest stage can match keywords; it is
+    stored only when ``privacy.store_titles`` is on.
+    """
+
+    source_id: str
+    provider_id: str  # unique within the source, one per occurrence
+    ical_uid: str
+    start: datetime
+    end: datetime
+    series_id: str | None = None
+    original_start: datetime | None = None
+    all_day: bool = False
+    zone: str | None = None
+    status: EventStatus = EventStatus.CONFIRMED
+    organizer: str | None = None
+    attendees: tuple[Attendee, ...] = ()
+    calendar_owner: str | None = None  # whose calendar this copy came from
+    categories: tuple[str, ...] = ()
+    conference_id: str | None = None
+    title: str | None = field(default=None, compare=False, repr=False)
+    updated: datetime | None = None
+    sequence: int = 0
+    etag: str | None = None
+
+    def participants(self) -> frozenset[str]:
+        """Organizer and attendees, lower-cased: the people the meeting involves."""
+        people = {a.email for a in self.attendees}
+        if self.organizer:
+            people.add(self.organizer)
+        return frozenset(people)
+
+    def response_of(self, email: str) -> Response | None:
+        """The RSVP of ``email`` in this copy; an organizer without an entry accepted."""
+        for attendee in self.attendees:
+            if attendee.email == email:
+                return attendee.response
+        if self.organizer == email:
+            return Response.ACCEPTED
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One item skipped during a sync (see :class:`BadItem`), kept for the operator."""
+
+    item: str  # file name, UID or provider id: whatever lets a human find it
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """A unit of sync that is stored atomically together with ``cursor``.
+
+    ``replaces_scope`` says: the records of this page are the whole content of that scope
+    (a file of a folder, a calendar); anything stored earlier under the scope and not in
+    this page is gone. ``deleted`` lists provider ids removed by an incremental sync.
+    """
+
+    records: tuple[EventRecord, ...] = ()
+    deleted: tuple[str, ...] = ()
+    cursor: Mapping[str, object] | None = None
+    replaces_scope: str | None = None
+    errors: tuple[ItemError, ...] = ()
+
+
+class ConnectorError(Exception):
+    """Base of the typed errors a connector raises; messages never carry secrets."""
+
+    def __init__(self, source_id: str, message: str) -> None:
+        super().__init__(f"source {source_id}: {message}")
+        self.source_id = source_id
+        self.message = message
+
+
+class TransientError(ConnectorError):
+    """Retry later with backoff; ``retry_after`` seconds when the provider said so."""
+
+    def __init__(self, source_id: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(source_id, message)
+        self.retry_after = retry_after
+
+
+class CursorExpired(ConnectorError):
+    """The provider rejected the cursor: drop it and resync fully, without duplicates."""
+
+
+class AuthError(ConnectorError):
+    """Credentials were refused: stop this source and tell the operator."""
+
+
+class BadItem(ConnectorError):
+    """One item could not be read: skip it, record it, go on."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What the sync stage needs from a provider."""
+
+    source_id: str
+
+    def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
+        """Yield pages from ``cursor`` (``None``: from scratch) to the present."""
+        ...

@@ -1,0 +1,243 @@
+"""SQLAlchemy 2 typed models: the one schema, migrated by Alembic.
+
+Times are stored as timezone-aware UTC (``UtcDateTime`` puts the zone back on SQLite,
+which forgets it). Meeting titles are stored only when ``privacy.store_titles`` is on;
+descriptions and bodies never are.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Program(Base):
+    __tablename__ = "programs"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+
+
+class Pairing(Base):
+    __tablename__ = "pairings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(800), unique=True)  # program:mentor:mentee
+    program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"))
+    mentor_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    mentee_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    started_on: Mapped[date] = mapped_column(Date)
+    ended_on: Mapped[date | None] = mapped_column(Date)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # still in the roster
+    # Set when one of its sessions changed; cleared by evaluation (incremental rules).
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Source(Base):
+    """A configured calendar source, its resume cursor and its health."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    roster_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    events_dropped: Mapped[int] = mapped_column(Integer, default=0)  # not about a pair
+    item_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class Event(Base):
+    """One occurrence of a calendar event that involves a rostered pair."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source_id", "provider_id"),
+        Index("ix_events_source_scope", "source_id", "scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    provider_id: Mapped[str] = mapped_column(String(1000))
+    scope: Mapped[str | None] = mapped_column(String(1000))
+    ical_uid: Mapped[str] = mapped_column(String(1000))
+    series_id: Mapped[str | None] = mapped_column(String(1000))
+    original_start: Mapped[datetime | None]
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    zone: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    organizer: Mapped[str | None] = mapped_column(String(320))
+    attendees: Mapped[list[Any]] = mapped_column(JSON)  # [{email, response, optional}]
+    calendar_owner: Mapped[str | None] = mapped_column(String(320))
+    categories: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    conference_id: Mapped[str | None] = mapped_column(String(1000))
+    title: Mapped[str | None] = mapped_column(Text)
+    updated: Mapped[datetime | None]
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    etag: Mapped[str | None] = mapped_column(String(200))
+
+
+class EventPairing(Base):
+    """Which pairings an event is a session of (decided at ingest by tracking.match)."""
+
+    __tablename__ = "event_pairings"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    pairing_id: Mapped[int] = mapped_column(ForeignKey("pairings.id"), primary_key=True, index=True)
+
+
+class Session(Base):
+    """One meeting of a pairing: the mentor's and mentee's copies folded into one."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("pairing_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pairing_id: Mapped[int] = mapped_column(ForeignKey("pairings.id"), index=True)
+    key: Mapped[str] = mapped_column(String(1100))  # iCal UID + original start
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+    zone: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(20))
+    confidence: Mapped[float] = mapped_column(Float)
+    cancelled_by: Mapped[str | None] = mapped_column(String(320))
+    cancelled_hours_before: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+
+
+class Evidence(Base):
+    """Why a session has its outcome, strongest first (``rank`` 0 decided it)."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    rank: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(40))
+    party: Mapped[str | None] = mapped_column(String(320))
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    rule_id: Mapped[str] = mapped_column(String(200))
+    pairing_id: Mapped[int | None] = mapped_column(ForeignKey("pairings.id"), index=True)
+    severity: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))  # pending, firing, resolved, suppressed
+    since: Mapped[datetime]  # when the condition started to hold
+    firing_since: Mapped[datetime | None]
+    until: Mapped[datetime | None]  # when it resolved
+    last_evaluated_at: Mapped[datetime]
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxMessage(Base):
+    """A notification to send, written with the decision to send it (exactly one row)."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(400), unique=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    template: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending, sending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    message_id: Mapped[str] = mapped_column(String(400))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Lease(Base):
+    """A named lease held by one worker until ``expires_at`` (the daemon lock, later jobs)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+
+class JobRun(Base):
+    """When each scheduled stage last completed, so a restart neither repeats nor skips."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_run_at: Mapped[datetime]

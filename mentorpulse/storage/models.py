@@ -89,8 +89,12 @@ class Pairing(Base):
     started_on: Mapped[date] = mapped_column(Date)
     ended_on: Mapped[date | None] = mapped_column(Date)
     active: Mapped[bool] = mapped_column(Boolean, default=True)  # still in the roster
-    # Set when one of its sessions changed; cleared by evaluation (incremental rules).
-    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when one of its events changed: its sessions are rebuilt, then this is cleared.
+    events_changed: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when one of its sessions changed: rules re-evaluate it, then this is cleared.
+    sessions_changed: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When the rules' verdict on it could next change with no new data.
+    next_deadline: Mapped[datetime | None]
 
 
 class Source(Base):

@@ -1,0 +1,3 @@
+from mentorpulse.cli import main
+
+main()

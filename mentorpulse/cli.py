@@ -1,0 +1,272 @@
+"""The `mentorpulse` command: each stage alone, the daemon, the demo, config tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mentorpulse import logs
+from mentorpulse.errors import UserError
+
+app = typer.Typer(
+    help="Track which mentoring pairs actually meet, from the calendars you already have.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check and describe the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="mentorpulse.yaml (default: $MENTORPULSE_CONFIG, else ./config/mentorpulse.yaml).",
+        show_default=False,
+    ),
+]
+
+T = TypeVar("T")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a user's mistake as one clear message and a non-zero exit, never a traceback."""
+    from mentorpulse.config.loader import ConfigError
+
+    try:
+        yield
+    except ConfigError as error:
+        for problem in error.problems:
+            err.print(problem, markup=False, highlight=False)
+        raise typer.Exit(error.code) from None
+    except UserError as error:
+        err.print(f"error: {error.message}", markup=False, highlight=False)
+        raise typer.Exit(error.code) from None
+
+
+def _with_context(config: Path | None, action: Callable[..., T]) -> T:
+    from mentorpulse.config.loader import config_path
+    from mentorpulse.daemon.jobs import Context
+
+    with user_errors():
+        ctx = Context.open(config_path(config))
+        try:
+            return action(ctx)
+        finally:
+            ctx.engine.dispose()
+
+
+@app.callback()
+def main_options(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a terminal)."),
+    ] = None,
+) -> None:
+    logs.configure(level=log_level, json=log_json)
+
+
+# ---------------------------------------------------------------- config
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate mentorpulse.yaml and the roster; print every problem with file:line."""
+    from mentorpulse.config.loader import config_path, load_config
+    from mentorpulse.config.roster import load_roster
+
+    with user_errors():
+        path = config_path(config)
+        loaded = load_config(path)
+        roster = load_roster(loaded.resolve(loaded.roster.path), loaded)
+    out.print(
+        f"{path}: ok — {len(loaded.programs)} programs, {len(loaded.sources)} sources, "
+        f"{len(roster)} pairings",
+        highlight=False,
+    )
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of mentorpulse.yaml (for editor autocompletion)."""
+    from mentorpulse.config.loader import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the database schema to this version of mentorpulse."""
+    from mentorpulse.config.loader import config_path, load_config
+    from mentorpulse.storage.engine import make_engine, safe_url
+    from mentorpulse.storage.migrate import revision_state, upgrade
+
+    with user_errors():
+        loaded = load_config(config_path(config))
+        engine = make_engine(loaded.database, loaded.base_dir)
+        upgrade(engine)
+        current, _head = revision_state(engine)
+    out.print(f"{safe_url(str(engine.url))}: schema at revision {current}", highlight=False)
+
+
+# ---------------------------------------------------------------- stages
+
+
+@app.command()
+def sync(
+    config: ConfigOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over the sources, then exit.")
+    ] = False,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", "-s", help="Only this source id (repeatable).")
+    ] = None,
+) -> None:
+    """Pull the calendars into the database (without --once: keep polling until stopped)."""
+    from mentorpulse.daemon import jobs, runner
+
+    def action(ctx: jobs.Context) -> None:
+        if not once:
+            runner.run_daemon(ctx, stages={"sync"})
+            return
+        results = jobs.sync_sources(ctx, source)
+        table = Table("source", "ok", "pages", "stored", "deleted", "dropped", "item errors")
+        for r in results:
+            table.add_row(
+                r.source_id,
+                "yes" if r.ok else f"no: {r.error}",
+                str(r.pages),
+                str(r.stored),
+                str(r.deleted),
+                str(r.dropped),
+                str(r.item_errors),
+            )
+        out.print(table)
+        if not all(r.ok for r in results):
+            raise typer.Exit(1)
+
+    _with_context(config, action)
+
+
+@app.command()
+def evaluate(config: ConfigOption = None) -> None:
+    """Judge sessions from the stored events and run the cadence rules."""
+    from mentorpulse.daemon import jobs
+
+    def action(ctx: jobs.Context) -> None:
+        sessions = jobs.rebuild_sessions(ctx)
+        stats = jobs.evaluate_rules(ctx)
+        out.print(
+            f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
+            f"{stats.pairings} pairings evaluated: {stats.firing} firing, "
+            f"{stats.pending} pending findings",
+            highlight=False,
+        )
+
+    _with_context(config, action)
+
+
+@app.command()
+def notify(config: ConfigOption = None) -> None:
+    """Queue notifications for firing findings and deliver what is due."""
+    from mentorpulse.daemon import jobs
+
+    def action(ctx: jobs.Context) -> None:
+        stats = jobs.send_notifications(ctx)
+        out.print(
+            f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
+            f"{stats.retried} to retry",
+            highlight=False,
+        )
+        if stats.failed:
+            raise typer.Exit(1)
+
+    _with_context(config, action)
+
+
+def _parse_day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option}: expected a date like 2026-01-31, got {value!r}") from None
+
+
+@app.command()
+def report(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
+    end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
+    config: ConfigOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or html.")] = "csv",
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of standard output.")
+    ] = None,
+) -> None:
+    """Attended vs scheduled, one row per pairing, for the days given."""
+    from mentorpulse.daemon import jobs
+    from mentorpulse.reports.export import write_report
+
+    with user_errors():
+        first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
+        if last < first:
+            raise UserError("--to is before --from")
+        if fmt not in ("csv", "html"):
+            raise UserError(f"--format: expected csv or html, got {fmt!r}")
+
+    def action(ctx: jobs.Context) -> None:
+        write_report(
+            ctx.sessions,
+            first=first,
+            last=last,
+            zone=ctx.config.timezone,
+            now=ctx.clock(),
+            fmt=fmt,
+            out=out_path,
+        )
+
+    _with_context(config, action)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run every stage on its schedule until SIGTERM or Ctrl-C."""
+    from mentorpulse.daemon import jobs, runner
+
+    _with_context(config, lambda ctx: runner.run_daemon(ctx))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the sample deployment (created if missing).")
+    ] = Path("mentorpulse-demo"),
+) -> None:
+    """Write a sample organisation and run the whole flow on it, on SQLite."""
+    from mentorpulse.daemon.demo import run_demo
+
+    with user_errors():
+        summary = run_demo(workdir, today=datetime.now(UTC).date())
+    out.print(summary.table())
+
+
+def main() -> None:
+    app()

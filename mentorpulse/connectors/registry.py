@@ -1,0 +1,20 @@
+"""Kind name → connector class, imported lazily so a provider's SDK loads only when used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from mentorpulse.config.schema import IcsSource
+from mentorpulse.connectors.base import Connector
+
+SourceConfig = IcsSource  # grows into the union of every provider's config model
+
+
+def build_connector(source: SourceConfig, *, base_dir: Path, now: datetime) -> Connector:
+    """The connector for one configured source."""
+    if source.kind == "ics":
+        from mentorpulse.connectors.ics import IcsConnector
+
+        return IcsConnector(source, base_dir=base_dir, now=now)
+    raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

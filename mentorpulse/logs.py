@@ -1,0 +1,63 @@
+"""structlog setup: readable on a terminal, one JSON object per line otherwise.
+
+Every log line is an event name plus key=value fields. Values under keys that name a
+secret are masked before rendering, wherever they come from.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "credential")
+
+
+def redact_secrets(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask the value of any field whose name says it holds a secret."""
+    for key in event_dict:
+        if any(word in key.lower() for word in SECRET_WORDS):
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure(*, level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
+    """Configure structlog and route stdlib logging (alembic, apscheduler) through it."""
+    out = stream or sys.stderr
+    as_json = not out.isatty() if json is None else json
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,290 @@
+"""Database operations the stages share: roster, pages of events, sessions, findings.
+
+Each function works inside the caller's transaction; the caller commits. That is what
+lets a sync page and its cursor land together, or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from mentorpulse.config.roster import RosterPairing
+from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.connectors.base import (
+    Attendee,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+)
+from mentorpulse.storage.models import (
+    Event,
+    EventPairing,
+    Pairing,
+    Person,
+    Program,
+    Source,
+)
+
+MAX_ITEM_ERRORS = 200  # per source; the newest are kept
+
+
+def roster_fingerprint(roster: Sequence[RosterPairing]) -> str:
+    """Changes whenever who is paired with whom changes (events are filtered by it)."""
+    keys = sorted(p.key for p in roster)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def apply_roster(db: DbSession, config: MentorpulseConfig, roster: Sequence[RosterPairing]) -> None:
+    """Make programs, people and pairings match the config and roster.
+
+    Pairings that left the roster are kept (their history stays) but marked inactive.
+    """
+    programs = {p.id: p for p in db.scalars(select(Program))}
+    for program in config.programs:
+        program_row = programs.get(program.id) or db.merge(Program(id=program.id))
+        program_row.name = program.name or program.id
+
+    people = {p.email: p for p in db.scalars(select(Person))}
+
+    def person(email: str, name: str | None, zone: str | None) -> Person:
+        row = people.get(email)
+        if row is None:
+            row = Person(email=email)
+            db.add(row)
+            people[email] = row
+        if name:
+            row.name = name
+        if zone:
+            row.timezone = zone
+        return row
+
+    pairings = {p.key: p for p in db.scalars(select(Pairing))}
+    seen: set[str] = set()
+    for entry in roster:
+        mentor = person(entry.mentor_email, entry.mentor_name, entry.mentor_timezone)
+        mentee = person(entry.mentee_email, entry.mentee_name, entry.mentee_timezone)
+        db.flush()
+        row = pairings.get(entry.key)
+        if row is None:
+            row = Pairing(
+                key=entry.key,
+                program_id=entry.program,
+                mentor_id=mentor.id,
+                mentee_id=mentee.id,
+                started_on=entry.started_on,
+                events_changed=True,
+                sessions_changed=True,
+            )
+            db.add(row)
+        if (row.started_on, row.ended_on, row.active) != (entry.started_on, entry.ended_on, True):
+            row.started_on, row.ended_on, row.active = entry.started_on, entry.ended_on, True
+            row.sessions_changed = True
+        seen.add(entry.key)
+    for key, row in pairings.items():
+        if key not in seen and row.active:
+            row.active = False
+            row.sessions_changed = True
+    db.flush()
+
+
+def pairing_ids(db: DbSession) -> dict[str, int]:
+    return {k: i for k, i in db.execute(select(Pairing.key, Pairing.id).where(Pairing.active))}
+
+
+def ensure_source(db: DbSession, source_id: str, kind: str) -> Source:
+    source = db.get(Source, source_id)
+    if source is None:
+        source = Source(id=source_id, kind=kind, healthy=True, events_dropped=0, item_errors=[])
+        db.add(source)
+        db.flush()
+    return source
+
+
+@dataclass(frozen=True, slots=True)
+class PageStats:
+    stored: int  # events inserted or changed
+    unchanged: int
+    dropped: int  # not about any rostered pair
+    deleted: int
+
+
+def _event_values(record: EventRecord, scope: str | None, store_titles: bool) -> dict[str, Any]:
+    return {
+        "scope": scope,
+        "ical_uid": record.ical_uid,
+        "series_id": record.series_id,
+        "original_start": record.original_start,
+        "start": record.start,
+        "end": record.end,
+        "all_day": record.all_day,
+        "zone": record.zone,
+        "status": record.status.value,
+        "organizer": record.organizer,
+        "attendees": [
+            {"email": a.email, "response": a.response.value, "optional": a.optional}
+            for a in record.attendees
+        ],
+        "calendar_owner": record.calendar_owner,
+        "categories": list(record.categories),
+        "conference_id": record.conference_id,
+        "title": record.title if store_titles else None,
+        "updated": record.updated,
+        "sequence": record.sequence,
+        "etag": record.etag,
+    }
+
+
+def store_page(
+    db: DbSession,
+    source: Source,
+    page: SyncPage,
+    *,
+    match: Callable[[EventRecord], list[str]],
+    pairing_ids: Mapping[str, int],
+    store_titles: bool,
+) -> PageStats:
+    """Apply one page: upsert matched records, drop the rest, delete what is gone.
+
+    Pairings whose events changed are flagged so their sessions get rebuilt. The
+    page's cursor is stored with it; the caller commits both at once.
+    """
+    touched: set[int] = set()
+    provider_ids = [r.provider_id for r in page.records]
+    existing = {
+        e.provider_id: e
+        for e in db.scalars(
+            select(Event).where(Event.source_id == source.id, Event.provider_id.in_(provider_ids))
+        )
+    } if provider_ids else {}
+    links = _links(db, [e.id for e in existing.values()])
+    stored = unchanged = dropped = 0
+    kept: set[str] = set()
+    for record in page.records:
+        keys = match(record)
+        ids = {pairing_ids[k] for k in keys if k in pairing_ids}
+        row = existing.get(record.provider_id)
+        if not ids:
+            dropped += 1
+            continue  # a deleted row below, if it used to match
+        kept.add(record.provider_id)
+        values = _event_values(record, page.replaces_scope, store_titles)
+        if row is None:
+            row = Event(source_id=source.id, provider_id=record.provider_id, **values)
+            db.add(row)
+            db.flush()
+            stored += 1
+        elif any(getattr(row, k) != v for k, v in values.items()) or links.get(row.id) != ids:
+            for key, value in values.items():
+                setattr(row, key, value)
+            stored += 1
+        else:
+            unchanged += 1
+            continue
+        old = links.get(row.id, set())
+        for pairing_id in ids - old:
+            db.add(EventPairing(event_id=row.id, pairing_id=pairing_id))
+        if old - ids:
+            db.execute(
+                delete(EventPairing).where(
+                    EventPairing.event_id == row.id, EventPairing.pairing_id.in_(old - ids)
+                )
+            )
+        touched |= ids | old
+
+    gone = select(Event.id).where(Event.source_id == source.id)
+    if page.replaces_scope is not None:
+        gone = gone.where(Event.scope == page.replaces_scope, Event.provider_id.not_in(kept))
+    else:
+        gone = gone.where(Event.provider_id.in_(list(page.deleted) + sorted(
+            set(existing) - kept)))
+    gone_ids = list(db.scalars(gone))
+    if gone_ids:
+        gone_links = _links(db, gone_ids)
+        for ids in gone_links.values():
+            touched |= ids
+        db.execute(delete(EventPairing).where(EventPairing.event_id.in_(gone_ids)))
+        db.execute(delete(Event).where(Event.id.in_(gone_ids)))
+
+    if touched:
+        db.execute(
+            update(Pairing).where(Pairing.id.in_(touched)).values(events_changed=True)
+        )
+    if page.cursor is not None:
+        source.cursor = json.loads(json.dumps(page.cursor, default=str))
+    source.events_dropped = (source.events_dropped or 0) + dropped
+    if page.errors:
+        record_item_errors(source, page.errors)
+    return PageStats(stored=stored, unchanged=unchanged, dropped=dropped, deleted=len(gone_ids))
+
+
+def record_item_errors(source: Source, errors: Iterable[ItemError]) -> None:
+    merged = list(source.item_errors or []) + [
+        {"item": e.item, "message": e.message} for e in errors
+    ]
+    source.item_errors = merged[-MAX_ITEM_ERRORS:]
+
+
+def _links(db: DbSession, event_ids: Sequence[int]) -> dict[int, set[int]]:
+    links: dict[int, set[int]] = {}
+    if not event_ids:
+        return links
+    rows = db.execute(
+        select(EventPairing.event_id, EventPairing.pairing_id).where(
+            EventPairing.event_id.in_(event_ids)
+        )
+    )
+    for event_id, pairing_id in rows:
+        links.setdefault(event_id, set()).add(pairing_id)
+    return links
+
+
+def record_from_row(row: Event) -> EventRecord:
+    """The stored occurrence, back in the contract's form for tracking."""
+    return EventRecord(
+        source_id=row.source_id,
+        provider_id=row.provider_id,
+        ical_uid=row.ical_uid,
+        start=row.start,
+        end=row.end,
+        series_id=row.series_id,
+        original_start=row.original_start,
+        all_day=row.all_day,
+        zone=row.zone,
+        status=EventStatus(row.status),
+        organizer=row.organizer,
+        attendees=tuple(
+            Attendee(email=a["email"], response=Response(a["response"]), optional=a["optional"])
+            for a in row.attendees
+        ),
+        calendar_owner=row.calendar_owner,
+        categories=tuple(row.categories or ()),
+        conference_id=row.conference_id,
+        title=row.title,
+        updated=row.updated,
+        sequence=row.sequence,
+        etag=row.etag,
+    )
+
+
+def events_of_pairings(db: DbSession, ids: Sequence[int]) -> dict[int, list[EventRecord]]:
+    """Every stored event copy of each pairing, in the contract's form."""
+    found: dict[int, list[EventRecord]] = {i: [] for i in ids}
+    if not ids:
+        return found
+    rows = db.execute(
+        select(EventPairing.pairing_id, Event)
+        .join(Event, Event.id == EventPairing.event_id)
+        .where(EventPairing.pairing_id.in_(ids))
+    )
+    for pairing_id, event in rows:
+        found[pairing_id].append(record_from_row(event))
+    return found

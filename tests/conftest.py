@@ -1,0 +1,57 @@
+"""Shared fixtures: a database on each backend, the real-world test data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
+PG_ENV = "MENTORPULSE_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def realworld_ics() -> Path:
+    folder = SHARED_TESTDATA / "ics-realworld"
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing: tests need ../shared/testdata beside the checkout")
+    return folder
+
+
+def _pg_admin_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} must be set in CI: the suite runs on PostgreSQL too")
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/postgres)")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    admin = make_url(_pg_admin_url()).set(drivername="postgresql+psycopg")
+    name = f"mentorpulse_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded default and on the production database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mentorpulse.db'}"
+    return str(request.getfixturevalue("pg_url"))

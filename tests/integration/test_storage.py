@@ -1,0 +1,164 @@
+"""Storage on both backends: migrations, pages with cursors, the daemon lease."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mentorpulse.config.roster import RosterPairing
+from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.connectors.base import Attendee, EventRecord, ItemError, Response, SyncPage
+from mentorpulse.daemon import lease
+from mentorpulse.storage import repository
+from mentorpulse.storage.engine import make_engine, session_factory
+from mentorpulse.storage.migrate import revision_state, upgrade
+from mentorpulse.storage.models import Base, Event, Pairing, Source
+
+T0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+CONFIG = MentorpulseConfig.model_validate(
+    {"programs": [{"id": "eng", "cadence": {"every": "14d"}}]}
+)
+ROSTER = [
+    RosterPairing("eng", "ana@x.org", "ben@x.org", date(2026, 9, 1), line=2),
+    RosterPairing("eng", "cy@x.org", "dee@x.org", date(2026, 9, 1), line=3),
+]
+
+
+@pytest.fixture
+def db(database_url: str) -> sessionmaker[Session]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+def meeting(provider_id: str, mentor: str, mentee: str, start: datetime = T0) -> EventRecord:
+    return EventRecord(
+        source_id="cal",
+        provider_id=provider_id,
+        ical_uid=provider_id,
+        start=start,
+        end=start + timedelta(hours=1),
+        organizer=mentor,
+        attendees=(Attendee(mentor, Response.ACCEPTED), Attendee(mentee, Response.ACCEPTED)),
+        title="1:1",
+    )
+
+
+def match(record: EventRecord) -> list[str]:
+    people = record.participants()
+    return [p.key for p in ROSTER if {p.mentor_email, p.mentee_email} <= people]
+
+
+def store(db: sessionmaker[Session], page: SyncPage) -> repository.PageStats:
+    with db.begin() as session:
+        repository.apply_roster(session, CONFIG, ROSTER)
+        source = repository.ensure_source(session, "cal", "ics")
+        ids = repository.pairing_ids(session)
+        return repository.store_page(
+            session, source, page, match=match, pairing_ids=ids, store_titles=False
+        )
+
+
+def test_migrations_build_exactly_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    upgrade(engine)  # a second upgrade is a no-op
+    current, head = revision_state(engine)
+    assert current == head
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    assert "outbox" in inspect(engine).get_table_names()
+
+
+def test_page_is_stored_with_its_cursor_and_unrostered_events_are_dropped(
+    db: sessionmaker[Session],
+) -> None:
+    page = SyncPage(
+        records=(
+            meeting("m1", "ana@x.org", "ben@x.org"),
+            meeting("noise", "ana@x.org", "zed@x.org"),
+        ),
+        cursor={"token": "abc"},
+        replaces_scope="ana.ics",
+        errors=(ItemError("ana.ics: UID broken", "no DTSTART"),),
+    )
+    stats = store(db, page)
+    assert (stats.stored, stats.dropped) == (1, 1)
+    with db() as session:
+        source = session.get_one(Source, "cal")
+        assert source.cursor == {"token": "abc"}
+        assert source.events_dropped == 1
+        assert source.item_errors == [{"item": "ana.ics: UID broken", "message": "no DTSTART"}]
+        event = session.scalars(select(Event)).one()
+        assert event.title is None, "titles are not stored unless privacy.store_titles is on"
+        assert event.start == T0
+
+
+def test_same_page_twice_writes_nothing(db: sessionmaker[Session]) -> None:
+    page = SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a")
+    store(db, page)
+    with db.begin() as session:
+        session.execute(Pairing.__table__.update().values(events_changed=False))
+    again = store(db, page)
+    assert (again.stored, again.unchanged, again.deleted) == (0, 1, 0)
+    with db() as session:
+        assert not any(session.scalars(select(Pairing.events_changed)))
+
+
+def test_replacing_a_scope_deletes_what_is_gone_and_flags_the_pairing(
+    db: sessionmaker[Session],
+) -> None:
+    store(
+        db,
+        SyncPage(
+            records=(
+                meeting("m1", "ana@x.org", "ben@x.org"),
+                meeting("m2", "cy@x.org", "dee@x.org"),
+            ),
+            replaces_scope="a",
+        ),
+    )
+    store(db, SyncPage(records=(meeting("other", "ana@x.org", "ben@x.org"),), replaces_scope="b"))
+    with db.begin() as session:
+        session.execute(Pairing.__table__.update().values(events_changed=False))
+    stats = store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a"))
+    assert stats.deleted == 1
+    with db() as session:
+        ids = set(session.scalars(select(Event.provider_id)))
+        assert ids == {"m1", "other"}, "scope b is untouched"
+        flagged = set(session.scalars(select(Pairing.key).where(Pairing.events_changed)))
+        assert flagged == {"eng:cy@x.org:dee@x.org"}
+
+
+def test_incremental_deletions(db: sessionmaker[Session]) -> None:
+    store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),)))
+    stats = store(db, SyncPage(deleted=("m1", "never-seen")))
+    assert stats.deleted == 1
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+
+
+def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Session]) -> None:
+    store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),)))
+    with db.begin() as session:
+        repository.apply_roster(session, CONFIG, ROSTER[:1])
+    with db() as session:
+        active = {k: a for k, a in session.execute(select(Pairing.key, Pairing.active))}
+    assert active == {"eng:ana@x.org:ben@x.org": True, "eng:cy@x.org:dee@x.org": False}
+
+
+def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Session]) -> None:
+    ttl = timedelta(seconds=90)
+    assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0) is None
+    assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0) == "host:1"
+    assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0 + ttl / 2) is None, "renewal"
+    expired = T0 + ttl / 2 + ttl + timedelta(seconds=1)
+    assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=expired) is None
+    lease.release(db, "daemon", "host:2")
+    assert lease.acquire(db, "daemon", "host:3", ttl=ttl, now=expired) is None

@@ -53,10 +53,10 @@ def user_errors() -> Iterator[None]:
         yield
     except ConfigError as error:
         for problem in error.problems:
-            err.print(problem, markup=False, highlight=False)
+            err.print(problem, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(error.code) from None
     except UserError as error:
-        err.print(f"error: {error.message}", markup=False, highlight=False)
+        err.print(f"error: {error.message}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(error.code) from None
 
 
@@ -249,9 +249,9 @@ def report(
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run every stage on its schedule until SIGTERM or Ctrl-C."""
-    from mentorpulse.daemon import jobs, runner
+    from mentorpulse.daemon import runner
 
-    _with_context(config, lambda ctx: runner.run_daemon(ctx))
+    _with_context(config, runner.run_daemon)
 
 
 @app.command()

@@ -29,7 +29,9 @@ def _pg_admin_url() -> str | None:
     if not url:
         if os.environ.get("CI"):
             pytest.fail(f"{PG_ENV} must be set in CI: the suite runs on PostgreSQL too")
-        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/postgres)")
+        pytest.skip(
+            f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/postgres)"
+        )
     return url
 
 

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+
+from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +39,201 @@ class RosterPairing:
     def key(self) -> str:
         """Stable identity of the pairing across roster edits: program, mentor, mentee."""
         return f"{self.program}:{self.mentor_email}:{self.mentee_email}"
+
+
+REQUIRED_COLUMNS = ("program", "mentor_email", "mentee_email", "started_on")
+OPTIONAL_COLUMNS = (
+    "ended_on",
+    "mentor_name",
+    "mentee_name",
+    "mentor_timezone",
+    "mentee_timezone",
+)
+_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+_EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"'.]+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def load_roster(path: Path, config: MentorpulseConfig) -> list[RosterPairing]:
+    """Parse and check the roster CSV; every problem is reported at once, with its line.
+
+    Cells are echoed in messages (a roster holds names and addresses, not secrets), so
+    the admin sees exactly what to fix.
+    """
+    text = _read(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    problems: list[str] = []
+    pairings: list[RosterPairing] = []
+    columns: list[str] | None = None
+    first_seen: dict[str, int] = {}
+    line_after = 0
+    try:
+        for row in reader:
+            line, line_after = line_after + 1, reader.line_num
+            if _skipped(row):
+                continue
+            if columns is None:
+                columns = _header(row, path, line, problems)
+                if columns is None:
+                    break
+                continue
+            pairing = _pairing(
+                row, columns=columns, path=path, line=line, config=config, problems=problems
+            )
+            if pairing is None:
+                continue
+            if pairing.key in first_seen:
+                problems.append(
+                    f"{path}:{line}: pair {pairing.mentor_email} → {pairing.mentee_email} is "
+                    f"already listed in program {pairing.program!r} on line "
+                    f"{first_seen[pairing.key]}"
+                )
+                continue
+            first_seen[pairing.key] = line
+            pairings.append(pairing)
+    except csv.Error as error:
+        problems.append(f"{path}:{reader.line_num}: not valid CSV: {error}")
+    if columns is None and not problems:
+        problems.append(
+            f"{path}: empty roster; the first line must be a header like "
+            f"{','.join(REQUIRED_COLUMNS)}"
+        )
+    if problems:
+        log.debug("roster_invalid", path=str(path), problems=len(problems))
+        raise ConfigError(problems)
+    log.debug("roster_loaded", path=str(path), pairings=len(pairings))
+    return pairings
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "no such roster file"
+        raise ConfigError(
+            [
+                f"{path}: {what}; write a CSV with the header "
+                f"{','.join(REQUIRED_COLUMNS)} (see config/roster.csv), or set roster.path "
+                f"in mentorpulse.yaml"
+            ]
+        )
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the roster: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {error.start}); export the roster as UTF-8 CSV"]
+        ) from None
+
+
+def _skipped(row: list[str]) -> bool:
+    """Blank lines (also a row of empty cells, as spreadsheets export) and # comments."""
+    if not any(cell.strip() for cell in row):
+        return True
+    return row[0].lstrip().startswith("#")
+
+
+def _header(row: list[str], path: Path, line: int, problems: list[str]) -> list[str] | None:
+    """The normalised column names, or None after reporting what is wrong with them."""
+    columns = [cell.strip().lower() for cell in row]
+    before = len(problems)
+    for name in columns:
+        if name and name not in _COLUMNS:
+            message = f"{path}:{line}: unknown column {name!r}"
+            close = difflib.get_close_matches(name, _COLUMNS, n=1)
+            message += f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{message}; columns are: {', '.join(_COLUMNS)}")
+    for name in dict.fromkeys(columns):
+        if name and columns.count(name) > 1:
+            problems.append(f"{path}:{line}: column {name!r} appears more than once")
+    problems.extend(
+        f"{path}:{line}: missing required column {name!r}"
+        for name in REQUIRED_COLUMNS
+        if name not in columns
+    )
+    return columns if len(problems) == before else None
+
+
+def _pairing(
+    row: list[str],
+    *,
+    columns: list[str],
+    path: Path,
+    line: int,
+    config: MentorpulseConfig,
+    problems: list[str],
+) -> RosterPairing | None:
+    before = len(problems)
+
+    def bad(column: str, message: str) -> None:
+        problems.append(f"{path}:{line}: {column}: {message}")
+
+    cells = dict.fromkeys(_COLUMNS, "")
+    for index, cell in enumerate(row):
+        if index < len(columns) and columns[index]:
+            cells[columns[index]] = cell.strip()
+        elif cell.strip():
+            problems.append(
+                f"{path}:{line}: {len(row)} cells but the header has {len(columns)} columns "
+                f'(a comma inside a value needs "quotes")'
+            )
+            return None
+    for name in REQUIRED_COLUMNS:
+        if not cells[name]:
+            bad(name, "missing value")
+
+    program = cells["program"]
+    if program and config.program(program) is None:
+        known = ", ".join(p.id for p in config.programs) or "none"
+        bad("program", f"unknown program {program!r} (programs in the config: {known})")
+
+    mentor = cells["mentor_email"].lower()
+    mentee = cells["mentee_email"].lower()
+    for name, email in (("mentor_email", mentor), ("mentee_email", mentee)):
+        if email and not _EMAIL.match(email):
+            bad(name, f"{cells[name]!r} is not an email address")
+    if mentor and mentor == mentee:
+        bad("mentee_email", f"{cells['mentee_email']!r} is the same person as mentor_email")
+
+    started = _date(cells["started_on"], "started_on", bad)
+    ended = _date(cells["ended_on"], "ended_on", bad)
+    if started and ended and ended < started:
+        bad("ended_on", f"{ended.isoformat()} is before started_on {started.isoformat()}")
+
+    for name in ("mentor_timezone", "mentee_timezone"):
+        if cells[name] and not _is_zone(cells[name]):
+            bad(name, f"{cells[name]!r} is not a time zone (use an IANA name like Europe/Berlin)")
+
+    if len(problems) > before or started is None:
+        return None
+    return RosterPairing(
+        program=program,
+        mentor_email=mentor,
+        mentee_email=mentee,
+        started_on=started,
+        ended_on=ended,
+        mentor_name=cells["mentor_name"] or None,
+        mentee_name=cells["mentee_name"] or None,
+        mentor_timezone=cells["mentor_timezone"] or None,
+        mentee_timezone=cells["mentee_timezone"] or None,
+        line=line,
+    )
+
+
+def _date(value: str, column: str, bad: Callable[[str, str], None]) -> date | None:
+    if not value:
+        return None
+    if _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    bad(column, f"{value!r} is not a date (use YYYY-MM-DD)")
+    return None
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

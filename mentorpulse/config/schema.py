@@ -28,6 +28,18 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+class ConfigValueError(ValueError):
+    """A validation failure that also says where, below the validated field, it lies.
+
+    ``at`` is a key path relative to the field (``(2, "id")`` for ``programs[2].id``), so
+    the loader can point at the line of the duplicate instead of the whole list.
+    """
+
+    def __init__(self, message: str, at: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 def parse_duration(value: object) -> timedelta:
     """``14d`` → 14 days; also accepts a ``timedelta`` as is."""
     if isinstance(value, timedelta):
@@ -60,7 +72,9 @@ def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
+        ) from None
     return value
 
 
@@ -208,17 +222,22 @@ class MentorpulseConfig(Strict):
     @classmethod
     def _unique_programs(cls, programs: tuple[Program, ...]) -> tuple[Program, ...]:
         _no_duplicates("program id", [p.id for p in programs])
-        for program in programs:
-            _no_duplicates(f"rule id in program {program.id}", [r.id for r in program.rules])
+        for index, program in enumerate(programs):
+            _no_duplicates(
+                f"rule id in program {program.id}",
+                [r.id for r in program.rules],
+                at=(index, "rules"),
+            )
         return programs
 
     @model_validator(mode="after")
     def _admins_are_known(self) -> MentorpulseConfig:
-        for program in self.programs:
-            for admin in program.admins:
+        for p_index, program in enumerate(self.programs):
+            for a_index, admin in enumerate(program.admins):
                 if "@" not in admin and admin not in self.contacts:
-                    raise ValueError(
-                        f"undefined contact {admin!r} used in program {program.id!r} admins"
+                    raise ConfigValueError(
+                        f"undefined contact {admin!r} used in program {program.id!r} admins",
+                        at=("programs", p_index, "admins", a_index),
                     )
         return self
 
@@ -231,9 +250,10 @@ class MentorpulseConfig(Strict):
         return next((p for p in self.programs if p.id == program_id), None)
 
 
-def _no_duplicates(what: str, values: list[str]) -> None:
+def _no_duplicates(what: str, values: list[str], at: tuple[str | int, ...] = ()) -> None:
+    """``at`` + (index, "id") of the second occurrence is where the loader points."""
     seen: set[str] = set()
-    for value in values:
+    for index, value in enumerate(values):
         if value in seen:
-            raise ValueError(f"duplicate {what} {value!r}")
+            raise ConfigValueError(f"duplicate {what} {value!r}", at=(*at, index, "id"))
         seen.add(value)

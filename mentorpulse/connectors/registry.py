@@ -11,10 +11,12 @@ from mentorpulse.connectors.base import Connector
 SourceConfig = IcsSource  # grows into the union of every provider's config model
 
 
-def build_connector(source: SourceConfig, *, base_dir: Path, now: datetime) -> Connector:
-    """The connector for one configured source."""
+def build_connector(
+    source: SourceConfig, *, base_dir: Path, now: datetime, default_zone: str
+) -> Connector:
+    """The connector for one configured source; ``default_zone`` reads floating times."""
     if source.kind == "ics":
         from mentorpulse.connectors.ics import IcsConnector
 
-        return IcsConnector(source, base_dir=base_dir, now=now)
+        return IcsConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
     raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

@@ -29,7 +29,9 @@ class DemoSummary:
     reports: list[Path] = field(default_factory=list)
 
     def table(self) -> Table:
-        table = Table("", "", title=f"mentorpulse demo in {self.workdir}", show_header=False)
+        table = Table(title=f"mentorpulse demo in {self.workdir}", show_header=False)
+        table.add_column("what")
+        table.add_column("value", overflow="fold")
         table.add_row("pairs", str(self.pairs))
         for outcome, count in sorted(self.outcomes.items()):
             table.add_row(f"sessions {outcome}", str(count))
@@ -71,12 +73,9 @@ def run_demo(workdir: Path, *, today: date) -> DemoSummary:
             )
             reports.append(path)
         with ctx.sessions() as db:
-            findings: dict[str, int] = {
-                state: count
-                for state, count in db.execute(
-                    select(Finding.state, func.count()).group_by(Finding.state)
-                )
-            }
+            findings: dict[str, int] = dict(
+                db.execute(select(Finding.state, func.count()).group_by(Finding.state)).all()
+            )
     finally:
         ctx.engine.dispose()
     outbox = ctx.config.resolve(ctx.config.notify.transport.path)

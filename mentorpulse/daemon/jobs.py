@@ -29,13 +29,15 @@ from mentorpulse.notify.outbox import enqueue
 from mentorpulse.notify.route import Alert, notifications_for
 from mentorpulse.notify.transport import build_transport
 from mentorpulse.rules.engine import (
+    FIRING,
+    PENDING,
+    RESOLVED,
     FindingState,
-    SessionFact,
-    Timeline,
     advance,
     evaluate,
     fingerprint,
 )
+from mentorpulse.rules.kinds import SessionFact, Timeline
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import upgrade
@@ -123,7 +125,9 @@ def sync_sources(ctx: Context, only: Sequence[str] | None = None) -> list[Source
     for source_config in ctx.config.sources:
         if only and source_config.id not in only:
             continue
-        results.append(_sync_one(ctx, source_config.id, source_config.kind, matcher, fingerprint_now))
+        results.append(
+            _sync_one(ctx, source_config.id, source_config.kind, matcher, fingerprint_now)
+        )
     return results
 
 
@@ -142,7 +146,9 @@ def _sync_one(
         cursor = source.cursor
         was_healthy = source.healthy
         source.last_attempt_at = now
-    connector = build_connector(source_config, base_dir=ctx.config.base_dir, now=now)
+    connector = build_connector(
+        source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
+    )
     ids = None
     try:
         for page in connector.sync(cursor):
@@ -227,11 +233,13 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
             )
         )
         pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(due)))}
-        emails = {i: e for i, e in db.execute(select(Person.id, Person.email))}
+        emails = dict(db.execute(select(Person.id, Person.email)).all())
         copies = repository.events_of_pairings(db, sorted(due))
         for pairing_id, records in copies.items():
             pairing = pairings[pairing_id]
             program = ctx.config.program(pairing.program_id)
+            # A replacement booked within half a cadence interval is a rescheduling;
+            # the next regular meeting is not.
             every = program.cadence.every if program else timedelta(days=14)
             changed = _rebuild_pairing(
                 db,
@@ -239,7 +247,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
                 records,
                 mentor=emails[pairing.mentor_id],
                 mentee=emails[pairing.mentee_id],
-                reschedule_window=every,
+                reschedule_window=every / 2,
                 now=now,
             )
             pairing.events_changed = False
@@ -281,8 +289,7 @@ def _rebuild_pairing(
         verdicts[key] = (start, replacement, newest)
 
     existing = {
-        s.key: s
-        for s in db.scalars(select(SessionRow).where(SessionRow.pairing_id == pairing.id))
+        s.key: s for s in db.scalars(select(SessionRow).where(SessionRow.pairing_id == pairing.id))
     }
     changed = 0
     for key, (_start, verdict, newest) in verdicts.items():
@@ -343,9 +350,22 @@ class EvaluationStats:
     resolved: int = 0
     changed: int = 0
 
+    def count(self, state: str) -> None:
+        if state == FIRING:
+            self.firing += 1
+        elif state == PENDING:
+            self.pending += 1
+        else:
+            self.resolved += 1
+
 
 def evaluate_rules(ctx: Context) -> EvaluationStats:
-    """Run every program's rules over each active pairing's session timeline."""
+    """Run every program's rules over each pairing's session timeline.
+
+    A finding row is written only when its state changes, so evaluating twice writes
+    nothing the second time. Open findings that no rule produces any more (the pairing
+    ended or left the roster, the rule was removed) are resolved with the reason.
+    """
     now = ctx.clock()
     stats = EvaluationStats()
     with ctx.sessions.begin() as db:
@@ -356,7 +376,9 @@ def evaluate_rules(ctx: Context) -> EvaluationStats:
             .join(mentor, mentor.id == Pairing.mentor_id)
             .join(mentee, mentee.id == Pairing.mentee_id)
         )
-        findings = {f.fingerprint: f for f in db.scalars(select(Finding))}
+        findings: dict[int | None, dict[str, Finding]] = defaultdict(dict)
+        for finding in db.scalars(select(Finding)):
+            findings[finding.pairing_id][finding.fingerprint] = finding
         sessions: dict[int, list[SessionFact]] = defaultdict(list)
         for s in db.scalars(select(SessionRow).order_by(SessionRow.start)):
             sessions[s.pairing_id].append(
@@ -364,46 +386,53 @@ def evaluate_rules(ctx: Context) -> EvaluationStats:
             )
         for pairing, mentor_row, mentee_row in rows:
             program = ctx.config.program(pairing.program_id)
-            if not pairing.active or program is None:
-                stats.changed += _resolve_all(findings, pairing.id, now, "pairing left roster")
-                continue
-            timeline = Timeline(
-                pairing_key=pairing.key,
-                program=pairing.program_id,
-                mentor=mentor_row.email,
-                mentee=mentee_row.email,
-                started_on=pairing.started_on,
-                ended_on=pairing.ended_on,
-                zone=mentor_row.timezone or ctx.config.timezone,
-                sessions=tuple(sessions.get(pairing.id, ())),
-            )
-            stats.pairings += 1
-            deadlines = []
-            for condition in evaluate(timeline, program, now):
-                rule = next(r for r in program.rules if r.id == condition.rule_id)
-                key = fingerprint(condition.rule_id, pairing.key)
-                row = findings.get(key)
-                previous = _state(row) if row is not None else None
-                state = advance(
-                    previous, condition, pairing_key=pairing.key, for_=rule.for_, now=now
+            mine = findings[pairing.id]
+            seen: set[str] = set()
+            deadlines: list[datetime] = []
+            if pairing.active and program is not None:
+                stats.pairings += 1
+                timeline = Timeline(
+                    pairing_key=pairing.key,
+                    program=pairing.program_id,
+                    mentor=mentor_row.email,
+                    mentee=mentee_row.email,
+                    started_on=pairing.started_on,
+                    ended_on=pairing.ended_on,
+                    zone=mentor_row.timezone or ctx.config.timezone,
+                    sessions=tuple(sessions.get(pairing.id, ())),
                 )
-                if condition.next_deadline is not None:
-                    deadlines.append(condition.next_deadline)
-                if state is None:
-                    continue
-                if row is None:
-                    row = Finding(fingerprint=key, pairing_id=pairing.id)
-                    db.add(row)
-                    findings[key] = row
-                if previous != state:
+                for condition in evaluate(timeline, program, now):
+                    rule = next(r for r in program.rules if r.id == condition.rule_id)
+                    key = fingerprint(condition.rule_id, pairing.key)
+                    seen.add(key)
+                    if condition.next_deadline is not None:
+                        deadlines.append(condition.next_deadline)
+                    row = mine.get(key)
+                    previous = _state(row) if row is not None else None
+                    state = advance(
+                        previous, condition, pairing_key=pairing.key, for_=rule.for_, now=now
+                    )
+                    if state is None:
+                        if row is not None:  # pending, cleared before it fired: nobody knew
+                            db.delete(row)
+                            del mine[key]
+                            stats.changed += 1
+                        continue
+                    if state != previous:
+                        if row is None:
+                            row = mine[key] = Finding(fingerprint=key, pairing_id=pairing.id)
+                            db.add(row)
+                        _write_state(row, state, now)
+                        stats.changed += 1
+                    stats.count(state.state)
+            reason = "rule no longer applies to this pairing"
+            if not pairing.active:
+                reason = "pairing left the roster"
+            for key, row in mine.items():
+                if key not in seen and row.state in (PENDING, FIRING):
+                    row.state, row.until, row.reason = RESOLVED, now, reason
+                    row.last_evaluated_at = now
                     stats.changed += 1
-                _write_state(row, state, now)
-                if state.state == "firing":
-                    stats.firing += 1
-                elif state.state == "pending":
-                    stats.pending += 1
-                else:
-                    stats.resolved += 1
             pairing.sessions_changed = False
             pairing.next_deadline = min(deadlines, default=None)
     log.info(
@@ -438,18 +467,8 @@ def _write_state(row: Finding, state: FindingState, now: datetime) -> None:
     row.firing_since = state.firing_since
     row.until = state.until
     row.facts = {**state.facts, "pairing": state.pairing_key}
+    row.reason = None
     row.last_evaluated_at = now
-
-
-def _resolve_all(findings: dict[str, Finding], pairing_id: int, now: datetime, reason: str) -> int:
-    changed = 0
-    for row in findings.values():
-        if row.pairing_id == pairing_id and row.state in ("pending", "firing"):
-            row.state = "resolved"
-            row.until = now
-            row.reason = reason
-            changed += 1
-    return changed
 
 
 # ---------------------------------------------------------------- notify
@@ -467,13 +486,20 @@ def send_notifications(ctx: Context) -> NotifyStats:
     """Turn firing findings into outbox rows (exactly once each), then deliver them."""
     now = ctx.clock()
     with ctx.sessions.begin() as db:
-        queued = enqueue(db, notifications_for(_alerts(db)), now=now)
+        queued = enqueue(
+            db,
+            notifications_for(_alerts(db)),
+            now=now,
+            domain=ctx.config.notify.sender.rpartition("@")[2],
+        )
     transport = build_transport(ctx.config.notify, ctx.config.base_dir)
     counts: DispatchCounts = dispatch(
         ctx.sessions, transport, sender=ctx.config.notify.sender, now=now
     )
     log.info("notifications_done", queued=queued, sent=counts.sent, failed=counts.failed)
-    return NotifyStats(queued=queued, sent=counts.sent, failed=counts.failed, retried=counts.retried)
+    return NotifyStats(
+        queued=queued, sent=counts.sent, failed=counts.failed, retried=counts.retried
+    )
 
 
 def _alerts(db: DbSession) -> list[Alert]:
@@ -494,7 +520,7 @@ def _alerts(db: DbSession) -> list[Alert]:
             severity=finding.severity,
             state=finding.state,
             firing_since=finding.firing_since,
-            facts={k: str(v) for k, v in finding.facts.items()},
+            facts={k: str(v) for k, v in finding.facts.items() if k != "pairing"},
             program=program.id,
             program_name=program.name or program.id,
             mentor_email=mentor_row.email,

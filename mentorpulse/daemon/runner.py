@@ -7,6 +7,7 @@ first run of each job is due at ``last run + interval``: nothing is repeated or 
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from collections.abc import Callable
@@ -103,7 +104,7 @@ def run_daemon(
             add(
                 f"sync:{source.id}",
                 source.poll_every,
-                lambda s=source.id: jobs.sync_sources(ctx, [s]),
+                functools.partial(jobs.sync_sources, ctx, [source.id]),
             )
     if "evaluate" in stages:
         add("evaluate", ctx.config.schedule.evaluate_every, lambda: pipeline(ctx))
@@ -121,9 +122,11 @@ def run_daemon(
         log.info("daemon_stopping", signal=signal.Signals(signum).name)
         stop.set()
 
-    previous = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-    } if threading.current_thread() is threading.main_thread() else {}
+    previous = (
+        {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     scheduler.start()
     log.info("daemon_started", holder=holder, jobs=len(scheduler.get_jobs()))
     try:

@@ -36,9 +36,7 @@ def write_report(
     with sessions() as db:
         rows = pairing_figures(db, start=start, end=end, now=now)
     if fmt == "html":
-        page = render_html(
-            rows, start=start, end=end, generated_at=now, title="Mentoring sessions"
-        )
+        page = render_html(rows, start=start, end=end, generated_at=now, title="Mentoring sessions")
         if out is None:
             sys.stdout.write(page)
         else:

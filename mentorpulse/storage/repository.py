@@ -97,7 +97,7 @@ def apply_roster(db: DbSession, config: MentorpulseConfig, roster: Sequence[Rost
 
 
 def pairing_ids(db: DbSession) -> dict[str, int]:
-    return {k: i for k, i in db.execute(select(Pairing.key, Pairing.id).where(Pairing.active))}
+    return dict(db.execute(select(Pairing.key, Pairing.id).where(Pairing.active)).all())
 
 
 def ensure_source(db: DbSession, source_id: str, kind: str) -> Source:
@@ -159,12 +159,18 @@ def store_page(
     """
     touched: set[int] = set()
     provider_ids = [r.provider_id for r in page.records]
-    existing = {
-        e.provider_id: e
-        for e in db.scalars(
-            select(Event).where(Event.source_id == source.id, Event.provider_id.in_(provider_ids))
-        )
-    } if provider_ids else {}
+    existing = (
+        {
+            e.provider_id: e
+            for e in db.scalars(
+                select(Event).where(
+                    Event.source_id == source.id, Event.provider_id.in_(provider_ids)
+                )
+            )
+        }
+        if provider_ids
+        else {}
+    )
     links = _links(db, [e.id for e in existing.values()])
     stored = unchanged = dropped = 0
     kept: set[str] = set()
@@ -204,8 +210,7 @@ def store_page(
     if page.replaces_scope is not None:
         gone = gone.where(Event.scope == page.replaces_scope, Event.provider_id.not_in(kept))
     else:
-        gone = gone.where(Event.provider_id.in_(list(page.deleted) + sorted(
-            set(existing) - kept)))
+        gone = gone.where(Event.provider_id.in_(list(page.deleted) + sorted(set(existing) - kept)))
     gone_ids = list(db.scalars(gone))
     if gone_ids:
         gone_links = _links(db, gone_ids)
@@ -215,9 +220,7 @@ def store_page(
         db.execute(delete(Event).where(Event.id.in_(gone_ids)))
 
     if touched:
-        db.execute(
-            update(Pairing).where(Pairing.id.in_(touched)).values(events_changed=True)
-        )
+        db.execute(update(Pairing).where(Pairing.id.in_(touched)).values(events_changed=True))
     if page.cursor is not None:
         source.cursor = json.loads(json.dumps(page.cursor, default=str))
     source.events_dropped = (source.events_dropped or 0) + dropped

@@ -127,7 +127,9 @@ def test_replacing_a_scope_deletes_what_is_gone_and_flags_the_pairing(
     store(db, SyncPage(records=(meeting("other", "ana@x.org", "ben@x.org"),), replaces_scope="b"))
     with db.begin() as session:
         session.execute(Pairing.__table__.update().values(events_changed=False))
-    stats = store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a"))
+    stats = store(
+        db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a")
+    )
     assert stats.deleted == 1
     with db() as session:
         ids = set(session.scalars(select(Event.provider_id)))
@@ -149,7 +151,7 @@ def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Session]
     with db.begin() as session:
         repository.apply_roster(session, CONFIG, ROSTER[:1])
     with db() as session:
-        active = {k: a for k, a in session.execute(select(Pairing.key, Pairing.active))}
+        active = dict(session.execute(select(Pairing.key, Pairing.active)).all())
     assert active == {"eng:ana@x.org:ben@x.org": True, "eng:cy@x.org:dee@x.org": False}
 
 

@@ -1,0 +1,111 @@
+"""The dispatcher: claim due outbox rows, send each, record the outcome.
+
+The claim is committed *before* sending so that other workers see the lease and skip the
+rows; each outcome is committed on its own so one slow or failing message never holds
+back (or rolls back) the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from mentorpulse.notify.outbox import claim_due, mark_failed, mark_sent
+from mentorpulse.notify.render import RenderError, render
+from mentorpulse.notify.transport import SendResult, Transport
+from mentorpulse.storage.models import OutboxMessage
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchCounts:
+    sent: int
+    failed: int  # given up for good
+    retried: int  # failed this time, will be tried again later
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What we need of a claimed row once its session is closed."""
+
+    id: int
+    recipient: str
+    attempts: int
+    message: OutboxMessage
+
+
+def dispatch(
+    session_factory: sessionmaker[Session],
+    transport: Transport,
+    *,
+    sender: str,
+    now: datetime,
+    lease: timedelta = timedelta(minutes=5),
+    template_dir: Path | None = None,
+    limit: int = 100,
+) -> DispatchCounts:
+    """Send every due message once; returns how many were sent, failed and put back."""
+    with session_factory.begin() as db:
+        rows = claim_due(db, now=now, lease=lease, limit=limit)
+        claimed = [_Claimed(r.id, r.recipient, r.attempts, r) for r in rows]
+        for row in rows:
+            db.expunge(row)  # detached, loaded copies: rendering needs no database
+    sent = failed = retried = 0
+    for item in claimed:
+        result = _send_one(item, transport, sender=sender, now=now, template_dir=template_dir)
+        with session_factory.begin() as db:
+            if result.ok:
+                mark_sent(db, item.id, now=now)
+            else:
+                mark_failed(
+                    db,
+                    item.id,
+                    error=result.error or "unknown error",
+                    retryable=result.retryable,
+                    now=now,
+                )
+        if result.ok:
+            sent += 1
+            log.info(
+                "notification_sent",
+                message_row=item.id,
+                recipient_domain=_domain(item.recipient),
+                attempt=item.attempts,
+            )
+        elif result.retryable:
+            retried += 1
+            log.warning(
+                "notification_retry", message_row=item.id, attempt=item.attempts, error=result.error
+            )
+        else:
+            failed += 1
+            log.error("notification_failed", message_row=item.id, error=result.error)
+    return DispatchCounts(sent=sent, failed=failed, retried=retried)
+
+
+def _send_one(
+    item: _Claimed,
+    transport: Transport,
+    *,
+    sender: str,
+    now: datetime,
+    template_dir: Path | None,
+) -> SendResult:
+    try:
+        message = render(item.message, sender=sender, template_dir=template_dir, now=now)
+    except RenderError as exc:
+        return SendResult(ok=False, retryable=False, error=f"render: {exc}")
+    try:
+        return transport.send(message)
+    except Exception as exc:  # a transport bug must not strand the rest of the batch
+        log.exception("transport_crashed", message_row=item.id)
+        return SendResult(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2] or "?"

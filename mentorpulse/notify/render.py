@@ -1,0 +1,109 @@
+"""Rendering an outbox row into an email: Jinja2 templates, safe headers.
+
+Names and program titles come from rosters and calendars, i.e. from people we do not
+control, so nothing from the payload reaches a header with a line break in it (no header
+injection) and the HTML part escapes every value. An admin may override any template
+by dropping a file of the same name in ``template_dir``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from mentorpulse.storage.models import OutboxMessage
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
+
+
+class RenderError(Exception):
+    """A row cannot become an email (bad template, bad address): retrying will not help."""
+
+
+def header_safe(value: object) -> str:
+    """One line of text: CR, LF and other control characters become single spaces."""
+    return _CONTROL.sub(" ", str(value)).strip()
+
+
+@lru_cache(maxsize=8)
+def environment(template_dir: Path | None = None) -> jinja2.Environment:
+    """The template environment: the admin's folder first (if any), then ours."""
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.PackageLoader("mentorpulse.notify", "templates"))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        # Only the HTML templates escape; plain text must show "O'Brien" as written.
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2", "html", "htm"), default_for_string=False
+        ),
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not "Hi ,"
+        keep_trailing_newline=True,
+    )
+
+
+def subject_for(payload: Mapping[str, object]) -> str:
+    """'Mentoring: you and Ben have not met since 2 Oct 2024', from payload facts."""
+    other = _text(payload.get("mentee_name")) or _text(payload.get("mentee_email")) or "your mentee"
+    last = _text(payload.get("last_met_display"))
+    if last:
+        return header_safe(f"Mentoring: you and {other} have not met since {last}")
+    if payload.get("never_met"):
+        return header_safe(f"Mentoring: you and {other} have not met yet")
+    return header_safe(f"Mentoring: you and {other} have no recent session on record")
+
+
+def render(
+    row: OutboxMessage,
+    *,
+    sender: str,
+    template_dir: Path | None = None,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """Build the multipart/alternative (text + HTML) message for one outbox row."""
+    payload: dict[str, object] = dict(row.payload)
+    subject = subject_for(payload)
+    context = {**payload, "subject": subject}
+    env = environment(template_dir)
+    try:
+        text = env.get_template(f"{row.template}.txt.j2").render(context)
+        html = env.get_template(f"{row.template}.html.j2").render(context)
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template {row.template!r}: {exc}") from exc
+
+    message = EmailMessage()
+    try:
+        message["From"] = _address(sender, None)
+        message["To"] = _address(row.recipient, _text(payload.get("recipient_name")))
+        message["Subject"] = subject
+        message["Message-ID"] = header_safe(row.message_id)
+    except (ValueError, IndexError) as exc:  # the email package refuses a bad header
+        raise RenderError(f"bad header: {exc}") from exc
+    if now is not None:
+        message["Date"] = format_datetime(now)
+    # RFC 3834: out-of-office robots must not answer us (no mail loops).
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def _address(addr_spec: str, display_name: str | None) -> Address:
+    """An address header value; the display name is quoted/encoded by the email package."""
+    return Address(display_name=header_safe(display_name or ""), addr_spec=header_safe(addr_spec))
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

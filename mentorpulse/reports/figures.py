@@ -1,0 +1,235 @@
+"""Attended-vs-scheduled figures per pairing: pure read-only queries, no rendering.
+
+A handful of aggregate queries (grouped by pairing and outcome) regardless of how many
+pairings there are, so an HR report over 10,000 pairings stays one round trip per figure,
+and the same ``select()`` runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import aliased
+
+from mentorpulse.storage.models import Finding, Pairing, Person
+from mentorpulse.storage.models import Session as MeetingSession
+
+log = structlog.get_logger(__name__)
+
+ATTENDED = ("held", "presumed_held")
+# Past sessions that were planned and not rebooked: what "scheduled" means to HR.
+SCHEDULED = ("held", "presumed_held", "missed", "cancelled", "unknown")
+OPEN_STATES = ("pending", "firing")
+
+COLUMNS: tuple[str, ...] = (
+    "program",
+    "mentor_email",
+    "mentee_email",
+    "scheduled",
+    "attended",
+    "held",
+    "presumed_held",
+    "missed",
+    "cancelled",
+    "rescheduled",
+    "attendance_rate",
+    "last_attended",
+    "next_scheduled",
+    "open_findings",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PairingFigures:
+    """One pairing's row of the report; the first fields are exactly :data:`COLUMNS`."""
+
+    program: str
+    mentor_email: str
+    mentee_email: str
+    scheduled: int
+    attended: int
+    held: int
+    presumed_held: int
+    missed: int
+    cancelled: int
+    rescheduled: int
+    attendance_rate: float | None  # attended / scheduled; None when nothing was scheduled
+    last_attended: date | None  # in the mentor's time zone
+    next_scheduled: datetime | None  # aware UTC
+    open_findings: int
+    # For display only (the HTML report); not part of the CSV columns.
+    mentor_name: str | None = None
+    mentee_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramTotals:
+    """Sums over a program's pairings, for the summary at the top of a report."""
+
+    program: str
+    pairings: int
+    scheduled: int
+    attended: int
+    missed: int
+    cancelled: int
+    rescheduled: int
+    attendance_rate: float | None
+    open_findings: int
+    below_half: int  # pairings with an attendance rate under 50%
+
+
+def pairing_figures(
+    db: DbSession, *, start: datetime, end: datetime, now: datetime
+) -> list[PairingFigures]:
+    """Figures for every active pairing over sessions starting in ``[start, end)``.
+
+    ``last_attended`` looks back without a lower bound (up to ``end``), so a pair that
+    did not meet in the period still shows when it last did; ``next_scheduled`` is the
+    first upcoming session from ``now`` on, wherever it falls.
+    """
+    for name, value in (("start", start), ("end", end), ("now", now)):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be timezone-aware")
+
+    mentor = aliased(Person)
+    mentee = aliased(Person)
+    pairings = db.execute(
+        select(
+            Pairing.id,
+            Pairing.program_id,
+            mentor.email,
+            mentee.email,
+            mentor.name,
+            mentee.name,
+            mentor.timezone,
+        )
+        .join(mentor, mentor.id == Pairing.mentor_id)
+        .join(mentee, mentee.id == Pairing.mentee_id)
+        .where(Pairing.active.is_(True))
+        .order_by(Pairing.program_id, mentor.email, mentee.email)
+    ).all()
+
+    active = and_(Pairing.id == MeetingSession.pairing_id, Pairing.active.is_(True))
+
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for pairing_id, outcome, count in db.execute(
+        select(MeetingSession.pairing_id, MeetingSession.outcome, func.count())
+        .join(Pairing, active)
+        .where(MeetingSession.start >= start, MeetingSession.start < end)
+        .group_by(MeetingSession.pairing_id, MeetingSession.outcome)
+    ):
+        counts[pairing_id][outcome] = count
+
+    last_attended: dict[int, datetime] = dict(
+        db.execute(
+            select(MeetingSession.pairing_id, func.max(MeetingSession.start))
+            .join(Pairing, active)
+            .where(MeetingSession.outcome.in_(ATTENDED), MeetingSession.start < end)
+            .group_by(MeetingSession.pairing_id)
+        ).all()
+    )
+
+    next_scheduled: dict[int, datetime] = dict(
+        db.execute(
+            select(MeetingSession.pairing_id, func.min(MeetingSession.start))
+            .join(Pairing, active)
+            .where(MeetingSession.outcome == "upcoming", MeetingSession.start >= now)
+            .group_by(MeetingSession.pairing_id)
+        ).all()
+    )
+
+    open_findings: dict[int, int] = {
+        pairing_id: count
+        for pairing_id, count in db.execute(
+            select(Finding.pairing_id, func.count())
+            .join(Pairing, and_(Pairing.id == Finding.pairing_id, Pairing.active.is_(True)))
+            .where(Finding.state.in_(OPEN_STATES))
+            .group_by(Finding.pairing_id)
+        )
+        if pairing_id is not None
+    }
+
+    zones: dict[str | None, tzinfo] = {}
+    rows: list[PairingFigures] = []
+    for pairing_id, program, mentor_email, mentee_email, m_name, e_name, zone in pairings:
+        by_outcome = counts.get(pairing_id, {})
+        held = by_outcome.get("held", 0)
+        presumed = by_outcome.get("presumed_held", 0)
+        scheduled = sum(by_outcome.get(o, 0) for o in SCHEDULED)
+        attended = held + presumed
+        last = last_attended.get(pairing_id)
+        if zone not in zones:
+            zones[zone] = _zone(zone)
+        rows.append(
+            PairingFigures(
+                program=program,
+                mentor_email=mentor_email,
+                mentee_email=mentee_email,
+                scheduled=scheduled,
+                attended=attended,
+                held=held,
+                presumed_held=presumed,
+                missed=by_outcome.get("missed", 0),
+                cancelled=by_outcome.get("cancelled", 0),
+                rescheduled=by_outcome.get("rescheduled", 0),
+                attendance_rate=attended / scheduled if scheduled else None,
+                last_attended=last.astimezone(zones[zone]).date() if last else None,
+                next_scheduled=_utc(next_scheduled.get(pairing_id)),
+                open_findings=open_findings.get(pairing_id, 0),
+                mentor_name=m_name,
+                mentee_name=e_name,
+            )
+        )
+    log.info("report_figures", pairings=len(rows), start=start.isoformat(), end=end.isoformat())
+    return rows
+
+
+def program_totals(rows: Iterable[PairingFigures]) -> list[ProgramTotals]:
+    """Per-program sums, sorted by program; the rate is over the sums, not a mean of rates."""
+    grouped: dict[str, list[PairingFigures]] = defaultdict(list)
+    for row in rows:
+        grouped[row.program].append(row)
+    totals = []
+    for program in sorted(grouped):
+        members = grouped[program]
+        scheduled = sum(r.scheduled for r in members)
+        attended = sum(r.attended for r in members)
+        totals.append(
+            ProgramTotals(
+                program=program,
+                pairings=len(members),
+                scheduled=scheduled,
+                attended=attended,
+                missed=sum(r.missed for r in members),
+                cancelled=sum(r.cancelled for r in members),
+                rescheduled=sum(r.rescheduled for r in members),
+                attendance_rate=attended / scheduled if scheduled else None,
+                open_findings=sum(r.open_findings for r in members),
+                below_half=sum(
+                    1 for r in members if r.attendance_rate is not None and r.attendance_rate < 0.5
+                ),
+            )
+        )
+    return totals
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The mentor's zone; UTC when unset or unknown (a report must not fail on it)."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("report_unknown_timezone", timezone=name)
+        return UTC
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None

@@ -1,0 +1,142 @@
+"""The rules engine: evaluate a program's rules on a pairing, and advance findings.
+
+Both halves are pure: :func:`evaluate` maps a timeline to conditions, :func:`advance`
+maps the stored finding and a fresh condition to the next finding state. The caller
+loads and stores; running either twice on the same input gives the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from mentorpulse.config.schema import Program
+from mentorpulse.rules.kinds import Condition, Timeline, kind_for
+
+log = structlog.get_logger(__name__)
+
+PENDING = "pending"
+FIRING = "firing"
+RESOLVED = "resolved"
+
+# (program, rule, error type) already logged: a broken rule fails on every pairing and
+# every tick, and one log line says as much as thousands.
+_reported_failures: set[tuple[str, str, str]] = set()
+
+
+def fingerprint(rule_id: str, pairing_key: str) -> str:
+    """Stable identity of a finding across evaluations, restarts and workers."""
+    return hashlib.sha256(f"{rule_id}\x00{pairing_key}".encode()).hexdigest()[:16]
+
+
+def is_active(timeline: Timeline, now: datetime) -> bool:
+    """Whether the pairing runs on ``now``'s date in its own zone (both ends inclusive)."""
+    today = now.astimezone(ZoneInfo(timeline.zone)).date()
+    if timeline.started_on > today:
+        return False
+    return timeline.ended_on is None or timeline.ended_on >= today
+
+
+def evaluate(timeline: Timeline, program: Program, now: datetime) -> list[Condition]:
+    """Every rule of ``program`` on one pairing; none for a pairing not running today.
+
+    A rule that raises yields a non-holding condition with an ``error`` fact, so one
+    broken rule never hides the verdicts of the others.
+    """
+    if not is_active(timeline, now):
+        return []
+    conditions: list[Condition] = []
+    for rule in program.rules:
+        try:
+            conditions.append(kind_for(rule, program).evaluate(timeline, now))
+        except Exception as exc:  # a rule bug must not stop the other rules
+            error = f"{type(exc).__name__}: {exc}"
+            marker = (program.id, rule.id, type(exc).__name__)
+            if marker not in _reported_failures:
+                _reported_failures.add(marker)
+                log.exception(
+                    "rule_failed", program=program.id, rule=rule.id, pairing=timeline.pairing_key
+                )
+            conditions.append(
+                Condition(
+                    rule_id=rule.id,
+                    severity=rule.severity,
+                    holds=False,
+                    since=None,
+                    next_deadline=None,
+                    facts={"error": error},
+                )
+            )
+    return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class FindingState:
+    """A finding as stored: one episode of a rule holding for a pairing."""
+
+    fingerprint: str
+    rule_id: str
+    pairing_key: str
+    severity: str
+    state: str  # "pending" | "firing" | "resolved"
+    since: datetime
+    firing_since: datetime | None
+    until: datetime | None
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def advance(
+    previous: FindingState | None,
+    condition: Condition,
+    *,
+    pairing_key: str,
+    for_: timedelta,
+    now: datetime,
+) -> FindingState | None:
+    """The next state of a finding given a fresh condition at ``now``.
+
+    ``None`` means there is no finding: nothing held, or a pending finding cleared before
+    it ever fired (delete it; nobody was told). A firing finding that clears is resolved;
+    a resolved one that holds again starts a new episode under the same fingerprint.
+    """
+    if not condition.holds:
+        if previous is None or previous.state == PENDING:
+            return None
+        if previous.state == RESOLVED:
+            return previous
+        return FindingState(
+            fingerprint=previous.fingerprint,
+            rule_id=previous.rule_id,
+            pairing_key=previous.pairing_key,
+            severity=previous.severity,
+            state=RESOLVED,
+            since=previous.since,
+            firing_since=previous.firing_since,
+            until=now,
+            facts=dict(condition.facts),
+        )
+
+    continuing = previous is not None and previous.state in (PENDING, FIRING)
+    if previous is not None and continuing:
+        since = previous.since
+        firing_since = previous.firing_since
+    else:
+        since = condition.since or now
+        firing_since = None
+    if firing_since is None and now >= since + for_:
+        firing_since = since + for_
+    return FindingState(
+        fingerprint=fingerprint(condition.rule_id, pairing_key),
+        rule_id=condition.rule_id,
+        pairing_key=pairing_key,
+        severity=condition.severity,
+        state=FIRING if firing_since is not None else PENDING,
+        since=since,
+        firing_since=firing_since,
+        until=None,
+        facts=dict(condition.facts),
+    )

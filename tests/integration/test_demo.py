@@ -1,0 +1,141 @@
+"""End to end: `mentorpulse demo` writes an organisation and reports what its calendars hold.
+
+The expected figures come from what the generator planted in the calendars (its truth),
+never from mentorpulse's own attendance logic.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+import time_machine
+import yaml
+from typer.testing import CliRunner
+
+from mentorpulse.cli import app
+from mentorpulse.daemon import jobs
+from mentorpulse.demo import DemoTruth, write_demo
+from mentorpulse.reports.export import write_report
+
+TODAY = date(2026, 11, 23)
+NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # late, so today's sessions have ended
+
+PLANTED_TO_COLUMN = {
+    "attended": "presumed_held",
+    "declined_by_mentor": "missed",
+    "declined_by_mentee": "missed",
+    "cancelled": "cancelled",
+    "late_cancelled": "cancelled",
+    "rebooked": "rescheduled",
+}
+
+
+def expected_figures(truth: DemoTruth) -> dict[str, Counter[str]]:
+    expected: dict[str, Counter[str]] = {key: Counter() for key in truth.pairings}
+    for planted in truth.sessions:
+        column = PLANTED_TO_COLUMN.get(planted.planted)
+        if column:
+            expected[planted.pairing_key][column] += 1
+    for counts in expected.values():
+        counts["attended"] = counts["presumed_held"] + counts["held"]
+        counts["scheduled"] = counts["attended"] + counts["missed"] + counts["cancelled"]
+    return expected
+
+
+def report_rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        return {
+            f"{row['program']}:{row['mentor_email']}:{row['mentee_email']}": row
+            for row in csv.DictReader(stream)
+        }
+
+
+def run_demo_cli(workdir: Path) -> str:
+    with time_machine.travel(NOW, tick=False):
+        result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_reports_what_the_calendars_contain(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    output = run_demo_cli(workdir)
+    truth = write_demo(tmp_path / "truth", today=TODAY)
+    rows = report_rows(workdir / "report.csv")
+
+    assert set(rows) == set(truth.pairings)
+    for key, counts in expected_figures(truth).items():
+        row = rows[key]
+        for column in (
+            "scheduled",
+            "attended",
+            "presumed_held",
+            "missed",
+            "cancelled",
+            "rescheduled",
+        ):
+            assert int(row[column]) == counts[column], f"{key} {column}"
+    assert "report.html" in output
+    html = (workdir / "report.html").read_text(encoding="utf-8")
+    assert all(key.split(":")[1] in html for key in truth.pairings)
+
+
+def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    run_demo_cli(workdir)
+    outbox = workdir / "outbox"
+    first = {p.name: p.read_bytes() for p in outbox.glob("*.eml")}
+    assert first, "the demo has a lapsed pair and a pair that never met"
+    recipients = Counter(email.message_from_bytes(b)["To"] for b in first.values())
+    rows = report_rows(workdir / "report.csv")
+    flagged_mentors = {
+        key.split(":")[1] for key, row in rows.items() if int(row["open_findings"]) > 0
+    }
+    assert {r.split("<")[-1].rstrip(">") for r in recipients} == flagged_mentors
+    report_before = (workdir / "report.csv").read_text()
+
+    run_demo_cli(workdir)
+    second = {p.name: p.read_bytes() for p in outbox.glob("*.eml")}
+    assert second == first, "nothing is sent twice"
+    assert (workdir / "report.csv").read_text() == report_before
+
+
+@pytest.mark.usefixtures("database_url")
+def test_the_pipeline_gives_the_same_figures_on_each_backend(
+    tmp_path: Path, database_url: str
+) -> None:
+    truth = write_demo(tmp_path, today=TODAY)
+    config_file = tmp_path / "mentorpulse.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["database"] = database_url
+    config_file.write_text(yaml.safe_dump(config))
+    ctx = jobs.Context.open(config_file, clock=lambda: NOW)
+    try:
+        jobs.sync_sources(ctx)
+        jobs.rebuild_sessions(ctx)
+        jobs.evaluate_rules(ctx)
+        out = tmp_path / "report.csv"
+        write_report(
+            ctx.sessions,
+            first=date(2026, 8, 1),
+            last=date(2027, 3, 1),
+            zone=ctx.config.timezone,
+            now=NOW,
+            fmt="csv",
+            out=out,
+        )
+        again = jobs.sync_sources(ctx)
+        assert sum(r.stored + r.deleted for r in again) == 0, "an unchanged folder writes nothing"
+        assert jobs.rebuild_sessions(ctx).changed == 0
+        assert jobs.evaluate_rules(ctx).changed == 0
+    finally:
+        ctx.engine.dispose()
+    rows = report_rows(out)
+    for key, counts in expected_figures(truth).items():
+        assert int(rows[key]["scheduled"]) == counts["scheduled"], key
+        assert int(rows[key]["attended"]) == counts["attended"], key

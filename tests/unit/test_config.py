@@ -1,0 +1,204 @@
+"""The config loader: what an admin sees for a good file and for each kind of mistake.
+
+Bad fixtures under tests/data/config/bad/ carry their expected messages in ``# expect:``
+comment lines (``line: key.path: message``), so adding a case is adding a file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mentorpulse.config import ConfigError, config_path, json_schema, load_config, load_roster
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "config" / "mentorpulse.yaml"
+FIXTURES = REPO / "tests" / "data" / "config"
+BAD = sorted((FIXTURES / "bad").glob("*.yaml"))
+
+
+def _expected(path: Path) -> list[str]:
+    return [
+        line.removeprefix("# expect: ")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# expect: ")
+    ]
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_example_config_and_roster_load_together() -> None:
+    config = load_config(EXAMPLE)
+    program = config.program("engineering")
+    assert program is not None
+    assert program.cadence.every == timedelta(days=14)
+    assert program.cadence.grace == timedelta(days=3)
+    assert [r.kind for r in program.rules] == ["cadence_gap", "cadence_gap"]
+    assert config.sources[0].path == "calendars"
+    assert config.notify.transport.kind == "file"
+    assert config.notify.transport.path == "outbox"
+    assert config.database == "sqlite:///mentorpulse.db"
+    assert config.base_dir == EXAMPLE.parent
+    pairings = load_roster(config.resolve(config.roster.path), config)
+    assert {p.program for p in pairings} == {"engineering"}
+    assert len(pairings) == 3
+
+
+def test_good_config_interpolates_environment_and_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MP_TEST_DATABASE", "postgresql+psycopg://mp@db/mentorpulse")
+    monkeypatch.delenv("MP_TEST_FEED", raising=False)
+    config = load_config(FIXTURES / "good.yaml")
+    assert config.database == "postgresql+psycopg://mp@db/mentorpulse"
+    assert config.sources[0].url == "https://calendar.example.org/team.ics"
+    assert config.notify.sender == "mentoring+${literal}@example.org"
+    assert config.programs[0].cadence.grace == timedelta(hours=36)
+    assert config.programs[0].rules[0].for_ == timedelta(hours=12)
+    assert config.resolve(config.roster.path) == FIXTURES / "people" / "roster.csv"
+
+
+def test_empty_variable_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MP_TEST_DATABASE", "")
+    config = load_config(FIXTURES / "good.yaml")
+    assert config.database == "sqlite:///state/mentorpulse.db"
+
+
+@pytest.mark.parametrize("fixture", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_reports_every_problem_at_its_line(
+    fixture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MP_TEST_UNSET_DB", raising=False)
+    monkeypatch.delenv("MP_TEST_UNSET_DIR", raising=False)
+    # Relative in, relative out: the admin sees the path the way they typed it.
+    monkeypatch.chdir(FIXTURES)
+    shown = fixture.relative_to(FIXTURES)
+    expected = [f"{shown}:{line}" for line in _expected(fixture)]
+    assert expected, f"{fixture} has no '# expect:' lines"
+    assert _problems(shown) == expected
+
+
+def test_fixture_set_covers_each_kind_of_mistake() -> None:
+    assert {p.stem for p in BAD} >= {
+        "unknown_key",
+        "bad_duration",
+        "wrong_rule_kind",
+        "missing_required",
+        "duplicate_program",
+        "undefined_contact",
+        "bad_timezone",
+        "unset_env",
+        "several_errors",
+        "yaml_syntax",
+    }
+
+
+def test_secret_from_environment_never_appears_in_messages(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = "hunter2-Tr0ub4dor"
+    monkeypatch.setenv("MP_TEST_SECRET", secret)
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(
+        "timezone: ${MP_TEST_SECRET}\n"
+        "privacy:\n"
+        "  store_titles: ${MP_TEST_SECRET}\n"
+        "contacts:\n"
+        "  hr: {email: hr@example.org, timezone: 'Europe/${MP_TEST_SECRET}'}\n"
+        "notify:\n"
+        "  transport: {kind: '${MP_TEST_SECRET}'}\n"
+        "programs:\n"
+        "  - id: p\n"
+        "    cadence: {every: '${MP_TEST_SECRET}'}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert len(problems) == 5
+    assert all(secret not in problem for problem in problems)
+    assert secret not in str(caught.value)
+    # The admin still learns which line and which reference to look at.
+    assert f"{path}:1: timezone: unknown time zone '${{MP_TEST_SECRET}}'" in problems[0]
+    assert "'Europe/${MP_TEST_SECRET}'" in problems[2]
+
+
+def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "mentorpulse.yaml"
+    problems = _problems(missing)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{missing}: no such config file")
+    assert "mentorpulse demo" in problems[0]
+    assert "config/mentorpulse.yaml" in problems[0]
+
+
+def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text("# nothing configured yet\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.programs == ()
+    assert config.timezone == "UTC"
+    assert config.base_dir == tmp_path
+
+
+def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(
+        """\
+programs:
+  - &base
+    id: a
+    cadence: {every: 7d}
+  - <<: *base
+    id: b
+""",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert [(p.id, p.cadence.every) for p in config.programs] == [
+        ("a", timedelta(days=7)),
+        ("b", timedelta(days=7)),
+    ]
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MENTORPULSE_CONFIG", "/etc/mentorpulse/main.yaml")
+    assert config_path(Path("given.yaml")) == Path("given.yaml")
+    assert config_path(None) == Path("/etc/mentorpulse/main.yaml")
+    monkeypatch.delenv("MENTORPULSE_CONFIG")
+    assert config_path(None) == Path("config/mentorpulse.yaml")
+
+
+def test_json_schema_names_rule_kinds_and_durations_as_strings() -> None:
+    schema = json_schema()
+    text = json.dumps(schema)
+    assert schema["title"] == "mentorpulse.yaml"
+    assert str(schema["$schema"]).startswith("https://json-schema.org/")
+    assert "base_dir" not in text
+    defs = schema["$defs"]
+    assert isinstance(defs, dict)
+    assert defs["CadenceGapRule"]["properties"]["kind"]["const"] == "cadence_gap"
+    every = defs["Cadence"]["properties"]["every"]
+    assert every["type"] == "string"
+    assert every["pattern"] == r"^\d+[smhdw]$"
+    # Defaults are written the way an admin would write them, not as ISO 8601.
+    assert defs["ScheduleConfig"]["properties"]["evaluate_every"]["default"] == "15m"
+    assert defs["IcsSource"]["properties"]["window_past"]["default"] == "180d"
+    assert "PT" not in text
+
+
+def test_json_schema_accepts_the_example_and_rejects_a_typo() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json_schema())
+    example = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert list(validator.iter_errors(example)) == []
+    example["programs"][0]["rules"][0]["kind"] = "cadence_gapp"
+    assert list(validator.iter_errors(example)) != []

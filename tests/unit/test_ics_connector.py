@@ -1,0 +1,483 @@
+"""The iCalendar connector, on small calendars written the way real clients write them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from mentorpulse.config.schema import IcsSource
+from mentorpulse.connectors.base import (
+    AuthError,
+    Connector,
+    EventRecord,
+    EventStatus,
+    Response,
+    SyncPage,
+    TransientError,
+)
+from mentorpulse.connectors.ics import IcsConnector
+
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def ics(*events: str, extra: str = "") -> str:
+    body = "".join(f"BEGIN:VEVENT\n{e.strip()}\nEND:VEVENT\n" for e in events)
+    text = f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//test//EN\n{extra}{body}END:VCALENDAR\n"
+    return text.replace("\n", "\r\n")
+
+
+def source(path: Path | str | None = None, url: str | None = None, **kw: object) -> IcsSource:
+    return IcsSource.model_validate(
+        {
+            "id": "team",
+            "kind": "ics",
+            "path": str(path) if path is not None else None,
+            "url": url,
+            "window_past": "30d",
+            "window_future": "60d",
+            **kw,
+        }
+    )
+
+
+def sync(
+    src: IcsSource,
+    cursor: Mapping[str, object] | None = None,
+    *,
+    base_dir: Path = Path("/"),
+    now: datetime = NOW,
+    default_zone: str = "UTC",
+) -> list[SyncPage]:
+    return list(
+        IcsConnector(src, base_dir=base_dir, now=now, default_zone=default_zone).sync(cursor)
+    )
+
+
+def records(pages: list[SyncPage]) -> list[EventRecord]:
+    return sorted((r for p in pages for r in p.records), key=lambda r: r.start)
+
+
+def one_file(tmp_path: Path, text: str, name: str = "cal.ics", **kw: object) -> list[EventRecord]:
+    (tmp_path / name).write_text(text)
+    return records(sync(source(tmp_path / name), **kw))  # type: ignore[arg-type]
+
+
+WEEKLY = """
+UID:weekly-1
+DTSTAMP:20240101T000000Z
+DTSTART;TZID=Europe/Berlin:20240205T100000
+DTEND;TZID=Europe/Berlin:20240205T110000
+RRULE:FREQ=WEEKLY;COUNT=6
+EXDATE;TZID=Europe/Berlin:20240212T100000
+SUMMARY:Mentoring Alice / Bob
+ORGANIZER;CN=Alice:MAILTO:Alice@Example.ORG
+ATTENDEE;PARTSTAT=ACCEPTED:mailto:alice@example.org
+ATTENDEE;PARTSTAT=TENTATIVE:mailto:BOB@example.org
+"""
+
+
+def test_connector_satisfies_the_protocol(tmp_path: Path) -> None:
+    (tmp_path / "a.ics").write_text(ics(WEEKLY))
+    connector = IcsConnector(source(tmp_path), base_dir=tmp_path, now=NOW)
+    assert isinstance(connector, Connector)
+    assert connector.source_id == "team"
+
+
+def test_weekly_series_skips_the_excluded_date(tmp_path: Path) -> None:
+    got = one_file(tmp_path, ics(WEEKLY))
+    assert [r.start for r in got] == [
+        datetime(2024, 2, 5, 9, tzinfo=UTC),
+        datetime(2024, 2, 19, 9, tzinfo=UTC),
+        datetime(2024, 2, 26, 9, tzinfo=UTC),
+        datetime(2024, 3, 4, 9, tzinfo=UTC),
+        datetime(2024, 3, 11, 9, tzinfo=UTC),
+    ]
+    assert all(r.end - r.start == timedelta(hours=1) for r in got)
+    assert {r.series_id for r in got} == {"weekly-1"}
+    assert all(r.original_start == r.start for r in got)
+    assert all(r.zone == "Europe/Berlin" for r in got)
+    assert len({r.provider_id for r in got}) == 5
+    assert got[0].provider_id == "cal.ics#weekly-1#2024-02-05T09:00:00+00:00"
+
+
+def test_moved_and_cancelled_occurrences_keep_their_slot(tmp_path: Path) -> None:
+    moved = """
+UID:weekly-1
+DTSTAMP:20240101T000000Z
+RECURRENCE-ID;TZID=Europe/Berlin:20240219T100000
+DTSTART;TZID=Europe/Berlin:20240221T150000
+DTEND;TZID=Europe/Berlin:20240221T160000
+SEQUENCE:2
+SUMMARY:Mentoring (moved)
+"""
+    cancelled = """
+UID:weekly-1
+DTSTAMP:20240101T000000Z
+RECURRENCE-ID;TZID=Europe/Berlin:20240226T100000
+DTSTART;TZID=Europe/Berlin:20240226T100000
+DTEND;TZID=Europe/Berlin:20240226T110000
+STATUS:CANCELLED
+SEQUENCE:3
+"""
+    got = {r.original_start: r for r in one_file(tmp_path, ics(WEEKLY, moved, cancelled))}
+    slot = datetime(2024, 2, 19, 9, tzinfo=UTC)
+    assert got[slot].start == datetime(2024, 2, 21, 14, tzinfo=UTC)
+    assert got[slot].series_id == "weekly-1"
+    assert got[slot].title == "Mentoring (moved)"
+    assert got[slot].provider_id.endswith("#2024-02-19T09:00:00+00:00")
+    assert slot not in {r.start for r in got.values()}
+    dropped = got[datetime(2024, 2, 26, 9, tzinfo=UTC)]
+    assert dropped.status is EventStatus.CANCELLED
+    assert dropped.series_id == "weekly-1"
+    assert got[datetime(2024, 3, 4, 9, tzinfo=UTC)].status is EventStatus.CONFIRMED
+
+
+def test_all_day_event_spans_the_day_in_the_calendar_zone(tmp_path: Path) -> None:
+    text = ics("UID:day\nDTSTAMP:20240101T000000Z\nDTSTART;VALUE=DATE:20240304")
+    (rec,) = one_file(tmp_path, text, default_zone="Europe/Berlin")
+    assert rec.all_day
+    assert rec.start == datetime(2024, 3, 3, 23, tzinfo=UTC)
+    assert rec.end == datetime(2024, 3, 4, 23, tzinfo=UTC)  # no DTEND: one day
+    assert rec.series_id is None
+    assert rec.original_start is None
+    assert rec.provider_id == "cal.ics#day#"
+    # X-WR-TIMEZONE, the calendar's own zone, wins over the owner's.
+    text = ics(
+        "UID:day\nDTSTART;VALUE=DATE:20240304\nDTEND;VALUE=DATE:20240306",
+        extra="X-WR-TIMEZONE:America/New_York\n",
+    )
+    (rec,) = one_file(tmp_path, text, default_zone="Europe/Berlin")
+    assert rec.start == datetime(2024, 3, 4, 5, tzinfo=UTC)
+    assert rec.end == datetime(2024, 3, 6, 5, tzinfo=UTC)
+    assert rec.zone == "America/New_York"
+
+
+def test_floating_time_is_read_in_the_default_zone(tmp_path: Path) -> None:
+    text = ics("UID:f\nDTSTART:20240305T090000\nDURATION:PT45M")
+    (berlin,) = one_file(tmp_path, text, default_zone="Europe/Berlin")
+    assert berlin.start == datetime(2024, 3, 5, 8, tzinfo=UTC)
+    assert berlin.end == datetime(2024, 3, 5, 8, 45, tzinfo=UTC)
+    (utc,) = one_file(tmp_path, text)
+    assert utc.start == datetime(2024, 3, 5, 9, tzinfo=UTC)
+    assert utc.start.tzinfo is UTC
+
+
+def test_timed_event_without_end_or_duration_is_instant(tmp_path: Path) -> None:
+    (rec,) = one_file(tmp_path, ics("UID:i\nDTSTART:20240305T090000Z"))
+    assert rec.start == rec.end == datetime(2024, 3, 5, 9, tzinfo=UTC)
+    assert rec.zone == "UTC"
+
+
+CUSTOM_ZONE = """BEGIN:VTIMEZONE
+TZID:Company Standard Time
+BEGIN:STANDARD
+DTSTART:19700101T000000
+TZOFFSETFROM:+0530
+TZOFFSETTO:+0530
+END:STANDARD
+END:VTIMEZONE
+"""
+
+
+def test_custom_vtimezone_keeps_its_offsets_without_a_zone_name(tmp_path: Path) -> None:
+    text = ics(
+        "UID:c\nDTSTART;TZID=Company Standard Time:20240305T100000\n"
+        "DTEND;TZID=Company Standard Time:20240305T110000",
+        extra=CUSTOM_ZONE,
+    )
+    (rec,) = one_file(tmp_path, text)
+    assert rec.start == datetime(2024, 3, 5, 4, 30, tzinfo=UTC)
+    assert rec.end == datetime(2024, 3, 5, 5, 30, tzinfo=UTC)
+    assert rec.zone is None
+
+
+def test_windows_zone_names_map_to_iana(tmp_path: Path) -> None:
+    text = ics("UID:w\nDTSTART;TZID=W. Europe Standard Time:20240305T100000")
+    (rec,) = one_file(tmp_path, text)
+    assert rec.zone == "Europe/Berlin"
+    assert rec.start == datetime(2024, 3, 5, 9, tzinfo=UTC)
+
+
+def test_people_fields_are_normalised(tmp_path: Path) -> None:
+    event = """
+UID:people
+DTSTART:20240305T090000Z
+DTEND:20240305T100000Z
+ORGANIZER:MAILTO:Mentor@Example.ORG
+ATTENDEE;PARTSTAT=ACCEPTED:mailto:mentor@example.org
+ATTENDEE;PARTSTAT=DECLINED:MailTo:Mentee@Example.org
+ATTENDEE;PARTSTAT=TENTATIVE:mailto:t@example.org
+ATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:n@example.org
+ATTENDEE;PARTSTAT=DELEGATED;ROLE=OPT-PARTICIPANT:mailto:d@example.org
+ATTENDEE:mailto:plain@example.org
+CATEGORIES:Mentoring,1:1
+CATEGORIES:Career
+SEQUENCE:4
+LAST-MODIFIED:20240301T101500Z
+DTSTAMP:20240101T000000Z
+SUMMARY:Weekly check-in
+X-GOOGLE-CONFERENCE:https://meet.google.com/abc-defg-hij
+"""
+    (rec,) = one_file(tmp_path, ics(event))
+    assert rec.organizer == "mentor@example.org"
+    assert {a.email: (a.response, a.optional) for a in rec.attendees} == {
+        "mentor@example.org": (Response.ACCEPTED, False),
+        "mentee@example.org": (Response.DECLINED, False),
+        "t@example.org": (Response.TENTATIVE, False),
+        "n@example.org": (Response.NEEDS_ACTION, False),
+        "d@example.org": (Response.NEEDS_ACTION, True),
+        "plain@example.org": (Response.NEEDS_ACTION, False),
+    }
+    assert rec.response_of("mentee@example.org") is Response.DECLINED
+    assert rec.categories == ("Mentoring", "1:1", "Career")
+    assert rec.sequence == 4
+    assert rec.updated == datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
+    assert rec.title == "Weekly check-in"
+    assert rec.conference_id == "https://meet.google.com/abc-defg-hij"
+    assert rec.calendar_owner is None
+
+
+def test_status_tentative_and_dtstamp_as_updated(tmp_path: Path) -> None:
+    text = ics("UID:t\nDTSTAMP:20240202T020202Z\nDTSTART:20240305T090000Z\nSTATUS:TENTATIVE")
+    (rec,) = one_file(tmp_path, text)
+    assert rec.status is EventStatus.TENTATIVE
+    assert rec.updated == datetime(2024, 2, 2, 2, 2, 2, tzinfo=UTC)
+
+
+def test_owner_comes_from_an_email_file_name_else_the_source(tmp_path: Path) -> None:
+    (tmp_path / "Alice@Example.org.ics").write_text(ics("UID:a\nDTSTART:20240305T090000Z"))
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "shared.ics").write_text(ics("UID:b\nDTSTART:20240306T090000Z"))
+    pages = sync(source(tmp_path, owner="hr@example.org"))
+    assert {p.replaces_scope: p.records[0].calendar_owner for p in pages} == {
+        "Alice@Example.org.ics": "alice@example.org",
+        "team/shared.ics": "hr@example.org",
+    }
+    assert records(pages)[1].provider_id == "team/shared.ics#b#"
+
+
+def test_window_filters_occurrences(tmp_path: Path) -> None:
+    daily = "UID:d\nDTSTART:20230101T090000Z\nDURATION:PT1H\nRRULE:FREQ=DAILY"
+    far = "UID:far\nDTSTART:20250101T090000Z"
+    got = one_file(tmp_path, ics(daily, far))
+    # 30 days back, 60 ahead, in whole UTC days.
+    assert got[0].start == datetime(2024, 1, 31, 9, tzinfo=UTC)
+    assert got[-1].start == datetime(2024, 4, 30, 9, tzinfo=UTC)
+    assert len(got) == 91
+    assert "far" not in {r.ical_uid for r in got}
+
+
+def test_unchanged_folder_costs_nothing_and_changes_replace_one_file(tmp_path: Path) -> None:
+    (tmp_path / "a.ics").write_text(ics("UID:a\nDTSTART:20240305T090000Z"))
+    (tmp_path / "b.ics").write_text(ics("UID:b\nDTSTART:20240306T090000Z"))
+    (tmp_path / "notes.txt").write_text("not a calendar")
+    (tmp_path / ".a.ics.swp").write_text("editor junk")
+    src = source(tmp_path)
+    first = sync(src)
+    assert [p.replaces_scope for p in first] == ["a.ics", "b.ics"]
+    cursor = first[-1].cursor
+    assert cursor is not None
+    json.dumps(cursor)  # the caller stores it as JSON
+
+    assert sync(src, cursor) == []
+
+    (tmp_path / "b.ics").write_text(ics("UID:b\nDTSTART:20240307T090000Z"))
+    (changed,) = sync(src, cursor)
+    assert changed.replaces_scope == "b.ics"
+    assert [r.start for r in changed.records] == [datetime(2024, 3, 7, 9, tzinfo=UTC)]
+    assert changed.cursor is not None
+    assert sync(src, changed.cursor) == []
+
+    (tmp_path / "a.ics").unlink()
+    (gone,) = sync(src, changed.cursor)
+    assert gone.replaces_scope == "a.ics"
+    assert gone.records == ()
+    assert gone.cursor is not None
+    assert sync(src, gone.cursor) == []
+
+
+def test_each_page_carries_the_cursor_to_resume_from(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.ics").write_text(ics(f"UID:{name}\nDTSTART:20240305T090000Z"))
+    src = source(tmp_path)
+    first, *_ = sync(src)
+    # Crash after storing the first page: the rest is done on resume, the first is not.
+    assert [p.replaces_scope for p in sync(src, first.cursor)] == ["b.ics", "c.ics"]
+
+
+def test_a_new_day_moves_the_window_and_rereads_every_file(tmp_path: Path) -> None:
+    (tmp_path / "a.ics").write_text(ics("UID:a\nDTSTART:20240305T090000Z"))
+    src = source(tmp_path)
+    cursor = sync(src)[-1].cursor
+    assert sync(src, cursor, now=NOW + timedelta(hours=6)) == []
+    (again,) = sync(src, cursor, now=NOW + timedelta(days=1))
+    assert again.replaces_scope == "a.ics"
+    assert len(again.records) == 1
+
+
+def test_unparseable_file_reports_without_wiping_or_advancing(tmp_path: Path) -> None:
+    good = ics("UID:a\nDTSTART:20240305T090000Z")
+    (tmp_path / "a.ics").write_text(good)
+    src = source(tmp_path)
+    cursor = sync(src)[-1].cursor
+
+    (tmp_path / "a.ics").write_text("BEGIN:VCALENDAR\nthis is not\n\x00 ical at all")
+    (broken,) = sync(src, cursor)
+    assert broken.replaces_scope is None  # what a.ics held stays stored
+    assert broken.records == ()
+    assert [e.item for e in broken.errors] == ["a.ics"]
+    assert broken.cursor == cursor  # not advanced: retried next time
+
+    (tmp_path / "a.ics").write_text("")  # half-written: not an empty calendar
+    (empty,) = sync(src, cursor)
+    assert empty.replaces_scope is None
+    assert "empty" in empty.errors[0].message
+
+    (tmp_path / "a.ics").write_text(good)
+    assert sync(src, broken.cursor) == []  # same content as stored before
+
+
+def test_a_bad_event_is_skipped_and_named(tmp_path: Path) -> None:
+    text = ics(
+        "UID:good\nDTSTART:20240305T090000Z",
+        "UID:no-start\nSUMMARY:forgot the time",
+        "UID:bad-date\nDTSTART:2024-13-45",
+        "UID:bad-zone\nDTSTART;TZID=Mars/Olympus_Mons:20240305T090000",
+        "UID:too-dense\nDTSTART:20240305T090000Z\nRRULE:FREQ=SECONDLY",
+    )
+    (tmp_path / "x.ics").write_text(text)
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert page.replaces_scope == "x.ics"
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert sorted(e.item for e in page.errors) == [
+        "x.ics: UID bad-date",
+        "x.ics: UID bad-zone",
+        "x.ics: UID no-start",
+        "x.ics: UID too-dense",
+    ]
+    messages = {e.item: e.message for e in page.errors}
+    assert "DTSTART" in messages["x.ics: UID no-start"]
+    assert "Mars/Olympus_Mons" in messages["x.ics: UID bad-zone"]
+
+
+def test_relative_path_and_missing_root(tmp_path: Path) -> None:
+    (tmp_path / "cals").mkdir()
+    (tmp_path / "cals" / "a.ics").write_text(ics("UID:a\nDTSTART:20240305T090000Z"))
+    (page,) = sync(source("cals"), base_dir=tmp_path)
+    assert page.replaces_scope == "a.ics"
+    with pytest.raises(TransientError, match="does not exist"):
+        sync(source("nowhere"), base_dir=tmp_path)
+
+
+def test_duplicate_uid_keeps_the_newest_revision(tmp_path: Path) -> None:
+    old = "UID:dup\nDTSTART:20240305T090000Z\nSEQUENCE:1\nSUMMARY:old"
+    new = "UID:dup\nDTSTART:20240305T090000Z\nSEQUENCE:2\nSUMMARY:new"
+    (rec,) = one_file(tmp_path, ics(new, old))
+    assert rec.title == "new"
+
+
+# -- http feeds --------------------------------------------------------------------------
+
+
+class FeedHandler(BaseHTTPRequestHandler):
+    status: ClassVar[int] = 200
+    body: ClassVar[bytes] = b""
+    headers_out: ClassVar[dict[str, str]] = {}
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(dict(self.headers.items()))
+        etag = self.headers_out.get("ETag")
+        if etag and self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(self.status)
+        for key, value in self.headers_out.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: pytest shows what matters."""
+
+
+@pytest.fixture
+def feed() -> Iterator[tuple[type[FeedHandler], str]]:
+    handler = type("Handler", (FeedHandler,), {"seen": [], "headers_out": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    host, port = server.server_address[:2]
+    yield handler, f"http://{host!s}:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_feed_uses_etag_and_a_304_yields_nothing(feed: tuple[type[FeedHandler], str]) -> None:
+    handler, base = feed
+    handler.body = ics("UID:f\nDTSTART:20240305T090000Z").encode()
+    handler.headers_out = {"ETag": '"v1"', "Content-Type": "text/calendar"}
+    src = source(url=f"{base}/team.ics?token=s3cret", owner="Mentor@example.org")
+    (page,) = sync(src)
+    assert page.replaces_scope == f"{base}/team.ics"  # no query string: it may hold a token
+    assert [r.provider_id for r in page.records] == [f"{base}/team.ics#f#"]
+    assert page.records[0].calendar_owner == "Mentor@example.org"
+
+    assert sync(src, page.cursor) == []
+    assert handler.seen[-1]["If-None-Match"] == '"v1"'
+
+    handler.body = ics("UID:f\nDTSTART:20240306T090000Z").encode()
+    handler.headers_out = {"ETag": '"v2"'}
+    (changed,) = sync(src, page.cursor)
+    assert changed.records[0].start == datetime(2024, 3, 6, 9, tzinfo=UTC)
+
+
+def test_feed_refusing_credentials_is_an_auth_error(feed: tuple[type[FeedHandler], str]) -> None:
+    handler, base = feed
+    handler.status = 401
+    url = base.replace("http://", "http://user:hunter2@") + "/cal.ics?key=abc"
+    with pytest.raises(AuthError) as raised:
+        sync(source(url=url))
+    assert "hunter2" not in str(raised.value)
+    assert "key=abc" not in str(raised.value)
+    assert "team" in str(raised.value)
+
+
+def test_feed_outage_is_transient_with_retry_after(feed: tuple[type[FeedHandler], str]) -> None:
+    handler, base = feed
+    handler.status = 503
+    handler.headers_out = {"Retry-After": "120"}
+    with pytest.raises(TransientError) as raised:
+        sync(source(url=f"{base}/cal.ics"))
+    assert raised.value.retry_after == 120
+    assert "503" in str(raised.value)
+
+    handler.status = 404
+    handler.headers_out = {}
+    with pytest.raises(TransientError) as missing:
+        sync(source(url=f"{base}/cal.ics"))
+    assert missing.value.retry_after is None
+
+
+def test_unreachable_feed_is_transient() -> None:
+    with pytest.raises(TransientError, match=r"cannot fetch http://127\.0\.0\.1:9/cal\.ics"):
+        sync(source(url="http://me:pw@127.0.0.1:9/cal.ics"))
+
+
+def test_broken_feed_body_does_not_wipe(feed: tuple[type[FeedHandler], str]) -> None:
+    handler, base = feed
+    handler.body = b"<html>maintenance</html>"
+    (page,) = sync(source(url=f"{base}/cal.ics"))
+    assert page.replaces_scope is None
+    assert page.errors[0].item == f"{base}/cal.ics"

@@ -1,0 +1,279 @@
+"""The HR report: figures from the database, and their CSV and HTML renderings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session as DbSession
+
+from mentorpulse.reports.figures import (
+    COLUMNS,
+    PairingFigures,
+    pairing_figures,
+    program_totals,
+)
+from mentorpulse.reports.render import render_html, write_csv
+from mentorpulse.storage.models import Base, Finding, Pairing, Person, Program
+from mentorpulse.storage.models import Session as MeetingSession
+
+START = datetime(2025, 3, 1, tzinfo=UTC)
+END = datetime(2025, 4, 1, tzinfo=UTC)
+NOW = datetime(2025, 3, 20, 12, tzinfo=UTC)
+EVIL = '=HYPERLINK("http://x.example")'  # a program id a spreadsheet would run
+
+
+def at(day: int, hour: int = 10, month: int = 3) -> datetime:
+    return datetime(2025, month, day, hour, tzinfo=UTC)
+
+
+class Org:
+    """A tiny organisation written straight into the tables the report reads."""
+
+    def __init__(self, db: DbSession) -> None:
+        self.db = db
+        self.people: dict[str, Person] = {}
+        self.sessions = 0
+
+    def person(self, email: str, name: str | None = None, zone: str | None = None) -> Person:
+        if email not in self.people:
+            self.people[email] = Person(email=email, name=name, timezone=zone)
+            self.db.add(self.people[email])
+            self.db.flush()
+        return self.people[email]
+
+    def pairing(self, program: str, mentor: Person, mentee: Person, active: bool = True) -> int:
+        if self.db.get(Program, program) is None:
+            self.db.add(Program(id=program, name=program))
+            self.db.flush()
+        row = Pairing(
+            key=f"{program}:{mentor.email}:{mentee.email}",
+            program_id=program,
+            mentor_id=mentor.id,
+            mentee_id=mentee.id,
+            started_on=date(2025, 1, 1),
+            active=active,
+        )
+        self.db.add(row)
+        self.db.flush()
+        return row.id
+
+    def session(self, pairing: int, start: datetime, outcome: str) -> None:
+        self.sessions += 1
+        self.db.add(
+            MeetingSession(
+                pairing_id=pairing,
+                key=f"uid-{self.sessions}",
+                start=start,
+                end=start + timedelta(minutes=45),
+                zone="UTC",
+                outcome=outcome,
+                confidence=0.9,
+                updated_at=NOW,
+            )
+        )
+
+    def finding(self, pairing: int, state: str) -> None:
+        self.db.add(
+            Finding(
+                fingerprint=f"fp-{pairing}-{state}",
+                rule_id="cadence",
+                pairing_id=pairing,
+                severity="warning",
+                state=state,
+                since=at(1),
+                last_evaluated_at=NOW,
+                facts={},
+            )
+        )
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def rows(engine: Engine) -> list[PairingFigures]:
+    with DbSession(engine) as db:
+        org = Org(db)
+        ana = org.person("ana@demo.example", "Ana", "Asia/Kolkata")
+        ben = org.person("ben@demo.example", "Ben", "Europe/London")
+        cy = org.person("cy@demo.example")  # no name, no zone
+        dee = org.person("dee@demo.example", "Dee")
+        eve = org.person("eve@demo.example", "<script>alert('eve')</script>", "Europe/Berlin")
+
+        busy = org.pairing("engineering", ana, ben)
+        for day, outcome in [
+            (2, "held"),
+            (4, "presumed_held"),
+            (6, "missed"),
+            (8, "cancelled"),
+            (9, "rescheduled"),
+            (12, "unknown"),
+            (27, "upcoming"),
+        ]:
+            org.session(busy, at(day), outcome)
+        # The latest attended session: 23:30 UTC is already the 11th in Kolkata.
+        org.session(busy, at(10, 23) + timedelta(minutes=30), "held")
+        org.session(busy, at(25, 10, month=2), "held")  # before the range: not counted
+        org.session(busy, at(5, 10, month=4), "held")  # after it: neither counted nor last
+        org.session(busy, at(25), "upcoming")  # the first one after now
+        org.session(busy, at(15), "upcoming")  # before now: never "next"
+        org.finding(busy, "firing")
+        org.finding(busy, "pending")
+        org.finding(busy, "resolved")
+
+        org.pairing("engineering", cy, dee)  # never had a session
+
+        quiet = org.pairing("leadership", dee, ana)
+        org.session(quiet, at(20, 9, month=1), "held")
+        org.session(quiet, at(10, 9, month=5), "upcoming")  # outside the range, still next
+        org.finding(quiet, "suppressed")
+
+        left = org.pairing("leadership", ben, cy, active=False)  # left the roster
+        org.session(left, at(5), "held")
+        org.finding(left, "firing")
+
+        evil = org.pairing(EVIL, eve, ben)
+        org.session(evil, at(3), "held")
+        for day in (10, 17, 24):
+            org.session(evil, at(day), "missed")
+        db.commit()
+        return pairing_figures(db, start=START, end=END, now=NOW)
+
+
+def test_one_row_per_active_pairing_sorted(rows: list[PairingFigures]) -> None:
+    assert [(r.program, r.mentor_email, r.mentee_email) for r in rows] == [
+        (EVIL, "eve@demo.example", "ben@demo.example"),
+        ("engineering", "ana@demo.example", "ben@demo.example"),
+        ("engineering", "cy@demo.example", "dee@demo.example"),
+        ("leadership", "dee@demo.example", "ana@demo.example"),
+    ]
+
+
+def test_counts_by_outcome_over_the_range(rows: list[PairingFigures]) -> None:
+    busy = rows[1]
+    assert (busy.held, busy.presumed_held, busy.attended) == (2, 1, 3)
+    assert (busy.missed, busy.cancelled, busy.rescheduled) == (1, 1, 1)
+    # held + presumed + missed + cancelled + unknown; the rescheduled and upcoming are not.
+    assert busy.scheduled == 6
+    assert busy.attendance_rate == 0.5
+    assert busy.last_attended == date(2025, 3, 11)  # in the mentor's zone, not UTC
+    assert busy.next_scheduled == at(25)
+    assert busy.open_findings == 2
+    assert (busy.mentor_name, busy.mentee_name) == ("Ana", "Ben")
+
+
+def test_a_pairing_with_no_sessions_still_has_a_row(rows: list[PairingFigures]) -> None:
+    empty = rows[2]
+    assert (empty.scheduled, empty.attended, empty.missed, empty.open_findings) == (0, 0, 0, 0)
+    assert empty.attendance_rate is None
+    assert empty.last_attended is None
+    assert empty.next_scheduled is None
+
+
+def test_last_and_next_reach_outside_the_range(rows: list[PairingFigures]) -> None:
+    quiet = rows[3]
+    assert quiet.scheduled == 0
+    assert quiet.last_attended == date(2025, 1, 20)
+    assert quiet.next_scheduled == at(10, 9, month=5)
+    assert quiet.open_findings == 0  # suppressed is not open
+
+
+def test_program_totals_sum_the_pairings(rows: list[PairingFigures]) -> None:
+    totals = {t.program: t for t in program_totals(rows)}
+    assert list(totals) == sorted(totals)
+    engineering = totals["engineering"]
+    assert (engineering.pairings, engineering.scheduled, engineering.attended) == (2, 6, 3)
+    assert engineering.attendance_rate == 0.5
+    assert engineering.open_findings == 2
+    assert totals[EVIL].attendance_rate == 0.25
+    assert totals[EVIL].below_half == 1
+    assert totals["leadership"].attendance_rate is None
+
+
+def test_query_count_does_not_grow_with_pairings(engine: Engine) -> None:
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    def run() -> int:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with DbSession(engine) as db:
+                pairing_figures(db, start=START, end=END, now=NOW)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(statements)
+
+    with DbSession(engine) as db:
+        org = Org(db)
+        mentor = org.person("m@demo.example", zone="America/New_York")
+        for i in range(3):
+            org.session(org.pairing("p", mentor, org.person(f"a{i}@demo.example")), at(3), "held")
+        db.commit()
+        few = run()
+        for i in range(60):
+            org.session(org.pairing("p", mentor, org.person(f"b{i}@demo.example")), at(3), "held")
+        db.commit()
+    assert run() == few <= 6
+
+
+def test_csv_round_trips_and_defuses_formulas(rows: list[PairingFigures], tmp_path: Path) -> None:
+    stream = io.StringIO()
+    assert write_csv(rows, stream) == 4
+    parsed = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert tuple(parsed[0]) == COLUMNS
+    assert parsed[0]["program"] == "'" + EVIL
+    assert parsed[0]["attendance_rate"] == "0.25"
+    busy = parsed[1]
+    assert busy == {
+        "program": "engineering",
+        "mentor_email": "ana@demo.example",
+        "mentee_email": "ben@demo.example",
+        "scheduled": "6",
+        "attended": "3",
+        "held": "2",
+        "presumed_held": "1",
+        "missed": "1",
+        "cancelled": "1",
+        "rescheduled": "1",
+        "attendance_rate": "0.50",
+        "last_attended": "2025-03-11",
+        "next_scheduled": "2025-03-25T10:00:00Z",
+        "open_findings": "2",
+    }
+    assert (parsed[2]["attendance_rate"], parsed[2]["last_attended"]) == ("", "")
+    assert parsed[2]["next_scheduled"] == ""
+
+    path = tmp_path / "report.csv"
+    write_csv(rows, path)
+    assert path.read_bytes() == stream.getvalue().encode()
+
+
+def test_html_escapes_names_and_flags_low_attendance(rows: list[PairingFigures]) -> None:
+    page = render_html(rows, start=START, end=END, generated_at=NOW, title="Mentoring <Q1> & more")
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#39;eve&#39;)&lt;/script&gt;" in page
+    assert "<title>Mentoring &lt;Q1&gt; &amp; more</title>" in page
+    assert "<link" not in page
+    assert "src=" not in page  # self-contained: nothing to fetch
+    assert "<style>" in page
+    low = re.findall(r'<td class="num low">([^<]*)</td>', page)
+    assert low == ["25%", "25%"]  # the program total and its one pairing; 50% is not low
+    assert page.count("<table>") == 1 + 3  # totals, then one table per program
+    assert "2025-03-25 10:00 UTC" in page
+    assert "never" in page
+    assert "nothing scheduled" in page

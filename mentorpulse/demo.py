@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo
 import structlog
 from icalendar import Calendar, Event, Timezone, vCalAddress
 
+from mentorpulse.config.roster import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+
 log = structlog.get_logger(__name__)
 
 SEED = 20240611
@@ -639,17 +641,7 @@ notify:
     path: outbox
 """
 
-ROSTER_COLUMNS = (
-    "program",
-    "mentor_email",
-    "mentee_email",
-    "started_on",
-    "ended_on",
-    "mentor_name",
-    "mentee_name",
-    "mentor_timezone",
-    "mentee_timezone",
-)
+ROSTER_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS  # every column, so the demo shows all
 
 
 def _roster(pairs: list[_Pair]) -> str:

@@ -89,15 +89,7 @@ class Context:
         for entry in self.roster:
             program = self.config.program(entry.program)
             assert program is not None  # the roster loader checked program ids
-            refs.append(
-                PairingRef(
-                    key=entry.key,
-                    program=entry.program,
-                    mentor=entry.mentor_email,
-                    mentee=entry.mentee_email,
-                    criteria=program.match,
-                )
-            )
+            refs.append(PairingRef.from_roster(entry, program.match))
         return Matcher(refs)
 
 

@@ -23,7 +23,7 @@ import yaml
 from icalendar import Calendar
 
 from mentorpulse.config.loader import load_config
-from mentorpulse.config.roster import load_roster
+from mentorpulse.config.roster import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.demo import DemoTruth, dst_transition, write_demo
 
@@ -168,17 +168,7 @@ def test_yaml_validates_and_points_at_the_calendars(demo: tuple[Path, DemoTruth]
     assert config.notify.sender == "mentorpulse@demo.example"
     assert config.notify.transport.path == "outbox"
     rows = roster(folder)
-    assert list(rows[0]) == [
-        "program",
-        "mentor_email",
-        "mentee_email",
-        "started_on",
-        "ended_on",
-        "mentor_name",
-        "mentee_name",
-        "mentor_timezone",
-        "mentee_timezone",
-    ]
+    assert list(rows[0]) == [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
     assert {r["program"] for r in rows} == {"engineering", "leadership"}
     assert all(r["mentor_email"].endswith("@demo.example") for r in rows)
 

@@ -135,6 +135,31 @@ class BadItem(ConnectorError):
     """One item could not be read: skip it, record it, go on."""
 
 
+@dataclass(frozen=True, slots=True)
+class AttendanceEvidence:
+    """What a conference system logged about one person in one occurrence.
+
+    The strongest evidence there is that a session took place (or that someone did not
+    show up). ``provider_id`` names the occurrence (the EventRecord) it belongs to.
+    """
+
+    provider_id: str
+    email: str  # lower-cased
+    seconds_present: int
+    joined_at: datetime | None = None
+    left_at: datetime | None = None
+    system: str = ""  # "google_meet", "teams"
+
+
+@runtime_checkable
+class AttendanceSource(Protocol):
+    """Optional connector capability: conference logs as attendance evidence."""
+
+    def attendance_evidence(self, record: EventRecord) -> list[AttendanceEvidence]:
+        """Evidence for one past occurrence; empty when the meeting has no log."""
+        ...
+
+
 @runtime_checkable
 class Connector(Protocol):
     """What the sync stage needs from a provider."""

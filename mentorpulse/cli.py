@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.errors import UserError
 
 app = typer.Typer(
@@ -27,49 +25,6 @@ config_app = typer.Typer(help="Check and describe the configuration.", no_args_i
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="mentorpulse.yaml (default: $MENTORPULSE_CONFIG, else ./config/mentorpulse.yaml).",
-        show_default=False,
-    ),
-]
-
-T = TypeVar("T")
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Show a user's mistake as one clear message and a non-zero exit, never a traceback."""
-    from mentorpulse.config.loader import ConfigError
-
-    try:
-        yield
-    except ConfigError as error:
-        for problem in error.problems:
-            err.print(problem, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(error.code) from None
-    except UserError as error:
-        err.print(f"error: {error.message}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(error.code) from None
-
-
-def _with_context(config: Path | None, action: Callable[..., T]) -> T:
-    from mentorpulse.config.loader import config_path
-    from mentorpulse.daemon.jobs import Context
-
-    with user_errors():
-        ctx = Context.open(config_path(config))
-        try:
-            return action(ctx)
-        finally:
-            ctx.engine.dispose()
 
 
 @app.callback()
@@ -165,7 +120,7 @@ def sync(
         if not all(r.ok for r in results):
             raise typer.Exit(1)
 
-    _with_context(config, action)
+    with_context(config, action)
 
 
 @app.command()
@@ -183,7 +138,7 @@ def evaluate(config: ConfigOption = None) -> None:
             highlight=False,
         )
 
-    _with_context(config, action)
+    with_context(config, action)
 
 
 @app.command()
@@ -201,7 +156,7 @@ def notify(config: ConfigOption = None) -> None:
         if stats.failed:
             raise typer.Exit(1)
 
-    _with_context(config, action)
+    with_context(config, action)
 
 
 def _parse_day(value: str, option: str) -> date:
@@ -243,7 +198,7 @@ def report(
             out=out_path,
         )
 
-    _with_context(config, action)
+    with_context(config, action)
 
 
 @app.command()
@@ -251,7 +206,7 @@ def run(config: ConfigOption = None) -> None:
     """Run every stage on its schedule until SIGTERM or Ctrl-C."""
     from mentorpulse.daemon import runner
 
-    _with_context(config, runner.run_daemon)
+    with_context(config, runner.run_daemon)
 
 
 @app.command()

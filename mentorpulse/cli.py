@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.errors import UserError
 
@@ -25,6 +26,7 @@ config_app = typer.Typer(help="Check and describe the configuration.", no_args_i
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(auth_app, name="auth")
 
 
 @app.callback()

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SecretStr,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -112,7 +113,74 @@ class IcsSource(Strict):
         return self
 
 
-Source = Annotated[IcsSource, Field(discriminator="kind")]
+class MicrosoftSource(Strict):
+    """Microsoft 365 calendars through Microsoft Graph (``calendarView/delta`` per mailbox).
+
+    ``auth: app`` (client credentials, app-only) reads every listed mailbox; ``auth:
+    device_code`` uses the refresh token saved by ``mentorpulse auth microsoft``.
+    """
+
+    id: str
+    kind: Literal["microsoft"]
+    tenant_id: str = Field(description="Directory (tenant) id or verified domain.")
+    client_id: str = Field(description="Application (client) id of the app registration.")
+    auth: Literal["app", "device_code"] = Field(
+        "app", description="app: client credentials; device_code: a signed-in user."
+    )
+    client_secret: SecretStr | None = Field(
+        None, description="Client secret for auth: app; write it as ${ENV_VAR}."
+    )
+    certificate_path: str | None = Field(
+        None, description="PEM private key of the app's certificate (instead of a secret)."
+    )
+    certificate_thumbprint: str | None = Field(
+        None, description="SHA-1 thumbprint (hex) of that certificate."
+    )
+    mailboxes: tuple[str, ...] = Field(
+        (), description="Mailboxes (UPN / SMTP address) to read; auth: app needs at least one."
+    )
+    attendance: bool = Field(
+        False, description="Read Teams attendance reports as evidence (extra permissions)."
+    )
+    token_store: str = Field(
+        "tokens.json", description="Encrypted token file for auth: device_code."
+    )
+    window_past: Duration = Field(timedelta(days=180), description="How far back to sync.")
+    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: Duration = timedelta(minutes=15)
+    page_size: int = Field(100, ge=1, le=1000, description="Prefer: odata.maxpagesize.")
+    authority_host: str = Field(
+        "https://login.microsoftonline.com", description="Sign-in host (national clouds)."
+    )
+    graph_url: str = Field(
+        "https://graph.microsoft.com/v1.0", description="Graph endpoint (national clouds)."
+    )
+    ca_bundle: str | None = Field(
+        None, description="Extra CA bundle (PEM) to trust, e.g. for a TLS-inspecting proxy."
+    )
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _lower_mailboxes(cls, mailboxes: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(m.strip().lower() for m in mailboxes)
+        for index, mailbox in enumerate(lowered):
+            if mailbox in lowered[:index]:
+                raise ConfigValueError(f"duplicate mailbox {mailbox!r}", at=(index,))
+        return lowered
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MicrosoftSource:
+        if self.auth == "app":
+            if (self.client_secret is None) == (self.certificate_path is None):
+                raise ValueError("auth: app needs exactly one of client_secret or certificate_path")
+            if self.certificate_path is not None and not self.certificate_thumbprint:
+                raise ValueError("certificate_path needs certificate_thumbprint")
+            if not self.mailboxes:
+                raise ValueError("auth: app needs the mailboxes to read")
+        return self
+
+
+Source = Annotated[IcsSource | MicrosoftSource, Field(discriminator="kind")]
 
 
 class RosterConfig(Strict):
@@ -214,7 +282,9 @@ class MentorpulseConfig(Strict):
 
     @field_validator("sources")
     @classmethod
-    def _unique_sources(cls, sources: tuple[IcsSource, ...]) -> tuple[IcsSource, ...]:
+    def _unique_sources(
+        cls, sources: tuple[IcsSource | MicrosoftSource, ...]
+    ) -> tuple[IcsSource | MicrosoftSource, ...]:
         _no_duplicates("source id", [s.id for s in sources])
         return sources
 

@@ -1,0 +1,779 @@
+"""The Microsoft 365 connector (``kind: microsoft``): Graph ``calendarView/delta`` per mailbox.
+
+Sign-in is msal: client credentials (a secret or a certificate) for app-only access to
+the listed mailboxes, or the refresh token that ``mentorpulse auth microsoft`` stored
+encrypted. Graph itself is plain HTTP (httpx).
+
+The cursor holds, per mailbox, the link to continue from: an ``@odata.nextLink`` while a
+round is under way (so a crash resumes at the next page) or the ``@odata.deltaLink`` of
+the finished round, plus the window the round was started with. Settled mailboxes are
+polled together in JSON ``$batch`` requests of up to 20, one request per mailbox, so a
+quiet organisation costs one request per 20 mailboxes. When the window must move, the
+old round is drained first (so no deletion is missed) and a new round is started over
+the new window; events that fell out of the back of the window are left alone (history).
+
+A 410 Gone or ``syncStateNotFound`` raises :class:`CursorExpired`; 429/503 with
+``Retry-After`` are waited out (briefly) and retried, per request and per sub-response
+of a batch. Requests go out one at a time per mailbox (Graph allows 4 concurrent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+
+from mentorpulse.config.schema import MicrosoftSource
+from mentorpulse.connectors.base import (
+    AttendanceEvidence,
+    Attendee,
+    AuthError,
+    CursorExpired,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+    TransientError,
+)
+from mentorpulse.connectors.ics import Window
+from mentorpulse.connectors.windows_zones import to_iana
+
+log = structlog.get_logger(__name__)
+
+CURSOR_VERSION = 1
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+DELEGATED_SCOPES = ["Calendars.Read", "OnlineMeetings.Read", "OnlineMeetingArtifact.Read.All"]
+BATCH_LIMIT = 20  # Graph's limit of requests per JSON batch
+PER_MAILBOX_CONCURRENCY = 4  # Graph's limit of concurrent requests per mailbox
+MAX_WAIT = 30.0  # longer Retry-After: give up this run, let the scheduler come back
+MAX_ATTEMPTS = 4
+_RESPONSES = {
+    "accepted": Response.ACCEPTED,
+    "organizer": Response.ACCEPTED,
+    "declined": Response.DECLINED,
+    "tentativelyaccepted": Response.TENTATIVE,
+    "none": Response.NEEDS_ACTION,
+    "notresponded": Response.NEEDS_ACTION,
+}
+_EXPIRED_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
+_FULL_FIELDS = ("iCalUId", "attendees", "organizer")
+
+
+def token_name(source: MicrosoftSource) -> str:
+    """The name the device-code sign-in's refresh token is stored under."""
+    return f"microsoft:{source.id}:{source.tenant_id}:{source.client_id}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_code(body: object) -> str:
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            return str(error.get("code") or "")
+    return ""
+
+
+@dataclass
+class _Answer:
+    """One Graph response (a top-level one or a sub-response of a batch)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+    @property
+    def code(self) -> str:
+        return _error_code(self.body)
+
+
+@dataclass
+class _Box:
+    """Cursor entry of one mailbox."""
+
+    link: str | None = None
+    settled: bool = False  # link is a deltaLink (the round finished)
+    window_start: str | None = None
+    window_end: str | None = None
+    zone: str | None = None  # the mailbox's own zone, once looked up
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            k: v
+            for k, v in {
+                "link": self.link,
+                "settled": self.settled,
+                "window_start": self.window_start,
+                "window_end": self.window_end,
+                "zone": self.zone,
+            }.items()
+            if v is not None
+        }
+
+
+@dataclass
+class _Page:
+    records: list[EventRecord] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+
+
+class MicrosoftConnector:
+    """Reads a :class:`MicrosoftSource`; see the module docstring for the cursor."""
+
+    def __init__(
+        self,
+        source: MicrosoftSource,
+        *,
+        base_dir: Path,
+        now: datetime,
+        default_zone: str = "UTC",
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0,
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.source = source
+        self.source_id = source.id
+        self.base_dir = base_dir
+        self.now = now.astimezone(UTC)
+        self.default_zone = default_zone
+        self.window = Window.around(now, source.window_past, source.window_future)
+        self.graph_url = source.graph_url.rstrip("/")
+        self._sleep = sleep
+        self._verify: str | bool = (
+            str(self._path(source.ca_bundle)) if source.ca_bundle is not None else True
+        )
+        self._timeout = timeout
+        self._client: httpx.Client | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._app: Any = None
+        self.requests = 0  # HTTP requests sent to Graph (for the bench and the logs)
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    # -- sign-in ------------------------------------------------------------------------
+
+    def _msal_app(self) -> Any:
+        import msal
+
+        authority = f"{self.source.authority_host.rstrip('/')}/{self.source.tenant_id}"
+        common: dict[str, Any] = {
+            "authority": authority,
+            "instance_discovery": False,
+            "verify": self._verify,
+            "timeout": self._timeout,
+        }
+        if self.source.auth == "device_code":
+            return msal.PublicClientApplication(self.source.client_id, **common)
+        credential: Any
+        if self.source.client_secret is not None:
+            credential = self.source.client_secret.get_secret_value()
+        else:
+            assert self.source.certificate_path is not None  # the schema demands one
+            try:
+                key = self._path(self.source.certificate_path).read_text(encoding="utf-8")
+            except OSError as error:
+                raise AuthError(
+                    self.source_id,
+                    f"cannot read certificate_path {self.source.certificate_path} "
+                    f"({error.strerror})",
+                ) from None
+            credential = {"private_key": key, "thumbprint": self.source.certificate_thumbprint}
+        return msal.ConfidentialClientApplication(
+            self.source.client_id, client_credential=credential, **common
+        )
+
+    def _access_token(self) -> str:
+        if self._token is not None and time.monotonic() < self._token_expires:
+            return self._token
+        import requests
+
+        try:
+            if self._app is None:
+                self._app = self._msal_app()
+            if self.source.auth == "device_code":
+                result = self._delegated_token()
+            else:
+                result = self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+        except requests.RequestException as error:
+            raise TransientError(
+                self.source_id,
+                f"cannot reach the Microsoft sign-in service {self.source.authority_host} "
+                f"({type(error).__name__})",
+            ) from None
+        except ValueError as error:  # msal: bad authority / OIDC metadata, bad key
+            raise AuthError(
+                self.source_id, f"Microsoft sign-in failed ({type(error).__name__})"
+            ) from None
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if not token:
+            code = result.get("error", "unknown") if isinstance(result, dict) else "unknown"
+            description = str(result.get("error_description", "")) if result else ""
+            first = description.split("\r\n")[0].split("\n")[0][:200]
+            raise AuthError(
+                self.source_id,
+                f"Microsoft sign-in refused for client {self.source.client_id} in tenant "
+                f"{self.source.tenant_id}: {code} {first}".rstrip(),
+            )
+        self._token = str(token)
+        self._token_expires = time.monotonic() + max(60, int(result.get("expires_in", 3600)) - 300)
+        return self._token
+
+    def _delegated_token(self) -> dict[str, Any]:
+        from mentorpulse.credentials import TokenStore
+        from mentorpulse.errors import UserError
+
+        store = TokenStore(self._path(self.source.token_store))
+        try:
+            refresh = store.load(token_name(self.source))
+        except UserError as error:
+            raise AuthError(self.source_id, error.message) from None
+        if refresh is None:
+            raise AuthError(
+                self.source_id,
+                f"nobody signed in yet: run `mentorpulse auth microsoft --source {self.source_id}`",
+            )
+        result: dict[str, Any] = self._app.acquire_token_by_refresh_token(
+            refresh, scopes=DELEGATED_SCOPES
+        )
+        if result.get("refresh_token") and result["refresh_token"] != refresh:
+            try:
+                store.save(token_name(self.source), str(result["refresh_token"]))
+            except UserError as error:
+                log.warning("graph_token_not_saved", source=self.source_id, error=error.message)
+        return result
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(verify=self._verify, timeout=self._timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _url(self, link: str) -> str:
+        return link if link.startswith("https://") else f"{self.graph_url}{link}"
+
+    def _relative(self, link: str) -> str:
+        """A Graph link as a batch sub-request URL (relative to the version root)."""
+        if link.startswith(self.graph_url):
+            return link[len(self.graph_url) :]
+        parts = urlsplit(link)
+        path = parts.path
+        version = urlsplit(self.graph_url).path
+        if path.startswith(version):
+            path = path[len(version) :]
+        return f"{path}?{parts.query}" if parts.query else path
+
+    def _send(
+        self, method: str, link: str, *, headers: Mapping[str, str], json_body: Any = None
+    ) -> _Answer:
+        url = self._url(link)
+        try:
+            response = self._http().request(
+                method,
+                url,
+                headers={"Authorization": f"Bearer {self._access_token()}", **headers},
+                json=json_body,
+            )
+        except httpx.TimeoutException:
+            raise TransientError(self.source_id, "timed out talking to Microsoft Graph") from None
+        except httpx.HTTPError as error:
+            raise TransientError(
+                self.source_id, f"cannot reach Microsoft Graph ({type(error).__name__})"
+            ) from None
+        self.requests += 1
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = None
+        return _Answer(response.status_code, response.headers, body)
+
+    def _check(self, answer: _Answer, what: str) -> None:
+        """The one place where Graph statuses become the typed errors of the contract."""
+        status = answer.status
+        if 200 <= status < 300:
+            return
+        code = answer.code
+        if status == 410 or code.lower() in _EXPIRED_CODES:
+            raise CursorExpired(
+                self.source_id, f"Graph no longer knows the sync state of {what} ({status} {code})"
+            )
+        if status in (401, 403):
+            raise AuthError(
+                self.source_id,
+                f"Graph refused access to {what} (HTTP {status} {code}); check the app's "
+                "permissions and its Exchange RBAC / application access policy scope",
+            )
+        if status == 404:
+            raise TransientError(self.source_id, f"Graph does not know {what} (HTTP 404 {code})")
+        raise TransientError(
+            self.source_id,
+            f"Graph answered HTTP {status} {code} for {what}",
+            retry_after=_retry_after(answer.headers.get("Retry-After")),
+        )
+
+    def _wait(self, retry_after: float | None, attempt: int, what: str) -> None:
+        """Sleep before retrying a throttled request, or give up when the wait is long."""
+        wait = retry_after if retry_after is not None else min(2.0**attempt, MAX_WAIT)
+        if attempt + 1 >= MAX_ATTEMPTS or wait > MAX_WAIT:
+            raise TransientError(
+                self.source_id, f"Graph is throttling requests for {what}", retry_after=wait
+            )
+        log.info("graph_throttled", source=self.source_id, item=what, retry_after=wait)
+        self._sleep(wait)
+
+    def _get(self, link: str, what: str, headers: Mapping[str, str] | None = None) -> Any:
+        for attempt in range(MAX_ATTEMPTS):
+            answer = self._send("GET", link, headers=headers or {})
+            if answer.status in (429, 503, 504):
+                self._wait(_retry_after(answer.headers.get("Retry-After")), attempt, what)
+                continue
+            self._check(answer, what)
+            return answer.body
+        raise AssertionError("unreachable: _wait raises on the last attempt")
+
+    def _batch(self, requests: Sequence[tuple[str, str, str]]) -> dict[str, _Answer]:
+        """GET ``(key, link, what)`` requests in JSON batches, retrying throttled ones.
+
+        Returns each key's final answer; errors other than throttling are for the caller.
+        """
+        pending = {key: (link, what) for key, link, what in requests}
+        answers: dict[str, _Answer] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            throttled: list[float | None] = []
+            keys = list(pending)
+            for chunk_start in range(0, len(keys), BATCH_LIMIT):
+                chunk = keys[chunk_start : chunk_start + BATCH_LIMIT]
+                payload = {
+                    "requests": [
+                        {
+                            "id": str(index),
+                            "method": "GET",
+                            "url": self._relative(pending[key][0]),
+                            "headers": self._prefer(),
+                        }
+                        for index, key in enumerate(chunk)
+                    ]
+                }
+                for sub_attempt in range(MAX_ATTEMPTS):
+                    outer = self._send("POST", "/$batch", headers={}, json_body=payload)
+                    if outer.status in (429, 503, 504):
+                        self._wait(
+                            _retry_after(outer.headers.get("Retry-After")), sub_attempt, "$batch"
+                        )
+                        continue
+                    self._check(outer, "a $batch request")
+                    break
+                responses = outer.body.get("responses", []) if isinstance(outer.body, dict) else []
+                for item in responses:
+                    key = chunk[int(item["id"])]
+                    headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+                    answer = _Answer(int(item["status"]), headers, item.get("body"))
+                    if answer.status in (429, 503, 504):
+                        throttled.append(_retry_after(headers.get("Retry-After")))
+                        continue
+                    answers[key] = answer
+                    del pending[key]
+            if not pending:
+                return answers
+            waits = [w for w in throttled if w is not None]
+            self._wait(max(waits) if waits else None, attempt, f"{len(pending)} mailboxes")
+        raise AssertionError("unreachable: _wait raises on the last attempt")
+
+    def _prefer(self) -> dict[str, str]:
+        return {"Prefer": f'odata.maxpagesize={self.source.page_size}, outlook.timezone="UTC"'}
+
+    # -- cursor -------------------------------------------------------------------------
+
+    def _boxes(self, cursor: Mapping[str, object] | None) -> dict[str, _Box]:
+        boxes: dict[str, _Box] = {m: _Box() for m in self.source.mailboxes}
+        if not cursor or cursor.get("version") != CURSOR_VERSION:
+            return boxes
+        stored = cursor.get("mailboxes")
+        if not isinstance(stored, Mapping):
+            return boxes
+        for mailbox in boxes:
+            entry = stored.get(mailbox)
+            if isinstance(entry, Mapping) and isinstance(entry.get("link"), str):
+                boxes[mailbox] = _Box(
+                    link=str(entry["link"]),
+                    settled=bool(entry.get("settled")),
+                    window_start=str(entry.get("window_start") or "") or None,
+                    window_end=str(entry.get("window_end") or "") or None,
+                    zone=str(entry.get("zone") or "") or None,
+                )
+        return boxes
+
+    def _cursor(self, boxes: Mapping[str, _Box]) -> dict[str, object]:
+        return {
+            "version": CURSOR_VERSION,
+            "window_start": self.window.first_day.isoformat(),
+            "window_end": self.window.last_day.isoformat(),
+            "mailboxes": {m: b.as_json() for m, b in sorted(boxes.items()) if b.link},
+        }
+
+    def _current(self, box: _Box) -> bool:
+        return (
+            box.window_start == self.window.first_day.isoformat()
+            and box.window_end == self.window.last_day.isoformat()
+        )
+
+    def _start_link(self, mailbox: str) -> str:
+        start = self.window.start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = self.window.end.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"/users/{quote(mailbox)}/calendarView/delta?startDateTime={start}&endDateTime={end}"
+
+    # -- sync ---------------------------------------------------------------------------
+
+    def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
+        """Settled mailboxes in batches first, then every round that has pages to go."""
+        boxes = self._boxes(cursor)
+        try:
+            settled = [m for m, b in boxes.items() if b.link and b.settled and self._current(b)]
+            for start in range(0, len(settled), BATCH_LIMIT):
+                chunk = settled[start : start + BATCH_LIMIT]
+                answers = self._batch(
+                    [(m, boxes[m].link or "", f"the calendar of {m}") for m in chunk]
+                )
+                page = _Page()
+                for mailbox in chunk:
+                    answer = answers[mailbox]
+                    self._check(answer, f"the calendar of {mailbox}")
+                    body = answer.body if isinstance(answer.body, dict) else {}
+                    self._collect(mailbox, boxes[mailbox], body, page)
+                    self._advance(boxes[mailbox], body)
+                yield self._page(page, boxes)
+            # New mailboxes, rounds under way (also those a batch answer left with a
+            # nextLink) and rounds of an old window.
+            for mailbox, box in boxes.items():
+                if not box.link or not box.settled or not self._current(box):
+                    yield from self._round(mailbox, box, boxes)
+        finally:
+            self.close()
+            log.info("graph_sync_done", source=self.source_id, requests=self.requests)
+
+    def _round(self, mailbox: str, box: _Box, boxes: Mapping[str, _Box]) -> Iterator[SyncPage]:
+        """Follow one mailbox's links to the end of its round (starting one if needed)."""
+        while True:
+            if box.link is None or (box.settled and not self._current(box)):
+                if box.link is not None:
+                    log.info(
+                        "graph_window_moved",
+                        source=self.source_id,
+                        mailbox=mailbox,
+                        old=f"{box.window_start}..{box.window_end}",
+                    )
+                box.link = self._start_link(mailbox)
+                box.settled = False
+                box.window_start = self.window.first_day.isoformat()
+                box.window_end = self.window.last_day.isoformat()
+            body = self._get(box.link, f"the calendar of {mailbox}", self._prefer())
+            body = body if isinstance(body, dict) else {}
+            page = _Page()
+            self._collect(mailbox, box, body, page)
+            self._advance(box, body)
+            yield self._page(page, boxes)
+            if box.settled and self._current(box):
+                return
+
+    def _advance(self, box: _Box, body: Mapping[str, Any]) -> None:
+        if isinstance(body.get("@odata.nextLink"), str):
+            box.link, box.settled = body["@odata.nextLink"], False
+        elif isinstance(body.get("@odata.deltaLink"), str):
+            box.link, box.settled = body["@odata.deltaLink"], True
+        else:
+            raise TransientError(self.source_id, "Graph answered a delta page without a link")
+
+    def _page(self, page: _Page, boxes: Mapping[str, _Box]) -> SyncPage:
+        return SyncPage(
+            records=tuple(page.records),
+            deleted=tuple(page.deleted),
+            cursor=self._cursor(boxes),
+            errors=tuple(page.errors),
+        )
+
+    # -- items --------------------------------------------------------------------------
+
+    def _collect(self, mailbox: str, box: _Box, body: Mapping[str, Any], page: _Page) -> None:
+        items = [i for i in body.get("value", []) if isinstance(i, dict)]
+        thin = [i for i in items if "@removed" not in i and not all(f in i for f in _FULL_FIELDS)]
+        completed = self._complete(mailbox, thin) if thin else {}
+        for item in items:
+            event_id = str(item.get("id", ""))
+            provider_id = f"{mailbox}/{event_id}"
+            if "@removed" in item:
+                page.deleted.append(provider_id)
+                continue
+            full = completed.get(event_id, item)
+            if full is None:  # a thin occurrence that is gone by now
+                page.deleted.append(provider_id)
+                continue
+            if full.get("type") == "seriesMaster":
+                continue  # calendarView yields the instances; the master is not a meeting
+            try:
+                record, warning = self._record(mailbox, box, full)
+            except (KeyError, TypeError, ValueError) as error:
+                message = f"unreadable event ({type(error).__name__}: {error})"
+                log.warning(
+                    "graph_item_rejected", source=self.source_id, item=provider_id, error=message
+                )
+                page.errors.append(ItemError(item=provider_id, message=message))
+                continue
+            if warning is not None:
+                log.warning(
+                    "graph_zone_fallback", source=self.source_id, item=provider_id, warning=warning
+                )
+                page.errors.append(ItemError(item=provider_id, message=warning))
+            if record.end <= self.window.start or record.start >= self.window.end:
+                continue  # outside the window: not ours to store
+            page.records.append(record)
+
+    def _complete(
+        self, mailbox: str, thin: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any] | None]:
+        """Full bodies of thin delta occurrences, batched 4 at a time (per-mailbox limit)."""
+        done: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(thin), PER_MAILBOX_CONCURRENCY):
+            chunk = thin[start : start + PER_MAILBOX_CONCURRENCY]
+            answers = self._batch(
+                [
+                    (
+                        str(item["id"]),
+                        f"/users/{quote(mailbox)}/events/{quote(str(item['id']), safe='')}",
+                        f"event {item['id']} of {mailbox}",
+                    )
+                    for item in chunk
+                ]
+            )
+            for event_id, answer in answers.items():
+                if answer.status == 404:
+                    done[event_id] = None
+                    continue
+                self._check(answer, f"event {event_id} of {mailbox}")
+                body = answer.body if isinstance(answer.body, dict) else {}
+                # The delta's times are those of this instance: keep them.
+                thin_item = next(i for i in chunk if str(i["id"]) == event_id)
+                done[event_id] = {
+                    **body,
+                    **{k: thin_item[k] for k in ("start", "end") if k in thin_item},
+                }
+        return done
+
+    def _mailbox_zone(self, mailbox: str, box: _Box) -> str:
+        """The mailbox's own zone for names we cannot map: looked up once, kept in the cursor."""
+        if box.zone is None:
+            try:
+                body = self._get(
+                    f"/users/{quote(mailbox)}/mailboxSettings/timeZone",
+                    f"the settings of {mailbox}",
+                )
+                value = body.get("value") if isinstance(body, dict) else None
+                mapped = to_iana(str(value) if value else None, fallback=self.default_zone)
+                box.zone = mapped.zone
+            except (AuthError, TransientError) as error:
+                # MailboxSettings.Read is not among the least privileges we ask for.
+                log.info(
+                    "graph_mailbox_zone_unknown",
+                    source=self.source_id,
+                    mailbox=mailbox,
+                    error=error.message,
+                )
+                box.zone = self.default_zone
+        return box.zone
+
+    def _record(
+        self, mailbox: str, box: _Box, item: Mapping[str, Any]
+    ) -> tuple[EventRecord, str | None]:
+        zone_name = item.get("originalStartTimeZone")
+        mapping = to_iana(str(zone_name) if zone_name else None, fallback="\0")
+        warning = None
+        zone = mapping.zone
+        if mapping.warning is not None:
+            zone = self._mailbox_zone(mailbox, box)
+            warning = mapping.warning.replace("\0", zone)
+        start = _graph_time(item["start"], zone)
+        end = _graph_time(item["end"], zone)
+        all_day = bool(item.get("isAllDay"))
+        original = item.get("originalStart")
+        owner_response = _response((item.get("responseStatus") or {}).get("response"))
+        organizer = _address(item.get("organizer"))
+        attendees: dict[str, Attendee] = {}
+        for entry in item.get("attendees") or []:
+            email = _address(entry)
+            if not email:
+                continue
+            attendees[email] = Attendee(
+                email=email,
+                response=_response((entry.get("status") or {}).get("response"))
+                or Response.NEEDS_ACTION,
+                optional=str(entry.get("type", "")).lower() == "optional",
+            )
+        if mailbox != organizer and owner_response is not None:
+            # The mailbox's own copy speaks for its owner's answer.
+            previous = attendees.get(mailbox)
+            attendees[mailbox] = Attendee(
+                email=mailbox,
+                response=owner_response,
+                optional=previous.optional if previous else False,
+            )
+        meeting = item.get("onlineMeeting") or {}
+        join_url = meeting.get("joinUrl") if isinstance(meeting, dict) else None
+        updated = item.get("lastModifiedDateTime")
+        record = EventRecord(
+            source_id=self.source_id,
+            provider_id=f"{mailbox}/{item['id']}",
+            ical_uid=str(item["iCalUId"]),
+            start=start,
+            end=end,
+            series_id=str(item["seriesMasterId"]) if item.get("seriesMasterId") else None,
+            original_start=_offset_time(original) if original else None,
+            all_day=all_day,
+            zone=zone,
+            status=EventStatus.CANCELLED if item.get("isCancelled") else EventStatus.CONFIRMED,
+            organizer=organizer,
+            attendees=tuple(attendees.values()),
+            calendar_owner=mailbox,
+            categories=tuple(str(c) for c in item.get("categories") or ()),
+            conference_id=str(join_url) if join_url else (item.get("onlineMeetingUrl") or None),
+            title=item.get("subject"),
+            updated=_offset_time(updated) if updated else None,
+            etag=item.get("@odata.etag") or item.get("changeKey"),
+        )
+        return record, warning
+
+    # -- attendance ---------------------------------------------------------------------
+
+    def attendance_evidence(self, record: EventRecord) -> list[AttendanceEvidence]:
+        """Teams attendance of one occurrence, from the organiser's online meeting.
+
+        Off unless ``attendance: true``. The meeting is found by its join URL; of its
+        attendance reports (one per occurrence of a recurring meeting) those that overlap
+        the occurrence count. A refused permission is logged and yields no evidence.
+        """
+        if not self.source.attendance or not record.conference_id or not record.organizer:
+            return []
+        organizer = quote(record.organizer)
+        what = f"the online meeting of {record.provider_id}"
+        try:
+            escaped = record.conference_id.replace("'", "''")
+            query = quote(f"JoinWebUrl eq '{escaped}'")
+            found = self._get(f"/users/{organizer}/onlineMeetings?$filter={query}", what)
+            meetings = found.get("value", []) if isinstance(found, dict) else []
+            evidence: dict[str, AttendanceEvidence] = {}
+            for meeting in meetings:
+                base = f"/users/{organizer}/onlineMeetings/{quote(str(meeting['id']), safe='')}"
+                reports = self._get(f"{base}/attendanceReports", what)
+                for report in reports.get("value", []) if isinstance(reports, dict) else []:
+                    began = _offset_time(report["meetingStartDateTime"])
+                    ended = _offset_time(report["meetingEndDateTime"])
+                    slack = timedelta(hours=1)
+                    if ended < record.start - slack or began > record.end + slack:
+                        continue  # another occurrence of the same meeting
+                    detail = self._get(
+                        f"{base}/attendanceReports/{quote(str(report['id']), safe='')}"
+                        "?$expand=attendanceRecords",
+                        what,
+                    )
+                    entries = detail.get("attendanceRecords", []) if detail else []
+                    for entry in entries:
+                        self._add_evidence(evidence, record, entry)
+            return list(evidence.values())
+        except AuthError as error:
+            log.warning("graph_attendance_denied", source=self.source_id, error=error.message)
+            return []
+        finally:
+            self.close()
+
+    @staticmethod
+    def _add_evidence(
+        evidence: dict[str, AttendanceEvidence], record: EventRecord, entry: Mapping[str, Any]
+    ) -> None:
+        email = str(entry.get("emailAddress") or "").strip().lower()
+        if not email:
+            return
+        seconds = int(entry.get("totalAttendanceInSeconds") or 0)
+        intervals = entry.get("attendanceIntervals") or []
+        joins = [_offset_time(i["joinDateTime"]) for i in intervals if i.get("joinDateTime")]
+        leaves = [_offset_time(i["leaveDateTime"]) for i in intervals if i.get("leaveDateTime")]
+        previous = evidence.get(email)
+        if previous is not None:
+            seconds += previous.seconds_present
+            joins += [previous.joined_at] if previous.joined_at else []
+            leaves += [previous.left_at] if previous.left_at else []
+        evidence[email] = AttendanceEvidence(
+            provider_id=record.provider_id,
+            email=email,
+            seconds_present=seconds,
+            joined_at=min(joins) if joins else None,
+            left_at=max(leaves) if leaves else None,
+            system="teams",
+        )
+
+
+def _address(value: object) -> str | None:
+    if isinstance(value, Mapping):
+        inner = value.get("emailAddress")
+        if isinstance(inner, Mapping) and inner.get("address"):
+            return str(inner["address"]).strip().lower()
+    return None
+
+
+def _response(value: object) -> Response | None:
+    if value is None:
+        return None
+    return _RESPONSES.get(str(value).lower(), Response.NEEDS_ACTION)
+
+
+def _offset_time(value: str) -> datetime:
+    """A Graph DateTimeOffset ("2026-11-23T10:00:00Z", up to 7 fractional digits)."""
+    text = str(value).replace("Z", "+00:00")
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        rest = tail[len(digits) :]
+        text = f"{head}.{digits[:6]}{rest}"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _graph_time(value: Mapping[str, Any], zone: str) -> datetime:
+    """A dateTimeTimeZone: local time in ``timeZone`` (UTC, as we ask for with Prefer)."""
+    local = _offset_time(str(value["dateTime"])).replace(tzinfo=None)
+    name = str(value.get("timeZone") or "UTC")
+    return local.replace(tzinfo=ZoneInfo(to_iana(name, fallback=zone).zone)).astimezone(UTC)

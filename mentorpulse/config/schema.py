@@ -156,7 +156,9 @@ class MicrosoftSource(Strict):
         "https://graph.microsoft.com/v1.0", description="Graph endpoint (national clouds)."
     )
     ca_bundle: str | None = Field(
-        None, description="Extra CA bundle (PEM) to trust, e.g. for a TLS-inspecting proxy."
+        None,
+        description="CA bundle (PEM) to trust instead of the default, e.g. behind a "
+        "TLS-inspecting proxy.",
     )
 
     @field_validator("mailboxes")

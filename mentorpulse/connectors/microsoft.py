@@ -19,6 +19,7 @@ of a batch. Requests go out one at a time per mailbox (Graph allows 4 concurrent
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -276,7 +277,12 @@ class MicrosoftConnector:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(verify=self._verify, timeout=self._timeout)
+            verify = (
+                ssl.create_default_context(cafile=self._verify)
+                if isinstance(self._verify, str)
+                else True
+            )
+            self._client = httpx.Client(verify=verify, timeout=self._timeout)
         return self._client
 
     def close(self) -> None:
@@ -487,27 +493,37 @@ class MicrosoftConnector:
             log.info("graph_sync_done", source=self.source_id, requests=self.requests)
 
     def _round(self, mailbox: str, box: _Box, boxes: Mapping[str, _Box]) -> Iterator[SyncPage]:
-        """Follow one mailbox's links to the end of its round (starting one if needed)."""
+        """Bring one mailbox up to date: finish an old window's round, then the current."""
+        if box.link is not None and not self._current(box):
+            # Drain the old round first: only it can tell what was deleted meanwhile.
+            log.info(
+                "graph_window_moved",
+                source=self.source_id,
+                mailbox=mailbox,
+                old=f"{box.window_start}..{box.window_end}",
+                new=f"{self.window.first_day}..{self.window.last_day}",
+            )
+            yield from self._follow(mailbox, box, boxes)
+            box.link = None
+        if box.link is None:
+            box.link = self._start_link(mailbox)
+            box.settled = False
+            box.window_start = self.window.first_day.isoformat()
+            box.window_end = self.window.last_day.isoformat()
+        if not box.settled:
+            yield from self._follow(mailbox, box, boxes)
+
+    def _follow(self, mailbox: str, box: _Box, boxes: Mapping[str, _Box]) -> Iterator[SyncPage]:
+        """GET the box's link and its nextLinks until a deltaLink ends the round."""
         while True:
-            if box.link is None or (box.settled and not self._current(box)):
-                if box.link is not None:
-                    log.info(
-                        "graph_window_moved",
-                        source=self.source_id,
-                        mailbox=mailbox,
-                        old=f"{box.window_start}..{box.window_end}",
-                    )
-                box.link = self._start_link(mailbox)
-                box.settled = False
-                box.window_start = self.window.first_day.isoformat()
-                box.window_end = self.window.last_day.isoformat()
+            assert box.link is not None
             body = self._get(box.link, f"the calendar of {mailbox}", self._prefer())
             body = body if isinstance(body, dict) else {}
             page = _Page()
             self._collect(mailbox, box, body, page)
             self._advance(box, body)
             yield self._page(page, boxes)
-            if box.settled and self._current(box):
+            if box.settled:
                 return
 
     def _advance(self, box: _Box, body: Mapping[str, Any]) -> None:

@@ -152,6 +152,7 @@ class Logged:
     path: str
     headers: dict[str, str]
     in_batch: bool = False
+    query: str = ""
 
 
 def _encode(payload: dict[str, Any]) -> str:
@@ -379,7 +380,7 @@ class GraphFake:
         path = unquote(parts.path)
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._lock:
-            self.log.append(Logged(method, path, dict(headers), in_batch))
+            self.log.append(Logged(method, path, dict(headers), in_batch, unquote(parts.query)))
             auth = headers.get("authorization", "")
             if not in_batch and (
                 not auth.startswith("Bearer ") or auth[7:] not in self._access_tokens

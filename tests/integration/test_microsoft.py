@@ -1,0 +1,582 @@
+"""The Microsoft 365 connector against the Graph fake: msal and httpx over real HTTPS."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from tzlocal.windows_tz import win_tz
+
+from mentorpulse.config.schema import MicrosoftSource
+from mentorpulse.connectors.base import (
+    AttendanceSource,
+    AuthError,
+    CursorExpired,
+    EventRecord,
+    EventStatus,
+    Response,
+    SyncPage,
+    TransientError,
+)
+from mentorpulse.connectors.microsoft import MicrosoftConnector
+from mentorpulse.connectors.windows_zones import _DISPLAY_LABELS, to_iana
+from tests.fakes.graph_api import AttendanceReport, FakeEvent, GraphFake
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+MENTOR = "mentor@contoso.example"
+MENTEE = "mentee@contoso.example"
+JOIN = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0?context=x"
+
+
+@pytest.fixture
+def graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphFake]:
+    # requests (under msal) would otherwise trust only this bundle, not the test CA.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    fake = GraphFake(tmp_path)
+    fake.mailbox(MENTOR)
+    fake.mailbox(MENTEE)
+    yield from fake.serve()
+
+
+def make_source(fake: GraphFake, **changes: Any) -> MicrosoftSource:
+    values: dict[str, Any] = {
+        "id": "m365",
+        "kind": "microsoft",
+        "tenant_id": fake.tenant,
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+        "mailboxes": [MENTOR, MENTEE],
+        "authority_host": fake.url,
+        "graph_url": f"{fake.url}/v1.0",
+        "ca_bundle": str(fake.ca_path),
+        "page_size": 2,
+        "window_past": "30d",
+        "window_future": "30d",
+    }
+    values.update(changes)
+    return MicrosoftSource.model_validate(values)
+
+
+class Store:
+    """What the sync stage does with pages, in memory: upsert, delete, keep the cursor."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, EventRecord] = {}
+        self.cursor: Mapping[str, object] | None = None
+        self.errors: list[str] = []
+        self.pages = 0
+
+    def apply(self, page: SyncPage) -> None:
+        for record in page.records:
+            self.events[record.provider_id] = record
+        for gone in page.deleted:
+            self.events.pop(gone, None)
+        self.errors += [e.message for e in page.errors]
+        self.cursor = page.cursor
+        self.pages += 1
+
+
+def connector(
+    fake: GraphFake, *, now: datetime = NOW, sleeps: list[float] | None = None, **changes: Any
+) -> MicrosoftConnector:
+    sink = sleeps if sleeps is not None else []
+    return MicrosoftConnector(
+        make_source(fake, **changes), base_dir=fake.ca_path.parent, now=now, sleep=sink.append
+    )
+
+
+def sync(fake: GraphFake, store: Store, **kwargs: Any) -> MicrosoftConnector:
+    conn = connector(fake, **kwargs)
+    for page in conn.sync(store.cursor):
+        store.apply(page)
+    return conn
+
+
+def meeting(
+    fake: GraphFake, start: datetime, *, uid: str, mentee_response: str = "accepted", **kw: Any
+) -> tuple[FakeEvent, FakeEvent]:
+    """One meeting between the pair: the mentor's copy and the mentee's copy."""
+    common: dict[str, Any] = {
+        "ical_uid": uid,
+        "subject": "Mentoring",
+        "start": start,
+        "end": start + timedelta(hours=1),
+        "organizer": MENTOR,
+        "attendees": [(MENTEE, "required", mentee_response)],
+        "join_url": JOIN,
+        **kw,
+    }
+    mine = fake.put(MENTOR, FakeEvent(id=fake.next_id(), owner_response="organizer", **common))
+    theirs = fake.put(
+        MENTEE, FakeEvent(id=fake.next_id(), owner_response=mentee_response, **common)
+    )
+    return mine, theirs
+
+
+def series(fake: GraphFake) -> dict[str, FakeEvent]:
+    """A weekly series in the mentor's calendar: plain, moved, cancelled, thin occurrences."""
+    master = fake.next_id()
+    base = datetime(2026, 11, 5, 15, 0, tzinfo=UTC)
+    made = {}
+    for week, kind in enumerate(["occurrence", "exception", "cancelled", "thin"]):
+        original = base + timedelta(weeks=week)
+        start = original + (timedelta(days=1) if kind == "exception" else timedelta(0))
+        made[kind] = fake.put(
+            MENTOR,
+            FakeEvent(
+                id=fake.next_id(),
+                ical_uid="series-uid",
+                subject="Weekly mentoring",
+                start=start,
+                end=start + timedelta(minutes=45),
+                organizer=MENTOR,
+                attendees=[(MENTEE, "required", "tentativelyAccepted")],
+                type="exception" if kind in ("exception", "cancelled") else "occurrence",
+                series_master_id=master,
+                original_start=original,
+                is_cancelled=kind == "cancelled",
+                zone="(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna",
+                thin_in_delta=kind == "thin",
+            ),
+        )
+    return made
+
+
+# ------------------------------------------------------------------ first sync
+
+
+def test_first_sync_records_every_kind_of_instance(graph: GraphFake) -> None:
+    mine, theirs = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="single-1")
+    made = series(graph)
+    store = Store()
+    conn = sync(graph, store)
+
+    assert len(store.events) == 6
+    single = store.events[f"{MENTOR}/{mine.id}"]
+    assert single.start == datetime(2026, 11, 10, 10, tzinfo=UTC)
+    assert single.zone == "Europe/Berlin"
+    assert single.organizer == MENTOR
+    assert single.conference_id == JOIN
+    assert single.calendar_owner == MENTOR
+    copy = store.events[f"{MENTEE}/{theirs.id}"]
+    assert copy.ical_uid == single.ical_uid == "single-1"
+    assert copy.response_of(MENTEE) is Response.ACCEPTED
+
+    moved = store.events[f"{MENTOR}/{made['exception'].id}"]
+    assert moved.original_start == datetime(2026, 11, 12, 15, tzinfo=UTC)
+    assert moved.start == datetime(2026, 11, 13, 15, tzinfo=UTC)
+    assert moved.series_id == made["exception"].series_master_id
+    cancelled = store.events[f"{MENTOR}/{made['cancelled'].id}"]
+    assert cancelled.status is EventStatus.CANCELLED
+    # The thin delta occurrence was completed, not stored half-empty.
+    thin = store.events[f"{MENTOR}/{made['thin'].id}"]
+    assert thin.ical_uid == "series-uid"
+    assert thin.response_of(MENTEE) is Response.TENTATIVE
+    assert thin.original_start == datetime(2026, 11, 26, 15, tzinfo=UTC)
+    assert thin.start == datetime(2026, 11, 26, 15, tzinfo=UTC)
+
+    # Pages of page_size (2) events; the cursor settles on each mailbox's deltaLink.
+    assert store.pages >= 4
+    boxes = store.cursor["mailboxes"]  # type: ignore[index]
+    assert all(boxes[m]["settled"] for m in (MENTOR, MENTEE))  # type: ignore[index]
+    prefer = {r.headers.get("prefer") for r in graph.graph_requests(in_batch=False)} - {None}
+    assert 'odata.maxpagesize=2, outlook.timezone="UTC"' in prefer
+    assert conn.requests == len(graph.graph_requests(in_batch=False))
+
+
+def test_the_mailbox_owner_s_own_answer_wins(graph: GraphFake) -> None:
+    # The organiser's copy still says "accepted"; the mentee's own copy says declined.
+    _, theirs = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    theirs.owner_response = "declined"
+    graph.put(MENTEE, theirs)
+    store = Store()
+    sync(graph, store)
+    assert store.events[f"{MENTEE}/{theirs.id}"].response_of(MENTEE) is Response.DECLINED
+
+
+# ------------------------------------------------------------------ incremental
+
+
+def test_incremental_sync_after_each_kind_of_change(graph: GraphFake) -> None:
+    mine, theirs = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    gone, _ = meeting(graph, datetime(2026, 11, 12, 10, tzinfo=UTC), uid="u2")
+    leaving, _ = meeting(graph, datetime(2026, 11, 14, 10, tzinfo=UTC), uid="u3")
+    store = Store()
+    sync(graph, store)
+    assert len(store.events) == 6
+    graph.log.clear()
+
+    theirs.owner_response = "declined"  # the mentee declines in their own calendar
+    graph.put(MENTEE, theirs)
+    graph.delete(MENTOR, gone.id)  # the mentor deletes a meeting
+    leaving.start = leaving.end = NOW + timedelta(days=90)  # moved out of the window
+    graph.put(MENTOR, leaving)
+    added, _ = meeting(graph, datetime(2026, 11, 30, 10, tzinfo=UTC), uid="u4")
+
+    sync(graph, store)
+    assert store.events[f"{MENTEE}/{theirs.id}"].response_of(MENTEE) is Response.DECLINED
+    assert f"{MENTOR}/{gone.id}" not in store.events
+    assert f"{MENTOR}/{leaving.id}" not in store.events
+    assert f"{MENTOR}/{added.id}" in store.events
+    assert len(store.events) == 6 - 1 - 1 + 2
+    assert store.events[f"{MENTOR}/{mine.id}"].start == datetime(2026, 11, 10, 10, tzinfo=UTC)
+
+    # A quiet poll of both mailboxes is one $batch request, and changes nothing.
+    graph.log.clear()
+    before = dict(store.events)
+    conn = sync(graph, store)
+    assert store.events == before
+    top = graph.graph_requests(in_batch=False)
+    assert [r.path for r in top] == ["/v1.0/$batch"]
+    assert conn.requests == 1
+    assert len(graph.graph_requests(in_batch=True)) == 2
+
+
+def test_a_crash_between_pages_resumes_from_the_next_link(graph: GraphFake) -> None:
+    for day in range(1, 6):
+        meeting(graph, datetime(2026, 11, day, 10, tzinfo=UTC), uid=f"u{day}")
+    store = Store()
+    pages = connector(graph).sync(None)
+    store.apply(next(pages))  # the first page is stored with its cursor ...
+    pages.close()  # ... and the process dies
+    assert store.cursor is not None
+    first_page_ids = set(store.events)
+    graph.log.clear()
+
+    sync(graph, store)
+    assert len(store.events) == 10
+    assert first_page_ids < set(store.events)
+    # The resumed run went on from the skiptoken rather than starting the round again.
+    restarted = [r.path for r in graph.graph_requests() if "startDateTime" in r.query]
+    assert restarted == [f"/v1.0/users/{MENTEE}/calendarView/delta"]  # only the new one
+
+
+def test_replaying_a_round_changes_nothing(graph: GraphFake) -> None:
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    sync(graph, store)
+    settled = store.cursor
+    meeting(graph, datetime(2026, 11, 11, 10, tzinfo=UTC), uid="u2")
+    sync(graph, store)
+    after = dict(store.events)
+    store.cursor = settled  # the cursor of the last round was lost: the changes come again
+    sync(graph, store)
+    assert store.events == after
+
+
+# ------------------------------------------------------------------ expired cursors
+
+
+@pytest.mark.parametrize("style", ["gone", "syncStateNotFound"])
+def test_expired_sync_state_raises_cursor_expired_then_a_full_resync_matches(
+    graph: GraphFake, style: str
+) -> None:
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    sync(graph, store)
+    graph.expire_sync_state(MENTEE, style)
+    with pytest.raises(CursorExpired) as raised:
+        sync(graph, store)
+    assert MENTEE in str(raised.value)
+    assert "410" in raised.value.message or "syncStateNotFound" in raised.value.message
+    # The sync stage drops the cursor and resyncs; the result is the same events.
+    fresh = Store()
+    sync(graph, fresh)
+    assert fresh.events == store.events
+
+
+def test_expired_skip_token_mid_round_raises_cursor_expired(graph: GraphFake) -> None:
+    for day in range(1, 6):
+        meeting(graph, datetime(2026, 11, day, 10, tzinfo=UTC), uid=f"u{day}")
+    store = Store()
+    pages = connector(graph).sync(None)
+    store.apply(next(pages))
+    pages.close()
+    graph.expire_sync_state(MENTOR, "syncStateNotFound")
+    with pytest.raises(CursorExpired):
+        sync(graph, store)
+
+
+# ------------------------------------------------------------------ window
+
+
+def test_the_window_rolls_forward_without_losing_recorded_sessions(graph: GraphFake) -> None:
+    early, _ = meeting(graph, NOW - timedelta(days=25), uid="early")
+    store = Store()
+    sync(graph, store)
+    assert f"{MENTOR}/{early.id}" in store.events
+
+    # Before the window moves: a meeting is deleted (only the old round can tell) ...
+    doomed, _ = meeting(graph, NOW + timedelta(days=5), uid="doomed")
+    sync(graph, store)
+    graph.delete(MENTOR, doomed.id)
+    # ... and one is booked beyond the old window's end.
+    later, _ = meeting(graph, NOW + timedelta(days=40), uid="later")
+    graph.log.clear()
+
+    sync(graph, store, now=NOW + timedelta(days=15))
+    # The old round was drained (deletion seen), then a round over the new window began.
+    assert f"{MENTOR}/{doomed.id}" not in store.events
+    assert f"{MENTOR}/{later.id}" in store.events
+    # The early meeting fell out of the back of the window and stays recorded.
+    assert f"{MENTOR}/{early.id}" in store.events
+    new_window = (NOW + timedelta(days=15) - timedelta(days=30)).strftime("%Y-%m-%d")
+    starts = [r.query for r in graph.graph_requests() if "startDateTime" in r.query]
+    assert len(starts) == 2
+    assert all(f"startDateTime={new_window}T00:00:00Z" in q for q in starts)
+    assert store.cursor["window_start"] == new_window  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ throttling
+
+
+def test_batch_retries_only_the_throttled_sub_response(graph: GraphFake) -> None:
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    sync(graph, store)
+    meeting(graph, datetime(2026, 11, 11, 10, tzinfo=UTC), uid="u2")
+    graph.throttle(MENTEE, status=429, retry_after="3")
+    graph.log.clear()
+    sleeps: list[float] = []
+    sync(graph, store, sleeps=sleeps)
+    assert sleeps == [3.0]
+    assert len(store.events) == 4
+    batches = [r for r in graph.graph_requests(in_batch=False) if r.path.endswith("$batch")]
+    assert len(batches) == 2
+    inner = [r.path for r in graph.graph_requests(in_batch=True)]
+    assert sum(MENTOR in p for p in inner) == 1  # the mentor's answer was not asked again
+    assert sum(MENTEE in p for p in inner) == 2
+
+
+def test_429_with_retry_after_is_waited_out(graph: GraphFake) -> None:
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    graph.throttle(MENTOR, status=503, retry_after="2")
+    sleeps: list[float] = []
+    store = Store()
+    sync(graph, store, sleeps=sleeps)
+    assert sleeps == [2.0]
+    assert len(store.events) == 2
+
+
+def test_a_long_retry_after_is_left_to_the_scheduler(graph: GraphFake) -> None:
+    graph.throttle(MENTOR, status=429, retry_after="120")
+    sleeps: list[float] = []
+    with pytest.raises(TransientError) as raised:
+        sync(graph, Store(), sleeps=sleeps)
+    assert raised.value.retry_after == 120.0
+    assert sleeps == []
+
+
+# ------------------------------------------------------------------ sign-in
+
+
+def test_a_wrong_secret_is_an_auth_error_that_never_shows_the_secret(graph: GraphFake) -> None:
+    wrong = "not-the-Right-secret~42"
+    with structlog.testing.capture_logs() as logs, pytest.raises(AuthError) as raised:
+        sync(graph, Store(), client_secret=wrong)
+    assert "invalid_client" in raised.value.message
+    for text in (str(raised.value), repr(logs)):
+        assert wrong not in text
+        assert graph.client_secret not in text
+
+
+def test_a_good_secret_never_reaches_logs_or_cursor(graph: GraphFake) -> None:
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    with structlog.testing.capture_logs() as logs:
+        sync(graph, store)
+    assert graph.client_secret not in repr(logs) + repr(store.cursor)
+    assert graph.client_secret not in repr(make_source(graph))
+
+
+def test_certificate_credentials_sign_in(graph: GraphFake, tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mentorpulse")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    thumbprint = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    graph.certificate_thumbprint = thumbprint
+    graph.certificate_public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pem = tmp_path / "app-key.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    sync(
+        graph,
+        store,
+        client_secret=None,
+        certificate_path=str(pem),
+        certificate_thumbprint=thumbprint,
+    )
+    assert len(store.events) == 2
+
+
+# ------------------------------------------------------------------ time zones
+
+CORPUS = sorted(
+    {*win_tz, *(f"(UTC+00:00) {label}" for label in _DISPLAY_LABELS)}
+    | {
+        "(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna",
+        "(UTC-08:00) Pacific Time (US & Canada)",
+        "(UTC-05:00) Eastern Time (US & Canada)",
+        "(UTC+05:30) Chennai, Kolkata, Mumbai, New Delhi",
+        "(UTC) Coordinated Universal Time",
+        "(UTC+02:00) Helsinki, Kyiv, Riga, Sofia, Tallinn, Vilnius",
+        "tzone://Microsoft/Utc",
+        "UTC",
+        "Europe/Paris",
+        "w. europe standard time",
+    }
+)
+
+
+def test_every_windows_zone_name_maps_to_an_iana_zone() -> None:
+    """Every CLDR Windows id and every registry display name, in any casing."""
+    failures = []
+    for name in CORPUS:
+        mapping = to_iana(name, fallback="Asia/Tokyo")
+        if mapping.warning is not None:
+            failures.append(mapping.warning)
+        ZoneInfo(mapping.zone)
+    assert len(CORPUS) > 250
+    assert failures == []
+
+
+def test_display_names_map_to_the_zone_of_their_windows_id() -> None:
+    assert to_iana("(UTC+01:00) Brussels, Copenhagen, Madrid, Paris", fallback="UTC").zone == (
+        "Europe/Paris"
+    )
+    # A display name missing from the table still maps when a city and the offset agree.
+    assert to_iana("(UTC+01:00) Oslo", fallback="UTC").zone == "Europe/Oslo"
+    # ... but not when the offset contradicts the city.
+    assert to_iana("(UTC+05:00) Oslo", fallback="Asia/Tokyo").warning is not None
+
+
+@pytest.mark.parametrize("name", ["tzone://Microsoft/Custom", "Customized Time Zone", "", None])
+def test_unknown_zones_fall_back_to_the_mailbox_zone_with_a_warning(name: str | None) -> None:
+    mapping = to_iana(name, fallback="Asia/Tokyo")
+    assert mapping.zone == "Asia/Tokyo"
+    assert mapping.warning
+
+
+def test_a_custom_zone_in_an_event_uses_the_mailbox_zone_and_is_recorded(
+    graph: GraphFake,
+) -> None:
+    graph.mailbox(MENTOR).time_zone = "Pacific Standard Time"
+    mine, theirs = meeting(
+        graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1", zone="tzone://Microsoft/Custom"
+    )
+    store = Store()
+    with structlog.testing.capture_logs() as logs:
+        sync(graph, store)
+    assert store.events[f"{MENTOR}/{mine.id}"].zone == "America/Los_Angeles"
+    assert store.events[f"{MENTEE}/{theirs.id}"].zone == "Europe/Berlin"  # its mailbox's zone
+    assert store.events[f"{MENTOR}/{mine.id}"].start == datetime(2026, 11, 10, 10, tzinfo=UTC)
+    assert any("tzone://Microsoft/Custom" in e for e in store.errors)
+    assert any(e["event"] == "graph_zone_fallback" for e in logs)
+    # The mailbox's zone was looked up once per mailbox and kept in the cursor.
+    lookups = [r for r in graph.graph_requests() if r.path.endswith("/mailboxSettings/timeZone")]
+    assert len(lookups) == 2
+
+
+# ------------------------------------------------------------------ attendance
+
+
+def test_teams_attendance_is_evidence_for_the_right_occurrence(graph: GraphFake) -> None:
+    start = datetime(2026, 11, 10, 10, tzinfo=UTC)
+    mine, _ = meeting(graph, start, uid="u1")
+    online = graph.add_meeting(MENTOR, JOIN)
+    online.reports = [
+        AttendanceReport(
+            "r-earlier",
+            start - timedelta(days=7),
+            start - timedelta(days=7) + timedelta(hours=1),
+            [(MENTOR, 3600, start - timedelta(days=7), start - timedelta(days=7, hours=-1))],
+        ),
+        AttendanceReport(
+            "r-this",
+            start,
+            start + timedelta(minutes=50),
+            [
+                (MENTOR, 3000, start, start + timedelta(minutes=50)),
+                (
+                    "Mentee@Contoso.example",
+                    2400,
+                    start + timedelta(minutes=10),
+                    start + timedelta(minutes=50),
+                ),
+            ],
+        ),
+    ]
+    store = Store()
+    conn = connector(graph, attendance=True)
+    for page in conn.sync(None):
+        store.apply(page)
+    assert isinstance(conn, AttendanceSource)
+    record = store.events[f"{MENTOR}/{mine.id}"]
+    evidence = {e.email: e for e in conn.attendance_evidence(record)}
+    assert set(evidence) == {MENTOR, MENTEE}
+    assert evidence[MENTOR].seconds_present == 3000
+    assert evidence[MENTEE].seconds_present == 2400
+    assert evidence[MENTEE].joined_at == start + timedelta(minutes=10)
+    assert all(
+        e.provider_id == record.provider_id and e.system == "teams" for e in evidence.values()
+    )
+
+    # A meeting nobody joined has a report without the mentee: no evidence for them.
+    other = replace(
+        record, start=start + timedelta(days=14), end=start + timedelta(days=14, hours=1)
+    )
+    assert conn.attendance_evidence(other) == []
+
+
+def test_attendance_is_off_by_default(graph: GraphFake) -> None:
+    mine, _ = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    graph.add_meeting(MENTOR, JOIN)
+    store = Store()
+    conn = connector(graph)
+    for page in conn.sync(None):
+        store.apply(page)
+    graph.log.clear()
+    assert conn.attendance_evidence(store.events[f"{MENTOR}/{mine.id}"]) == []
+    assert graph.graph_requests() == []
+
+
+def test_missing_attendance_permission_yields_no_evidence_and_a_warning(graph: GraphFake) -> None:
+    mine, _ = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    store = Store()
+    conn = connector(graph, attendance=True)
+    for page in conn.sync(None):
+        store.apply(page)
+    graph.mailbox("denied@contoso.example")
+    record = replace(store.events[f"{MENTOR}/{mine.id}"], organizer="nobody@contoso.example")
+    with structlog.testing.capture_logs():
+        assert conn.attendance_evidence(record) == []

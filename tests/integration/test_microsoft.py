@@ -580,3 +580,97 @@ def test_missing_attendance_permission_yields_no_evidence_and_a_warning(graph: G
     record = replace(store.events[f"{MENTOR}/{mine.id}"], organizer="nobody@contoso.example")
     with structlog.testing.capture_logs():
         assert conn.attendance_evidence(record) == []
+
+
+# ------------------------------------------------------------------ through the sync stage
+
+
+def write_deployment(tmp_path: Path, fake: GraphFake, database_url: str) -> Path:
+    (tmp_path / "roster.csv").write_text(
+        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
+    )
+    config = tmp_path / "mentorpulse.yaml"
+    config.write_text(
+        f"""database: {database_url}
+timezone: Europe/Berlin
+sources:
+  - id: m365
+    kind: microsoft
+    tenant_id: {fake.tenant}
+    client_id: {fake.client_id}
+    client_secret: ${{MP_GRAPH_SECRET}}
+    mailboxes: [{MENTOR}, {MENTEE}]
+    authority_host: {fake.url}
+    graph_url: {fake.url}/v1.0
+    ca_bundle: {fake.ca_path}
+    window_past: 30d
+    window_future: 30d
+programs:
+  - id: eng
+    cadence: {{every: 14d}}
+"""
+    )
+    return config
+
+
+def test_the_sync_stage_stores_graph_events_once(
+    graph: GraphFake, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import func, select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Event, Session
+
+    monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    series(graph)
+    graph.put(  # not about the pair: dropped at ingest
+        MENTOR,
+        FakeEvent(
+            id=graph.next_id(),
+            ical_uid="other",
+            subject="Budget",
+            start=datetime(2026, 11, 11, 9, tzinfo=UTC),
+            end=datetime(2026, 11, 11, 10, tzinfo=UTC),
+            organizer=MENTOR,
+            attendees=[("cfo@contoso.example", "required", "accepted")],
+        ),
+    )
+    ctx = jobs.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
+    try:
+        [first] = jobs.sync_sources(ctx)
+        assert first.ok, first.error
+        assert first.stored == 6
+        assert first.dropped == 1
+        with ctx.sessions() as db:
+            assert db.scalar(select(func.count()).select_from(Event)) == 6
+        [again] = jobs.sync_sources(ctx)
+        assert again.ok
+        assert again.stored + again.deleted == 0
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            outcomes = sorted(db.scalars(select(Session.outcome)))
+        # The two copies of the single meeting fold into one session; the series gives
+        # one session per occurrence, the cancelled one included.
+        assert outcomes == sorted(
+            ["presumed_held", "presumed_held", "presumed_held", "cancelled", "upcoming"]
+        )
+    finally:
+        ctx.engine.dispose()
+
+
+def test_cli_sync_with_a_bad_secret_is_one_clear_line(
+    graph: GraphFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    wrong = "wrong-Secret~value-123"
+    monkeypatch.setenv("MP_GRAPH_SECRET", wrong)
+    config = write_deployment(tmp_path, graph, f"sqlite:///{tmp_path / 'mp.db'}")
+    result = CliRunner().invoke(app, ["--log-json", "sync", "--once", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "invalid_client" in result.output
+    assert "Traceback" not in result.output
+    assert wrong not in result.output

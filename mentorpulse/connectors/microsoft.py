@@ -466,65 +466,69 @@ class MicrosoftConnector:
     # -- sync ---------------------------------------------------------------------------
 
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
-        """Settled mailboxes in batches first, then every round that has pages to go."""
+        """Every mailbox to the end of a round over the current window, 20 per request.
+
+        Each step GETs one link per due mailbox (in one ``$batch`` when several are due)
+        and yields one page with what those answers held and the cursor after them.
+        """
         boxes = self._boxes(cursor)
-        try:
-            settled = [m for m, b in boxes.items() if b.link and b.settled and self._current(b)]
-            for start in range(0, len(settled), BATCH_LIMIT):
-                chunk = settled[start : start + BATCH_LIMIT]
-                answers = self._batch(
-                    [(m, boxes[m].link or "", f"the calendar of {m}") for m in chunk]
+        draining: set[str] = set()
+        for mailbox, box in boxes.items():
+            if box.link is not None and not self._current(box):
+                # Drain the old window's round first: only it can tell what was deleted
+                # meanwhile. Then a new round starts over the new window.
+                log.info(
+                    "graph_window_moved",
+                    source=self.source_id,
+                    mailbox=mailbox,
+                    old=f"{box.window_start}..{box.window_end}",
+                    new=f"{self.window.first_day}..{self.window.last_day}",
                 )
-                page = _Page()
-                for mailbox in chunk:
-                    answer = answers[mailbox]
-                    self._check(answer, f"the calendar of {mailbox}")
-                    body = answer.body if isinstance(answer.body, dict) else {}
-                    self._collect(mailbox, boxes[mailbox], body, page)
-                    self._advance(boxes[mailbox], body)
-                yield self._page(page, boxes)
-            # New mailboxes, rounds under way (also those a batch answer left with a
-            # nextLink) and rounds of an old window.
-            for mailbox, box in boxes.items():
-                if not box.link or not box.settled or not self._current(box):
-                    yield from self._round(mailbox, box, boxes)
+                draining.add(mailbox)
+                if box.settled:
+                    box.settled = False  # its deltaLink is polled once more, to the end
+            elif box.link is None:
+                self._start(mailbox, box)
+        done: set[str] = set()
+        try:
+            while due := [m for m in boxes if m not in done]:
+                for start in range(0, len(due), BATCH_LIMIT):
+                    chunk = due[start : start + BATCH_LIMIT]
+                    bodies = self._fetch([(m, boxes[m].link or "") for m in chunk])
+                    page = _Page()
+                    for mailbox in chunk:
+                        box = boxes[mailbox]
+                        self._collect(mailbox, box, bodies[mailbox], page)
+                        self._advance(box, bodies[mailbox])
+                        if box.settled and mailbox in draining:
+                            draining.discard(mailbox)
+                            self._start(mailbox, box)
+                        elif box.settled:
+                            done.add(mailbox)
+                    yield self._page(page, boxes)
         finally:
             self.close()
             log.info("graph_sync_done", source=self.source_id, requests=self.requests)
 
-    def _round(self, mailbox: str, box: _Box, boxes: Mapping[str, _Box]) -> Iterator[SyncPage]:
-        """Bring one mailbox up to date: finish an old window's round, then the current."""
-        if box.link is not None and not self._current(box):
-            # Drain the old round first: only it can tell what was deleted meanwhile.
-            log.info(
-                "graph_window_moved",
-                source=self.source_id,
-                mailbox=mailbox,
-                old=f"{box.window_start}..{box.window_end}",
-                new=f"{self.window.first_day}..{self.window.last_day}",
-            )
-            yield from self._follow(mailbox, box, boxes)
-            box.link = None
-        if box.link is None:
-            box.link = self._start_link(mailbox)
-            box.settled = False
-            box.window_start = self.window.first_day.isoformat()
-            box.window_end = self.window.last_day.isoformat()
-        if not box.settled:
-            yield from self._follow(mailbox, box, boxes)
+    def _start(self, mailbox: str, box: _Box) -> None:
+        box.link = self._start_link(mailbox)
+        box.settled = False
+        box.window_start = self.window.first_day.isoformat()
+        box.window_end = self.window.last_day.isoformat()
 
-    def _follow(self, mailbox: str, box: _Box, boxes: Mapping[str, _Box]) -> Iterator[SyncPage]:
-        """GET the box's link and its nextLinks until a deltaLink ends the round."""
-        while True:
-            assert box.link is not None
-            body = self._get(box.link, f"the calendar of {mailbox}", self._prefer())
-            body = body if isinstance(body, dict) else {}
-            page = _Page()
-            self._collect(mailbox, box, body, page)
-            self._advance(box, body)
-            yield self._page(page, boxes)
-            if box.settled:
-                return
+    def _fetch(self, links: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+        """The delta page behind each mailbox's link: one GET, or a batch for several."""
+        if len(links) == 1:
+            [(mailbox, link)] = links
+            body = self._get(link, f"the calendar of {mailbox}", self._prefer())
+            return {mailbox: body if isinstance(body, dict) else {}}
+        answers = self._batch([(m, link, f"the calendar of {m}") for m, link in links])
+        bodies = {}
+        for mailbox, _ in links:
+            answer = answers[mailbox]
+            self._check(answer, f"the calendar of {mailbox}")
+            bodies[mailbox] = answer.body if isinstance(answer.body, dict) else {}
+        return bodies
 
     def _advance(self, box: _Box, body: Mapping[str, Any]) -> None:
         if isinstance(body.get("@odata.nextLink"), str):

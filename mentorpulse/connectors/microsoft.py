@@ -193,6 +193,8 @@ class MicrosoftConnector:
             "verify": self._verify,
             "timeout": self._timeout,
         }
+        if isinstance(self._verify, str):
+            common["http_client"] = _pinned_session(self._verify)
         if self.source.auth == "device_code":
             return msal.PublicClientApplication(self.source.client_id, **common)
         credential: Any
@@ -762,6 +764,25 @@ class MicrosoftConnector:
             left_at=max(leaves) if leaves else None,
             system="teams",
         )
+
+
+def _pinned_session(ca_bundle: str) -> Any:
+    """A requests session that keeps ``ca_bundle`` even when $REQUESTS_CA_BUNDLE is set.
+
+    requests lets the environment override a session's ``verify`` (psf/requests#3829),
+    which would silently ignore the configured ``ca_bundle`` for sign-in.
+    """
+    import requests
+
+    class PinnedSession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    session = PinnedSession()
+    session.verify = ca_bundle
+    return session
 
 
 def _address(value: object) -> str | None:

@@ -137,7 +137,7 @@ class MicrosoftSource(Strict):
         None, description="SHA-1 thumbprint (hex) of that certificate."
     )
     mailboxes: tuple[str, ...] = Field(
-        (), description="Mailboxes (UPN / SMTP address) to read; auth: app needs at least one."
+        (), description="Mailboxes (UPN / SMTP address) to read, at least one."
     )
     attendance: bool = Field(
         False, description="Read Teams attendance reports as evidence (extra permissions)."
@@ -177,8 +177,8 @@ class MicrosoftSource(Strict):
                 raise ValueError("auth: app needs exactly one of client_secret or certificate_path")
             if self.certificate_path is not None and not self.certificate_thumbprint:
                 raise ValueError("certificate_path needs certificate_thumbprint")
-            if not self.mailboxes:
-                raise ValueError("auth: app needs the mailboxes to read")
+        if not self.mailboxes:
+            raise ValueError("list the mailboxes to read")
         return self
 
 

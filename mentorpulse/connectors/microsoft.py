@@ -19,6 +19,7 @@ of a batch. Requests go out one at a time per mailbox (Graph allows 4 concurrent
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,7 +54,6 @@ log = structlog.get_logger(__name__)
 
 CURSOR_VERSION = 1
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-DELEGATED_SCOPES = ["Calendars.Read", "OnlineMeetings.Read", "OnlineMeetingArtifact.Read.All"]
 BATCH_LIMIT = 20  # Graph's limit of requests per JSON batch
 PER_MAILBOX_CONCURRENCY = 4  # Graph's limit of concurrent requests per mailbox
 MAX_WAIT = 30.0  # longer Retry-After: give up this run, let the scheduler come back
@@ -68,6 +68,78 @@ _RESPONSES = {
 }
 _EXPIRED_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
 _FULL_FIELDS = ("iCalUId", "attendees", "organizer")
+
+
+def delegated_scopes(source: MicrosoftSource) -> list[str]:
+    """Least privilege for a signed-in user: their calendar (and shared ones they can read)."""
+    scopes = ["Calendars.Read", "Calendars.Read.Shared"]
+    if source.attendance:
+        scopes += ["OnlineMeetings.Read", "OnlineMeetingArtifact.Read.All"]
+    return scopes
+
+
+def device_code_sign_in(
+    source: MicrosoftSource, *, base_dir: Path, show: Callable[[str], None]
+) -> str:
+    """Sign a user in with a device code and store their refresh token, encrypted.
+
+    ``show`` gets the instruction to open the verification page and enter the code.
+    Returns the path of the token store. Failures are :class:`UserError` (one line).
+    """
+    import msal
+    import requests
+
+    from mentorpulse.credentials import KEY_ENV, TokenStore
+    from mentorpulse.errors import UserError
+
+    if not os.environ.get(KEY_ENV):
+        raise UserError(
+            f"{KEY_ENV} is not set: the refresh token is stored encrypted with it "
+            "(create one with `mentorpulse auth key`)"
+        )
+    verify = _verify_for(source, base_dir)
+    try:
+        app = msal.PublicClientApplication(
+            source.client_id,
+            authority=f"{source.authority_host.rstrip('/')}/{source.tenant_id}",
+            instance_discovery=False,
+            verify=verify,
+            http_client=_pinned_session(verify) if isinstance(verify, str) else None,
+        )
+        flow = app.initiate_device_flow(scopes=delegated_scopes(source))
+        if "user_code" not in flow:
+            raise UserError(
+                f"source {source.id}: Microsoft refused the device-code sign-in: "
+                f"{flow.get('error', 'unknown error')} (is 'Allow public client flows' on "
+                "for the app registration?)"
+            )
+        show(str(flow["message"]))
+        result = app.acquire_token_by_device_flow(flow)
+    except requests.RequestException as error:
+        raise UserError(
+            f"source {source.id}: cannot reach {source.authority_host} ({type(error).__name__})"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"source {source.id}: sign-in failed ({type(error).__name__})") from None
+    refresh = result.get("refresh_token") if isinstance(result, dict) else None
+    if not refresh:
+        raise UserError(
+            f"source {source.id}: sign-in did not complete: {result.get('error', 'no token')}"
+        )
+    store = TokenStore(_resolve(base_dir, source.token_store))
+    store.save(token_name(source), str(refresh))
+    log.info("graph_signed_in", source=source.id, token_store=str(store.path))
+    return str(store.path)
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    """A path from the config, relative to the config file's folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _verify_for(source: MicrosoftSource, base_dir: Path) -> str | bool:
+    return str(_resolve(base_dir, source.ca_bundle)) if source.ca_bundle is not None else True
 
 
 def token_name(source: MicrosoftSource) -> str:
@@ -167,9 +239,7 @@ class MicrosoftConnector:
         self.window = Window.around(now, source.window_past, source.window_future)
         self.graph_url = source.graph_url.rstrip("/")
         self._sleep = sleep
-        self._verify: str | bool = (
-            str(self._path(source.ca_bundle)) if source.ca_bundle is not None else True
-        )
+        self._verify = _verify_for(source, base_dir)
         self._timeout = timeout
         self._client: httpx.Client | None = None
         self._token: str | None = None
@@ -178,8 +248,7 @@ class MicrosoftConnector:
         self.requests = 0  # HTTP requests sent to Graph (for the bench and the logs)
 
     def _path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        return _resolve(self.base_dir, value)
 
     # -- sign-in ------------------------------------------------------------------------
 
@@ -266,7 +335,7 @@ class MicrosoftConnector:
                 f"nobody signed in yet: run `mentorpulse auth microsoft --source {self.source_id}`",
             )
         result: dict[str, Any] = self._app.acquire_token_by_refresh_token(
-            refresh, scopes=DELEGATED_SCOPES
+            refresh, scopes=delegated_scopes(self.source)
         )
         if result.get("refresh_token") and result["refresh_token"] != refresh:
             try:

@@ -181,6 +181,7 @@ class GraphFake:
         self.meetings: dict[str, OnlineMeeting] = {}
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> user
         self.device_codes: dict[str, str | None] = {}  # device code -> user once approved
+        self.auto_approve: str | None = None  # the user who signs in at once, in tests
         self.log: list[Logged] = []
         self.tokens_issued = 0
         self._access_tokens: set[str] = set()
@@ -349,7 +350,7 @@ class GraphFake:
 
     def device_flow(self) -> dict[str, Any]:
         code = secrets.token_urlsafe(16)
-        self.device_codes[code] = None
+        self.device_codes[code] = self.auto_approve
         return {
             "device_code": code,
             "user_code": "FAKE-CODE",

@@ -676,3 +676,61 @@ def test_cli_sync_with_a_bad_secret_is_one_clear_line(
     assert "invalid_client" in result.output
     assert "Traceback" not in result.output
     assert wrong not in result.output
+
+
+# ------------------------------------------------------------------ device-code sign-in
+
+
+def test_device_code_sign_in_stores_the_refresh_token_encrypted_and_sync_uses_it(
+    graph: GraphFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+    from mentorpulse.credentials import generate_key
+
+    monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
+    graph.auto_approve = MENTOR
+    config = write_deployment(tmp_path, graph, f"sqlite:///{tmp_path / 'mp.db'}")
+    text = config.read_text().replace("    client_secret: ${MP_GRAPH_SECRET}\n", "")
+    config.write_text(
+        text.replace("    kind: microsoft\n", "    kind: microsoft\n    auth: device_code\n")
+    )
+
+    result = CliRunner().invoke(app, ["auth", "microsoft", "--source", "m365", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "FAKE-CODE" in result.output  # the instruction the user follows
+    [refresh] = graph.refresh_tokens
+    stored = (tmp_path / "tokens.json").read_text()
+    assert refresh not in stored
+    assert (tmp_path / "tokens.json").stat().st_mode & 0o077 == 0
+
+    meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
+    result = CliRunner().invoke(app, ["--log-json", "sync", "--once", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    grants = [r for r in graph.log if r.path.endswith("/oauth2/v2.0/token")]
+    assert len(grants) == 2  # the device code, then the refresh token
+
+
+def test_device_code_sign_in_without_a_key_says_what_to_do(
+    graph: GraphFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    monkeypatch.delenv("MENTORPULSE_SECRET_KEY", raising=False)
+    config = write_deployment(tmp_path, graph, f"sqlite:///{tmp_path / 'mp.db'}")
+    text = config.read_text().replace("    client_secret: ${MP_GRAPH_SECRET}\n", "")
+    config.write_text(
+        text.replace("    kind: microsoft\n", "    kind: microsoft\n    auth: device_code\n")
+    )
+    result = CliRunner().invoke(app, ["auth", "microsoft", "--source", "m365", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "mentorpulse auth key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_source_nobody_signed_in_for_is_an_auth_error(graph: GraphFake, tmp_path: Path) -> None:
+    with pytest.raises(AuthError, match="mentorpulse auth microsoft --source m365"):
+        sync(graph, Store(), auth="device_code", client_secret=None)

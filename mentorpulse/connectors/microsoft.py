@@ -685,25 +685,37 @@ class MicrosoftConnector:
         return done
 
     def _mailbox_zone(self, mailbox: str, box: _Box) -> str:
-        """The mailbox's own zone for names we cannot map: looked up once, kept in the cursor."""
-        if box.zone is None:
-            try:
-                body = self._get(
-                    f"/users/{quote(mailbox)}/mailboxSettings/timeZone",
-                    f"the settings of {mailbox}",
-                )
-                value = body.get("value") if isinstance(body, dict) else None
-                mapped = to_iana(str(value) if value else None, fallback=self.default_zone)
-                box.zone = mapped.zone
-            except (AuthError, TransientError) as error:
-                # MailboxSettings.Read is not among the least privileges we ask for.
-                log.info(
-                    "graph_mailbox_zone_unknown",
-                    source=self.source_id,
-                    mailbox=mailbox,
-                    error=error.message,
-                )
-                box.zone = self.default_zone
+        """The mailbox's own zone for names we cannot map: looked up once, kept in the cursor.
+
+        MailboxSettings.Read is not among the least privileges we ask for: when it is
+        refused, the config's ``timezone`` stands in (and is remembered as the answer).
+        """
+        if box.zone is not None:
+            return box.zone
+        try:
+            body = self._get(
+                f"/users/{quote(mailbox)}/mailboxSettings/timeZone",
+                f"the settings of {mailbox}",
+            )
+        except AuthError as error:
+            log.info(
+                "graph_mailbox_zone_unknown",
+                source=self.source_id,
+                mailbox=mailbox,
+                error=error.message,
+            )
+            box.zone = self.default_zone
+            return box.zone
+        except TransientError as error:  # ask again next time
+            log.info(
+                "graph_mailbox_zone_unknown",
+                source=self.source_id,
+                mailbox=mailbox,
+                error=error.message,
+            )
+            return self.default_zone
+        value = body.get("value") if isinstance(body, dict) else None
+        box.zone = to_iana(str(value) if value else None, fallback=self.default_zone).zone
         return box.zone
 
     def _record(

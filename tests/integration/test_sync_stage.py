@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from mentorpulse.cli import app
 from mentorpulse.connectors.base import (
     AttendanceEvidence,
     Attendee,
@@ -191,7 +193,7 @@ def test_a_resync_interrupted_by_a_failure_resumes_and_deletes_nothing_early(
 
 
 def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], jobs.Context], tmp_path: Path
 ) -> None:
     everything = [meeting(n) for n in range(1, 21)]
     gone = tuple(f"m{n}" for n in range(1, 16))
@@ -207,6 +209,9 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
     assert "would delete 15 of its 20 events" in (held.error or "")
     assert len(stored_ids(ctx)) == 20  # reported, not applied
     assert not source_row(ctx).healthy
+    status = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "mentorpulse.yaml")])
+    assert status.exit_code == 1
+    assert "cal: this sync would delete 15 of its 20 events" in status.output
 
     [confirmed] = jobs.sync_sources(ctx)
     assert connector.cursors[-1] is None  # confirmation is a full listing
@@ -215,6 +220,8 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
     source = source_row(ctx)
     assert source.healthy
     assert source.held_deletions is None
+    status = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "mentorpulse.yaml")])
+    assert status.exit_code == 0
 
 
 def test_a_held_deletion_that_the_next_sync_refutes_is_dropped(

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands import status as status_command
 from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
@@ -29,6 +30,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(auth_app, name="auth")
 auth_app.command("microsoft")(auth_microsoft)
+app.command("status")(status_command.status)
 
 
 @app.callback()
@@ -111,9 +113,10 @@ def sync(
         results = jobs.sync_sources(ctx, source)
         table = Table("source", "ok", "pages", "stored", "deleted", "dropped", "item errors")
         for r in results:
+            note = " (full resync)" if r.resynced else ""
             table.add_row(
                 r.source_id,
-                "yes" if r.ok else f"no: {r.error}",
+                f"yes{note}" if r.ok else f"no: {r.error}",
                 str(r.pages),
                 str(r.stored),
                 str(r.deleted),

@@ -785,41 +785,47 @@ class MicrosoftConnector:
 
         Off unless ``attendance: true``. The meeting is found by its join URL; of its
         attendance reports (one per occurrence of a recurring meeting) those that overlap
-        the occurrence count. A refused permission is logged and yields no evidence.
+        the occurrence count. A refused permission is an :class:`AuthError` naming what
+        to grant, so the caller stops asking for the rest of the run.
         """
         if not self.source.attendance or not record.conference_id or not record.organizer:
             return []
         organizer = quote(record.organizer)
-        what = f"the online meeting of {record.provider_id}"
+        what = f"the online meetings of {record.organizer}"
+        escaped = record.conference_id.replace("'", "''")
+        query = quote(f"JoinWebUrl eq '{escaped}'")
         try:
-            escaped = record.conference_id.replace("'", "''")
-            query = quote(f"JoinWebUrl eq '{escaped}'")
             found = self._get(f"/users/{organizer}/onlineMeetings?$filter={query}", what)
-            meetings = found.get("value", []) if isinstance(found, dict) else []
-            evidence: dict[str, AttendanceEvidence] = {}
-            for meeting in meetings:
-                base = f"/users/{organizer}/onlineMeetings/{quote(str(meeting['id']), safe='')}"
-                reports = self._get(f"{base}/attendanceReports", what)
-                for report in reports.get("value", []) if isinstance(reports, dict) else []:
-                    began = _offset_time(report["meetingStartDateTime"])
-                    ended = _offset_time(report["meetingEndDateTime"])
-                    slack = timedelta(hours=1)
-                    if ended < record.start - slack or began > record.end + slack:
-                        continue  # another occurrence of the same meeting
-                    detail = self._get(
-                        f"{base}/attendanceReports/{quote(str(report['id']), safe='')}"
-                        "?$expand=attendanceRecords",
-                        what,
-                    )
-                    entries = detail.get("attendanceRecords", []) if detail else []
-                    for entry in entries:
-                        self._add_evidence(evidence, record, entry)
-            return list(evidence.values())
-        except AuthError as error:
-            log.warning("graph_attendance_denied", source=self.source_id, error=error.message)
-            return []
-        finally:
-            self.close()
+        except AuthError:
+            raise AuthError(
+                self.source_id,
+                f"Graph refused to read {what}: attendance needs OnlineMeetings.Read.All and "
+                "OnlineMeetingArtifact.Read.All plus a Teams application access policy "
+                "granted to the organiser",
+            ) from None
+        except TransientError as error:
+            if "HTTP 404" not in error.message:
+                raise
+            return []  # the organiser is outside the tenant: no log to read
+        evidence: dict[str, AttendanceEvidence] = {}
+        for meeting in found.get("value", []) if isinstance(found, dict) else []:
+            base = f"/users/{organizer}/onlineMeetings/{quote(str(meeting['id']), safe='')}"
+            reports = self._get(f"{base}/attendanceReports", what)
+            for report in reports.get("value", []) if isinstance(reports, dict) else []:
+                began = _offset_time(report["meetingStartDateTime"])
+                ended = _offset_time(report["meetingEndDateTime"])
+                slack = timedelta(hours=1)
+                if ended < record.start - slack or began > record.end + slack:
+                    continue  # another occurrence of the same meeting
+                detail = self._get(
+                    f"{base}/attendanceReports/{quote(str(report['id']), safe='')}"
+                    "?$expand=attendanceRecords",
+                    what,
+                )
+                entries = detail.get("attendanceRecords", []) if detail else []
+                for entry in entries:
+                    self._add_evidence(evidence, record, entry)
+        return list(evidence.values())
 
     @staticmethod
     def _add_evidence(

@@ -182,6 +182,7 @@ class GraphFake:
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> user
         self.device_codes: dict[str, str | None] = {}  # device code -> user once approved
         self.auto_approve: str | None = None  # the user who signs in at once, in tests
+        self.deny_meetings = False  # no OnlineMeetings permission / access policy
         self.log: list[Logged] = []
         self.tokens_issued = 0
         self._access_tokens: set[str] = set()
@@ -532,6 +533,12 @@ class GraphFake:
     def _meetings(
         self, user: str, rest: list[str], query: dict[str, str]
     ) -> tuple[int, dict[str, str], Any]:
+        if self.deny_meetings:
+            return _error(
+                403,
+                "Forbidden",
+                "No application access policy found for this app.",
+            )
         if not rest:
             wanted = query.get("$filter", "")
             prefix = "JoinWebUrl eq '"

@@ -572,16 +572,15 @@ def test_attendance_is_off_by_default(graph: GraphFake) -> None:
     assert graph.graph_requests() == []
 
 
-def test_missing_attendance_permission_yields_no_evidence_and_a_warning(graph: GraphFake) -> None:
+def test_a_refused_attendance_permission_says_what_to_grant(graph: GraphFake) -> None:
     mine, _ = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
     store = Store()
     conn = connector(graph, attendance=True)
     for page in conn.sync(None):
         store.apply(page)
-    graph.mailbox("denied@contoso.example")
-    record = replace(store.events[f"{MENTOR}/{mine.id}"], organizer="nobody@contoso.example")
-    with structlog.testing.capture_logs():
-        assert conn.attendance_evidence(record) == []
+    graph.deny_meetings = True
+    with pytest.raises(AuthError, match=r"OnlineMeetings\.Read\.All.*access policy"):
+        conn.attendance_evidence(store.events[f"{MENTOR}/{mine.id}"])
 
 
 # ------------------------------------------------------------------ through the sync stage
@@ -734,3 +733,84 @@ def test_device_code_sign_in_without_a_key_says_what_to_do(
 def test_a_source_nobody_signed_in_for_is_an_auth_error(graph: GraphFake, tmp_path: Path) -> None:
     with pytest.raises(AuthError, match="mentorpulse auth microsoft --source m365"):
         sync(graph, Store(), auth="device_code", client_secret=None)
+
+
+def test_teams_attendance_turns_presumed_held_into_held_or_missed(
+    graph: GraphFake, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Session
+
+    monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
+    both = datetime(2026, 11, 10, 10, tzinfo=UTC)
+    alone = datetime(2026, 11, 17, 10, tzinfo=UTC)
+    unlogged = datetime(2026, 11, 19, 10, tzinfo=UTC)
+    meeting(graph, both, uid="both")
+    meeting(graph, alone, uid="alone")
+    meeting(graph, unlogged, uid="unlogged", join_url=None)
+    online = graph.add_meeting(MENTOR, JOIN)
+    online.reports = [
+        AttendanceReport(
+            "r1",
+            both,
+            both + timedelta(hours=1),
+            [
+                (MENTOR, 3500, both, both + timedelta(hours=1)),
+                (MENTEE, 3400, both + timedelta(minutes=2), both + timedelta(hours=1)),
+            ],
+        ),
+        AttendanceReport(  # the mentor waited alone
+            "r2", alone, alone + timedelta(minutes=20), [(MENTOR, 1200, alone, alone)]
+        ),
+    ]
+    config = write_deployment(tmp_path, graph, database_url)
+    config.write_text(
+        config.read_text().replace("    window_past", "    attendance: true\n    window_past")
+    )
+    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    try:
+        [result] = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        assert result.attendance_checked == 4  # both copies of the two online meetings
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            outcomes = {s.start: s.outcome for s in db.scalars(select(Session))}
+    finally:
+        ctx.engine.dispose()
+    assert outcomes == {both: "held", alone: "missed", unlogged: "presumed_held"}
+
+
+@pytest.mark.parametrize("style", ["gone", "syncStateNotFound"])
+def test_an_expired_delta_is_resynced_by_the_sync_stage_without_duplicates(
+    graph: GraphFake,
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    style: str,
+) -> None:
+    from sqlalchemy import select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Event
+
+    monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
+    kept, _ = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="kept")
+    _, dropped = meeting(graph, datetime(2026, 11, 12, 10, tzinfo=UTC), uid="dropped")
+    ctx = jobs.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
+    try:
+        [first] = jobs.sync_sources(ctx)
+        assert first.ok, first.error
+        graph.expire_sync_state(MENTEE, style)
+        graph.delete(MENTEE, dropped.id)  # a change the expired delta can no longer tell
+        [second] = jobs.sync_sources(ctx)
+        assert second.ok, second.error
+        assert second.resynced
+        with ctx.sessions() as db:
+            ids = sorted(db.scalars(select(Event.provider_id)))
+    finally:
+        ctx.engine.dispose()
+    assert f"{MENTEE}/{dropped.id}" not in ids
+    assert f"{MENTOR}/{kept.id}" in ids
+    assert len(ids) == len(set(ids)) == 3

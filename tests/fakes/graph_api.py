@@ -114,7 +114,6 @@ class FakeEvent:
             "@odata.type": "#microsoft.graph.event",
             "id": self.id,
             "seriesMasterId": self.series_master_id,
-            "type": self.type,
             "start": {"dateTime": _iso7(self.start), "timeZone": "UTC"},
             "end": {"dateTime": _iso7(self.end), "timeZone": "UTC"},
         }

@@ -6,15 +6,16 @@ encrypted. Graph itself is plain HTTP (httpx).
 
 The cursor holds, per mailbox, the link to continue from: an ``@odata.nextLink`` while a
 round is under way (so a crash resumes at the next page) or the ``@odata.deltaLink`` of
-the finished round, plus the window the round was started with. Settled mailboxes are
-polled together in JSON ``$batch`` requests of up to 20, one request per mailbox, so a
+the finished round, plus the window the round was started with. Mailboxes are read
+together in JSON ``$batch`` requests of up to 20, one sub-request per mailbox, so a
 quiet organisation costs one request per 20 mailboxes. When the window must move, the
 old round is drained first (so no deletion is missed) and a new round is started over
 the new window; events that fell out of the back of the window are left alone (history).
 
 A 410 Gone or ``syncStateNotFound`` raises :class:`CursorExpired`; 429/503 with
 ``Retry-After`` are waited out (briefly) and retried, per request and per sub-response
-of a batch. Requests go out one at a time per mailbox (Graph allows 4 concurrent).
+of a batch. At most one request per mailbox is in flight (4 when thin occurrences are
+completed in a batch), within Graph's limit of 4 concurrent requests per mailbox.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -48,6 +48,7 @@ from mentorpulse.connectors.base import (
     TransientError,
 )
 from mentorpulse.connectors.ics import Window
+from mentorpulse.connectors.ics import _retry_after as retry_after_seconds
 from mentorpulse.connectors.windows_zones import to_iana
 
 log = structlog.get_logger(__name__)
@@ -145,23 +146,6 @@ def _verify_for(source: MicrosoftSource, base_dir: Path) -> str | bool:
 def token_name(source: MicrosoftSource) -> str:
     """The name the device-code sign-in's refresh token is stored under."""
     return f"microsoft:{source.id}:{source.tenant_id}:{source.client_id}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_code(body: object) -> str:
@@ -420,8 +404,11 @@ class MicrosoftConnector:
         raise TransientError(
             self.source_id,
             f"Graph answered HTTP {status} {code} for {what}",
-            retry_after=_retry_after(answer.headers.get("Retry-After")),
+            retry_after=self._retry_after(answer.headers),
         )
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
+        return retry_after_seconds(headers.get("Retry-After"), datetime.now(UTC))
 
     def _wait(self, retry_after: float | None, attempt: int, what: str) -> None:
         """Sleep before retrying a throttled request, or give up when the wait is long."""
@@ -437,7 +424,7 @@ class MicrosoftConnector:
         for attempt in range(MAX_ATTEMPTS):
             answer = self._send("GET", link, headers=headers or {})
             if answer.status in (429, 503, 504):
-                self._wait(_retry_after(answer.headers.get("Retry-After")), attempt, what)
+                self._wait(self._retry_after(answer.headers), attempt, what)
                 continue
             self._check(answer, what)
             return answer.body
@@ -469,19 +456,19 @@ class MicrosoftConnector:
                 for sub_attempt in range(MAX_ATTEMPTS):
                     outer = self._send("POST", "/$batch", headers={}, json_body=payload)
                     if outer.status in (429, 503, 504):
-                        self._wait(
-                            _retry_after(outer.headers.get("Retry-After")), sub_attempt, "$batch"
-                        )
+                        self._wait(self._retry_after(outer.headers), sub_attempt, "$batch")
                         continue
                     self._check(outer, "a $batch request")
                     break
                 responses = outer.body.get("responses", []) if isinstance(outer.body, dict) else []
                 for item in responses:
                     key = chunk[int(item["id"])]
-                    headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+                    headers = httpx.Headers(  # case-insensitive, as HTTP headers are
+                        {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+                    )
                     answer = _Answer(int(item["status"]), headers, item.get("body"))
                     if answer.status in (429, 503, 504):
-                        throttled.append(_retry_after(headers.get("Retry-After")))
+                        throttled.append(self._retry_after(headers))
                         continue
                     answers[key] = answer
                     del pending[key]

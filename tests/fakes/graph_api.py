@@ -37,16 +37,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 import jwt
 import trustme
+from tzlocal.windows_tz import win_tz
 
 GRAPH_PREFIX = "/v1.0"
 
 
 def _iso7(moment: datetime) -> str:
     """Graph's dateTimeTimeZone.dateTime: local time, seven fractional digits."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.0000000")
+
+
+def _when(moment: datetime, zone: str | None) -> dict[str, str]:
+    """A dateTimeTimeZone in UTC (``outlook.timezone="UTC"``) or in a Windows zone."""
+    if zone is None:
+        return {"dateTime": _iso7(moment.astimezone(UTC)), "timeZone": "UTC"}
+    return {"dateTime": _iso7(moment.astimezone(ZoneInfo(win_tz[zone]))), "timeZone": zone}
 
 
 def _offset_iso(moment: datetime) -> str:
@@ -76,7 +85,7 @@ class FakeEvent:
     thin_in_delta: bool = False
     modified: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def full(self) -> dict[str, Any]:
+    def full(self, zone: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "@odata.etag": f'W/"{self.id}-{int(self.modified.timestamp())}"',
             "id": self.id,
@@ -87,8 +96,8 @@ class FakeEvent:
             "originalStart": _offset_iso(self.original_start) if self.original_start else None,
             "originalStartTimeZone": self.zone,
             "originalEndTimeZone": self.zone,
-            "start": {"dateTime": _iso7(self.start), "timeZone": "UTC"},
-            "end": {"dateTime": _iso7(self.end), "timeZone": "UTC"},
+            "start": _when(self.start, zone),
+            "end": _when(self.end, zone),
             "isAllDay": self.is_all_day,
             "isCancelled": self.is_cancelled,
             "isOnlineMeeting": self.join_url is not None,
@@ -109,13 +118,13 @@ class FakeEvent:
         }
         return body
 
-    def thin(self) -> dict[str, Any]:
+    def thin(self, zone: str | None = None) -> dict[str, Any]:
         return {
             "@odata.type": "#microsoft.graph.event",
             "id": self.id,
             "seriesMasterId": self.series_master_id,
-            "start": {"dateTime": _iso7(self.start), "timeZone": "UTC"},
-            "end": {"dateTime": _iso7(self.end), "timeZone": "UTC"},
+            "start": _when(self.start, zone),
+            "end": _when(self.end, zone),
         }
 
 
@@ -182,6 +191,7 @@ class GraphFake:
         self.device_codes: dict[str, str | None] = {}  # device code -> user once approved
         self.auto_approve: str | None = None  # the user who signs in at once, in tests
         self.deny_meetings = False  # no OnlineMeetings permission / access policy
+        self.ignore_timezone_preference = False  # answer in the mailbox's Windows zone
         self.log: list[Logged] = []
         self.tokens_issued = 0
         self._access_tokens: set[str] = set()
@@ -418,10 +428,17 @@ class GraphFake:
                             "ErrorItemNotFound",
                             "The specified object was not found in the store.",
                         )
-                    return 200, {}, event.full()
+                    return 200, {}, event.full(self._zone_of(user, headers))
                 if rest and rest[0] == "onlineMeetings":
                     return self._meetings(user, rest[1:], query)
             return _error(400, "BadRequest", f"Resource not found for the segment '{path}'.")
+
+    def _zone_of(self, user: str, headers: dict[str, str]) -> str | None:
+        """Times in UTC when asked for with Prefer, else in the mailbox's own zone."""
+        asked = 'outlook.timezone="UTC"' in headers.get("prefer", "").replace(" ", "")
+        if asked and not self.ignore_timezone_preference:
+            return None
+        return self.mailbox(user).time_zone
 
     def _batch(self, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         requests = body.get("requests") if isinstance(body, dict) else None
@@ -491,6 +508,7 @@ class GraphFake:
                 "offset": 0,
             }
         start, end = datetime.fromisoformat(state["start"]), datetime.fromisoformat(state["end"])
+        zone = self._zone_of(user, headers)
 
         def in_window(event: FakeEvent) -> bool:
             return event.start < end and event.end > start
@@ -499,7 +517,7 @@ class GraphFake:
         if state["since"] is None:
             for event in sorted(box.events.values(), key=lambda e: e.id):
                 if in_window(event):
-                    items.append(event.thin() if event.thin_in_delta else event.full())
+                    items.append(event.thin(zone) if event.thin_in_delta else event.full(zone))
         else:
             changed = sorted({i for seq, i in box.changes if state["since"] < seq <= state["upto"]})
             for event_id in changed:
@@ -513,7 +531,7 @@ class GraphFake:
                         }
                     )
                 else:
-                    items.append(event.thin() if event.thin_in_delta else event.full())
+                    items.append(event.thin(zone) if event.thin_in_delta else event.full(zone))
         offset = state["offset"]
         page = items[offset : offset + page_size]
         base = f"{self.url}{GRAPH_PREFIX}/users/{quote(user)}/calendarView/delta"

@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -16,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from tzlocal.windows_tz import win_tz
 
 from mentorpulse.config.schema import MicrosoftSource
 from mentorpulse.connectors.base import (
@@ -30,7 +28,6 @@ from mentorpulse.connectors.base import (
     TransientError,
 )
 from mentorpulse.connectors.microsoft import MicrosoftConnector
-from mentorpulse.connectors.windows_zones import _DISPLAY_LABELS, to_iana
 from tests.fakes.graph_api import AttendanceReport, FakeEvent, GraphFake
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -443,50 +440,23 @@ def test_certificate_credentials_sign_in(graph: GraphFake, tmp_path: Path) -> No
 
 # ------------------------------------------------------------------ time zones
 
-CORPUS = sorted(
-    {*win_tz, *(f"(UTC+00:00) {label}" for label in _DISPLAY_LABELS)}
-    | {
-        "(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna",
-        "(UTC-08:00) Pacific Time (US & Canada)",
-        "(UTC-05:00) Eastern Time (US & Canada)",
-        "(UTC+05:30) Chennai, Kolkata, Mumbai, New Delhi",
-        "(UTC) Coordinated Universal Time",
-        "(UTC+02:00) Helsinki, Kyiv, Riga, Sofia, Tallinn, Vilnius",
-        "tzone://Microsoft/Utc",
-        "UTC",
-        "Europe/Paris",
-        "w. europe standard time",
+
+def test_times_in_a_windows_zone_are_read_as_that_zone(graph: GraphFake) -> None:
+    """Should Graph ignore outlook.timezone, the times still land on the right instant."""
+    graph.ignore_timezone_preference = True
+    graph.mailbox(MENTEE).time_zone = "Pacific Standard Time"
+    start = datetime(2026, 11, 10, 10, tzinfo=UTC)
+    mine, theirs = meeting(graph, start, uid="u1")
+    store = Store()
+    sync(graph, store)
+    for copy in (f"{MENTOR}/{mine.id}", f"{MENTEE}/{theirs.id}"):
+        assert store.events[copy].start == start
+        assert store.events[copy].end == start + timedelta(hours=1)
+    served = theirs.full("Pacific Standard Time")["start"]  # what the fake answered with
+    assert served == {
+        "dateTime": "2026-11-10T02:00:00.0000000",
+        "timeZone": "Pacific Standard Time",
     }
-)
-
-
-def test_every_windows_zone_name_maps_to_an_iana_zone() -> None:
-    """Every CLDR Windows id and every registry display name, in any casing."""
-    failures = []
-    for name in CORPUS:
-        mapping = to_iana(name, fallback="Asia/Tokyo")
-        if mapping.warning is not None:
-            failures.append(mapping.warning)
-        ZoneInfo(mapping.zone)
-    assert len(CORPUS) > 250
-    assert failures == []
-
-
-def test_display_names_map_to_the_zone_of_their_windows_id() -> None:
-    assert to_iana("(UTC+01:00) Brussels, Copenhagen, Madrid, Paris", fallback="UTC").zone == (
-        "Europe/Paris"
-    )
-    # A display name missing from the table still maps when a city and the offset agree.
-    assert to_iana("(UTC+01:00) Oslo", fallback="UTC").zone == "Europe/Oslo"
-    # ... but not when the offset contradicts the city.
-    assert to_iana("(UTC+05:00) Oslo", fallback="Asia/Tokyo").warning is not None
-
-
-@pytest.mark.parametrize("name", ["tzone://Microsoft/Custom", "Customized Time Zone", "", None])
-def test_unknown_zones_fall_back_to_the_mailbox_zone_with_a_warning(name: str | None) -> None:
-    mapping = to_iana(name, fallback="Asia/Tokyo")
-    assert mapping.zone == "Asia/Tokyo"
-    assert mapping.warning
 
 
 def test_a_custom_zone_in_an_event_uses_the_mailbox_zone_and_is_recorded(

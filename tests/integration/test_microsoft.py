@@ -233,9 +233,10 @@ def test_incremental_sync_after_each_kind_of_change(graph: GraphFake) -> None:
 
     # A quiet poll of both mailboxes is one $batch request, and changes nothing.
     graph.log.clear()
-    before = dict(store.events)
+    before, pages_before = dict(store.events), store.pages
     conn = sync(graph, store)
     assert store.events == before
+    assert store.pages == pages_before + 1  # one cursor write, nothing else
     top = graph.graph_requests(in_batch=False)
     assert [r.path for r in top] == ["/v1.0/$batch"]
     assert conn.requests == 1

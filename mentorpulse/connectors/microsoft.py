@@ -463,6 +463,8 @@ class MicrosoftConnector:
                     break
                 responses = outer.body.get("responses", []) if isinstance(outer.body, dict) else []
                 for item in responses:
+                    if not str(item.get("id", "")).isdigit() or int(item["id"]) >= len(chunk):
+                        continue  # not one of ours: the key is then missing for the caller
                     key = chunk[int(item["id"])]
                     headers = httpx.Headers(  # case-insensitive, as HTTP headers are
                         {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
@@ -594,7 +596,9 @@ class MicrosoftConnector:
         answers = self._batch([(m, link, f"the calendar of {m}") for m, link in links])
         bodies = {}
         for mailbox, _ in links:
-            answer = answers[mailbox]
+            answer = answers.get(mailbox)
+            if answer is None:
+                raise TransientError(self.source_id, f"$batch answered nothing for {mailbox}")
             self._check(answer, f"the calendar of {mailbox}")
             bodies[mailbox] = answer.body if isinstance(answer.body, dict) else {}
         return bodies

@@ -16,7 +16,7 @@ learn.microsoft.com:
 - ``GET /v1.0/users/{id}/onlineMeetings?$filter=JoinWebUrl eq '…'`` and the meeting's
   ``attendanceReports`` (``$expand=attendanceRecords``).
 
-Fault injection: ``throttle(mailbox, status, retry_after, times)`` answers the next
+Fault injection: ``throttle(mailbox or "$batch", status, retry_after, times)`` answers the next
 requests about a mailbox with 429/503 + Retry-After (inside a batch too);
 ``expire_sync_state(mailbox, style)`` makes older delta tokens fail with 410 Gone or 400
 ``syncStateNotFound``.
@@ -192,6 +192,7 @@ class GraphFake:
         self.auto_approve: str | None = None  # the user who signs in at once, in tests
         self.deny_meetings = False  # no OnlineMeetings permission / access policy
         self.ignore_timezone_preference = False  # answer in the mailbox's Windows zone
+        self.forbidden: set[str] = set()  # mailboxes outside the app's RBAC scope
         self.log: list[Logged] = []
         self.tokens_issued = 0
         self._access_tokens: set[str] = set()
@@ -399,6 +400,14 @@ class GraphFake:
                 return _error(401, "InvalidAuthenticationToken", "Access token is empty.")
             segments = [s for s in path.removeprefix(GRAPH_PREFIX).split("/") if s]
             if segments == ["$batch"] and method == "POST" and not in_batch:
+                if throttled := self._throttles.get("$batch"):
+                    status, retry_after = throttled.pop(0)
+                    return _error(
+                        status,
+                        "TooManyRequests",
+                        "Too many requests.",
+                        {"Retry-After": retry_after},
+                    )
                 return self._batch(body, headers)
             if len(segments) >= 2 and segments[0] in ("users", "me"):
                 user = segments[1].lower()
@@ -411,6 +420,12 @@ class GraphFake:
                         code,
                         "Application is over its MailboxConcurrency limit.",
                         {"Retry-After": retry_after},
+                    )
+                if user in self.forbidden:
+                    return _error(
+                        403,
+                        "ErrorAccessDenied",
+                        "Access is denied. Check credentials and try again.",
                     )
                 if rest == ["calendarView", "delta"]:
                     if user not in self.mailboxes:

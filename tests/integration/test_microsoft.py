@@ -785,3 +785,53 @@ def test_an_expired_delta_is_resynced_by_the_sync_stage_without_duplicates(
     assert f"{MENTEE}/{dropped.id}" not in ids
     assert f"{MENTOR}/{kept.id}" in ids
     assert len(ids) == len(set(ids)) == 3
+
+
+# ------------------------------------------------------------------ scale and faults
+
+
+def test_many_mailboxes_go_in_batches_of_at_most_20(graph: GraphFake) -> None:
+    people = [f"p{n:02d}@contoso.example" for n in range(45)]
+    for person in people:
+        graph.mailbox(person)
+    store = Store()
+    conn = sync(graph, store, mailboxes=people)
+    batches = [r for r in graph.graph_requests(in_batch=False) if r.path.endswith("$batch")]
+    assert len(batches) == 3  # 20 + 20 + 5; the fake answers 400 beyond 20
+    assert conn.requests == 3
+    assert len(graph.graph_requests(in_batch=True)) == 45
+    assert set(store.cursor["mailboxes"]) == set(people)  # type: ignore[index]
+
+
+def test_a_throttled_batch_as_a_whole_is_retried(graph: GraphFake) -> None:
+    store = Store()
+    sync(graph, store)
+    graph.throttle("$batch", status=429, retry_after="1")
+    sleeps: list[float] = []
+    sync(graph, store, sleeps=sleeps)
+    assert sleeps == [1.0]
+
+
+def test_a_mailbox_outside_the_rbac_scope_names_the_mailbox(graph: GraphFake) -> None:
+    graph.forbidden.add(MENTEE)
+    with pytest.raises(AuthError) as raised:
+        sync(graph, Store())
+    assert MENTEE in raised.value.message
+    assert "RBAC" in raised.value.message
+
+
+def test_a_server_error_is_transient(graph: GraphFake) -> None:
+    graph.throttle(MENTOR, status=500, retry_after="", times=1)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        sync(graph, Store(), mailboxes=[MENTOR])
+
+
+def test_an_unreadable_certificate_is_an_auth_error_naming_the_file(graph: GraphFake) -> None:
+    with pytest.raises(AuthError, match=r"cannot read certificate_path missing\.pem"):
+        sync(
+            graph,
+            Store(),
+            client_secret=None,
+            certificate_path="missing.pem",
+            certificate_thumbprint="ab" * 20,
+        )

@@ -835,3 +835,13 @@ def test_an_unreadable_certificate_is_an_auth_error_naming_the_file(graph: Graph
             certificate_path="missing.pem",
             certificate_thumbprint="ab" * 20,
         )
+
+
+def test_an_unknown_tenant_is_an_auth_error(graph: GraphFake) -> None:
+    with pytest.raises(AuthError, match="sign-in failed"):
+        sync(graph, Store(), tenant_id="fabrikam.example")
+
+
+def test_an_unreachable_sign_in_service_is_transient(graph: GraphFake) -> None:
+    with pytest.raises(TransientError, match="cannot reach the Microsoft sign-in service"):
+        sync(graph, Store(), authority_host="https://127.0.0.1:9")

@@ -13,6 +13,7 @@ CORPUS = sorted(
     {*win_tz, *(f"(UTC+00:00) {label}" for label in _DISPLAY_LABELS)}
     | {
         "(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna",
+        "(GMT+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna",  # older Outlook
         "(UTC-08:00) Pacific Time (US & Canada)",
         "(UTC-05:00) Eastern Time (US & Canada)",
         "(UTC+05:30) Chennai, Kolkata, Mumbai, New Delhi",

@@ -14,7 +14,13 @@ from pathlib import Path
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from mentorpulse.notify.outbox import claim_due, mark_failed, mark_sent
+from mentorpulse.notify.outbox import (
+    DEFAULT_DOMAIN,
+    claim_due,
+    compose_digests,
+    mark_failed,
+    mark_sent,
+)
 from mentorpulse.notify.render import RenderError, render
 from mentorpulse.notify.transport import SendResult, Transport
 from mentorpulse.storage.models import OutboxMessage
@@ -48,8 +54,49 @@ def dispatch(
     lease: timedelta = timedelta(minutes=5),
     template_dir: Path | None = None,
     limit: int = 100,
+    domain: str = DEFAULT_DOMAIN,
 ) -> DispatchCounts:
-    """Send every due message once; returns how many were sent, failed and put back."""
+    """Send every due message once; returns how many were sent, failed and put back.
+
+    Due digest items are folded into digest emails first. Rows are claimed ``limit`` at a
+    time until none is due, so one call drains the queue; ``lease`` must cover sending
+    one batch. The transport is closed at the end (one SMTP session per call).
+    """
+    total = DispatchCounts(sent=0, failed=0, retried=0)
+    try:
+        with session_factory.begin() as db:
+            compose_digests(db, now=now, domain=domain)
+        while True:
+            counts = _dispatch_batch(
+                session_factory,
+                transport,
+                sender=sender,
+                now=now,
+                lease=lease,
+                template_dir=template_dir,
+                limit=limit,
+            )
+            total = DispatchCounts(
+                sent=total.sent + counts.sent,
+                failed=total.failed + counts.failed,
+                retried=total.retried + counts.retried,
+            )
+            if counts.sent + counts.failed + counts.retried < limit:
+                return total
+    finally:
+        transport.close()
+
+
+def _dispatch_batch(
+    session_factory: sessionmaker[Session],
+    transport: Transport,
+    *,
+    sender: str,
+    now: datetime,
+    lease: timedelta,
+    template_dir: Path | None,
+    limit: int,
+) -> DispatchCounts:
     with session_factory.begin() as db:
         rows = claim_due(db, now=now, lease=lease, limit=limit)
         claimed = [_Claimed(r.id, r.recipient, r.attempts, r) for r in rows]

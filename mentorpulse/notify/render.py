@@ -3,13 +3,13 @@
 Names and program titles come from rosters and calendars, i.e. from people we do not
 control, so nothing from the payload reaches a header with a line break in it (no header
 injection) and the HTML part escapes every value. An admin may override any template
-by dropping a file of the same name in ``template_dir``.
+by dropping a file of the same name in ``template_dir``: ``<template>.subject.j2``,
+``.txt.j2`` and ``.html.j2`` for ``reminder``, ``escalation``, ``resolved`` and ``digest``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -51,17 +51,6 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     )
 
 
-def subject_for(payload: Mapping[str, object]) -> str:
-    """'Mentoring: you and Ben have not met since 2 Oct 2024', from payload facts."""
-    other = _text(payload.get("mentee_name")) or _text(payload.get("mentee_email")) or "your mentee"
-    last = _text(payload.get("last_met_display"))
-    if last:
-        return header_safe(f"Mentoring: you and {other} have not met since {last}")
-    if payload.get("never_met"):
-        return header_safe(f"Mentoring: you and {other} have not met yet")
-    return header_safe(f"Mentoring: you and {other} have no recent session on record")
-
-
 def render(
     row: OutboxMessage,
     *,
@@ -71,10 +60,12 @@ def render(
 ) -> EmailMessage:
     """Build the multipart/alternative (text + HTML) message for one outbox row."""
     payload: dict[str, object] = dict(row.payload)
-    subject = subject_for(payload)
-    context = {**payload, "subject": subject}
+    payload["template"] = row.template
+    context: dict[str, object] = {**payload, "_payload": payload}
     env = environment(template_dir)
     try:
+        subject = header_safe(env.get_template(f"{row.template}.subject.j2").render(context))
+        context["subject"] = subject
         text = env.get_template(f"{row.template}.txt.j2").render(context)
         html = env.get_template(f"{row.template}.html.j2").render(context)
     except jinja2.TemplateError as exc:

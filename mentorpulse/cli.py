@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mentorpulse import logs
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
+from mentorpulse.commands.notify import notify, outbox_app
 from mentorpulse.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ config_app = typer.Typer(help="Check and describe the configuration.", no_args_i
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
+app.command("notify")(notify)
 
 
 @app.callback()
@@ -137,24 +140,6 @@ def evaluate(config: ConfigOption = None) -> None:
             f"{stats.pending} pending findings",
             highlight=False,
         )
-
-    with_context(config, action)
-
-
-@app.command()
-def notify(config: ConfigOption = None) -> None:
-    """Queue notifications for firing findings and deliver what is due."""
-    from mentorpulse.daemon import jobs
-
-    def action(ctx: jobs.Context) -> None:
-        stats = jobs.send_notifications(ctx)
-        out.print(
-            f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
-            f"{stats.retried} to retry",
-            highlight=False,
-        )
-        if stats.failed:
-            raise typer.Exit(1)
 
     with_context(config, action)
 

@@ -77,7 +77,11 @@ class Alert:
     def episode(self) -> str:
         """This firing episode of the finding: a re-fire after resolving is a new one."""
         assert self.firing_since is not None
-        return f"{self.fingerprint}:{self.firing_since.astimezone(UTC).isoformat()}"
+        return self.episode_key(self.fingerprint, self.firing_since)
+
+    @staticmethod
+    def episode_key(fingerprint: str, firing_since: datetime) -> str:
+        return f"{fingerprint}:{firing_since.astimezone(UTC).isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ by dropping a file of the same name in ``template_dir``: ``<template>.subject.j2
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -40,7 +41,7 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
     loaders.append(jinja2.PackageLoader("mentorpulse.notify", "templates"))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         # Only the HTML templates escape; plain text must show "O'Brien" as written.
         autoescape=jinja2.select_autoescape(
@@ -49,6 +50,32 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not "Hi ,"
         keep_trailing_newline=True,
     )
+    # Plain strings, so the HTML templates escape them like any other value.
+    env.globals.update(pair=pair, status=status)
+    return env
+
+
+def pair(item: Mapping[str, object]) -> str:
+    """'Ana and Ben (Engineering mentoring)': one pair, for escalations and digests."""
+    mentor = item.get("mentor_name") or item.get("mentor_email")
+    mentee = item.get("mentee_name") or item.get("mentee_email")
+    return f"{mentor} and {mentee} ({item.get('program_name')})"
+
+
+def status(item: Mapping[str, object]) -> str:
+    """'no session since 2 Oct 2024, flagged since 20 Oct 2024 (rule lapsed)'."""
+    if item.get("template") == "resolved":
+        day = item.get("resolved_display")
+        return f"resolved on {day}" if day else "resolved"
+    if item.get("last_met_display"):
+        text = f"no session since {item['last_met_display']}"
+    elif item.get("never_met"):
+        text = "no session yet"
+    else:
+        text = "no recent session on record"
+    if item.get("firing_since_display"):
+        text += f", flagged since {item['firing_since_display']} (rule {item.get('rule_id')})"
+    return text
 
 
 def render(

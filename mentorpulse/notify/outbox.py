@@ -142,20 +142,37 @@ def claim_due(
     return rows
 
 
-def mark_sent(db: Session, message_id: int, *, now: datetime) -> None:
-    """The transport accepted the message: it is never sent again."""
-    row = _get(db, message_id)
+def mark_sent(
+    db: Session, message_id: int, *, now: datetime, lease_until: datetime | None = None
+) -> bool:
+    """The transport accepted the message: it is never sent again.
+
+    With ``lease_until``, only if the row is still under the claim we made (else another
+    worker took it over and owns its outcome); returns whether the row was updated.
+    """
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
     row.status = "sent"
     row.sent_at = now
     row.lease_until = None
     row.last_error = None
+    return True
 
 
 def mark_failed(
-    db: Session, message_id: int, *, error: str, retryable: bool, now: datetime
-) -> None:
+    db: Session,
+    message_id: int,
+    *,
+    error: str,
+    retryable: bool,
+    now: datetime,
+    lease_until: datetime | None = None,
+) -> bool:
     """Record a failed attempt: retry later with backoff, or give up for good."""
-    row = _get(db, message_id)
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
     row.last_error = error[:MAX_ERROR_CHARS]
     row.lease_until = None
     if retryable:
@@ -163,6 +180,26 @@ def mark_failed(
         row.next_attempt_at = now + backoff(row.attempts)
     else:
         row.status = "failed"
+    return True
+
+
+def release(db: Session, message_id: int, *, lease_until: datetime) -> bool:
+    """Hand back a claimed row that was not sent: due again at once, attempt not counted."""
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
+    row.status = "pending"
+    row.lease_until = None
+    row.attempts = max(row.attempts - 1, 0)
+    return True
+
+
+def _owned(db: Session, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
+    row = _get(db, message_id)
+    if lease_until is not None and (row.status != "sending" or row.lease_until != lease_until):
+        log.warning("outbox_lease_lost", message_row=message_id, status=row.status)
+        return None
+    return row
 
 
 def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> int:

@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mentorpulse.config.schema import MentorpulseConfig, NotifyConfig
 from mentorpulse.notify.dispatch import dispatch
-from mentorpulse.notify.outbox import backoff, claim_due, enqueue, message_id_for
+from mentorpulse.notify.outbox import (
+    backoff,
+    claim_due,
+    enqueue,
+    mark_failed,
+    mark_sent,
+    message_id_for,
+)
 from mentorpulse.notify.render import render
 from mentorpulse.notify.route import (
     Alert,
@@ -581,3 +588,46 @@ def test_an_undefined_receiver_is_a_config_error_that_says_where(
     assert "undefined receiver" in str(caught.value)
     [error] = caught.value.errors()
     assert error["ctx"]["error"].at == where
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    queue(sessions, *(alert(fingerprint=f"{n:016x}") for n in range(3)))
+    ticks = iter([NOW, NOW + timedelta(minutes=4, seconds=45)])  # slow after the first mail
+    counts = dispatch(
+        sessions,
+        FileTransport(tmp_path),
+        sender=SENDER,
+        now=NOW,
+        limit=3,
+        clock=lambda: next(ticks),
+    )
+    assert counts.sent == 1
+    assert len(list(tmp_path.glob("*.eml"))) == 1
+    by_status = sorted((r.status, r.attempts, r.lease_until) for r in rows(sessions))
+    assert by_status == [("pending", 0, None), ("pending", 0, None), ("sent", 1, None)]
+    assert dispatch(sessions, FileTransport(tmp_path), sender=SENDER, now=NOW).sent == 2
+
+
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(
+    sessions: sessionmaker[Session],
+) -> None:
+    queue(sessions, alert())
+    with sessions.begin() as db:
+        [mine] = claim_due(db, now=NOW, lease=timedelta(minutes=5))
+        my_id, my_lease = mine.id, mine.lease_until
+    later = NOW + timedelta(minutes=6)
+    with sessions.begin() as db:
+        [theirs] = claim_due(db, now=later, lease=timedelta(minutes=5))
+        mark_sent(db, theirs.id, now=later, lease_until=theirs.lease_until)
+    with sessions.begin() as db:
+        assert my_lease is not None
+        assert not mark_failed(
+            db, my_id, error="451 late", retryable=True, now=later, lease_until=my_lease
+        )
+    [row] = rows(sessions)
+    assert (row.status, row.last_error) == ("sent", None)

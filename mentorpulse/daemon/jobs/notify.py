@@ -59,6 +59,7 @@ def send_notifications(ctx: Context) -> NotifyStats:
         lease=ctx.config.notify.lease,
         template_dir=template_dir(ctx),
         domain=_domain(ctx),
+        clock=ctx.clock,
     )
     log.info("notifications_done", queued=queued, sent=counts.sent, failed=counts.failed)
     return NotifyStats(

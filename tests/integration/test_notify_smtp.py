@@ -407,3 +407,25 @@ def test_two_dispatchers_racing_on_postgresql_send_each_row_once(
         assert statuses(factory) == Counter({"sent": 120})
     finally:
         engine.dispose()
+
+
+def test_the_transport_retries_a_4xx_with_growing_jittered_pauses(server: SmtpServer) -> None:
+    pauses: list[float] = []
+    transport = SmtpTransport(
+        SmtpConfig.model_validate(server.config(retries=3, backoff="2s")),
+        ca_file=server.ca_file,
+        sleep=pauses.append,
+    )
+    server.recorder.refuse = "421 4.7.0 Too many connections, slow down"
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = SENDER, "a@example.org", "hi"
+    message.set_content("hello")
+    result = transport.send(message)
+    assert (result.ok, result.retryable) == (False, True)
+    assert len(pauses) == 3
+    for pause, base in zip(pauses, (2, 4, 8), strict=True):
+        assert base <= pause <= base * 1.25
+    server.recorder.refuse = None
+    assert transport.send(message).ok
+    transport.close()
+    assert len(server.recorder.messages) == 1

@@ -218,9 +218,15 @@ class Router:
     def notifications(self, alerts: Iterable[Alert], *, now: datetime) -> list[Notification]:
         """Every notification the alerts call for at ``now``; deterministic."""
         alerts = list(alerts)
+        by_pairing: dict[str, list[Alert]] = {}
+        for alert in alerts:
+            if alert.state == "firing":
+                by_pairing.setdefault(alert.pairing_key, []).append(alert)
         out: dict[str, Notification] = {}
         for alert in alerts:
-            send, reason = should_notify(alert, firing=alerts, inhibit=self.inhibit)
+            send, reason = should_notify(
+                alert, firing=by_pairing.get(alert.pairing_key, ()), inhibit=self.inhibit
+            )
             if not send:
                 log.debug("notification_skipped", fingerprint=alert.fingerprint, reason=reason)
                 continue

@@ -51,7 +51,7 @@ def notify(
     with_context(config, action)
 
 
-STATUSES = ("pending", "sending", "sent", "failed", "unknown", "digest", "digested")
+STATUSES = ("pending", "sending", "sent", "failed", "unknown", "digest", "digested", "cancelled")
 
 
 @outbox_app.command("list")
@@ -146,7 +146,7 @@ def outbox_purge(
             raise UserError(f"--older-than: {exc}, got {older_than!r}") from None
 
     def action(ctx: jobs.Context) -> None:
-        statuses = ("sent", "digested", *(("failed", "unknown") if failed else ()))
+        statuses = ("sent", "digested", "cancelled", *(("failed", "unknown") if failed else ()))
         with ctx.sessions.begin() as db:
             firing = db.execute(
                 select(Finding.fingerprint, Finding.firing_since).where(Finding.state == "firing")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -247,6 +247,28 @@ def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN)
     return len(composed)
 
 
+def cancel_stale(db: Session, live: Collection[str]) -> int:
+    """Unsent rows of episodes that no longer notify (resolved, silenced, inhibited) are
+    cancelled: a reminder held back by quiet hours or a digest window must not go out
+    after its finding resolved. ``live`` holds the finding keys that still notify."""
+    rows = db.scalars(
+        select(OutboxMessage).where(
+            OutboxMessage.status.in_(("pending", "digest")),
+            OutboxMessage.finding_key.is_not(None),
+            OutboxMessage.template != "resolved",
+        )
+    )
+    cancelled = 0
+    for row in rows:
+        if row.finding_key not in live:
+            row.status = "cancelled"
+            row.last_error = "its finding stopped notifying before this was sent"
+            cancelled += 1
+    if cancelled:
+        log.info("outbox_cancelled", rows=cancelled)
+    return cancelled
+
+
 def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]]]:
     """Who was (or is about to be) told of each episode: address, and whether by digest."""
     keys = list(finding_keys)
@@ -257,7 +279,7 @@ def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, 
         select(OutboxMessage.finding_key, OutboxMessage.recipient, OutboxMessage.status)
         .where(
             OutboxMessage.finding_key.in_(keys),
-            OutboxMessage.status.not_in(("failed",)),
+            OutboxMessage.status.not_in(("failed", "cancelled")),
             OutboxMessage.template != "resolved",
         )
         .distinct()

@@ -205,6 +205,16 @@ class Router:
             default_zone=config.timezone,
         )
 
+    def live_episodes(self, alerts: Iterable[Alert]) -> set[str]:
+        """Finding keys of the alerts that notify now (firing, not silenced, not inhibited)."""
+        alerts = list(alerts)
+        by_pairing = _firing_by_pairing(alerts)
+        return {
+            a.episode
+            for a in alerts
+            if should_notify(a, firing=by_pairing.get(a.pairing_key, ()), inhibit=self.inhibit)[0]
+        }
+
     def routes_for(self, alert: Alert) -> list[Route]:
         """The matching routes: the first, and the ones after it while ``continue`` is set."""
         matched: list[Route] = []
@@ -218,10 +228,7 @@ class Router:
     def notifications(self, alerts: Iterable[Alert], *, now: datetime) -> list[Notification]:
         """Every notification the alerts call for at ``now``; deterministic."""
         alerts = list(alerts)
-        by_pairing: dict[str, list[Alert]] = {}
-        for alert in alerts:
-            if alert.state == "firing":
-                by_pairing.setdefault(alert.pairing_key, []).append(alert)
+        by_pairing = _firing_by_pairing(alerts)
         out: dict[str, Notification] = {}
         for alert in alerts:
             send, reason = should_notify(
@@ -357,6 +364,14 @@ class Router:
             due=next_send_time(due, tz, self.send_window),
             digest=digest is not None,
         )
+
+
+def _firing_by_pairing(alerts: Iterable[Alert]) -> dict[str, list[Alert]]:
+    out: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        if alert.state == "firing":
+            out.setdefault(alert.pairing_key, []).append(alert)
+    return out
 
 
 def _matches(route: Route, alert: Alert) -> bool:

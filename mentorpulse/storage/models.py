@@ -220,7 +220,8 @@ class OutboxMessage(Base):
     template: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     # pending, sending, sent, failed, unknown (an at-most-once claim that expired), digest
-    # (waiting to be folded into one email per recipient), digested (folded: see digest_key)
+    # (waiting to be folded into one email per recipient), digested (folded: see digest_key),
+    # cancelled (its finding stopped notifying before it went out)
     status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

@@ -166,3 +166,36 @@ def test_bad_outbox_options_are_one_clear_message(org: Path) -> None:
     result = run(org, "outbox", "purge", "--older-than", "soon")
     assert result.exit_code == 1
     assert "--older-than: expected a duration" in result.output
+
+
+def test_mail_held_back_is_cancelled_when_its_finding_resolves(
+    org: Path, server: SmtpServer
+) -> None:
+    assert run(org, "notify").exit_code == 0
+    reminders = len(server.recorder.messages)
+    waiting = [r for r in outbox_rows(org) if r.status == "digest"]
+    assert waiting, "the admins' digest items wait for the window to close"
+    # The pairs meet: every finding resolves before the digest window closes.
+    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    try:
+        with ctx.sessions.begin() as db:
+            for finding in db.scalars(select(Finding).where(Finding.state == "firing")):
+                finding.state, finding.until = "resolved", NOW
+    finally:
+        ctx.engine.dispose()
+    assert run(org, "notify", at=NEXT).exit_code == 0
+    assert len(server.recorder.messages) == reminders, "no digest about resolved pairs"
+    assert {r.status for r in outbox_rows(org) if r.id in {w.id for w in waiting}} == {"cancelled"}
+
+
+def test_templates_from_the_config_folder_override_ours(org: Path, server: SmtpServer) -> None:
+    folder = org.parent / "my-templates"
+    folder.mkdir()
+    (folder / "reminder.subject.j2").write_text("Time for a mentoring chat with {{ other_name }}")
+    config = yaml.safe_load(org.read_text())
+    config["notify"]["templates"] = "my-templates"
+    org.write_text(yaml.safe_dump(config))
+    assert run(org, "notify").exit_code == 0
+    subjects = {m["Subject"] for m in server.recorder.messages}
+    assert subjects
+    assert all(s.startswith("Time for a mentoring chat with ") for s in subjects)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 
 from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
-from mentorpulse.notify.outbox import claim_due, compose_digests, enqueue, told
+from mentorpulse.notify.outbox import cancel_stale, claim_due, compose_digests, enqueue, told
 from mentorpulse.notify.render import RenderError, render
 from mentorpulse.notify.route import Alert, Router, is_silenced
 from mentorpulse.notify.transport import build_transport
@@ -71,6 +71,7 @@ def queue_notifications(ctx: Context, db: DbSession, now: datetime) -> int:
     """The routing decision and its outbox rows, in the caller's transaction."""
     router = Router.from_config(ctx.config)
     alerts = _alerts(ctx, db, now)
+    cancel_stale(db, router.live_episodes(alerts))
     notes = router.notifications(alerts, now=now)
     resolved = [a for a in alerts if a.state == "resolved"]
     if resolved:

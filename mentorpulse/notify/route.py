@@ -62,11 +62,13 @@ class Alert:
     rule_kind: str = ""
     mentee_timezone: str | None = None
     until: datetime | None = None
+    rule_labels: Mapping[str, str] = field(default_factory=dict)  # a rule's own `labels:`
 
     @property
     def labels(self) -> dict[str, str]:
-        """What a route's ``match.labels`` compares against."""
+        """What a route's ``match.labels`` compares against: the rule's labels, then ours."""
         return {
+            **self.rule_labels,
             "program": self.program,
             "rule": self.rule_id,
             "kind": self.rule_kind,

@@ -168,6 +168,7 @@ def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
                 pairing_key=pairing.key,
                 rule_kind=rule.kind if rule else "",
                 until=finding.until,
+                rule_labels=dict(getattr(rule, "labels", None) or {}),
             )
         )
     return alerts

@@ -271,6 +271,19 @@ def test_an_at_most_once_row_whose_sender_died_becomes_unknown(
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["outbox_delivery_unknown"]
 
 
+def test_names_with_line_breaks_cannot_add_recipients_over_smtp(
+    sessions: sessionmaker[Session], server: SmtpServer
+) -> None:
+    evil = alert(mentee_name="Ben\r\nBcc: spy@evil.example", mentor_name="Ana\nTo: x@evil.example")
+    queue(sessions, notifications_for([evil], now=FIRED), FIRED)
+    assert send(sessions, server, FIRED).sent == 1
+    [(_sender, rcpts)] = server.recorder.envelopes
+    assert rcpts == ["mentor0@example.org"]
+    [message] = server.recorder.messages
+    assert message["Bcc"] is None
+    assert len(message.get_all("To") or []) == 1
+
+
 # ---------------------------------------------------------------- digests, quiet hours
 
 
@@ -379,6 +392,14 @@ def test_two_dispatchers_racing_on_postgresql_send_each_row_once(
     try:
         alerts = [alert(n) for n in range(120)]
         queue(factory, notifications_for(alerts, now=FIRED), FIRED)
+        # And 30 digest items for three admins, whose window has closed.
+        digests = router(routes=[{"to": ["eng-admin", "a2@example.org", "a3@example.org"]}])
+        items = [
+            replace(n, digest=True, due=FIRED)
+            for n in digests.notifications([alert(1000 + i) for i in range(10)], now=FIRED)
+        ]
+        assert len(items) == 30
+        queue(factory, items, FIRED)
         start = threading.Barrier(2)
         results: list[int] = []
         errors: list[BaseException] = []
@@ -399,12 +420,19 @@ def test_two_dispatchers_racing_on_postgresql_send_each_row_once(
         for thread in threads:
             thread.join(timeout=120)
         assert errors == []
-        assert sum(results) == 120
+        assert sum(results) == 123
         assert all(n > 0 for n in results), "both workers took a share"
         ids = server.recorder.message_ids()
-        assert len(ids) == 120
-        assert len(set(ids)) == 120
-        assert statuses(factory) == Counter({"sent": 120})
+        assert len(ids) == 123
+        assert len(set(ids)) == 123
+        assert statuses(factory) == Counter({"sent": 123, "digested": 30})
+        digest_mails = [m for m in server.recorder.messages if "digest" in m["Subject"]]
+        assert sorted(m["To"].addresses[0].addr_spec for m in digest_mails) == [
+            "a2@example.org",
+            "a3@example.org",
+            "admin@example.org",
+        ]
+        assert all("10 updates" in m["Subject"] for m in digest_mails)
     finally:
         engine.dispose()
 

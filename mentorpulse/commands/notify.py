@@ -80,16 +80,19 @@ def outbox_list(
             query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
             if status:
                 query = query.where(OutboxMessage.status.in_(status))
-            table = Table("id", "status", "to", "template", "attempts", "next attempt", "error")
+            table = Table("id", "status", "to", "template", "tries", "sent / due (UTC)", "error")
+            for column in table.columns:
+                column.overflow = "fold"  # an operator needs whole addresses and errors
             for row in db.scalars(query):
+                when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
                 table.add_row(
                     str(row.id),
                     row.status,
                     row.recipient,
                     row.template,
                     str(row.attempts),
-                    row.next_attempt_at.isoformat(timespec="minutes"),
-                    (row.last_error or "")[:120],
+                    f"{when:%Y-%m-%d %H:%M}",
+                    (row.last_error or "")[:300],
                 )
             totals = counts(db)
         out.print(table)

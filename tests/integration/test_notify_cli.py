@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
 from mentorpulse.cli import app
+from mentorpulse.commands import common
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
 from mentorpulse.storage.models import Finding, OutboxMessage
@@ -125,8 +126,9 @@ def test_notify_sends_reminders_and_one_digest_per_admin_once(
 
 
 def test_a_permanent_refusal_fails_the_command_and_the_operator_can_retry(
-    org: Path, server: SmtpServer
+    org: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(common.out, "width", 250)  # a wide terminal: one row per line
     server.recorder.refuse = "550 5.7.1 Relaying denied"
     result = run(org, "notify")
     assert result.exit_code == 1
@@ -134,7 +136,9 @@ def test_a_permanent_refusal_fails_the_command_and_the_operator_can_retry(
 
     listed = run(org, "outbox", "list", "--status", "failed")
     assert listed.exit_code == 0, listed.output
-    assert "Relaying" in listed.output  # the server's reply, maybe wrapped by the table
+    failed_lines = [line for line in listed.output.splitlines() if " failed " in line]
+    assert failed_lines
+    assert all("550 5.7.1 Relaying denied" in line for line in failed_lines)
     assert PASSWORD not in listed.output
     failed = sum(1 for r in outbox_rows(org) if r.status == "failed")
     assert failed > 0

@@ -25,6 +25,7 @@ def notify(
     """Queue notifications for firing findings and deliver what is due."""
     from mentorpulse.daemon import jobs
     from mentorpulse.daemon.jobs.notify import preview
+    from mentorpulse.notify.outbox import counts
 
     def action(ctx: jobs.Context) -> None:
         if dry_run:
@@ -41,6 +42,14 @@ def notify(
             f"{stats.retried} to retry",
             highlight=False,
         )
+        with ctx.sessions() as db:
+            unknown = counts(db).get("unknown", 0)
+        if unknown:
+            err.print(
+                f"{unknown} emails may or may not have been delivered (a sender died mid-send): "
+                "see `mentorpulse outbox list --status unknown`; `outbox retry ID` resends one",
+                highlight=False,
+            )
         if stats.failed:
             err.print(
                 "some emails failed for good: see `mentorpulse outbox list --status failed`",

@@ -21,6 +21,8 @@ from mentorpulse.cli import app
 from mentorpulse.commands import common
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
+from mentorpulse.notify.outbox import claim_due, enqueue
+from mentorpulse.notify.route import Notification
 from mentorpulse.storage.models import Finding, OutboxMessage
 from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
 
@@ -203,3 +205,31 @@ def test_templates_from_the_config_folder_override_ours(org: Path, server: SmtpS
     subjects = {m["Subject"] for m in server.recorder.messages}
     assert subjects
     assert all(s.startswith("Time for a mentoring chat with ") for s in subjects)
+
+
+def test_notify_tells_the_operator_about_deliveries_in_doubt(org: Path) -> None:
+    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    try:
+        with ctx.sessions.begin() as db:
+            enqueue(
+                db,
+                [
+                    Notification(
+                        recipient="hr@demo.example",
+                        template="reminder",
+                        idempotency_key="report:2026-11",
+                        payload={},
+                        at_most_once=True,
+                    )
+                ],
+                now=NOW,
+            )
+            [_claimed] = claim_due(db, now=NOW, lease=timedelta(minutes=5))
+    finally:
+        ctx.engine.dispose()
+    # The worker that claimed it never came back; its lease has long expired.
+    result = run(org, "notify", at=NOW + timedelta(hours=1))
+    assert "1 emails may or may not have been delivered" in result.output
+    assert [r.status for r in outbox_rows(org) if r.idempotency_key == "report:2026-11"] == [
+        "unknown"
+    ]

@@ -256,7 +256,9 @@ class SendWindow(Strict):
 
     start: time = Field(time(8, 0), description="Local time of day, e.g. 08:00.")
     end: time = Field(time(20, 0), description="Local time of day; before start = overnight.")
-    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    days: tuple[Weekday, ...] = Field(
+        ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), min_length=1
+    )
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -349,6 +351,11 @@ class MentorpulseConfig(Strict):
     @model_validator(mode="after")
     def _receivers_are_known(self) -> MentorpulseConfig:
         def check(receiver: str, at: tuple[str | int, ...]) -> None:
+            if receiver == "hr" and self.notify.hr == ("hr",) and "hr" not in self.contacts:
+                raise ConfigValueError(
+                    "receiver 'hr' needs a contact named hr, or notify.hr listing who HR is",
+                    at=at,
+                )
             if receiver in ROLE_RECEIVERS or "@" in receiver or receiver in self.contacts:
                 return
             raise ConfigValueError(

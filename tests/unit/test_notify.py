@@ -631,3 +631,13 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(
         )
     [row] = rows(sessions)
     assert (row.status, row.last_error) == ("sent", None)
+
+
+def test_the_hr_receiver_needs_to_know_who_hr_is() -> None:
+    with pytest.raises(ValidationError, match="needs a contact named hr"):
+        MentorpulseConfig.model_validate({"notify": {"routes": [{"to": ["hr"]}]}})
+    config = MentorpulseConfig.model_validate(
+        {"notify": {"hr": ["people@example.org"], "routes": [{"to": ["hr"]}]}}
+    )
+    [note] = Router.from_config(config).notifications([alert()], now=FIRED)
+    assert (note.recipient, note.template) == ("people@example.org", "escalation")

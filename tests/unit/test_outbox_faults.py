@@ -5,16 +5,15 @@ duplicates are re-sends (same Message-ID) after a crash between send and commit.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
@@ -68,29 +67,28 @@ class ScriptedServer:
 def test_nothing_is_lost_and_only_crash_resends_duplicate(
     emails: int, script: list[str], rounds: int
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        engine = create_engine(f"sqlite:///{Path(folder) / 'outbox.db'}")
-        Base.metadata.create_all(engine)
-        sessions = sessionmaker(engine)
-        with sessions.begin() as db:
-            enqueue(
-                db,
-                [
-                    Notification(f"m{n}@example.org", "reminder", f"key{n}", {"mentee_name": "B"})
-                    for n in range(emails)
-                ],
-                now=START,
-            )
-        server = ScriptedServer(list(script))
-        now = START
-        # Faults while the script lasts, then enough calm rounds to drain the queue.
-        for _ in range(rounds + len(script) + emails + 2):
-            with contextlib.suppress(Crash):
-                dispatch(sessions, server, sender="mp@example.org", now=now, limit=2)
-            now += timedelta(hours=2)  # past any lease and any backoff
-        with sessions() as db:
-            rows = list(db.scalars(select(OutboxMessage)))
-        engine.dispose()
+    engine = create_engine("sqlite://", poolclass=StaticPool)  # in memory: no fsync
+    Base.metadata.create_all(engine)
+    sessions = sessionmaker(engine)
+    with sessions.begin() as db:
+        enqueue(
+            db,
+            [
+                Notification(f"m{n}@example.org", "reminder", f"key{n}", {"mentee_name": "B"})
+                for n in range(emails)
+            ],
+            now=START,
+        )
+    server = ScriptedServer(list(script))
+    now = START
+    # Faults while the script lasts, then enough calm rounds to drain the queue.
+    for _ in range(rounds + len(script) + emails + 2):
+        with contextlib.suppress(Crash):
+            dispatch(sessions, server, sender="mp@example.org", now=now, limit=2)
+        now += timedelta(hours=2)  # past any lease and any backoff
+    with sessions() as db:
+        rows = list(db.scalars(select(OutboxMessage)))
+    engine.dispose()
     assert len(rows) == emails
     for row in rows:
         assert row.status in ("sent", "failed"), row.status

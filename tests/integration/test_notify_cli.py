@@ -233,3 +233,14 @@ def test_notify_tells_the_operator_about_deliveries_in_doubt(org: Path) -> None:
     assert [r.status for r in outbox_rows(org) if r.idempotency_key == "report:2026-11"] == [
         "unknown"
     ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["notify"], ["outbox"], ["outbox", "list"], ["outbox", "retry"], ["outbox", "purge"]],
+)
+def test_every_notifier_command_has_help(command: list[str]) -> None:
+    result = cli.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    assert "--config" in result.output or command == ["outbox"]

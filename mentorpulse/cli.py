@@ -16,6 +16,7 @@ from mentorpulse.commands import status as status_command
 from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
+from mentorpulse.commands.notify import notify, outbox_app
 from mentorpulse.errors import UserError
 
 app = typer.Typer(
@@ -31,6 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(auth_app, name="auth")
 auth_app.command("microsoft")(auth_microsoft)
 app.command("status")(status_command.status)
+app.add_typer(outbox_app, name="outbox")
+app.command("notify")(notify)
 
 
 @app.callback()
@@ -144,24 +147,6 @@ def evaluate(config: ConfigOption = None) -> None:
             f"{stats.pending} pending findings",
             highlight=False,
         )
-
-    with_context(config, action)
-
-
-@app.command()
-def notify(config: ConfigOption = None) -> None:
-    """Queue notifications for firing findings and deliver what is due."""
-    from mentorpulse.daemon import jobs
-
-    def action(ctx: jobs.Context) -> None:
-        stats = jobs.send_notifications(ctx)
-        out.print(
-            f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
-            f"{stats.retried} to retry",
-            highlight=False,
-        )
-        if stats.failed:
-            raise typer.Exit(1)
 
     with_context(config, action)
 

@@ -8,7 +8,7 @@ and key at fault instead of "not valid under any of the given schemas".
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -244,13 +244,120 @@ class FileTransport(Strict):
     path: str = Field("outbox", description="Folder the .eml files are written to.")
 
 
-Transport = Annotated[FileTransport, Field(discriminator="kind")]
+class SmtpTransport(Strict):
+    """An SMTP relay: STARTTLS (port 587), implicit TLS (465) or plain (local relays)."""
+
+    kind: Literal["smtp"]
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (upgrade after connecting), tls (465) or none."
+    )
+    username: str | None = Field(None, description="AUTH user; omit for no AUTH.")
+    password: str | None = Field(None, description="AUTH password, e.g. ${SMTP_PASSWORD}.")
+    ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's.")
+    timeout: Duration = Field(timedelta(seconds=30), description="Per connection and command.")
+    retries: int = Field(3, ge=0, description="Quick retries per message on 4xx/connection.")
+    backoff: Duration = Field(timedelta(seconds=1), description="First quick-retry delay.")
+
+    @model_validator(mode="after")
+    def _auth_pairs(self) -> SmtpTransport:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+Transport = Annotated[FileTransport | SmtpTransport, Field(discriminator="kind")]
+
+Receiver = Annotated[
+    str,
+    Field(description="mentor, mentee, program_admin, hr, a contact name or an email address."),
+]
+ROLE_RECEIVERS = ("mentor", "mentee", "program_admin", "hr")
+
+
+class RouteMatch(Strict):
+    """Which findings a route takes; an empty list or map matches everything."""
+
+    rules: tuple[str, ...] = Field((), description="Rule ids (or rule kinds).")
+    severity: tuple[Severity, ...] = ()
+    programs: tuple[str, ...] = Field((), description="Program ids.")
+    labels: dict[str, str] = Field(
+        {}, description="Every label must equal this (program, rule, kind, severity)."
+    )
+
+
+class EscalationStep(Strict):
+    after: Duration = Field(description="How long after the finding started firing.")
+    to: tuple[Receiver, ...] = Field(min_length=1)
+    digest: Duration | None = Field(None, description="Group this step's mail per recipient.")
+
+
+class Route(Strict):
+    """Who hears about matching findings, when, and how often."""
+
+    match: RouteMatch = RouteMatch()
+    to: tuple[Receiver, ...] = Field(("mentor",), description="Told when it starts firing.")
+    digest: Duration | None = Field(
+        None, description="Group mail per recipient over this window (e.g. 1d)."
+    )
+    repeat_every: Duration | None = Field(
+        None, description="Remind each step's recipients again while it keeps firing."
+    )
+    escalate: tuple[EscalationStep, ...] = ()
+    send_resolved: bool = Field(False, description="Tell those who were told when it resolves.")
+    continue_: bool = Field(
+        False, alias="continue", description="Also try the routes after this one."
+    )
+
+
+class Inhibition(Strict):
+    """While a finding of ``source`` fires for a pairing, ``target`` findings stay quiet."""
+
+    source: str = Field(description="Rule id or rule kind that inhibits.")
+    target: str = Field(description="Rule id or rule kind that is inhibited.")
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class SendWindow(Strict):
+    """When mail may arrive, in each recipient's own zone; the rest are quiet hours."""
+
+    start: time = Field(time(8, 0), description="Local time of day, e.g. 08:00.")
+    end: time = Field(time(20, 0), description="Local time of day; before start = overnight.")
+    days: tuple[Weekday, ...] = Field(
+        ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), min_length=1
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, value: object) -> object:
+        if isinstance(value, int):  # YAML 1.1 reads 08:00 as a sexagesimal number
+            return time(value // 60 % 24, value % 60)
+        return value
 
 
 class NotifyConfig(Strict):
     sender: str = "mentorpulse@localhost"
     transport: Transport = FileTransport(kind="file")
     every: Duration = timedelta(minutes=5)
+    routes: tuple[Route, ...] = Field(
+        (), description="First matching route wins; none: every firing finding to its mentor."
+    )
+    inhibit: tuple[Inhibition, ...] = (
+        Inhibition(source="consecutive_misses", target="cadence_gap"),
+    )
+    send_window: SendWindow | None = Field(
+        None, description="Quiet hours: mail due outside this window waits for it."
+    )
+    templates: str | None = Field(None, description="Folder of templates overriding ours.")
+    hr: tuple[Receiver, ...] = Field(
+        ("hr",), description="Who the hr receiver means: contact names or addresses."
+    )
+    lease: Duration = Field(
+        timedelta(minutes=5), description="How long a worker may take to send one batch."
+    )
 
 
 class ReportsConfig(Strict):
@@ -311,6 +418,33 @@ class MentorpulseConfig(Strict):
                         f"undefined contact {admin!r} used in program {program.id!r} admins",
                         at=("programs", p_index, "admins", a_index),
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _receivers_are_known(self) -> MentorpulseConfig:
+        def check(receiver: str, at: tuple[str | int, ...]) -> None:
+            if receiver == "hr" and self.notify.hr == ("hr",) and "hr" not in self.contacts:
+                raise ConfigValueError(
+                    "receiver 'hr' needs a contact named hr, or notify.hr listing who HR is",
+                    at=at,
+                )
+            if receiver in ROLE_RECEIVERS or "@" in receiver or receiver in self.contacts:
+                return
+            raise ConfigValueError(
+                f"undefined receiver {receiver!r} (use {', '.join(ROLE_RECEIVERS)}, "
+                "a contact name or an email address)",
+                at=at,
+            )
+
+        for index, name in enumerate(self.notify.hr):
+            if name != "hr":  # the default: a contact named hr, if there is one
+                check(name, ("notify", "hr", index))
+        for r_index, route in enumerate(self.notify.routes):
+            for index, receiver in enumerate(route.to):
+                check(receiver, ("notify", "routes", r_index, "to", index))
+            for s_index, step in enumerate(route.escalate):
+                for index, receiver in enumerate(step.to):
+                    check(receiver, ("notify", "routes", r_index, "escalate", s_index, "to", index))
         return self
 
     def resolve(self, path: str) -> Path:

@@ -78,7 +78,9 @@ def run_demo(workdir: Path, *, today: date) -> DemoSummary:
             )
     finally:
         ctx.engine.dispose()
-    outbox = ctx.config.resolve(ctx.config.notify.transport.path)
+    transport = ctx.config.notify.transport
+    assert transport.kind == "file"  # the demo writes its own config
+    outbox = ctx.config.resolve(transport.path)
     return DemoSummary(
         workdir=workdir,
         pairs=len(truth.pairings),

@@ -4,19 +4,24 @@ A row is written in the same transaction as the decision to send it, keyed by it
 idempotency key, so re-running a stage never queues a second copy. Sending happens
 later, by whichever worker claims the row; a worker that dies mid-send leaves a
 "sending" row whose lease expires, and the next worker sends it again with the same
-Message-ID (receivers and our FileTransport de-duplicate on it).
+Message-ID (receivers and our FileTransport de-duplicate on it) - unless the row is
+``at_most_once``, in which case it becomes ``unknown`` and the operator is told.
+
+Digest items are rows too (status ``digest``): when their window closes,
+:func:`compose_digests` folds every due item of a recipient into one new row, in one
+transaction, so each item is carried by exactly one digest email.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -57,14 +62,17 @@ def enqueue(
             "recipient": n.recipient,
             "template": n.template,
             "payload": n.payload,
-            "status": "pending",
+            "status": "digest" if n.digest else "pending",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": n.due or now,
             "lease_until": None,
             "message_id": message_id_for(n.idempotency_key, domain),
             "created_at": now,
             "sent_at": None,
             "last_error": None,
+            "finding_key": n.finding_key,
+            "digest_key": None,
+            "at_most_once": n.at_most_once,
         }
         for n in notifications
     ]
@@ -110,10 +118,23 @@ def claim_due(
     )
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = list(db.scalars(query))
-    for row in rows:
+    rows = []
+    for row in db.scalars(query):
         if row.status == "sending":
+            if row.at_most_once:
+                # It may or may not have gone out; sending again could duplicate it.
+                row.status = "unknown"
+                row.lease_until = None
+                row.last_error = "the sender's lease expired mid-send: delivery unknown"
+                log.error(
+                    "outbox_delivery_unknown",
+                    message_row=row.id,
+                    recipient_domain=row.recipient.rpartition("@")[2],
+                    hint="check the mail server's log; `mentorpulse outbox retry` resends",
+                )
+                continue
             log.warning("outbox_lease_expired", message_row=row.id, attempts=row.attempts)
+        rows.append(row)
         row.status = "sending"
         row.lease_until = now + lease
         row.attempts = (row.attempts or 0) + 1
@@ -121,20 +142,37 @@ def claim_due(
     return rows
 
 
-def mark_sent(db: Session, message_id: int, *, now: datetime) -> None:
-    """The transport accepted the message: it is never sent again."""
-    row = _get(db, message_id)
+def mark_sent(
+    db: Session, message_id: int, *, now: datetime, lease_until: datetime | None = None
+) -> bool:
+    """The transport accepted the message: it is never sent again.
+
+    With ``lease_until``, only if the row is still under the claim we made (else another
+    worker took it over and owns its outcome); returns whether the row was updated.
+    """
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
     row.status = "sent"
     row.sent_at = now
     row.lease_until = None
     row.last_error = None
+    return True
 
 
 def mark_failed(
-    db: Session, message_id: int, *, error: str, retryable: bool, now: datetime
-) -> None:
+    db: Session,
+    message_id: int,
+    *,
+    error: str,
+    retryable: bool,
+    now: datetime,
+    lease_until: datetime | None = None,
+) -> bool:
     """Record a failed attempt: retry later with backoff, or give up for good."""
-    row = _get(db, message_id)
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
     row.last_error = error[:MAX_ERROR_CHARS]
     row.lease_until = None
     if retryable:
@@ -142,6 +180,167 @@ def mark_failed(
         row.next_attempt_at = now + backoff(row.attempts)
     else:
         row.status = "failed"
+    return True
+
+
+def release(db: Session, message_id: int, *, lease_until: datetime) -> bool:
+    """Hand back a claimed row that was not sent: due again at once, attempt not counted."""
+    row = _owned(db, message_id, lease_until)
+    if row is None:
+        return False
+    row.status = "pending"
+    row.lease_until = None
+    row.attempts = max(row.attempts - 1, 0)
+    return True
+
+
+def _owned(db: Session, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
+    row = _get(db, message_id)
+    if lease_until is not None and (row.status != "sending" or row.lease_until != lease_until):
+        log.warning("outbox_lease_lost", message_row=message_id, status=row.status)
+        return None
+    return row
+
+
+def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> int:
+    """Fold each recipient's due digest items into one ``digest`` row; returns how many.
+
+    Items are locked (``SKIP LOCKED`` on PostgreSQL) and marked in the same transaction
+    that inserts the digest row, so two workers never put one item in two emails. The
+    digest's key is derived from its items, so its Message-ID is stable across retries.
+    An empty digest is never written: no due items, no row.
+    """
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.status == "digest", OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.recipient, OutboxMessage.next_attempt_at, OutboxMessage.id)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    groups: dict[str, list[OutboxMessage]] = {}
+    for row in db.scalars(query):
+        groups.setdefault(row.recipient.lower(), []).append(row)
+    composed: list[Notification] = []
+    for items in groups.values():
+        keys = sorted(i.idempotency_key for i in items)
+        key = "digest:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:40]
+        composed.append(
+            Notification(
+                recipient=items[0].recipient,
+                template="digest",
+                idempotency_key=key,
+                payload={
+                    "recipient_name": items[0].payload.get("recipient_name"),
+                    "items": [{"template": i.template, **i.payload} for i in items],
+                },
+            )
+        )
+        for item in items:
+            item.status = "digested"
+            item.digest_key = key
+    db.flush()
+    if composed:
+        enqueue(db, composed, now=now, domain=domain)
+        log.info(
+            "digests_composed", digests=len(composed), items=sum(len(g) for g in groups.values())
+        )
+    return len(composed)
+
+
+def cancel_stale(db: Session, live: Collection[str]) -> int:
+    """Unsent rows of episodes that no longer notify (resolved, silenced, inhibited) are
+    cancelled: a reminder held back by quiet hours or a digest window must not go out
+    after its finding resolved. ``live`` holds the finding keys that still notify."""
+    rows = db.scalars(
+        select(OutboxMessage).where(
+            OutboxMessage.status.in_(("pending", "digest")),
+            OutboxMessage.finding_key.is_not(None),
+            OutboxMessage.template != "resolved",
+        )
+    )
+    cancelled = 0
+    for row in rows:
+        if row.finding_key not in live:
+            row.status = "cancelled"
+            row.last_error = "its finding stopped notifying before this was sent"
+            cancelled += 1
+    if cancelled:
+        log.info("outbox_cancelled", rows=cancelled)
+    return cancelled
+
+
+def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]]]:
+    """Who was (or is about to be) told of each episode: address, and whether by digest."""
+    keys = list(finding_keys)
+    out: dict[str, list[tuple[str, bool]]] = {}
+    if not keys:
+        return out
+    rows = db.execute(
+        select(OutboxMessage.finding_key, OutboxMessage.recipient, OutboxMessage.status)
+        .where(
+            OutboxMessage.finding_key.in_(keys),
+            OutboxMessage.status.not_in(("failed", "cancelled")),
+            OutboxMessage.template != "resolved",
+        )
+        .distinct()
+    )
+    for finding_key, recipient, status in rows:
+        assert finding_key is not None
+        out.setdefault(finding_key, []).append((recipient, status in ("digest", "digested")))
+    return out
+
+
+def retry(
+    db: Session,
+    *,
+    now: datetime,
+    ids: Iterable[int] = (),
+    statuses: Iterable[str] = ("failed", "unknown"),
+) -> int:
+    """Put failed (or unknown) rows back in the queue, due now; returns how many."""
+    query = update(OutboxMessage).where(OutboxMessage.status.in_(tuple(statuses)))
+    id_list = list(ids)
+    if id_list:
+        query = query.where(OutboxMessage.id.in_(id_list))
+    result = db.execute(
+        query.values(status="pending", next_attempt_at=now, lease_until=None),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def purge(
+    db: Session,
+    *,
+    before: datetime,
+    statuses: Iterable[str] = ("sent", "digested"),
+    keep: Iterable[str] = (),
+) -> int:
+    """Delete finished rows older than ``before``; returns how many.
+
+    A purged key is forgotten, so rows of episodes still firing (``keep``: their finding
+    keys) stay, or their reminders would be sent again.
+    """
+    query = delete(OutboxMessage).where(
+        OutboxMessage.status.in_(tuple(statuses)), OutboxMessage.created_at < before
+    )
+    kept = list(keep)
+    if kept:
+        query = query.where(
+            or_(OutboxMessage.finding_key.is_(None), OutboxMessage.finding_key.not_in(kept))
+        )
+    result = db.execute(query, execution_options={"synchronize_session": False})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def counts(db: Session) -> dict[str, int]:
+    """Rows per status, for ``outbox list`` and metrics."""
+    return {
+        status: int(n)
+        for status, n in db.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        )
+    }
 
 
 def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:

@@ -3,7 +3,8 @@
 Names and program titles come from rosters and calendars, i.e. from people we do not
 control, so nothing from the payload reaches a header with a line break in it (no header
 injection) and the HTML part escapes every value. An admin may override any template
-by dropping a file of the same name in ``template_dir``.
+by dropping a file of the same name in ``template_dir``: ``<template>.subject.j2``,
+``.txt.j2`` and ``.html.j2`` for ``reminder``, ``escalation``, ``resolved`` and ``digest``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
     loaders.append(jinja2.PackageLoader("mentorpulse.notify", "templates"))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         # Only the HTML templates escape; plain text must show "O'Brien" as written.
         autoescape=jinja2.select_autoescape(
@@ -49,17 +50,32 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not "Hi ,"
         keep_trailing_newline=True,
     )
+    # Plain strings, so the HTML templates escape them like any other value.
+    env.globals.update(pair=pair, status=status)
+    return env
 
 
-def subject_for(payload: Mapping[str, object]) -> str:
-    """'Mentoring: you and Ben have not met since 2 Oct 2024', from payload facts."""
-    other = _text(payload.get("mentee_name")) or _text(payload.get("mentee_email")) or "your mentee"
-    last = _text(payload.get("last_met_display"))
-    if last:
-        return header_safe(f"Mentoring: you and {other} have not met since {last}")
-    if payload.get("never_met"):
-        return header_safe(f"Mentoring: you and {other} have not met yet")
-    return header_safe(f"Mentoring: you and {other} have no recent session on record")
+def pair(item: Mapping[str, object]) -> str:
+    """'Ana and Ben (Engineering mentoring)': one pair, for escalations and digests."""
+    mentor = item.get("mentor_name") or item.get("mentor_email")
+    mentee = item.get("mentee_name") or item.get("mentee_email")
+    return f"{mentor} and {mentee} ({item.get('program_name')})"
+
+
+def status(item: Mapping[str, object]) -> str:
+    """'no session since 2 Oct 2024, flagged since 20 Oct 2024 (rule lapsed)'."""
+    if item.get("template") == "resolved":
+        day = item.get("resolved_display")
+        return f"resolved on {day}" if day else "resolved"
+    if item.get("last_met_display"):
+        text = f"no session since {item['last_met_display']}"
+    elif item.get("never_met"):
+        text = "no session yet"
+    else:
+        text = "no recent session on record"
+    if item.get("firing_since_display"):
+        text += f", flagged since {item['firing_since_display']} (rule {item.get('rule_id')})"
+    return text
 
 
 def render(
@@ -71,10 +87,12 @@ def render(
 ) -> EmailMessage:
     """Build the multipart/alternative (text + HTML) message for one outbox row."""
     payload: dict[str, object] = dict(row.payload)
-    subject = subject_for(payload)
-    context = {**payload, "subject": subject}
+    payload["template"] = row.template
+    context: dict[str, object] = {**payload, "_payload": payload}
     env = environment(template_dir)
     try:
+        subject = header_safe(env.get_template(f"{row.template}.subject.j2").render(context))
+        context["subject"] = subject
         text = env.get_template(f"{row.template}.txt.j2").render(context)
         html = env.get_template(f"{row.template}.html.j2").render(context)
     except jinja2.TemplateError as exc:

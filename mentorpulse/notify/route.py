@@ -1,27 +1,43 @@
-"""Routing: which firing findings become which notifications, decided in one place.
+"""Routing: which findings become which notifications, to whom and when, in one place.
 
 The notifier never evaluates rules; it receives findings as :class:`Alert` data and turns
 each into zero or more :class:`Notification` rows for the outbox. Whether to send is one
 function with a reason (:func:`should_notify`), as in Alertmanager, so "why did/didn't
-this mail go out" has one answer.
+this mail go out" has one answer. A :class:`Router` is built from the config and is pure:
+the same alerts at the same moment always give the same notifications (and keys), so
+re-running the stage queues nothing new.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+import hashlib
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
+
+from mentorpulse.config.schema import (
+    Contact,
+    Inhibition,
+    MentorpulseConfig,
+    Route,
+    SendWindow,
+)
+from mentorpulse.notify.timing import digest_due, next_send_time, zone
 
 log = structlog.get_logger(__name__)
 
 REMINDER = "reminder"
+ESCALATION = "escalation"
+RESOLVED = "resolved"
+DIGEST = "digest"
 # Fact keys a rule may use for "the last attended session"; the first present one wins.
 LAST_MET_FACTS = ("last_attended", "last_session", "last_met", "last_attended_at")
 # Bookkeeping the pipeline keeps in facts that means nothing to a reader of the email.
 INTERNAL_FACTS = frozenset({"pairing"})
+DEFAULT_ROUTE = Route()  # every firing finding, to its mentor, once per episode
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,35 +58,94 @@ class Alert:
     mentee_name: str | None
     mentor_timezone: str | None
     silenced: bool = False
+    pairing_key: str = ""
+    rule_kind: str = ""
+    mentee_timezone: str | None = None
+    until: datetime | None = None
+    rule_labels: Mapping[str, str] = field(default_factory=dict)  # a rule's own `labels:`
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """What a route's ``match.labels`` compares against: the rule's labels, then ours."""
+        return {
+            **self.rule_labels,
+            "program": self.program,
+            "rule": self.rule_id,
+            "kind": self.rule_kind,
+            "severity": self.severity,
+        }
+
+    @property
+    def episode(self) -> str:
+        """This firing episode of the finding: a re-fire after resolving is a new one."""
+        assert self.firing_since is not None
+        return self.episode_key(self.fingerprint, self.firing_since)
+
+    @staticmethod
+    def episode_key(fingerprint: str, firing_since: datetime) -> str:
+        return f"{fingerprint}:{firing_since.astimezone(UTC).isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    email: str
+    name: str | None
+    timezone: str | None
+    role: str  # mentor, mentee, program_admin, hr, contact, address
 
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One message to one recipient; ``idempotency_key`` makes enqueueing it exactly-once."""
+    """One message to one recipient; ``idempotency_key`` makes enqueueing it exactly-once.
+
+    ``due`` is when it may go out (quiet hours, digest windows); ``digest`` says it waits
+    to be folded into one email per recipient; ``at_most_once`` trades the possible
+    duplicate for a possible loss (reports to HR).
+    """
 
     recipient: str
     template: str
     idempotency_key: str
     payload: dict[str, object]
+    finding_key: str | None = None
+    due: datetime | None = None
+    digest: bool = False
+    at_most_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One rung of an escalation ladder: who gets which template.
-
-    Today there is a single step (the mentor's reminder). Later issues add further steps
-    (program admins, HR), repeat buckets, digests and quiet hours; each becomes another
-    ``Step`` and a larger ``repeat`` number in the idempotency key, nothing else changes.
-    """
+    """One rung of an escalation ladder: from when, to whom, grouped or not."""
 
     index: int
-    template: str
+    after: timedelta
+    to: tuple[str, ...]
+    digest: timedelta | None
 
 
-LADDER: tuple[Step, ...] = (Step(index=0, template=REMINDER),)
+def ladder(route: Route) -> tuple[Step, ...]:
+    first = Step(index=0, after=timedelta(0), to=route.to, digest=route.digest)
+    rest = (
+        Step(index=i + 1, after=s.after, to=s.to, digest=s.digest)
+        for i, s in enumerate(route.escalate)
+    )
+    return (first, *rest)
 
 
-def should_notify(alert: Alert) -> tuple[bool, str]:
+def is_silenced(finding: object) -> bool:
+    """Whether a silence (from ``mentorpulse silence``) covers this finding.
+
+    One place for the check: a finding with ``silence_id`` set notifies nobody.
+    """
+    return getattr(finding, "silence_id", None) is not None
+
+
+def should_notify(
+    alert: Alert,
+    *,
+    firing: Collection[Alert] = (),
+    inhibit: Iterable[Inhibition] = (),
+) -> tuple[bool, str]:
     """Decide whether this alert gets mail at all, and say why (for logs and ``explain``)."""
     if alert.state != "firing":
         return False, "not firing"
@@ -78,44 +153,266 @@ def should_notify(alert: Alert) -> tuple[bool, str]:
         return False, "no firing episode"
     if alert.silenced:
         return False, "silenced"
+    for rule in inhibit:
+        if not _is(alert, rule.target):
+            continue
+        for other in firing:
+            if (
+                other is not alert
+                and other.state == "firing"
+                and other.pairing_key == alert.pairing_key
+                and _is(other, rule.source)
+            ):
+                return False, f"inhibited by {other.rule_id}"
     if not alert.mentor_email:
         return False, "no recipient"
     return True, "first"
 
 
-def idempotency_key(alert: Alert, *, step: int = 0, repeat: int = 0) -> str:
+def idempotency_key(alert: Alert, *, step: int = 0, repeat: int = 0, to: str = "") -> str:
     """Key of one message: the firing episode is part of it, so a re-fire is a new email."""
-    assert alert.firing_since is not None
-    episode = alert.firing_since.astimezone(UTC).isoformat()
-    return f"{alert.fingerprint}:{episode}:step{step}:repeat{repeat}"
+    key = f"{alert.episode}:step{step}:repeat{repeat}"
+    return f"{key}:{_short(to)}" if to else key
 
 
-def notifications_for(alerts: Iterable[Alert]) -> list[Notification]:
-    """Every notification the given alerts call for; deterministic, so re-running is a no-op."""
-    out: list[Notification] = []
-    for alert in alerts:
-        send, reason = should_notify(alert)
-        if not send:
-            log.debug("notification_skipped", fingerprint=alert.fingerprint, reason=reason)
-            continue
-        step = LADDER[0]  # the seam: later, pick the steps whose delay has elapsed
-        out.append(
-            Notification(
-                recipient=alert.mentor_email,
-                template=step.template,
-                idempotency_key=idempotency_key(alert, step=step.index),
-                payload=payload_for(alert),
-            )
+def _short(address: str) -> str:
+    return hashlib.sha256(address.lower().encode()).hexdigest()[:12]
+
+
+def _is(alert: Alert, name: str) -> bool:
+    return name in (alert.rule_id, alert.rule_kind)
+
+
+@dataclass
+class Router:
+    """Routes, ladders, repeats, inhibition, quiet hours and digests, from the config."""
+
+    routes: tuple[Route, ...] = ()
+    inhibit: tuple[Inhibition, ...] = ()
+    send_window: SendWindow | None = None
+    contacts: Mapping[str, Contact] = field(default_factory=dict)
+    program_admins: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hr: tuple[str, ...] = ("hr",)
+    default_zone: str = "UTC"
+
+    @classmethod
+    def from_config(cls, config: MentorpulseConfig) -> Router:
+        return cls(
+            routes=config.notify.routes,
+            inhibit=config.notify.inhibit,
+            send_window=config.notify.send_window,
+            contacts=config.contacts,
+            program_admins={p.id: p.admins for p in config.programs},
+            hr=config.notify.hr,
+            default_zone=config.timezone,
         )
+
+    def live_episodes(self, alerts: Iterable[Alert]) -> set[str]:
+        """Finding keys of the alerts that notify now (firing, not silenced, not inhibited)."""
+        alerts = list(alerts)
+        by_pairing = _firing_by_pairing(alerts)
+        return {
+            a.episode
+            for a in alerts
+            if should_notify(a, firing=by_pairing.get(a.pairing_key, ()), inhibit=self.inhibit)[0]
+        }
+
+    def routes_for(self, alert: Alert) -> list[Route]:
+        """The matching routes: the first, and the ones after it while ``continue`` is set."""
+        matched: list[Route] = []
+        for route in self.routes or (DEFAULT_ROUTE,):
+            if _matches(route, alert):
+                matched.append(route)
+                if not route.continue_:
+                    break
+        return matched
+
+    def notifications(self, alerts: Iterable[Alert], *, now: datetime) -> list[Notification]:
+        """Every notification the alerts call for at ``now``; deterministic."""
+        alerts = list(alerts)
+        by_pairing = _firing_by_pairing(alerts)
+        out: dict[str, Notification] = {}
+        for alert in alerts:
+            send, reason = should_notify(
+                alert, firing=by_pairing.get(alert.pairing_key, ()), inhibit=self.inhibit
+            )
+            if not send:
+                log.debug("notification_skipped", fingerprint=alert.fingerprint, reason=reason)
+                continue
+            assert alert.firing_since is not None
+            for route in self.routes_for(alert):
+                for step in ladder(route):
+                    start = alert.firing_since + step.after
+                    if now < start:
+                        break  # the ladder is climbed in order
+                    repeat = 0
+                    if route.repeat_every:
+                        repeat = (now - start) // route.repeat_every
+                    for person in self.recipients(alert, step.to):
+                        note = self._note(
+                            alert,
+                            person,
+                            step=step,
+                            repeat=repeat,
+                            now=now,
+                            template=REMINDER
+                            if person.role in ("mentor", "mentee")
+                            else ESCALATION,
+                        )
+                        out.setdefault(note.idempotency_key, note)
+        return list(out.values())
+
+    def resolved_notices(
+        self, alerts: Iterable[Alert], told: Mapping[str, list[tuple[str, bool]]], *, now: datetime
+    ) -> list[Notification]:
+        """'Resolved' notes to those who were told of an episode (``told``: finding key →
+        [(address, was_digest)]) when a route asks for them."""
+        out: list[Notification] = []
+        for alert in alerts:
+            if alert.state != "resolved" or alert.firing_since is None or alert.silenced:
+                continue
+            routes = self.routes_for(alert)
+            if not any(r.send_resolved for r in routes):
+                continue
+            digest = next((s.digest for r in routes for s in ladder(r) if s.digest), None)
+            for address, was_digest in sorted(set(told.get(alert.episode, []))):
+                person = self._person(alert, address)
+                out.append(
+                    self._note(
+                        alert,
+                        person,
+                        step=None,
+                        repeat=0,
+                        now=now,
+                        template=RESOLVED,
+                        digest=digest if was_digest else None,
+                    )
+                )
+        return out
+
+    def recipients(self, alert: Alert, receivers: Iterable[str]) -> list[Recipient]:
+        """Receivers (roles, contact names, addresses) → people, each address once."""
+        seen: dict[str, Recipient] = {}
+        for receiver in receivers:
+            for person in self._expand(alert, receiver):
+                if person.email and person.email.lower() not in seen:
+                    seen[person.email.lower()] = person
+        return list(seen.values())
+
+    def _expand(self, alert: Alert, receiver: str, role: str | None = None) -> list[Recipient]:
+        if receiver == "mentor":
+            return [
+                Recipient(alert.mentor_email, alert.mentor_name, alert.mentor_timezone, "mentor")
+            ]
+        if receiver == "mentee":
+            return [
+                Recipient(alert.mentee_email, alert.mentee_name, alert.mentee_timezone, "mentee")
+            ]
+        if receiver == "program_admin":
+            admins = self.program_admins.get(alert.program, ())
+            if not admins:
+                log.warning("no_program_admins", program=alert.program)
+            return [p for a in admins for p in self._expand(alert, a, "program_admin")]
+        if receiver == "hr" and role is None:
+            return [p for h in self.hr for p in self._expand(alert, h, "hr")]
+        contact = self.contacts.get(receiver)
+        if contact is not None:
+            return [Recipient(contact.email, contact.name, contact.timezone, role or "contact")]
+        if "@" in receiver:
+            return [Recipient(receiver, None, None, role or "address")]
+        log.warning("undefined_receiver", receiver=receiver)
+        return []
+
+    def _person(self, alert: Alert, address: str) -> Recipient:
+        """Who an address was, for a resolved notice (roles first, then contacts)."""
+        for receiver in ("mentor", "mentee", *self.contacts):
+            for person in self._expand(alert, receiver):
+                if person.email.lower() == address.lower():
+                    return person
+        return Recipient(address, None, None, "address")
+
+    def _note(
+        self,
+        alert: Alert,
+        person: Recipient,
+        *,
+        step: Step | None,
+        repeat: int,
+        now: datetime,
+        template: str,
+        digest: timedelta | None = None,
+    ) -> Notification:
+        tz = zone(person.timezone, self.default_zone)
+        if step is not None:
+            digest = step.digest
+        due = digest_due(now, tz, digest) if digest else now
+        payload = payload_for(alert, person, tz)
+        if step is not None:
+            payload["step"] = step.index
+            payload["repeat"] = repeat
+        if digest:
+            payload["digest_window"] = int(digest.total_seconds())
+        key = (
+            idempotency_key(alert, step=step.index, repeat=repeat, to=person.email)
+            if step is not None
+            else f"{alert.episode}:resolved:{_short(person.email)}"
+        )
+        return Notification(
+            recipient=person.email,
+            template=template,
+            idempotency_key=key,
+            payload=payload,
+            finding_key=alert.episode,
+            due=next_send_time(due, tz, self.send_window),
+            digest=digest is not None,
+        )
+
+
+def _firing_by_pairing(alerts: Iterable[Alert]) -> dict[str, list[Alert]]:
+    out: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        if alert.state == "firing":
+            out.setdefault(alert.pairing_key, []).append(alert)
     return out
 
 
-def payload_for(alert: Alert) -> dict[str, object]:
+def _matches(route: Route, alert: Alert) -> bool:
+    match = route.match
+    if match.rules and not any(_is(alert, r) for r in match.rules):
+        return False
+    if match.severity and alert.severity not in match.severity:
+        return False
+    if match.programs and alert.program not in match.programs:
+        return False
+    labels = alert.labels
+    return all(labels.get(k) == v for k, v in match.labels.items())
+
+
+def notifications_for(
+    alerts: Iterable[Alert], *, now: datetime | None = None, router: Router | None = None
+) -> list[Notification]:
+    """Every notification the given alerts call for (default route: each mentor, once)."""
+    alerts = list(alerts)
+    if now is None:
+        now = max((a.firing_since for a in alerts if a.firing_since), default=datetime.now(UTC))
+    return (router or Router()).notifications(alerts, now=now)
+
+
+def payload_for(
+    alert: Alert, person: Recipient | None = None, tz: ZoneInfo | None = None
+) -> dict[str, object]:
     """Everything the templates need, as JSON values; nothing is looked up at render time."""
-    zone = _zone(alert.mentor_timezone)
+    person = person or Recipient(
+        alert.mentor_email, alert.mentor_name, alert.mentor_timezone, "mentor"
+    )
+    tz = tz or zone(person.timezone)
     last_met = _last_met(alert.facts)
+    mentee_side = person.role == "mentee"
     return {
-        "recipient_name": alert.mentor_name,
+        "recipient_name": person.name,
+        "recipient_role": person.role,
+        "other_name": alert.mentor_name if mentee_side else alert.mentee_name,
+        "other_email": alert.mentor_email if mentee_side else alert.mentee_email,
         "mentor_name": alert.mentor_name,
         "mentor_email": alert.mentor_email,
         "mentee_name": alert.mentee_name,
@@ -127,21 +424,14 @@ def payload_for(alert: Alert) -> dict[str, object]:
         "fingerprint": alert.fingerprint,
         "firing_since": alert.firing_since.isoformat() if alert.firing_since else None,
         "last_met": last_met.isoformat() if last_met else None,
-        "last_met_display": _display(last_met, zone) if last_met else None,
+        "last_met_display": _display(last_met, tz) if last_met else None,
+        "firing_since_display": _display(alert.firing_since, tz) if alert.firing_since else None,
+        "resolved_display": _display(alert.until, tz) if alert.until else None,
         "never_met": any(alert.facts.get(k) == "never" for k in LAST_MET_FACTS),
         "facts": {
             str(k): str(v) for k, v in sorted(alert.facts.items()) if k not in INTERNAL_FACTS
         },
     }
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            log.warning("unknown_timezone", timezone=name)
-    return ZoneInfo("UTC")
 
 
 def _last_met(facts: Mapping[str, str]) -> datetime | date | None:

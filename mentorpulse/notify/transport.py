@@ -1,15 +1,21 @@
 """Transports: how a rendered message leaves the building.
 
 A transport is one small interface whose result says whether a retry is worth it
-(Alertmanager's notifier shape). Only the file transport exists today; SMTP is a new class
-plus one branch in :func:`build_transport`.
+(Alertmanager's notifier shape): ``FileTransport`` for the demo and tests,
+``SmtpTransport`` for real mail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
+import smtplib
+import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,6 +24,7 @@ from typing import Protocol
 import structlog
 
 from mentorpulse.config.schema import NotifyConfig
+from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +42,8 @@ class SendResult:
 
 class Transport(Protocol):
     def send(self, message: EmailMessage) -> SendResult: ...
+
+    def close(self) -> None: ...
 
 
 class FileTransport:
@@ -72,6 +81,127 @@ class FileTransport:
         log.debug("eml_written", path=str(target))
         return SendResult(ok=True)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class SmtpTransport:
+    """SMTP with STARTTLS or implicit TLS and AUTH, one connection reused per batch.
+
+    A 250 reply to DATA is success. 4xx replies and connection problems are retried here
+    a few times with exponential backoff and jitter, then reported as retryable (the
+    outbox tries again later); 5xx replies are permanent for that message. A refused
+    login is retryable: the message is fine, the credentials need fixing. Errors carry
+    the server's reply, never the password.
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        ca_file: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.ca_file = ca_file
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._client: smtplib.SMTP | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._client is not None:
+            return self._client
+        cfg = self.config
+        timeout = cfg.timeout.total_seconds()
+        client: smtplib.SMTP
+        if cfg.security == "tls":
+            client = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=self._context())
+        else:
+            client = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
+        try:
+            client.ehlo()
+            if cfg.security == "starttls":
+                client.starttls(context=self._context())
+                client.ehlo()
+            if cfg.username is not None and cfg.password is not None:
+                client.login(cfg.username, cfg.password)
+        except BaseException:
+            _quietly_close(client)
+            raise
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        """End the session politely; a dead connection is simply dropped."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                _quietly_close(client)
+
+    def send(self, message: EmailMessage) -> SendResult:
+        attempts = self.config.retries + 1
+        result = SendResult(ok=False, retryable=True, error="not attempted")
+        for attempt in range(attempts):
+            result = self._send_once(message)
+            if result.ok or not result.retryable:
+                return result
+            if attempt + 1 < attempts:
+                delay = self.config.backoff.total_seconds() * (2**attempt)
+                self._sleep(delay * (1 + self._rng.uniform(0.0, 0.25)))
+        return result
+
+    def _send_once(self, message: EmailMessage) -> SendResult:
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            client = self._connect()
+            client.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self.close()
+            code, reply = next(iter(exc.recipients.values()))
+            return _reply_result(code, reply, where)
+        except smtplib.SMTPAuthenticationError as exc:
+            self.close()
+            log.error("smtp_auth_failed", server=where, code=exc.smtp_code)
+            return SendResult(
+                ok=False,
+                retryable=True,
+                error=f"{where}: login refused ({exc.smtp_code} {_text(exc.smtp_error)})",
+            )
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            return _reply_result(exc.smtp_code, exc.smtp_error, where)
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. no STARTTLS / AUTH offered
+            self.close()
+            return SendResult(ok=False, retryable=True, error=f"{where}: {exc}")
+        except (TimeoutError, smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            self.close()
+            return SendResult(
+                ok=False, retryable=True, error=f"{where}: {type(exc).__name__}: {exc}"
+            )
+        return SendResult(ok=True)
+
+
+def _reply_result(code: int, reply: bytes | str, where: str) -> SendResult:
+    """4xx: try again later; 5xx: this message will never be accepted."""
+    return SendResult(
+        ok=False, retryable=not 500 <= code < 600, error=f"{where}: {code} {_text(reply)}"
+    )
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _quietly_close(client: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        client.close()
+
 
 def build_transport(config: NotifyConfig, base_dir: Path) -> Transport:
     """The transport the config asks for; relative paths are relative to the config file."""
@@ -79,4 +209,8 @@ def build_transport(config: NotifyConfig, base_dir: Path) -> Transport:
     if transport.kind == "file":
         folder = Path(transport.path)
         return FileTransport(folder if folder.is_absolute() else base_dir / folder)
-    raise NotImplementedError(f"transport kind {transport.kind!r}")  # pragma: no cover
+    ca_file = None
+    if transport.ca_file:
+        ca_file = Path(transport.ca_file).expanduser()
+        ca_file = ca_file if ca_file.is_absolute() else base_dir / ca_file
+    return SmtpTransport(transport, ca_file=ca_file)

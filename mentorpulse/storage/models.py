@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -259,7 +260,10 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     template: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(20), index=True)  # pending, sending, sent, failed
+    # pending, sending, sent, failed, unknown (an at-most-once claim that expired), digest
+    # (waiting to be folded into one email per recipient), digested (folded: see digest_key),
+    # cancelled (its finding stopped notifying before it went out)
+    status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
@@ -267,6 +271,14 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The finding episode it is about (fingerprint:firing_since): who was told, for
+    # "resolved" notices.
+    finding_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    # For a digested row, the idempotency key of the digest email that carried it.
+    digest_key: Mapped[str | None] = mapped_column(String(400), index=True)
+    # Never sent twice, at the price of maybe never (reports to HR): an expired claim
+    # becomes "unknown" instead of being sent again.
+    at_most_once: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Lease(Base):

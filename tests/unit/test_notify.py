@@ -12,14 +12,29 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mentorpulse.config.schema import NotifyConfig
+from mentorpulse.config.schema import MentorpulseConfig, NotifyConfig
 from mentorpulse.notify.dispatch import dispatch
-from mentorpulse.notify.outbox import backoff, claim_due, enqueue, message_id_for
+from mentorpulse.notify.outbox import (
+    backoff,
+    claim_due,
+    enqueue,
+    mark_failed,
+    mark_sent,
+    message_id_for,
+)
 from mentorpulse.notify.render import render
-from mentorpulse.notify.route import Alert, Notification, notifications_for, should_notify
+from mentorpulse.notify.route import (
+    Alert,
+    Notification,
+    Router,
+    is_silenced,
+    notifications_for,
+    should_notify,
+)
 from mentorpulse.notify.transport import FileTransport, SendResult, build_transport
 from mentorpulse.storage.models import Base, OutboxMessage
 
@@ -57,7 +72,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 def queue(sessions: sessionmaker[Session], *alerts: Alert, now: datetime = NOW) -> int:
     with sessions.begin() as db:
-        return enqueue(db, notifications_for(alerts), now=now)
+        return enqueue(db, notifications_for(alerts, now=now), now=now)
 
 
 def rows(sessions: sessionmaker[Session]) -> list[OutboxMessage]:
@@ -88,6 +103,9 @@ class FailingTransport:
         self.attempts += 1
         return SendResult(ok=False, retryable=self.retryable, error="451 try again later")
 
+    def close(self) -> None:
+        pass
+
 
 # ---------------------------------------------------------------- routing
 
@@ -96,7 +114,9 @@ def test_a_firing_finding_gives_one_reminder_to_the_mentor() -> None:
     [note] = notifications_for([alert()])
     assert note.recipient == "ana@example.org"
     assert note.template == "reminder"
-    assert note.idempotency_key == "ffffffffffffffff:2024-10-20T06:00:00+00:00:step0:repeat0"
+    assert note.idempotency_key.startswith(
+        "ffffffffffffffff:2024-10-20T06:00:00+00:00:step0:repeat0:"
+    )
     assert note.payload["mentee_name"] == "Ben"
     assert note.payload["program_name"] == "Engineering mentoring"
     assert note.payload["facts"] == {
@@ -399,3 +419,225 @@ def test_subject_and_body_follow_the_rule_facts(
     assert message["Subject"] == subject
     assert body in text
     assert body in html.replace("\n", " ")
+
+
+# ---------------------------------------------------------------- routes, ladders, inhibition
+
+
+def router(**notify: object) -> Router:
+    config = MentorpulseConfig.model_validate(
+        {
+            "timezone": "Europe/Berlin",
+            "programs": [
+                {"id": "eng", "cadence": {"every": "14d"}, "admins": ["eng-admin", "x@ex.org"]},
+                {"id": "ops", "cadence": {"every": "14d"}},
+            ],
+            "contacts": {
+                "eng-admin": {"email": "admin@example.org", "timezone": "America/New_York"},
+                "hr": {"email": "hr@example.org"},
+            },
+            "notify": notify,
+        }
+    )
+    return Router.from_config(config)
+
+
+def recipients(notes: list[Notification]) -> list[str]:
+    return sorted(n.recipient for n in notes)
+
+
+def test_routes_match_rule_severity_program_and_labels_first_match_wins() -> None:
+    r = router(
+        routes=[
+            {"match": {"severity": ["critical"]}, "to": ["hr"]},
+            {"match": {"rules": ["monthly-gap"], "programs": ["eng"]}, "to": ["program_admin"]},
+            {"match": {"labels": {"kind": "cadence_gap"}}, "to": ["mentee"]},
+        ]
+    )
+    at = FIRED
+    assert recipients(r.notifications([alert(severity="critical")], now=at)) == ["hr@example.org"]
+    assert recipients(r.notifications([alert()], now=at)) == ["admin@example.org", "x@ex.org"]
+    other = alert(rule_id="other", rule_kind="cadence_gap")
+    assert recipients(r.notifications([other], now=at)) == ["ben@example.org"]
+    assert r.notifications([alert(rule_id="other")], now=at) == []  # no route matched
+
+
+def test_continue_lets_a_finding_take_several_routes() -> None:
+    r = router(
+        routes=[
+            {"to": ["mentor"], "continue": True},
+            {"match": {"programs": ["eng"]}, "to": ["eng-admin"]},
+        ]
+    )
+    notes = r.notifications([alert()], now=FIRED)
+    assert recipients(notes) == ["admin@example.org", "ana@example.org"]
+    assert {n.template for n in notes} == {"reminder", "escalation"}
+
+
+def test_the_ladder_climbs_with_time_and_repeats_while_firing() -> None:
+    r = router(
+        routes=[
+            {
+                "to": ["mentor"],
+                "repeat_every": "7d",
+                "escalate": [{"after": "14d", "to": ["program_admin"]}],
+            }
+        ]
+    )
+
+    def at(days: float) -> list[str]:
+        return sorted(
+            n.idempotency_key.split(":step")[1].rsplit(":", 1)[0]
+            for n in r.notifications([alert()], now=FIRED + timedelta(days=days))
+        )
+
+    assert at(0) == ["0:repeat0"]
+    assert at(6.9) == ["0:repeat0"]  # the same key: nothing new to send
+    assert at(7) == ["0:repeat1"]
+    assert at(14) == ["0:repeat2", "1:repeat0", "1:repeat0"]  # two admins
+
+
+def test_a_consecutive_misses_finding_silences_the_cadence_gap_reminder_of_its_pair() -> None:
+    gap = alert(rule_kind="cadence_gap", pairing_key="p1")
+    misses = alert(fingerprint="m" * 16, rule_id="misses", rule_kind="consecutive_misses")
+    same_pair = replace(misses, pairing_key="p1")
+    other_pair = replace(misses, pairing_key="p2")
+    assert should_notify(gap, firing=[gap, same_pair], inhibit=router().inhibit) == (
+        False,
+        "inhibited by misses",
+    )
+    assert should_notify(gap, firing=[gap, other_pair], inhibit=router().inhibit) == (True, "first")
+    pending = replace(same_pair, state="pending")
+    assert should_notify(gap, firing=[gap, pending], inhibit=router().inhibit)[0]
+    notes = router().notifications([gap, same_pair], now=FIRED)
+    assert [n.payload["rule_id"] for n in notes] == ["misses"]
+
+
+def test_a_finding_under_a_silence_notifies_nobody() -> None:
+    class Row:
+        silence_id: int | None = 7
+
+    assert is_silenced(Row())
+    Row.silence_id = None
+    assert not is_silenced(Row())
+    assert not is_silenced(object())  # before the silences column exists
+    everyone = router(routes=[{"to": ["mentor", "mentee", "hr", "program_admin"]}])
+    assert everyone.notifications([alert(silenced=True)], now=FIRED) == []
+
+
+def test_the_mentee_is_addressed_about_the_mentor() -> None:
+    [note] = router(routes=[{"to": ["mentee"]}]).notifications([alert()], now=FIRED)
+    assert note.payload["recipient_name"] == "Ben"
+    assert note.payload["other_name"] == "Ana Lima"
+    text, _html = parts(render(row_of(note), sender=SENDER))
+    assert text.startswith("Hello Ben,")
+    assert "You and Ana Lima have not had" in text
+
+
+def test_an_escalation_shows_the_day_in_the_admins_zone() -> None:
+    late = alert(facts={"last_attended": "2024-10-03T02:30:00+00:00"})
+    [note] = router(routes=[{"to": ["eng-admin"]}]).notifications([late], now=FIRED)
+    assert note.template == "escalation"
+    assert note.payload["last_met_display"] == "2 Oct 2024"  # 22:30 in New York
+    message = render(row_of(note), sender=SENDER)
+    assert message["Subject"] == "Mentoring: Ana Lima and Ben need attention"
+    text, html = parts(message)
+    assert "Ana Lima and Ben (Engineering mentoring): no session since 2 Oct 2024" in text
+    assert "<strong>Ana Lima and Ben (Engineering mentoring)</strong>" in html
+
+
+def test_digest_html_escapes_every_item() -> None:
+    evil = alert(mentee_name="<img src=x onerror=alert(1)>")
+    [note] = router(routes=[{"to": ["hr"], "digest": "1d"}]).notifications([evil], now=FIRED)
+    digest = OutboxMessage(
+        recipient="hr@example.org",
+        template="digest",
+        message_id="<d@example.org>",
+        payload={"recipient_name": None, "items": [{"template": note.template, **note.payload}]},
+    )
+    text, html = parts(render(digest, sender=SENDER))
+    assert "<img" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img src=x onerror=alert(1)>" in text
+
+
+def row_of(note: Notification) -> OutboxMessage:
+    return OutboxMessage(
+        recipient=note.recipient,
+        template=note.template,
+        message_id=message_id_for(note.idempotency_key),
+        payload=note.payload,
+    )
+
+
+@pytest.mark.parametrize(
+    ("notify", "where"),
+    [
+        ({"routes": [{"to": ["boss"]}]}, ("notify", "routes", 0, "to", 0)),
+        (
+            {"routes": [{"escalate": [{"after": "1d", "to": ["mentor", "nobody"]}]}]},
+            ("notify", "routes", 0, "escalate", 0, "to", 1),
+        ),
+    ],
+)
+def test_an_undefined_receiver_is_a_config_error_that_says_where(
+    notify: dict[str, object], where: tuple[object, ...]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        MentorpulseConfig.model_validate({"notify": notify})
+    assert "undefined receiver" in str(caught.value)
+    [error] = caught.value.errors()
+    assert error["ctx"]["error"].at == where
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    queue(sessions, *(alert(fingerprint=f"{n:016x}") for n in range(3)))
+    ticks = iter([NOW, NOW + timedelta(minutes=4, seconds=45)])  # slow after the first mail
+    counts = dispatch(
+        sessions,
+        FileTransport(tmp_path),
+        sender=SENDER,
+        now=NOW,
+        limit=3,
+        clock=lambda: next(ticks),
+    )
+    assert counts.sent == 1
+    assert len(list(tmp_path.glob("*.eml"))) == 1
+    by_status = sorted((r.status, r.attempts, r.lease_until) for r in rows(sessions))
+    assert by_status == [("pending", 0, None), ("pending", 0, None), ("sent", 1, None)]
+    assert dispatch(sessions, FileTransport(tmp_path), sender=SENDER, now=NOW).sent == 2
+
+
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(
+    sessions: sessionmaker[Session],
+) -> None:
+    queue(sessions, alert())
+    with sessions.begin() as db:
+        [mine] = claim_due(db, now=NOW, lease=timedelta(minutes=5))
+        my_id, my_lease = mine.id, mine.lease_until
+    later = NOW + timedelta(minutes=6)
+    with sessions.begin() as db:
+        [theirs] = claim_due(db, now=later, lease=timedelta(minutes=5))
+        mark_sent(db, theirs.id, now=later, lease_until=theirs.lease_until)
+    with sessions.begin() as db:
+        assert my_lease is not None
+        assert not mark_failed(
+            db, my_id, error="451 late", retryable=True, now=later, lease_until=my_lease
+        )
+    [row] = rows(sessions)
+    assert (row.status, row.last_error) == ("sent", None)
+
+
+def test_the_hr_receiver_needs_to_know_who_hr_is() -> None:
+    with pytest.raises(ValidationError, match="needs a contact named hr"):
+        MentorpulseConfig.model_validate({"notify": {"routes": [{"to": ["hr"]}]}})
+    config = MentorpulseConfig.model_validate(
+        {"notify": {"hr": ["people@example.org"], "routes": [{"to": ["hr"]}]}}
+    )
+    [note] = Router.from_config(config).notifications([alert()], now=FIRED)
+    assert (note.recipient, note.template) == ("people@example.org", "escalation")

@@ -1,27 +1,29 @@
-"""The notify stage: firing findings → outbox rows (exactly once each) → delivery."""
+"""The notify stage: findings → outbox rows (exactly once each) → delivery."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
 from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
-from mentorpulse.notify.outbox import enqueue
-from mentorpulse.notify.route import Alert, notifications_for
+from mentorpulse.notify.outbox import cancel_stale, claim_due, compose_digests, enqueue, told
+from mentorpulse.notify.render import RenderError, render
+from mentorpulse.notify.route import Alert, Router, is_silenced
 from mentorpulse.notify.transport import build_transport
-from mentorpulse.storage.models import (
-    Finding,
-    Pairing,
-    Person,
-    Program,
-)
+from mentorpulse.storage.models import Finding, Pairing, Person, Program
 
 log = structlog.get_logger(__name__)
+
+# A finding resolved longer ago than this gets no "resolved" notice any more (a daemon
+# that was down for a month does not send a month of old news).
+RESOLVED_HORIZON = timedelta(days=7)
 
 
 @dataclass
@@ -32,19 +34,32 @@ class NotifyStats:
     retried: int
 
 
+@dataclass(frozen=True)
+class Preview:
+    """One email a dry run would send now."""
+
+    recipient: str
+    subject: str
+    template: str
+    idempotency_key: str
+    items: int  # notifications it carries (more than one for a digest)
+
+
 def send_notifications(ctx: Context) -> NotifyStats:
-    """Turn firing findings into outbox rows (exactly once each), then deliver them."""
+    """Turn findings into outbox rows (exactly once each), then deliver what is due."""
     now = ctx.clock()
     with ctx.sessions.begin() as db:
-        queued = enqueue(
-            db,
-            notifications_for(_alerts(db)),
-            now=now,
-            domain=ctx.config.notify.sender.rpartition("@")[2],
-        )
+        queued = queue_notifications(ctx, db, now)
     transport = build_transport(ctx.config.notify, ctx.config.base_dir)
     counts: DispatchCounts = dispatch(
-        ctx.sessions, transport, sender=ctx.config.notify.sender, now=now
+        ctx.sessions,
+        transport,
+        sender=ctx.config.notify.sender,
+        now=now,
+        lease=ctx.config.notify.lease,
+        template_dir=template_dir(ctx),
+        domain=_domain(ctx),
+        clock=ctx.clock,
     )
     log.info("notifications_done", queued=queued, sent=counts.sent, failed=counts.failed)
     return NotifyStats(
@@ -52,32 +67,111 @@ def send_notifications(ctx: Context) -> NotifyStats:
     )
 
 
-def _alerts(db: DbSession) -> list[Alert]:
+def queue_notifications(ctx: Context, db: DbSession, now: datetime) -> int:
+    """The routing decision and its outbox rows, in the caller's transaction."""
+    router = Router.from_config(ctx.config)
+    alerts = _alerts(ctx, db, now)
+    cancel_stale(db, router.live_episodes(alerts))
+    notes = router.notifications(alerts, now=now)
+    resolved = [a for a in alerts if a.state == "resolved"]
+    if resolved:
+        notes += router.resolved_notices(resolved, told(db, [a.episode for a in resolved]), now=now)
+    return enqueue(db, notes, now=now, domain=_domain(ctx))
+
+
+def preview(ctx: Context) -> list[Preview]:
+    """What ``notify`` would send right now, without sending or keeping anything.
+
+    The real decision runs (routing, enqueue, digests, claim) inside a transaction that is
+    rolled back, so the preview cannot drift from what a real run does.
+    """
+    now = ctx.clock()
+    out: list[Preview] = []
+    with ctx.sessions() as db:
+        try:
+            queue_notifications(ctx, db, now)
+            compose_digests(db, now=now, domain=_domain(ctx))
+            for row in claim_due(db, now=now, lease=ctx.config.notify.lease, limit=10_000):
+                try:
+                    subject = str(
+                        render(
+                            row, sender=ctx.config.notify.sender, template_dir=template_dir(ctx)
+                        )["Subject"]
+                    )
+                except RenderError as exc:
+                    subject = f"(cannot render: {exc})"
+                items = row.payload.get("items")
+                out.append(
+                    Preview(
+                        recipient=row.recipient,
+                        subject=subject,
+                        template=row.template,
+                        idempotency_key=row.idempotency_key,
+                        items=len(items) if isinstance(items, list) else 1,
+                    )
+                )
+        finally:
+            db.rollback()
+    return out
+
+
+def template_dir(ctx: Context) -> Path | None:
+    folder = ctx.config.notify.templates
+    return ctx.config.resolve(folder) if folder else None
+
+
+def _domain(ctx: Context) -> str:
+    return ctx.config.notify.sender.rpartition("@")[2] or "mentorpulse.invalid"
+
+
+def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
     mentor = aliased(Person)
     mentee = aliased(Person)
+    wants_resolved = any(r.send_resolved for r in ctx.config.notify.routes)
+    states = Finding.state == "firing"
+    if wants_resolved:
+        states = or_(
+            states, (Finding.state == "resolved") & (Finding.until >= now - RESOLVED_HORIZON)
+        )
     rows = db.execute(
-        select(Finding, Program, mentor, mentee)
+        select(Finding, Pairing, Program, mentor, mentee)
         .join(Pairing, Pairing.id == Finding.pairing_id)
         .join(Program, Program.id == Pairing.program_id)
         .join(mentor, mentor.id == Pairing.mentor_id)
         .join(mentee, mentee.id == Pairing.mentee_id)
-        .where(Finding.state == "firing", Pairing.active)
+        .where(states)
+        .order_by(Finding.id)
     )
-    return [
-        Alert(
-            fingerprint=finding.fingerprint,
-            rule_id=finding.rule_id,
-            severity=finding.severity,
-            state=finding.state,
-            firing_since=finding.firing_since,
-            facts={k: str(v) for k, v in finding.facts.items() if k != "pairing"},
-            program=program.id,
-            program_name=program.name or program.id,
-            mentor_email=mentor_row.email,
-            mentor_name=mentor_row.name,
-            mentee_email=mentee_row.email,
-            mentee_name=mentee_row.name,
-            mentor_timezone=mentor_row.timezone,
+    alerts = []
+    for finding, pairing, program, mentor_row, mentee_row in rows:
+        if finding.state == "firing" and not pairing.active:
+            continue
+        config = ctx.config.program(program.id)
+        rule = next((r for r in config.rules if r.id == finding.rule_id), None) if config else None
+        alerts.append(
+            Alert(
+                fingerprint=finding.fingerprint,
+                rule_id=finding.rule_id,
+                severity=finding.severity,
+                state=finding.state,
+                firing_since=finding.firing_since,
+                facts={k: str(v) for k, v in finding.facts.items() if k != "pairing"},
+                program=program.id,
+                program_name=program.name or program.id,
+                mentor_email=mentor_row.email,
+                mentor_name=mentor_row.name,
+                mentee_email=mentee_row.email,
+                mentee_name=mentee_row.name,
+                mentor_timezone=mentor_row.timezone,
+                mentee_timezone=mentee_row.timezone,
+                silenced=is_silenced(finding),
+                pairing_key=pairing.key,
+                rule_kind=rule.kind if rule else "",
+                until=finding.until,
+                rule_labels=dict(getattr(rule, "labels", None) or {}),
+            )
         )
-        for finding, program, mentor_row, mentee_row in rows
-    ]
+    return alerts
+
+
+__all__ = ["NotifyStats", "Preview", "preview", "send_notifications"]

@@ -1,0 +1,174 @@
+"""`mentorpulse notify` and `mentorpulse outbox …`: send, preview, and operate the outbox."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mentorpulse.commands.common import ConfigOption, err, out, user_errors, with_context
+from mentorpulse.errors import UserError
+
+outbox_app = typer.Typer(
+    help="Inspect and operate the outbox of notifications.", no_args_is_help=True
+)
+
+
+def notify(
+    config: ConfigOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print what would be sent now; send and store nothing."),
+    ] = False,
+) -> None:
+    """Queue notifications for firing findings and deliver what is due."""
+    from mentorpulse.daemon import jobs
+    from mentorpulse.daemon.jobs.notify import preview
+    from mentorpulse.notify.outbox import counts
+
+    def action(ctx: jobs.Context) -> None:
+        if dry_run:
+            emails = preview(ctx)
+            table = Table("to", "subject", "template", "items", title="would send now")
+            for e in emails:
+                table.add_row(e.recipient, e.subject, e.template, str(e.items))
+            out.print(table)
+            out.print(f"{len(emails)} emails would be sent (dry run: nothing sent)")
+            return
+        stats = jobs.send_notifications(ctx)
+        out.print(
+            f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
+            f"{stats.retried} to retry",
+            highlight=False,
+        )
+        with ctx.sessions() as db:
+            unknown = counts(db).get("unknown", 0)
+        if unknown:
+            err.print(
+                f"{unknown} emails may or may not have been delivered (a sender died mid-send): "
+                "see `mentorpulse outbox list --status unknown`; `outbox retry ID` resends one",
+                highlight=False,
+            )
+        if stats.failed:
+            err.print(
+                "some emails failed for good: see `mentorpulse outbox list --status failed`",
+                highlight=False,
+            )
+            raise typer.Exit(1)
+
+    with_context(config, action)
+
+
+STATUSES = ("pending", "sending", "sent", "failed", "unknown", "digest", "digested", "cancelled")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    config: ConfigOption = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", "-s", help=f"Only these statuses ({', '.join(STATUSES)})."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
+) -> None:
+    """Show outbox rows: who, what, status, attempts, next attempt, last error."""
+    from sqlalchemy import select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.notify.outbox import counts
+    from mentorpulse.storage.models import OutboxMessage
+
+    with user_errors():
+        for s in status or ():
+            if s not in STATUSES:
+                raise UserError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
+
+    def action(ctx: jobs.Context) -> None:
+        with ctx.sessions() as db:
+            query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+            if status:
+                query = query.where(OutboxMessage.status.in_(status))
+            table = Table("id", "status", "to", "template", "tries", "sent / due (UTC)", "error")
+            for column in table.columns:
+                column.overflow = "fold"  # an operator needs whole addresses and errors
+            for row in db.scalars(query):
+                when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
+                table.add_row(
+                    str(row.id),
+                    row.status,
+                    row.recipient,
+                    row.template,
+                    str(row.attempts),
+                    f"{when:%Y-%m-%d %H:%M}",
+                    (row.last_error or "")[:300],
+                )
+            totals = counts(db)
+        out.print(table)
+        out.print(
+            ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "the outbox is empty",
+            highlight=False,
+        )
+
+    with_context(config, action)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Row ids (default: every failed/unknown row).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Queue failed (and unknown) rows again, due now; the next `notify` sends them."""
+    from mentorpulse.daemon import jobs
+    from mentorpulse.notify.outbox import retry
+
+    def action(ctx: jobs.Context) -> None:
+        with ctx.sessions.begin() as db:
+            n = retry(db, now=ctx.clock(), ids=ids or ())
+        out.print(f"{n} rows queued again", highlight=False)
+
+    with_context(config, action)
+
+
+@outbox_app.command("purge")
+def outbox_purge(
+    config: ConfigOption = None,
+    older_than: Annotated[
+        str, typer.Option(help="Only rows created longer ago than this (e.g. 90d).")
+    ] = "90d",
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Also delete failed and unknown rows.")
+    ] = False,
+) -> None:
+    """Delete delivered rows older than --older-than (rows of findings still firing stay)."""
+    from sqlalchemy import select
+
+    from mentorpulse.config.schema import parse_duration
+    from mentorpulse.daemon import jobs
+    from mentorpulse.notify.outbox import purge
+    from mentorpulse.notify.route import Alert
+    from mentorpulse.storage.models import Finding
+
+    with user_errors():
+        try:
+            age = parse_duration(older_than)
+        except ValueError as exc:
+            raise UserError(f"--older-than: {exc}, got {older_than!r}") from None
+
+    def action(ctx: jobs.Context) -> None:
+        statuses = ("sent", "digested", "cancelled", *(("failed", "unknown") if failed else ()))
+        with ctx.sessions.begin() as db:
+            firing = db.execute(
+                select(Finding.fingerprint, Finding.firing_since).where(Finding.state == "firing")
+            )
+            keep = [
+                Alert.episode_key(fingerprint, since)
+                for fingerprint, since in firing
+                if since is not None
+            ]
+            n = purge(db, before=ctx.clock() - age, statuses=statuses, keep=keep)
+        out.print(f"{n} rows purged", highlight=False)
+
+    with_context(config, action)

@@ -1,0 +1,246 @@
+"""`mentorpulse notify` and `mentorpulse outbox` as an operator uses them, over real SMTP.
+
+The demo organisation provides calendars and a roster; the config is pointed at an
+aiosmtpd server (STARTTLS + AUTH) and given routes that escalate to program admins in a
+daily digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+import yaml
+from sqlalchemy import func, select
+from typer.testing import CliRunner, Result
+
+from mentorpulse.cli import app
+from mentorpulse.commands import common
+from mentorpulse.daemon import jobs
+from mentorpulse.demo import write_demo
+from mentorpulse.notify.outbox import claim_due, enqueue
+from mentorpulse.notify.route import Notification
+from mentorpulse.storage.models import Finding, OutboxMessage
+from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
+
+TODAY = date(2026, 11, 23)
+NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # a Monday, late: today's sessions ended
+NEXT = NOW + timedelta(days=1)  # the admins' daily digest windows have closed by then
+cli = CliRunner()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SmtpServer]:
+    with smtp_server(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def org(tmp_path: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo organisation, evaluated, with SMTP and escalation routes configured."""
+    write_demo(tmp_path, today=TODAY)
+    config_file = tmp_path / "mentorpulse.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", PASSWORD)
+    config["notify"]["transport"] = server.config(password="${TEST_SMTP_PASSWORD}")
+    config["notify"]["routes"] = [
+        {
+            "to": ["mentor"],
+            "escalate": [{"after": "0d", "to": ["program_admin"], "digest": "1d"}],
+        }
+    ]
+    config_file.write_text(yaml.safe_dump(config))
+    ctx = jobs.Context.open(config_file, clock=lambda: NOW)
+    try:
+        jobs.sync_sources(ctx)
+        jobs.rebuild_sessions(ctx)
+        jobs.evaluate_rules(ctx)
+        with ctx.sessions() as db:
+            firing = db.scalar(select(func.count()).where(Finding.state == "firing"))
+        assert firing, "the demo has lapsed pairs"
+    finally:
+        ctx.engine.dispose()
+    return config_file
+
+
+def run(config: Path, *args: str, at: datetime = NOW) -> Result:
+    with time_machine.travel(at, tick=False):
+        return cli.invoke(app, [*args, "--config", str(config)])
+
+
+def outbox_rows(config: Path) -> list[OutboxMessage]:
+    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    try:
+        with ctx.sessions() as db:
+            return list(db.scalars(select(OutboxMessage)))
+    finally:
+        ctx.engine.dispose()
+
+
+def test_dry_run_prints_what_would_go_and_sends_nothing(org: Path, server: SmtpServer) -> None:
+    result = run(org, "notify", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would be sent (dry run: nothing sent)" in result.output
+    assert "Mentoring: you and" in result.output
+    assert server.recorder.messages == []
+    assert outbox_rows(org) == []
+
+    assert run(org, "notify").exit_code == 0
+    reminders = len(server.recorder.messages)
+    tomorrow = run(org, "notify", "--dry-run", at=NEXT)
+    assert "eng-mentoring@demo.example" in tomorrow.output  # the digests are due
+    assert "Mentoring digest" in tomorrow.output
+    assert len(server.recorder.messages) == reminders
+    dry_count = int(tomorrow.output.split(" emails would be sent")[0].split()[-1])
+    assert run(org, "notify", at=NEXT).exit_code == 0
+    assert len(server.recorder.messages) == reminders + dry_count
+
+
+def test_notify_sends_reminders_and_one_digest_per_admin_once(
+    org: Path, server: SmtpServer
+) -> None:
+    result = run(org, "notify")
+    assert result.exit_code == 0, result.output
+    assert not any("mentoring@" in str(m["To"]) for m in server.recorder.messages)
+    assert run(org, "notify", at=NEXT).exit_code == 0
+    by_recipient: dict[str, int] = {}
+    for message in server.recorder.messages:
+        address = message["To"].addresses[0].addr_spec
+        by_recipient[address] = by_recipient.get(address, 0) + 1
+    admins = {a for a in by_recipient if "mentoring@" in a}
+    assert admins, "program admins are told"
+    assert all(by_recipient[a] == 1 for a in admins), "one digest each, not one per pair"
+    digests = [m for m in server.recorder.messages if m["Subject"].startswith("Mentoring digest")]
+    assert len(digests) == len(admins)
+    mentors = set(by_recipient) - admins
+    with_pairs = sum(
+        len(str(d.get_body(("plain",)).get_content()).split("\n  - ")) - 1 for d in digests
+    )
+    assert with_pairs == sum(by_recipient[m] for m in mentors), "each reminded pair is in a digest"
+
+    again = run(org, "notify", at=NEXT)
+    assert again.exit_code == 0
+    assert "0 queued, 0 sent" in again.output
+    assert len(server.recorder.messages) == sum(by_recipient.values())
+
+
+def test_a_permanent_refusal_fails_the_command_and_the_operator_can_retry(
+    org: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common.out, "width", 250)  # a wide terminal: one row per line
+    server.recorder.refuse = "550 5.7.1 Relaying denied"
+    result = run(org, "notify")
+    assert result.exit_code == 1
+    assert "outbox list --status failed" in result.output
+
+    listed = run(org, "outbox", "list", "--status", "failed")
+    assert listed.exit_code == 0, listed.output
+    failed_lines = [line for line in listed.output.splitlines() if " failed " in line]
+    assert failed_lines
+    assert all("550 5.7.1 Relaying denied" in line for line in failed_lines)
+    assert PASSWORD not in listed.output
+    failed = sum(1 for r in outbox_rows(org) if r.status == "failed")
+    assert failed > 0
+    assert f"{failed} failed" in listed.output.splitlines()[-1]
+
+    server.recorder.refuse = None
+    retried = run(org, "outbox", "retry")
+    assert f"{failed} rows queued again" in retried.output
+    assert run(org, "notify").exit_code == 0
+    assert len(server.recorder.messages) == failed
+    assert {r.status for r in outbox_rows(org)} == {"sent", "digest"}  # digests: tomorrow
+
+
+def test_purge_keeps_the_rows_of_findings_still_firing(org: Path) -> None:
+    assert run(org, "notify").exit_code == 0
+    before = len(outbox_rows(org))
+    result = run(org, "outbox", "purge", "--older-than", "0s", at=NOW.replace(hour=23, minute=59))
+    assert result.exit_code == 0, result.output
+    assert "0 rows purged" in result.output  # every row belongs to a firing episode
+    assert len(outbox_rows(org)) == before
+    # Re-running notify after a purge attempt still sends nothing twice.
+    assert "0 sent" in run(org, "notify").output
+
+
+def test_bad_outbox_options_are_one_clear_message(org: Path) -> None:
+    result = run(org, "outbox", "list", "--status", "bogus")
+    assert result.exit_code == 1
+    assert "--status: expected one of" in result.output
+    result = run(org, "outbox", "purge", "--older-than", "soon")
+    assert result.exit_code == 1
+    assert "--older-than: expected a duration" in result.output
+
+
+def test_mail_held_back_is_cancelled_when_its_finding_resolves(
+    org: Path, server: SmtpServer
+) -> None:
+    assert run(org, "notify").exit_code == 0
+    reminders = len(server.recorder.messages)
+    waiting = [r for r in outbox_rows(org) if r.status == "digest"]
+    assert waiting, "the admins' digest items wait for the window to close"
+    # The pairs meet: every finding resolves before the digest window closes.
+    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    try:
+        with ctx.sessions.begin() as db:
+            for finding in db.scalars(select(Finding).where(Finding.state == "firing")):
+                finding.state, finding.until = "resolved", NOW
+    finally:
+        ctx.engine.dispose()
+    assert run(org, "notify", at=NEXT).exit_code == 0
+    assert len(server.recorder.messages) == reminders, "no digest about resolved pairs"
+    assert {r.status for r in outbox_rows(org) if r.id in {w.id for w in waiting}} == {"cancelled"}
+
+
+def test_templates_from_the_config_folder_override_ours(org: Path, server: SmtpServer) -> None:
+    folder = org.parent / "my-templates"
+    folder.mkdir()
+    (folder / "reminder.subject.j2").write_text("Time for a mentoring chat with {{ other_name }}")
+    config = yaml.safe_load(org.read_text())
+    config["notify"]["templates"] = "my-templates"
+    org.write_text(yaml.safe_dump(config))
+    assert run(org, "notify").exit_code == 0
+    subjects = {m["Subject"] for m in server.recorder.messages}
+    assert subjects
+    assert all(s.startswith("Time for a mentoring chat with ") for s in subjects)
+
+
+def test_notify_tells_the_operator_about_deliveries_in_doubt(org: Path) -> None:
+    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    try:
+        with ctx.sessions.begin() as db:
+            enqueue(
+                db,
+                [
+                    Notification(
+                        recipient="hr@demo.example",
+                        template="reminder",
+                        idempotency_key="report:2026-11",
+                        payload={},
+                        at_most_once=True,
+                    )
+                ],
+                now=NOW,
+            )
+            [_claimed] = claim_due(db, now=NOW, lease=timedelta(minutes=5))
+    finally:
+        ctx.engine.dispose()
+    # The worker that claimed it never came back; its lease has long expired.
+    result = run(org, "notify", at=NOW + timedelta(hours=1))
+    assert "1 emails may or may not have been delivered" in result.output
+    assert [r.status for r in outbox_rows(org) if r.idempotency_key == "report:2026-11"] == [
+        "unknown"
+    ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["notify"], ["outbox"], ["outbox", "list"], ["outbox", "retry"], ["outbox", "purge"]],
+)
+def test_every_notifier_command_has_help(command: list[str]) -> None:
+    result = cli.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    assert "--config" in result.output or command == ["outbox"]

@@ -213,7 +213,9 @@ class GoogleConnector:
         self._batch_uri = f"{root}/batch/calendar/v3"
         self._meet_root = (source.api_root or MEET_ROOT).rstrip("/")
         self._meet_api: Any = None
+        self._events = self._calendar_api.events()
         self._authed: dict[str, google_auth_httplib2.AuthorizedHttp] = {}
+        self._base: Any = None
         self._key_id = self._credential_key()
         with _SHARED_LOCK:
             self._gate = _GATES.setdefault(
@@ -284,7 +286,9 @@ class GoogleConnector:
         with _SHARED_LOCK:
             creds = _CREDENTIALS.get(key)
         if creds is None:
-            creds = self._base_credentials()
+            if self._base is None:
+                self._base = self._base_credentials()  # parsing the key is slow: once
+            creds = self._base
             if self.source.service_account_key is not None:
                 creds = creds.with_subject(user)
             with _SHARED_LOCK:
@@ -379,7 +383,6 @@ class GoogleConnector:
                     yield page
 
     def _next_call(self, user: str, state: _Calendar) -> _Call:
-        events = self._calendar_api.events()
         common: dict[str, Any] = {
             "calendarId": user,
             "singleEvents": True,
@@ -411,7 +414,7 @@ class GoogleConnector:
         if state.page_token and state.phase == phase:
             kwargs["pageToken"] = state.page_token
         state.phase = phase
-        request = events.list(**kwargs)
+        request = self._events.list(**kwargs)
         request.http = self._http_for(user)
         return _Call(user=user, request=request, phase=phase)
 
@@ -671,7 +674,7 @@ class GoogleConnector:
         event_id = record.provider_id.split("/", 1)[1]
         event = self._single(
             owner,
-            self._calendar_api.events().get(calendarId=owner, eventId=event_id),
+            self._events.get(calendarId=owner, eventId=event_id),
         )
         by_profile = {
             str(p["id"]): email

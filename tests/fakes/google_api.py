@@ -804,7 +804,7 @@ def serve(fake: GoogleFake) -> Iterator[RunningFake]:
     fake.base_url = url
     info, public_pem = make_service_account(f"{url}/token")
     fake.public_keys[info["client_email"]] = public_pem
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield RunningFake(fake=fake, url=url, service_account=info)

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands import auth_google
 from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.errors import UserError
@@ -27,6 +28,7 @@ db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(auth_app, name="auth")
+auth_app.command("google")(auth_google.google)
 
 
 @app.callback()

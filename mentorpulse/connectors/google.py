@@ -260,7 +260,7 @@ class GoogleConnector:
         assert self.source.oauth_client is not None  # the schema demands one of the two
         client_path = self._path(self.source.oauth_client)
         try:
-            client = _oauth_client(client_path)
+            client = oauth_client_info(client_path)
             refresh = TokenStore(self._path(self.source.token_store), self._token_key).load(
                 TOKEN_NAME.format(source_id=self.source_id)
             )
@@ -789,7 +789,7 @@ def occurrence_key(item: Mapping[str, Any]) -> str:
     return str(item["id"])
 
 
-def _oauth_client(path: Path) -> dict[str, str]:
+def oauth_client_info(path: Path) -> dict[str, str]:
     """client_id, client_secret and token_uri of an installed-app client JSON file."""
     from mentorpulse.errors import UserError
 

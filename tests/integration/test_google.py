@@ -542,3 +542,137 @@ def test_no_conference_log_is_no_evidence(google: RunningFake, key_file: Path) -
     calls = len(google.fake.calls)
     assert connector_for(google, key_file).attendance_evidence(record) == []
     assert len(google.fake.calls) == calls
+
+
+# ---------------------------------------------------------------- through the sync stage
+
+
+def write_config(tmp_path: Path, database_url: str, source: dict[str, Any]) -> Path:
+    (tmp_path / "roster.csv").write_text(
+        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2025-01-06\n"
+    )
+    config = {
+        "database": database_url,
+        "timezone": "Europe/Berlin",
+        "sources": [source],
+        "roster": {"path": "roster.csv"},
+        "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+    }
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def test_sync_stage_stores_the_calendars_and_survives_a_resync(
+    google: RunningFake, key_file: Path, tmp_path: Path, database_url: str
+) -> None:
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Event
+
+    populate(google.fake)
+    path = write_config(
+        tmp_path,
+        database_url,
+        {
+            "id": "gw",
+            "kind": "google",
+            "users": [MENTOR, MENTEE],
+            "service_account_key": key_file.name,
+            "api_root": google.url,
+        },
+    )
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        with ctx.sessions() as db:
+            stored = {e.provider_id for e in db.query(Event)}
+        assert stored == expected_keys(google.fake)
+
+        google.fake.cancel(MENTOR, "kickoff")
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok
+        assert result.deleted == 1
+        with ctx.sessions() as db:
+            stored = {e.provider_id for e in db.query(Event)}
+        assert stored == expected_keys(google.fake)
+    finally:
+        ctx.engine.dispose()
+
+
+def test_auth_google_stores_the_refresh_token_encrypted(
+    google: RunningFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import webbrowser
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+    from mentorpulse.credentials import TokenStore, generate_key
+
+    class ConsentingBrowser(webbrowser.BaseBrowser):
+        """A person who opens the consent page and agrees (the fake redirects back)."""
+
+        def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+            threading.Thread(
+                target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
+            ).start()
+            return True
+
+    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain http
+    key = generate_key()
+    monkeypatch.setenv("MENTORPULSE_SECRET_KEY", key)
+    (tmp_path / "client.json").write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid.apps.googleusercontent.com",
+                    "client_secret": "GOCSPX-client-secret",
+                    "auth_uri": f"{google.url}/o/oauth2/auth",
+                    "token_uri": f"{google.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {
+            "id": "gw",
+            "kind": "google",
+            "users": [MENTEE],
+            "oauth_client": "client.json",
+            "token_store": "secrets/tokens.json",
+        },
+    )
+    result = CliRunner().invoke(
+        app, ["auth", "google", "--config", str(path), "--browser", "mentorpulse-consent"]
+    )
+    assert result.exit_code == 0, result.output
+    stored = (tmp_path / "secrets" / "tokens.json").read_text()
+    (refresh,) = google.fake.refresh_tokens
+    assert refresh not in stored  # encrypted at rest
+    assert refresh not in result.output
+    assert TokenStore(tmp_path / "secrets" / "tokens.json").load("google:gw") == refresh
+
+
+def test_auth_google_refuses_a_service_account_source(
+    google: RunningFake, key_file: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {"id": "gw", "kind": "google", "users": [MENTOR], "service_account_key": "sa.json"},
+    )
+    result = CliRunner().invoke(app, ["auth", "google", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "uses a service account" in result.output
+    assert "Traceback" not in result.output

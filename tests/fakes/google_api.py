@@ -798,7 +798,8 @@ class RunningFake:
 def serve(fake: GoogleFake) -> Iterator[RunningFake]:
     """Serve ``fake`` on a free loopback port for as long as the generator is suspended."""
     handler = type("Handler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+    server = server_class(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     url = f"http://127.0.0.1:{server.server_address[1]}"
     fake.base_url = url

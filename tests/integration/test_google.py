@@ -676,3 +676,30 @@ def test_auth_google_refuses_a_service_account_source(
     assert result.exit_code == 1
     assert "uses a service account" in result.output
     assert "Traceback" not in result.output
+
+
+def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    from mentorpulse.config.loader import load_config
+    from mentorpulse.errors import ConfigError
+
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - id: gw\n"
+        "    kind: google\n"
+        "    users: [a@example.org]\n"
+        "    service_account_key: sa.json\n"
+        "    oauth_client: client.json\n"
+        "  - id: gw2\n"
+        "    kind: google\n"
+        "    users: [a@example.org]\n"
+        "    oauth_client: client.json\n"
+        "    batch_size: 500\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    assert f"{path}:2" in problems
+    assert "exactly one of service_account_key or oauth_client" in problems
+    assert f"{path}:11" in problems
+    assert "batch_size" in problems

@@ -703,3 +703,61 @@ def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
     assert "exactly one of service_account_key or oauth_client" in problems
     assert f"{path}:11" in problems
     assert "batch_size" in problems
+
+
+@pytest.mark.parametrize(
+    ("mentee_minutes", "outcome"), [(40, "held"), (0, "missed")], ids=["joined", "no-show"]
+)
+def test_meet_evidence_turns_presumed_held_into_held_or_missed(
+    google: RunningFake, key_file: Path, tmp_path: Path, mentee_minutes: int, outcome: str
+) -> None:
+    from sqlalchemy import select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Session as SessionRow
+
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.add_user(MENTEE)
+    start = NOW - timedelta(days=2)
+    fake.meeting(
+        [MENTOR, MENTEE],
+        event_id="weekly-chat",
+        start=start,
+        minutes=45,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+        meet_code="kpq-wxyz-abc",
+    )
+    source = {
+        "id": "gw",
+        "kind": "google",
+        "users": [MENTOR, MENTEE],
+        "service_account_key": key_file.name,
+        "api_root": google.url,
+    }
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", source)
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        jobs.sync_sources(ctx)
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            assert db.scalar(select(SessionRow.outcome)) == "presumed_held"
+    finally:
+        ctx.engine.dispose()
+
+    present = {MENTOR: [(start, start + timedelta(minutes=45))]}
+    if mentee_minutes:
+        present[MENTEE] = [(start + timedelta(minutes=2), start + timedelta(minutes=42))]
+    fake.add_conference("kpq-wxyz-abc", start, start + timedelta(minutes=45), present)
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", {**source, "attendance": True})
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        assert result.attendance_checked == 2  # the mentor's and the mentee's copy
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            assert list(db.scalars(select(SessionRow.outcome))) == [outcome]
+    finally:
+        ctx.engine.dispose()

@@ -149,7 +149,6 @@ class _Calendar:
     sync_token: str | None = None
     page_token: str | None = None
     phase: str = "full"  # of page_token: "full", "extend" (new window slice), "changes"
-    since: str | None = None  # the sync token a "changes" page token continues
     covered_to: str | None = None  # last day the stored events were listed up to
     extend_from: str | None = None
 
@@ -434,7 +433,7 @@ class GoogleConnector:
                 state.covered_to = last_day
         elif state.phase == "extend" or (state.covered_to or "") < last_day:
             phase = "extend"
-            if state.page_token is None:
+            if state.extend_from is None:  # set until the slice is listed to its end
                 state.extend_from = state.covered_to or self.window.first_day.isoformat()
                 state.covered_to = last_day
             first = date.fromisoformat(state.extend_from or last_day) + timedelta(days=1)
@@ -446,7 +445,8 @@ class GoogleConnector:
         else:
             phase = "changes"
             # Only the sync token: the query restrictions may not accompany it.
-            kwargs = {**common, "syncToken": state.since or state.sync_token}
+            # (the token advances only on the last page, so later pages resend the same).
+            kwargs = {**common, "syncToken": state.sync_token}
         if state.page_token and state.phase == phase:
             kwargs["pageToken"] = state.page_token
         state.phase = phase
@@ -554,13 +554,11 @@ class GoogleConnector:
             deleted += gone
             errors += bad
             next_page = answer.get("nextPageToken")
-            if outcome.phase == "changes" and next_page and state.page_token is None:
-                state.since = state.sync_token
             state.page_token = next_page if isinstance(next_page, str) else None
             if state.page_token is None:
                 if outcome.phase != "extend" and isinstance(answer.get("nextSyncToken"), str):
                     state.sync_token = answer["nextSyncToken"]
-                state.since = state.extend_from = None
+                state.extend_from = None
                 state.phase = "changes"
                 if outcome.phase != "extend":
                     done.add(outcome.user)

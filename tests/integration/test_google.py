@@ -761,3 +761,35 @@ def test_meet_evidence_turns_presumed_held_into_held_or_missed(
             assert list(db.scalars(select(SessionRow.outcome))) == [outcome]
     finally:
         ctx.engine.dispose()
+
+
+def test_new_window_slice_survives_a_failed_poll(google: RunningFake, key_file: Path) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.add_user(MENTEE)
+    starts = fake.series(
+        [MENTOR, MENTEE],
+        series_id="weekly",
+        first=NOW,
+        count=30,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+    )
+    store = Store()
+    sync(connector_for(google, key_file), store)
+
+    def later() -> GoogleConnector:
+        return GoogleConnector(
+            make_source(google, key_file, batch_size=1),
+            base_dir=key_file.parent,
+            now=NOW + timedelta(days=21),
+            sleep=lambda _s: None,
+        )
+
+    fake.faults.append(Fault(500, "backendError", times=5, calendar=MENTEE))  # all retries
+    with pytest.raises(TransientError):
+        sync(later(), store)  # the mentor's page (and cursor) was stored, not the mentee's
+    sync(later(), store)
+    window_end = later().window.end
+    mentee = {r.start for r in store.records.values() if r.calendar_owner == MENTEE}
+    assert mentee == {s for s in starts if s < window_end}

@@ -218,7 +218,7 @@ def test_faults_converge_to_the_fakes_state(running: RunningFake, tmp_path: Path
     GoogleSync.key_file = key_file
     run = GoogleSync.TestCase
     run.settings = settings(
-        max_examples=15,
+        max_examples=12,
         stateful_step_count=10,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -31,6 +31,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def make_service_account(token_uri: str) -> tuple[dict[str, str], str]:
 class Fault:
     """Answer the next ``times`` API calls that ``match`` with an error instead."""
 
-    status: int  # 0: drop the connection mid-body
+    status: int  # 0: drop the connection mid-body; -1: stall (retry_after seconds)
     reason: str = ""
     retry_after: int | None = None
     times: int = 1
@@ -760,6 +761,9 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake.lock:
             self.fake.http_requests += 1
         fault = self.fake.take_outer_fault() if not self.path.startswith("/token") else None
+        if fault is not None and fault.status == -1:  # a stall: answer after the client gave up
+            time.sleep(fault.retry_after or 2)
+            fault = None
         if fault is not None and fault.status == 0:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -345,8 +345,9 @@ def test_expired_sync_token_raises_cursor_expired(google: RunningFake, key_file:
         Fault(500, "backendError", times=2),
         Fault(0, outer=True),
         Fault(503, "backendError", outer=True),
+        Fault(-1, outer=True, retry_after=2),
     ],
-    ids=["403-rate", "403-user-rate", "429-retry-after", "500", "dropped", "503-batch"],
+    ids=["403-rate", "403-user-rate", "429-retry-after", "500", "dropped", "503-batch", "timeout"],
 )
 def test_transient_faults_are_retried_with_backoff(
     google: RunningFake, key_file: Path, fault: Fault
@@ -355,11 +356,11 @@ def test_transient_faults_are_retried_with_backoff(
     google.fake.faults.append(fault)
     sleeps: list[float] = []
     store = Store()
-    sync(connector_for(google, key_file, sleeps), store)
+    sync(connector_for(google, key_file, sleeps, timeout="1s"), store)
 
     assert set(store.records) == expected_keys(google.fake)
     assert sleeps, "a retry waits first"
-    if fault.retry_after:
+    if fault.retry_after and fault.status > 0:
         assert max(sleeps) >= fault.retry_after
     assert sleeps == sorted(sleeps)  # exponential, not constant
 
@@ -426,7 +427,7 @@ def test_revoked_sign_in_is_an_auth_error_without_the_token(
         {
             "id": "gw",
             "kind": "google",
-            "users": [MENTEE],
+            "users": [MENTEE, MENTOR],  # only the mentee shared her calendar
             "oauth_client": str(client),
             "api_root": google.url,
         }
@@ -446,6 +447,9 @@ def test_revoked_sign_in_is_an_auth_error_without_the_token(
     store = Store()
     sync(GoogleConnector(source, base_dir=tmp_path, now=NOW, token_key=key), store)
     assert {k.split("/")[0] for k in store.records} == {MENTEE}
+    assert store.errors == [
+        f"calendar of {MENTOR} skipped: no calendar (suspended, deleted, or not shared)"
+    ]
 
 
 # ---------------------------------------------------------------- cost

@@ -142,7 +142,12 @@ class GoogleSource(Strict):
     window_past: Duration = Field(timedelta(days=180), description="How far back to read.")
     window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
     poll_every: Duration = timedelta(minutes=15)
-    batch_size: int = Field(50, ge=1, le=50, description="Calls per batch request (max 50).")
+    batch_size: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Calls per batch request (Google allows 1,000; big ones hit rate limits).",
+    )
     quota_share: float = Field(
         0.5, gt=0, le=1, description="Share of the API quotas this poller may use."
     )

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 CALENDAR_PREFIX = "/calendar/v3/"
+MAX_BATCH = 1000  # calls in one batch request, as documented
 INCOMPATIBLE_WITH_SYNC_TOKEN = ("timeMin", "timeMax", "q", "orderBy", "updatedMin", "iCalUID")
 
 
@@ -681,6 +682,8 @@ class GoogleFake:
         out: list[str] = []
         parts = message.get_payload()
         assert isinstance(parts, list)
+        if len(parts) > MAX_BATCH:
+            return self._error(400, "badRequest", f"A batch may hold at most {MAX_BATCH} calls")
         with self.lock:
             self.batch_sizes.append(len(parts))
         for part in parts:

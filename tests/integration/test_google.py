@@ -698,7 +698,7 @@ def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
         "    kind: google\n"
         "    users: [a@example.org]\n"
         "    oauth_client: client.json\n"
-        "    batch_size: 500\n"
+        "    batch_size: 5000\n"
     )
     with pytest.raises(ConfigError) as caught:
         load_config(path)

@@ -691,7 +691,14 @@ class GoogleConnector:
         """
         if not self.source.attendance or not record.conference_id:
             return []
-        owner = record.calendar_owner or (record.organizer or "")
+        # Meet shows a conference to its space's owner and to who joined: ask as the
+        # organiser when we may act as them, else as the calendar's owner.
+        users = self._users()
+        owner = (
+            record.organizer
+            if record.organizer in users and self.source.service_account_key is not None
+            else record.calendar_owner or record.organizer or ""
+        )
         code = record.conference_id
         low = _rfc3339(record.start - timedelta(hours=1))
         high = _rfc3339(record.end + timedelta(hours=1))

@@ -127,6 +127,13 @@ class ConferenceRecord:
     start: datetime
     end: datetime
     participants: list[Participant]
+    owner: str  # the meeting space's owner (the organiser who created the link)
+
+    def visible_to(self, user: str, profile_id: str | None) -> bool:
+        """Space owners and participants may read a conference record, nobody else."""
+        return user == self.owner or any(
+            p.user_id is not None and p.user_id == profile_id for p in self.participants
+        )
 
 
 class GoogleFake:
@@ -325,6 +332,8 @@ class GoogleFake:
         start: datetime,
         end: datetime,
         present: dict[str, list[tuple[datetime, datetime]]],
+        *,
+        owner: str,
     ) -> None:
         """A Meet conference; ``present`` maps a user's email to their join/leave spans."""
         with self.lock:
@@ -338,6 +347,7 @@ class GoogleFake:
                         Participant(self.profile_ids.get(email), email.split("@")[0], spans)
                         for email, spans in present.items()
                     ],
+                    owner=owner,
                 )
             )
 
@@ -372,7 +382,7 @@ class GoogleFake:
         if path.startswith("/v2/conferenceRecords"):
             if "https://www.googleapis.com/auth/meetings.space.readonly" not in scopes:
                 return self._error(403, "insufficientPermissions", "Insufficient Permission")
-            return self._meet(path[len("/v2/") :], query)
+            return self._meet(path[len("/v2/") :], query, user)
         return self._error(404, "notFound", "Not Found")
 
     def _fault(self, path: str, *, outer: bool) -> Fault | None:
@@ -613,11 +623,15 @@ class GoogleFake:
 
     # -- Meet -----------------------------------------------------------------------------
 
-    def _meet(self, rest: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def _meet(
+        self, rest: str, query: dict[str, str], user: str
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = rest.split("/")
         with self.lock:
+            profile = self.profile_ids.get(user)
+            visible = [c for c in self.conferences if c.visible_to(user, profile)]
             if parts == ["conferenceRecords"]:
-                records = [c for c in self.conferences if _meet_filter(c, query.get("filter", ""))]
+                records = [c for c in visible if _meet_filter(c, query.get("filter", ""))]
                 return self._json(
                     200,
                     {
@@ -632,7 +646,7 @@ class GoogleFake:
                         ]
                     },
                 )
-            record = next((c for c in self.conferences if c.id == parts[1]), None)
+            record = next((c for c in visible if c.id == parts[1]), None)
             if record is None:
                 return self._error(404, "notFound", "Requested entity was not found.")
             if len(parts) == 3 and parts[2] == "participants":

@@ -517,6 +517,7 @@ def test_meet_attendance_evidence(google: RunningFake, key_file: Path) -> None:
             ],
             "stranger@example.com": [(start, start + timedelta(minutes=5))],
         },
+        owner=MENTOR,
     )
     store = Store()
     connector = connector_for(google, key_file, attendance=True)
@@ -753,7 +754,7 @@ def test_meet_evidence_turns_presumed_held_into_held_or_missed(
     present = {MENTOR: [(start, start + timedelta(minutes=45))]}
     if mentee_minutes:
         present[MENTEE] = [(start + timedelta(minutes=2), start + timedelta(minutes=42))]
-    fake.add_conference("kpq-wxyz-abc", start, start + timedelta(minutes=45), present)
+    fake.add_conference("kpq-wxyz-abc", start, start + timedelta(minutes=45), present, owner=MENTOR)
     path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", {**source, "attendance": True})
     ctx = jobs.Context.open(path, clock=lambda: NOW)
     try:

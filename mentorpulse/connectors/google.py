@@ -70,6 +70,7 @@ CALENDAR_ROOT = "https://www.googleapis.com"
 MEET_ROOT = "https://meet.googleapis.com"
 CURSOR_VERSION = 1
 PAGE_SIZE = 2500
+MEET_PAGE_SIZE = 100  # the documented maximum of the Meet lists
 MAX_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
 TOKEN_WORKERS = 16
@@ -702,20 +703,20 @@ class GoogleConnector:
         code = record.conference_id
         low = _rfc3339(record.start - timedelta(hours=1))
         high = _rfc3339(record.end + timedelta(hours=1))
-        meet = self._meet(owner)
-        conferences = self._single(
+        meet = self._meet(owner).conferenceRecords()
+        conferences = self._listed(
             owner,
-            meet.conferenceRecords().list(
-                filter=f'space.meeting_code = "{code}" AND start_time >= "{low}" '
-                f'AND start_time <= "{high}"'
-            ),
-        ).get("conferenceRecords", [])
+            meet.list,
+            "conferenceRecords",
+            filter=f'space.meeting_code = "{code}" AND start_time >= "{low}" '
+            f'AND start_time <= "{high}"',
+        )
         if not conferences:
             return []
-        event_id = record.provider_id.split("/", 1)[1]
+        holder = record.calendar_owner or owner
         event = self._single(
-            owner,
-            self._events.get(calendarId=owner, eventId=event_id),
+            holder,
+            self._events.get(calendarId=holder, eventId=record.provider_id.split("/", 1)[1]),
         )
         by_profile = {
             str(p["id"]): email
@@ -724,21 +725,20 @@ class GoogleConnector:
         }
         seen: dict[str, list[tuple[datetime, datetime]]] = {}
         for conference in conferences:
-            participants = self._single(
-                owner, meet.conferenceRecords().participants().list(parent=conference["name"])
-            ).get("participants", [])
+            participants = self._listed(
+                owner, meet.participants().list, "participants", parent=conference["name"]
+            )
             for participant in participants:
                 user = (participant.get("signedinUser") or {}).get("user", "")
                 email = by_profile.get(user.removeprefix("users/"))
                 if email is None:
                     continue  # anonymous, phone, or someone not invited
-                sessions = self._single(
+                sessions = self._listed(
                     owner,
-                    meet.conferenceRecords()
-                    .participants()
-                    .participantSessions()
-                    .list(parent=participant["name"]),
-                ).get("participantSessions", [])
+                    meet.participants().participantSessions().list,
+                    "participantSessions",
+                    parent=participant["name"],
+                )
                 for session in sessions:
                     if session.get("startTime") and session.get("endTime"):
                         span = (_parse_time(session["startTime"]), _parse_time(session["endTime"]))
@@ -766,6 +766,20 @@ class GoogleConnector:
                 client_options={"api_endpoint": f"{self._meet_root}/"},
             )
         return self._meet_api
+
+    def _listed(
+        self, user: str, method: Callable[..., HttpRequest], key: str, **params: str
+    ) -> list[dict[str, Any]]:
+        """Every item of a paged Meet list (pages of at most ``MEET_PAGE_SIZE``)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            extra = {"pageToken": token} if token else {}
+            answer = self._single(user, method(pageSize=MEET_PAGE_SIZE, **params, **extra))
+            items += answer.get(key) or []
+            token = answer.get("nextPageToken")
+            if not token:
+                return items
 
     def _single(self, user: str, request: HttpRequest) -> dict[str, Any]:
         """One call on its own, with the same retries and error mapping as a batch."""

@@ -632,19 +632,18 @@ class GoogleFake:
             visible = [c for c in self.conferences if c.visible_to(user, profile)]
             if parts == ["conferenceRecords"]:
                 records = [c for c in visible if _meet_filter(c, query.get("filter", ""))]
-                return self._json(
-                    200,
-                    {
-                        "conferenceRecords": [
-                            {
-                                "name": f"conferenceRecords/{c.id}",
-                                "startTime": rfc3339(c.start),
-                                "endTime": rfc3339(c.end),
-                                "space": f"spaces/{c.meeting_code}",
-                            }
-                            for c in records
-                        ]
-                    },
+                return self._meet_page(
+                    query,
+                    "conferenceRecords",
+                    [
+                        {
+                            "name": f"conferenceRecords/{c.id}",
+                            "startTime": rfc3339(c.start),
+                            "endTime": rfc3339(c.end),
+                            "space": f"spaces/{c.meeting_code}",
+                        }
+                        for c in records
+                    ],
                 )
             record = next((c for c in visible if c.id == parts[1]), None)
             if record is None:
@@ -665,24 +664,33 @@ class GoogleFake:
                     else:
                         item["anonymousUser"] = {"displayName": p.display_name}
                     listed.append(item)
-                return self._json(200, {"participants": listed, "totalSize": len(listed)})
+                return self._meet_page(query, "participants", listed)
             if len(parts) == 5 and parts[4] == "participantSessions":
                 participant = record.participants[int(parts[3])]
-                return self._json(
-                    200,
+                sessions = [
                     {
-                        "participantSessions": [
-                            {
-                                "name": f"conferenceRecords/{record.id}/participants/{parts[3]}"
-                                f"/participantSessions/{n}",
-                                "startTime": rfc3339(s),
-                                "endTime": rfc3339(e),
-                            }
-                            for n, (s, e) in enumerate(participant.sessions)
-                        ]
-                    },
-                )
+                        "name": f"conferenceRecords/{record.id}/participants/{parts[3]}"
+                        f"/participantSessions/{n}",
+                        "startTime": rfc3339(s),
+                        "endTime": rfc3339(e),
+                    }
+                    for n, (s, e) in enumerate(participant.sessions)
+                ]
+                return self._meet_page(query, "participantSessions", sessions)
         return self._error(404, "notFound", "Not Found")
+
+    def _meet_page(
+        self, query: dict[str, str], key: str, items: list[dict[str, Any]]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Meet's paging: ``pageSize`` (default 25 for conferences, 100 at most)."""
+        size = min(int(query.get("pageSize") or 25), 100)
+        offset = int(_decode(query["pageToken"]).get("offset", 0)) if "pageToken" in query else 0
+        payload: dict[str, Any] = {key: items[offset : offset + size]}
+        if key == "participants":
+            payload["totalSize"] = len(items)
+        if offset + size < len(items):
+            payload["nextPageToken"] = _encode({"offset": offset + size})
+        return self._json(200, payload)
 
     # -- batch ----------------------------------------------------------------------------
 

@@ -503,7 +503,9 @@ def test_quota_share_is_respected(google: RunningFake, key_file: Path) -> None:
 # ---------------------------------------------------------------- attendance
 
 
-def test_meet_attendance_evidence(google: RunningFake, key_file: Path) -> None:
+def test_meet_attendance_evidence(
+    google: RunningFake, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     populate(google.fake)
     start = NOW - timedelta(days=7)
     google.fake.add_conference(
@@ -524,6 +526,9 @@ def test_meet_attendance_evidence(google: RunningFake, key_file: Path) -> None:
     sync(connector, store)
     assert isinstance(connector, AttendanceSource)
 
+    import mentorpulse.connectors.google as module
+
+    monkeypatch.setattr(module, "MEET_PAGE_SIZE", 1)  # every list takes several pages
     evidence = connector.attendance_evidence(store.records[f"{MENTEE}/kickoff"])
 
     by_email = {e.email: e for e in evidence}

@@ -606,6 +606,20 @@ def test_sync_stage_stores_the_calendars_and_survives_a_resync(
         with ctx.sessions() as db:
             stored = {e.provider_id for e in db.query(Event)}
         assert stored == expected_keys(google.fake)
+
+        # The mentee's sync token expires (410) while an instance is cancelled: the
+        # stage resyncs from scratch and lets go of what the full listing no longer has.
+        gone = instance_id("weekly", NOW + timedelta(days=8))
+        google.fake.cancel(MENTEE, gone)
+        google.fake.expire_sync_tokens(MENTEE)
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        assert result.resynced
+        with ctx.sessions() as db:
+            stored_rows = [e.provider_id for e in db.query(Event)]
+        assert len(stored_rows) == len(set(stored_rows))  # nothing duplicated
+        assert set(stored_rows) == expected_keys(google.fake)
+        assert f"{MENTEE}/{gone}" not in stored_rows
     finally:
         ctx.engine.dispose()
 

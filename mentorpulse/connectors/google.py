@@ -177,7 +177,7 @@ class _Outcome:
     user: str
     phase: str
     response: dict[str, Any] | None
-    error: HttpError | None
+    error: object  # None, an HttpError, a transport exception, _NoCalendar or _Garbled
 
 
 class GoogleConnector:
@@ -284,9 +284,13 @@ class GoogleConnector:
             scopes=self.scopes,
         )
 
+    def _cache_key(self, user: str) -> tuple[str, str, tuple[str, ...]]:
+        delegated = self.source.service_account_key is not None
+        return (self._key_id, user if delegated else "", tuple(self.scopes))
+
     def _credentials_for(self, user: str) -> Any:
         """Valid credentials for reading ``user``'s data, cached across polls."""
-        key = (self._key_id, user if self.source.service_account_key else "", tuple(self.scopes))
+        key = self._cache_key(user)
         with _SHARED_LOCK:
             creds = _CREDENTIALS.get(key)
         if creds is None:
@@ -357,6 +361,13 @@ class GoogleConnector:
             raise TransientError(
                 self.source_id, f"cannot reach the Google token endpoint ({type(exc).__name__})"
             ) from None
+
+    def _forget(self, user: str) -> None:
+        """Drop ``user``'s cached token, so that the next call asks Google afresh."""
+        key = self._cache_key(user)
+        with _SHARED_LOCK:
+            _CREDENTIALS.pop(key, None)
+        self._authed.pop(user, None)
 
     def _http_for(self, user: str) -> google_auth_httplib2.AuthorizedHttp:
         creds = self._credentials_for(user)
@@ -505,6 +516,18 @@ class GoogleConnector:
         self.http_requests += 1
         try:
             batch.execute(http=self._http)
+        except google.auth.exceptions.RefreshError:
+            # A 401 made the library refresh a token, and Google refused: find whose, and
+            # turn it into the typed error of that user; the others are sent again.
+            answers = {}
+            for call in calls:
+                self._forget(call.user)
+                try:
+                    call.request.http = self._http_for(call.user)
+                except _NoCalendar as gone:
+                    answers[id(call)] = (None, gone)
+                else:
+                    answers[id(call)] = (None, _Garbled("expired token"))
         except (HttpError, OSError, HTTPException, httplib2.HttpLib2Error) as exc:
             log.info("google_batch_failed", source=self.source_id, error=type(exc).__name__)
             answers = {id(call): (None, exc) for call in calls}
@@ -515,7 +538,7 @@ class GoogleConnector:
 
     def _retry_wait(self, call: _Call, response: Any, error: Any) -> float | None:
         """Seconds to wait before retrying ``call``; None when its answer is final."""
-        if error is None:
+        if error is None or isinstance(error, _NoCalendar):
             return None
         retry_after: float | None = None
         if isinstance(error, HttpError):
@@ -601,6 +624,8 @@ class GoogleConnector:
                 return self._skip(user, "no calendar (suspended, deleted, or not shared)")
             state.page_token = None  # a rejected page token: start that listing again
             return self._skip(user, f"HTTP {status} {_reason(error) or ''}".strip())
+        if isinstance(error, _NoCalendar):
+            return self._skip(user, error.reason)
         return self._skip(user, _describe(error))
 
     def _skip(self, user: str, reason: str) -> ItemError:

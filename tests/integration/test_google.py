@@ -817,3 +817,21 @@ def test_new_window_slice_survives_a_failed_poll(google: RunningFake, key_file: 
     window_end = later().window.end
     mentee = {r.start for r in store.records.values() if r.calendar_owner == MENTEE}
     assert mentee == {s for s in starts if s < window_end}
+
+
+def test_revoked_access_tokens_are_renewed_or_named(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    store = Store()
+    sync(connector_for(google, key_file), store)
+    google.fake.move(MENTEE, "kickoff", NOW - timedelta(days=6))
+
+    # Google revokes the access tokens early: a 401, a new token, the call again.
+    google.fake.access_tokens.clear()
+    sync(connector_for(google, key_file), store)
+    assert store.records[f"{MENTEE}/kickoff"].start == NOW - timedelta(days=6)
+
+    # ... and once the delegation is withdrawn, the new token is refused: AuthError.
+    google.fake.access_tokens.clear()
+    google.fake.delegated_scopes = set()
+    with pytest.raises(AuthError, match="domain-wide delegation"):
+        sync(connector_for(google, key_file), store)

@@ -33,7 +33,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -841,6 +841,3 @@ def serve(fake: GoogleFake) -> Iterator[RunningFake]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-FakeFactory = Callable[[], RunningFake]

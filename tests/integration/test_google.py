@@ -702,6 +702,28 @@ def test_auth_google_refuses_a_service_account_source(
     assert "Traceback" not in result.output
 
 
+def test_auth_google_needs_the_key_before_the_browser_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    monkeypatch.delenv("MENTORPULSE_SECRET_KEY", raising=False)
+    (tmp_path / "client.json").write_text(
+        json.dumps({"installed": {"client_id": "c", "client_secret": "s"}})
+    )
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {"id": "gw", "kind": "google", "users": [MENTOR], "oauth_client": "client.json"},
+    )
+    result = CliRunner().invoke(app, ["auth", "google", "--config", str(path), "--no-browser"])
+    assert result.exit_code == 1
+    assert "MENTORPULSE_SECRET_KEY is not set" in result.output
+    assert "Open this address" not in result.output
+
+
 def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
     from mentorpulse.config.loader import load_config
     from mentorpulse.errors import ConfigError

@@ -851,3 +851,37 @@ def test_revoked_access_tokens_are_renewed_or_named(google: RunningFake, key_fil
     google.fake.delegated_scopes = set()
     with pytest.raises(AuthError, match="domain-wide delegation"):
         sync(connector_for(google, key_file), store)
+
+
+def test_all_day_events_rooms_and_optional_attendees(google: RunningFake, key_file: Path) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.put_event(
+        MENTOR,
+        {
+            "id": "offsite",
+            "start": {"date": "2026-03-05"},
+            "end": {"date": "2026-03-06"},
+            "organizer": {"email": MENTOR, "self": True},
+            "attendees": [
+                {"email": "Mira@Example.org", "responseStatus": "accepted", "self": True},
+                {"email": MENTEE, "responseStatus": "tentative", "optional": True},
+                {
+                    "email": "room-1@resource.example.org",
+                    "resource": True,
+                    "responseStatus": "accepted",
+                },
+            ],
+        },
+    )
+    store = Store()
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+
+    (record,) = store.records.values()
+    assert record.all_day
+    # The calendar's zone (the fake's is Europe/Berlin) places an all-day date.
+    assert record.start == datetime(2026, 3, 4, 23, 0, tzinfo=UTC)
+    assert record.end == datetime(2026, 3, 5, 23, 0, tzinfo=UTC)
+    assert {a.email for a in record.attendees} == {MENTOR, MENTEE}  # rooms are not people
+    assert next(a for a in record.attendees if a.email == MENTEE).optional
+    assert record.calendar_owner == MENTOR

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands import auth_google
 from mentorpulse.commands import status as status_command
 from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
@@ -31,6 +32,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(auth_app, name="auth")
 auth_app.command("microsoft")(auth_microsoft)
+auth_app.command("google")(auth_google.google)
 app.command("status")(status_command.status)
 app.add_typer(outbox_app, name="outbox")
 app.command("notify")(notify)

@@ -182,7 +182,60 @@ class MicrosoftSource(Strict):
         return self
 
 
-Source = Annotated[IcsSource | MicrosoftSource, Field(discriminator="kind")]
+class GoogleSource(Strict):
+    """Google Workspace calendars, read through the Calendar API (and Meet for attendance).
+
+    Either a service account with domain-wide delegation reads each user's own primary
+    calendar, or (small setups) one person signs in with ``mentorpulse auth google`` and
+    the calendars listed must be shared with them.
+    """
+
+    id: str
+    kind: Literal["google"]
+    users: tuple[str, ...] = Field(
+        min_length=1, description="Email addresses whose primary calendars are read."
+    )
+    service_account_key: str | None = Field(
+        None, description="The service account's JSON key file (domain-wide delegation)."
+    )
+    oauth_client: str | None = Field(
+        None,
+        description="The OAuth client JSON of an installed (desktop) app; sign in with "
+        "`mentorpulse auth google` first.",
+    )
+    token_store: str = Field(
+        "tokens.json", description="Encrypted sign-in tokens ($MENTORPULSE_SECRET_KEY)."
+    )
+    attendance: bool = Field(
+        False, description="Read Google Meet attendance as evidence (adds the Meet scope)."
+    )
+    window_past: Duration = Field(timedelta(days=180), description="How far back to read.")
+    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: Duration = timedelta(minutes=15)
+    batch_size: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Calls per batch request (Google allows 1,000; big ones hit rate limits).",
+    )
+    quota_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the API quotas this poller may use."
+    )
+    project_quota_per_minute: int = Field(10_000, ge=1, description="Project-wide quota.")
+    user_quota_per_minute: int = Field(600, ge=1, description="Per-user quota.")
+    api_root: str | None = Field(
+        None, description="Serve all APIs from this root URL (a proxy or a test double)."
+    )
+    timeout: Duration = Field(timedelta(seconds=60), description="Per HTTP request.")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GoogleSource:
+        if (self.service_account_key is None) == (self.oauth_client is None):
+            raise ValueError("give exactly one of service_account_key or oauth_client")
+        return self
+
+
+Source = Annotated[IcsSource | GoogleSource | MicrosoftSource, Field(discriminator="kind")]
 
 
 class RosterConfig(Strict):
@@ -391,9 +444,7 @@ class MentorpulseConfig(Strict):
 
     @field_validator("sources")
     @classmethod
-    def _unique_sources(
-        cls, sources: tuple[IcsSource | MicrosoftSource, ...]
-    ) -> tuple[IcsSource | MicrosoftSource, ...]:
+    def _unique_sources(cls, sources: tuple[Source, ...]) -> tuple[Source, ...]:
         _no_duplicates("source id", [s.id for s in sources])
         return sources
 

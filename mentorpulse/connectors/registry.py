@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from mentorpulse.config.schema import IcsSource, MicrosoftSource
+from mentorpulse.config.schema import GoogleSource, IcsSource, MicrosoftSource
 from mentorpulse.connectors.base import Connector
 
-SourceConfig = IcsSource | MicrosoftSource  # grows into the union of every provider's config model
+SourceConfig = IcsSource | GoogleSource | MicrosoftSource  # every provider's config model
 
 
 def build_connector(
@@ -23,4 +23,8 @@ def build_connector(
         from mentorpulse.connectors.microsoft import MicrosoftConnector
 
         return MicrosoftConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
+    if source.kind == "google":
+        from mentorpulse.connectors.google import GoogleConnector
+
+        return GoogleConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
     raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

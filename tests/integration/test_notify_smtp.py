@@ -421,7 +421,6 @@ def test_two_dispatchers_racing_on_postgresql_send_each_row_once(
             thread.join(timeout=120)
         assert errors == []
         assert sum(results) == 123
-        assert all(n > 0 for n in results), "both workers took a share"
         ids = server.recorder.message_ids()
         assert len(ids) == 123
         assert len(set(ids)) == 123

@@ -1,0 +1,887 @@
+"""The google connector: the real google-api-python-client against the loopback fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from mentorpulse.config.schema import GoogleSource
+from mentorpulse.connectors.base import (
+    AttendanceSource,
+    AuthError,
+    CursorExpired,
+    EventRecord,
+    Response,
+    SyncPage,
+    TransientError,
+)
+from mentorpulse.connectors.google import GoogleConnector
+from tests.fakes.google_api import Fault, GoogleFake, RunningFake, instance_id, serve
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+MENTOR = "mira@example.org"
+MENTEE = "theo@example.org"
+
+
+@pytest.fixture
+def google() -> Iterator[RunningFake]:
+    yield from serve(GoogleFake())
+
+
+@pytest.fixture
+def key_file(google: RunningFake, tmp_path: Path) -> Path:
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(google.service_account))
+    return path
+
+
+def make_source(google: RunningFake, key_file: Path, **overrides: Any) -> GoogleSource:
+    values: dict[str, Any] = {
+        "id": "gw",
+        "kind": "google",
+        "users": [MENTOR, MENTEE],
+        "service_account_key": str(key_file),
+        "api_root": google.url,
+        **overrides,
+    }
+    return GoogleSource.model_validate(values)
+
+
+class Store:
+    """What the sync stage would keep: records by provider id and the cursor."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, EventRecord] = {}
+        self.cursor: Mapping[str, object] | None = None
+        self.errors: list[str] = []
+        self.pages = 0
+
+    def apply(self, page: SyncPage) -> None:
+        self.pages += 1
+        for key in page.deleted:
+            self.records.pop(key, None)
+        for record in page.records:
+            self.records[record.provider_id] = record
+        self.errors += [e.message for e in page.errors]
+        if page.cursor is not None:
+            self.cursor = json.loads(json.dumps(page.cursor))
+
+
+def sync(connector: GoogleConnector, store: Store) -> None:
+    for page in connector.sync(store.cursor):
+        store.apply(page)
+
+
+def connector_for(
+    google: RunningFake, key_file: Path, sleeps: list[float] | None = None, **overrides: Any
+) -> GoogleConnector:
+    recorded = sleeps if sleeps is not None else []
+    return GoogleConnector(
+        make_source(google, key_file, **overrides),
+        base_dir=key_file.parent,
+        now=NOW,
+        sleep=recorded.append,
+        jitter=lambda: 0.5,
+    )
+
+
+def populate(fake: GoogleFake) -> None:
+    fake.add_user(MENTOR)
+    fake.add_user(MENTEE)
+    fake.meeting(
+        [MENTOR, MENTEE],
+        event_id="kickoff",
+        start=NOW - timedelta(days=7),
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "tentative"},
+        meet_code="abc-defg-hij",
+    )
+    fake.series(
+        [MENTOR, MENTEE],
+        series_id="weekly",
+        first=NOW + timedelta(days=1),
+        count=4,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "needsAction"},
+    )
+
+
+def expected_keys(fake: GoogleFake, window_end: datetime | None = None) -> set[str]:
+    """Provider ids of every live event of the fake inside the window."""
+    keys = set()
+    for owner in fake.calendars:
+        for event in fake.live_events(owner).values():
+            start = datetime.fromisoformat(event["start"]["dateTime"].replace("Z", "+00:00"))
+            if window_end is None or start < window_end:
+                keys.add(f"{owner}/{event['id']}")
+    return keys
+
+
+# ---------------------------------------------------------------- first and incremental sync
+
+
+def test_first_sync_reads_every_occurrence_with_responses_and_meet(
+    google: RunningFake, key_file: Path
+) -> None:
+    populate(google.fake)
+    store = Store()
+    sync(connector_for(google, key_file), store)
+
+    assert set(store.records) == expected_keys(google.fake)
+    kickoff = store.records[f"{MENTEE}/kickoff"]
+    assert kickoff.organizer == MENTOR
+    assert kickoff.calendar_owner == MENTEE
+    assert kickoff.response_of(MENTEE) is Response.TENTATIVE
+    assert kickoff.response_of(MENTOR) is Response.ACCEPTED
+    assert kickoff.conference_id == "abc-defg-hij"
+    assert kickoff.zone == "Europe/Berlin"
+    assert kickoff.start == NOW - timedelta(days=7)
+    second = store.records[f"{MENTOR}/{instance_id('weekly', NOW + timedelta(days=8))}"]
+    assert second.series_id == "weekly"
+    assert second.original_start == NOW + timedelta(days=8)
+    # The first listing sent the window and the filters, 2,500 a page.
+    first_list = next(q for p, q in google.fake.calls if p.endswith("/events"))
+    assert first_list["singleEvents"] == "true"
+    assert first_list["eventTypes"] == "default"
+    assert first_list["maxResults"] == "2500"
+    assert "timeMin" in first_list
+    assert "timeMax" in first_list
+
+
+def test_unchanged_poll_sends_only_the_sync_token_and_yields_nothing(
+    google: RunningFake, key_file: Path
+) -> None:
+    populate(google.fake)
+    store = Store()
+    sync(connector_for(google, key_file), store)
+    google.fake.calls.clear()
+    before = google.fake.http_requests
+
+    pages = list(connector_for(google, key_file).sync(store.cursor))
+
+    assert pages == []
+    assert google.fake.http_requests - before == 1  # both calendars in one batch request
+    assert len(google.fake.calls) == 2
+    for _path, query in google.fake.calls:
+        assert "syncToken" in query
+        assert not {"timeMin", "timeMax", "showDeleted", "pageToken"} & set(query)
+
+
+def test_each_kind_of_change_arrives_incrementally(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    fake = google.fake
+    store = Store()
+    sync(connector_for(google, key_file), store)
+
+    moved = instance_id("weekly", NOW + timedelta(days=8))
+    cancelled = instance_id("weekly", NOW + timedelta(days=15))
+    for owner in (MENTOR, MENTEE):
+        fake.move(owner, moved, NOW + timedelta(days=9))
+        fake.cancel(owner, cancelled)
+        fake.cancel(owner, "kickoff")
+    fake.update(
+        MENTEE,
+        instance_id("weekly", NOW + timedelta(days=1)),
+        attendees=[
+            {"email": MENTOR, "responseStatus": "accepted", "organizer": True},
+            {"email": MENTEE, "responseStatus": "declined", "self": True},
+        ],
+    )
+    fake.meeting(
+        [MENTOR],
+        event_id="new-one",
+        start=NOW + timedelta(days=3),
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "needsAction"},
+    )
+    sync(connector_for(google, key_file), store)
+
+    assert set(store.records) == expected_keys(fake)
+    moved_record = store.records[f"{MENTOR}/{moved}"]
+    assert moved_record.start == NOW + timedelta(days=9)
+    assert moved_record.original_start == NOW + timedelta(days=8)  # same slot, moved
+    assert f"{MENTOR}/{cancelled}" not in store.records
+    assert f"{MENTOR}/kickoff" not in store.records
+    first = store.records[f"{MENTEE}/{instance_id('weekly', NOW + timedelta(days=1))}"]
+    assert first.response_of(MENTEE) is Response.DECLINED
+    assert f"{MENTOR}/new-one" in store.records
+
+
+def test_paging_resumes_mid_calendar_after_a_crash(
+    google: RunningFake, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mentorpulse.connectors.google as module
+
+    fake = google.fake
+    fake.add_user(MENTOR)
+    starts = fake.series(
+        [MENTOR],
+        series_id="daily",
+        first=NOW - timedelta(days=100),
+        count=180,
+        every=timedelta(days=1),
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+    )
+    monkeypatch.setattr(module, "PAGE_SIZE", 50)
+    store = Store()
+    connector = connector_for(google, key_file, users=[MENTOR])
+    pages = connector.sync(None)
+    store.apply(next(pages))  # one page stored, then the process dies
+    pages.close()
+    assert store.cursor is not None
+    state = store.cursor["calendars"][MENTOR]  # type: ignore[index]
+    assert state["page_token"]
+    assert "sync_token" not in state
+    fake.calls.clear()
+
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+
+    assert "pageToken" in fake.calls[0][1]  # resumed, not restarted
+    assert len(fake.calls) == 3  # 180 instances in the window: 4 pages, 1 done before
+    assert sorted(r.start for r in store.records.values()) == [
+        s for s in starts if s < connector.window.end
+    ]
+    state = store.cursor["calendars"][MENTOR]  # type: ignore[index]
+    assert state.get("sync_token")
+    assert not state.get("page_token")
+
+
+def test_series_edited_years_ahead_keeps_only_the_window(
+    google: RunningFake, key_file: Path
+) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    store = Store()
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+    # An edited series: Google returns instances for years to come to the sync token.
+    starts = fake.series(
+        [MENTOR],
+        series_id="forever",
+        first=NOW + timedelta(days=2),
+        count=150,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+    )
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+    window = connector_for(google, key_file).window
+    assert {r.start for r in store.records.values()} == {s for s in starts if s < window.end}
+    assert max(s for s in starts) > window.end + timedelta(days=365)
+
+
+def test_window_moving_on_lists_the_new_slice_once(google: RunningFake, key_file: Path) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    starts = fake.series(
+        [MENTOR],
+        series_id="weekly",
+        first=NOW,
+        count=30,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+    )
+    store = Store()
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+    first_end = connector_for(google, key_file).window.end
+    assert max(r.start for r in store.records.values()) < first_end
+
+    later = NOW + timedelta(days=14)
+    connector = GoogleConnector(
+        make_source(google, key_file, users=[MENTOR]),
+        base_dir=key_file.parent,
+        now=later,
+        sleep=lambda _s: None,
+    )
+    sync(connector, store)
+    in_window = {s for s in starts if s < connector.window.end}
+    assert {r.start for r in store.records.values()} == in_window
+    fake.calls.clear()
+    connector = GoogleConnector(
+        make_source(google, key_file, users=[MENTOR]),
+        base_dir=key_file.parent,
+        now=later,
+        sleep=lambda _s: None,
+    )
+    assert list(connector.sync(store.cursor)) == []
+    assert len(fake.calls) == 1  # the slice is not listed again
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_expired_sync_token_raises_cursor_expired(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    store = Store()
+    sync(connector_for(google, key_file), store)
+    google.fake.expire_sync_tokens(MENTEE)
+
+    with pytest.raises(CursorExpired, match=MENTEE):
+        sync(connector_for(google, key_file), store)
+
+    # The resync from scratch gives exactly the fake's state again, no duplicates.
+    fresh = Store()
+    sync(connector_for(google, key_file), fresh)
+    assert set(fresh.records) == expected_keys(google.fake)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(403, "rateLimitExceeded", times=2),
+        Fault(403, "userRateLimitExceeded"),
+        Fault(429, "rateLimitExceeded", retry_after=7),
+        Fault(500, "backendError", times=2),
+        Fault(0, outer=True),
+        Fault(503, "backendError", outer=True),
+        Fault(-1, outer=True, retry_after=2),
+    ],
+    ids=["403-rate", "403-user-rate", "429-retry-after", "500", "dropped", "503-batch", "timeout"],
+)
+def test_transient_faults_are_retried_with_backoff(
+    google: RunningFake, key_file: Path, fault: Fault
+) -> None:
+    populate(google.fake)
+    google.fake.faults.append(fault)
+    sleeps: list[float] = []
+    store = Store()
+    sync(connector_for(google, key_file, sleeps, timeout="1s"), store)
+
+    assert set(store.records) == expected_keys(google.fake)
+    assert sleeps, "a retry waits first"
+    if fault.retry_after and fault.status > 0:
+        assert max(sleeps) >= fault.retry_after
+    assert sleeps == sorted(sleeps)  # exponential, not constant
+
+
+def test_persistent_rate_limit_becomes_transient_error(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    google.fake.faults.append(Fault(429, "rateLimitExceeded", retry_after=30, times=100))
+    sleeps: list[float] = []
+    with pytest.raises(TransientError) as caught:
+        sync(connector_for(google, key_file, sleeps), Store())
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after >= 30
+    assert len(sleeps) == 4
+
+
+def test_suspended_user_is_skipped_not_a_failed_sync(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    google.fake.suspended.add(MENTEE)
+    store = Store()
+    with capture_logs() as logs:
+        sync(connector_for(google, key_file), store)
+    assert {k.split("/")[0] for k in store.records} == {MENTOR}
+    assert any(MENTEE in e and "skipped" in e for e in store.errors)
+    assert any(e["event"] == "google_calendar_skipped" for e in logs)
+
+
+def test_missing_delegation_is_an_auth_error_naming_the_user(
+    google: RunningFake, key_file: Path
+) -> None:
+    populate(google.fake)
+    google.fake.delegated_scopes = set()
+    with pytest.raises(AuthError) as caught:
+        sync(connector_for(google, key_file, users=["other@example.org"]), Store())
+    assert "other@example.org" in caught.value.message
+    assert "domain-wide delegation" in caught.value.message
+    private_key = google.service_account["private_key"]
+    assert private_key.splitlines()[1] not in str(caught.value)
+
+
+def test_revoked_sign_in_is_an_auth_error_without_the_token(
+    google: RunningFake, tmp_path: Path
+) -> None:
+    from mentorpulse.credentials import TokenStore, generate_key
+
+    populate(google.fake)
+    google.fake.calendars[MENTEE].shared_with.add(google.fake.oauth_user)
+    client = tmp_path / "client.json"
+    client.write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid.apps.googleusercontent.com",
+                    "client_secret": "GOCSPX-very-secret",
+                    "auth_uri": f"{google.url}/o/oauth2/auth",
+                    "token_uri": f"{google.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
+    key = generate_key()
+    TokenStore(tmp_path / "tokens.json", key).save("google:gw", "1//revoked-refresh-token")
+    source = GoogleSource.model_validate(
+        {
+            "id": "gw",
+            "kind": "google",
+            "users": [MENTEE, MENTOR],  # only the mentee shared her calendar
+            "oauth_client": str(client),
+            "api_root": google.url,
+        }
+    )
+    connector = GoogleConnector(source, base_dir=tmp_path, now=NOW, token_key=key)
+    with capture_logs() as logs, pytest.raises(AuthError) as caught:
+        list(connector.sync(None))
+    assert MENTEE in caught.value.message
+    assert "auth google" in caught.value.message
+    for text in (str(caught.value), json.dumps(logs, default=str)):
+        assert "revoked-refresh-token" not in text
+        assert "very-secret" not in text
+
+    # A valid refresh token reads the calendar shared with the signed-in user.
+    google.fake.refresh_tokens["1//good"] = google.fake.oauth_user
+    TokenStore(tmp_path / "tokens.json", key).save("google:gw", "1//good")
+    store = Store()
+    sync(GoogleConnector(source, base_dir=tmp_path, now=NOW, token_key=key), store)
+    assert {k.split("/")[0] for k in store.records} == {MENTEE}
+    assert store.errors == [
+        f"calendar of {MENTOR} skipped: no calendar (suspended, deleted, or not shared)"
+    ]
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_200_unchanged_calendars_cost_four_batch_requests(
+    google: RunningFake, key_file: Path
+) -> None:
+    fake = google.fake
+    users = [f"user{n:03d}@example.org" for n in range(200)]
+    for user in users:
+        fake.add_user(user)
+        fake.meeting(
+            [user],
+            event_id=f"e-{user.split('@')[0]}",
+            start=NOW + timedelta(days=1),
+            organizer=user,
+            attendees={user: "accepted"},
+        )
+    store = Store()
+    sync(connector_for(google, key_file, users=users), store)
+    assert len(store.records) == 200
+    before_http, before_calls = fake.http_requests, fake.api_calls
+    fake.batch_sizes.clear()
+
+    connector = connector_for(google, key_file, users=users)
+    assert list(connector.sync(store.cursor)) == []
+
+    assert fake.api_calls - before_calls == 200  # one call per calendar
+    assert fake.http_requests - before_http == 4  # in batches of 50
+    assert fake.batch_sizes == [50, 50, 50, 50]
+    assert connector.http_requests == 4
+
+
+def test_quota_share_is_respected(google: RunningFake, key_file: Path) -> None:
+    """With a 120/min project quota at half share, 100 calls must wait for 40 tokens."""
+    fake = google.fake
+    users = [f"q{n:03d}@example.org" for n in range(100)]
+    for user in users:
+        fake.add_user(user)
+    sleeps: list[float] = []
+    connector = connector_for(
+        google, key_file, sleeps, users=users, project_quota_per_minute=120, quota_share=0.5
+    )
+    sync(connector, Store())
+    # 60 tokens in the bucket, refilled at one a second: the last batch waits ≈40 s.
+    assert sleeps
+    assert 30 <= sum(sleeps) <= 60
+
+
+# ---------------------------------------------------------------- attendance
+
+
+def test_meet_attendance_evidence(
+    google: RunningFake, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(google.fake)
+    start = NOW - timedelta(days=7)
+    google.fake.add_conference(
+        "abc-defg-hij",
+        start,
+        start + timedelta(minutes=50),
+        {
+            MENTOR: [
+                (start, start + timedelta(minutes=20)),
+                (start + timedelta(minutes=25), start + timedelta(minutes=50)),
+            ],
+            "stranger@example.com": [(start, start + timedelta(minutes=5))],
+        },
+        owner=MENTOR,
+    )
+    store = Store()
+    connector = connector_for(google, key_file, attendance=True)
+    sync(connector, store)
+    assert isinstance(connector, AttendanceSource)
+
+    import mentorpulse.connectors.google as module
+
+    monkeypatch.setattr(module, "MEET_PAGE_SIZE", 1)  # every list takes several pages
+    evidence = connector.attendance_evidence(store.records[f"{MENTEE}/kickoff"])
+
+    by_email = {e.email: e for e in evidence}
+    assert set(by_email) == {MENTOR, MENTEE}
+    assert by_email[MENTOR].seconds_present == 45 * 60
+    assert by_email[MENTOR].joined_at == start
+    assert by_email[MENTOR].left_at == start + timedelta(minutes=50)
+    assert by_email[MENTEE].seconds_present == 0  # the conference happened without them
+    assert {e.system for e in evidence} == {"google_meet"}
+    assert all(e.provider_id == f"{MENTEE}/kickoff" for e in evidence)
+
+
+def test_no_conference_log_is_no_evidence(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    store = Store()
+    with_meet = connector_for(google, key_file, attendance=True)
+    sync(with_meet, store)
+    record = store.records[f"{MENTOR}/kickoff"]
+    assert with_meet.attendance_evidence(record) == []
+    # Off by default: no Meet call and no Meet scope requested.
+    calls = len(google.fake.calls)
+    assert connector_for(google, key_file).attendance_evidence(record) == []
+    assert len(google.fake.calls) == calls
+
+
+# ---------------------------------------------------------------- through the sync stage
+
+
+def write_config(tmp_path: Path, database_url: str, source: dict[str, Any]) -> Path:
+    (tmp_path / "roster.csv").write_text(
+        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2025-01-06\n"
+    )
+    config = {
+        "database": database_url,
+        "timezone": "Europe/Berlin",
+        "sources": [source],
+        "roster": {"path": "roster.csv"},
+        "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+    }
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def test_sync_stage_stores_the_calendars_and_survives_a_resync(
+    google: RunningFake, key_file: Path, tmp_path: Path, database_url: str
+) -> None:
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Event
+
+    populate(google.fake)
+    path = write_config(
+        tmp_path,
+        database_url,
+        {
+            "id": "gw",
+            "kind": "google",
+            "users": [MENTOR, MENTEE],
+            "service_account_key": key_file.name,
+            "api_root": google.url,
+        },
+    )
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        with ctx.sessions() as db:
+            stored = {e.provider_id for e in db.query(Event)}
+        assert stored == expected_keys(google.fake)
+
+        google.fake.cancel(MENTOR, "kickoff")
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok
+        assert result.deleted == 1
+        with ctx.sessions() as db:
+            stored = {e.provider_id for e in db.query(Event)}
+        assert stored == expected_keys(google.fake)
+
+        # The mentee's sync token expires (410) while an instance is cancelled: the
+        # stage resyncs from scratch and lets go of what the full listing no longer has.
+        gone = instance_id("weekly", NOW + timedelta(days=8))
+        google.fake.cancel(MENTEE, gone)
+        google.fake.expire_sync_tokens(MENTEE)
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        assert result.resynced
+        with ctx.sessions() as db:
+            stored_rows = [e.provider_id for e in db.query(Event)]
+        assert len(stored_rows) == len(set(stored_rows))  # nothing duplicated
+        assert set(stored_rows) == expected_keys(google.fake)
+        assert f"{MENTEE}/{gone}" not in stored_rows
+    finally:
+        ctx.engine.dispose()
+
+
+def test_auth_google_stores_the_refresh_token_encrypted(
+    google: RunningFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import webbrowser
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+    from mentorpulse.credentials import TokenStore, generate_key
+
+    class ConsentingBrowser(webbrowser.BaseBrowser):
+        """A person who opens the consent page and agrees (the fake redirects back)."""
+
+        def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+            threading.Thread(
+                target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
+            ).start()
+            return True
+
+    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain http
+    key = generate_key()
+    monkeypatch.setenv("MENTORPULSE_SECRET_KEY", key)
+    (tmp_path / "client.json").write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid.apps.googleusercontent.com",
+                    "client_secret": "GOCSPX-client-secret",
+                    "auth_uri": f"{google.url}/o/oauth2/auth",
+                    "token_uri": f"{google.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {
+            "id": "gw",
+            "kind": "google",
+            "users": [MENTEE],
+            "oauth_client": "client.json",
+            "token_store": "secrets/tokens.json",
+        },
+    )
+    result = CliRunner().invoke(
+        app, ["auth", "google", "--config", str(path), "--browser", "mentorpulse-consent"]
+    )
+    assert result.exit_code == 0, result.output
+    stored = (tmp_path / "secrets" / "tokens.json").read_text()
+    (refresh,) = google.fake.refresh_tokens
+    assert refresh not in stored  # encrypted at rest
+    assert refresh not in result.output
+    assert TokenStore(tmp_path / "secrets" / "tokens.json").load("google:gw") == refresh
+
+
+def test_auth_google_refuses_a_service_account_source(
+    google: RunningFake, key_file: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {"id": "gw", "kind": "google", "users": [MENTOR], "service_account_key": "sa.json"},
+    )
+    result = CliRunner().invoke(app, ["auth", "google", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "uses a service account" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_auth_google_needs_the_key_before_the_browser_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    monkeypatch.delenv("MENTORPULSE_SECRET_KEY", raising=False)
+    (tmp_path / "client.json").write_text(
+        json.dumps({"installed": {"client_id": "c", "client_secret": "s"}})
+    )
+    path = write_config(
+        tmp_path,
+        "sqlite:///mp.db",
+        {"id": "gw", "kind": "google", "users": [MENTOR], "oauth_client": "client.json"},
+    )
+    result = CliRunner().invoke(app, ["auth", "google", "--config", str(path), "--no-browser"])
+    assert result.exit_code == 1
+    assert "MENTORPULSE_SECRET_KEY is not set" in result.output
+    assert "Open this address" not in result.output
+
+
+def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    from mentorpulse.config.loader import load_config
+    from mentorpulse.errors import ConfigError
+
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - id: gw\n"
+        "    kind: google\n"
+        "    users: [a@example.org]\n"
+        "    service_account_key: sa.json\n"
+        "    oauth_client: client.json\n"
+        "  - id: gw2\n"
+        "    kind: google\n"
+        "    users: [a@example.org]\n"
+        "    oauth_client: client.json\n"
+        "    batch_size: 5000\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    assert f"{path}:2" in problems
+    assert "exactly one of service_account_key or oauth_client" in problems
+    assert f"{path}:11" in problems
+    assert "batch_size" in problems
+
+
+@pytest.mark.parametrize(
+    ("mentee_minutes", "outcome"), [(40, "held"), (0, "missed")], ids=["joined", "no-show"]
+)
+def test_meet_evidence_turns_presumed_held_into_held_or_missed(
+    google: RunningFake, key_file: Path, tmp_path: Path, mentee_minutes: int, outcome: str
+) -> None:
+    from sqlalchemy import select
+
+    from mentorpulse.daemon import jobs
+    from mentorpulse.storage.models import Session as SessionRow
+
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.add_user(MENTEE)
+    start = NOW - timedelta(days=2)
+    fake.meeting(
+        [MENTOR, MENTEE],
+        event_id="weekly-chat",
+        start=start,
+        minutes=45,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+        meet_code="kpq-wxyz-abc",
+    )
+    source = {
+        "id": "gw",
+        "kind": "google",
+        "users": [MENTOR, MENTEE],
+        "service_account_key": key_file.name,
+        "api_root": google.url,
+    }
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", source)
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        jobs.sync_sources(ctx)
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            assert db.scalar(select(SessionRow.outcome)) == "presumed_held"
+    finally:
+        ctx.engine.dispose()
+
+    present = {MENTOR: [(start, start + timedelta(minutes=45))]}
+    if mentee_minutes:
+        present[MENTEE] = [(start + timedelta(minutes=2), start + timedelta(minutes=42))]
+    fake.add_conference("kpq-wxyz-abc", start, start + timedelta(minutes=45), present, owner=MENTOR)
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", {**source, "attendance": True})
+    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    try:
+        (result,) = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        assert result.attendance_checked == 2  # the mentor's and the mentee's copy
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            assert list(db.scalars(select(SessionRow.outcome))) == [outcome]
+    finally:
+        ctx.engine.dispose()
+
+
+def test_new_window_slice_survives_a_failed_poll(google: RunningFake, key_file: Path) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.add_user(MENTEE)
+    starts = fake.series(
+        [MENTOR, MENTEE],
+        series_id="weekly",
+        first=NOW,
+        count=30,
+        organizer=MENTOR,
+        attendees={MENTOR: "accepted", MENTEE: "accepted"},
+    )
+    store = Store()
+    sync(connector_for(google, key_file), store)
+
+    def later() -> GoogleConnector:
+        return GoogleConnector(
+            make_source(google, key_file, batch_size=1),
+            base_dir=key_file.parent,
+            now=NOW + timedelta(days=21),
+            sleep=lambda _s: None,
+        )
+
+    fake.faults.append(Fault(500, "backendError", times=5, calendar=MENTEE))  # all retries
+    with pytest.raises(TransientError):
+        sync(later(), store)  # the mentor's page (and cursor) was stored, not the mentee's
+    sync(later(), store)
+    window_end = later().window.end
+    mentee = {r.start for r in store.records.values() if r.calendar_owner == MENTEE}
+    assert mentee == {s for s in starts if s < window_end}
+
+
+def test_revoked_access_tokens_are_renewed_or_named(google: RunningFake, key_file: Path) -> None:
+    populate(google.fake)
+    store = Store()
+    sync(connector_for(google, key_file), store)
+    google.fake.move(MENTEE, "kickoff", NOW - timedelta(days=6))
+
+    # Google revokes the access tokens early: a 401, a new token, the call again.
+    google.fake.access_tokens.clear()
+    sync(connector_for(google, key_file), store)
+    assert store.records[f"{MENTEE}/kickoff"].start == NOW - timedelta(days=6)
+
+    # ... and once the delegation is withdrawn, the new token is refused: AuthError.
+    google.fake.access_tokens.clear()
+    google.fake.delegated_scopes = set()
+    with pytest.raises(AuthError, match="domain-wide delegation"):
+        sync(connector_for(google, key_file), store)
+
+
+def test_all_day_events_rooms_and_optional_attendees(google: RunningFake, key_file: Path) -> None:
+    fake = google.fake
+    fake.add_user(MENTOR)
+    fake.put_event(
+        MENTOR,
+        {
+            "id": "offsite",
+            "start": {"date": "2026-03-05"},
+            "end": {"date": "2026-03-06"},
+            "organizer": {"email": MENTOR, "self": True},
+            "attendees": [
+                {"email": "Mira@Example.org", "responseStatus": "accepted", "self": True},
+                {"email": MENTEE, "responseStatus": "tentative", "optional": True},
+                {
+                    "email": "room-1@resource.example.org",
+                    "resource": True,
+                    "responseStatus": "accepted",
+                },
+            ],
+        },
+    )
+    store = Store()
+    sync(connector_for(google, key_file, users=[MENTOR]), store)
+
+    (record,) = store.records.values()
+    assert record.all_day
+    # The calendar's zone (the fake's is Europe/Berlin) places an all-day date.
+    assert record.start == datetime(2026, 3, 4, 23, 0, tzinfo=UTC)
+    assert record.end == datetime(2026, 3, 5, 23, 0, tzinfo=UTC)
+    assert {a.email for a in record.attendees} == {MENTOR, MENTEE}  # rooms are not people
+    assert next(a for a in record.attendees if a.email == MENTEE).optional
+    assert record.calendar_owner == MENTOR

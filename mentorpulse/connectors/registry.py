@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from mentorpulse.config.schema import IcsSource
+from mentorpulse.config.schema import CaldavSource, IcsSource
 from mentorpulse.connectors.base import Connector
 
-SourceConfig = IcsSource  # grows into the union of every provider's config model
+SourceConfig = IcsSource | CaldavSource  # grows into the union of every provider's config model
 
 
 def build_connector(
@@ -19,4 +19,8 @@ def build_connector(
         from mentorpulse.connectors.ics import IcsConnector
 
         return IcsConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
+    if source.kind == "caldav":
+        from mentorpulse.connectors.caldav import CaldavConnector
+
+        return CaldavConnector(source, now=now, default_zone=default_zone)
     raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

@@ -1,0 +1,174 @@
+"""Real CalDAV servers for tests and the bench: Radicale and Xandikos on loopback ports.
+
+Radicale runs as a subprocess with htpasswd authentication. Xandikos has no
+authentication of its own (it expects a reverse proxy in front), so it runs in a thread
+as its WSGI app behind a small Basic-auth gate, the way it is deployed. Both keep their
+data in a temporary folder and are stopped when the context exits.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+USER = "svc"
+PASSWORD = "correct horse battery staple"
+SERVERS = ("radicale", "xandikos")
+
+
+@dataclass(frozen=True)
+class CaldavServer:
+    """A running server: where its calendars live and how to log in."""
+
+    kind: str
+    url: str  # the server root, the URL a user would configure
+    home: str  # the user's calendar home, where tests create calendars
+    username: str = USER
+    password: str = PASSWORD
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not listen on port {port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def radicale(folder: Path) -> Iterator[CaldavServer]:
+    """Radicale 3 with htpasswd users; every authenticated user may read every calendar."""
+    folder.mkdir(parents=True, exist_ok=True)
+    users = folder / "users"
+    users.write_text(f"{USER}:{PASSWORD}\n")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "radicale",
+        "--server-hosts",
+        f"127.0.0.1:{port}",
+        "--storage-filesystem-folder",
+        str(folder / "collections"),
+        "--auth-type",
+        "htpasswd",
+        "--auth-htpasswd-filename",
+        str(users),
+        "--auth-htpasswd-encryption",
+        "plain",
+        "--rights-type",
+        "owner_only",
+        "--logging-level",
+        "warning",
+    ]
+    log = (folder / "radicale.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(port, process)
+        root = f"http://127.0.0.1:{port}"
+        yield CaldavServer("radicale", f"{root}/", f"{root}/{USER}/")
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def basic_auth(app: Wsgi, username: str, password: str) -> Wsgi:
+    """Refuse every request without the right Basic credentials, as a proxy would."""
+    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    def gate(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("HTTP_AUTHORIZATION") != expected:
+            start_response(
+                "401 Unauthorized",
+                [("WWW-Authenticate", 'Basic realm="xandikos"'), ("Content-Length", "0")],
+            )
+            return [b""]
+        # wsgiref hands over the raw socket; Xandikos reads its body to the end.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        return app(environ, start_response)
+
+    return gate
+
+
+@contextlib.contextmanager
+def xandikos(folder: Path) -> Iterator[CaldavServer]:
+    """Xandikos with one principal, ``/svc/``, and its default calendar home."""
+    from xandikos.web import SingleUserFilesystemBackend, XandikosApp
+
+    logging.getLogger("xandikos").setLevel(logging.ERROR)
+    folder.mkdir(parents=True, exist_ok=True)
+    principal = f"/{USER}/"
+    backend = SingleUserFilesystemBackend(str(folder), autocreate=True)
+    backend._mark_as_principal(principal)
+    backend.create_principal(principal, create_defaults=True)
+    app = basic_auth(XandikosApp(backend, current_user_principal=principal), USER, PASSWORD)
+    server = make_server(
+        "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = f"http://127.0.0.1:{server.server_port}"
+        yield CaldavServer("xandikos", f"{root}/", f"{root}{principal}calendars/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def start(kind: str, folder: Path) -> contextlib.AbstractContextManager[CaldavServer]:
+    if kind == "radicale":
+        return radicale(folder)
+    if kind == "xandikos":
+        return xandikos(folder)
+    raise ValueError(f"unknown CalDAV server {kind!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual aid: run a server and wait
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, start(sys.argv[1], Path(tmp)) as running:
+        print(running, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait(float(os.environ.get("SERVE_SECONDS", "3600")))

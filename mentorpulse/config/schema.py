@@ -152,6 +152,9 @@ class CaldavSource(Strict):
         description="auto: RFC 6578 sync-collection where the server has it, else CTag/ETag "
         "comparison; sync-token or etag force one method.",
     )
+    auth: Literal["basic", "digest"] = Field(
+        "basic", description="HTTP authentication scheme; basic saves a round trip per request."
+    )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
     timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
     window_past: Duration = Field(timedelta(days=180), description="How far back to expand.")

@@ -20,16 +20,17 @@ from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import structlog
 from caldav.collection import Calendar
 from caldav.davclient import DAVClient
-from caldav.elements import dav
+from caldav.elements import cdav, dav
 from caldav.elements.base import ValuedBaseElement
 from caldav.lib import error as dav_error
 from caldav.lib.http_sync import requests as http
 from caldav.lib.namespace import ns
+from lxml import etree
 
 from mentorpulse.config.schema import CaldavCalendar, CaldavSource
 from mentorpulse.connectors.base import (
@@ -75,6 +76,14 @@ def _done(value: T | Coroutine[Any, Any, T]) -> T:
 def _url(handle: Calendar) -> Any:
     assert handle.url is not None  # a calendar object is always made with its URL
     return handle.url
+
+
+class _BatchFailed(Exception):
+    """The server failed a multiget with an internal error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Unsupported(Exception):
@@ -133,6 +142,7 @@ class CaldavConnector:
                 url=self.source.url,
                 username=self.source.username,
                 password=self.source.password.get_secret_value(),
+                auth_type=self.source.auth,
                 timeout=max(1, int(self.source.timeout.total_seconds())),
                 ssl_verify_cert=self.source.verify_tls,
             )
@@ -353,7 +363,10 @@ class CaldavConnector:
                 and entry.get("ctag") == str(ctag)
             ):
                 return None  # unchanged
-            listing = _done(calendar.handle.get_properties([dav.GetEtag()], depth=1))
+            response = _done(
+                calendar.handle.get_properties([dav.GetEtag()], depth=1, parse_response_xml=False)
+            )
+            listing: dict[str, dict[str, Any]] = response.expand_simple_props([dav.GetEtag()])
         except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
             self._fail(exc, doing)
         etags = {
@@ -378,15 +391,15 @@ class CaldavConnector:
         started = last_report = time.monotonic()
         for offset in range(0, total, MULTIGET_BATCH):
             batch = paths[offset : offset + MULTIGET_BATCH]
-            bodies = self._multiget(calendar, batch)
+            bodies, broken = self._multiget(calendar, batch)
             for path in batch:
                 data = bodies.get(path)
-                # Listed as changed but gone by now: deleted in between.
-                yield (
-                    self._page(calendar, path, data)
-                    if data is not None
-                    else SyncPage(replaces_scope=path)
-                )
+                if path in broken:  # keep what an earlier version of it gave
+                    yield SyncPage(errors=(broken[path],))
+                elif data is None:  # listed as changed, gone by now: deleted meanwhile
+                    yield SyncPage(replaces_scope=path)
+                else:
+                    yield self._page(calendar, path, data)
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY and offset + len(batch) < total:
                 last_report = now
@@ -399,17 +412,63 @@ class CaldavConnector:
                     seconds=round(now - started, 1),
                 )
 
-    def _multiget(self, calendar: _Calendar, paths: list[str]) -> dict[str, bytes]:
-        urls = [_url(calendar.handle).join(path) for path in paths]
+    def _multiget(
+        self, calendar: _Calendar, paths: list[str]
+    ) -> tuple[dict[str, bytes], dict[str, ItemError]]:
+        """The bodies of ``paths`` (a missing one was deleted meanwhile).
+
+        A server that fails a whole batch (Xandikos does on some malformed objects) is
+        asked again object by object, so one bad object costs only itself.
+        """
         try:
-            objects: list[Any] = _done(calendar.handle.multiget(urls))
+            return self._report_bodies(calendar, paths), {}
+        except _BatchFailed as failed:
+            if len(paths) == 1:
+                raise TransientError(
+                    self.source_id,
+                    f"{self.server} failed (HTTP {failed.status}) while downloading {paths[0]}",
+                ) from None
+        bodies: dict[str, bytes] = {}
+        broken: dict[str, ItemError] = {}
+        for path in paths:
+            try:
+                bodies.update(self._report_bodies(calendar, [path]))
+            except _BatchFailed as failed:
+                message = f"the server could not return this object (HTTP {failed.status})"
+                log.warning("caldav_item_rejected", source=self.source_id, item=path, error=message)
+                broken[path] = ItemError(item=path, message=message)
+        if len(broken) == len(paths):
+            raise TransientError(
+                self.source_id, f"{self.server} failed every download from {calendar.key}"
+            )
+        return bodies, broken
+
+    def _report_bodies(self, calendar: _Calendar, paths: list[str]) -> dict[str, bytes]:
+        """One calendar-multiget REPORT for calendar data and ETags (RFC 4791 7.9)."""
+        url = _url(calendar.handle)
+        query = (
+            cdav.CalendarMultiGet()
+            + (dav.Prop() + [cdav.CalendarData(), dav.GetEtag()])
+            + [dav.Href(value=quote(path)) for path in paths]
+        )
+        body = etree.tostring(query.xmlelement(), encoding="utf-8", xml_declaration=True)
+        try:
+            response = self._connect().report(str(url), body.decode(), depth=1)
         except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
             self._fail(exc, f"downloading objects of {calendar.key}")
+        if response.status >= 500 and response.status not in (502, 503, 504):
+            raise _BatchFailed(response.status)
+        if response.status >= 400:
+            self._fail(
+                dav_error.ReportError(reason="multiget", status=response.status),
+                f"downloading objects of {calendar.key}",
+            )
+        found = response.expand_simple_props([cdav.CalendarData()])
         bodies: dict[str, bytes] = {}
-        for obj in objects:
-            data = obj.data
-            if data is not None:
-                bodies[_path(obj.url)] = data.encode() if isinstance(data, str) else bytes(data)
+        for href, props in found.items():
+            data = props.get(cdav.CalendarData.tag)
+            if data:
+                bodies[_path(url.join(href))] = data.encode() if isinstance(data, str) else data
         return bodies
 
     def _page(self, calendar: _Calendar, path: str, data: bytes) -> SyncPage:

@@ -18,8 +18,10 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import yaml
 from caldav.collection import Calendar
 from caldav.davclient import DAVClient
+from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from mentorpulse.config.schema import CaldavSource
@@ -35,6 +37,9 @@ from mentorpulse.connectors.base import (
     TransientError,
 )
 from mentorpulse.connectors.caldav import CaldavConnector
+from mentorpulse.daemon import jobs
+from mentorpulse.storage.models import Event, Evidence, Source
+from mentorpulse.storage.models import Session as SessionRow
 from tests import servers
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -442,3 +447,89 @@ def test_a_long_first_sync_logs_its_progress(
     assert len(mirror.records) == 5
     progress = [e for e in logs if e["event"] == "caldav_sync_progress"]
     assert [(e["done"], e["total"]) for e in progress] == [(2, 5), (4, 5)]
+
+
+def write_config(
+    folder: Path, server: servers.CaldavServer, database_url: str, calendars: list[Calendar]
+) -> Path:
+    (folder / "roster.csv").write_text(
+        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
+    )
+    config = {
+        "database": database_url,
+        "sources": [
+            {
+                "id": "dav",
+                "kind": "caldav",
+                "url": server.url,
+                "username": server.username,
+                "password": "${MP_TEST_CALDAV_PASSWORD}",
+                "calendars": [
+                    {"url": str(calendar.url), "owner": owner}
+                    for calendar, owner in zip(calendars, (MENTOR, MENTEE), strict=False)
+                ],
+            }
+        ],
+        "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+    }
+    path = folder / "mentorpulse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_pair_whose_two_calendars_hold_one_meeting_has_one_session_with_both_rsvps(
+    server: servers.CaldavServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mentor_calendar, mentee_calendar = new_calendar(server), new_calendar(server)
+    # The organizer's copy has not heard back from the mentee; the mentee's own copy has.
+    put(mentor_calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_PENDING)))
+    put(mentee_calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_ACCEPTED)))
+    monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", server.password)
+    config_path = write_config(tmp_path, server, database_url, [mentor_calendar, mentee_calendar])
+    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
+
+    for _ in range(2):  # a second round changes nothing
+        [result] = jobs.sync_sources(ctx)
+        assert result.ok, result.error
+        jobs.rebuild_sessions(ctx)
+        with ctx.sessions() as db:
+            sessions = db.scalars(select(SessionRow)).all()
+            assert len(sessions) == 1
+            evidence = db.scalars(
+                select(Evidence).where(Evidence.session_id == sessions[0].id)
+            ).all()
+            assert db.scalar(select(func.count()).select_from(Event)) == 2
+        assert sessions[0].start == utc("20261118T150000Z")
+        assert sessions[0].outcome == "presumed_held"
+        assert {(e.kind, e.party) for e in evidence} >= {
+            ("accepted", MENTOR),
+            ("accepted", MENTEE),
+        }
+    ctx.engine.dispose()
+
+
+def test_wrong_password_marks_the_source_unhealthy_with_a_clear_message(
+    server: servers.CaldavServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrong = "not-the-password-4711"
+    monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", wrong)
+    config_path = write_config(tmp_path, server, database_url, [])
+    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
+    with capture_logs() as logs:
+        [result] = jobs.sync_sources(ctx)
+    assert not result.ok
+    with ctx.sessions() as db:
+        stored = db.get_one(Source, "dav")
+        assert not stored.healthy
+        assert stored.last_error is not None
+        assert "refused user 'svc' (HTTP 401)" in stored.last_error
+        assert wrong not in stored.last_error
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["source_auth_failed"]
+    assert all(wrong not in repr(entry) for entry in logs)
+    ctx.engine.dispose()

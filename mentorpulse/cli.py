@@ -12,6 +12,8 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
+from mentorpulse.commands import status as status_command
+from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.errors import UserError
 
@@ -25,6 +27,8 @@ config_app = typer.Typer(help="Check and describe the configuration.", no_args_i
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(auth_app, name="auth")
+app.command("status")(status_command.status)
 
 
 @app.callback()
@@ -107,9 +111,10 @@ def sync(
         results = jobs.sync_sources(ctx, source)
         table = Table("source", "ok", "pages", "stored", "deleted", "dropped", "item errors")
         for r in results:
+            note = " (full resync)" if r.resynced else ""
             table.add_row(
                 r.source_id,
-                "yes" if r.ok else f"no: {r.error}",
+                f"yes{note}" if r.ok else f"no: {r.error}",
                 str(r.pages),
                 str(r.stored),
                 str(r.deleted),

@@ -104,7 +104,7 @@ def run_daemon(
             add(
                 f"sync:{source.id}",
                 source.poll_every,
-                functools.partial(jobs.sync_sources, ctx, [source.id]),
+                functools.partial(jobs.sync_sources, ctx, [source.id], respect_backoff=True),
             )
     if "evaluate" in stages:
         add("evaluate", ctx.config.schedule.evaluate_every, lambda: pipeline(ctx))

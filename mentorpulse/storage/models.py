@@ -112,6 +112,30 @@ class Source(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     events_dropped: Mapped[int] = mapped_column(Integer, default=0)  # not about a pair
     item_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Consecutive failed syncs, and when to try again (backoff, or the provider's
+    # Retry-After); both reset by a successful sync.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    # Set while a full resync (after an expired cursor) is under way: its half-read state
+    # is not judged, and events it has not seen are removed only when it completes.
+    resync_started_at: Mapped[datetime | None]
+    # Deletions of most of this source's events, held back until a second sync confirms.
+    held_deletions: Mapped[int | None] = mapped_column(Integer)
+
+
+class ResyncSeen(Base):
+    """The staging area of a full resync: which events it has seen so far.
+
+    Written with each page, so a resync interrupted by a crash resumes instead of
+    starting again, and reconciliation knows what vanished while the cursor was stale.
+    """
+
+    __tablename__ = "resync_seen"
+
+    source_id: Mapped[str] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider_id: Mapped[str] = mapped_column(String(1000), primary_key=True)
 
 
 class Event(Base):
@@ -144,6 +168,23 @@ class Event(Base):
     updated: Mapped[datetime | None]
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     etag: Mapped[str | None] = mapped_column(String(200))
+    # When the conference system was last asked who joined (attendance evidence).
+    attendance_checked_at: Mapped[datetime | None]
+
+
+class ConferenceAttendance(Base):
+    """What a conference log (Meet, Teams) says about one person in one occurrence."""
+
+    __tablename__ = "conference_attendance"
+    __table_args__ = (UniqueConstraint("event_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    seconds_present: Mapped[int] = mapped_column(Integer)
+    joined_at: Mapped[datetime | None]
+    left_at: Mapped[datetime | None]
+    system: Mapped[str] = mapped_column(String(40))
 
 
 class EventPairing(Base):

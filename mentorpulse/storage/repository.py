@@ -10,14 +10,18 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session as DbSession
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.connectors.base import (
+    AttendanceEvidence,
     Attendee,
     EventRecord,
     EventStatus,
@@ -26,15 +30,18 @@ from mentorpulse.connectors.base import (
     SyncPage,
 )
 from mentorpulse.storage.models import (
+    ConferenceAttendance,
     Event,
     EventPairing,
     Pairing,
     Person,
     Program,
+    ResyncSeen,
     Source,
 )
 
 MAX_ITEM_ERRORS = 200  # per source; the newest are kept
+_CHUNK = 500  # ids per IN (...) / rows per INSERT, well under every backend's limits
 
 
 def roster_fingerprint(roster: Sequence[RosterPairing]) -> str:
@@ -212,21 +219,176 @@ def store_page(
     else:
         gone = gone.where(Event.provider_id.in_(list(page.deleted) + sorted(set(existing) - kept)))
     gone_ids = list(db.scalars(gone))
-    if gone_ids:
-        gone_links = _links(db, gone_ids)
-        for ids in gone_links.values():
-            touched |= ids
-        db.execute(delete(EventPairing).where(EventPairing.event_id.in_(gone_ids)))
-        db.execute(delete(Event).where(Event.id.in_(gone_ids)))
-
-    if touched:
-        db.execute(update(Pairing).where(Pairing.id.in_(touched)).values(events_changed=True))
+    touched |= _remove(db, gone_ids)
+    _flag_events_changed(db, touched)
     if page.cursor is not None:
         source.cursor = json.loads(json.dumps(page.cursor, default=str))
     source.events_dropped = (source.events_dropped or 0) + dropped
     if page.errors:
         record_item_errors(source, page.errors)
     return PageStats(stored=stored, unchanged=unchanged, dropped=dropped, deleted=len(gone_ids))
+
+
+def _remove(db: DbSession, event_ids: Sequence[int]) -> set[int]:
+    """Delete events (with their links and logs); returns the pairings they concerned."""
+    touched: set[int] = set()
+    if not event_ids:
+        return touched
+    for ids in _links(db, event_ids).values():
+        touched |= ids
+    db.execute(delete(ConferenceAttendance).where(ConferenceAttendance.event_id.in_(event_ids)))
+    db.execute(delete(EventPairing).where(EventPairing.event_id.in_(event_ids)))
+    db.execute(delete(Event).where(Event.id.in_(event_ids)))
+    return touched
+
+
+def _flag_events_changed(db: DbSession, pairing_ids: set[int]) -> None:
+    if pairing_ids:
+        db.execute(update(Pairing).where(Pairing.id.in_(pairing_ids)).values(events_changed=True))
+
+
+def delete_events(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> int:
+    """Remove a source's events by provider id (a resync found them gone); returns how many."""
+    removed = 0
+    for start in range(0, len(provider_ids), _CHUNK):
+        chunk = provider_ids[start : start + _CHUNK]
+        ids = list(
+            db.scalars(
+                select(Event.id).where(Event.source_id == source_id, Event.provider_id.in_(chunk))
+            )
+        )
+        _flag_events_changed(db, _remove(db, ids))
+        removed += len(ids)
+    return removed
+
+
+def stage_seen(db: DbSession, source_id: str, provider_ids: Iterable[str]) -> None:
+    """Remember, for a resync in progress, that these events are still at the provider."""
+    rows = [{"source_id": source_id, "provider_id": p} for p in sorted(set(provider_ids))]
+    if not rows:
+        return
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), _CHUNK):
+        db.execute(insert(ResyncSeen).on_conflict_do_nothing(), rows[start : start + _CHUNK])
+
+
+def events_due_for_attendance(
+    db: DbSession,
+    source_id: str,
+    *,
+    ended_before: datetime,
+    ended_after: datetime,
+    checked_before: datetime,
+    final_after: timedelta,
+    limit: int,
+) -> list[tuple[int, EventRecord]]:
+    """Ended online meetings whose conference log has not been read (or may have grown).
+
+    A log is re-read until ``final_after`` past the meeting's end, at most once per
+    ``checked_before`` interval, since providers publish attendance reports late.
+    """
+    rows = db.scalars(
+        select(Event)
+        .where(
+            Event.source_id == source_id,
+            Event.conference_id.is_not(None),
+            Event.status != EventStatus.CANCELLED.value,
+            Event.end <= ended_before,
+            Event.end >= ended_after,
+            or_(
+                Event.attendance_checked_at.is_(None),
+                Event.attendance_checked_at <= checked_before,
+            ),
+        )
+        .order_by(Event.end)
+        .limit(limit * 2)
+    )
+    due = [
+        (row.id, record_from_row(row))
+        for row in rows
+        if row.attendance_checked_at is None or row.attendance_checked_at < row.end + final_after
+    ]
+    return due[:limit]
+
+
+def store_attendance(
+    db: DbSession, event_id: int, evidence: Sequence[AttendanceEvidence], *, checked_at: datetime
+) -> bool:
+    """Replace an event's conference log; flags its pairings when what it says changed."""
+    event = db.get_one(Event, event_id)
+    event.attendance_checked_at = checked_at
+    old = {
+        (a.email, a.seconds_present, a.joined_at, a.left_at, a.system)
+        for a in db.scalars(
+            select(ConferenceAttendance).where(ConferenceAttendance.event_id == event_id)
+        )
+    }
+    merged: dict[str, AttendanceEvidence] = {}
+    for item in evidence:
+        seen = merged.get(item.email)
+        merged[item.email] = item if seen is None else _combine(seen, item)
+    new = {(e.email, e.seconds_present, e.joined_at, e.left_at, e.system) for e in merged.values()}
+    if new == old:
+        return False
+    db.execute(delete(ConferenceAttendance).where(ConferenceAttendance.event_id == event_id))
+    for email, seconds, joined, left, system in sorted(new, key=lambda row: row[0]):
+        db.add(
+            ConferenceAttendance(
+                event_id=event_id,
+                email=email,
+                seconds_present=seconds,
+                joined_at=joined,
+                left_at=left,
+                system=system,
+            )
+        )
+    _flag_events_changed(db, _links(db, [event_id]).get(event_id, set()))
+    return True
+
+
+def _combine(a: AttendanceEvidence, b: AttendanceEvidence) -> AttendanceEvidence:
+    """One person's several joins (a dropped connection) add up."""
+    joins = [t for t in (a.joined_at, b.joined_at) if t is not None]
+    lefts = [t for t in (a.left_at, b.left_at) if t is not None]
+    return AttendanceEvidence(
+        provider_id=a.provider_id,
+        email=a.email,
+        seconds_present=a.seconds_present + b.seconds_present,
+        joined_at=min(joins) if joins else None,
+        left_at=max(lefts) if lefts else None,
+        system=a.system or b.system,
+    )
+
+
+def conference_logs(
+    db: DbSession, pairing_ids: Sequence[int]
+) -> dict[tuple[str, str], list[AttendanceEvidence]]:
+    """Conference attendance of the pairings' events, by (source id, provider id)."""
+    found: dict[tuple[str, str], list[AttendanceEvidence]] = {}
+    if not pairing_ids:
+        return found
+    rows = db.execute(
+        select(Event.source_id, Event.provider_id, ConferenceAttendance)
+        .join(ConferenceAttendance, ConferenceAttendance.event_id == Event.id)
+        .join(EventPairing, EventPairing.event_id == Event.id)
+        .where(EventPairing.pairing_id.in_(pairing_ids))
+    )
+    for source_id, provider_id, log in rows:
+        key = (source_id, provider_id)
+        found.setdefault(key, []).append(
+            AttendanceEvidence(
+                provider_id=provider_id,
+                email=log.email,
+                seconds_present=log.seconds_present,
+                joined_at=log.joined_at,
+                left_at=log.left_at,
+                system=log.system,
+            )
+        )
+    for logs in found.values():  # one row per (event, email), even if linked twice
+        unique = {(e.email, e.system): e for e in logs}
+        logs[:] = sorted(unique.values(), key=lambda e: e.email)
+    return found
 
 
 def record_item_errors(source: Source, errors: Iterable[ItemError]) -> None:

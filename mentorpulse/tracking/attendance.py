@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mentorpulse.connectors.base import EventRecord, EventStatus, Response
+from mentorpulse.connectors.base import AttendanceEvidence, EventRecord, EventStatus, Response
 
 STRENGTH_CONFERENCE = 3
 STRENGTH_PARTICIPANT = 2
@@ -26,6 +26,8 @@ STRENGTH_CALENDAR = 1
 STRENGTH_TIME = 0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+JOINED_ENOUGH_MAX_SECONDS = 600
+_SYSTEM_NAMES = {"google_meet": "the Google Meet call", "teams": "the Teams meeting"}
 
 
 class Outcome(StrEnum):
@@ -175,11 +177,19 @@ def _strongest_first(proofs: Sequence[Proof]) -> tuple[Proof, ...]:
     return tuple(sorted(proofs, key=lambda p: -p.strength))
 
 
-def judge(copies: Sequence[EventRecord], *, mentor: str, mentee: str, now: datetime) -> Verdict:
+def judge(
+    copies: Sequence[EventRecord],
+    *,
+    mentor: str,
+    mentee: str,
+    now: datetime,
+    conference: Sequence[AttendanceEvidence] = (),
+) -> Verdict:
     """Judge one meeting from every stored copy of it (usually the mentor's and mentee's).
 
-    Only calendar evidence is used here; conference logs and confirmations add stronger
-    proofs later on the same scale.
+    ``conference`` is what a conference system logged for the meeting (empty when it has
+    no log): once the meeting has ended it outranks every calendar state but a
+    cancellation, turning "presumed held" into "held" or "missed".
     """
     if not copies:
         return Verdict(Outcome.UNKNOWN, 0.0, (Proof("no_copies", None, "no calendar copy", 0),))
@@ -222,19 +232,72 @@ def judge(copies: Sequence[EventRecord], *, mentor: str, mentee: str, now: datet
         f"the session ended {format_moment(end, newest.zone)}",
         STRENGTH_TIME,
     )
+    calendar = [*rsvp_proofs, *moved, time_passed]
+    if conference:
+        return _judge_by_log(
+            conference, mentor=mentor, mentee=mentee, start=start, end=end, calendar=calendar
+        )
     if declined:
         declined.sort(key=lambda r: not r.own)
         decider = declined[0]
         confidence = 0.8 if decider.own else 0.6
         first = _rsvp_proof(decider)
-        rest = [p for p in rsvp_proofs if p != first]
-        return Verdict(
-            Outcome.MISSED, confidence, _strongest_first([first, *rest, *moved, time_passed])
-        )
+        rest = [p for p in calendar if p != first]
+        return Verdict(Outcome.MISSED, confidence, _strongest_first([first, *rest]))
     confidence = 0.8 if both_accepted else 0.6
-    return Verdict(
-        Outcome.PRESUMED_HELD, confidence, _strongest_first([*rsvp_proofs, *moved, time_passed])
-    )
+    return Verdict(Outcome.PRESUMED_HELD, confidence, _strongest_first(calendar))
+
+
+def joined_enough(seconds: int, start: datetime, end: datetime) -> bool:
+    """Present long enough to count: a quarter of the slot, and never more than 10 minutes."""
+    scheduled = max((end - start).total_seconds(), 0.0)
+    return seconds >= min(JOINED_ENOUGH_MAX_SECONDS, max(60.0, scheduled / 4))
+
+
+def _judge_by_log(
+    conference: Sequence[AttendanceEvidence],
+    *,
+    mentor: str,
+    mentee: str,
+    start: datetime,
+    end: datetime,
+    calendar: Sequence[Proof],
+) -> Verdict:
+    seconds: dict[str, int] = {}
+    system = ""
+    for item in conference:
+        seconds[item.email] = seconds.get(item.email, 0) + item.seconds_present
+        system = system or item.system
+    where = _SYSTEM_NAMES.get(system, "the online meeting")
+    proofs = []
+    absent = []
+    for party, role in ((mentor, "mentor"), (mentee, "mentee")):
+        present = seconds.get(party, 0)
+        if joined_enough(present, start, end):
+            minutes = round(present / 60)
+            proofs.append(
+                Proof(
+                    "joined", party, f"{role} was in {where} for {minutes} min", STRENGTH_CONFERENCE
+                )
+            )
+        elif present:
+            absent.append(
+                Proof(
+                    "no_show",
+                    party,
+                    f"{role} was in {where} for under a minute"
+                    if present < 60
+                    else f"{role} was in {where} for only {round(present / 60)} min",
+                    STRENGTH_CONFERENCE,
+                )
+            )
+        else:
+            absent.append(
+                Proof("no_show", party, f"{role} never joined {where}", STRENGTH_CONFERENCE)
+            )
+    if absent:
+        return Verdict(Outcome.MISSED, 0.95, _strongest_first([*absent, *proofs, *calendar]))
+    return Verdict(Outcome.HELD, 0.95, _strongest_first([*proofs, *calendar]))
 
 
 def _cancellation(copies: Sequence[EventRecord], newest: EventRecord) -> EventRecord | None:

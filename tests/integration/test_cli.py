@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from mentorpulse.cli import app
@@ -22,22 +25,45 @@ REPO = Path(__file__).resolve().parents[2]
 cli = CliRunner()
 
 
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
 def test_every_command_has_help() -> None:
-    for command in (
-        [],
-        ["demo"],
-        ["sync"],
-        ["evaluate"],
-        ["notify"],
-        ["report"],
-        ["run"],
-        ["config", "check"],
-        ["config", "schema"],
-        ["db", "upgrade"],
-    ):
-        result = cli.invoke(app, [*command, "--help"])
-        assert result.exit_code == 0, command
+    """Walks the whole command tree, so a new command without help text fails here."""
+    root = typer.main.get_command(app)
+    paths = list(_command_paths(root))
+    assert ("config", "check") in paths
+    assert ("auth", "key") in paths
+    for path in paths:
+        result = cli.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
         assert "Usage" in result.output
+        command = root
+        for name in path:
+            command = command.commands[name]
+        assert (command.help or "").strip(), f"no help text: mentorpulse {' '.join(path)}"
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert (param.help or "").strip(), f"no help: {' '.join(path)} {param.opts}"
+
+
+def test_auth_key_prints_a_usable_key_alone_on_stdout(tmp_path: Path) -> None:
+    from mentorpulse.credentials import TokenStore
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mentorpulse", "auth", "key"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = result.stdout.strip()
+    assert "\n" not in key
+    assert "MENTORPULSE_SECRET_KEY" in result.stderr
+    TokenStore(tmp_path / "t.json", key=key).save("x", "secret")
+    assert TokenStore(tmp_path / "t.json", key=key).load("x") == "secret"
 
 
 def test_module_entry_point_runs() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from mentorpulse.connectors.base import EventRecord
+from mentorpulse.connectors.base import AttendanceEvidence, EventRecord
 from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.storage import repository
 from mentorpulse.storage.models import (
@@ -51,6 +52,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
         pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(due)))}
         emails = dict(db.execute(select(Person.id, Person.email)).all())
         copies = repository.events_of_pairings(db, sorted(due))
+        logs = repository.conference_logs(db, sorted(due))
         for pairing_id, records in copies.items():
             pairing = pairings[pairing_id]
             program = ctx.config.program(pairing.program_id)
@@ -65,6 +67,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
                 mentee=emails[pairing.mentee_id],
                 reschedule_window=every / 2,
                 now=now,
+                logs=logs,
             )
             pairing.events_changed = False
             if changed:
@@ -89,13 +92,16 @@ def _rebuild_pairing(
     mentee: str,
     reschedule_window: timedelta,
     now: datetime,
+    logs: Mapping[tuple[str, str], list[AttendanceEvidence]],
 ) -> int:
     groups: dict[str, list[EventRecord]] = defaultdict(list)
     for record in records:
         groups[session_key(record)].append(record)
     verdicts: dict[str, tuple[datetime, Verdict, EventRecord]] = {}
     for key, copies in groups.items():
-        verdict = judge(copies, mentor=mentor, mentee=mentee, now=now)
+        verdict = judge(
+            copies, mentor=mentor, mentee=mentee, now=now, conference=_conference(copies, logs)
+        )
         newest = max(copies, key=_newest)
         verdicts[key] = (newest.start, verdict, newest)
     for key, replacement in mark_rescheduled(
@@ -149,6 +155,18 @@ def _rebuild_pairing(
             db.delete(row)
             changed += 1
     return changed
+
+
+def _conference(
+    copies: list[EventRecord], logs: Mapping[tuple[str, str], list[AttendanceEvidence]]
+) -> list[AttendanceEvidence]:
+    """The meeting's conference log, once: both parties' copies may each have fetched it."""
+    best: dict[str, AttendanceEvidence] = {}
+    for copy in copies:
+        for item in logs.get((copy.source_id, copy.provider_id), ()):
+            if item.email not in best or item.seconds_present > best[item.email].seconds_present:
+                best[item.email] = item
+    return [best[email] for email in sorted(best)]
 
 
 def _newest(record: EventRecord) -> tuple[int, datetime]:

@@ -1,22 +1,64 @@
-"""The sync stage: connectors → events, each page stored with its cursor in one commit."""
+"""The sync stage: connectors → events, each page stored with its cursor in one commit.
+
+Around the connector contract this stage adds what every provider needs alike:
+
+- an expired cursor starts a *staged* full resync: pages are upserted as they come, the
+  ids seen are staged with them, and only when the listing completes are the events it
+  did not see removed — so a crash mid-resync resumes, history is never dropped early,
+  and the half-read state is marked (``Source.resync_started_at``) so rules skip it;
+- a sync that would delete most of a source's events (an emptied calendar, a broken
+  export) is held back and reported, and applied only when a second, full sync confirms;
+- failures back off exponentially with jitter, honouring a provider's Retry-After;
+- conference logs of ended meetings are collected where the source has them enabled.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session as DbSession
 
-from mentorpulse.connectors.base import AuthError, ConnectorError, TransientError
+from mentorpulse.connectors.base import (
+    AttendanceSource,
+    AuthError,
+    Connector,
+    ConnectorError,
+    CursorExpired,
+    SyncPage,
+    TransientError,
+)
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.storage import repository
-from mentorpulse.storage.models import (
-    Source,
-)
+from mentorpulse.storage.models import Event, ResyncSeen, Source
 from mentorpulse.tracking.match import Matcher
 
 log = structlog.get_logger(__name__)
+
+# A run deleting more than this share of a source's events, and at least MIN of them,
+# is held until confirmed.
+MASS_DELETION_SHARE = 0.5
+MASS_DELETION_MIN = 10
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_MAX = timedelta(hours=1)
+PROGRESS_LOG_EVERY = 25  # pages, when not on a terminal
+
+# Conference logs: asked for once a meeting has settled, re-asked until a day after it
+# (reports can lag), for meetings that ended within the lookback.
+ATTENDANCE_SETTLE = timedelta(minutes=15)
+ATTENDANCE_RECHECK = timedelta(hours=1)
+ATTENDANCE_FINAL = timedelta(days=1)
+ATTENDANCE_LOOKBACK = timedelta(days=14)
+ATTENDANCE_BATCH = 500
 
 
 @dataclass
@@ -30,91 +72,366 @@ class SourceResult:
     deleted: int = 0
     item_errors: int = 0
     error: str | None = None
+    resynced: bool = False
+    held_deletions: int | None = None
+    waiting_until: datetime | None = None
+    attendance_checked: int = 0
 
 
-def sync_sources(ctx: Context, only: Sequence[str] | None = None) -> list[SourceResult]:
-    """Pull every configured source; each page is stored with its cursor in one commit."""
+class _Held(Exception):
+    """A page would delete most of the source: stop before storing it."""
+
+    def __init__(self, proposed: int, total: int) -> None:
+        super().__init__(f"{proposed} of {total}")
+        self.proposed = proposed
+        self.total = total
+
+
+def backoff(failures: int, retry_after: float | None = None) -> timedelta:
+    """Exponential with full jitter, never sooner than the provider asked."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, failures - 1))
+    wait: timedelta = ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+    if retry_after is not None:
+        wait = max(wait, timedelta(seconds=retry_after))
+    return wait
+
+
+def sync_sources(
+    ctx: Context, only: Sequence[str] | None = None, *, respect_backoff: bool = False
+) -> list[SourceResult]:
+    """Pull every configured source; each page is stored with its cursor in one commit.
+
+    ``respect_backoff`` (the daemon) skips a source until its next attempt is due; an
+    operator running ``sync --once`` tries at once.
+    """
     results = []
     matcher = ctx.matcher()
     fingerprint_now = repository.roster_fingerprint(ctx.roster)
-    for source_config in ctx.config.sources:
-        if only and source_config.id not in only:
-            continue
-        results.append(
-            _sync_one(ctx, source_config.id, source_config.kind, matcher, fingerprint_now)
-        )
+    with _progress() as progress:
+        for source_config in ctx.config.sources:
+            if only and source_config.id not in only:
+                continue
+            results.append(
+                _sync_one(
+                    ctx,
+                    source_config.id,
+                    source_config.kind,
+                    matcher=matcher,
+                    roster_fp=fingerprint_now,
+                    progress=progress,
+                    respect_backoff=respect_backoff,
+                )
+            )
     return results
 
 
+class _Reporter:
+    """Progress of long syncs: a bar on a terminal, a log line every few pages otherwise."""
+
+    def __init__(self, bar: Progress | None) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+        self.pages = 0
+        self.records = 0
+
+    def start(self, source_id: str) -> None:
+        self.pages = self.records = 0
+        if self.bar is not None:
+            self.task = self.bar.add_task(source_id, total=None)
+
+    def page(self, source_id: str, records: int) -> None:
+        self.pages += 1
+        self.records += records
+        if self.bar is not None and self.task is not None:
+            self.bar.update(
+                self.task, advance=records, description=f"{source_id}: {self.records} events"
+            )
+        elif self.pages % PROGRESS_LOG_EVERY == 0:
+            log.info("sync_progress", source=source_id, pages=self.pages, events=self.records)
+
+    def stop(self) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+
+
+@contextmanager
+def _progress() -> Iterator[_Reporter]:
+    if not sys.stderr.isatty():
+        yield _Reporter(None)
+        return
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with bar:
+        yield _Reporter(bar)
+
+
 def _sync_one(
-    ctx: Context, source_id: str, kind: str, matcher: Matcher, roster_fp: str
+    ctx: Context,
+    source_id: str,
+    kind: str,
+    *,
+    matcher: Matcher,
+    roster_fp: str,
+    progress: _Reporter,
+    respect_backoff: bool,
 ) -> SourceResult:
     now = ctx.clock()
     result = SourceResult(source_id=source_id, ok=True)
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     with ctx.sessions.begin() as db:
         source = repository.ensure_source(db, source_id, kind)
+        if respect_backoff and source.next_attempt_at and source.next_attempt_at > now:
+            result.waiting_until = source.next_attempt_at
+            return result
         if source.roster_fingerprint != roster_fp:
-            # Events were filtered against another roster: read everything again.
-            source.cursor = None
+            # Events were filtered against another roster: read everything again, and
+            # let go of those that no longer concern a pair once the reading completes.
             source.roster_fingerprint = roster_fp
+            if source.cursor is not None or _event_count(db, source_id):
+                _begin_resync(db, source, now)
         cursor = source.cursor
         was_healthy = source.healthy
         source.last_attempt_at = now
     connector = build_connector(
         source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
     )
-    ids = None
+    progress.start(source_id)
     try:
-        for page in connector.sync(cursor):
-            with ctx.sessions.begin() as db:
-                if ids is None:
-                    ids = repository.pairing_ids(db)
-                source = db.get_one(Source, source_id)
-                stats = repository.store_page(
-                    db,
-                    source,
-                    page,
-                    match=matcher.match,
-                    pairing_ids=ids,
-                    store_titles=ctx.config.privacy.store_titles,
-                )
-            result.pages += 1
-            result.stored += stats.stored
-            result.unchanged += stats.unchanged
-            result.dropped += stats.dropped
-            result.deleted += stats.deleted
-            result.item_errors += len(page.errors)
-    except ConnectorError as error:
-        result.ok = False
-        result.error = error.message
-        with ctx.sessions.begin() as db:
-            source = db.get_one(Source, source_id)
-            source.healthy = False
-            source.last_error = error.message
-        if was_healthy:
-            event = "source_auth_failed" if isinstance(error, AuthError) else "source_failed"
-            log.error(
-                event,
-                source=source_id,
-                error=error.message,
-                retriable=isinstance(error, TransientError),
+        try:
+            _pull(
+                ctx, connector, source_id, cursor, matcher=matcher, result=result, progress=progress
             )
+        except CursorExpired as expired:
+            log.warning("source_cursor_expired", source=source_id, error=expired.message)
+            with ctx.sessions.begin() as db:
+                _begin_resync(db, db.get_one(Source, source_id), now)
+            _pull(
+                ctx, connector, source_id, None, matcher=matcher, result=result, progress=progress
+            )
+        with ctx.sessions.begin() as db:
+            _finish(db, db.get_one(Source, source_id), result, now)
+    except _Held as held:
+        with ctx.sessions.begin() as db:
+            _hold(db, db.get_one(Source, source_id), held, now=now, result=result)
+    except ConnectorError as error:
+        _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
         return result
-    with ctx.sessions.begin() as db:
-        source = db.get_one(Source, source_id)
-        source.healthy = True
-        source.last_error = None
-        source.last_success_at = now
-    if not was_healthy:
+    finally:
+        progress.stop()
+
+    wants_attendance = getattr(source_config, "attendance", False)
+    if result.ok and wants_attendance and isinstance(connector, AttendanceSource):
+        result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
+    if result.ok and not was_healthy:
         log.info("source_recovered", source=source_id)
     log.info(
         "source_synced",
         source=source_id,
+        ok=result.ok,
         pages=result.pages,
         stored=result.stored,
         deleted=result.deleted,
         dropped=result.dropped,
         item_errors=result.item_errors,
+        resynced=result.resynced,
+        held_deletions=result.held_deletions,
     )
     return result
+
+
+def _pull(
+    ctx: Context,
+    connector: Connector,
+    source_id: str,
+    cursor: dict[str, object] | None,
+    *,
+    matcher: Matcher,
+    result: SourceResult,
+    progress: _Reporter,
+) -> None:
+    ids = None
+    with ctx.sessions() as db:
+        total = _event_count(db, source_id)
+    deleted_so_far = 0
+    for page in connector.sync(cursor):
+        with ctx.sessions.begin() as db:
+            if ids is None:
+                ids = repository.pairing_ids(db)
+            source = db.get_one(Source, source_id)
+            if source.held_deletions is None:
+                proposed = _proposed_deletions(db, source_id, page)
+                if _is_mass_deletion(deleted_so_far + proposed, total):
+                    raise _Held(deleted_so_far + proposed, total)
+            stats = repository.store_page(
+                db,
+                source,
+                page,
+                match=matcher.match,
+                pairing_ids=ids,
+                store_titles=ctx.config.privacy.store_titles,
+            )
+            if source.resync_started_at is not None:
+                repository.stage_seen(db, source_id, [r.provider_id for r in page.records])
+        deleted_so_far += stats.deleted
+        progress.page(source_id, len(page.records))
+        result.pages += 1
+        result.stored += stats.stored
+        result.unchanged += stats.unchanged
+        result.dropped += stats.dropped
+        result.deleted += stats.deleted
+        result.item_errors += len(page.errors)
+
+
+def _is_mass_deletion(deleted: int, total: int) -> bool:
+    return deleted >= MASS_DELETION_MIN and deleted > total * MASS_DELETION_SHARE
+
+
+def _event_count(db: DbSession, source_id: str) -> int:
+    return db.scalar(select(func.count()).where(Event.source_id == source_id)) or 0
+
+
+def _proposed_deletions(db: DbSession, source_id: str, page: SyncPage) -> int:
+    """How many stored events this page would remove (explicitly, or by replacing a scope)."""
+    ours = select(func.count()).where(Event.source_id == source_id)
+    if page.replaces_scope is not None:
+        present = [r.provider_id for r in page.records]
+        query = ours.where(Event.scope == page.replaces_scope)
+        if present:
+            query = query.where(Event.provider_id.not_in(present))
+        return db.scalar(query) or 0
+    if not page.deleted:
+        return 0
+    return db.scalar(ours.where(Event.provider_id.in_(list(page.deleted)))) or 0
+
+
+def _begin_resync(db: DbSession, source: Source, now: datetime) -> None:
+    source.cursor = None
+    source.resync_started_at = now
+    db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source.id))
+    log.info("source_resync_started", source=source.id)
+
+
+def _finish(db: DbSession, source: Source, result: SourceResult, now: datetime) -> None:
+    """The listing completed: reconcile a resync, then mark the source healthy."""
+    if source.resync_started_at is not None:
+        unseen = list(
+            db.scalars(
+                select(Event.provider_id).where(
+                    Event.source_id == source.id,
+                    Event.provider_id.not_in(
+                        select(ResyncSeen.provider_id).where(ResyncSeen.source_id == source.id)
+                    ),
+                )
+            )
+        )
+        total = _event_count(db, source.id)
+        if source.held_deletions is None and _is_mass_deletion(len(unseen), total):
+            raise _Held(len(unseen), total)
+        if unseen:
+            result.deleted += repository.delete_events(db, source.id, unseen)
+        db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source.id))
+        source.resync_started_at = None
+        result.resynced = True
+        log.info("source_resync_completed", source=source.id, removed=len(unseen))
+    if source.held_deletions is not None:
+        log.warning(
+            "source_deletions_confirmed",
+            source=source.id,
+            held=source.held_deletions,
+            deleted=result.deleted,
+        )
+    source.held_deletions = None
+    source.healthy = True
+    source.last_error = None
+    source.last_success_at = now
+    source.failures = 0
+    source.next_attempt_at = None
+
+
+def _hold(
+    db: DbSession, source: Source, held: _Held, *, now: datetime, result: SourceResult
+) -> None:
+    """Report a mass deletion instead of applying it; a second full listing decides."""
+    proposed, total = held.proposed, held.total
+    message = (
+        f"this sync would delete {proposed} of its {total} events; held back until the "
+        "next sync confirms it (check that the calendars are still shared and complete)"
+    )
+    source.held_deletions = proposed
+    source.healthy = False
+    source.last_error = message
+    _begin_resync(db, source, now)
+    result.ok = False
+    result.error = message
+    result.held_deletions = proposed
+    log.error("source_mass_deletion_held", source=source.id, proposed=proposed, total=total)
+
+
+def _failed(
+    ctx: Context,
+    source_id: str,
+    error: ConnectorError,
+    *,
+    was_healthy: bool,
+    now: datetime,
+    result: SourceResult,
+) -> None:
+    retry_after = error.retry_after if isinstance(error, TransientError) else None
+    result.ok = False
+    result.error = error.message
+    with ctx.sessions.begin() as db:
+        source = db.get_one(Source, source_id)
+        source.healthy = False
+        source.last_error = error.message
+        source.failures = (source.failures or 0) + 1
+        source.next_attempt_at = now + backoff(source.failures, retry_after)
+        result.waiting_until = source.next_attempt_at
+    if was_healthy:
+        event = "source_auth_failed" if isinstance(error, AuthError) else "source_failed"
+        log.error(
+            event,
+            source=source_id,
+            error=error.message,
+            retriable=isinstance(error, TransientError),
+            retry_at=result.waiting_until.isoformat(),
+        )
+
+
+def _collect_attendance(
+    ctx: Context, connector: AttendanceSource, source_id: str, now: datetime
+) -> int:
+    """Ask the conference system who joined the source's recently ended meetings."""
+    with ctx.sessions() as db:
+        due = repository.events_due_for_attendance(
+            db,
+            source_id,
+            ended_before=now - ATTENDANCE_SETTLE,
+            ended_after=now - ATTENDANCE_LOOKBACK,
+            checked_before=now - ATTENDANCE_RECHECK,
+            final_after=ATTENDANCE_FINAL,
+            limit=ATTENDANCE_BATCH,
+        )
+    checked = 0
+    for event_id, record in due:
+        try:
+            evidence = connector.attendance_evidence(record)
+        except ConnectorError as error:
+            log.warning(
+                "attendance_unavailable",
+                source=source_id,
+                error=error.message,
+                auth=isinstance(error, AuthError),
+            )
+            break
+        with ctx.sessions.begin() as db:
+            repository.store_attendance(db, event_id, evidence, checked_at=now)
+        checked += 1
+    if checked:
+        log.info("attendance_checked", source=source_id, events=checked)
+    return checked

@@ -258,15 +258,21 @@ class CaldavConnector:
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """Per calendar: its changed and deleted objects, then its new cursor entry."""
         entries = self._entries(cursor)
+        owned = self._client is None
         client = self._connect()
-        calendars = self._calendars(client)
-        seen = {calendar.key for calendar in calendars}
-        for gone in sorted(set(entries) - seen):
-            # Unlisted, renamed, or a server glitch: stop polling it, but delete nothing.
-            log.warning("caldav_calendar_gone", source=self.source_id, calendar=gone)
-            del entries[gone]
-        for calendar in calendars:
-            yield from self._sync_calendar(calendar, entries)
+        try:
+            calendars = self._calendars(client)
+            seen = {calendar.key for calendar in calendars}
+            for gone in sorted(set(entries) - seen):
+                # Unlisted, renamed, or a server glitch: stop polling it, delete nothing.
+                log.warning("caldav_calendar_gone", source=self.source_id, calendar=gone)
+                del entries[gone]
+            for calendar in calendars:
+                yield from self._sync_calendar(calendar, entries)
+        finally:
+            if owned:  # a client we made is closed with its connections
+                client.close()
+                self._client = None
 
     def _sync_calendar(
         self, calendar: _Calendar, entries: dict[str, dict[str, object]]
@@ -277,7 +283,7 @@ class CaldavConnector:
             log.info("caldav_window_moved", source=self.source_id, calendar=calendar.key)
         changes = self._changes(calendar, entry)
         if changes is None:
-            log.info("caldav_calendar_unchanged", source=self.source_id, calendar=calendar.key)
+            log.debug("caldav_calendar_unchanged", source=self.source_id, calendar=calendar.key)
             return
         for path in changes.deleted:
             yield SyncPage(replaces_scope=path)

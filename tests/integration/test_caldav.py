@@ -356,6 +356,7 @@ def test_server_errors_are_transient(tmp_path: Path) -> None:
         with pytest.raises(TransientError) as raised:
             list(CaldavConnector(config, now=NOW).sync(None))
     assert "503" in raised.value.message
+    assert raised.value.retry_after == 7  # the server's Retry-After, for the backoff
 
 
 def test_calendars_are_discovered_or_chosen_by_display_name(
@@ -532,4 +533,45 @@ def test_wrong_password_marks_the_source_unhealthy_with_a_clear_message(
         assert wrong not in stored.last_error
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["source_auth_failed"]
     assert all(wrong not in repr(entry) for entry in logs)
+    ctx.engine.dispose()
+
+
+def test_a_rejected_token_is_resynced_by_the_sync_stage_without_duplicates(
+    server: servers.CaldavServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mentor_calendar, mentee_calendar = new_calendar(server), new_calendar(server)
+    for calendar in (mentor_calendar, mentee_calendar):
+        put(calendar, "series.ics", ics(vevent("series", SERIES_START, MENTEE_ACCEPTED, WEEKLY)))
+    monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", server.password)
+    config_path = write_config(tmp_path, server, database_url, [mentor_calendar, mentee_calendar])
+    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
+    [first] = jobs.sync_sources(ctx)
+    assert first.ok, first.error
+
+    # The server forgets our tokens (say, it was restored from a backup), and meanwhile
+    # the mentee deleted the series from their calendar and a meeting was added.
+    with ctx.sessions.begin() as db:
+        stored = db.get_one(Source, "dav")
+        cursor: Any = stored.cursor
+        stored.cursor = {
+            **cursor,
+            "calendars": {
+                key: {**entry, "sync_token": f"urn:forgotten-{n}"}
+                for n, (key, entry) in enumerate(cursor["calendars"].items())
+            },
+        }
+    remove(mentee_calendar, "series.ics")
+    put(mentor_calendar, "extra.ics", ics(vevent("extra", "20261119T090000Z", MENTEE_ACCEPTED)))
+
+    [again] = jobs.sync_sources(ctx)
+    assert again.ok, again.error
+    assert again.resynced
+    with ctx.sessions() as db:
+        events = db.scalars(select(Event)).all()
+        owners = sorted((e.ical_uid, e.calendar_owner) for e in events)
+        assert owners == sorted([("series", MENTOR)] * 4 + [("extra", MENTOR)])
+        assert db.get_one(Source, "dav").resync_started_at is None
     ctx.engine.dispose()

@@ -28,6 +28,25 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 USER = "svc"
 PASSWORD = "correct horse battery staple"
 SERVERS = ("radicale", "xandikos")
+# People with their own accounts on Radicale; USER may read their calendars (delegation).
+PEOPLE = ("ana@example.org", "ben@example.org")
+# Radicale's rights: everyone owns their home; USER also reads every calendar.
+RADICALE_RIGHTS = f"""
+[root]
+user: .+
+collection:
+permissions: R
+
+[own]
+user: .+
+collection: {{user}}(/.*)?
+permissions: RrWw
+
+[delegate]
+user: {USER}
+collection: .*
+permissions: Rr
+"""
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,7 @@ class CaldavServer:
     home: str  # the user's calendar home, where tests create calendars
     username: str = USER
     password: str = PASSWORD
+    people: tuple[str, ...] = ()  # other accounts, whose calendars USER may read
 
 
 def free_port() -> int:
@@ -60,10 +80,12 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0
 
 @contextlib.contextmanager
 def radicale(folder: Path) -> Iterator[CaldavServer]:
-    """Radicale 3 with htpasswd users; every authenticated user may read every calendar."""
+    """Radicale 3 with htpasswd users: USER, who may read everyone's calendars, and PEOPLE."""
     folder.mkdir(parents=True, exist_ok=True)
     users = folder / "users"
-    users.write_text(f"{USER}:{PASSWORD}\n")
+    users.write_text("".join(f"{name}:{PASSWORD}\n" for name in (USER, *PEOPLE)))
+    rights = folder / "rights"
+    rights.write_text(RADICALE_RIGHTS)
     port = free_port()
     command = [
         sys.executable,
@@ -80,7 +102,9 @@ def radicale(folder: Path) -> Iterator[CaldavServer]:
         "--auth-htpasswd-encryption",
         "plain",
         "--rights-type",
-        "owner_only",
+        "from_file",
+        "--rights-file",
+        str(rights),
         "--logging-level",
         "warning",
     ]
@@ -89,7 +113,7 @@ def radicale(folder: Path) -> Iterator[CaldavServer]:
     try:
         _wait_for(port, process)
         root = f"http://127.0.0.1:{port}"
-        yield CaldavServer("radicale", f"{root}/", f"{root}/{USER}/")
+        yield CaldavServer("radicale", f"{root}/", f"{root}/{USER}/", people=PEOPLE)
     finally:
         process.terminate()
         try:

@@ -66,19 +66,22 @@ class CountingClient(DAVClient):
         return super().request(*args, **kwargs)
 
 
-def client_for(server: servers.CaldavServer, password: str | None = None) -> CountingClient:
+def client_for(server: servers.CaldavServer, user: str | None = None) -> CountingClient:
     return CountingClient(
         url=server.url,
-        username=server.username,
-        password=password or server.password,
+        username=user or server.username,
+        password=server.password,
         timeout=30,
         auth_type="basic",
     )
 
 
-def new_calendar(server: servers.CaldavServer, name: str | None = None) -> Calendar:
+def new_calendar(
+    server: servers.CaldavServer, name: str | None = None, user: str | None = None
+) -> Calendar:
+    """A new calendar in the home of ``user`` (default: the account the sources use)."""
     slug = name or f"cal-{uuid.uuid4().hex[:8]}"
-    calendar = client_for(server).principal().make_calendar(name=slug, cal_id=slug)
+    calendar = client_for(server, user).principal().make_calendar(name=slug, cal_id=slug)
     assert calendar.url is not None
     return calendar
 
@@ -90,14 +93,21 @@ def put(calendar: Calendar, name: str, body: str | bytes) -> int:
         object_url(calendar, name),
         content=data,
         headers={"Content-Type": "text/calendar; charset=utf-8"},
-        auth=(servers.USER, servers.PASSWORD),
+        auth=owner_login(calendar),
     )
     return response.status_code
 
 
 def remove(calendar: Calendar, name: str) -> None:
-    response = httpx.delete(object_url(calendar, name), auth=(servers.USER, servers.PASSWORD))
+    response = httpx.delete(object_url(calendar, name), auth=owner_login(calendar))
     assert response.status_code < 300
+
+
+def owner_login(calendar: Calendar) -> tuple[str, str]:
+    """The account whose home holds ``calendar``: only it may write there."""
+    assert calendar.url is not None
+    home = unquote(calendar.url.path).strip("/").split("/")[0]
+    return (home if home in servers.PEOPLE else servers.USER, servers.PASSWORD)
 
 
 def object_url(calendar: Calendar, name: str) -> str:
@@ -333,6 +343,19 @@ def test_wrong_password_is_an_auth_error_that_never_shows_the_password(
     assert all(wrong not in repr(entry) for entry in logs)
 
 
+def test_a_calendar_the_account_may_not_read_is_an_auth_error(
+    server: servers.CaldavServer,
+) -> None:
+    if not server.people:
+        pytest.skip(f"{server.kind} has no per-user access control")
+    private = new_calendar(server, user=MENTOR)
+    config = source(server, [{"url": str(private.url)}], username=MENTEE)
+    with pytest.raises(AuthError) as raised:
+        list(CaldavConnector(config, now=NOW).sync(None))
+    assert f"refused user '{MENTEE}' (HTTP 403)" in raised.value.message
+    assert "may read the calendar" in raised.value.message
+
+
 def test_unreachable_server_is_transient() -> None:
     config = CaldavSource.model_validate(
         {
@@ -484,7 +507,10 @@ def test_a_pair_whose_two_calendars_hold_one_meeting_has_one_session_with_both_r
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    mentor_calendar, mentee_calendar = new_calendar(server), new_calendar(server)
+    # On Radicale each person has their own account and the source's account reads their
+    # calendars by delegation; Xandikos has one principal, holding both calendars.
+    mentor_calendar = new_calendar(server, user=MENTOR if server.people else None)
+    mentee_calendar = new_calendar(server, user=MENTEE if server.people else None)
     # The organizer's copy has not heard back from the mentee; the mentee's own copy has.
     put(mentor_calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_PENDING)))
     put(mentee_calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_ACCEPTED)))

@@ -141,8 +141,14 @@ class _QuietHandler(WSGIRequestHandler):
 Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def basic_auth(app: Wsgi, username: str, password: str) -> Wsgi:
-    """Refuse every request without the right Basic credentials, as a proxy would."""
+def basic_auth(
+    app: Wsgi, username: str, password: str, *, refuse_sync_collection: bool = False
+) -> Wsgi:
+    """Refuse every request without the right Basic credentials, as a proxy would.
+
+    ``refuse_sync_collection`` turns the server into one without RFC 6578 (many older
+    ones): such a REPORT gets 403 with the DAV:supported-report precondition (RFC 3253).
+    """
     expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
     def gate(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -154,14 +160,22 @@ def basic_auth(app: Wsgi, username: str, password: str) -> Wsgi:
             return [b""]
         # wsgiref hands over the raw socket; Xandikos reads its body to the end.
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        body = environ["wsgi.input"].read(length)
+        if refuse_sync_collection and b"sync-collection" in body:
+            refusal = b'<?xml version="1.0"?><error xmlns="DAV:"><supported-report/></error>'
+            start_response(
+                "403 Forbidden",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(refusal)))],
+            )
+            return [refusal]
+        environ["wsgi.input"] = io.BytesIO(body)
         return app(environ, start_response)
 
     return gate
 
 
 @contextlib.contextmanager
-def xandikos(folder: Path) -> Iterator[CaldavServer]:
+def xandikos(folder: Path, *, refuse_sync_collection: bool = False) -> Iterator[CaldavServer]:
     """Xandikos with one principal, ``/svc/``, and its default calendar home."""
     from xandikos.web import SingleUserFilesystemBackend, XandikosApp
 
@@ -171,7 +185,12 @@ def xandikos(folder: Path) -> Iterator[CaldavServer]:
     backend = SingleUserFilesystemBackend(str(folder), autocreate=True)
     backend._mark_as_principal(principal)
     backend.create_principal(principal, create_defaults=True)
-    app = basic_auth(XandikosApp(backend, current_user_principal=principal), USER, PASSWORD)
+    app = basic_auth(
+        XandikosApp(backend, current_user_principal=principal),
+        USER,
+        PASSWORD,
+        refuse_sync_collection=refuse_sync_collection,
+    )
     server = make_server(
         "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
     )

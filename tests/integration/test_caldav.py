@@ -305,6 +305,36 @@ def test_an_unchanged_calendar_costs_one_request(server: servers.CaldavServer, m
     assert mirror.starts("once") == [utc("20261118T150000Z")]
 
 
+def test_a_server_without_sync_collection_is_compared_by_ctag_and_etags(
+    tmp_path: Path,
+) -> None:
+    with servers.xandikos(tmp_path, refuse_sync_collection=True) as server:
+        calendar = new_calendar(server)
+        put(calendar, "once.ics", ics(vevent("once", "20261118T150000Z", MENTEE_ACCEPTED)))
+        put(calendar, "other.ics", ics(vevent("other", "20261119T150000Z", MENTEE_ACCEPTED)))
+        config = source(server, [{"url": str(calendar.url)}])  # sync: auto
+        mirror = Mirror().sync(CaldavConnector(config, now=NOW, client=client_for(server)))
+        assert [r.ical_uid for r in mirror.records] == ["once", "other"]
+        assert mirror.cursor is not None
+        entry: Any = next(iter(dict(mirror.cursor["calendars"]).values()))
+        assert "sync_token" not in entry
+        assert set(entry["etags"]) == {
+            f"{calendar.url.path}once.ics",
+            f"{calendar.url.path}other.ics",
+        }
+
+        # Unchanged: the CTag alone says so. Changed: only the changed object is fetched.
+        client = client_for(server)
+        unchanged = Mirror(cursor=mirror.cursor)
+        assert unchanged.sync(CaldavConnector(config, now=NOW, client=client)).pages == 0
+        assert client.requests == 1
+        put(calendar, "once.ics", ics(vevent("once", "20261118T160000Z", MENTEE_ACCEPTED)))
+        remove(calendar, "other.ics")
+        mirror.sync(CaldavConnector(config, now=NOW, client=client_for(server)))
+        assert [r.start for r in mirror.records] == [utc("20261118T160000Z")]
+        assert mirror.pages == 3  # the changed object, the deleted one, the cursor
+
+
 def test_a_rejected_sync_token_raises_cursor_expired_and_a_full_sync_restores_all(
     server: servers.CaldavServer,
 ) -> None:

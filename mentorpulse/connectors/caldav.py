@@ -224,7 +224,10 @@ class CaldavConnector:
                     found.append(self._calendar(names[config.name], config))
         except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
             self._fail(exc, "finding the calendars")
-        return found
+        unique: dict[str, _Calendar] = {}
+        for calendar in found:  # listed by URL and by name too: read it once
+            unique.setdefault(calendar.key, calendar)
+        return list(unique.values())
 
     def _calendar(self, handle: Calendar, config: CaldavCalendar | None) -> _Calendar:
         owner = config.owner.lower() if config is not None and config.owner else None

@@ -424,6 +424,10 @@ def test_calendars_are_discovered_or_chosen_by_display_name(
     mirror = Mirror().sync(CaldavConnector(chosen, now=NOW, client=client_for(server)))
     assert [(r.ical_uid, r.calendar_owner) for r in mirror.records] == [("once", MENTEE)]
 
+    twice = source(server, [{"name": name}, {"url": str(mentoring.url)}])
+    mirror = Mirror().sync(CaldavConnector(twice, now=NOW, client=client_for(server)))
+    assert [r.ical_uid for r in mirror.records] == ["once"]
+
     everything = Mirror().sync(
         CaldavConnector(source(server, []), now=NOW, client=client_for(server))
     )

@@ -53,6 +53,7 @@ CURSOR_VERSION = 1
 MULTIGET_BATCH = 100  # objects per calendar-multiget REPORT
 PROGRESS_EVERY = 5.0  # seconds between progress log lines of a long sync
 _MAX_MESSAGE = 200
+_URL_SAFE = ":/@%?#=&+~!$'()*,;"  # characters of a URL left as they are when quoting
 
 
 class _GetCtag(ValuedBaseElement):
@@ -203,7 +204,9 @@ class CaldavConnector:
         try:
             for config in by_url:
                 assert config.url is not None
-                handle = client.calendar(url=client.url.join(config.url))  # type: ignore[no-untyped-call]
+                # Written as a person would (spaces, @): the library wants it quoted.
+                url = client.url.join(quote(config.url, safe=_URL_SAFE))
+                handle = client.calendar(url=url)  # type: ignore[no-untyped-call]
                 found.append(self._calendar(handle, config))
             if by_name or not wanted:
                 principal = client.principal()  # type: ignore[no-untyped-call]

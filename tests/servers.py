@@ -226,6 +226,15 @@ def failing(status: int) -> Iterator[str]:
         thread.join()
 
 
+@contextlib.contextmanager
+def silent() -> Iterator[str]:
+    """A server that accepts connections and never answers: a hung upstream."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+
 def start(kind: str, folder: Path) -> contextlib.AbstractContextManager[CaldavServer]:
     if kind == "radicale":
         return radicale(folder)

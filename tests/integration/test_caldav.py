@@ -412,6 +412,14 @@ def test_server_errors_are_transient(tmp_path: Path) -> None:
     assert raised.value.retry_after == 7  # the server's Retry-After, for the backoff
 
 
+def test_a_hung_server_times_out_as_transient() -> None:
+    with servers.silent() as url:
+        config = source(servers.CaldavServer("silent", url, url), [], timeout="1s")
+        with pytest.raises(TransientError) as raised:
+            list(CaldavConnector(config, now=NOW).sync(None))
+    assert raised.value.message.startswith(f"{url} timed out while finding the calendars")
+
+
 def test_calendars_are_discovered_or_chosen_by_display_name(
     server: servers.CaldavServer,
 ) -> None:

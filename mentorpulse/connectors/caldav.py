@@ -35,6 +35,7 @@ from lxml import etree
 from mentorpulse.config.schema import CaldavCalendar, CaldavSource
 from mentorpulse.connectors.base import (
     AuthError,
+    ConnectorError,
     CursorExpired,
     ItemError,
     SyncPage,
@@ -152,6 +153,8 @@ class CaldavConnector:
     def _fail(self, exc: Exception, doing: str) -> NoReturn:
         """Raise the typed error for a failed request. Library messages are not quoted:
         they may carry response bodies or URLs, and a URL may carry credentials."""
+        if isinstance(exc, ConnectorError):
+            raise exc
         if isinstance(exc, dav_error.DAVError):
             status = exc.status
             if dav.ValidSyncToken.tag in exc.preconditions:
@@ -185,7 +188,15 @@ class CaldavConnector:
             raise TransientError(
                 self.source_id, f"cannot reach {self.server} ({type(exc).__name__}) while {doing}"
             ) from None
-        raise exc
+        # Not CalDAV at all (a login page, a redirect elsewhere): the library trips over it.
+        log.warning(
+            "caldav_unexpected_answer", source=self.source_id, doing=doing, error=type(exc).__name__
+        )
+        raise TransientError(
+            self.source_id,
+            f"{self.server} did not answer as a CalDAV server ({type(exc).__name__}) while "
+            f"{doing}; check the url",
+        ) from None
 
     # -- calendars --------------------------------------------------------------------
 
@@ -225,8 +236,16 @@ class CaldavConnector:
                             f"{self.source.username!r} (its calendars: {known})",
                         )
                     found.append(self._calendar(names[config.name], config))
-        except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
+        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
             self._fail(exc, "finding the calendars")
+        if not found:
+            # Nothing to read is never what was meant: a wrong URL, or an account without
+            # calendars. Not an empty calendar to mirror.
+            raise TransientError(
+                self.source_id,
+                f"{self.server} lists no calendars for user {self.source.username!r}; check "
+                "the url, or list the calendars to read",
+            )
         unique: dict[str, _Calendar] = {}
         for calendar in found:  # listed by URL and by name too: read it once
             unique.setdefault(calendar.key, calendar)
@@ -328,7 +347,7 @@ class CaldavConnector:
                     token, load_objects=False, disable_fallback=True
                 )
             )
-        except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
+        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
             unsupported = (
                 isinstance(exc, dav_error.DAVError)
                 and dav.ValidSyncToken.tag not in exc.preconditions
@@ -379,7 +398,7 @@ class CaldavConnector:
                 calendar.handle.get_properties([dav.GetEtag()], depth=1, parse_response_xml=False)
             )
             listing: dict[str, dict[str, Any]] = response.expand_simple_props([dav.GetEtag()])
-        except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
+        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
             self._fail(exc, doing)
         etags = {
             _path(_url(calendar.handle).join(href)): str(values.get(dav.GetEtag.tag) or "")
@@ -466,7 +485,7 @@ class CaldavConnector:
         body = etree.tostring(query.xmlelement(), encoding="utf-8", xml_declaration=True)
         try:
             response = self._connect().report(str(url), body.decode(), depth=1)
-        except (dav_error.DAVError, http.exceptions.RequestException, OSError) as exc:
+        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
             self._fail(exc, f"downloading objects of {calendar.key}")
         if response.status >= 500 and response.status not in (502, 503, 504):
             raise _BatchFailed(response.status)

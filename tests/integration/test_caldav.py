@@ -412,6 +412,16 @@ def test_server_errors_are_transient(tmp_path: Path) -> None:
     assert raised.value.retry_after == 7  # the server's Retry-After, for the backoff
 
 
+@pytest.mark.parametrize("status", [200, 302])
+def test_a_url_that_is_no_caldav_server_is_a_clear_transient_error(status: int) -> None:
+    with servers.failing(status) as url:
+        config = source(servers.CaldavServer("web", url, url), [])
+        with pytest.raises(TransientError) as raised:
+            list(CaldavConnector(config, now=NOW).sync(None))
+    assert raised.value.message.startswith(f"{url} did not answer as a CalDAV server")
+    assert raised.value.message.endswith("check the url")
+
+
 def test_a_hung_server_times_out_as_transient() -> None:
     with servers.silent() as url:
         config = source(servers.CaldavServer("silent", url, url), [], timeout="1s")

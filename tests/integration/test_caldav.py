@@ -403,7 +403,7 @@ def test_unreachable_server_is_transient() -> None:
     assert "secret-value" not in str(raised.value)
 
 
-def test_server_errors_are_transient(tmp_path: Path) -> None:
+def test_server_errors_are_transient() -> None:
     with servers.failing(503) as url:
         config = source(servers.CaldavServer("failing", url, url), [])
         with pytest.raises(TransientError) as raised:

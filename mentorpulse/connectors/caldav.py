@@ -11,6 +11,11 @@ Per calendar the cursor holds the RFC 6578 sync-token, or, where the server has 
 downloaded. Pages in the middle of a calendar carry no cursor (the stored one stays);
 the calendar's last page carries the new one, so a crash re-reads a calendar from its
 previous token and stores the same records again, which is harmless.
+
+The expansion window moves once a day; then every object of the calendar is downloaded
+and expanded again (after the incremental report, so deletions are not missed). A
+calendar that is no longer listed is dropped from the cursor, but what it gave is left
+stored: a vanished calendar is more often a sharing glitch than a deletion.
 """
 
 from __future__ import annotations

@@ -293,12 +293,18 @@ class CaldavConnector:
         try:
             calendars = self._calendars(client)
             seen = {calendar.key for calendar in calendars}
+            pruned = False
             for gone in sorted(set(entries) - seen):
                 # Unlisted, renamed, or a server glitch: stop polling it, delete nothing.
                 log.warning("caldav_calendar_gone", source=self.source_id, calendar=gone)
                 del entries[gone]
+                pruned = True
             for calendar in calendars:
-                yield from self._sync_calendar(calendar, entries)
+                for page in self._sync_calendar(calendar, entries):
+                    pruned = pruned and page.cursor is None
+                    yield page
+            if pruned:  # no later page carried the shorter cursor
+                yield SyncPage(cursor=self._cursor(entries))
         finally:
             if owned:  # a client we made is closed with its connections
                 client.close()

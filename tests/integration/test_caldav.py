@@ -457,6 +457,27 @@ def test_calendars_are_discovered_or_chosen_by_display_name(
     assert "no calendar named 'No such calendar'" in raised.value.message
 
 
+def test_a_calendar_no_longer_listed_is_dropped_from_the_cursor_but_deletes_nothing(
+    server: servers.CaldavServer,
+) -> None:
+    kept, dropped = new_calendar(server), new_calendar(server)
+    put(kept, "a.ics", ics(vevent("a", "20261118T150000Z", MENTEE_ACCEPTED)))
+    put(dropped, "b.ics", ics(vevent("b", "20261119T150000Z", MENTEE_ACCEPTED)))
+    both = source(server, [{"url": str(kept.url)}, {"url": str(dropped.url)}])
+    mirror = Mirror().sync(CaldavConnector(both, now=NOW, client=client_for(server)))
+    assert [r.ical_uid for r in mirror.records] == ["a", "b"]
+
+    one = source(server, [{"url": str(kept.url)}])
+    with capture_logs() as logs:
+        mirror.sync(CaldavConnector(one, now=NOW, client=client_for(server)))
+    assert [r.ical_uid for r in mirror.records] == ["a", "b"]
+    assert mirror.cursor is not None
+    assert list(dict(mirror.cursor["calendars"])) == [unquote(kept.url.path)]
+    assert [e["calendar"] for e in logs if e["event"] == "caldav_calendar_gone"] == [
+        unquote(dropped.url.path)
+    ]
+
+
 BAD_OBJECTS = {
     "garbage.ics": "this is not iCalendar at all\n",
     "no-dtstart.ics": ics(

@@ -18,7 +18,7 @@ import httpx
 
 from mentorpulse.config.schema import CaldavSource
 from mentorpulse.connectors.caldav import CaldavConnector
-from tests import servers
+from tests.servers import caldav as servers
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 FIRST_DAY = NOW - timedelta(days=90)

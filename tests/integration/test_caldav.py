@@ -40,7 +40,7 @@ from mentorpulse.connectors.caldav import CaldavConnector
 from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Event, Evidence, Source
 from mentorpulse.storage.models import Session as SessionRow
-from tests import servers
+from tests.servers import caldav as servers
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 MENTOR = "ana@example.org"

@@ -12,7 +12,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
+# Beside the checkout; a git worktree one level deeper (wt/issueN) finds it one further up.
+SHARED_TESTDATA = next(
+    (
+        folder / "shared" / "testdata"
+        for folder in (REPO.parent, REPO.parent.parent)
+        if (folder / "shared" / "testdata").is_dir()
+    ),
+    REPO.parent / "shared" / "testdata",
+)
 PG_ENV = "MENTORPULSE_TEST_DATABASE_URL"
 
 

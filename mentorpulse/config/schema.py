@@ -235,7 +235,58 @@ class GoogleSource(Strict):
         return self
 
 
-Source = Annotated[IcsSource | GoogleSource | MicrosoftSource, Field(discriminator="kind")]
+class CaldavCalendar(Strict):
+    """One calendar of a CalDAV source, by URL or by display name."""
+
+    url: str | None = Field(None, description="The calendar's URL, or its path on the server.")
+    name: str | None = Field(None, description="The calendar's display name.")
+    owner: str | None = Field(
+        None, description="Whose calendar this is (an email); default: the source's owner."
+    )
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> CaldavCalendar:
+        if (self.url is None) == (self.name is None):
+            raise ValueError("give exactly one of url or name")
+        return self
+
+
+class CaldavSource(Strict):
+    """Calendars on a CalDAV server (Nextcloud, Fastmail, iCloud, SOGo, Radicale …)."""
+
+    id: str
+    kind: Literal["caldav"]
+    url: str = Field(description="The server's CalDAV URL (its principal is discovered there).")
+    username: str
+    password: SecretStr = Field(
+        description="Password or app password; write ${ENV_NAME}, never the value itself."
+    )
+    calendars: tuple[CaldavCalendar, ...] = Field(
+        (),
+        description="Which calendars to read; empty: every calendar of the user's principal. "
+        "Calendars of other users the account may read are listed by URL.",
+    )
+    owner: str | None = Field(
+        None, description="Whose calendars these are; default: the username if it is an email."
+    )
+    sync: Literal["auto", "sync-token", "etag"] = Field(
+        "auto",
+        description="auto: RFC 6578 sync-collection where the server has it, else CTag/ETag "
+        "comparison; sync-token or etag force one method.",
+    )
+    auth: Literal["basic", "digest"] = Field(
+        "basic", description="HTTP authentication scheme; basic saves a round trip per request."
+    )
+    verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
+    timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
+    window_past: Duration = Field(timedelta(days=180), description="How far back to expand.")
+    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: Duration = timedelta(minutes=15)
+
+
+Source = Annotated[
+    IcsSource | CaldavSource | GoogleSource | MicrosoftSource, Field(discriminator="kind")
+]
 
 
 class RosterConfig(Strict):

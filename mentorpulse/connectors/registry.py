@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from mentorpulse.config.schema import GoogleSource, IcsSource, MicrosoftSource
+from mentorpulse.config.schema import CaldavSource, GoogleSource, IcsSource, MicrosoftSource
 from mentorpulse.connectors.base import Connector
 
-SourceConfig = IcsSource | GoogleSource | MicrosoftSource  # every provider's config model
+SourceConfig = IcsSource | CaldavSource | GoogleSource | MicrosoftSource
 
 
 def build_connector(
@@ -27,4 +27,8 @@ def build_connector(
         from mentorpulse.connectors.google import GoogleConnector
 
         return GoogleConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
+    if source.kind == "caldav":
+        from mentorpulse.connectors.caldav import CaldavConnector
+
+        return CaldavConnector(source, now=now, default_zone=default_zone)
     raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

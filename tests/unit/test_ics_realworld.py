@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from mentorpulse.config.schema import IcsSource
 from mentorpulse.connectors.base import EventRecord, ItemError, SyncPage
 from mentorpulse.connectors.ics import IcsConnector
+from tests.conftest import SHARED_TESTDATA
 
-REALWORLD = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "ics-realworld"
+REALWORLD = SHARED_TESTDATA / "ics-realworld"
 NOW = datetime(2020, 1, 1, tzinfo=UTC)
 
 pytestmark = pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is missing")

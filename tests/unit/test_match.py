@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import icalendar
 import pytest
@@ -13,8 +12,9 @@ from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MatchCriteria
 from mentorpulse.connectors.base import Attendee, EventRecord, EventStatus, Response
 from mentorpulse.tracking.match import Matcher, PairingRef
+from tests.conftest import SHARED_TESTDATA
 
-ICS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "ics-realworld"
+ICS = SHARED_TESTDATA / "ics-realworld"
 
 
 def load_records(name: str, owner: str | None = None) -> list[EventRecord]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -141,6 +142,22 @@ class RuleBase(Strict):
     id: str
     severity: Severity = "warning"
     for_: Duration = Field(timedelta(0), alias="for", description="Pending this long first.")
+    programs: tuple[str, ...] = Field(
+        (),
+        description="Only in a top-level rule: program ids (or glob patterns) it applies to; "
+        "empty: every program.",
+    )
+    pairings: tuple[str, ...] = Field(
+        (),
+        description="Only pairings matching one of these MENTOR:MENTEE glob patterns "
+        "(e.g. '*@sales.example.org:*'); empty: every pairing.",
+    )
+    exclude: tuple[str, ...] = Field(
+        (), description="Skip pairings matching one of these MENTOR:MENTEE glob patterns."
+    )
+
+
+Count = Annotated[int, Field(ge=1)]
 
 
 class CadenceGapRule(RuleBase):
@@ -151,7 +168,91 @@ class CadenceGapRule(RuleBase):
     grace: Duration | None = None
 
 
-Rule = Annotated[CadenceGapRule, Field(discriminator="kind")]
+class FirstMeetingRule(RuleBase):
+    """No attended session within ``within`` of the pairing's start."""
+
+    kind: Literal["first_meeting"]
+    within: Duration = Field(timedelta(days=21), description="Time allowed for a first meeting.")
+
+
+class NoUpcomingRule(RuleBase):
+    """Nothing scheduled within ``horizon`` from now."""
+
+    kind: Literal["no_upcoming"]
+    horizon: Duration = Field(timedelta(days=14), description="How far ahead to look.")
+
+
+class ConsecutiveMissesRule(RuleBase):
+    """The last ``count`` sessions were all missed or cancelled."""
+
+    kind: Literal["consecutive_misses"]
+    count: Count = 3
+
+
+class PartyDisengagementRule(RuleBase):
+    """One party declined, cancelled or no-showed ``count`` times within ``window``."""
+
+    kind: Literal["party_disengagement"]
+    count: Count = 3
+    window: Duration = timedelta(days=90)
+
+
+class LateCancellationsRule(RuleBase):
+    """``count`` cancellations less than ``notice`` before the start within ``window``."""
+
+    kind: Literal["late_cancellations"]
+    count: Count = 2
+    notice: Duration = Field(timedelta(hours=24), description="Less notice than this is late.")
+    window: Duration = timedelta(days=90)
+
+
+class AttendanceRateRule(RuleBase):
+    """Attended / scheduled below ``threshold`` over ``window``, given ``min_sessions``."""
+
+    kind: Literal["attendance_rate"]
+    threshold: float = Field(0.5, gt=0, le=1, description="Fire below this ratio (0-1].")
+    window: Duration = timedelta(days=90)
+    min_sessions: Count = 3
+
+
+class DecliningFrequencyRule(RuleBase):
+    """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
+
+    kind: Literal["declining_frequency"]
+    window: Duration = timedelta(days=60)
+    ratio: float = Field(0.5, gt=0, le=1)
+    min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
+
+
+Rule = Annotated[
+    CadenceGapRule
+    | FirstMeetingRule
+    | NoUpcomingRule
+    | ConsecutiveMissesRule
+    | PartyDisengagementRule
+    | LateCancellationsRule
+    | AttendanceRateRule
+    | DecliningFrequencyRule,
+    Field(discriminator="kind"),
+]
+
+
+class EvaluationConfig(Strict):
+    """How the rules engine judges pairings."""
+
+    stale_after: Duration = Field(
+        timedelta(hours=6),
+        description="A pairing whose calendar sources have not synced successfully for "
+        "this long is not judged: its findings are suppressed.",
+    )
+
+
+class PairingOverride(Strict):
+    """A different cadence for some pairings of a program, or a pause."""
+
+    pair: str = Field(description="MENTOR:MENTEE emails, or a glob pattern of them.")
+    every: Duration | None = Field(None, description="This pairing's cadence.")
+    paused: bool = Field(False, description="Do not judge this pairing.")
 
 
 class Program(Strict):
@@ -161,6 +262,9 @@ class Program(Strict):
     cadence: Cadence
     rules: tuple[Rule, ...] = ()
     admins: tuple[str, ...] = Field((), description="Contact names or email addresses.")
+    overrides: tuple[PairingOverride, ...] = Field(
+        (), description="Per-pairing cadence or pause (the roster's cadence column also works)."
+    )
 
 
 class Contact(Strict):
@@ -208,6 +312,10 @@ class MentorpulseConfig(Strict):
     notify: NotifyConfig = NotifyConfig()
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    rules: tuple[Rule, ...] = Field(
+        (), description="Rules for several programs at once (select them with `programs`)."
+    )
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     # Where the file was read from; relative paths in it are resolved against its folder.
     base_dir: Path = Field(Path("."), exclude=True, json_schema_extra={"hidden": True})
@@ -229,6 +337,43 @@ class MentorpulseConfig(Strict):
                 at=(index, "rules"),
             )
         return programs
+
+    @model_validator(mode="after")
+    def _rule_selectors(self) -> MentorpulseConfig:
+        """A top-level rule's ``programs`` must select something; ids stay unique."""
+        for index, rule in enumerate(self.rules):
+            where = ("rules", index)
+            for p_index, pattern in enumerate(rule.programs):
+                if not any(fnmatchcase(p.id, pattern) for p in self.programs):
+                    known = ", ".join(p.id for p in self.programs) or "none"
+                    raise ConfigValueError(
+                        f"program selector {pattern!r} matches no program (programs: {known})",
+                        at=(*where, "programs", p_index),
+                    )
+            for program in self.programs:
+                if rule.id in {r.id for r in program.rules} and self.selects(rule, program.id):
+                    raise ConfigValueError(
+                        f"rule id {rule.id!r} is also a rule of program {program.id!r}",
+                        at=(*where, "id"),
+                    )
+        for p_index, program in enumerate(self.programs):
+            for r_index, rule in enumerate(program.rules):
+                if rule.programs:
+                    raise ConfigValueError(
+                        "programs selects programs only in a top-level rule; "
+                        "a program's own rules apply to that program",
+                        at=("programs", p_index, "rules", r_index, "programs"),
+                    )
+        return self
+
+    @staticmethod
+    def selects(rule: RuleBase, program_id: str) -> bool:
+        return not rule.programs or any(fnmatchcase(program_id, p) for p in rule.programs)
+
+    def rules_for(self, program: Program) -> tuple[RuleBase, ...]:
+        """The program's own rules, then the top-level rules that select it."""
+        shared = tuple(r for r in self.rules if self.selects(r, program.id))
+        return (*program.rules, *shared)
 
     @model_validator(mode="after")
     def _admins_are_known(self) -> MentorpulseConfig:

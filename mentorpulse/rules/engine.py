@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from mentorpulse.config.schema import Program, RuleBase
-from mentorpulse.rules.kinds import Condition, Timeline, kind_for
+from mentorpulse.rules.kinds import Condition, Timeline, kind_for, start_of
 
 log = structlog.get_logger(__name__)
 
@@ -224,6 +224,13 @@ def judge(
             deadlines.append(condition.next_deadline)
         if state is not None and state.firing_since is None and state.state != RESOLVED:
             deadlines.append(state.since + rule.for_)
+    zone = ZoneInfo(timeline.zone)
+    if timeline.started_on > now.astimezone(zone).date():
+        deadlines.append(start_of(timeline, zone))
+    elif timeline.ended_on is not None:
+        after = datetime.combine(timeline.ended_on + timedelta(days=1), time(0), tzinfo=zone)
+        if after > now:
+            deadlines.append(after.astimezone(UTC))
     if conditions:
         deadlines.extend(
             moment for s in timeline.sessions for moment in (s.start, s.end) if moment > now

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mentorpulse import logs
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
+from mentorpulse.commands.rules import explain, rules_app, silence_app
 from mentorpulse.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +26,9 @@ config_app = typer.Typer(help="Check and describe the configuration.", no_args_i
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(rules_app, name="rules")
+app.add_typer(silence_app, name="silence")
+app.command("explain")(explain)
 
 
 @app.callback()

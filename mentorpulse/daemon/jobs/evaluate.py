@@ -180,20 +180,9 @@ def _judge_one(
     program = config.program(pairing.program_id)
     seen: set[str] = set()
     pairing.next_deadline = None
-    cadence, paused = _override(program, row.entry)
-    if pairing.active and program is not None and not paused:
+    timeline = timeline_for(row, sessions, config)
+    if timeline is not None and program is not None:
         stats.pairings += 1
-        timeline = Timeline(
-            pairing_key=pairing.key,
-            program=pairing.program_id,
-            mentor=row.mentor.email,
-            mentee=row.mentee.email,
-            started_on=pairing.started_on,
-            ended_on=pairing.ended_on,
-            zone=row.mentor.timezone or config.timezone,
-            sessions=tuple(sorted(sessions, key=lambda s: s.start)),
-            cadence=cadence,
-        )
         reason = "; ".join(f"source {s}: {why}" for s, why in sorted(stale.items())) or None
         previous = {f.rule_id: _state(f) for f in mine.values()}
         verdict = judge(timeline, program, config.rules_for(program), now, previous, stale=reason)
@@ -218,13 +207,63 @@ def _judge_one(
                 for source in stale:
                     suppressed_by[source] += 1
             stats.count(state.state)
-    why = _why_not_judged(pairing, program, paused)
+    why = _why_not_judged(pairing, program, _override(program, row.entry)[1])
     for key, finding in mine.items():
         if key not in seen and finding.state in OPEN:
             finding.state, finding.until, finding.reason = RESOLVED, now, why
             finding.last_evaluated_at = now
             stats.changed += 1
     pairing.sessions_changed = False
+
+
+def timeline_for(
+    row: _Row, sessions: Sequence[SessionFact], config: MentorpulseConfig
+) -> Timeline | None:
+    """The pairing as the rules see it; None when it is not judged (inactive, paused)."""
+    program = config.program(row.pairing.program_id)
+    cadence, paused = _override(program, row.entry)
+    if not row.pairing.active or program is None or paused:
+        return None
+    return Timeline(
+        pairing_key=row.pairing.key,
+        program=row.pairing.program_id,
+        mentor=row.mentor.email,
+        mentee=row.mentee.email,
+        started_on=row.pairing.started_on,
+        ended_on=row.pairing.ended_on,
+        zone=row.mentor.timezone or config.timezone,
+        sessions=tuple(sorted(sessions, key=lambda s: s.start)),
+        cadence=cadence,
+    )
+
+
+def load_timelines(
+    db: DbSession,
+    config: MentorpulseConfig,
+    roster: Sequence[RosterPairing],
+    pairing_ids: Sequence[int] | None = None,
+) -> list[tuple[Pairing, Timeline | None]]:
+    """Pairings (all, or the ids given) with their timelines, for backtest and explain."""
+    mentor = aliased(Person)
+    mentee = aliased(Person)
+    query = (
+        select(Pairing, mentor, mentee)
+        .join(mentor, mentor.id == Pairing.mentor_id)
+        .join(mentee, mentee.id == Pairing.mentee_id)
+        .order_by(Pairing.key)
+    )
+    if pairing_ids is not None:
+        query = query.where(Pairing.id.in_(pairing_ids))
+    rows = list(db.execute(query))
+    sessions: dict[int, list[SessionFact]] = defaultdict(list)
+    for chunk in _chunks([p.id for p, _m, _e in rows]):
+        for pairing_id, fact in _session_facts(db, chunk):
+            sessions[pairing_id].append(fact)
+    entries = {e.key: e for e in roster}
+    return [
+        (p, timeline_for(_Row(p, m, e, entries.get(p.key)), sessions[p.id], config))
+        for p, m, e in rows
+    ]
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:

@@ -456,12 +456,12 @@ def _operator_findings(
         row.rule_id, row.severity, row.state = rule_id, severity, FIRING
         row.since = row.firing_since = now
         row.until, row.reason, row.facts, row.last_evaluated_at = None, None, facts, now
-        log.error("operator_finding", rule=rule_id, **facts)
+        log.error("operator_finding", finding=rule_id, **facts)
         changed += 1
     for key, row in existing.items():
         if key not in wanted and row.state == FIRING:
             row.state, row.until, row.last_evaluated_at = RESOLVED, now, now
-            log.info("operator_finding_resolved", rule=row.rule_id, **row.facts)
+            log.info("operator_finding_resolved", finding=row.rule_id, **row.facts)
             changed += 1
     if suppressed_by:
         log.warning("findings_suppressed", by_source=dict(suppressed_by))

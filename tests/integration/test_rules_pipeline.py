@@ -109,7 +109,7 @@ def test_silence_marks_findings_and_clears_when_it_ends(
     jobs.evaluate_rules(ctx)
     (key, _rule), finding = next(iter(open_pair_findings(ctx).items()))
     assert key is not None
-    program, mentor, mentee = key.split(":")
+    _program, mentor, mentee = key.split(":")
     with ctx.sessions.begin() as db:
         silence = Silence(
             program_id=None,

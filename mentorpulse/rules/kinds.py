@@ -140,19 +140,36 @@ def known(timeline: Timeline, now: datetime) -> list[SessionFact]:
     return [s for s in timeline.sessions if s.end <= now]
 
 
+# Wall-clock days and elapsed time differ by at most a DST shift; beyond this slack the
+# cheap elapsed-time comparison gives the same answer as the exact wall-clock one.
+_DST_SLACK = timedelta(hours=3)
+
+
 def in_window(moment: datetime, window: timedelta, now: datetime, zone: ZoneInfo) -> bool:
     """``moment`` lies in the ``window`` (wall-clock days) that ends at ``now``."""
-    return moment <= now < add_local(moment, window, zone)
+    if moment > now:
+        return False
+    if moment > now - window + _DST_SLACK:
+        return True
+    if moment <= now - window - _DST_SLACK:
+        return False
+    return now < add_local(moment, window, zone)
 
 
 def leaves_window(
     moments: list[datetime], window: timedelta, now: datetime, zone: ZoneInfo
 ) -> datetime | None:
-    """When the first of ``moments`` drops out of the window: the verdict may change then."""
-    return min(
-        (add_local(m, window, zone) for m in moments if add_local(m, window, zone) > now),
-        default=None,
-    )
+    """When the first of ``moments`` drops out of the window: the verdict may change then.
+
+    ``add_local`` never goes backwards, so the earliest moment still inside decides.
+    """
+    for moment in sorted(moments):
+        if moment <= now - window - _DST_SLACK:
+            continue
+        leaves = add_local(moment, window, zone)
+        if leaves > now:
+            return leaves
+    return None
 
 
 def _who(timeline: Timeline, email: str | None) -> str:

@@ -276,21 +276,30 @@ def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, Ses
     (the party of the evidence that decided a ``missed`` verdict)."""
     decider = select(Evidence.session_id, Evidence.party).where(Evidence.rank == 0).subquery()
     rows = db.execute(
-        select(SessionRow, decider.c.party)
+        select(
+            SessionRow.pairing_id,
+            SessionRow.key,
+            SessionRow.start,
+            SessionRow.end,
+            SessionRow.outcome,
+            SessionRow.cancelled_by,
+            SessionRow.cancelled_hours_before,
+            decider.c.party,
+        )
         .outerjoin(decider, decider.c.session_id == SessionRow.id)
         .where(SessionRow.pairing_id.in_(ids))
     )
-    for s, party in rows:
-        outcome = Outcome(s.outcome)
+    for pairing_id, key, start, end, outcome_text, by, hours, party in rows:
+        outcome = Outcome(outcome_text)
         yield (
-            s.pairing_id,
+            pairing_id,
             SessionFact(
-                key=s.key,
-                start=s.start,
-                end=s.end,
+                key=key,
+                start=start,
+                end=end,
                 outcome=outcome,
-                cancelled_by=s.cancelled_by,
-                cancelled_hours_before=s.cancelled_hours_before,
+                cancelled_by=by,
+                cancelled_hours_before=hours,
                 missed_by=party if outcome is Outcome.MISSED else None,
             ),
         )

@@ -125,6 +125,10 @@ def test_silence_marks_findings_and_clears_when_it_ends(
     silenced = findings(ctx)[(key, finding.rule_id)]
     assert silenced.silence_id is not None
     assert silenced.state == "firing", "a silenced finding still records its state"
+    assert jobs.send_notifications(ctx).queued >= 1, "the other lapsed pairs are mailed"
+    with ctx.sessions() as db:
+        mailed = {m.payload["fingerprint"] for m in db.scalars(select(OutboxMessage))}
+    assert finding.fingerprint not in mailed, "a silenced finding mails nobody"
     assert jobs.evaluate_rules(ctx).changed == 0
     clock[0] = NOW + timedelta(days=3)
     jobs.evaluate_rules(ctx)

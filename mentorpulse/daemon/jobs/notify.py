@@ -78,6 +78,7 @@ def _alerts(db: DbSession) -> list[Alert]:
             mentee_email=mentee_row.email,
             mentee_name=mentee_row.name,
             mentor_timezone=mentor_row.timezone,
+            silenced=finding.silence_id is not None,
         )
         for finding, program, mentor_row, mentee_row in rows
     ]

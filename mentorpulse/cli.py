@@ -50,11 +50,13 @@ def config_check(config: ConfigOption = None) -> None:
     """Validate mentorpulse.yaml and the roster; print every problem with file:line."""
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.roster import load_roster
+    from mentorpulse.rules.check import check_selectors
 
     with user_errors():
         path = config_path(config)
         loaded = load_config(path)
         roster = load_roster(loaded.resolve(loaded.roster.path), loaded)
+        check_selectors(loaded, roster, path)
     out.print(
         f"{path}: ok — {len(loaded.programs)} programs, {len(loaded.sources)} sources, "
         f"{len(roster)} pairings",

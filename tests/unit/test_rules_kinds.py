@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from mentorpulse.config.loader import load_config
+from mentorpulse.config.roster import load_roster
 from mentorpulse.config.schema import MentorpulseConfig, Program
+from mentorpulse.errors import ConfigError
 from mentorpulse.rules import SessionFact, Timeline, evaluate
+from mentorpulse.rules.check import check_selectors
 from mentorpulse.rules.engine import FIRING, PENDING, RESOLVED, SUPPRESSED, judge
 from mentorpulse.rules.kinds import Condition
 from mentorpulse.tracking.attendance import Outcome
@@ -320,3 +325,36 @@ def test_judge_next_deadline_covers_for_and_session_boundaries() -> None:
     resolved = judge(tl(held), program, program.rules, utc(2026, 9, 21), {"gap": firing})
     assert resolved.states["gap"] is not None
     assert resolved.states["gap"].state == RESOLVED
+
+
+def test_pairing_selector_matching_no_roster_pair_names_file_and_line(tmp_path: Path) -> None:
+    config_file = tmp_path / "mentorpulse.yaml"
+    config_file.write_text(
+        "programs:\n"
+        "  - id: eng\n"
+        "    cadence: {every: 14d}\n"
+        "    rules:\n"
+        "      - id: vip\n"
+        "        kind: cadence_gap\n"
+        "        pairings:\n"
+        "          - 'ana@x.org:*'\n"
+        "          - 'anna@x.org:*'\n"
+        "    overrides:\n"
+        "      - {pair: 'ana@x.org:ben@x.org', every: 7d}\n"
+        "      - {pair: 'ana@x.org:bem@x.org', paused: true}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "roster.csv").write_text(
+        "program,mentor_email,mentee_email,started_on\neng,ana@x.org,ben@x.org,2026-01-05\n",
+        encoding="utf-8",
+    )
+    config = load_config(config_file)
+    roster = load_roster(tmp_path / "roster.csv", config)
+    with pytest.raises(ConfigError) as caught:
+        check_selectors(config, roster, config_file)
+    assert caught.value.problems == [
+        f"{config_file}:9: programs[0].rules[0].pairings[1]: 'anna@x.org:*' matches no "
+        "MENTOR:MENTEE pair of program 'eng' in the roster",
+        f"{config_file}:12: programs[0].overrides[1].pair: 'ana@x.org:bem@x.org' matches no "
+        "MENTOR:MENTEE pair of program 'eng' in the roster",
+    ]

@@ -130,17 +130,25 @@ def sync(
 
 
 @app.command()
-def evaluate(config: ConfigOption = None) -> None:
+def evaluate(
+    config: ConfigOption = None,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Judge every pairing, not only those changed or due."),
+    ] = False,
+) -> None:
     """Judge sessions from the stored events and run the cadence rules."""
     from mentorpulse.daemon import jobs
 
     def action(ctx: jobs.Context) -> None:
         sessions = jobs.rebuild_sessions(ctx)
-        stats = jobs.evaluate_rules(ctx)
+        stats = jobs.evaluate_rules(ctx, full=full)
         out.print(
             f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
             f"{stats.pairings} pairings evaluated: {stats.firing} firing, "
-            f"{stats.pending} pending findings",
+            f"{stats.pending} pending findings"
+            + (f", {stats.suppressed} suppressed (stale sources)" if stats.suppressed else "")
+            + (f", {stats.errors} rule errors" if stats.errors else ""),
             highlight=False,
         )
 

@@ -259,3 +259,26 @@ def test_explain_and_silences_from_the_command_line(demo_cli: Path) -> None:
             assert db.get_one(Finding, finding.id).silence_id is None
     finally:
         ctx.engine.dispose()
+
+
+def test_pausing_a_pairing_in_the_roster_resolves_its_findings(
+    demo: Path, ctx: jobs.Context, clock: list[datetime]
+) -> None:
+    jobs.sync_sources(ctx)
+    jobs.rebuild_sessions(ctx)
+    jobs.evaluate_rules(ctx)
+    (key, rule), _finding = next(iter(open_pair_findings(ctx).items()))
+    assert key is not None
+    roster = demo.with_name("roster.csv")
+    lines = roster.read_text(encoding="utf-8").splitlines()
+    _program, mentor, mentee = key.split(":")
+    lines = [f"{line.rstrip(',')},,yes" if f"{mentor},{mentee}" in line else line for line in lines]
+    roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    clock[0] = NOW + timedelta(minutes=15)
+    paused = jobs.Context.open(demo, clock=lambda: clock[0])
+    try:
+        assert jobs.evaluate_rules(paused).changed >= 1, "a roster edit re-judges (incremental)"
+        finding = findings(paused)[(key, rule)]
+        assert (finding.state, finding.reason) == ("resolved", "pairing paused")
+    finally:
+        paused.engine.dispose()

@@ -7,6 +7,7 @@ sessions, and is judged by eight rules (one of each kind). Figures:
 - ``full_first_s``: first full evaluation (every finding is created);
 - ``full_again_s``: a full evaluation over unchanged data (writes nothing);
 - ``incremental_idle_s``: an incremental run with nothing due;
+- ``incremental_15min_s``: the next scheduled run, 15 minutes later, nothing changed;
 - ``incremental_day_s``: an incremental run a day later, after 1% of pairings changed.
 
 Run: ``python -m bench.rules_eval [PAIRINGS] [DATABASE_URL]`` (default SQLite in a
@@ -138,6 +139,8 @@ def measure(pairings: int = 10_000, database_url: str | None = None) -> dict[str
             full_first = _timed(lambda: evaluate_rules(ctx, full=True))
             full_again = _timed(lambda: evaluate_rules(ctx, full=True))
             idle = _timed(lambda: evaluate_rules(ctx))
+            clock[0] = NOW + timedelta(minutes=15)  # the daemon's default evaluate_every
+            tick = _timed(lambda: evaluate_rules(ctx))
             clock[0] = NOW + timedelta(days=1)
             with ctx.sessions.begin() as db:
                 changed = rng.sample(range(1, pairings + 1), max(1, pairings // 100))
@@ -166,6 +169,7 @@ def measure(pairings: int = 10_000, database_url: str | None = None) -> dict[str
         "full_first_s": round(full_first, 2),
         "full_again_s": round(full_again, 2),
         "incremental_idle_s": round(idle, 3),
+        "incremental_15min_s": round(tick, 3),
         "incremental_day_due_pairings": due,
         "incremental_day_s": round(day, 2),
     }

@@ -141,7 +141,7 @@ def _findings(ctx: Context) -> list[tuple[Any, ...]]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -338,9 +338,9 @@ def _config_changed(
         "programs": [p.model_dump(mode="json", exclude={"admins"}) for p in config.programs],
         "rules": [r.model_dump(mode="json") for r in config.rules],
         "stale_after": config.evaluation.stale_after.total_seconds(),
-        "roster": sorted(
-            (e.key, str(e.cadence), e.paused) for e in roster if e.cadence or e.paused
-        ),
+        # Roster edits that change how a pairing is judged without touching its sessions
+        # (dates and membership already flag the pairing itself).
+        "roster": sorted((e.key, str(e.cadence), e.paused, e.mentor_timezone) for e in roster),
     }
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
     name = _CONFIG_RUN + digest

@@ -23,6 +23,7 @@ silence_app = typer.Typer(
 )
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
+    from mentorpulse.config.schema import MentorpulseConfig
     from mentorpulse.daemon import jobs
     from mentorpulse.storage.models import Finding
 
@@ -79,16 +80,19 @@ def rules_test(
         first = first_given or last - timedelta(days=90)
         if last < first:
             raise UserError("--to is before --from")
-        with ctx.sessions() as db:
-            loaded = load_timelines(db, ctx.config, ctx.roster)
+        replayed = 0
 
-        def cases(source: object) -> list[Case]:
-            assert isinstance(source, type(ctx.config))
+        def cases(source: MentorpulseConfig) -> list[Case]:
+            """The pairings as ``source`` judges them (its overrides and pauses too)."""
+            nonlocal replayed
+            with ctx.sessions() as db:
+                loaded = load_timelines(db, source, ctx.roster)
             found = []
             for _pairing, timeline in loaded:
                 program = source.program(timeline.program) if timeline else None
                 if timeline is not None and program is not None:
                     found.append(Case(timeline, program, source.rules_for(program)))
+            replayed = max(replayed, len(found))
             return found
 
         in_force = replay(cases(ctx.config), first, last)
@@ -112,7 +116,7 @@ def rules_test(
         }
         summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing"
         out.print(
-            f"{first} … {last}: {len(loaded)} pairings replayed; would have fired: {summary}",
+            f"{first} … {last}: {replayed} pairings replayed; would have fired: {summary}",
             highlight=False,
         )
 

@@ -282,3 +282,46 @@ def test_pausing_a_pairing_in_the_roster_resolves_its_findings(
         assert (finding.state, finding.reason) == ("resolved", "pairing paused")
     finally:
         paused.engine.dispose()
+
+
+def test_coverage_owner_source_judges_a_pair_a_broken_other_source_cannot_cover(
+    tmp_path: Path,
+) -> None:
+    """A pairing with no events is covered by the source that names its mentor as owner;
+    a pairing no source names is covered by every source, so a broken one suppresses it."""
+    empty = tmp_path / "ana.ics"
+    empty.write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nEND:VCALENDAR\r\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "roster.csv").write_text(
+        "program,mentor_email,mentee_email,started_on\n"
+        "eng,ana@x.org,ben@x.org,2026-10-01\n"
+        "eng,cat@x.org,dan@x.org,2026-10-01\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "mentorpulse.yaml").write_text(
+        "database: sqlite:///mp.db\n"
+        "sources:\n"
+        "  - {id: ana-cal, kind: ics, path: ana.ics, owner: ana@x.org}\n"
+        "  - {id: team-cal, kind: ics, path: missing-folder/team.ics}\n"
+        "programs:\n"
+        "  - id: eng\n"
+        "    cadence: {every: 14d}\n"
+        "    rules: [{id: first, kind: first_meeting, within: 7d}]\n",
+        encoding="utf-8",
+    )
+    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: NOW)
+    try:
+        results = {r.source_id: r.ok for r in jobs.sync_sources(ctx)}
+        assert results == {"ana-cal": True, "team-cal": False}
+        jobs.rebuild_sessions(ctx)
+        jobs.evaluate_rules(ctx)
+        states = {key: f.state for (key, _r), f in findings(ctx).items() if key}
+        assert states == {
+            "eng:ana@x.org:ben@x.org": "firing",
+            "eng:cat@x.org:dan@x.org": "suppressed",
+        }
+        assert findings(ctx)[(None, SOURCE_STALE)].facts["source"] == "team-cal"
+    finally:
+        ctx.engine.dispose()

@@ -135,7 +135,8 @@ def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
                 _Row(pairing, mentor_row, mentee_row, entry),
                 sessions.get(pairing.id, []),
                 findings[pairing.id],
-                stale={s: stale[s] for s in coverage.get(pairing.id, set(stale)) if s in stale},
+                # No known source of its own: every source covers it.
+                stale={s: stale[s] for s in coverage.get(pairing.id) or stale if s in stale},
                 suppressed_by=suppressed_by,
                 stats=stats,
                 now=now,
@@ -373,6 +374,16 @@ def stale_sources(db: DbSession, config: MentorpulseConfig, now: datetime) -> di
     return stale
 
 
+def source_owners(source: object) -> list[str]:
+    """Whose calendars a configured source reads, where its config says so: the ``owner``
+    of an ics source, the ``mailboxes`` of a provider source that lists them. Read by
+    name so every connector's config model can take part without a shared base class."""
+    owner = getattr(source, "owner", None)
+    found = [owner] if isinstance(owner, str) and owner else []
+    found += [m for m in getattr(source, "mailboxes", ()) if isinstance(m, str)]
+    return [address.lower() for address in found]
+
+
 def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> dict[int, set[str]]:
     """The sources covering each pairing (see the module docstring); absent: all of them."""
     covered: dict[int, set[str]] = defaultdict(set)
@@ -387,8 +398,8 @@ def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> d
             covered[pairing_id].add(source_id)
     owners: dict[str, set[str]] = defaultdict(set)
     for source in config.sources:
-        if source.owner:
-            owners[source.owner.lower()].add(source.id)
+        for owner in source_owners(source):
+            owners[owner].add(source.id)
     if owners:
         mentor = aliased(Person)
         mentee = aliased(Person)
@@ -400,8 +411,9 @@ def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> d
                 .where(Pairing.id.in_(chunk))
             )
             for pairing_id, mentor_email, mentee_email in people:
-                covered[pairing_id] |= owners.get(mentor_email, set())
-                covered[pairing_id] |= owners.get(mentee_email, set())
+                own = owners.get(mentor_email, set()) | owners.get(mentee_email, set())
+                if own:
+                    covered[pairing_id] |= own
     return covered
 
 

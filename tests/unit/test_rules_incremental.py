@@ -1,7 +1,8 @@
 """Incremental evaluation equals full evaluation, over random timelines and edits.
 
 Two real SQLite databases receive the same session edits (as the sessions stage makes
-them: rows written, ``sessions_changed`` set) and are evaluated at the same moments, one
+them: rows written, ``sessions_changed`` set) and the same changes of their calendar
+source's health (failing, recovering, going stale), and are evaluated at the same moments, one
 incrementally (only pairings that changed or whose deadline passed), one in full. Their
 findings must be identical after every step.
 """
@@ -22,7 +23,7 @@ from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.daemon.jobs import Context, evaluate_rules
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import session_factory
-from mentorpulse.storage.models import Base, Finding, Pairing
+from mentorpulse.storage.models import Base, Finding, Pairing, Source
 from mentorpulse.storage.models import Session as SessionRow
 from mentorpulse.tracking.attendance import Outcome
 
@@ -30,6 +31,9 @@ START = datetime(2026, 3, 1, tzinfo=UTC)  # spans the March and October DST chan
 CONFIG = MentorpulseConfig.model_validate(
     {
         "timezone": "Europe/Berlin",
+        # One calendar covers every pairing; it fails, recovers or just goes quiet.
+        "sources": [{"id": "cal", "kind": "ics", "path": "cal.ics"}],
+        "evaluation": {"stale_after": "3d"},
         "programs": [
             {
                 "id": "eng",
@@ -85,8 +89,11 @@ edits = st.builds(
     by_mentee=st.booleans(),
     notice=st.sampled_from([-1.0, 2.0, 30.0, 100.0]),
 )
+health = st.sampled_from([None, None, None, "fail", "recover"])
 steps = st.lists(
-    st.tuples(st.integers(1, 24 * 6), st.lists(edits, max_size=3)), min_size=1, max_size=14
+    st.tuples(st.integers(1, 24 * 6), st.lists(edits, max_size=3), health),
+    min_size=1,
+    max_size=14,
 )
 
 
@@ -97,7 +104,21 @@ def _context(clock: list[datetime]) -> Context:
     ctx = Context(CONFIG, ROSTER, engine, session_factory(engine), lambda: clock[0])
     with ctx.sessions.begin() as db:
         repository.apply_roster(db, CONFIG, ROSTER)
+        source = repository.ensure_source(db, "cal", "ics")
+        source.last_success_at = START
     return ctx
+
+
+def _health(ctx: Context, change: str | None, now: datetime) -> None:
+    """What the sync stage records: a failure keeps the last success, a recovery is one."""
+    if change is None:
+        return
+    with ctx.sessions.begin() as db:
+        source = db.get_one(Source, "cal")
+        source.healthy = change == "recover"
+        source.last_error = None if source.healthy else "HTTP 503"
+        if source.healthy:
+            source.last_success_at = now
 
 
 def _apply(ctx: Context, edit: Edit) -> None:
@@ -146,13 +167,17 @@ def _findings(ctx: Context) -> list[tuple[Any, ...]]:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(plan=steps)
-def test_incremental_evaluation_equals_full(plan: list[tuple[int, list[Edit]]]) -> None:
+def test_incremental_evaluation_equals_full(
+    plan: list[tuple[int, list[Edit], str | None]],
+) -> None:
     clock = [START]
     incremental = _context(clock)
     full = _context(clock)
     try:
-        for hours, changes in plan:
+        for hours, changes, change in plan:
             clock[0] += timedelta(hours=hours)
+            _health(incremental, change, clock[0])
+            _health(full, change, clock[0])
             for edit in changes:
                 _apply(incremental, edit)
                 _apply(full, edit)

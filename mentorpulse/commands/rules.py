@@ -106,10 +106,18 @@ def rules_test(
                     f"force are missing from the candidate"
                 )
             rows = compare(in_force, replay(cases(candidate), first, last))
-        table = Table("day", "mentor", "mentee", "rule", "severity", "config")
+        table = Table("day", "firing since", "mentor", "mentee", "rule", "severity", "config")
         for row in rows:
             f = row.fired
-            table.add_row(f.day.isoformat(), f.mentor, f.mentee, f.rule_id, f.severity, row.status)
+            table.add_row(
+                f.day.isoformat(),
+                _local(f.firing_since, ctx.config.timezone),
+                f.mentor,
+                f.mentee,
+                f.rule_id,
+                f.severity,
+                row.status,
+            )
         out.print(table)
         counts = {
             s: sum(1 for r in rows if r.status == s) for s in dict.fromkeys(r.status for r in rows)

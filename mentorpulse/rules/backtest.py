@@ -32,7 +32,7 @@ class Case:
 class Fired:
     """A firing episode the replay saw start."""
 
-    day: date  # the day (pairing's zone) it was first seen firing
+    day: date  # the day (pairing's zone) it was first seen firing (or ``first``)
     firing_since: datetime
     rule_id: str
     severity: str
@@ -50,7 +50,7 @@ def replay(cases: Sequence[Case], first: date, last: date) -> list[Fired]:
     """Every episode that would have started firing between ``first`` and ``last``.
 
     The history before ``first`` is replayed too (silently), so an episode already
-    firing on ``first`` is not reported as new on that day.
+    firing on ``first`` is reported once, on that day, with its true ``firing_since``.
     """
     fired: list[Fired] = []
     for case in cases:
@@ -68,7 +68,11 @@ def replay(cases: Sequence[Case], first: date, last: date) -> list[Fired]:
                     started = (
                         state is not None
                         and state.state == FIRING
-                        and (before is None or before.firing_since != state.firing_since)
+                        and (
+                            before is None
+                            or before.firing_since != state.firing_since
+                            or day == first
+                        )
                     )
                     if started and state is not None and day >= first:
                         fired.append(

@@ -14,6 +14,7 @@ from mentorpulse.config.roster import load_roster
 from mentorpulse.config.schema import MentorpulseConfig, Program
 from mentorpulse.errors import ConfigError
 from mentorpulse.rules import SessionFact, Timeline, evaluate
+from mentorpulse.rules.backtest import Case, compare, replay
 from mentorpulse.rules.check import check_selectors
 from mentorpulse.rules.engine import FIRING, PENDING, RESOLVED, SUPPRESSED, judge
 from mentorpulse.rules.kinds import Condition
@@ -357,4 +358,31 @@ def test_pairing_selector_matching_no_roster_pair_names_file_and_line(tmp_path: 
         "MENTOR:MENTEE pair of program 'eng' in the roster",
         f"{config_file}:12: programs[0].overrides[1].pair: 'ana@x.org:bem@x.org' matches no "
         "MENTOR:MENTEE pair of program 'eng' in the roster",
+    ]
+
+
+# ------------------------------------------------------------------ backtest
+
+
+def test_replay_reports_each_episode_on_the_day_it_fires_and_compare_lines_them_up() -> None:
+    program = prog({"id": "gap", "kind": "cadence_gap", "for": "2d"}, every="7d")
+    met = s(utc(2026, 9, 10, 9), Outcome.HELD)
+    case = Case(tl(met, started_on=date(2026, 9, 1)), program, program.rules)
+    fired = replay([case], date(2026, 9, 1), date(2026, 9, 30))
+    # Gap from 8 Sep 00:00 CEST, firing 2 days later; they met on 10 Sep 11:00-12:00 CEST,
+    # which resolves it; the next gap opens 17 Sep 12:00 CEST and fires 19 Sep 12:00.
+    assert [(f.day, f.firing_since) for f in fired] == [
+        (date(2026, 9, 9), utc(2026, 9, 9, 22)),
+        (date(2026, 9, 19), utc(2026, 9, 19, 10)),
+    ]
+    later = replay([case], date(2026, 9, 20), date(2026, 9, 30))
+    assert [(f.day, f.firing_since) for f in later] == [(date(2026, 9, 20), utc(2026, 9, 19, 10))]
+    loose = prog({"id": "gap", "kind": "cadence_gap", "for": "2d"}, every="14d")
+    candidate = replay(
+        [Case(case.timeline, loose, loose.rules)], date(2026, 9, 1), date(2026, 9, 30)
+    )
+    assert [(d.fired.day, d.status) for d in compare(fired, candidate)] == [
+        (date(2026, 9, 9), "only in force"),
+        (date(2026, 9, 19), "only in force"),
+        (date(2026, 9, 26), "only candidate"),  # 14 days after they met, plus 2
     ]

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mentorpulse.cli import app
 from mentorpulse.commands import common
+from mentorpulse.config.schema import PartyDisengagementRule
 from mentorpulse.daemon import jobs
 from mentorpulse.daemon.jobs.evaluate import RULE_ERROR, SOURCE_STALE, load_timelines
 from mentorpulse.demo import write_demo
@@ -325,3 +326,26 @@ def test_coverage_owner_source_judges_a_pair_a_broken_other_source_cannot_cover(
         assert findings(ctx)[(None, SOURCE_STALE)].facts["source"] == "team-cal"
     finally:
         ctx.engine.dispose()
+
+
+def test_party_disengagement_tells_the_side_the_demo_planted(
+    tmp_path: Path, ctx: jobs.Context
+) -> None:
+    """Each pair where the generator planted a decline is flagged on the decliner's side."""
+    truth = write_demo(tmp_path / "truth", today=TODAY)
+    planted: dict[str, set[str]] = {}
+    for session in truth.sessions:
+        if session.planted in ("declined_by_mentor", "declined_by_mentee") and session.start < NOW:
+            planted.setdefault(session.pairing_key, set()).add(session.planted.rsplit("_", 1)[1])
+    assert planted, "the demo plants declines on both sides"
+    jobs.sync_sources(ctx)
+    jobs.rebuild_sessions(ctx)
+    rule = PartyDisengagementRule(
+        id="one-decline", kind="party_disengagement", count=1, window=timedelta(days=365)
+    )
+    ctx.config = ctx.config.model_copy(update={"rules": (rule,)})
+    jobs.evaluate_rules(ctx)
+    for key, sides in planted.items():
+        finding = findings(ctx)[(key, "one-decline")]
+        assert finding.state == "firing"
+        assert set(finding.facts["party"].split(" and ")) >= sides, key

@@ -274,10 +274,11 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, SessionFact]]:
     """Sessions of the pairings with what the rules need, including who missed a session
-    (the party of the evidence that decided a ``missed`` verdict)."""
-    decider = select(Evidence.session_id, Evidence.party).where(Evidence.rank == 0).subquery()
+    (the party of the evidence that decided a ``missed`` verdict, looked up for those
+    few sessions only)."""
     rows = db.execute(
         select(
+            SessionRow.id,
             SessionRow.pairing_id,
             SessionRow.key,
             SessionRow.start,
@@ -285,23 +286,30 @@ def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, Ses
             SessionRow.outcome,
             SessionRow.cancelled_by,
             SessionRow.cancelled_hours_before,
-            decider.c.party,
+        ).where(SessionRow.pairing_id.in_(ids))
+    ).all()
+    missed = [row[0] for row in rows if row[5] == Outcome.MISSED.value]
+    missed_by: dict[int, str | None] = {}
+    for chunk in _chunks(missed):
+        deciders = db.execute(
+            select(Evidence.session_id, Evidence.party).where(
+                Evidence.session_id.in_(chunk), Evidence.rank == 0
+            )
         )
-        .outerjoin(decider, decider.c.session_id == SessionRow.id)
-        .where(SessionRow.pairing_id.in_(ids))
-    )
-    for pairing_id, key, start, end, outcome_text, by, hours, party in rows:
-        outcome = Outcome(outcome_text)
+        for session_id, party in deciders:
+            missed_by[session_id] = party
+    outcomes = {o.value: o for o in Outcome}
+    for session_id, pairing_id, key, start, end, outcome_text, by, hours in rows:
         yield (
             pairing_id,
             SessionFact(
                 key=key,
                 start=start,
                 end=end,
-                outcome=outcome,
+                outcome=outcomes[outcome_text],
                 cancelled_by=by,
                 cancelled_hours_before=hours,
-                missed_by=party if outcome is Outcome.MISSED else None,
+                missed_by=missed_by.get(session_id),
             ),
         )
 

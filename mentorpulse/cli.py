@@ -18,6 +18,7 @@ from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.commands.notify import notify, outbox_app
+from mentorpulse.commands.rules import explain, rules_app, silence_app
 from mentorpulse.errors import UserError
 
 app = typer.Typer(
@@ -36,6 +37,9 @@ auth_app.command("google")(auth_google.google)
 app.command("status")(status_command.status)
 app.add_typer(outbox_app, name="outbox")
 app.command("notify")(notify)
+app.add_typer(rules_app, name="rules")
+app.add_typer(silence_app, name="silence")
+app.command("explain")(explain)
 
 
 @app.callback()
@@ -57,11 +61,13 @@ def config_check(config: ConfigOption = None) -> None:
     """Validate mentorpulse.yaml and the roster; print every problem with file:line."""
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.roster import load_roster
+    from mentorpulse.rules.check import check_selectors
 
     with user_errors():
         path = config_path(config)
         loaded = load_config(path)
         roster = load_roster(loaded.resolve(loaded.roster.path), loaded)
+        check_selectors(loaded, roster, path)
     out.print(
         f"{path}: ok — {len(loaded.programs)} programs, {len(loaded.sources)} sources, "
         f"{len(roster)} pairings",
@@ -136,17 +142,25 @@ def sync(
 
 
 @app.command()
-def evaluate(config: ConfigOption = None) -> None:
+def evaluate(
+    config: ConfigOption = None,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Judge every pairing, not only those changed or due."),
+    ] = False,
+) -> None:
     """Judge sessions from the stored events and run the cadence rules."""
     from mentorpulse.daemon import jobs
 
     def action(ctx: jobs.Context) -> None:
         sessions = jobs.rebuild_sessions(ctx)
-        stats = jobs.evaluate_rules(ctx)
+        stats = jobs.evaluate_rules(ctx, full=full)
         out.print(
             f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
             f"{stats.pairings} pairings evaluated: {stats.firing} firing, "
-            f"{stats.pending} pending findings",
+            f"{stats.pending} pending findings"
+            + (f", {stats.suppressed} suppressed (stale sources)" if stats.suppressed else "")
+            + (f", {stats.errors} rule errors" if stats.errors else ""),
             highlight=False,
         )
 

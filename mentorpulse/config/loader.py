@@ -27,7 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from mentorpulse.config.schema import ConfigValueError, MentorpulseConfig, format_duration
 from mentorpulse.errors import ConfigError
 
-__all__ = ["ConfigError", "config_path", "json_schema", "load_config"]
+__all__ = ["ConfigError", "config_path", "json_schema", "key_line", "load_config"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +85,17 @@ def load_config(path: Path) -> MentorpulseConfig:
 
     log.debug("config_loaded", path=str(path), programs=len(config.programs))
     return config.model_copy(update={"base_dir": path.parent})
+
+
+def key_line(path: Path, keys: KeyPath) -> int:
+    """The line of ``keys`` (or its nearest parent) in a config file that loaded cleanly,
+    for checks made after loading (e.g. against the roster) to point at the right line."""
+    built = _Builder(display=str(path))
+    built.parse(_read(path))
+    for end in range(len(keys), -1, -1):
+        if keys[:end] in built.lines:
+            return built.lines[keys[:end]]
+    return 1
 
 
 class _SchemaGenerator(GenerateJsonSchema):

@@ -8,13 +8,13 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.config.schema import MentorpulseConfig, parse_duration
 from mentorpulse.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,8 @@ class RosterPairing:
     mentor_timezone: str | None = None
     mentee_timezone: str | None = None
     line: int = 0
+    cadence: timedelta | None = None  # overrides the program's cadence for this pairing
+    paused: bool = False  # not judged by the rules while paused
 
     @property
     def key(self) -> str:
@@ -48,9 +50,20 @@ OPTIONAL_COLUMNS = (
     "mentee_name",
     "mentor_timezone",
     "mentee_timezone",
+    "cadence",
+    "paused",
 )
 _COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 _EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"'.]+$")
+_BOOLEAN = {
+    "": False,
+    "no": False,
+    "false": False,
+    "0": False,
+    "yes": True,
+    "true": True,
+    "1": True,
+}
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -203,6 +216,16 @@ def _pairing(
         if cells[name] and not _is_zone(cells[name]):
             bad(name, f"{cells[name]!r} is not a time zone (use an IANA name like Europe/Berlin)")
 
+    cadence = None
+    if cells["cadence"]:
+        try:
+            cadence = parse_duration(cells["cadence"])
+        except ValueError as error:
+            bad("cadence", f"{cells['cadence']!r}: {error}")
+    paused = cells["paused"].lower()
+    if paused not in _BOOLEAN:
+        bad("paused", f"{cells['paused']!r} is not yes or no")
+
     if len(problems) > before or started is None:
         return None
     return RosterPairing(
@@ -216,6 +239,8 @@ def _pairing(
         mentor_timezone=cells["mentor_timezone"] or None,
         mentee_timezone=cells["mentee_timezone"] or None,
         line=line,
+        cadence=cadence,
+        paused=_BOOLEAN.get(paused, False),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,10 +91,28 @@ class PrivacyConfig(Strict):
     store_titles: bool = Field(False, description="Keep event titles in the database.")
 
 
-class IcsSource(Strict):
-    """An iCalendar file, a folder of .ics files, or an http(s) feed."""
+class SourceBase(Strict):
+    """What every calendar source has: an id, a sync window and a poll interval."""
 
     id: str
+    window_past: Duration = Field(
+        timedelta(days=180), description="How far back to read (recurring events expanded)."
+    )
+    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: Duration = Field(timedelta(minutes=15), description="How often to read it.")
+
+    def owners(self) -> tuple[str, ...]:
+        """Whose calendars the config says this source reads (empty: not stated).
+
+        The rules skip a pair whose calendars come from a stale source; this is how a
+        source that holds no event of the pair yet still counts as covering it.
+        """
+        return ()
+
+
+class IcsSource(SourceBase):
+    """An iCalendar file, a folder of .ics files, or an http(s) feed."""
+
     kind: Literal["ics"]
     path: str | None = Field(None, description="A .ics file or a folder of them.")
     url: str | None = Field(None, description="An http(s) iCalendar feed.")
@@ -102,9 +121,9 @@ class IcsSource(Strict):
         description="Whose calendar this is. For a folder, files named <email>.ics "
         "take their owner from the file name.",
     )
-    window_past: Duration = Field(timedelta(days=180), description="How far back to expand.")
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = timedelta(minutes=15)
+
+    def owners(self) -> tuple[str, ...]:
+        return (self.owner.lower(),) if self.owner else ()
 
     @model_validator(mode="after")
     def _one_location(self) -> IcsSource:
@@ -113,14 +132,13 @@ class IcsSource(Strict):
         return self
 
 
-class MicrosoftSource(Strict):
+class MicrosoftSource(SourceBase):
     """Microsoft 365 calendars through Microsoft Graph (``calendarView/delta`` per mailbox).
 
     ``auth: app`` (client credentials, app-only) reads every listed mailbox; ``auth:
     device_code`` uses the refresh token saved by ``mentorpulse auth microsoft``.
     """
 
-    id: str
     kind: Literal["microsoft"]
     tenant_id: str = Field(description="Directory (tenant) id or verified domain.")
     client_id: str = Field(description="Application (client) id of the app registration.")
@@ -145,9 +163,6 @@ class MicrosoftSource(Strict):
     token_store: str = Field(
         "tokens.json", description="Encrypted token file for auth: device_code."
     )
-    window_past: Duration = Field(timedelta(days=180), description="How far back to sync.")
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = timedelta(minutes=15)
     page_size: int = Field(100, ge=1, le=1000, description="Prefer: odata.maxpagesize.")
     authority_host: str = Field(
         "https://login.microsoftonline.com", description="Sign-in host (national clouds)."
@@ -160,6 +175,9 @@ class MicrosoftSource(Strict):
         description="CA bundle (PEM) to trust instead of the default, e.g. behind a "
         "TLS-inspecting proxy.",
     )
+
+    def owners(self) -> tuple[str, ...]:
+        return self.mailboxes
 
     @field_validator("mailboxes")
     @classmethod
@@ -182,7 +200,7 @@ class MicrosoftSource(Strict):
         return self
 
 
-class GoogleSource(Strict):
+class GoogleSource(SourceBase):
     """Google Workspace calendars, read through the Calendar API (and Meet for attendance).
 
     Either a service account with domain-wide delegation reads each user's own primary
@@ -190,7 +208,6 @@ class GoogleSource(Strict):
     the calendars listed must be shared with them.
     """
 
-    id: str
     kind: Literal["google"]
     users: tuple[str, ...] = Field(
         min_length=1, description="Email addresses whose primary calendars are read."
@@ -209,9 +226,6 @@ class GoogleSource(Strict):
     attendance: bool = Field(
         False, description="Read Google Meet attendance as evidence (adds the Meet scope)."
     )
-    window_past: Duration = Field(timedelta(days=180), description="How far back to read.")
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = timedelta(minutes=15)
     batch_size: int = Field(
         50,
         ge=1,
@@ -227,6 +241,9 @@ class GoogleSource(Strict):
         None, description="Serve all APIs from this root URL (a proxy or a test double)."
     )
     timeout: Duration = Field(timedelta(seconds=60), description="Per HTTP request.")
+
+    def owners(self) -> tuple[str, ...]:
+        return tuple(user.lower() for user in self.users)
 
     @model_validator(mode="after")
     def _one_credential(self) -> GoogleSource:
@@ -251,10 +268,9 @@ class CaldavCalendar(Strict):
         return self
 
 
-class CaldavSource(Strict):
+class CaldavSource(SourceBase):
     """Calendars on a CalDAV server (Nextcloud, Fastmail, iCloud, SOGo, Radicale …)."""
 
-    id: str
     kind: Literal["caldav"]
     url: str = Field(description="The server's CalDAV URL (its principal is discovered there).")
     username: str
@@ -279,9 +295,11 @@ class CaldavSource(Strict):
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
     timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
-    window_past: Duration = Field(timedelta(days=180), description="How far back to expand.")
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = timedelta(minutes=15)
+
+    def owners(self) -> tuple[str, ...]:
+        default = self.owner or (self.username if "@" in self.username else None)
+        found = [c.owner or default for c in self.calendars] if self.calendars else [default]
+        return tuple(dict.fromkeys(o.lower() for o in found if o))
 
 
 Source = Annotated[
@@ -315,6 +333,25 @@ class RuleBase(Strict):
     id: str
     severity: Severity = "warning"
     for_: Duration = Field(timedelta(0), alias="for", description="Pending this long first.")
+    programs: tuple[str, ...] = Field(
+        (),
+        description="Only in a top-level rule: program ids (or glob patterns) it applies to; "
+        "empty: every program.",
+    )
+    pairings: tuple[str, ...] = Field(
+        (),
+        description="Only pairings matching one of these MENTOR:MENTEE glob patterns "
+        "(e.g. '*@sales.example.org:*'); empty: every pairing.",
+    )
+    exclude: tuple[str, ...] = Field(
+        (), description="Skip pairings matching one of these MENTOR:MENTEE glob patterns."
+    )
+    labels: dict[str, str] = Field(
+        {}, description="Free labels notification routes can match on (e.g. team: sales)."
+    )
+
+
+Count = Annotated[int, Field(ge=1)]
 
 
 class CadenceGapRule(RuleBase):
@@ -325,7 +362,91 @@ class CadenceGapRule(RuleBase):
     grace: Duration | None = None
 
 
-Rule = Annotated[CadenceGapRule, Field(discriminator="kind")]
+class FirstMeetingRule(RuleBase):
+    """No attended session within ``within`` of the pairing's start."""
+
+    kind: Literal["first_meeting"]
+    within: Duration = Field(timedelta(days=21), description="Time allowed for a first meeting.")
+
+
+class NoUpcomingRule(RuleBase):
+    """Nothing scheduled within ``horizon`` from now."""
+
+    kind: Literal["no_upcoming"]
+    horizon: Duration = Field(timedelta(days=14), description="How far ahead to look.")
+
+
+class ConsecutiveMissesRule(RuleBase):
+    """The last ``count`` sessions were all missed or cancelled."""
+
+    kind: Literal["consecutive_misses"]
+    count: Count = 3
+
+
+class PartyDisengagementRule(RuleBase):
+    """One party declined, cancelled or no-showed ``count`` times within ``window``."""
+
+    kind: Literal["party_disengagement"]
+    count: Count = 3
+    window: Duration = timedelta(days=90)
+
+
+class LateCancellationsRule(RuleBase):
+    """``count`` cancellations less than ``notice`` before the start within ``window``."""
+
+    kind: Literal["late_cancellations"]
+    count: Count = 2
+    notice: Duration = Field(timedelta(hours=24), description="Less notice than this is late.")
+    window: Duration = timedelta(days=90)
+
+
+class AttendanceRateRule(RuleBase):
+    """Attended / scheduled below ``threshold`` over ``window``, given ``min_sessions``."""
+
+    kind: Literal["attendance_rate"]
+    threshold: float = Field(0.5, gt=0, le=1, description="Fire below this ratio (0-1].")
+    window: Duration = timedelta(days=90)
+    min_sessions: Count = 3
+
+
+class DecliningFrequencyRule(RuleBase):
+    """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
+
+    kind: Literal["declining_frequency"]
+    window: Duration = timedelta(days=60)
+    ratio: float = Field(0.5, gt=0, le=1)
+    min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
+
+
+Rule = Annotated[
+    CadenceGapRule
+    | FirstMeetingRule
+    | NoUpcomingRule
+    | ConsecutiveMissesRule
+    | PartyDisengagementRule
+    | LateCancellationsRule
+    | AttendanceRateRule
+    | DecliningFrequencyRule,
+    Field(discriminator="kind"),
+]
+
+
+class EvaluationConfig(Strict):
+    """How the rules engine judges pairings."""
+
+    stale_after: Duration = Field(
+        timedelta(hours=6),
+        description="A pairing whose calendar sources have not synced successfully for "
+        "this long is not judged: its findings are suppressed.",
+    )
+
+
+class PairingOverride(Strict):
+    """A different cadence for some pairings of a program, or a pause."""
+
+    pair: str = Field(description="MENTOR:MENTEE emails, or a glob pattern of them.")
+    every: Duration | None = Field(None, description="This pairing's cadence.")
+    paused: bool = Field(False, description="Do not judge this pairing.")
 
 
 class Program(Strict):
@@ -335,6 +456,9 @@ class Program(Strict):
     cadence: Cadence
     rules: tuple[Rule, ...] = ()
     admins: tuple[str, ...] = Field((), description="Contact names or email addresses.")
+    overrides: tuple[PairingOverride, ...] = Field(
+        (), description="Per-pairing cadence or pause (the roster's cadence column also works)."
+    )
 
 
 class Contact(Strict):
@@ -489,6 +613,10 @@ class MentorpulseConfig(Strict):
     notify: NotifyConfig = NotifyConfig()
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    rules: tuple[Rule, ...] = Field(
+        (), description="Rules for several programs at once (select them with `programs`)."
+    )
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     # Where the file was read from; relative paths in it are resolved against its folder.
     base_dir: Path = Field(Path("."), exclude=True, json_schema_extra={"hidden": True})
@@ -510,6 +638,43 @@ class MentorpulseConfig(Strict):
                 at=(index, "rules"),
             )
         return programs
+
+    @model_validator(mode="after")
+    def _rule_selectors(self) -> MentorpulseConfig:
+        """A top-level rule's ``programs`` must select something; ids stay unique."""
+        for index, rule in enumerate(self.rules):
+            where = ("rules", index)
+            for p_index, pattern in enumerate(rule.programs):
+                if not any(fnmatchcase(p.id, pattern) for p in self.programs):
+                    known = ", ".join(p.id for p in self.programs) or "none"
+                    raise ConfigValueError(
+                        f"program selector {pattern!r} matches no program (programs: {known})",
+                        at=(*where, "programs", p_index),
+                    )
+            for program in self.programs:
+                if rule.id in {r.id for r in program.rules} and self.selects(rule, program.id):
+                    raise ConfigValueError(
+                        f"rule id {rule.id!r} is also a rule of program {program.id!r}",
+                        at=(*where, "id"),
+                    )
+        for p_index, program in enumerate(self.programs):
+            for r_index, rule in enumerate(program.rules):
+                if rule.programs:
+                    raise ConfigValueError(
+                        "programs selects programs only in a top-level rule; "
+                        "a program's own rules apply to that program",
+                        at=("programs", p_index, "rules", r_index, "programs"),
+                    )
+        return self
+
+    @staticmethod
+    def selects(rule: RuleBase, program_id: str) -> bool:
+        return not rule.programs or any(fnmatchcase(program_id, p) for p in rule.programs)
+
+    def rules_for(self, program: Program) -> tuple[Rule, ...]:
+        """The program's own rules, then the top-level rules that select it."""
+        shared = tuple(r for r in self.rules if self.selects(r, program.id))
+        return (*program.rules, *shared)
 
     @model_validator(mode="after")
     def _admins_are_known(self) -> MentorpulseConfig:

@@ -132,14 +132,6 @@ def ladder(route: Route) -> tuple[Step, ...]:
     return (first, *rest)
 
 
-def is_silenced(finding: object) -> bool:
-    """Whether a silence (from ``mentorpulse silence``) covers this finding.
-
-    One place for the check: a finding with ``silence_id`` set notifies nobody.
-    """
-    return getattr(finding, "silence_id", None) is not None
-
-
 def should_notify(
     alert: Alert,
     *,

@@ -8,20 +8,25 @@ loads and stores; running either twice on the same input gives the same answer.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
+from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from mentorpulse.config.schema import Program
-from mentorpulse.rules.kinds import Condition, Timeline, kind_for
+from mentorpulse.config.schema import Program, RuleBase
+from mentorpulse.rules.kinds import Condition, Timeline, kind_for, start_of
 
 log = structlog.get_logger(__name__)
 
 PENDING = "pending"
 FIRING = "firing"
 RESOLVED = "resolved"
+SUPPRESSED = "suppressed"  # would be pending/firing, but the pairing's data is stale
+ERROR = "error"  # the rule raised on this pairing
+OPEN = frozenset({PENDING, FIRING, SUPPRESSED, ERROR})
 
 # (program, rule, error type) already logged: a broken rule fails on every pairing and
 # every tick, and one log line says as much as thousands.
@@ -41,8 +46,21 @@ def is_active(timeline: Timeline, now: datetime) -> bool:
     return timeline.ended_on is None or timeline.ended_on >= today
 
 
-def evaluate(timeline: Timeline, program: Program, now: datetime) -> list[Condition]:
-    """Every rule of ``program`` on one pairing; none for a pairing not running today.
+def selects(rule: RuleBase, timeline: Timeline) -> bool:
+    """Whether the rule's ``pairings`` / ``exclude`` patterns let it judge this pairing."""
+    pair = f"{timeline.mentor}:{timeline.mentee}"
+    if rule.pairings and not any(fnmatchcase(pair, p.lower()) for p in rule.pairings):
+        return False
+    return not any(fnmatchcase(pair, p.lower()) for p in rule.exclude)
+
+
+def evaluate(
+    timeline: Timeline,
+    program: Program,
+    now: datetime,
+    rules: Sequence[RuleBase] | None = None,
+) -> list[Condition]:
+    """Every rule (default: the program's own) on one pairing; none if it is not running.
 
     A rule that raises yields a non-holding condition with an ``error`` fact, so one
     broken rule never hides the verdicts of the others.
@@ -50,7 +68,9 @@ def evaluate(timeline: Timeline, program: Program, now: datetime) -> list[Condit
     if not is_active(timeline, now):
         return []
     conditions: list[Condition] = []
-    for rule in program.rules:
+    for rule in program.rules if rules is None else rules:
+        if not selects(rule, timeline):
+            continue
         try:
             conditions.append(kind_for(rule, program).evaluate(timeline, now))
         except Exception as exc:  # a rule bug must not stop the other rules
@@ -87,6 +107,7 @@ class FindingState:
     firing_since: datetime | None
     until: datetime | None
     facts: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # why it is suppressed, or the error of a failing rule
 
 
 def advance(
@@ -140,3 +161,88 @@ def advance(
         until=None,
         facts=dict(condition.facts),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """One pairing's findings after an evaluation, and when to look at it again."""
+
+    states: dict[str, FindingState | None]  # by rule id; None: no finding (delete)
+    next_deadline: datetime | None
+
+
+def judge(
+    timeline: Timeline,
+    program: Program,
+    rules: Sequence[RuleBase],
+    now: datetime,
+    previous: Mapping[str, FindingState],
+    *,
+    stale: str | None = None,
+) -> Judgement:
+    """Evaluate and advance every finding of one pairing: the whole lifecycle, pure.
+
+    ``previous`` maps rule id to the stored finding. ``stale`` is the reason the
+    pairing's data cannot be trusted: findings that would be pending or firing are then
+    ``suppressed`` (their episode is kept, so a recovery does not re-notify). The next
+    deadline is the earliest moment the verdict could change with no new data: a rule's
+    deadline, a pending finding's ``for:``, or a session starting or ending.
+    """
+    by_id = {r.id: r for r in rules}
+    states: dict[str, FindingState | None] = {}
+    deadlines: list[datetime] = []
+    conditions = evaluate(timeline, program, now, rules)
+    for condition in conditions:
+        rule = by_id[condition.rule_id]
+        before = previous.get(condition.rule_id)
+        if "error" in condition.facts:
+            same = before is not None and before.state == ERROR
+            states[condition.rule_id] = FindingState(
+                fingerprint=fingerprint(condition.rule_id, timeline.pairing_key),
+                rule_id=condition.rule_id,
+                pairing_key=timeline.pairing_key,
+                severity=condition.severity,
+                state=ERROR,
+                since=before.since if same and before is not None else now,
+                firing_since=None,
+                until=None,
+                facts={},
+                reason=condition.facts["error"],
+            )
+            continue
+        state = advance(
+            _unsuppressed(before),
+            condition,
+            pairing_key=timeline.pairing_key,
+            for_=rule.for_,
+            now=now,
+        )
+        if state is not None and state.state in (PENDING, FIRING) and stale is not None:
+            state = replace(state, state=SUPPRESSED, reason=stale)
+        states[condition.rule_id] = state
+        if condition.next_deadline is not None:
+            deadlines.append(condition.next_deadline)
+        if state is not None and state.firing_since is None and state.state != RESOLVED:
+            deadlines.append(state.since + rule.for_)
+    zone = ZoneInfo(timeline.zone)
+    if timeline.started_on > now.astimezone(zone).date():
+        deadlines.append(start_of(timeline, zone))
+    elif timeline.ended_on is not None:
+        after = datetime.combine(timeline.ended_on + timedelta(days=1), time(0), tzinfo=zone)
+        if after > now:
+            deadlines.append(after.astimezone(UTC))
+    if conditions:
+        deadlines.extend(
+            moment for s in timeline.sessions for moment in (s.start, s.end) if moment > now
+        )
+    return Judgement(states, min(deadlines, default=None))
+
+
+def _unsuppressed(state: FindingState | None) -> FindingState | None:
+    """The finding as the lifecycle sees it: an error starts afresh, a suppressed one
+    carries on the episode it interrupted."""
+    if state is None or state.state == ERROR:
+        return None
+    if state.state == SUPPRESSED:
+        return replace(state, state=FIRING if state.firing_since else PENDING, reason=None)
+    return state

@@ -248,6 +248,8 @@ class Finding(Base):
     last_evaluated_at: Mapped[datetime]
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
+    # The silence covering it at the last evaluation: it keeps its state, nobody is told.
+    silence_id: Mapped[int | None] = mapped_column(ForeignKey("silences.id"), index=True)
 
 
 class OutboxMessage(Base):
@@ -298,3 +300,19 @@ class JobRun(Base):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_run_at: Mapped[datetime]
+
+
+class Silence(Base):
+    """An admin's "do not notify" for a pairing or a whole program, for a while."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[str | None] = mapped_column(String(100))  # every pairing of it
+    mentor_email: Mapped[str | None] = mapped_column(String(320))  # with mentee: one pair
+    mentee_email: Mapped[str | None] = mapped_column(String(320))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]

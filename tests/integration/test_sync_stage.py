@@ -28,6 +28,7 @@ from mentorpulse.connectors.base import (
 )
 from mentorpulse.daemon import jobs
 from mentorpulse.daemon.jobs import sync as sync_stage
+from mentorpulse.daemon.jobs.evaluate import stale_sources
 from mentorpulse.storage.models import Event, Source
 from mentorpulse.storage.models import Session as SessionRow
 
@@ -182,6 +183,8 @@ def test_a_resync_interrupted_by_a_failure_resumes_and_deletes_nothing_early(
     assert not failed.ok
     resyncing = source_row(ctx)
     assert resyncing.resync_started_at is not None  # the half-read state is marked
+    with ctx.sessions() as db:  # and not judged
+        assert "full resync" in stale_sources(db, ctx.config, NOW)["cal"]
     assert stored_ids(ctx) == {f"m{n}" for n in range(1, 13)}  # nothing removed yet
 
     [resumed] = jobs.sync_sources(ctx)
@@ -212,6 +215,8 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
     status = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "mentorpulse.yaml")])
     assert status.exit_code == 1
     assert "cal: this sync would delete 15 of its 20 events" in status.output
+    with ctx.sessions() as db:  # and no pair is judged on it meanwhile
+        assert "deletions held" in stale_sources(db, ctx.config, NOW)["cal"]
 
     [confirmed] = jobs.sync_sources(ctx)
     assert connector.cursors[-1] is None  # confirmation is a full listing

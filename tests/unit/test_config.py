@@ -41,7 +41,8 @@ def test_example_config_and_roster_load_together() -> None:
     assert program is not None
     assert program.cadence.every == timedelta(days=14)
     assert program.cadence.grace == timedelta(days=3)
-    assert [r.kind for r in program.rules] == ["cadence_gap", "cadence_gap"]
+    assert [r.kind for r in program.rules] == ["cadence_gap", "cadence_gap", "party_disengagement"]
+    assert [r.kind for r in config.rules_for(program)][3:] == ["first_meeting", "no_upcoming"]
     assert config.sources[0].path == "calendars"
     assert config.notify.transport.kind == "file"
     assert config.notify.transport.path == "outbox"

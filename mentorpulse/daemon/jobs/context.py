@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import RosterPairing, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import upgrade
@@ -43,6 +44,7 @@ class Context:
     def open(cls, config_path: Path, *, clock: Clock = utcnow, migrate: bool = True) -> Context:
         config = load_config(config_path)
         roster = load_roster(config.resolve(config.roster.path), config)
+        check_selectors(config, roster, config_path)
         engine = make_engine(config.database, config.base_dir)
         if migrate:
             upgrade(engine)

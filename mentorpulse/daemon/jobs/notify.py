@@ -15,7 +15,7 @@ from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
 from mentorpulse.notify.outbox import cancel_stale, claim_due, compose_digests, enqueue, told
 from mentorpulse.notify.render import RenderError, render
-from mentorpulse.notify.route import Alert, Router, is_silenced
+from mentorpulse.notify.route import Alert, Router
 from mentorpulse.notify.transport import build_transport
 from mentorpulse.storage.models import Finding, Pairing, Person, Program
 
@@ -147,7 +147,8 @@ def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
         if finding.state == "firing" and not pairing.active:
             continue
         config = ctx.config.program(program.id)
-        rule = next((r for r in config.rules if r.id == finding.rule_id), None) if config else None
+        rules = ctx.config.rules_for(config) if config else ()
+        rule = next((r for r in rules if r.id == finding.rule_id), None)
         alerts.append(
             Alert(
                 fingerprint=finding.fingerprint,
@@ -164,11 +165,11 @@ def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
                 mentee_name=mentee_row.name,
                 mentor_timezone=mentor_row.timezone,
                 mentee_timezone=mentee_row.timezone,
-                silenced=is_silenced(finding),
+                silenced=finding.silence_id is not None,  # set by the evaluate stage
                 pairing_key=pairing.key,
                 rule_kind=rule.kind if rule else "",
                 until=finding.until,
-                rule_labels=dict(getattr(rule, "labels", None) or {}),
+                rule_labels=dict(rule.labels) if rule else {},
             )
         )
     return alerts

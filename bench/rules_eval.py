@@ -1,0 +1,186 @@
+"""Rules evaluation cost: full and incremental, for 10,000 pairings with a year of sessions.
+
+Timelines are written straight into the database (no calendars, no sync): each pairing
+meets every other week for a year, with a mix of held, missed, cancelled and rescheduled
+sessions, and is judged by eight rules (one of each kind). Figures:
+
+- ``full_first_s``: first full evaluation (every finding is created);
+- ``full_again_s``: a full evaluation over unchanged data (writes nothing);
+- ``incremental_idle_s``: an incremental run with nothing due;
+- ``incremental_15min_s``: the next scheduled run, 15 minutes later, nothing changed;
+- ``incremental_day_s``: an incremental run a day later, after 1% of pairings changed.
+
+Run: ``python -m bench.rules_eval [PAIRINGS] [DATABASE_URL]`` (default SQLite in a
+temporary folder).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from mentorpulse.config.roster import RosterPairing
+from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.daemon.jobs import Context, evaluate_rules
+from mentorpulse.storage.engine import make_engine, session_factory
+from mentorpulse.storage.migrate import upgrade
+from mentorpulse.storage.models import Finding, Pairing, Person, Program
+from mentorpulse.storage.models import Session as SessionRow
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+STARTED = date(2025, 11, 1)
+CONFIG = MentorpulseConfig.model_validate(
+    {
+        "timezone": "Europe/Berlin",
+        "programs": [
+            {
+                "id": "eng",
+                "cadence": {"every": "14d", "grace": "3d"},
+                "rules": [
+                    {"id": "gap", "kind": "cadence_gap", "for": "1d"},
+                    {"id": "first", "kind": "first_meeting"},
+                    {"id": "upcoming", "kind": "no_upcoming"},
+                    {"id": "misses", "kind": "consecutive_misses", "count": 2},
+                    {"id": "party", "kind": "party_disengagement"},
+                    {"id": "late", "kind": "late_cancellations"},
+                    {"id": "rate", "kind": "attendance_rate"},
+                    {"id": "decline", "kind": "declining_frequency"},
+                ],
+            }
+        ],
+    }
+)
+OUTCOMES = ["presumed_held"] * 14 + ["held"] * 3 + ["missed", "cancelled", "rescheduled"]
+
+
+def _populate(ctx: Context, pairings: int, rng: random.Random) -> None:
+    with ctx.sessions.begin() as db:
+        db.add(Program(id="eng", name="eng"))
+        db.execute(
+            insert(Person),
+            [
+                {"email": f"p{i}@bench.example", "timezone": "Europe/Berlin"}
+                for i in range(2 * pairings)
+            ],
+        )
+        ids = dict(db.execute(select(Person.email, Person.id)).all())
+        db.execute(
+            insert(Pairing),
+            [
+                {
+                    "key": f"eng:p{2 * i}@bench.example:p{2 * i + 1}@bench.example",
+                    "program_id": "eng",
+                    "mentor_id": ids[f"p{2 * i}@bench.example"],
+                    "mentee_id": ids[f"p{2 * i + 1}@bench.example"],
+                    "started_on": STARTED,
+                    "active": True,
+                    "events_changed": False,
+                    "sessions_changed": True,
+                }
+                for i in range(pairings)
+            ],
+        )
+        pairing_ids = list(db.scalars(select(Pairing.id)))
+        first = datetime(2025, 11, 3, 9, tzinfo=UTC)
+        rows: list[dict[str, Any]] = []
+        for pairing_id in pairing_ids:
+            offset = timedelta(days=rng.randrange(14), hours=rng.randrange(9))
+            for n in range(30):  # a year back, a couple of months ahead
+                start = first + offset + timedelta(weeks=2 * n)
+                outcome = "upcoming" if start > NOW else rng.choice(OUTCOMES)
+                cancelled = outcome in ("cancelled", "rescheduled")
+                rows.append(
+                    {
+                        "pairing_id": pairing_id,
+                        "key": f"s{n}",
+                        "start": start,
+                        "end": start + timedelta(hours=1),
+                        "outcome": outcome,
+                        "confidence": 0.8,
+                        "cancelled_by": f"p{rng.randrange(2)}@bench.example" if cancelled else None,
+                        "cancelled_hours_before": rng.choice([2.0, 30.0]) if cancelled else None,
+                        "updated_at": NOW,
+                    }
+                )
+            if len(rows) > 50_000:
+                db.execute(insert(SessionRow), rows)
+                rows = []
+        if rows:
+            db.execute(insert(SessionRow), rows)
+
+
+def _timed(action: Any) -> float:
+    began = time.perf_counter()
+    action()
+    return time.perf_counter() - began
+
+
+def measure(pairings: int = 10_000, database_url: str | None = None) -> dict[str, float | int]:
+    """Build the timelines, then time full and incremental evaluations."""
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as folder:
+        url = database_url or f"sqlite:///{Path(folder) / 'bench.db'}"
+        engine = make_engine(url, Path(folder))
+        upgrade(engine)
+        clock = [NOW]
+        roster: list[RosterPairing] = []  # overrides only; pairings are in the database
+        ctx = Context(CONFIG, roster, engine, session_factory(engine), lambda: clock[0])
+        try:
+            _populate(ctx, pairings, rng)
+            with ctx.sessions() as db:
+                sessions = db.scalar(select(func.count()).select_from(SessionRow)) or 0
+            full_first = _timed(lambda: evaluate_rules(ctx, full=True))
+            full_again = _timed(lambda: evaluate_rules(ctx, full=True))
+            idle = _timed(lambda: evaluate_rules(ctx))
+            clock[0] = NOW + timedelta(minutes=15)  # the daemon's default evaluate_every
+            tick = _timed(lambda: evaluate_rules(ctx))
+            clock[0] = NOW + timedelta(days=1)
+            with ctx.sessions.begin() as db:
+                changed = rng.sample(range(1, pairings + 1), max(1, pairings // 100))
+                db.execute(
+                    update(Pairing).where(Pairing.id.in_(changed)).values(sessions_changed=True)
+                )
+            due = 0
+            with ctx.sessions() as db:
+                due = (
+                    db.scalar(
+                        select(func.count())
+                        .select_from(Pairing)
+                        .where((Pairing.sessions_changed) | (Pairing.next_deadline <= clock[0]))
+                    )
+                    or 0
+                )
+            day = _timed(lambda: evaluate_rules(ctx))
+            with ctx.sessions() as db:
+                findings = db.scalar(select(func.count()).select_from(Finding)) or 0
+        finally:
+            engine.dispose()
+    return {
+        "pairings": pairings,
+        "sessions": sessions,
+        "findings": findings,
+        "full_first_s": round(full_first, 2),
+        "full_again_s": round(full_again, 2),
+        "incremental_idle_s": round(idle, 3),
+        "incremental_15min_s": round(tick, 3),
+        "incremental_day_due_pairings": due,
+        "incremental_day_s": round(day, 2),
+    }
+
+
+def main() -> None:
+    pairings = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    url = sys.argv[2] if len(sys.argv) > 2 else None
+    for name, value in measure(pairings, url).items():
+        print(f"{name}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -169,3 +170,19 @@ class Connector(Protocol):
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """Yield pages from ``cursor`` (``None``: from scratch) to the present."""
         ...
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """An HTTP ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -59,6 +59,7 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    retry_after_seconds,
 )
 from mentorpulse.connectors.ics import Window
 
@@ -550,8 +551,7 @@ class GoogleConnector:
             ):
                 return None
             header = error.resp.get("retry-after")
-            if header and str(header).strip().isdigit():
-                retry_after = float(str(header).strip())
+            retry_after = retry_after_seconds(str(header) if header else None, datetime.now(UTC))
         backoff = min(MAX_BACKOFF, (2**call.attempt) * (0.5 + self._jitter()))
         return float(max(backoff, retry_after or 0.0))
 

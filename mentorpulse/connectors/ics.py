@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    retry_after_seconds,
 )
 
 log = structlog.get_logger(__name__)
@@ -483,21 +483,6 @@ def _owner_from_name(path: Path) -> str | None:
     return stem.lower() if _EMAIL_STEM.match(stem) else None
 
 
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 class IcsConnector:
     """Reads an :class:`IcsSource`; see the module docstring for the cursor's contract."""
 
@@ -714,7 +699,7 @@ class IcsConnector:
             )
         if status == httpx.codes.NOT_MODIFIED or httpx.codes.is_success(status):
             return response
-        retry_after = _retry_after(response.headers.get("Retry-After"), self.now)
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.now)
         raise TransientError(
             self.source_id, f"{scope} answered HTTP {status}", retry_after=retry_after
         )

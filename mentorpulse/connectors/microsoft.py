@@ -46,9 +46,9 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    retry_after_seconds,
 )
 from mentorpulse.connectors.ics import Window
-from mentorpulse.connectors.ics import _retry_after as retry_after_seconds
 from mentorpulse.connectors.windows_zones import to_iana
 
 log = structlog.get_logger(__name__)

@@ -7,13 +7,14 @@ so peak RSS is that figure's alone.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,72 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def _cache_name(scale: str) -> str:
+    return f"mentorpulse_bench_cache_{scale}"
+
+
+def save_ingested(scale: str, backend: str, url: str) -> None:
+    """Keep the database of a full ingest, so later figures start from it, not anew."""
+    if backend == "sqlite":
+        import shutil
+
+        target = workdir() / f"ingested-{scale}.db"
+        shutil.copyfile(make_url(url).database or "", target)
+        return
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = _cache_name(scale)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        source = make_url(url).database
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    admin.dispose()
+
+
+@contextmanager
+def ingested_database(scale: str, backend: str, org: Path) -> Iterator[str]:
+    """A fresh copy of the organisation fully ingested; ingests it first if no copy is kept.
+
+    ``org`` must hold the same calendars as the kept copy (a copy made by
+    :func:`fresh_org`), so the stored cursors still describe its files.
+    """
+    import shutil
+
+    cached = workdir() / f"ingested-{scale}.db"
+    have = cached.exists() if backend == "sqlite" else _pg_has(_cache_name(scale))
+    with scratch_database(backend, workdir()) as url:
+        if not have:
+            ctx = open_context(org, url)
+            from mentorpulse.daemon.jobs import sync_sources
+
+            sync_sources(ctx)
+            ctx.engine.dispose()
+            save_ingested(scale, backend, url)
+        elif backend == "sqlite":
+            shutil.copyfile(cached, make_url(url).database or "")
+        else:
+            admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+            name = make_url(url).database
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                connection.execute(
+                    sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{_cache_name(scale)}"')
+                )
+            admin.dispose()
+        yield url
+
+
+def _pg_has(name: str) -> bool:
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            found = connection.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+    finally:
+        admin.dispose()
+    return found is not None
+
+
 def open_context(org: Path, url: str) -> Context:
     """The organisation's config on database ``url``, the clock frozen at its "now"."""
     spec = generate.Spec(**generate.read_manifest(org)["spec"])
@@ -117,27 +184,27 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+_WRITE = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.IGNORECASE)
+
+
 @dataclass
 class RowCounter:
-    """Rows written (INSERT/UPDATE/DELETE rowcounts) through an engine while attached."""
+    """Rows written per table (INSERT/UPDATE/DELETE rowcounts) through an engine."""
 
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
 
     @property
     def written(self) -> int:
-        return self.inserted + self.updated + self.deleted
+        return sum(self.tables.values())
+
+    def of(self, *tables: str) -> int:
+        return sum(self.tables.get(t, 0) for t in tables)
 
     def _after(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-        verb = statement.lstrip()[:6].upper()
-        count = max(cursor.rowcount or 0, 0)
-        if verb == "INSERT":
-            self.inserted += count
-        elif verb == "UPDATE":
-            self.updated += count
-        elif verb == "DELETE":
-            self.deleted += count
+        found = _WRITE.match(statement)
+        if found:
+            table = found.group(2).lower()
+            self.tables[table] = self.tables.get(table, 0) + max(cursor.rowcount or 0, 0)
 
     @contextmanager
     def attached(self, engine: sa.Engine) -> Iterator[RowCounter]:
@@ -157,3 +224,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def table_count(ctx: Context, table: str) -> int:
     with ctx.engine.connect() as connection:
         return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def quiet() -> None:
+    """Warnings and errors only, on standard error: figures go to standard output."""
+    from mentorpulse import logs
+
+    logs.configure(level="warning", stream=sys.stderr)

@@ -670,7 +670,7 @@ def mutate(out: Path, fraction: float, *, seed: int = 7) -> dict[str, int]:
             touched.add(email)
             noise += 1
     for email in sorted(touched):
-        _write_person(org, org.people[email], out, manifest.get("fixtures", True))
+        _write_person(org, org.people[email], out, (out / "fixtures").is_dir())
     return {
         "changed_occurrences": wanted,
         "changed_sessions": sessions,

@@ -102,6 +102,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             floor, floor_rows = floor_seconds(ctx, org, backend)
         finally:
             ctx.engine.dispose()
+        common.save_ingested(scale, backend, url)
     store = total - clock["connector"]
     return {
         "occurrences": int(clock["records"]),
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
     parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
     args = parser.parse_args(argv)
+    common.quiet()
     print(json.dumps(measure(args.scale, args.backend), indent=2))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session as DbSession
 
 from mentorpulse.config.roster import RosterPairing
@@ -336,8 +337,8 @@ def _links(db: DbSession, event_ids: Sequence[int]) -> dict[int, set[int]]:
     return links
 
 
-def record_from_row(row: Event) -> EventRecord:
-    """The stored occurrence, back in the contract's form for tracking."""
+def record_from_row(row: Event | Row[Any]) -> EventRecord:
+    """The stored occurrence (an ORM row or a plain row of ``events``), as a record."""
     return EventRecord(
         source_id=row.source_id,
         provider_id=row.provider_id,
@@ -365,15 +366,19 @@ def record_from_row(row: Event) -> EventRecord:
 
 
 def events_of_pairings(db: DbSession, ids: Sequence[int]) -> dict[int, list[EventRecord]]:
-    """Every stored event copy of each pairing, in the contract's form."""
+    """Every stored event copy of each pairing, in the contract's form.
+
+    Read as plain rows, not ORM objects: the sessions stage reads every event of the
+    organisation on its first run.
+    """
     found: dict[int, list[EventRecord]] = {i: [] for i in ids}
-    if not ids:
-        return found
-    rows = db.execute(
-        select(EventPairing.pairing_id, Event)
-        .join(Event, Event.id == EventPairing.event_id)
-        .where(EventPairing.pairing_id.in_(ids))
-    )
-    for pairing_id, event in rows:
-        found[pairing_id].append(record_from_row(event))
+    table = Event.__table__
+    for chunk in _chunks(ids):
+        rows = db.execute(
+            select(EventPairing.pairing_id, *table.c)
+            .join(table, table.c.id == EventPairing.event_id)
+            .where(EventPairing.pairing_id.in_(chunk))
+        )
+        for row in rows:
+            found[row.pairing_id].append(record_from_row(row))
     return found

@@ -47,6 +47,7 @@ def org_dir(scale: str) -> Path:
     manifest = out / "manifest.json"
     if manifest.exists() and generate.read_manifest(out)["spec"] == asdict(spec):
         return out
+    forget_ingested(scale)
     generate.write(spec, out)
     return out
 
@@ -101,6 +102,18 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
 
 def _cache_name(scale: str) -> str:
     return f"mentorpulse_bench_cache_{scale}"
+
+
+def forget_ingested(scale: str) -> None:
+    """Drop the kept ingested copies of ``scale`` (its organisation is being rewritten)."""
+    (workdir() / f"ingested-{scale}.db").unlink(missing_ok=True)
+    try:
+        admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{_cache_name(scale)}"'))
+        admin.dispose()
+    except sa.exc.OperationalError:
+        pass  # no PostgreSQL here: nothing kept there either
 
 
 def save_ingested(scale: str, backend: str, url: str) -> None:

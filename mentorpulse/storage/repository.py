@@ -217,7 +217,11 @@ def store_page(
 
     if touched:
         for chunk in _chunks(sorted(touched)):
-            db.execute(update(Pairing).where(Pairing.id.in_(chunk)).values(events_changed=True))
+            db.execute(
+                update(Pairing)
+                .where(Pairing.id.in_(chunk), Pairing.events_changed.is_(False))
+                .values(events_changed=True)
+            )
     if page.cursor is not None:
         source.cursor = json.loads(json.dumps(page.cursor, default=str))
     source.events_dropped = (source.events_dropped or 0) + dropped

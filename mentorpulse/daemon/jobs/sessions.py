@@ -44,9 +44,10 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     """Fold event copies into sessions and judge them, for the pairings that need it.
 
     A pairing needs it when its events changed, or when one of its sessions was upcoming
-    and has ended since (time alone changes its verdict). Stored sessions are read in one
-    query and written back in a few batched statements, not one flush per session: a
-    first run builds every session of the organisation at once.
+    and has ended since (time alone changes its verdict). Pairings are rebuilt a batch at
+    a time: their events and stored sessions read in one query each, the changes written
+    back in a few batched statements, not one flush per session (a first run builds every
+    session of the organisation at once).
     """
     now = ctx.clock()
     stats = SessionStats()
@@ -59,38 +60,38 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
                 )
             )
         )
-        ordered = sorted(due)
-        pairings = {
-            p.id: p
-            for chunk in _chunks(ordered)
-            for p in db.scalars(select(Pairing).where(Pairing.id.in_(chunk)))
-        }
         emails = dict(db.execute(select(Person.id, Person.email)).all())
-        copies = repository.events_of_pairings(db, ordered)
-        stored = _stored_sessions(db, ordered)
-        writes = _Writes(now)
-        for pairing_id, records in copies.items():
-            pairing = pairings[pairing_id]
-            program = ctx.config.program(pairing.program_id)
-            # A replacement booked within half a cadence interval is a rescheduling;
-            # the next regular meeting is not.
-            every = program.cadence.every if program else timedelta(days=14)
-            changed = _rebuild_pairing(
-                writes,
-                pairing,
-                records,
-                stored.get(pairing_id, {}),
-                mentor=emails[pairing.mentor_id],
-                mentee=emails[pairing.mentee_id],
-                reschedule_window=every / 2,
-                now=now,
-            )
-            pairing.events_changed = False
-            if changed:
-                pairing.sessions_changed = True
-                stats.changed += changed
-            stats.pairings += 1
-        writes.apply(db)
+        ordered = sorted(due)
+        # A batch of pairings at a time, so memory follows the batch, not the history.
+        for batch in _chunks(ordered, _BATCH):
+            pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(batch)))}
+            copies = repository.events_of_pairings(db, batch)
+            stored = _stored_sessions(db, batch)
+            writes = _Writes(now)
+            for pairing_id, records in copies.items():
+                pairing = pairings[pairing_id]
+                program = ctx.config.program(pairing.program_id)
+                # A replacement booked within half a cadence interval is a rescheduling;
+                # the next regular meeting is not.
+                every = program.cadence.every if program else timedelta(days=14)
+                changed = _rebuild_pairing(
+                    writes,
+                    pairing,
+                    records,
+                    stored.get(pairing_id, {}),
+                    mentor=emails[pairing.mentor_id],
+                    mentee=emails[pairing.mentee_id],
+                    reschedule_window=every / 2,
+                    now=now,
+                )
+                pairing.events_changed = False
+                if changed:
+                    pairing.sessions_changed = True
+                    stats.changed += changed
+                stats.pairings += 1
+            writes.apply(db)
+            db.flush()
+            db.expunge_all()  # the batch's pairings are written; let them go
     with ctx.sessions() as db:
         for outcome, count in db.execute(
             select(SessionRow.outcome, func.count()).group_by(SessionRow.outcome)
@@ -101,6 +102,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
 
 
 _CHUNK = 5000  # bound parameters per IN list, well under SQLite's and PostgreSQL's limits
+_BATCH = 1000  # pairings rebuilt together
 _VALUES = (
     "start",
     "end",
@@ -112,9 +114,9 @@ _VALUES = (
 )
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _stored_sessions(

@@ -102,19 +102,35 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(scale: str, only: list[str] | None, backends: list[str]) -> dict[str, Any]:
+def run(
+    scale: str, only: list[str] | None, backends: list[str], json_out: Path | None = None
+) -> dict[str, Any]:
+    """Every figure on every backend, one backend after the other.
+
+    With ``json_out`` the results so far are written after each figure, so a long run
+    that is stopped still leaves what it measured.
+    """
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "figures": {}}
-    for figure in FIGURES:
-        if only and figure.name not in only:
-            continue
+    figures = [f for f in FIGURES if not only or f.name in only]
+    for figure in figures:
         if importlib.util.find_spec(f"bench.{figure.name}") is None:
             results["figures"][figure.name] = NOT_MEASURED
-            continue
-        targets = backends if accepts_backend(figure.name) else [None]
-        results["figures"][figure.name] = {
-            backend or "-": measure_in_child(figure.name, scale, backend) for backend in targets
-        }
-        print(f"measured {figure.name}", file=sys.stderr)
+        else:
+            results["figures"][figure.name] = {}
+    for backend in backends:
+        for figure in figures:
+            measured = results["figures"][figure.name]
+            if measured == NOT_MEASURED:
+                continue
+            target = backend if accepts_backend(figure.name) else None
+            column = target or "-"
+            if column in measured:
+                continue
+            print(f"measuring {figure.name} on {column} ...", file=sys.stderr, flush=True)
+            measured[column] = measure_in_child(figure.name, scale, target)
+            results["targets"] = targets_of(results["figures"])
+            if json_out is not None:
+                json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     results["targets"] = targets_of(results["figures"])
     return results
 
@@ -230,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     only = [n.strip() for n in args.only.split(",")] if args.only else None
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    results = run(args.scale, only, backends)
+    results = run(args.scale, only, backends, args.json)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

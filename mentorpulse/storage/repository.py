@@ -10,9 +10,9 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session as DbSession
 
@@ -238,8 +238,10 @@ def _write_events(
     link_rows: list[dict[str, int]],
 ) -> None:
     """New rows, changed rows and new pairing links: one executemany each."""
+    # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
+    events = cast(Table, Event.__table__)
     if inserts:
-        returned = db.execute(insert(Event).returning(Event.id, Event.provider_id), inserts)
+        returned = db.execute(insert(events).returning(events.c.id, events.c.provider_id), inserts)
         for event_id, provider_id in returned:
             link_rows += [
                 {"event_id": event_id, "pairing_id": p} for p in sorted(new_links[provider_id])
@@ -247,7 +249,7 @@ def _write_events(
     if updates:
         db.execute(update(Event), updates)
     if link_rows:
-        db.execute(insert(EventPairing), link_rows)
+        db.execute(insert(cast(Table, EventPairing.__table__)), link_rows)
 
 
 def _gone_ids(

@@ -6,10 +6,10 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from mentorpulse.connectors.base import EventRecord
@@ -159,9 +159,11 @@ class _Writes:
         ]
 
     def apply(self, db: DbSession) -> None:
+        # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
+        table = cast(Table, SessionRow.__table__)
         if self.inserts:
             returned = db.execute(
-                insert(SessionRow).returning(SessionRow.id, SessionRow.pairing_id, SessionRow.key),
+                insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
                 self.inserts,
             )
             for session_id, pairing_id, key in returned:
@@ -173,7 +175,7 @@ class _Writes:
         for chunk in _chunks(self.deleted):
             db.execute(delete(SessionRow).where(SessionRow.id.in_(chunk)))
         if self.evidence:
-            db.execute(insert(Evidence), self.evidence)
+            db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)
 
 
 def _rebuild_pairing(

@@ -89,6 +89,11 @@ def floor_seconds(ctx: Any, org: Path, backend: str) -> tuple[float, int]:
     return seconds, len(events) + len(links)
 
 
+def _cursor_bytes(ctx: Any) -> int:
+    with ctx.sessions() as db:
+        return sum(len(json.dumps(s.cursor)) for s in db.scalars(sa.select(Source)))
+
+
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
     org = common.org_dir(scale)
     expected = generate.read_manifest(org)["counts"]
@@ -99,6 +104,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             rss = common.peak_rss_mb()
             events = common.table_count(ctx, "events")
             links = common.table_count(ctx, "event_pairings")
+            cursor = _cursor_bytes(ctx)
             floor, floor_rows = floor_seconds(ctx, org, backend)
         finally:
             ctx.engine.dispose()
@@ -121,6 +127,9 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
         "events_per_s": round(clock["records"] / total, 1),
         "stored_rows_per_s": round((events + links) / store, 1) if store else 0,
         "store_over_floor": round(store / floor, 2) if floor else 0,
+        # Every page stores the source's whole cursor: what one full ingest writes of it.
+        "cursor_bytes_final": cursor,
+        "cursor_bytes_written_estimate": cursor * int(clock["pages"]) // 2,
         "peak_rss_mb": rss,
     }
 

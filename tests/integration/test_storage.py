@@ -178,9 +178,7 @@ def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(
     again = store(db, SyncPage(records=tuple(many), replaces_scope="a"))
     assert (again.stored, again.unchanged) == (0, 6000)
 
-    moved = [
-        many[0].__class__(**{**_fields(r), "end": r.end + timedelta(minutes=15)}) for r in many[:10]
-    ]
+    moved = [replace(r, end=r.end + timedelta(minutes=15)) for r in many[:10]]
     trimmed = store(db, SyncPage(records=tuple(moved + many[10:3000]), replaces_scope="a"))
     assert (trimmed.stored, trimmed.unchanged, trimmed.deleted) == (10, 2990, 3000)
     with db() as session:

@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ def measure_here(name: str, scale: str, backend: str | None) -> dict[str, Any]:
     from bench import common
 
     common.quiet()
+    # Stopped from outside: unwind, so the scratch databases are dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     module = importlib.import_module(f"bench.{name}")
     offered: dict[str, Any] = {"scale": scale}
     if backend is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session as DbSession
 
@@ -217,11 +217,7 @@ def store_page(
 
     if touched:
         for chunk in _chunks(sorted(touched)):
-            db.execute(
-                update(Pairing)
-                .where(Pairing.id.in_(chunk), Pairing.events_changed.is_(False))
-                .values(events_changed=True)
-            )
+            db.execute(_FLAG_PAIRINGS, {"pairing_ids": list(chunk)})
     if page.cursor is not None:
         source.cursor = json.loads(json.dumps(page.cursor, default=str))
     source.events_dropped = (source.events_dropped or 0) + dropped
@@ -239,9 +235,8 @@ def _write_events(
 ) -> None:
     """New rows, changed rows and new pairing links: one executemany each."""
     # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
-    events = cast(Table, Event.__table__)
     if inserts:
-        returned = db.execute(insert(events).returning(events.c.id, events.c.provider_id), inserts)
+        returned = db.execute(_INSERT_EVENTS, inserts)
         for event_id, provider_id in returned:
             link_rows += [
                 {"event_id": event_id, "pairing_id": p} for p in sorted(new_links[provider_id])
@@ -249,7 +244,7 @@ def _write_events(
     if updates:
         db.execute(update(Event), updates)
     if link_rows:
-        db.execute(insert(cast(Table, EventPairing.__table__)), link_rows)
+        db.execute(_INSERT_LINKS, link_rows)
 
 
 def _gone_ids(
@@ -262,9 +257,7 @@ def _gone_ids(
     """Rows the page removes: the rest of its scope, or what it deleted or stopped matching."""
     if page.replaces_scope is not None:
         in_scope = db.execute(
-            select(Event.id, Event.provider_id).where(
-                Event.source_id == source_id, Event.scope == page.replaces_scope
-            )
+            _EVENTS_OF_SCOPE, {"source_id": source_id, "scope": page.replaces_scope}
         )
         return [event_id for event_id, provider_id in in_scope if provider_id not in kept]
     deleted = set(page.deleted)
@@ -299,6 +292,34 @@ _COMPARED = (
 )
 
 
+_EVENTS = cast(Table, Event.__table__)
+_LINKS = cast(Table, EventPairing.__table__)
+# Built once: constructing and cache-keying a statement for every page cost more CPU
+# than running it. IN lists are expanding parameters: one statement serves any length.
+_STORED_EVENTS = select(
+    _EVENTS.c.id, _EVENTS.c.provider_id, *(_EVENTS.c[name] for name in _COMPARED)
+).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
+_EVENTS_OF_SCOPE = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
+    _EVENTS.c.source_id == bindparam("source_id"), _EVENTS.c.scope == bindparam("scope")
+)
+_LINKS_OF = select(_LINKS.c.event_id, _LINKS.c.pairing_id).where(
+    _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True))
+)
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.provider_id)
+_INSERT_LINKS = insert(_LINKS)
+_FLAG_PAIRINGS = (
+    update(Pairing)
+    .where(
+        Pairing.id.in_(bindparam("pairing_ids", expanding=True)),
+        Pairing.events_changed.is_(False),
+    )
+    .values(events_changed=True)
+)
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
@@ -308,13 +329,9 @@ def _stored_events(
     db: DbSession, source_id: str, provider_ids: Sequence[str]
 ) -> dict[str, tuple[int, dict[str, Any]]]:
     """provider id → (row id, the values :func:`_event_values` would write) as stored."""
-    table = Event.__table__
-    columns = [table.c.id, table.c.provider_id, *(table.c[name] for name in _COMPARED)]
     found: dict[str, tuple[int, dict[str, Any]]] = {}
     for chunk in _chunks(provider_ids):
-        rows = db.execute(
-            select(*columns).where(table.c.source_id == source_id, table.c.provider_id.in_(chunk))
-        )
+        rows = db.execute(_STORED_EVENTS, {"source_id": source_id, "provider_ids": list(chunk)})
         for row in rows:
             event_id, provider_id, *values = row
             found[provider_id] = (event_id, dict(zip(_COMPARED, values, strict=True)))
@@ -333,12 +350,7 @@ def _links(db: DbSession, event_ids: Sequence[int]) -> dict[int, set[int]]:
     if not event_ids:
         return links
     for chunk in _chunks(event_ids):
-        rows = db.execute(
-            select(EventPairing.event_id, EventPairing.pairing_id).where(
-                EventPairing.event_id.in_(chunk)
-            )
-        )
-        for event_id, pairing_id in rows:
+        for event_id, pairing_id in db.execute(_LINKS_OF, {"event_ids": list(chunk)}):
             links.setdefault(event_id, set()).add(pairing_id)
     return links
 

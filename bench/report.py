@@ -30,8 +30,10 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
         try:
             seconds, _sessions = common.timed(lambda: rebuild_sessions(ctx))
             figures["setup_sessions_seconds"] = round(seconds, 3)
+            figures["peak_rss_after_sessions_mb"] = common.peak_rss_mb()
             seconds, _stats = common.timed(lambda: evaluate_rules(ctx))
             figures["setup_evaluate_seconds"] = round(seconds, 3)
+            figures["peak_rss_after_evaluate_mb"] = common.peak_rss_mb()
             zone = ctx.config.timezone
             start, end = day_range(first, last, zone)
             with ctx.sessions() as db:

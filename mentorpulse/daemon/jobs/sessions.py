@@ -102,7 +102,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
 
 
 _CHUNK = 5000  # bound parameters per IN list, well under SQLite's and PostgreSQL's limits
-_BATCH = 1000  # pairings rebuilt together
+_BATCH = 250  # pairings rebuilt together: memory follows this, not the organisation
 _VALUES = (
     "start",
     "end",

@@ -58,8 +58,33 @@ def _arguments(fn: Any, offered: dict[str, Any]) -> dict[str, Any]:
 
 
 def accepts_backend(name: str) -> bool:
+    """Whether the figure runs once per database: it takes ``backend`` or ``database_url``."""
     module = importlib.import_module(f"bench.{name}")
-    return "backend" in _arguments(module.measure, {"backend": None})
+    return bool(_arguments(module.measure, {"backend": None, "database_url": None}))
+
+
+def offered_arguments(
+    fn: Any, scale: str, backend: str | None, database_url: str | None
+) -> dict[str, Any]:
+    """What ``run`` can tell a figure's ``measure``, reduced to what it accepts.
+
+    The scale's sizes go by the names the figure modules use (``pairings``; ``calendars``
+    and ``mailboxes`` for the people of the organisation), so ``--scale large`` asks every
+    figure about 10,000 pairings.
+    """
+    from bench import common, generate
+
+    spec = generate.SCALES[scale]
+    offered: dict[str, Any] = {"scale": scale, "pairings": spec.pairs}
+    if backend is not None:
+        offered |= {"backend": backend, "database_url": database_url}
+    wanted = set(inspect.signature(fn).parameters)
+    if {"org", "org_dir", "workdir", "calendars", "mailboxes"} & wanted:
+        org = common.org_dir(scale)
+        people = generate.read_manifest(org)["counts"]["people"]
+        offered |= {"org": org, "org_dir": org, "workdir": common.workdir()}
+        offered |= {"calendars": people, "mailboxes": people}
+    return _arguments(fn, offered)
 
 
 def measure_here(name: str, scale: str, backend: str | None) -> dict[str, Any]:
@@ -70,15 +95,14 @@ def measure_here(name: str, scale: str, backend: str | None) -> dict[str, Any]:
     # Stopped from outside: unwind, so the scratch databases are dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     module = importlib.import_module(f"bench.{name}")
-    offered: dict[str, Any] = {"scale": scale}
-    if backend is not None:
-        offered["backend"] = backend
-        offered["database"] = backend
-    if {"org", "org_dir", "workdir"} & set(inspect.signature(module.measure).parameters):
-        org = common.org_dir(scale)
-        offered |= {"org": org, "org_dir": org, "workdir": common.workdir()}
-    result: dict[str, Any] = module.measure(**_arguments(module.measure, offered))
-    return result
+    wants_url = "database_url" in _arguments(module.measure, {"database_url": None})
+    if backend is None or not wants_url:
+        result: dict[str, Any] = module.measure(
+            **offered_arguments(module.measure, scale, backend, None)
+        )
+        return result
+    with common.scratch_database(backend, common.workdir()) as url:
+        return dict(module.measure(**offered_arguments(module.measure, scale, backend, url)))
 
 
 def measure_in_child(name: str, scale: str, backend: str | None) -> dict[str, Any]:

@@ -104,3 +104,15 @@ def test_run_says_which_figures_are_not_yet_measured(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(runner, "FIGURES", (runner.Figure("no_such_figure", "someday"),))
     results = runner.run("small", None, ["sqlite"])
     assert results["figures"] == {"no_such_figure": runner.NOT_MEASURED}
+
+
+def test_figures_of_other_modules_get_the_sizes_of_the_scale() -> None:
+    def rules_eval(pairings: int = 10_000, database_url: str | None = None) -> None: ...
+
+    def dispatch(emails: int = 500, workers: int = 1) -> None: ...
+
+    assert runner.offered_arguments(rules_eval, "large", "postgresql", "postgresql://x/db") == {
+        "pairings": 10_000,
+        "database_url": "postgresql://x/db",
+    }
+    assert runner.offered_arguments(dispatch, "small", None, None) == {}

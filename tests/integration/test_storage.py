@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -164,3 +165,24 @@ def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Session]) -> No
     assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=expired) is None
     lease.release(db, "daemon", "host:2")
     assert lease.acquire(db, "daemon", "host:3", ttl=ttl, now=expired) is None
+
+
+def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(
+    db: sessionmaker[Session],
+) -> None:
+    """A calendar's first page can hold more rows than one IN list or batch takes."""
+    many = [
+        meeting(f"m{i}", "ana@x.org", "ben@x.org", T0 + timedelta(hours=i)) for i in range(6000)
+    ]
+    assert store(db, SyncPage(records=tuple(many), replaces_scope="a")).stored == 6000
+    again = store(db, SyncPage(records=tuple(many), replaces_scope="a"))
+    assert (again.stored, again.unchanged) == (0, 6000)
+
+    moved = [replace(r, end=r.end + timedelta(minutes=15)) for r in many[:10]]
+    trimmed = store(db, SyncPage(records=tuple(moved + many[10:3000]), replaces_scope="a"))
+    assert (trimmed.stored, trimmed.unchanged, trimmed.deleted) == (10, 2990, 3000)
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 3000
+        assert session.scalar(select(Event.end).where(Event.provider_id == "m0")) == (
+            T0 + timedelta(hours=1, minutes=15)
+        )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from mentorpulse.connectors.base import AttendanceEvidence, EventRecord
@@ -20,7 +21,14 @@ from mentorpulse.storage.models import (
     Person,
 )
 from mentorpulse.storage.models import Session as SessionRow
-from mentorpulse.tracking.attendance import Outcome, Verdict, judge, mark_rescheduled, session_key
+from mentorpulse.tracking.attendance import (
+    Outcome,
+    Proof,
+    Verdict,
+    judge,
+    mark_rescheduled,
+    session_key,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +44,10 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     """Fold event copies into sessions and judge them, for the pairings that need it.
 
     A pairing needs it when its events changed, or when one of its sessions was upcoming
-    and has ended since (time alone changes its verdict).
+    and has ended since (time alone changes its verdict). Pairings are rebuilt a batch at
+    a time: their events and stored sessions read in one query each, the changes written
+    back in a few batched statements, not one flush per session (a first run builds every
+    session of the organisation at once).
     """
     now = ctx.clock()
     stats = SessionStats()
@@ -49,31 +60,40 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
                 )
             )
         )
-        pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(due)))}
         emails = dict(db.execute(select(Person.id, Person.email)).all())
-        copies = repository.events_of_pairings(db, sorted(due))
-        logs = repository.conference_logs(db, sorted(due))
-        for pairing_id, records in copies.items():
-            pairing = pairings[pairing_id]
-            program = ctx.config.program(pairing.program_id)
-            # A replacement booked within half a cadence interval is a rescheduling;
-            # the next regular meeting is not.
-            every = program.cadence.every if program else timedelta(days=14)
-            changed = _rebuild_pairing(
-                db,
-                pairing,
-                records,
-                mentor=emails[pairing.mentor_id],
-                mentee=emails[pairing.mentee_id],
-                reschedule_window=every / 2,
-                now=now,
-                logs=logs,
-            )
-            pairing.events_changed = False
-            if changed:
-                pairing.sessions_changed = True
-                stats.changed += changed
-            stats.pairings += 1
+        ordered = sorted(due)
+        # A batch of pairings at a time, so memory follows the batch, not the history.
+        for batch in _chunks(ordered, _BATCH):
+            pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(batch)))}
+            copies = repository.events_of_pairings(db, batch)
+            logs = repository.conference_logs(db, batch)
+            stored = _stored_sessions(db, batch)
+            writes = _Writes(now)
+            for pairing_id, records in copies.items():
+                pairing = pairings[pairing_id]
+                program = ctx.config.program(pairing.program_id)
+                # A replacement booked within half a cadence interval is a rescheduling;
+                # the next regular meeting is not.
+                every = program.cadence.every if program else timedelta(days=14)
+                changed = _rebuild_pairing(
+                    writes,
+                    pairing,
+                    records,
+                    stored.get(pairing_id, {}),
+                    mentor=emails[pairing.mentor_id],
+                    mentee=emails[pairing.mentee_id],
+                    reschedule_window=every / 2,
+                    now=now,
+                    logs=logs,
+                )
+                pairing.events_changed = False
+                if changed:
+                    pairing.sessions_changed = True
+                    stats.changed += changed
+                stats.pairings += 1
+            writes.apply(db)
+            db.flush()
+            db.expunge_all()  # the batch's pairings are written; let them go
     with ctx.sessions() as db:
         for outcome, count in db.execute(
             select(SessionRow.outcome, func.count()).group_by(SessionRow.outcome)
@@ -83,10 +103,88 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     return stats
 
 
+_CHUNK = 5000  # bound parameters per IN list, well under SQLite's and PostgreSQL's limits
+_BATCH = 250  # pairings rebuilt together: memory follows this, not the organisation
+_VALUES = (
+    "start",
+    "end",
+    "zone",
+    "outcome",
+    "confidence",
+    "cancelled_by",
+    "cancelled_hours_before",
+)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _stored_sessions(
+    db: DbSession, pairing_ids: Sequence[int]
+) -> dict[int, dict[str, tuple[int, dict[str, Any]]]]:
+    """pairing → session key → (row id, its judged values), read as plain rows."""
+    table = SessionRow.__table__
+    columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in _VALUES)]
+    found: dict[int, dict[str, tuple[int, dict[str, Any]]]] = defaultdict(dict)
+    for chunk in _chunks(pairing_ids):
+        for pairing_id, key, row_id, *values in db.execute(
+            select(*columns).where(table.c.pairing_id.in_(chunk))
+        ):
+            found[pairing_id][key] = (row_id, dict(zip(_VALUES, values, strict=True)))
+    return found
+
+
+@dataclass
+class _Writes:
+    """Session changes collected over all pairings, written in batches by :meth:`apply`."""
+
+    now: datetime
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    new_evidence: dict[tuple[int, str], list[Proof]] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)  # sessions whose evidence is redone
+    deleted: list[int] = field(default_factory=list)
+
+    def add_evidence(self, session_id: int, proofs: Sequence[Proof]) -> None:
+        self.evidence += [
+            {
+                "session_id": session_id,
+                "rank": rank,
+                "kind": proof.kind,
+                "party": proof.party,
+                "detail": proof.detail,
+            }
+            for rank, proof in enumerate(proofs)
+        ]
+
+    def apply(self, db: DbSession) -> None:
+        # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
+        table = cast(Table, SessionRow.__table__)
+        if self.inserts:
+            returned = db.execute(
+                insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
+                self.inserts,
+            )
+            for session_id, pairing_id, key in returned:
+                self.add_evidence(session_id, self.new_evidence[(pairing_id, key)])
+        if self.updates:
+            db.execute(update(SessionRow), self.updates)
+        for chunk in _chunks(self.replaced + self.deleted):
+            db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
+        for chunk in _chunks(self.deleted):
+            db.execute(delete(SessionRow).where(SessionRow.id.in_(chunk)))
+        if self.evidence:
+            db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)
+
+
 def _rebuild_pairing(
-    db: DbSession,
+    writes: _Writes,
     pairing: Pairing,
     records: list[EventRecord],
+    existing: dict[str, tuple[int, dict[str, Any]]],
     *,
     mentor: str,
     mentee: str,
@@ -110,12 +208,10 @@ def _rebuild_pairing(
         start, _old, newest = verdicts[key]
         verdicts[key] = (start, replacement, newest)
 
-    existing = {
-        s.key: s for s in db.scalars(select(SessionRow).where(SessionRow.pairing_id == pairing.id))
-    }
+    existing = dict(existing)
     changed = 0
     for key, (_start, verdict, newest) in verdicts.items():
-        row = existing.pop(key, None)
+        found = existing.pop(key, None)
         values = {
             "start": newest.start,
             "end": newest.end,
@@ -125,34 +221,24 @@ def _rebuild_pairing(
             "cancelled_by": verdict.cancelled_by,
             "cancelled_hours_before": verdict.cancelled_hours_before,
         }
-        if row is not None and all(getattr(row, k) == v for k, v in values.items()):
-            continue
-        if row is None:
-            row = SessionRow(pairing_id=pairing.id, key=key, updated_at=now, **values)
-            db.add(row)
-            db.flush()
-        else:
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = now
-            for old in db.scalars(select(Evidence).where(Evidence.session_id == row.id)):
-                db.delete(old)
-        for rank, proof in enumerate(verdict.evidence):
-            db.add(
-                Evidence(
-                    session_id=row.id,
-                    rank=rank,
-                    kind=proof.kind,
-                    party=proof.party,
-                    detail=proof.detail,
-                )
+        if found is None:
+            writes.inserts.append(
+                {"pairing_id": pairing.id, "key": key, "updated_at": now, **values}
             )
+            writes.new_evidence[(pairing.id, key)] = list(verdict.evidence)
+        else:
+            session_id, stored = found
+            if stored == values:
+                continue
+            writes.updates.append({"id": session_id, "updated_at": now, **values})
+            writes.replaced.append(session_id)
+            writes.add_evidence(session_id, verdict.evidence)
         changed += 1
-    for row in existing.values():
+    for session_id, stored in existing.values():
         # Its event copies are gone. A future meeting was called off; a past one fell
         # out of the sync window or was tidied away: its history is kept as judged.
-        if row.start >= now:
-            db.delete(row)
+        if stored["start"] >= now:
+            writes.deleted.append(session_id)
             changed += 1
     return changed
 

@@ -1,0 +1,246 @@
+"""What every figure needs: an organisation on disk, a scratch database, counters.
+
+Each figure runs in a process of its own (``python -m bench run`` starts one per figure),
+so peak RSS is that figure's alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from bench import generate
+from mentorpulse.config.loader import load_config
+from mentorpulse.config.roster import load_roster
+from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.storage import repository
+from mentorpulse.storage.engine import make_engine, safe_url, session_factory
+from mentorpulse.storage.migrate import upgrade
+
+PG_ENV = "MENTORPULSE_BENCH_DATABASE_URL"
+PG_FALLBACK_ENV = "MENTORPULSE_TEST_DATABASE_URL"
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def workdir() -> Path:
+    return Path(os.environ.get("MENTORPULSE_BENCH_DIR", "/tmp/mentorpulse-bench"))
+
+
+def org_dir(scale: str) -> Path:
+    """The organisation of ``scale``, generated once and reused while its spec holds."""
+    spec = generate.SCALES[scale]
+    out = workdir() / f"org-{scale}"
+    manifest = out / "manifest.json"
+    if manifest.exists() and generate.read_manifest(out)["spec"] == asdict(spec):
+        return out
+    forget_ingested(scale)
+    generate.write(spec, out)
+    return out
+
+
+def fresh_org(scale: str, name: str) -> Path:
+    """A private copy of the organisation, for figures that edit its calendars."""
+    import shutil
+
+    source = org_dir(scale)
+    target = workdir() / f"{name}-{scale}"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.db*", "fixtures"))
+    return target
+
+
+def pg_admin_url() -> str:
+    url = os.environ.get(PG_ENV) or os.environ.get(PG_FALLBACK_ENV) or PG_DEFAULT
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@contextmanager
+def scratch_database(backend: str, folder: Path) -> Iterator[str]:
+    """An empty database on ``backend``, removed afterwards."""
+    if backend == "sqlite":
+        path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    admin_url = make_url(pg_admin_url())
+    name = f"mentorpulse_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        raise SystemExit(
+            f"cannot reach PostgreSQL at {safe_url(str(admin_url))} "
+            f"(set {PG_ENV}): {type(exc.orig).__name__}"
+        ) from None
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _cache_name(scale: str) -> str:
+    return f"mentorpulse_bench_cache_{scale}"
+
+
+def forget_ingested(scale: str) -> None:
+    """Drop the kept ingested copies of ``scale`` (its organisation is being rewritten)."""
+    (workdir() / f"ingested-{scale}.db").unlink(missing_ok=True)
+    try:
+        admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{_cache_name(scale)}"'))
+        admin.dispose()
+    except sa.exc.OperationalError:
+        pass  # no PostgreSQL here: nothing kept there either
+
+
+def save_ingested(scale: str, backend: str, url: str) -> None:
+    """Keep the database of a full ingest, so later figures start from it, not anew."""
+    if backend == "sqlite":
+        import shutil
+
+        target = workdir() / f"ingested-{scale}.db"
+        shutil.copyfile(make_url(url).database or "", target)
+        return
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = _cache_name(scale)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        source = make_url(url).database
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    admin.dispose()
+
+
+@contextmanager
+def ingested_database(scale: str, backend: str, org: Path) -> Iterator[str]:
+    """A fresh copy of the organisation fully ingested; ingests it first if no copy is kept.
+
+    ``org`` must hold the same calendars as the kept copy (a copy made by
+    :func:`fresh_org`), so the stored cursors still describe its files.
+    """
+    import shutil
+
+    cached = workdir() / f"ingested-{scale}.db"
+    have = cached.exists() if backend == "sqlite" else _pg_has(_cache_name(scale))
+    with scratch_database(backend, workdir()) as url:
+        if not have:
+            ctx = open_context(org, url)
+            from mentorpulse.daemon.jobs import sync_sources
+
+            sync_sources(ctx)
+            ctx.engine.dispose()
+            save_ingested(scale, backend, url)
+        elif backend == "sqlite":
+            shutil.copyfile(cached, make_url(url).database or "")
+        else:
+            admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+            name = make_url(url).database
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                connection.execute(
+                    sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{_cache_name(scale)}"')
+                )
+            admin.dispose()
+        yield url
+
+
+def _pg_has(name: str) -> bool:
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            found = connection.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+    finally:
+        admin.dispose()
+    return found is not None
+
+
+def open_context(org: Path, url: str) -> Context:
+    """The organisation's config on database ``url``, the clock frozen at its "now"."""
+    spec = generate.Spec(**generate.read_manifest(org)["spec"])
+    config = load_config(org / "mentorpulse.yaml").model_copy(update={"database": url})
+    roster = load_roster(config.resolve(config.roster.path), config)
+    engine = make_engine(url, org)
+    upgrade(engine)
+    ctx = Context(config, roster, engine, session_factory(engine), clock=lambda: spec.now)
+    with ctx.sessions.begin() as db:
+        repository.apply_roster(db, config, roster)
+    return ctx
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+_WRITE = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.IGNORECASE)
+
+
+@dataclass
+class RowCounter:
+    """Rows written per table (INSERT/UPDATE/DELETE rowcounts) through an engine."""
+
+    tables: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return sum(self.tables.values())
+
+    def of(self, *tables: str) -> int:
+        return sum(self.tables.get(t, 0) for t in tables)
+
+    def _after(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        found = _WRITE.match(statement)
+        if found:
+            table = found.group(2).lower()
+            self.tables[table] = self.tables.get(table, 0) + max(cursor.rowcount or 0, 0)
+
+    @contextmanager
+    def attached(self, engine: sa.Engine) -> Iterator[RowCounter]:
+        event.listen(engine, "after_cursor_execute", self._after)
+        try:
+            yield self
+        finally:
+            event.remove(engine, "after_cursor_execute", self._after)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def table_count(ctx: Context, table: str) -> int:
+    with ctx.engine.connect() as connection:
+        return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def quiet() -> None:
+    """Warnings and errors only, on standard error: figures go to standard output."""
+    from mentorpulse import logs
+
+    logs.configure(level="warning", stream=sys.stderr)

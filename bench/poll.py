@@ -1,0 +1,113 @@
+"""Figure 2: what a poll costs when nothing changed, and when 1 % of the events did.
+
+Starting from a fully ingested organisation, the real sync stage runs once with no
+change to any calendar, then once after :func:`bench.generate.mutate` changed 1 % of all
+occurrences (mentoring instances cancelled, other meetings moved). For each poll: wall
+time, rows written per table (events and links apart from the source's own bookkeeping)
+and provider requests per calendar (for ``kind: ics`` folders: files read). Then the
+sessions stage runs on what changed, next to a full rebuild of every pairing's sessions.
+
+    python -m bench.poll [--scale small] [--backend sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import common, generate
+from mentorpulse.daemon.jobs import rebuild_sessions, sync_sources
+from mentorpulse.storage.models import Pairing
+
+EVENT_TABLES = ("events", "event_pairings")
+
+
+@contextmanager
+def counted_reads() -> Iterator[dict[str, int]]:
+    """Calendar files read while inside: the ICS connector's "provider requests"."""
+    counter = {"reads": 0}
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.suffix == ".ics":
+            counter["reads"] += 1
+        return real(self)
+
+    Path.read_bytes = read_bytes  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        Path.read_bytes = real  # type: ignore[method-assign]
+
+
+def _poll(ctx: Any, calendars: int) -> dict[str, float | int]:
+    counter = common.RowCounter()
+    with counter.attached(ctx.engine), counted_reads() as reads:
+        start = time.perf_counter()
+        results = sync_sources(ctx)
+        seconds = time.perf_counter() - start
+    return {
+        "seconds": round(seconds, 3),
+        "event_rows_written": counter.of(*EVENT_TABLES),
+        "pairings_flagged": counter.of("pairings"),
+        "bookkeeping_rows_written": counter.of("sources"),
+        "requests_per_calendar": round(reads["reads"] / calendars, 3),
+        "pages": sum(r.pages for r in results),
+    }
+
+
+def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
+    org = common.fresh_org(scale, "poll")
+    expected = generate.read_manifest(org)["counts"]
+    calendars = expected["calendars"]
+    figures: dict[str, float | int] = {}
+    with common.ingested_database(scale, backend, org) as url:
+        ctx = common.open_context(org, url)
+        try:
+            start = time.perf_counter()
+            full = rebuild_sessions(ctx)
+            figures["sessions_full_seconds"] = round(time.perf_counter() - start, 3)
+            figures["sessions_full_pairings"] = full.pairings
+            figures["sessions"] = sum(full.outcomes.values())
+            figures["expected_sessions"] = expected["sessions"]
+
+            for key, value in _poll(ctx, calendars).items():
+                figures[f"nochange_{key}"] = value
+
+            changed = generate.mutate(org, 0.01)
+            figures["changed_occurrences"] = changed["changed_occurrences"]
+            figures["expected_changed_event_rows"] = changed["changed_session_copies"]
+            for key, value in _poll(ctx, calendars).items():
+                figures[f"changed_{key}"] = value
+
+            with ctx.sessions() as db:
+                due = db.scalar(sa.select(sa.func.count()).where(Pairing.events_changed))
+            start = time.perf_counter()
+            incremental = rebuild_sessions(ctx)
+            figures["sessions_incremental_seconds"] = round(time.perf_counter() - start, 3)
+            figures["sessions_incremental_pairings"] = incremental.pairings
+            figures["pairings_due"] = int(due or 0)
+            figures["peak_rss_mb"] = common.peak_rss_mb()
+        finally:
+            ctx.engine.dispose()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.poll", description=__doc__)
+    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
+    parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
+    args = parser.parse_args(argv)
+    common.quiet()
+    print(json.dumps(measure(args.scale, args.backend), indent=2))
+
+
+if __name__ == "__main__":
+    main()

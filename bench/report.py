@@ -1,0 +1,78 @@
+"""Figure 4: the HR report for a quarter, over every pairing of the organisation.
+
+Starting from a fully ingested organisation whose sessions were built and rules
+evaluated (their times are recorded too, as setup), the real report path
+(``write_report``) runs for the 13 weeks before today, once as CSV and once as HTML.
+The figures query (``pairing_figures``) is timed on its own as well.
+
+    python -m bench.report [--scale small] [--backend sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+
+from bench import common, generate
+from mentorpulse.daemon.jobs import evaluate_rules, rebuild_sessions
+from mentorpulse.reports.export import day_range, write_report
+from mentorpulse.reports.figures import pairing_figures
+
+
+def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
+    org = common.org_dir(scale)
+    spec = generate.Spec(**generate.read_manifest(org)["spec"])
+    first, last = spec.day - timedelta(days=91), spec.day - timedelta(days=1)
+    figures: dict[str, float | int] = {}
+    with common.ingested_database(scale, backend, org) as url:
+        ctx = common.open_context(org, url)
+        try:
+            seconds, _sessions = common.timed(lambda: rebuild_sessions(ctx))
+            figures["setup_sessions_seconds"] = round(seconds, 3)
+            figures["peak_rss_after_sessions_mb"] = common.peak_rss_mb()
+            seconds, _stats = common.timed(lambda: evaluate_rules(ctx))
+            figures["setup_evaluate_seconds"] = round(seconds, 3)
+            figures["peak_rss_after_evaluate_mb"] = common.peak_rss_mb()
+            zone = ctx.config.timezone
+            start, end = day_range(first, last, zone)
+            with ctx.sessions() as db:
+                seconds, rows = common.timed(
+                    lambda: pairing_figures(db, start=start, end=end, now=spec.now)
+                )
+            figures["figures_seconds"] = round(seconds, 3)
+            figures["pairings"] = len(rows)
+            figures["scheduled"] = sum(r.scheduled for r in rows)
+            figures["attended"] = sum(r.attended for r in rows)
+            for fmt in ("csv", "html"):
+                out = common.workdir() / f"report-{scale}-{backend}.{fmt}"
+                seconds, _rows = common.timed(
+                    lambda fmt=fmt, out=out: write_report(
+                        ctx.sessions,
+                        first=first,
+                        last=last,
+                        zone=zone,
+                        now=spec.now,
+                        fmt=fmt,
+                        out=out,
+                    )
+                )
+                figures[f"report_{fmt}_seconds"] = round(seconds, 3)
+                figures[f"report_{fmt}_bytes"] = out.stat().st_size
+            figures["peak_rss_mb"] = common.peak_rss_mb()
+        finally:
+            ctx.engine.dispose()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
+    parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
+    args = parser.parse_args(argv)
+    common.quiet()
+    print(json.dumps(measure(args.scale, args.backend), indent=2))
+
+
+if __name__ == "__main__":
+    main()

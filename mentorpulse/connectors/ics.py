@@ -13,7 +13,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from mentorpulse.connectors.base import (
 log = structlog.get_logger(__name__)
 
 CURSOR_VERSION = 1
+CHECKPOINT_EVERY = 50  # pages (files) between stored cursors of a folder source
 # RRULEs this dense are not meetings; expanding them over months would only burn memory.
 _REJECTED_FREQS = frozenset({"SECONDLY", "MINUTELY"})
 _MAX_MESSAGE = 300
@@ -551,7 +552,25 @@ class IcsConnector:
             yield from self._sync_url(self.source.url, entries)
         else:
             assert self.source.path is not None  # the schema demands path or url
-            yield from self._sync_path(Path(self.source.path), entries)
+            yield from self._checkpointed(self._sync_path(Path(self.source.path), entries))
+
+    @staticmethod
+    def _checkpointed(pages: Iterator[SyncPage]) -> Iterator[SyncPage]:
+        """Keep the cursor on every ``CHECKPOINT_EVERY``-th page and on the last one only.
+
+        The cursor names every file of the folder, so storing it with each page made a
+        full read cost quadratic writes; a crash now re-reads at most that many files
+        (their pages replace their scopes, so re-reading changes nothing). The last
+        page's cursor is the final one: files after it were unchanged.
+        """
+        held: SyncPage | None = None
+        for number, page in enumerate(pages, start=1):
+            if held is not None:
+                yield held
+            held = page if number % CHECKPOINT_EVERY == 0 else replace(page, cursor=None)
+            last_cursor = page.cursor
+        if held is not None:
+            yield replace(held, cursor=last_cursor)
 
     def _sync_path(
         self, configured: Path, entries: dict[str, dict[str, object]]

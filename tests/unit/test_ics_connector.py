@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 
+import mentorpulse.connectors.ics as ics_module
 from mentorpulse.config.schema import IcsSource
 from mentorpulse.connectors.base import (
     AuthError,
@@ -303,13 +304,19 @@ def test_unchanged_folder_costs_nothing_and_changes_replace_one_file(tmp_path: P
     assert sync(src, gone.cursor) == []
 
 
-def test_each_page_carries_the_cursor_to_resume_from(tmp_path: Path) -> None:
-    for name in ("a", "b", "c"):
+def test_checkpoints_carry_the_cursor_to_resume_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "CHECKPOINT_EVERY", 2)
+    for name in "abcde":
         (tmp_path / f"{name}.ics").write_text(ics(f"UID:{name}\nDTSTART:20240305T090000Z"))
     src = source(tmp_path)
-    first, *_ = sync(src)
-    # Crash after storing the first page: the rest is done on resume, the first is not.
-    assert [p.replaces_scope for p in sync(src, first.cursor)] == ["b.ics", "c.ics"]
+    pages = sync(src)
+    # Not every page writes the folder-wide cursor: every second one and the last do.
+    assert [p.cursor is not None for p in pages] == [False, True, False, True, True]
+    # Crash after storing page 3: resume from the checkpoint of page 2, re-reading c.
+    assert [p.replaces_scope for p in sync(src, pages[1].cursor)] == ["c.ics", "d.ics", "e.ics"]
+    assert sync(src, pages[-1].cursor) == []
 
 
 def test_a_new_day_moves_the_window_and_rereads_every_file(tmp_path: Path) -> None:

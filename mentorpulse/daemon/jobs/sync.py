@@ -33,7 +33,6 @@ from mentorpulse.connectors.base import (
     Connector,
     ConnectorError,
     CursorExpired,
-    SyncPage,
     TransientError,
 )
 from mentorpulse.connectors.registry import build_connector
@@ -264,10 +263,6 @@ def _pull(
             if ids is None:
                 ids = repository.pairing_ids(db)
             source = db.get_one(Source, source_id)
-            if source.held_deletions is None:
-                proposed = _proposed_deletions(db, source_id, page)
-                if _is_mass_deletion(deleted_so_far + proposed, total):
-                    raise _Held(deleted_so_far + proposed, total)
             stats = repository.store_page(
                 db,
                 source,
@@ -276,6 +271,9 @@ def _pull(
                 pairing_ids=ids,
                 store_titles=ctx.config.privacy.store_titles,
             )
+            proposed = deleted_so_far + stats.deleted
+            if source.held_deletions is None and _is_mass_deletion(proposed, total):
+                raise _Held(proposed, total)  # leaving the block rolls the page back
             if source.resync_started_at is not None:
                 repository.stage_seen(db, source_id, [r.provider_id for r in page.records])
         deleted_so_far += stats.deleted
@@ -294,20 +292,6 @@ def _is_mass_deletion(deleted: int, total: int) -> bool:
 
 def _event_count(db: DbSession, source_id: str) -> int:
     return db.scalar(select(func.count()).where(Event.source_id == source_id)) or 0
-
-
-def _proposed_deletions(db: DbSession, source_id: str, page: SyncPage) -> int:
-    """How many stored events this page would remove (explicitly, or by replacing a scope)."""
-    ours = select(func.count()).where(Event.source_id == source_id)
-    if page.replaces_scope is not None:
-        present = [r.provider_id for r in page.records]
-        query = ours.where(Event.scope == page.replaces_scope)
-        if present:
-            query = query.where(Event.provider_id.not_in(present))
-        return db.scalar(query) or 0
-    if not page.deleted:
-        return 0
-    return db.scalar(ours.where(Event.provider_id.in_(list(page.deleted)))) or 0
 
 
 def _begin_resync(db: DbSession, source: Source, now: datetime) -> None:

@@ -244,3 +244,18 @@ def quiet() -> None:
     from mentorpulse import logs
 
     logs.configure(level="warning", stream=sys.stderr)
+
+
+def figure_main(
+    measure: Callable[[str, str], dict[str, Any]], *, prog: str, doc: str | None
+) -> None:
+    """The command line of a figure module: ``--scale`` and ``--backend``, JSON out."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
+    args = parser.parse_args()
+    quiet()
+    print(json.dumps(measure(args.scale, args.backend), indent=2))

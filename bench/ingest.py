@@ -12,7 +12,6 @@ beat. ``store / floor`` is the ratio the target (at most 3x) is about.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -146,14 +145,5 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
-    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
-    parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
-    args = parser.parse_args(argv)
-    common.quiet()
-    print(json.dumps(measure(args.scale, args.backend), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    common.figure_main(measure, prog="python -m bench.ingest", doc=__doc__)

@@ -12,8 +12,6 @@ sessions stage runs on what changed, next to a full rebuild of every pairing's s
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,14 +98,5 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
     return figures
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.poll", description=__doc__)
-    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
-    parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
-    args = parser.parse_args(argv)
-    common.quiet()
-    print(json.dumps(measure(args.scale, args.backend), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    common.figure_main(measure, prog="python -m bench.poll", doc=__doc__)

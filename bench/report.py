@@ -10,8 +10,6 @@ The figures query (``pairing_figures``) is timed on its own as well.
 
 from __future__ import annotations
 
-import argparse
-import json
 from datetime import timedelta
 
 from bench import common, generate
@@ -65,14 +63,5 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
     return figures
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
-    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
-    parser.add_argument("--backend", choices=common.BACKENDS, default="sqlite")
-    args = parser.parse_args(argv)
-    common.quiet()
-    print(json.dumps(measure(args.scale, args.backend), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    common.figure_main(measure, prog="python -m bench.report", doc=__doc__)

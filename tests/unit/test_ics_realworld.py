@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,10 @@ from tests.conftest import SHARED_TESTDATA
 REALWORLD = SHARED_TESTDATA / "ics-realworld"
 NOW = datetime(2020, 1, 1, tzinfo=UTC)
 
-pytestmark = pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is missing")
+
+def test_the_corpus_is_there(realworld_ics: Path) -> None:
+    """Fails (not skips) without ../shared/testdata, so a missing corpus is never silent."""
+    assert any(realworld_ics.glob("*.ics"))
 
 
 def _source() -> IcsSource:

@@ -639,6 +639,11 @@ notify:
   transport:
     kind: file
     path: outbox
+reports:
+  out_dir: reports
+  send:                      # when a month ends, HR gets its attended-vs-scheduled report
+    - every: month
+      to: [hr]
 """
 
 ROSTER_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS  # every column, so the demo shows all

@@ -22,7 +22,8 @@ def notify(
         typer.Option("--dry-run", help="Print what would be sent now; send and store nothing."),
     ] = False,
 ) -> None:
-    """Queue notifications for firing findings and deliver what is due."""
+    """Queue notifications for firing findings and the scheduled reports that are due, then
+    deliver what is due."""
     from mentorpulse.daemon import jobs
     from mentorpulse.daemon.jobs.notify import preview
     from mentorpulse.notify.outbox import counts
@@ -142,11 +143,13 @@ def outbox_purge(
         bool, typer.Option("--failed", help="Also delete failed and unknown rows.")
     ] = False,
 ) -> None:
-    """Delete delivered rows older than --older-than (rows of findings still firing stay)."""
+    """Delete delivered rows older than --older-than (rows of findings still firing and of
+    the latest scheduled reports stay, so nothing is sent twice)."""
     from sqlalchemy import select
 
     from mentorpulse.config.schema import parse_duration
     from mentorpulse.daemon import jobs
+    from mentorpulse.daemon.jobs.reports import current_report_prefixes
     from mentorpulse.notify.outbox import purge
     from mentorpulse.notify.route import Alert
     from mentorpulse.storage.models import Finding
@@ -168,7 +171,13 @@ def outbox_purge(
                 for fingerprint, since in firing
                 if since is not None
             ]
-            n = purge(db, before=ctx.clock() - age, statuses=statuses, keep=keep)
+            n = purge(
+                db,
+                before=ctx.clock() - age,
+                statuses=statuses,
+                keep=keep,
+                keep_prefixes=current_report_prefixes(ctx.config, ctx.clock()),
+            )
         out.print(f"{n} rows purged", highlight=False)
 
     with_context(config, action)

@@ -588,8 +588,22 @@ class NotifyConfig(Strict):
     )
 
 
+class ReportSchedule(Strict):
+    """A report mailed when each period ends: the period just ended, to ``to``."""
+
+    every: Literal["week", "month", "quarter"] = Field(
+        description="week (Monday to Sunday), month or quarter, in the top-level timezone."
+    )
+    to: tuple[Receiver, ...] = Field(
+        ("hr",), min_length=1, description="hr, program_admin, a contact name or an address."
+    )
+
+
 class ReportsConfig(Strict):
     out_dir: str = Field(".", description="Where scheduled reports are written.")
+    send: tuple[ReportSchedule, ...] = Field(
+        (), description="Reports mailed when a week, month or quarter ends (at most once)."
+    )
 
 
 class ScheduleConfig(Strict):
@@ -706,6 +720,15 @@ class MentorpulseConfig(Strict):
         for index, name in enumerate(self.notify.hr):
             if name != "hr":  # the default: a contact named hr, if there is one
                 check(name, ("notify", "hr", index))
+        for s_index, schedule in enumerate(self.reports.send):
+            for index, receiver in enumerate(schedule.to):
+                if receiver in ("mentor", "mentee"):
+                    raise ConfigValueError(
+                        "a report goes to hr, program_admin, a contact or an address, "
+                        "not to each mentor or mentee",
+                        at=("reports", "send", s_index, "to", index),
+                    )
+                check(receiver, ("reports", "send", s_index, "to", index))
         for r_index, route in enumerate(self.notify.routes):
             for index, receiver in enumerate(route.to):
                 check(receiver, ("notify", "routes", r_index, "to", index))

@@ -59,7 +59,8 @@ def run_demo(workdir: Path, *, today: date) -> DemoSummary:
         sessions = jobs.rebuild_sessions(ctx)
         jobs.evaluate_rules(ctx)
         sent = jobs.send_notifications(ctx)
-        reports = []
+        # The monthly HR report the notify stage just mailed, and the whole span's.
+        reports = sorted(ctx.config.resolve(ctx.config.reports.out_dir).glob("report-*"))
         for fmt in ("csv", "html"):
             path = workdir / f"report.{fmt}"
             write_report(

@@ -38,6 +38,11 @@ BATCH = 200  # rows per INSERT: well under SQLite's bound-parameter limit
 _JITTER = random.Random()  # noqa: S311 - spreads retries apart; not cryptography
 
 
+def sender_domain(sender: str) -> str:
+    """The right-hand side of our Message-IDs: the sender's domain."""
+    return sender.rpartition("@")[2] or DEFAULT_DOMAIN
+
+
 def message_id_for(key: str, domain: str = DEFAULT_DOMAIN) -> str:
     """A Message-ID derived from the idempotency key: every retry of a message shares it."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
@@ -315,14 +320,18 @@ def purge(
     before: datetime,
     statuses: Iterable[str] = ("sent", "digested"),
     keep: Iterable[str] = (),
+    keep_prefixes: Iterable[str] = (),
 ) -> int:
     """Delete finished rows older than ``before``; returns how many.
 
     A purged key is forgotten, so rows of episodes still firing (``keep``: their finding
-    keys) stay, or their reminders would be sent again.
+    keys) stay, or their reminders would be sent again; so do rows whose idempotency key
+    starts with one of ``keep_prefixes`` (the scheduled reports of the current period).
     """
     query = delete(OutboxMessage).where(
-        OutboxMessage.status.in_(tuple(statuses)), OutboxMessage.created_at < before
+        OutboxMessage.status.in_(tuple(statuses)),
+        OutboxMessage.created_at < before,
+        *(~OutboxMessage.idempotency_key.startswith(p, autoescape=True) for p in keep_prefixes),
     )
     kept = list(keep)
     if kept:

@@ -4,7 +4,8 @@ Names and program titles come from rosters and calendars, i.e. from people we do
 control, so nothing from the payload reaches a header with a line break in it (no header
 injection) and the HTML part escapes every value. An admin may override any template
 by dropping a file of the same name in ``template_dir``: ``<template>.subject.j2``,
-``.txt.j2`` and ``.html.j2`` for ``reminder``, ``escalation``, ``resolved`` and ``digest``.
+``.txt.j2`` and ``.html.j2`` for ``reminder``, ``escalation``, ``resolved``, ``digest``
+and ``report``.
 """
 
 from __future__ import annotations
@@ -112,7 +113,21 @@ def render(
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
     message.add_alternative(html, subtype="html")
+    for attachment in _attachments(payload):
+        message.add_attachment(
+            attachment["text"],
+            subtype=attachment["content_type"].partition("/")[2] or "plain",
+            filename=header_safe(attachment["filename"]),
+        )
     return message
+
+
+def _attachments(payload: Mapping[str, object]) -> list[dict[str, str]]:
+    """Text files the row carries (a scheduled report's CSV and HTML)."""
+    items = payload.get("attachments")
+    if not isinstance(items, list):
+        return []
+    return [{k: str(v) for k, v in item.items()} for item in items if isinstance(item, dict)]
 
 
 def _address(addr_spec: str, display_name: str | None) -> Address:

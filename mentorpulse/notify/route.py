@@ -284,14 +284,13 @@ class Router:
 
     def recipients(self, alert: Alert, receivers: Iterable[str]) -> list[Recipient]:
         """Receivers (roles, contact names, addresses) → people, each address once."""
-        seen: dict[str, Recipient] = {}
-        for receiver in receivers:
-            for person in self._expand(alert, receiver):
-                if person.email and person.email.lower() not in seen:
-                    seen[person.email.lower()] = person
-        return list(seen.values())
+        return _unique(p for r in receivers for p in self._expand(alert, r))
 
-    def _expand(self, alert: Alert, receiver: str, role: str | None = None) -> list[Recipient]:
+    def report_recipients(self, receivers: Iterable[str]) -> list[Recipient]:
+        """Who a scheduled report goes to: ``program_admin`` means every program's admins."""
+        return _unique(p for r in receivers for p in self._named(r, self.program_admins))
+
+    def _expand(self, alert: Alert, receiver: str) -> list[Recipient]:
         if receiver == "mentor":
             return [
                 Recipient(alert.mentor_email, alert.mentor_name, alert.mentor_timezone, "mentor")
@@ -300,13 +299,23 @@ class Router:
             return [
                 Recipient(alert.mentee_email, alert.mentee_name, alert.mentee_timezone, "mentee")
             ]
+        return self._named(receiver, (alert.program,))
+
+    def _named(
+        self, receiver: str, programs: Iterable[str], role: str | None = None
+    ) -> list[Recipient]:
+        """A receiver other than the pair itself: the admins of ``programs``, HR, a contact
+        or an address."""
         if receiver == "program_admin":
-            admins = self.program_admins.get(alert.program, ())
-            if not admins:
-                log.warning("no_program_admins", program=alert.program)
-            return [p for a in admins for p in self._expand(alert, a, "program_admin")]
+            people: list[Recipient] = []
+            for program in programs:
+                admins = self.program_admins.get(program, ())
+                if not admins:
+                    log.warning("no_program_admins", program=program)
+                people += [p for a in admins for p in self._named(a, (), "program_admin")]
+            return people
         if receiver == "hr" and role is None:
-            return [p for h in self.hr for p in self._expand(alert, h, "hr")]
+            return [p for h in self.hr for p in self._named(h, programs, "hr")]
         contact = self.contacts.get(receiver)
         if contact is not None:
             return [Recipient(contact.email, contact.name, contact.timezone, role or "contact")]
@@ -358,6 +367,15 @@ class Router:
             due=next_send_time(due, tz, self.send_window),
             digest=digest is not None,
         )
+
+
+def _unique(people: Iterable[Recipient]) -> list[Recipient]:
+    """Each address once (the first role it came by), in order."""
+    seen: dict[str, Recipient] = {}
+    for person in people:
+        if person.email and person.email.lower() not in seen:
+            seen[person.email.lower()] = person
+    return list(seen.values())
 
 
 def _firing_by_pairing(alerts: Iterable[Alert]) -> dict[str, list[Alert]]:

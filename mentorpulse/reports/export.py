@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import sys
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from mentorpulse.reports.figures import PairingFigures, pairing_figures
 from mentorpulse.reports.render import render_html, write_csv
 
+TITLE = "Mentoring sessions"
+
 
 def day_range(first: date, last: date, zone: str) -> tuple[datetime, datetime]:
     """[first 00:00, the day after last 00:00) in ``zone``: whole local days, DST included."""
@@ -19,6 +23,23 @@ def day_range(first: date, last: date, zone: str) -> tuple[datetime, datetime]:
     start = datetime.combine(first, time.min, tzinfo=tz)
     end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz)
     return start, end
+
+
+def report_text(
+    rows: Sequence[PairingFigures],
+    *,
+    fmt: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    title: str = TITLE,
+) -> str:
+    """The report as one string: ``csv`` (for spreadsheets) or ``html`` (to read)."""
+    if fmt == "html":
+        return render_html(rows, start=start, end=end, generated_at=now, title=title)
+    stream = io.StringIO(newline="")
+    write_csv(rows, stream)
+    return stream.getvalue()
 
 
 def write_report(
@@ -35,23 +56,16 @@ def write_report(
     start, end = day_range(first, last, zone)
     with sessions() as db:
         rows = pairing_figures(db, start=start, end=end, now=now)
-    if fmt == "html":
-        page = render_html(rows, start=start, end=end, generated_at=now, title="Mentoring sessions")
-        if out is None:
-            sys.stdout.write(page)
-        else:
-            _atomic_write(out, page)
-    elif out is None:
-        write_csv(rows, sys.stdout)
+    text = report_text(rows, fmt=fmt, start=start, end=end, now=now)
+    if out is None:
+        sys.stdout.write(text)
     else:
-        tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as stream:
-            write_csv(rows, stream)
-        tmp.replace(out)
+        atomic_write(out, text)
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file beside ``path``: a reader never sees half a report."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", newline="")
     tmp.replace(path)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import csv
 import email
+import email.policy
+import io
 from collections import Counter
 from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -96,13 +100,45 @@ def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: 
     flagged_mentors = {
         key.split(":")[1] for key, row in rows.items() if int(row["open_findings"]) > 0
     }
-    assert {r.split("<")[-1].rstrip(">") for r in recipients} == flagged_mentors
+    addresses = {r.split("<")[-1].rstrip(">") for r in recipients}
+    assert addresses == flagged_mentors | {"hr@demo.example"}  # HR: last month's report
     report_before = (workdir / "report.csv").read_text()
 
     run_demo_cli(workdir)
     second = {p.name: p.read_bytes() for p in outbox.glob("*.eml")}
     assert second == first, "nothing is sent twice"
     assert (workdir / "report.csv").read_text() == report_before
+
+
+def test_hr_gets_last_months_figures_by_email(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    run_demo_cli(workdir)
+    truth = write_demo(tmp_path / "truth", today=TODAY)
+    london = ZoneInfo("Europe/London")  # the demo's timezone: October there
+    october = Counter(
+        s.pairing_key
+        for s in truth.sessions
+        if s.start.astimezone(london).strftime("%Y-%m") == "2026-10"
+        and PLANTED_TO_COLUMN.get(s.planted) not in (None, "rescheduled")
+    )
+    mails = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in (workdir / "outbox").glob("*.eml")
+    ]
+    (report,) = [m for m in mails if m["To"].addresses[0].addr_spec == "hr@demo.example"]
+    assert isinstance(report, EmailMessage)
+    total = sum(october.values())
+    assert report["Subject"].startswith("Mentoring report, October 2026: ")
+    assert report["Subject"].endswith(f" of {total} sessions attended")
+    files = {part.get_filename(): part.get_content() for part in report.iter_attachments()}
+    assert set(files) == {"report-2026-10.csv", "report-2026-10.html"}
+    rows = {
+        f"{r['program']}:{r['mentor_email']}:{r['mentee_email']}": int(r["scheduled"])
+        for r in csv.DictReader(io.StringIO(files["report-2026-10.csv"]))
+    }
+    assert rows == {key: october[key] for key in truth.pairings}
+    kept = workdir / "reports" / "report-2026-10.csv"
+    assert kept.read_text(encoding="utf-8") == files["report-2026-10.csv"]
 
 
 @pytest.mark.usefixtures("database_url")

@@ -21,8 +21,7 @@ from mentorpulse.cli import app
 from mentorpulse.commands import common
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
-from mentorpulse.notify.outbox import claim_due, enqueue
-from mentorpulse.notify.route import Notification
+from mentorpulse.notify.outbox import claim_due
 from mentorpulse.storage.models import Finding, OutboxMessage
 from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
 
@@ -52,6 +51,7 @@ def org(tmp_path: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> 
             "escalate": [{"after": "0d", "to": ["program_admin"], "digest": "1d"}],
         }
     ]
+    config["reports"]["send"] = []  # the scheduled HR report has tests of its own below
     config_file.write_text(yaml.safe_dump(config))
     ctx = jobs.Context.open(config_file, clock=lambda: NOW)
     try:
@@ -207,32 +207,78 @@ def test_templates_from_the_config_folder_override_ours(org: Path, server: SmtpS
     assert all(s.startswith("Time for a mentoring chat with ") for s in subjects)
 
 
-def test_notify_tells_the_operator_about_deliveries_in_doubt(org: Path) -> None:
-    ctx = jobs.Context.open(org, clock=lambda: NOW)
+def schedule_reports(org: Path, every: str = "month", **notify: object) -> None:
+    config = yaml.safe_load(org.read_text())
+    config["reports"]["send"] = [{"every": every, "to": ["hr"]}]
+    config["notify"].update(notify)
+    org.write_text(yaml.safe_dump(config))
+
+
+def reports_to_hr(server: SmtpServer) -> list[str]:
+    return [str(m["Subject"]) for m in server.recorder.to("hr@demo.example")]
+
+
+def test_hr_gets_each_months_report_once_and_never_from_stale_data(
+    org: Path, server: SmtpServer
+) -> None:
+    schedule_reports(org)
+    assert run(org, "notify").exit_code == 0
+    [october] = server.recorder.to("hr@demo.example")
+    assert str(october["Subject"]).startswith("Mentoring report, October 2026: ")
+    names = sorted(str(part.get_filename()) for part in october.iter_attachments())
+    assert names == ["report-2026-10.csv", "report-2026-10.html"]
+    assert (org.parent / "reports" / "report-2026-10.csv").exists()
+
+    # Re-runs, and a purge of every delivered row, do not send it again.
+    assert run(org, "notify", at=NOW + timedelta(hours=1)).exit_code == 0
+    assert run(org, "outbox", "purge", "--older-than", "0s", at=NOW + timedelta(hours=2))
+    assert run(org, "notify", at=NOW + timedelta(hours=3)).exit_code == 0
+    assert len(reports_to_hr(server)) == 1
+
+    # November ends while the calendars have not been read for a week: the report waits.
+    december = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert run(org, "notify", at=december).exit_code == 0
+    assert len(reports_to_hr(server)) == 1
+    assert run(org, "sync", "--once", at=december).exit_code == 0
+    assert run(org, "notify", at=december + timedelta(minutes=5)).exit_code == 0
+    subjects = reports_to_hr(server)
+    assert len(subjects) == 2
+    assert subjects[1].startswith("Mentoring report, November 2026: ")
+
+
+def test_the_report_waits_for_hrs_working_hours(org: Path, server: SmtpServer) -> None:
+    # NOW is Monday 23:30 in London, where the demo's HR contact works.
+    schedule_reports(org, send_window={"start": "08:00", "end": "18:00"})
+    assert run(org, "notify").exit_code == 0
+    assert reports_to_hr(server) == []
+    assert run(org, "notify", at=datetime(2026, 11, 24, 7, 59, tzinfo=UTC)).exit_code == 0
+    assert reports_to_hr(server) == []
+    assert run(org, "notify", at=datetime(2026, 11, 24, 8, 0, tzinfo=UTC)).exit_code == 0
+    assert len(reports_to_hr(server)) == 1
+
+
+def test_a_report_interrupted_mid_send_is_not_sent_twice(org: Path, server: SmtpServer) -> None:
+    schedule_reports(org, send_window={"start": "08:00", "end": "18:00"})
+    assert run(org, "notify").exit_code == 0  # queued, due in the morning
+    morning = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    ctx = jobs.Context.open(org, clock=lambda: morning)
     try:
-        with ctx.sessions.begin() as db:
-            enqueue(
-                db,
-                [
-                    Notification(
-                        recipient="hr@demo.example",
-                        template="reminder",
-                        idempotency_key="report:2026-11",
-                        payload={},
-                        at_most_once=True,
-                    )
-                ],
-                now=NOW,
-            )
-            [_claimed] = claim_due(db, now=NOW, lease=timedelta(minutes=5))
+        with ctx.sessions.begin() as db:  # a worker claims the morning's mail, then dies
+            claimed = {r.recipient for r in claim_due(db, now=morning, lease=timedelta(minutes=5))}
     finally:
         ctx.engine.dispose()
-    # The worker that claimed it never came back; its lease has long expired.
-    result = run(org, "notify", at=NOW + timedelta(hours=1))
+    assert "hr@demo.example" in claimed
+    assert len(claimed) > 1, "reminders to mentors wait for the morning too"
+    # The lease has long expired. The report may or may not have gone out, so it is not
+    # sent again; the reminders are (with their Message-ID, so a duplicate is recognised).
+    result = run(org, "notify", at=morning + timedelta(hours=1))
     assert "1 emails may or may not have been delivered" in result.output
-    assert [r.status for r in outbox_rows(org) if r.idempotency_key == "report:2026-11"] == [
-        "unknown"
-    ]
+    assert reports_to_hr(server) == []
+    assert {str(m["To"].addresses[0].addr_spec) for m in server.recorder.messages} == (
+        claimed - {"hr@demo.example"}
+    )
+    report_rows = [r for r in outbox_rows(org) if r.recipient == "hr@demo.example"]
+    assert [r.status for r in report_rows] == ["unknown"]
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,16 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
 from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.daemon.jobs.reports import queue_reports
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
-from mentorpulse.notify.outbox import cancel_stale, claim_due, compose_digests, enqueue, told
+from mentorpulse.notify.outbox import (
+    cancel_stale,
+    claim_due,
+    compose_digests,
+    enqueue,
+    sender_domain,
+    told,
+)
 from mentorpulse.notify.render import RenderError, render
 from mentorpulse.notify.route import Alert, Router
 from mentorpulse.notify.transport import build_transport
@@ -67,8 +75,9 @@ def send_notifications(ctx: Context) -> NotifyStats:
     )
 
 
-def queue_notifications(ctx: Context, db: DbSession, now: datetime) -> int:
-    """The routing decision and its outbox rows, in the caller's transaction."""
+def queue_notifications(ctx: Context, db: DbSession, now: datetime, *, files: bool = True) -> int:
+    """The routing decision and its outbox rows, in the caller's transaction, and the
+    scheduled reports that are due (their files kept in ``reports.out_dir`` with ``files``)."""
     router = Router.from_config(ctx.config)
     alerts = _alerts(ctx, db, now)
     cancel_stale(db, router.live_episodes(alerts))
@@ -76,7 +85,9 @@ def queue_notifications(ctx: Context, db: DbSession, now: datetime) -> int:
     resolved = [a for a in alerts if a.state == "resolved"]
     if resolved:
         notes += router.resolved_notices(resolved, told(db, [a.episode for a in resolved]), now=now)
-    return enqueue(db, notes, now=now, domain=_domain(ctx))
+    out_dir = ctx.config.resolve(ctx.config.reports.out_dir) if files else None
+    queued = enqueue(db, notes, now=now, domain=_domain(ctx))
+    return queued + queue_reports(ctx.config, db, now, out_dir=out_dir)
 
 
 def preview(ctx: Context) -> list[Preview]:
@@ -89,7 +100,7 @@ def preview(ctx: Context) -> list[Preview]:
     out: list[Preview] = []
     with ctx.sessions() as db:
         try:
-            queue_notifications(ctx, db, now)
+            queue_notifications(ctx, db, now, files=False)
             compose_digests(db, now=now, domain=_domain(ctx))
             for row in claim_due(db, now=now, lease=ctx.config.notify.lease, limit=10_000):
                 try:
@@ -121,7 +132,7 @@ def template_dir(ctx: Context) -> Path | None:
 
 
 def _domain(ctx: Context) -> str:
-    return ctx.config.notify.sender.rpartition("@")[2] or "mentorpulse.invalid"
+    return sender_domain(ctx.config.notify.sender)
 
 
 def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:

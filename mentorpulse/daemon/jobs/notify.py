@@ -87,7 +87,7 @@ def queue_notifications(ctx: Context, db: DbSession, now: datetime, *, files: bo
         notes += router.resolved_notices(resolved, told(db, [a.episode for a in resolved]), now=now)
     out_dir = ctx.config.resolve(ctx.config.reports.out_dir) if files else None
     queued = enqueue(db, notes, now=now, domain=_domain(ctx))
-    return queued + queue_reports(ctx.config, db, now, out_dir=out_dir)
+    return queued + queue_reports(ctx.config, router, db, now, out_dir=out_dir)
 
 
 def preview(ctx: Context) -> list[Preview]:

@@ -109,7 +109,12 @@ def _today(config: MentorpulseConfig, now: datetime) -> date:
 
 
 def queue_reports(
-    config: MentorpulseConfig, db: DbSession, now: datetime, *, out_dir: Path | None
+    config: MentorpulseConfig,
+    router: Router,
+    db: DbSession,
+    now: datetime,
+    *,
+    out_dir: Path | None,
 ) -> int:
     """Queue the reports whose period has ended and that are not queued yet.
 
@@ -117,7 +122,7 @@ def queue_reports(
     files are written there first (a crash before the commit rewrites them next time).
     Returns how many emails were queued.
     """
-    due = _unsent(config, db, now)
+    due = _unsent(config, router, db, now)
     if not due:
         return 0
     stale = stale_sources(db, config, now)
@@ -129,7 +134,6 @@ def queue_reports(
             sources=sorted(stale),
         )
         return 0
-    router = Router.from_config(config)
     payloads: dict[Period, dict[str, object]] = {}
     notes: dict[str, Notification] = {}  # two schedules may name the same person
     for period, people in due:
@@ -151,10 +155,9 @@ def queue_reports(
 
 
 def _unsent(
-    config: MentorpulseConfig, db: DbSession, now: datetime
+    config: MentorpulseConfig, router: Router, db: DbSession, now: datetime
 ) -> list[tuple[Period, list[Recipient]]]:
     """Each schedule's last period with the recipients not yet queued for it."""
-    router = Router.from_config(config)
     today = _today(config, now)
     due: list[tuple[Period, list[Recipient]]] = []
     for schedule in config.reports.send:
@@ -184,15 +187,17 @@ def _payload(
     start, end = day_range(period.first, period.last, config.timezone)
     rows = pairing_figures(db, start=start, end=end, now=now)
     title = f"{TITLE}, {period.title}"
-    files = {
-        f"report-{period.label}.{fmt}": report_text(
-            rows, fmt=fmt, start=start, end=end, now=now, title=title
+    files = [
+        (
+            f"report-{period.label}.{fmt}",
+            f"text/{fmt}",
+            report_text(rows, fmt=fmt, start=start, end=end, now=now, title=title),
         )
         for fmt in ("html", "csv")
-    }
+    ]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
+        for name, _type, text in files:
             atomic_write(out_dir / name, text)
     totals = program_totals(rows)
     names = {p.id: p.name or p.id for p in config.programs}
@@ -222,11 +227,7 @@ def _payload(
         "attended": attended,
         "rate": format_percent(attended / scheduled if scheduled else None),
         "attachments": [
-            {"filename": name, "content_type": _content_type(name), "text": text}
-            for name, text in files.items()
+            {"filename": name, "content_type": content_type, "text": text}
+            for name, content_type, text in files
         ],
     }
-
-
-def _content_type(name: str) -> str:
-    return "text/html" if name.endswith(".html") else "text/csv"

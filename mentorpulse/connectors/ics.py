@@ -552,25 +552,29 @@ class IcsConnector:
             yield from self._sync_url(self.source.url, entries)
         else:
             assert self.source.path is not None  # the schema demands path or url
-            yield from self._checkpointed(self._sync_path(Path(self.source.path), entries))
+            pages = self._sync_path(Path(self.source.path), entries)
+            yield from self._checkpointed(pages, entries)
 
-    @staticmethod
-    def _checkpointed(pages: Iterator[SyncPage]) -> Iterator[SyncPage]:
-        """Keep the cursor on every ``CHECKPOINT_EVERY``-th page and on the last one only.
+    def _checkpointed(
+        self, pages: Iterator[SyncPage], entries: Mapping[str, Mapping[str, object]]
+    ) -> Iterator[SyncPage]:
+        """Give every ``CHECKPOINT_EVERY``-th page and the last one the cursor, no other.
 
-        The cursor names every file of the folder, so storing it with each page made a
-        full read cost quadratic writes; a crash now re-reads at most that many files
-        (their pages replace their scopes, so re-reading changes nothing). The last
-        page's cursor is the final one: files after it were unchanged.
+        The cursor names every file of the folder, so building and storing it with each
+        page made a full read quadratic; a crash now re-reads at most that many files
+        (their pages replace their scopes, so re-reading changes nothing). The cursor is
+        taken as each page arrives (``entries`` then include it and nothing after it);
+        the last page's is the final one: files after it were unchanged.
         """
         held: SyncPage | None = None
         for number, page in enumerate(pages, start=1):
             if held is not None:
                 yield held
-            held = page if number % CHECKPOINT_EVERY == 0 else replace(page, cursor=None)
-            last_cursor = page.cursor
+            held = page
+            if number % CHECKPOINT_EVERY == 0:
+                held = replace(page, cursor=self._cursor(entries))
         if held is not None:
-            yield replace(held, cursor=last_cursor)
+            yield replace(held, cursor=self._cursor(entries))
 
     def _sync_path(
         self, configured: Path, entries: dict[str, dict[str, object]]
@@ -589,12 +593,12 @@ class IcsConnector:
             if path is None:
                 del entries[scope]
                 log.info("ics_file_gone", source=self.source_id, scope=scope)
-                yield SyncPage(cursor=self._cursor(entries), replaces_scope=scope)
+                yield SyncPage(replaces_scope=scope)
                 continue
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                yield self._unreadable(scope, f"cannot read the file ({_short(exc)})", entries)
+                yield self._unreadable(scope, f"cannot read the file ({_short(exc)})")
                 continue
             owner = _owner_from_name(path) or self.source.owner
             page = self._page(scope, data, owner, entries)
@@ -632,10 +636,10 @@ class IcsConnector:
                 default_zone=self.default_zone,
             )
         except IcsParseError as exc:
-            return self._unreadable(scope, str(exc), entries)
+            return self._unreadable(scope, str(exc))
         except Exception as exc:  # a bug of ours or the library's: one file, not the sync
             log.exception("ics_file_failed", source=self.source_id, item=scope)
-            return self._unreadable(scope, f"unexpected error ({_short(exc)})", entries)
+            return self._unreadable(scope, f"unexpected error ({_short(exc)})")
         entries[scope] = self._entry(digest, **validators)
         log.info(
             "ics_file_read",
@@ -644,23 +648,14 @@ class IcsConnector:
             records=len(records),
             errors=len(errors),
         )
-        return SyncPage(
-            records=tuple(records),
-            cursor=self._cursor(entries),
-            replaces_scope=scope,
-            errors=tuple(errors),
-        )
+        return SyncPage(records=tuple(records), replaces_scope=scope, errors=tuple(errors))
 
-    def _unreadable(
-        self, scope: str, message: str, entries: Mapping[str, Mapping[str, object]]
-    ) -> SyncPage:
-        """A page that reports ``scope`` but neither replaces it nor advances its cursor."""
+    def _unreadable(self, scope: str, message: str) -> SyncPage:
+        """A page that reports ``scope`` but neither replaces it nor advances its entry.
+
+        Pages come without a cursor: the caller adds one where it is stored."""
         log.warning("ics_item_rejected", source=self.source_id, item=scope, error=message)
-        return SyncPage(
-            cursor=self._cursor(entries),
-            replaces_scope=None,
-            errors=(ItemError(item=scope, message=message),),
-        )
+        return SyncPage(replaces_scope=None, errors=(ItemError(item=scope, message=message),))
 
     # -- http feeds ---------------------------------------------------------------------
 
@@ -692,7 +687,7 @@ class IcsConnector:
             last_modified=response.headers.get("Last-Modified"),
         )
         if page is not None:
-            yield page
+            yield replace(page, cursor=self._cursor(entries))
 
     def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> httpx.Response:
         """GET the feed; every failure becomes the typed error the scheduler acts on."""

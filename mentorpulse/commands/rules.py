@@ -10,8 +10,6 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import Session as DbSession
 
 from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
 from mentorpulse.errors import UserError
@@ -23,6 +21,8 @@ silence_app = typer.Typer(
 )
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
+    from sqlalchemy.orm import Session as DbSession
+
     from mentorpulse.config.schema import MentorpulseConfig
     from mentorpulse.daemon import jobs
     from mentorpulse.storage.models import Finding
@@ -139,6 +139,8 @@ def explain(
     config: ConfigOption = None,
 ) -> None:
     """Why a pairing is (or is not) flagged: sessions, evidence, verdicts, next deadline."""
+    from sqlalchemy import select
+
     from mentorpulse.daemon.jobs.evaluate import load_timelines, stale_sources
     from mentorpulse.rules.engine import evaluate
     from mentorpulse.storage.models import Evidence, Finding
@@ -236,6 +238,8 @@ def _finding_text(db: DbSession, finding: Finding | None, zone: str) -> str:
 
 
 def _pairing_ids(db: DbSession, pair: str) -> list[int]:
+    from sqlalchemy import select
+
     from mentorpulse.storage.models import Pairing, Person
 
     if pair.isdigit():
@@ -335,6 +339,8 @@ def silence_list(
     show_all: Annotated[bool, typer.Option("--all", help="Include expired silences.")] = False,
 ) -> None:
     """List active silences (with --all: also expired ones)."""
+    from sqlalchemy import select
+
     from mentorpulse.storage.models import Silence
 
     def action(ctx: jobs.Context) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
-from sqlalchemy import func, select
 
 from mentorpulse.commands.common import ConfigOption, out, with_context
-from mentorpulse.daemon.jobs import Context
-from mentorpulse.storage.models import Event, Source
+
+if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
+    from mentorpulse.daemon.jobs import Context
+    from mentorpulse.storage.models import Source
 
 
 def _when(moment: datetime | None, now: datetime) -> str:
@@ -44,6 +46,9 @@ def _state(source: Source | None, now: datetime) -> str:
 
 def status(config: ConfigOption = None) -> None:
     """Show each source's health, last sync and last error; exit 1 if any needs attention."""
+    from sqlalchemy import func, select
+
+    from mentorpulse.storage.models import Event, Source
 
     def action(ctx: Context) -> bool:
         now = ctx.clock()

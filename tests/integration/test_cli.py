@@ -180,3 +180,11 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         )
         is None
     ), "the lease was released"
+
+
+def test_help_does_not_load_the_database_stack() -> None:
+    """`mentorpulse --help` (and shell completion) must not pay for SQLAlchemy, Alembic …"""
+    heavy = "('sqlalchemy', 'alembic', 'icalendar')"
+    probe = f"import sys, mentorpulse.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -694,7 +694,7 @@ class MentorpulseConfig(Strict):
     def _admins_are_known(self) -> MentorpulseConfig:
         for p_index, program in enumerate(self.programs):
             for a_index, admin in enumerate(program.admins):
-                if "@" not in admin and admin not in self.contacts:
+                if not self.names_someone(admin):
                     raise ConfigValueError(
                         f"undefined contact {admin!r} used in program {program.id!r} admins",
                         at=("programs", p_index, "admins", a_index),
@@ -709,7 +709,7 @@ class MentorpulseConfig(Strict):
                     "receiver 'hr' needs a contact named hr, or notify.hr listing who HR is",
                     at=at,
                 )
-            if receiver in ROLE_RECEIVERS or "@" in receiver or receiver in self.contacts:
+            if receiver in ROLE_RECEIVERS or self.names_someone(receiver):
                 return
             raise ConfigValueError(
                 f"undefined receiver {receiver!r} (use {', '.join(ROLE_RECEIVERS)}, "
@@ -718,8 +718,12 @@ class MentorpulseConfig(Strict):
             )
 
         for index, name in enumerate(self.notify.hr):
-            if name != "hr":  # the default: a contact named hr, if there is one
-                check(name, ("notify", "hr", index))
+            # The default, "hr", is a contact named hr if there is one.
+            if name != "hr" and not self.names_someone(name):
+                raise ConfigValueError(
+                    f"notify.hr lists {name!r}: expected a contact name or an email address",
+                    at=("notify", "hr", index),
+                )
         for s_index, schedule in enumerate(self.reports.send):
             for index, receiver in enumerate(schedule.to):
                 if receiver in ("mentor", "mentee"):
@@ -736,6 +740,10 @@ class MentorpulseConfig(Strict):
                 for index, receiver in enumerate(step.to):
                     check(receiver, ("notify", "routes", r_index, "escalate", s_index, "to", index))
         return self
+
+    def names_someone(self, name: str) -> bool:
+        """A contact name or an email address (what program admins and HR are given as)."""
+        return "@" in name or name in self.contacts
 
     def resolve(self, path: str) -> Path:
         """A path from the file, made absolute against the file's folder."""

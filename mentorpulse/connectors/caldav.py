@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
@@ -34,7 +34,6 @@ from caldav.elements import cdav, dav
 from caldav.elements.base import ValuedBaseElement
 from caldav.lib import error as dav_error
 from caldav.lib.http_sync import requests as http
-from caldav.lib.namespace import ns
 from lxml import etree
 
 from mentorpulse.config.schema import CaldavCalendar, CaldavSource
@@ -66,9 +65,6 @@ class _GetCtag(ValuedBaseElement):
     """CalendarServer's ``getctag``: changes whenever anything in the calendar changes."""
 
     tag: ClassVar[str] = "{http://calendarserver.org/ns/}getctag"
-
-
-_SYNC_TOKEN = ns("D", "sync-token")
 
 
 T = TypeVar("T")
@@ -135,7 +131,6 @@ class CaldavConnector:
             raise ValueError("now must be timezone-aware")
         self.source = source
         self.source_id = source.id
-        self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
         self.server = safe_url(source.url)  # the URL fit for logs and messages

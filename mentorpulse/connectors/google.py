@@ -200,7 +200,6 @@ class GoogleConnector:
         self.source = source
         self.source_id = source.id
         self.base_dir = base_dir
-        self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
         self.scopes = scopes_for(source)
@@ -728,7 +727,7 @@ class GoogleConnector:
         code = record.conference_id
         low = _rfc3339(record.start - timedelta(hours=1))
         high = _rfc3339(record.end + timedelta(hours=1))
-        meet = self._meet(owner).conferenceRecords()
+        meet = self._meet().conferenceRecords()
         conferences = self._listed(
             owner,
             meet.list,
@@ -783,7 +782,7 @@ class GoogleConnector:
             )
         return evidence
 
-    def _meet(self, owner: str) -> Any:
+    def _meet(self) -> Any:
         if self._meet_api is None:
             self._meet_api = build_from_document(
                 get_static_doc("meet", "v2"),

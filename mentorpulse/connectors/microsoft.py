@@ -219,7 +219,6 @@ class MicrosoftConnector:
         self.source = source
         self.source_id = source.id
         self.base_dir = base_dir
-        self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
         self.graph_url = source.graph_url.rstrip("/")

@@ -150,6 +150,7 @@ def explain(
         now = ctx.clock()
         with ctx.sessions() as db:
             ids = _pairing_ids(db, pair)
+            stale = stale_sources(db, ctx.config, now)
             for pairing, timeline in load_timelines(db, ctx.config, ctx.roster, ids):
                 zone = timeline.zone if timeline else ctx.config.timezone
                 program = ctx.config.program(pairing.program_id)
@@ -206,7 +207,6 @@ def explain(
                             rule_id, "not judged", _finding_text(db, finding, zone), ""
                         )
                 out.print(verdicts)
-                stale = stale_sources(db, ctx.config, now)
                 if stale:
                     out.print(
                         "stale sources (findings suppressed): "

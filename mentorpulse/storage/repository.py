@@ -231,7 +231,7 @@ def _remove(db: DbSession, event_ids: Sequence[int]) -> set[int]:
         return touched
     for ids in _links(db, event_ids).values():
         touched |= ids
-    for chunk in _chunks(event_ids):
+    for chunk in chunks(event_ids):
         db.execute(delete(ConferenceAttendance).where(ConferenceAttendance.event_id.in_(chunk)))
         db.execute(delete(EventPairing).where(EventPairing.event_id.in_(chunk)))
         db.execute(delete(Event).where(Event.id.in_(chunk)))
@@ -240,14 +240,14 @@ def _remove(db: DbSession, event_ids: Sequence[int]) -> set[int]:
 
 def _flag_events_changed(db: DbSession, pairing_ids: set[int]) -> None:
     """Mark pairings whose events changed, so the sessions stage rebuilds them."""
-    for chunk in _chunks(sorted(pairing_ids)):
+    for chunk in chunks(sorted(pairing_ids)):
         db.execute(_FLAG_PAIRINGS, {"pairing_ids": list(chunk)})
 
 
 def delete_events(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> int:
     """Remove a source's events by provider id (a resync found them gone); returns how many."""
     removed = 0
-    for chunk in _chunks(provider_ids):
+    for chunk in chunks(provider_ids):
         ids = list(
             db.scalars(
                 select(Event.id).where(Event.source_id == source_id, Event.provider_id.in_(chunk))
@@ -264,7 +264,7 @@ def stage_seen(db: DbSession, source_id: str, provider_ids: Iterable[str]) -> No
     if not rows:
         return
     dialect_insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows):
         db.execute(dialect_insert(ResyncSeen).on_conflict_do_nothing(), list(chunk))
 
 
@@ -423,7 +423,7 @@ def _gone_ids(
         return [event_id for event_id, provider_id in in_scope if provider_id not in kept]
     deleted = set(page.deleted)
     gone = [existing[p][0] for p in sorted((set(existing) - kept) | (deleted & set(existing)))]
-    for chunk in _chunks(sorted(deleted - set(existing))):
+    for chunk in chunks(sorted(deleted - set(existing))):
         gone += db.scalars(
             select(Event.id).where(Event.source_id == source_id, Event.provider_id.in_(chunk))
         )
@@ -481,9 +481,10 @@ _FLAG_PAIRINGS = (
 )
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``: IN lists that stay under every driver's limit."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _stored_events(
@@ -491,7 +492,7 @@ def _stored_events(
 ) -> dict[str, tuple[int, dict[str, Any]]]:
     """provider id → (row id, the values :func:`_event_values` would write) as stored."""
     found: dict[str, tuple[int, dict[str, Any]]] = {}
-    for chunk in _chunks(provider_ids):
+    for chunk in chunks(provider_ids):
         rows = db.execute(_STORED_EVENTS, {"source_id": source_id, "provider_ids": list(chunk)})
         for row in rows:
             event_id, provider_id, *values = row
@@ -510,7 +511,7 @@ def _links(db: DbSession, event_ids: Sequence[int]) -> dict[int, set[int]]:
     links: dict[int, set[int]] = {}
     if not event_ids:
         return links
-    for chunk in _chunks(event_ids):
+    for chunk in chunks(event_ids):
         for event_id, pairing_id in db.execute(_LINKS_OF, {"event_ids": list(chunk)}):
             links.setdefault(event_id, set()).add(pairing_id)
     return links
@@ -552,7 +553,7 @@ def events_of_pairings(db: DbSession, ids: Sequence[int]) -> dict[int, list[Even
     """
     found: dict[int, list[EventRecord]] = {i: [] for i in ids}
     table = Event.__table__
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = db.execute(
             select(EventPairing.pairing_id, *table.c)
             .join(table, table.c.id == EventPairing.event_id)

@@ -53,6 +53,7 @@ from mentorpulse.storage.models import (
     Source,
 )
 from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.storage.repository import chunks
 from mentorpulse.tracking.attendance import Outcome
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,6 @@ log = structlog.get_logger(__name__)
 SOURCE_STALE = "source_stale"  # operator finding: a source feeding pairings is stale
 RULE_ERROR = "rule_error"  # operator finding: a rule raised on some pairings
 _CONFIG_RUN = "evaluate-config:"  # job_runs name prefix remembering the judged config
-_CHUNK = 900  # ids per IN (...) list, below SQLite's parameter limit
 
 
 @dataclass
@@ -120,7 +120,7 @@ def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
         coverage = _coverage(db, config, ids) if stale else {}
         findings: dict[int, dict[str, Finding]] = defaultdict(dict)
         sessions: dict[int, list[SessionFact]] = defaultdict(list)
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             for finding in db.scalars(select(Finding).where(Finding.pairing_id.in_(chunk))):
                 findings[finding.pairing_id or 0][finding.fingerprint] = finding
             for pairing_id, fact in _session_facts(db, chunk):
@@ -208,9 +208,9 @@ def _judge_one(
                 for source in stale:
                     suppressed_by[source] += 1
             stats.count(state.state)
-    why = _why_not_judged(pairing, program, _override(program, row.entry)[1])
     for key, finding in mine.items():
-        if key not in seen and finding.state in OPEN:
+        if key not in seen and finding.state in OPEN:  # rare: worked out only here
+            why = _why_not_judged(pairing, program, _override(program, row.entry)[1])
             finding.state, finding.until, finding.reason = RESOLVED, now, why
             finding.last_evaluated_at = now
             stats.changed += 1
@@ -257,7 +257,7 @@ def load_timelines(
         query = query.where(Pairing.id.in_(pairing_ids))
     rows = list(db.execute(query))
     sessions: dict[int, list[SessionFact]] = defaultdict(list)
-    for chunk in _chunks([p.id for p, _m, _e in rows]):
+    for chunk in chunks([p.id for p, _m, _e in rows]):
         for pairing_id, fact in _session_facts(db, chunk):
             sessions[pairing_id].append(fact)
     entries = {e.key: e for e in roster}
@@ -265,11 +265,6 @@ def load_timelines(
         (p, timeline_for(_Row(p, m, e, entries.get(p.key)), sessions[p.id], config))
         for p, m, e in rows
     ]
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
 
 
 def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, SessionFact]]:
@@ -290,7 +285,7 @@ def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, Ses
     ).all()
     missed = [row[0] for row in rows if row[5] == Outcome.MISSED.value]
     missed_by: dict[int, str | None] = {}
-    for chunk in _chunks(missed):
+    for chunk in chunks(missed):
         deciders = db.execute(
             select(Evidence.session_id, Evidence.party).where(
                 Evidence.session_id.in_(chunk), Evidence.rank == 0
@@ -392,7 +387,7 @@ def stale_sources(db: DbSession, config: MentorpulseConfig, now: datetime) -> di
 def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> dict[int, set[str]]:
     """The sources covering each pairing (see the module docstring); absent: all of them."""
     covered: dict[int, set[str]] = defaultdict(set)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = db.execute(
             select(EventPairing.pairing_id, Event.source_id)
             .join(Event, Event.id == EventPairing.event_id)
@@ -408,7 +403,7 @@ def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> d
     if owners:
         mentor = aliased(Person)
         mentee = aliased(Person)
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             people = db.execute(
                 select(Pairing.id, mentor.email, mentee.email)
                 .join(mentor, mentor.id == Pairing.mentor_id)
@@ -523,7 +518,12 @@ def apply_silences(db: DbSession, now: datetime) -> int:
         .join(Pairing, Pairing.id == Finding.pairing_id)
         .join(mentor, mentor.id == Pairing.mentor_id)
         .join(mentee, mentee.id == Pairing.mentee_id)
-        .where(or_(Finding.state.in_(sorted(OPEN)), Finding.silence_id.is_not(None)))
+        .where(
+            or_(Finding.state.in_(sorted(OPEN)), Finding.silence_id.is_not(None))
+            if silences
+            # No silence is active: only findings still marked silenced can change.
+            else Finding.silence_id.is_not(None)
+        )
     )
     changed = 0
     for finding, program_id, mentor_email, mentee_email in rows:

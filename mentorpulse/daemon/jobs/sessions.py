@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -21,6 +21,7 @@ from mentorpulse.storage.models import (
     Person,
 )
 from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.storage.repository import chunks
 from mentorpulse.tracking.attendance import (
     Outcome,
     Proof,
@@ -63,12 +64,12 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
         emails = dict(db.execute(select(Person.id, Person.email)).all())
         ordered = sorted(due)
         # A batch of pairings at a time, so memory follows the batch, not the history.
-        for batch in _chunks(ordered, _BATCH):
+        for batch in chunks(ordered, _BATCH):
             pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(batch)))}
             copies = repository.events_of_pairings(db, batch)
             logs = repository.conference_logs(db, batch)
             stored = _stored_sessions(db, batch)
-            writes = _Writes(now)
+            writes = _Writes()
             for pairing_id, records in copies.items():
                 pairing = pairings[pairing_id]
                 program = ctx.config.program(pairing.program_id)
@@ -103,7 +104,6 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     return stats
 
 
-_CHUNK = 5000  # bound parameters per IN list, well under SQLite's and PostgreSQL's limits
 _BATCH = 250  # pairings rebuilt together: memory follows this, not the organisation
 _VALUES = (
     "start",
@@ -116,11 +116,6 @@ _VALUES = (
 )
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _stored_sessions(
     db: DbSession, pairing_ids: Sequence[int]
 ) -> dict[int, dict[str, tuple[int, dict[str, Any]]]]:
@@ -128,7 +123,7 @@ def _stored_sessions(
     table = SessionRow.__table__
     columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in _VALUES)]
     found: dict[int, dict[str, tuple[int, dict[str, Any]]]] = defaultdict(dict)
-    for chunk in _chunks(pairing_ids):
+    for chunk in chunks(pairing_ids):
         for pairing_id, key, row_id, *values in db.execute(
             select(*columns).where(table.c.pairing_id.in_(chunk))
         ):
@@ -140,7 +135,6 @@ def _stored_sessions(
 class _Writes:
     """Session changes collected over all pairings, written in batches by :meth:`apply`."""
 
-    now: datetime
     inserts: list[dict[str, Any]] = field(default_factory=list)
     new_evidence: dict[tuple[int, str], list[Proof]] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)
@@ -172,9 +166,9 @@ class _Writes:
                 self.add_evidence(session_id, self.new_evidence[(pairing_id, key)])
         if self.updates:
             db.execute(update(SessionRow), self.updates)
-        for chunk in _chunks(self.replaced + self.deleted):
+        for chunk in chunks(self.replaced + self.deleted):
             db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
-        for chunk in _chunks(self.deleted):
+        for chunk in chunks(self.deleted):
             db.execute(delete(SessionRow).where(SessionRow.id.in_(chunk)))
         if self.evidence:
             db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
@@ -100,24 +101,19 @@ def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
     with ctx.sessions.begin() as db:
         full = _config_changed(db, config, ctx.roster, now) or full
         stale = stale_sources(db, config, now)
-        mentor = aliased(Person)
-        mentee = aliased(Person)
-        query = (
-            select(Pairing, mentor, mentee)
-            .join(mentor, mentor.id == Pairing.mentor_id)
-            .join(mentee, mentee.id == Pairing.mentee_id)
-        )
+        query = _pairings_with_people()
         if not full:
             query = query.where(
                 or_(
                     Pairing.sessions_changed,
                     Pairing.next_deadline <= now,
-                    Pairing.id.in_(_staleness_changed(db, stale)),
+                    Pairing.id.in_(_staleness_changed(stale)),
                 )
             )
         rows = list(db.execute(query))
         ids = [p.id for p, _m, _e in rows]
-        coverage = _coverage(db, config, ids) if stale else {}
+        people = {p.id: (m.email, e.email) for p, m, e in rows}
+        coverage = _coverage(db, config, people) if stale else {}
         findings: dict[int, dict[str, Finding]] = defaultdict(dict)
         sessions: dict[int, list[SessionFact]] = defaultdict(list)
         for chunk in chunks(ids):
@@ -245,14 +241,7 @@ def load_timelines(
     pairing_ids: Sequence[int] | None = None,
 ) -> list[tuple[Pairing, Timeline | None]]:
     """Pairings (all, or the ids given) with their timelines, for backtest and explain."""
-    mentor = aliased(Person)
-    mentee = aliased(Person)
-    query = (
-        select(Pairing, mentor, mentee)
-        .join(mentor, mentor.id == Pairing.mentor_id)
-        .join(mentee, mentee.id == Pairing.mentee_id)
-        .order_by(Pairing.key)
-    )
+    query = _pairings_with_people().order_by(Pairing.key)
     if pairing_ids is not None:
         query = query.where(Pairing.id.in_(pairing_ids))
     rows = list(db.execute(query))
@@ -384,10 +373,13 @@ def stale_sources(db: DbSession, config: MentorpulseConfig, now: datetime) -> di
     return stale
 
 
-def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> dict[int, set[str]]:
-    """The sources covering each pairing (see the module docstring); absent: all of them."""
+def _coverage(
+    db: DbSession, config: MentorpulseConfig, people: Mapping[int, tuple[str, str]]
+) -> dict[int, set[str]]:
+    """The sources covering each pairing (``people``: id → mentor and mentee emails; see
+    the module docstring); absent: all of them."""
     covered: dict[int, set[str]] = defaultdict(set)
-    for chunk in chunks(ids):
+    for chunk in chunks(list(people)):
         rows = db.execute(
             select(EventPairing.pairing_id, Event.source_id)
             .join(Event, Event.id == EventPairing.event_id)
@@ -400,38 +392,29 @@ def _coverage(db: DbSession, config: MentorpulseConfig, ids: Sequence[int]) -> d
     for source in config.sources:
         for owner in source.owners():
             owners[owner].add(source.id)
-    if owners:
-        mentor = aliased(Person)
-        mentee = aliased(Person)
-        for chunk in chunks(ids):
-            people = db.execute(
-                select(Pairing.id, mentor.email, mentee.email)
-                .join(mentor, mentor.id == Pairing.mentor_id)
-                .join(mentee, mentee.id == Pairing.mentee_id)
-                .where(Pairing.id.in_(chunk))
-            )
-            for pairing_id, mentor_email, mentee_email in people:
-                own = owners.get(mentor_email, set()) | owners.get(mentee_email, set())
-                if own:
-                    covered[pairing_id] |= own
+    for pairing_id, (mentor_email, mentee_email) in people.items():
+        own = owners.get(mentor_email, set()) | owners.get(mentee_email, set())
+        if own:
+            covered[pairing_id] |= own
     return covered
 
 
-def _staleness_changed(db: DbSession, stale: dict[str, str]) -> list[int]:
-    """Pairings to judge because their data went stale or recovered since last time."""
-    suppressed = select(Finding.pairing_id).where(Finding.state == SUPPRESSED)
-    if not stale:
-        return [i for i in db.scalars(suppressed.distinct()) if i is not None]
-    live = list(
-        db.scalars(
-            select(Finding.pairing_id)
-            .where(
-                Finding.state.in_([PENDING, FIRING, SUPPRESSED]), Finding.pairing_id.is_not(None)
-            )
-            .distinct()
-        )
+def _pairings_with_people() -> Select[Pairing, Person, Person]:
+    """Pairings with their mentor and mentee rows."""
+    mentor = aliased(Person)
+    mentee = aliased(Person)
+    return (
+        select(Pairing, mentor, mentee)
+        .join(mentor, mentor.id == Pairing.mentor_id)
+        .join(mentee, mentee.id == Pairing.mentee_id)
     )
-    return [i for i in live if i is not None]
+
+
+def _staleness_changed(stale: dict[str, str]) -> Select[Any]:
+    """Pairings to judge because their data went stale or recovered since last time (a
+    subquery: there may be more of them than one statement takes parameters)."""
+    states = [PENDING, FIRING, SUPPRESSED] if stale else [SUPPRESSED]
+    return select(Finding.pairing_id).where(Finding.state.in_(states))
 
 
 def _operator_findings(

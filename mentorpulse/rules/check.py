@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from mentorpulse.config.loader import format_key_path, key_line
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.errors import ConfigError
+from mentorpulse.rules.engine import pair_matches
 
 
 def check_selectors(
@@ -22,7 +22,7 @@ def check_selectors(
 
     def matches(pattern: str, program_ids: Sequence[str]) -> bool:
         return any(
-            fnmatchcase(f"{e.mentor_email}:{e.mentee_email}", pattern.lower())
+            pair_matches(e.mentor_email, e.mentee_email, pattern)
             for e in roster
             if e.program in program_ids
         )

@@ -46,12 +46,18 @@ def is_active(timeline: Timeline, now: datetime) -> bool:
     return timeline.ended_on is None or timeline.ended_on >= today
 
 
+def pair_matches(mentor: str, mentee: str, pattern: str) -> bool:
+    """Whether a ``MENTOR:MENTEE`` glob (``*@sales.example.org:*``) names this pair; the
+    one matcher of rule selectors, overrides and the config check."""
+    return fnmatchcase(f"{mentor}:{mentee}", pattern.lower())
+
+
 def selects(rule: RuleBase, timeline: Timeline) -> bool:
     """Whether the rule's ``pairings`` / ``exclude`` patterns let it judge this pairing."""
-    pair = f"{timeline.mentor}:{timeline.mentee}"
-    if rule.pairings and not any(fnmatchcase(pair, p.lower()) for p in rule.pairings):
+    who = (timeline.mentor, timeline.mentee)
+    if rule.pairings and not any(pair_matches(*who, p) for p in rule.pairings):
         return False
-    return not any(fnmatchcase(pair, p.lower()) for p in rule.exclude)
+    return not any(pair_matches(*who, p) for p in rule.exclude)
 
 
 def evaluate(

@@ -19,7 +19,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 from typing import Any
 
 import structlog
@@ -40,6 +39,7 @@ from mentorpulse.rules.engine import (
     FindingState,
     fingerprint,
     judge,
+    pair_matches,
 )
 from mentorpulse.rules.kinds import SessionFact, Timeline
 from mentorpulse.storage.models import (
@@ -305,9 +305,8 @@ def _override(
     cadence = entry.cadence if entry is not None else None
     paused = entry.paused if entry is not None else False
     if program is not None and entry is not None:
-        pair = f"{entry.mentor_email}:{entry.mentee_email}"
         for override in program.overrides:
-            if fnmatchcase(pair, override.pair.lower()):
+            if pair_matches(entry.mentor_email, entry.mentee_email, override.pair):
                 cadence = cadence or override.every
                 paused = paused or override.paused
     return cadence, paused

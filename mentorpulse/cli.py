@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +16,14 @@ from mentorpulse.commands import auth_google
 from mentorpulse.commands import status as status_command
 from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
-from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
+from mentorpulse.commands.common import (
+    ConfigOption,
+    check_range,
+    day_option,
+    out,
+    user_errors,
+    with_context,
+)
 from mentorpulse.commands.notify import notify, outbox_app
 from mentorpulse.commands.rules import explain, rules_app, silence_app
 from mentorpulse.errors import UserError
@@ -167,13 +174,6 @@ def evaluate(
     with_context(config, action)
 
 
-def _parse_day(value: str, option: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{option}: expected a date like 2026-01-31, got {value!r}") from None
-
-
 @app.command()
 def report(
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
@@ -189,9 +189,8 @@ def report(
     from mentorpulse.reports.export import write_report
 
     with user_errors():
-        first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
-        if last < first:
-            raise UserError("--to is before --from")
+        first, last = day_option(start, "--from"), day_option(end, "--to")
+        check_range(first, last)
         if fmt not in ("csv", "html"):
             raise UserError(f"--format: expected csv or html, got {fmt!r}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -54,3 +55,27 @@ def with_context(config: Path | None, action: Callable[..., T]) -> T:
             return action(ctx)
         finally:
             ctx.engine.dispose()
+
+
+def day_option(value: str, option: str) -> date:
+    """A YYYY-MM-DD option, or one clear error naming the option."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option}: expected a date like 2026-01-31, got {value!r}") from None
+
+
+def duration_option(value: str, option: str) -> timedelta:
+    """A duration option (``14d``), or one clear error naming the option."""
+    from mentorpulse.config.schema import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}, got {value!r}") from None
+
+
+def check_range(first: date, last: date) -> None:
+    """--from and --to in order."""
+    if last < first:
+        raise UserError("--to is before --from")

@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mentorpulse.commands.common import ConfigOption, err, out, user_errors, with_context
+from mentorpulse.commands.common import (
+    ConfigOption,
+    duration_option,
+    err,
+    out,
+    user_errors,
+    with_context,
+)
 from mentorpulse.errors import UserError
 
 outbox_app = typer.Typer(
@@ -147,7 +154,6 @@ def outbox_purge(
     the latest scheduled reports stay, so nothing is sent twice)."""
     from sqlalchemy import select
 
-    from mentorpulse.config.schema import parse_duration
     from mentorpulse.daemon import jobs
     from mentorpulse.daemon.jobs.reports import current_report_prefixes
     from mentorpulse.notify.outbox import purge
@@ -155,10 +161,7 @@ def outbox_purge(
     from mentorpulse.storage.models import Finding
 
     with user_errors():
-        try:
-            age = parse_duration(older_than)
-        except ValueError as exc:
-            raise UserError(f"--older-than: {exc}, got {older_than!r}") from None
+        age = duration_option(older_than, "--older-than")
 
     def action(ctx: jobs.Context) -> None:
         statuses = ("sent", "digested", "cancelled", *(("failed", "unknown") if failed else ()))
@@ -171,12 +174,13 @@ def outbox_purge(
                 for fingerprint, since in firing
                 if since is not None
             ]
+            now = ctx.clock()
             n = purge(
                 db,
-                before=ctx.clock() - age,
+                before=now - age,
                 statuses=statuses,
                 keep=keep,
-                keep_prefixes=current_report_prefixes(ctx.config, ctx.clock()),
+                keep_prefixes=current_report_prefixes(ctx.config, now),
             )
         out.print(f"{n} rows purged", highlight=False)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import getpass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
@@ -11,7 +11,15 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from mentorpulse.commands.common import ConfigOption, out, user_errors, with_context
+from mentorpulse.commands.common import (
+    ConfigOption,
+    check_range,
+    day_option,
+    duration_option,
+    out,
+    user_errors,
+    with_context,
+)
 from mentorpulse.errors import UserError
 
 rules_app = typer.Typer(help="Try rules against stored history.", no_args_is_help=True)
@@ -26,15 +34,6 @@ if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from mentorpulse.config.schema import MentorpulseConfig
     from mentorpulse.daemon import jobs
     from mentorpulse.storage.models import Finding
-
-
-def _day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{option}: expected a date like 2026-01-31, got {value!r}") from None
 
 
 def _local(moment: datetime | None, zone: str) -> str:
@@ -71,15 +70,15 @@ def rules_test(
     from mentorpulse.rules.backtest import Case, Difference, compare, replay
 
     with user_errors():
-        first_given, last_given = _day(start, "--from"), _day(end, "--to")
+        first_given = day_option(start, "--from") if start is not None else None
+        last_given = day_option(end, "--to") if end is not None else None
         candidate = load_config(rules_file) if rules_file is not None else None
 
     def action(ctx: jobs.Context) -> None:
         today = ctx.clock().astimezone(ZoneInfo(ctx.config.timezone)).date()
         last = last_given or today
         first = first_given or last - timedelta(days=90)
-        if last < first:
-            raise UserError("--to is before --from")
+        check_range(first, last)
         replayed = 0
 
         def cases(source: MentorpulseConfig) -> list[Case]:
@@ -282,15 +281,11 @@ def silence_add(
     config: ConfigOption = None,
 ) -> None:
     """Silence a pair or a whole program for a while."""
-    from mentorpulse.config.schema import parse_duration
     from mentorpulse.daemon.jobs.evaluate import apply_silences
     from mentorpulse.storage.models import Silence
 
     with user_errors():
-        try:
-            length = parse_duration(duration)
-        except ValueError as error:
-            raise UserError(f"--for: {error}") from None
+        length = duration_option(duration, "--for")
         if pair is None and program is None:
             raise UserError("give --pair MENTOR:MENTEE or --program ID (or both)")
         if not reason.strip():

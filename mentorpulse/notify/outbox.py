@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mentorpulse.notify.route import Notification
+from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -232,7 +232,7 @@ def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN)
         composed.append(
             Notification(
                 recipient=items[0].recipient,
-                template="digest",
+                template=DIGEST,
                 idempotency_key=key,
                 payload={
                     "recipient_name": items[0].payload.get("recipient_name"),
@@ -260,7 +260,7 @@ def cancel_stale(db: Session, live: Collection[str]) -> int:
         select(OutboxMessage).where(
             OutboxMessage.status.in_(("pending", "digest")),
             OutboxMessage.finding_key.is_not(None),
-            OutboxMessage.template != "resolved",
+            OutboxMessage.template != RESOLVED,
         )
     )
     cancelled = 0
@@ -285,7 +285,7 @@ def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, 
         .where(
             OutboxMessage.finding_key.in_(keys),
             OutboxMessage.status.not_in(("failed", "cancelled")),
-            OutboxMessage.template != "resolved",
+            OutboxMessage.template != RESOLVED,
         )
         .distinct()
     )

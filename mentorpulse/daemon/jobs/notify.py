@@ -23,7 +23,7 @@ from mentorpulse.notify.outbox import (
     told,
 )
 from mentorpulse.notify.render import RenderError, render
-from mentorpulse.notify.route import Alert, Router
+from mentorpulse.notify.route import INTERNAL_FACTS, Alert, Router
 from mentorpulse.notify.transport import build_transport
 from mentorpulse.storage.models import Finding, Pairing, Person, Program
 
@@ -167,7 +167,7 @@ def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
                 severity=finding.severity,
                 state=finding.state,
                 firing_since=finding.firing_since,
-                facts={k: str(v) for k, v in finding.facts.items() if k != "pairing"},
+                facts={k: str(v) for k, v in finding.facts.items() if k not in INTERNAL_FACTS},
                 program=program.id,
                 program_name=program.name or program.id,
                 mentor_email=mentor_row.email,

@@ -75,9 +75,22 @@ class TokenStore:
             ) from None
 
     def save(self, name: str, secret: str) -> None:
-        """Store ``secret`` under ``name``; the file is replaced atomically, mode 0600."""
+        """Store ``secret`` under ``name``."""
         data = self._read()
         data[name] = _cipher(self._key).encrypt(secret.encode("utf-8")).decode("ascii")
+        self._write(data)
+
+    def forget(self, name: str) -> bool:
+        """Drop the secret saved under ``name``; True if there was one."""
+        data = self._read()
+        if name not in data:
+            return False
+        del data[name]
+        self._write(data)
+        return True
+
+    def _write(self, data: dict[str, str]) -> None:
+        """Replace the file atomically, readable by its owner only."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
         try:
@@ -88,12 +101,3 @@ class TokenStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-    def forget(self, name: str) -> bool:
-        """Drop the secret saved under ``name``; True if there was one."""
-        data = self._read()
-        if name not in data:
-            return False
-        del data[name]
-        self.path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-        return True

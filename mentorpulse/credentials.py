@@ -26,6 +26,12 @@ def generate_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def require_key() -> None:
+    """Fail now, with the fix, if ``$MENTORPULSE_SECRET_KEY`` is unset or malformed: before
+    a sign-in flow asks a person to consent, not after."""
+    _cipher(None)
+
+
 def _cipher(key: str | None) -> MultiFernet:
     value = key if key is not None else os.environ.get(KEY_ENV, "")
     keys = [part.strip() for part in value.split(",") if part.strip()]

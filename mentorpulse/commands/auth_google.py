@@ -7,7 +7,6 @@ the google connector reads it from there. Nothing secret is printed or logged.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,7 +60,7 @@ def sign_in(
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.schema import GoogleSource
     from mentorpulse.connectors.google import TOKEN_NAME, oauth_client_info, scopes_for
-    from mentorpulse.credentials import KEY_ENV, TokenStore
+    from mentorpulse.credentials import TokenStore, require_key
 
     path = config_path(config)
     loaded = load_config(path)
@@ -83,12 +82,7 @@ def sign_in(
         )
     client_file = loaded.resolve(chosen.oauth_client)
     oauth_client_info(client_file)  # a clear error for a wrong file before the browser opens
-    if not os.environ.get(KEY_ENV, "").strip():
-        # Say so before the browser opens, not after the person consented.
-        raise UserError(
-            f"{KEY_ENV} is not set: the sign-in token is stored encrypted with it "
-            "(create one with `mentorpulse auth key`)"
-        )
+    require_key()  # before the browser opens, not after the person consented
     store = TokenStore(loaded.resolve(chosen.token_store))
     store.load(TOKEN_NAME.format(source_id=chosen.id))  # the key fits the store
 

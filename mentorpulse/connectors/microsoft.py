@@ -20,7 +20,6 @@ completed in a batch), within Graph's limit of 4 concurrent requests per mailbox
 
 from __future__ import annotations
 
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -91,14 +90,10 @@ def device_code_sign_in(
     import msal
     import requests
 
-    from mentorpulse.credentials import KEY_ENV, TokenStore
+    from mentorpulse.credentials import TokenStore, require_key
     from mentorpulse.errors import UserError
 
-    if not os.environ.get(KEY_ENV):
-        raise UserError(
-            f"{KEY_ENV} is not set: the refresh token is stored encrypted with it "
-            "(create one with `mentorpulse auth key`)"
-        )
+    require_key()
     verify = _verify_for(source, base_dir)
     try:
         app = msal.PublicClientApplication(

@@ -172,6 +172,18 @@ class Connector(Protocol):
         ...
 
 
+def utc_from_iso(text: str) -> datetime:
+    """A provider's ISO 8601 / RFC 3339 timestamp in UTC (Graph sends up to 7 fractional
+    digits, which Python 3.11 truncates); one without an offset is UTC."""
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """``2026-11-23T10:00:00Z``: how the providers' query parameters want a time."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """An HTTP ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
     if not value:

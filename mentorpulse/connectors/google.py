@@ -60,6 +60,8 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     retry_after_seconds,
+    rfc3339_utc,
+    utc_from_iso,
 )
 from mentorpulse.connectors.ics import Window
 
@@ -439,8 +441,8 @@ class GoogleConnector:
         last_day = self.window.last_day.isoformat()
         if state.sync_token is None or (state.phase == "full" and state.page_token):
             phase = "full"
-            kwargs = {**common, "timeMin": _rfc3339(self.window.start)}
-            kwargs["timeMax"] = _rfc3339(self.window.end)
+            kwargs = {**common, "timeMin": rfc3339_utc(self.window.start)}
+            kwargs["timeMax"] = rfc3339_utc(self.window.end)
             if state.page_token is None:
                 state.covered_to = last_day
         elif state.phase == "extend" or (state.covered_to or "") < last_day:
@@ -451,8 +453,8 @@ class GoogleConnector:
             first = date.fromisoformat(state.extend_from or last_day) + timedelta(days=1)
             kwargs = {
                 **common,
-                "timeMin": _rfc3339(max(self.window.start, _midnight(first))),
-                "timeMax": _rfc3339(self.window.end),
+                "timeMin": rfc3339_utc(max(self.window.start, _midnight(first))),
+                "timeMax": rfc3339_utc(self.window.end),
             }
         else:
             phase = "changes"
@@ -700,7 +702,7 @@ class GoogleConnector:
             calendar_owner=owner,
             conference_id=conference.get("conferenceId"),
             title=item.get("summary"),
-            updated=_parse_time(item["updated"]) if item.get("updated") else None,
+            updated=utc_from_iso(item["updated"]) if item.get("updated") else None,
             sequence=int(item.get("sequence") or 0),
             etag=item.get("etag"),
         )
@@ -725,8 +727,8 @@ class GoogleConnector:
             else record.calendar_owner or record.organizer or ""
         )
         code = record.conference_id
-        low = _rfc3339(record.start - timedelta(hours=1))
-        high = _rfc3339(record.end + timedelta(hours=1))
+        low = rfc3339_utc(record.start - timedelta(hours=1))
+        high = rfc3339_utc(record.end + timedelta(hours=1))
         meet = self._meet().conferenceRecords()
         conferences = self._listed(
             owner,
@@ -765,7 +767,10 @@ class GoogleConnector:
                 )
                 for session in sessions:
                     if session.get("startTime") and session.get("endTime"):
-                        span = (_parse_time(session["startTime"]), _parse_time(session["endTime"]))
+                        span = (
+                            utc_from_iso(session["startTime"]),
+                            utc_from_iso(session["endTime"]),
+                        )
                         seen.setdefault(email, []).append(span)
         evidence = []
         for email in sorted(record.participants()):
@@ -861,7 +866,7 @@ def occurrence_key(item: Mapping[str, Any]) -> str:
     original = item.get("originalStartTime")
     if series and isinstance(original, Mapping):
         if "dateTime" in original:
-            stamp = _parse_time(original["dateTime"]).strftime("%Y%m%dT%H%M%SZ")
+            stamp = utc_from_iso(original["dateTime"]).strftime("%Y%m%dT%H%M%SZ")
         else:
             stamp = str(original["date"]).replace("-", "")
         return f"{series}_{stamp}"
@@ -926,24 +931,13 @@ def _lower(value: object) -> str | None:
     return value.strip().lower() or None if isinstance(value, str) else None
 
 
-def _parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def _when(value: Mapping[str, Any], zone: str) -> datetime:
     """A Calendar ``EventDateTime`` in UTC; an all-day date starts at midnight in ``zone``."""
     if "dateTime" in value:
-        return _parse_time(str(value["dateTime"]))
+        return utc_from_iso(str(value["dateTime"]))
     day = date.fromisoformat(str(value["date"]))
     return datetime.combine(day, dtime(), ZoneInfo(zone)).astimezone(UTC)
 
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, dtime(), UTC)
-
-
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

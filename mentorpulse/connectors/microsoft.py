@@ -46,6 +46,8 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     retry_after_seconds,
+    rfc3339_utc,
+    utc_from_iso,
 )
 from mentorpulse.connectors.ics import Window
 from mentorpulse.connectors.windows_zones import to_iana
@@ -514,8 +516,7 @@ class MicrosoftConnector:
         )
 
     def _start_link(self, mailbox: str) -> str:
-        start = self.window.start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        end = self.window.end.strftime("%Y-%m-%dT%H:%M:%SZ")
+        start, end = rfc3339_utc(self.window.start), rfc3339_utc(self.window.end)
         return f"/users/{quote(mailbox)}/calendarView/delta?startDateTime={start}&endDateTime={end}"
 
     # -- sync ---------------------------------------------------------------------------
@@ -759,7 +760,7 @@ class MicrosoftConnector:
             start=start,
             end=end,
             series_id=str(item["seriesMasterId"]) if item.get("seriesMasterId") else None,
-            original_start=_offset_time(original) if original else None,
+            original_start=utc_from_iso(original) if original else None,
             all_day=all_day,
             zone=zone,
             status=EventStatus.CANCELLED if item.get("isCancelled") else EventStatus.CONFIRMED,
@@ -769,7 +770,7 @@ class MicrosoftConnector:
             categories=tuple(str(c) for c in item.get("categories") or ()),
             conference_id=str(join_url) if join_url else (item.get("onlineMeetingUrl") or None),
             title=item.get("subject"),
-            updated=_offset_time(updated) if updated else None,
+            updated=utc_from_iso(updated) if updated else None,
             etag=item.get("@odata.etag") or item.get("changeKey"),
         )
         return record, warning
@@ -808,8 +809,8 @@ class MicrosoftConnector:
             base = f"/users/{organizer}/onlineMeetings/{quote(str(meeting['id']), safe='')}"
             reports = self._get(f"{base}/attendanceReports", what)
             for report in reports.get("value", []) if isinstance(reports, dict) else []:
-                began = _offset_time(report["meetingStartDateTime"])
-                ended = _offset_time(report["meetingEndDateTime"])
+                began = utc_from_iso(report["meetingStartDateTime"])
+                ended = utc_from_iso(report["meetingEndDateTime"])
                 slack = timedelta(hours=1)
                 if ended < record.start - slack or began > record.end + slack:
                     continue  # another occurrence of the same meeting
@@ -832,8 +833,8 @@ class MicrosoftConnector:
             return
         seconds = int(entry.get("totalAttendanceInSeconds") or 0)
         intervals = entry.get("attendanceIntervals") or []
-        joins = [_offset_time(i["joinDateTime"]) for i in intervals if i.get("joinDateTime")]
-        leaves = [_offset_time(i["leaveDateTime"]) for i in intervals if i.get("leaveDateTime")]
+        joins = [utc_from_iso(i["joinDateTime"]) for i in intervals if i.get("joinDateTime")]
+        leaves = [utc_from_iso(i["leaveDateTime"]) for i in intervals if i.get("leaveDateTime")]
         previous = evidence.get(email)
         if previous is not None:
             seconds += previous.seconds_present
@@ -882,22 +883,8 @@ def _response(value: object) -> Response | None:
     return _RESPONSES.get(str(value).lower(), Response.NEEDS_ACTION)
 
 
-def _offset_time(value: str) -> datetime:
-    """A Graph DateTimeOffset ("2026-11-23T10:00:00Z", up to 7 fractional digits)."""
-    text = str(value).replace("Z", "+00:00")
-    if "." in text:
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        rest = tail[len(digits) :]
-        text = f"{head}.{digits[:6]}{rest}"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _graph_time(value: Mapping[str, Any], zone: str) -> datetime:
     """A dateTimeTimeZone: local time in ``timeZone`` (UTC, as we ask for with Prefer)."""
-    local = _offset_time(str(value["dateTime"])).replace(tzinfo=None)
+    local = utc_from_iso(str(value["dateTime"])).replace(tzinfo=None)
     name = str(value.get("timeZone") or "UTC")
     return local.replace(tzinfo=ZoneInfo(to_iana(name, fallback=zone).zone)).astimezone(UTC)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class EventStatus(enum.StrEnum):
@@ -170,6 +171,41 @@ class Connector(Protocol):
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """Yield pages from ``cursor`` (``None``: from scratch) to the present."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The expansion window, in whole UTC days so that it changes at most once a day."""
+
+    first_day: date
+    last_day: date
+
+    @classmethod
+    def around(cls, now: datetime, past: timedelta, future: timedelta) -> Window:
+        now = now.astimezone(UTC)
+        return cls((now - past).date(), (now + future).date())
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first_day, time(), UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.last_day + timedelta(days=1), time(), UTC)
+
+    def matches(self, entry: Mapping[str, object]) -> bool:
+        return (
+            entry.get("window_start") == self.first_day.isoformat()
+            and entry.get("window_end") == self.last_day.isoformat()
+        )
+
+
+def known_zone(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None for a name Python does not know."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def utc_from_iso(text: str) -> datetime:

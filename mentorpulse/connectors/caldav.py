@@ -44,13 +44,9 @@ from mentorpulse.connectors.base import (
     ItemError,
     SyncPage,
     TransientError,
-)
-from mentorpulse.connectors.ics import (
-    IcsParseError,
     Window,
-    records_from_ical,
-    safe_url,
 )
+from mentorpulse.connectors.ics import IcsParseError, records_from_ical, safe_url
 
 log = structlog.get_logger(__name__)
 

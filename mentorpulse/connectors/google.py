@@ -32,7 +32,7 @@ from datetime import time as dtime
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import google.auth.exceptions
 import google.auth.transport.requests
@@ -59,11 +59,12 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    Window,
+    known_zone,
     retry_after_seconds,
     rfc3339_utc,
     utc_from_iso,
 )
-from mentorpulse.connectors.ics import Window
 
 log = structlog.get_logger(__name__)
 
@@ -641,7 +642,7 @@ class GoogleConnector:
         records: list[EventRecord] = []
         deleted: list[str] = []
         errors: list[ItemError] = []
-        calendar_zone = zone if isinstance(zone, str) and _zone(zone) else self.default_zone
+        calendar_zone = zone if isinstance(zone, str) and known_zone(zone) else self.default_zone
         for item in items:
             try:
                 key = f"{owner}/{occurrence_key(item)}"
@@ -666,7 +667,7 @@ class GoogleConnector:
     def _record(self, owner: str, key: str, item: dict[str, Any], zone: str) -> EventRecord:
         start_field, end_field = item["start"], item["end"]
         event_zone = start_field.get("timeZone") or zone
-        if _zone(event_zone) is None:
+        if known_zone(event_zone) is None:
             event_zone = zone
         all_day = "date" in start_field and "dateTime" not in start_field
         start = _when(start_field, event_zone)
@@ -918,13 +919,6 @@ def _describe(error: Any) -> str:
     if isinstance(error, socket.timeout | TimeoutError):
         return "timed out"
     return f"connection failed ({type(error).__name__})" if error else "no answer"
-
-
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def _lower(value: object) -> str | None:

@@ -13,12 +13,12 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 import httpx
 import icalendar
@@ -36,6 +36,8 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    Window,
+    known_zone,
     retry_after_seconds,
 )
 
@@ -78,40 +80,6 @@ def safe_url(url: str) -> str:
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The expansion window, in whole UTC days so that it changes at most once a day."""
-
-    first_day: date
-    last_day: date
-
-    @classmethod
-    def around(cls, now: datetime, past: timedelta, future: timedelta) -> Window:
-        now = now.astimezone(UTC)
-        return cls((now - past).date(), (now + future).date())
-
-    @property
-    def start(self) -> datetime:
-        return datetime.combine(self.first_day, time(), UTC)
-
-    @property
-    def end(self) -> datetime:
-        return datetime.combine(self.last_day + timedelta(days=1), time(), UTC)
-
-    def matches(self, entry: Mapping[str, object]) -> bool:
-        return (
-            entry.get("window_start") == self.first_day.isoformat()
-            and entry.get("window_end") == self.last_day.isoformat()
-        )
 
 
 # --------------------------------------------------------------------------------------
@@ -159,7 +127,7 @@ def records_from_ical(
 
     # Floating and all-day times belong to the calendar's zone, else the owner's.
     calendar_zone = next(
-        (z for z in (_zone(n) for n in zone_names if n) if z is not None), None
+        (z for z in (known_zone(n) for n in zone_names if n) if z is not None), None
     ) or ZoneInfo(default_zone)
 
     expander = _Expander(
@@ -260,7 +228,7 @@ class _Expander:
             return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
         if isinstance(start, datetime) and start.tzinfo is None:
             tzid = event["DTSTART"].params.get("TZID")
-            if tzid and _zone(str(tzid)) is None:
+            if tzid and known_zone(str(tzid)) is None:
                 return f"unknown time zone {tzid!r} in DTSTART"
         rules = event.get("RRULE")
         for rule in rules if isinstance(rules, list) else [rules] if rules else []:
@@ -283,7 +251,7 @@ class _Expander:
         if not isinstance(value, datetime):
             return datetime.combine(value, time(), self.zone).astimezone(UTC)
         if value.tzinfo is None:
-            zone = _zone(str(tzid)) if tzid else None
+            zone = known_zone(str(tzid)) if tzid else None
             if tzid and zone is None:
                 raise ValueError(f"unknown time zone {tzid!r}")
             return value.replace(tzinfo=zone or self.zone).astimezone(UTC)
@@ -291,7 +259,7 @@ class _Expander:
 
     def _zone_name(self, start: date, tzid: object) -> str | None:
         if not isinstance(start, datetime) or start.tzinfo is None:
-            if tzid and _zone(str(tzid)) is not None:
+            if tzid and known_zone(str(tzid)) is not None:
                 return str(tzid)
             return self.zone.key  # floating and all-day: the zone we read them in
         return _iana_name(start.tzinfo, tzid, start)
@@ -371,14 +339,14 @@ def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
     Such a guess is used only when its UTC offset at ``at`` agrees with the VTIMEZONE's.
     """
     key = getattr(zone, "key", None)
-    if isinstance(key, str) and _zone(key) is not None:
+    if isinstance(key, str) and known_zone(key) is not None:
         return _canonical(key)
     if zone is UTC:
         return "UTC"
     if not tzid:
         return None
     name = str(tzid)
-    if _zone(name) is not None:
+    if known_zone(name) is not None:
         return _canonical(name)
     guess = WINDOWS_TO_OLSON.get(name) or next(
         (
@@ -388,7 +356,7 @@ def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
         ),
         None,
     )
-    if guess is None or _zone(guess) is None:
+    if guess is None or known_zone(guess) is None:
         return None
     wall = at.replace(tzinfo=None)
     return guess if ZoneInfo(guess).utcoffset(wall) == zone.utcoffset(wall) else None
@@ -499,7 +467,7 @@ class IcsConnector:
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        if _zone(default_zone) is None:
+        if known_zone(default_zone) is None:
             raise ValueError(f"unknown time zone {default_zone!r}")
         self.source = source
         self.source_id = source.id

@@ -45,11 +45,11 @@ from mentorpulse.connectors.base import (
     Response,
     SyncPage,
     TransientError,
+    Window,
     retry_after_seconds,
     rfc3339_utc,
     utc_from_iso,
 )
-from mentorpulse.connectors.ics import Window
 from mentorpulse.connectors.windows_zones import to_iana
 
 log = structlog.get_logger(__name__)

@@ -193,11 +193,25 @@ class Window:
     def end(self) -> datetime:
         return datetime.combine(self.last_day + timedelta(days=1), time(), UTC)
 
+    def stamp(self) -> dict[str, str]:
+        """The window as cursor entries record it, so :meth:`matches` can tell it moved."""
+        return {"window_start": self.first_day.isoformat(), "window_end": self.last_day.isoformat()}
+
     def matches(self, entry: Mapping[str, object]) -> bool:
-        return (
-            entry.get("window_start") == self.first_day.isoformat()
-            and entry.get("window_end") == self.last_day.isoformat()
-        )
+        return all(entry.get(key) == value for key, value in self.stamp().items())
+
+
+def cursor_entries(
+    cursor: Mapping[str, object] | None, version: int, key: str
+) -> dict[str, dict[str, object]]:
+    """The per-scope entries under ``key`` of a connector's cursor; a cursor of another
+    version or shape means starting over, so it gives none."""
+    if not cursor or cursor.get("version") != version:
+        return {}
+    entries = cursor.get(key)
+    if not isinstance(entries, Mapping):
+        return {}
+    return {str(k): dict(v) for k, v in entries.items() if isinstance(v, Mapping)}
 
 
 def known_zone(name: str) -> ZoneInfo | None:

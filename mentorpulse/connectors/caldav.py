@@ -45,6 +45,7 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     Window,
+    cursor_entries,
 )
 from mentorpulse.connectors.ics import IcsParseError, records_from_ical, safe_url
 
@@ -254,12 +255,7 @@ class CaldavConnector:
     # -- cursor -----------------------------------------------------------------------
 
     def _entries(self, cursor: Mapping[str, object] | None) -> dict[str, dict[str, object]]:
-        if not cursor or cursor.get("version") != CURSOR_VERSION:
-            return {}
-        calendars = cursor.get("calendars")
-        if not isinstance(calendars, Mapping):
-            return {}
-        return {str(k): dict(v) for k, v in calendars.items() if isinstance(v, Mapping)}
+        return cursor_entries(cursor, CURSOR_VERSION, "calendars")
 
     def _cursor(self, entries: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
         return {
@@ -269,8 +265,7 @@ class CaldavConnector:
 
     def _entry(self, **values: object) -> dict[str, object]:
         return {
-            "window_start": self.window.first_day.isoformat(),
-            "window_end": self.window.last_day.isoformat(),
+            **self.window.stamp(),
             **{k: v for k, v in values.items() if v is not None},
         }
 

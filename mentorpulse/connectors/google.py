@@ -60,6 +60,7 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     Window,
+    cursor_entries,
     known_zone,
     retry_after_seconds,
     rfc3339_utc,
@@ -383,10 +384,7 @@ class GoogleConnector:
     # -- cursor -------------------------------------------------------------------------
 
     def _states(self, cursor: Mapping[str, object] | None) -> dict[str, _Calendar]:
-        calendars = cursor.get("calendars") if cursor else None
-        if not cursor or cursor.get("version") != CURSOR_VERSION:
-            calendars = None
-        stored = calendars if isinstance(calendars, Mapping) else {}
+        stored = cursor_entries(cursor, CURSOR_VERSION, "calendars")
         return {user.lower(): _Calendar.load(stored.get(user.lower())) for user in self._users()}
 
     def _users(self) -> list[str]:

@@ -37,6 +37,7 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     Window,
+    cursor_entries,
     known_zone,
     retry_after_seconds,
 )
@@ -481,30 +482,20 @@ class IcsConnector:
     # -- cursor -------------------------------------------------------------------------
 
     def _entries(self, cursor: Mapping[str, object] | None) -> dict[str, dict[str, object]]:
-        """The per-scope entries of ``cursor``; a foreign or older shape means start over."""
-        if not cursor or cursor.get("version") != CURSOR_VERSION:
-            return {}
-        files = cursor.get("files")
-        if not isinstance(files, Mapping):
-            return {}
-        return {
-            str(scope): dict(entry) for scope, entry in files.items() if isinstance(entry, Mapping)
-        }
+        return cursor_entries(cursor, CURSOR_VERSION, "files")
 
     def _cursor(self, entries: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
         """A JSON-serialisable snapshot: the caller stores it with the page."""
         return {
             "version": CURSOR_VERSION,
-            "window_start": self.window.first_day.isoformat(),
-            "window_end": self.window.last_day.isoformat(),
+            **self.window.stamp(),
             "files": {scope: dict(entry) for scope, entry in sorted(entries.items())},
         }
 
     def _entry(self, digest: str, **extra: object) -> dict[str, object]:
         return {
             "sha256": digest,
-            "window_start": self.window.first_day.isoformat(),
-            "window_end": self.window.last_day.isoformat(),
+            **self.window.stamp(),
             **{k: v for k, v in extra.items() if v is not None},
         }
 

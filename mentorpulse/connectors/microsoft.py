@@ -46,6 +46,7 @@ from mentorpulse.connectors.base import (
     SyncPage,
     TransientError,
     Window,
+    cursor_entries,
     retry_after_seconds,
     rfc3339_utc,
     utc_from_iso,
@@ -484,14 +485,10 @@ class MicrosoftConnector:
 
     def _boxes(self, cursor: Mapping[str, object] | None) -> dict[str, _Box]:
         boxes: dict[str, _Box] = {m: _Box() for m in self.source.mailboxes}
-        if not cursor or cursor.get("version") != CURSOR_VERSION:
-            return boxes
-        stored = cursor.get("mailboxes")
-        if not isinstance(stored, Mapping):
-            return boxes
+        stored = cursor_entries(cursor, CURSOR_VERSION, "mailboxes")
         for mailbox in boxes:
             entry = stored.get(mailbox)
-            if isinstance(entry, Mapping) and isinstance(entry.get("link"), str):
+            if entry is not None and isinstance(entry.get("link"), str):
                 boxes[mailbox] = _Box(
                     link=str(entry["link"]),
                     settled=bool(entry.get("settled")),
@@ -504,16 +501,9 @@ class MicrosoftConnector:
     def _cursor(self, boxes: Mapping[str, _Box]) -> dict[str, object]:
         return {
             "version": CURSOR_VERSION,
-            "window_start": self.window.first_day.isoformat(),
-            "window_end": self.window.last_day.isoformat(),
+            **self.window.stamp(),
             "mailboxes": {m: b.as_json() for m, b in sorted(boxes.items()) if b.link},
         }
-
-    def _current(self, box: _Box) -> bool:
-        return (
-            box.window_start == self.window.first_day.isoformat()
-            and box.window_end == self.window.last_day.isoformat()
-        )
 
     def _start_link(self, mailbox: str) -> str:
         start, end = rfc3339_utc(self.window.start), rfc3339_utc(self.window.end)
@@ -530,7 +520,7 @@ class MicrosoftConnector:
         boxes = self._boxes(cursor)
         draining: set[str] = set()
         for mailbox, box in boxes.items():
-            if box.link is not None and not self._current(box):
+            if box.link is not None and not self.window.matches(box.as_json()):
                 # Drain the old window's round first: only it can tell what was deleted
                 # meanwhile. Then a new round starts over the new window.
                 log.info(

@@ -214,6 +214,12 @@ def cursor_entries(
     return {str(k): dict(v) for k, v in entries.items() if isinstance(v, Mapping)}
 
 
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an error, cut to ``limit`` characters for an item error."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def known_zone(name: str) -> ZoneInfo | None:
     """The IANA zone of that name, or None for a name Python does not know."""
     try:

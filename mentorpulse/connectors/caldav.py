@@ -46,6 +46,7 @@ from mentorpulse.connectors.base import (
     TransientError,
     Window,
     cursor_entries,
+    describe,
 )
 from mentorpulse.connectors.ics import IcsParseError, records_from_ical, safe_url
 
@@ -54,7 +55,6 @@ log = structlog.get_logger(__name__)
 CURSOR_VERSION = 1
 MULTIGET_BATCH = 100  # objects per calendar-multiget REPORT
 PROGRESS_EVERY = 5.0  # seconds between progress log lines of a long sync
-_MAX_MESSAGE = 200
 _URL_SAFE = ":/@%?#=&+~!$'()*,;"  # characters of a URL left as they are when quoting
 
 
@@ -107,10 +107,6 @@ class _Changes:
 def _path(url: object) -> str:
     """An object's or calendar's identity: its unquoted URL path."""
     return unquote(urlsplit(str(url)).path)
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
 class CaldavConnector:
@@ -513,7 +509,7 @@ class CaldavConnector:
             message = str(exc)
         except Exception as exc:  # a bug of ours or the library's: one object, not the sync
             log.exception("caldav_object_failed", source=self.source_id, item=path)
-            message = _short(f"unexpected error ({type(exc).__name__}: {exc})")
+            message = f"unexpected error ({describe(exc, 200)})"
         else:
             return SyncPage(
                 records=tuple(records),

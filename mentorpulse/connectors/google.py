@@ -61,6 +61,7 @@ from mentorpulse.connectors.base import (
     TransientError,
     Window,
     cursor_entries,
+    describe,
     known_zone,
     retry_after_seconds,
     rfc3339_utc,
@@ -652,7 +653,7 @@ class GoogleConnector:
                 errors.append(
                     ItemError(
                         item=f"{owner}/{item.get('id', '?')}",
-                        message=f"unreadable event ({type(exc).__name__}: {exc})"[:300],
+                        message=f"unreadable event ({describe(exc)})",
                     )
                 )
                 continue
@@ -742,6 +743,8 @@ class GoogleConnector:
         event = self._single(
             holder,
             self._events.get(calendarId=holder, eventId=record.provider_id.split("/", 1)[1]),
+            reading="the event's attendees",
+            scope=SCOPE_CALENDAR,
         )
         by_profile = {
             str(p["id"]): email
@@ -803,14 +806,22 @@ class GoogleConnector:
         token: str | None = None
         while True:
             extra = {"pageToken": token} if token else {}
-            answer = self._single(user, method(pageSize=MEET_PAGE_SIZE, **params, **extra))
+            answer = self._single(
+                user,
+                method(pageSize=MEET_PAGE_SIZE, **params, **extra),
+                reading="Meet records",
+                scope=SCOPE_MEET,
+            )
             items += answer.get(key) or []
             token = answer.get("nextPageToken")
             if not token:
                 return items
 
-    def _single(self, user: str, request: HttpRequest) -> dict[str, Any]:
-        """One call on its own, with the same retries and error mapping as a batch."""
+    def _single(
+        self, user: str, request: HttpRequest, *, reading: str, scope: str
+    ) -> dict[str, Any]:
+        """One call on its own, with the same retries and error mapping as a batch; a
+        refusal names what was being read and the scope that allows it."""
         try:
             request.http = self._http_for(user)
         except _NoCalendar as gone:
@@ -831,8 +842,8 @@ class GoogleConnector:
                 if isinstance(error, HttpError) and error.resp.status in (401, 403):
                     raise AuthError(
                         self.source_id,
-                        f"Google refused to read Meet records for {user} (HTTP "
-                        f"{error.resp.status}); grant {SCOPE_MEET}",
+                        f"Google refused to read {reading} for {user} (HTTP "
+                        f"{error.resp.status}); grant {scope}",
                     )
                 raise TransientError(self.source_id, f"Google failed: {_describe(error)}")
             call.attempt += 1

@@ -38,6 +38,7 @@ from mentorpulse.connectors.base import (
     TransientError,
     Window,
     cursor_entries,
+    describe,
     known_zone,
     retry_after_seconds,
 )
@@ -48,7 +49,6 @@ CURSOR_VERSION = 1
 CHECKPOINT_EVERY = 50  # pages (files) between stored cursors of a folder source
 # RRULEs this dense are not meetings; expanding them over months would only burn memory.
 _REJECTED_FREQS = frozenset({"SECONDLY", "MINUTELY"})
-_MAX_MESSAGE = 300
 _EMAIL_STEM = re.compile(r"^[^@\s/]+@[^@\s/]+\.[^@\s/]+$")
 _MAILTO = re.compile(r"^\s*mailto:", re.IGNORECASE)
 _RESPONSES = {
@@ -78,11 +78,6 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
 # --------------------------------------------------------------------------------------
 # Parsing and expansion: bytes in, records and per-item errors out. No I/O here, so the
 # CalDAV connector can reuse it for the iCalendar bodies its server returns.
@@ -108,7 +103,7 @@ def records_from_ical(
     try:
         components = icalendar.Component.from_ical(data, multiple=True)
     except Exception as exc:  # third-party data: any parser failure means unparseable
-        raise IcsParseError(f"cannot parse iCalendar data ({_short(exc)})") from exc
+        raise IcsParseError(f"cannot parse iCalendar data ({describe(exc)})") from exc
 
     timezones: list[icalendar.Component] = []
     events: list[icalendar.Component] = []
@@ -191,7 +186,7 @@ class _Expander:
             try:
                 problem = self._problem(event)
             except Exception as exc:  # icalendar raises on access to broken properties
-                problem = f"unreadable event ({_short(exc)})"
+                problem = f"unreadable event ({describe(exc)})"
             if problem:
                 self.reject(uid, problem)
             else:
@@ -210,7 +205,7 @@ class _Expander:
             )
             records = [self._record(uid, o, is_series=is_series) for o in occurrences]
         except Exception as exc:  # expansion of third-party rules: reject this UID only
-            self.reject(uid, f"cannot expand the event ({_short(exc)})")
+            self.reject(uid, f"cannot expand the event ({describe(exc)})")
             return
         for record in records:
             self._keep(record)
@@ -224,7 +219,7 @@ class _Expander:
         try:
             start = event.decoded("DTSTART")
         except Exception as exc:  # icalendar raises various types on bad values
-            return f"bad DTSTART ({_short(exc)})"
+            return f"bad DTSTART ({describe(exc)})"
         if not isinstance(start, date):
             return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
         if isinstance(start, datetime) and start.tzinfo is None:
@@ -428,7 +423,7 @@ def _updated(event: icalendar.Component) -> datetime | None:
         try:
             value = event.decoded(name) if name in event else None
         except Exception as exc:  # unreadable: try the next, it is only a hint
-            log.debug("ics_bad_timestamp", property=name, error=_short(exc))
+            log.debug("ics_bad_timestamp", property=name, error=describe(exc))
             value = None
         if isinstance(value, datetime):
             return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
@@ -557,7 +552,7 @@ class IcsConnector:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                yield self._unreadable(scope, f"cannot read the file ({_short(exc)})")
+                yield self._unreadable(scope, f"cannot read the file ({describe(exc)})")
                 continue
             owner = _owner_from_name(path) or self.source.owner
             page = self._page(scope, data, owner, entries)
@@ -598,7 +593,7 @@ class IcsConnector:
             return self._unreadable(scope, str(exc))
         except Exception as exc:  # a bug of ours or the library's: one file, not the sync
             log.exception("ics_file_failed", source=self.source_id, item=scope)
-            return self._unreadable(scope, f"unexpected error ({_short(exc)})")
+            return self._unreadable(scope, f"unexpected error ({describe(exc)})")
         entries[scope] = self._entry(digest, **validators)
         log.info(
             "ics_file_read",

@@ -47,6 +47,7 @@ from mentorpulse.connectors.base import (
     TransientError,
     Window,
     cursor_entries,
+    describe,
     retry_after_seconds,
     rfc3339_utc,
     utc_from_iso,
@@ -61,6 +62,7 @@ BATCH_LIMIT = 20  # Graph's limit of requests per JSON batch
 PER_MAILBOX_CONCURRENCY = 4  # Graph's limit of concurrent requests per mailbox
 MAX_WAIT = 30.0  # longer Retry-After: give up this run, let the scheduler come back
 MAX_ATTEMPTS = 4
+_THROTTLED = frozenset({429, 503, 504})  # retried after Retry-After (or a backoff)
 QUIET_BATCHES = 50  # unchanged batches between cursor writes (a crash redoes at most these)
 _RESPONSES = {
     "accepted": Response.ACCEPTED,
@@ -418,12 +420,22 @@ class MicrosoftConnector:
         log.info("graph_throttled", source=self.source_id, item=what, retry_after=wait)
         self._sleep(wait)
 
-    def _get(self, link: str, what: str, headers: Mapping[str, str] | None = None) -> Any:
+    def _get(
+        self,
+        link: str,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> Any:
+        """GET with throttling retries; with ``missing_ok`` a 404 is None, not an error."""
         for attempt in range(MAX_ATTEMPTS):
             answer = self._send("GET", link, headers=headers or {})
-            if answer.status in (429, 503, 504):
+            if answer.status in _THROTTLED:
                 self._wait(self._retry_after(answer.headers), attempt, what)
                 continue
+            if missing_ok and answer.status == 404:
+                return None
             self._check(answer, what)
             return answer.body
         raise AssertionError("unreachable: _wait raises on the last attempt")
@@ -453,7 +465,7 @@ class MicrosoftConnector:
                 }
                 for sub_attempt in range(MAX_ATTEMPTS):
                     outer = self._send("POST", "/$batch", headers={}, json_body=payload)
-                    if outer.status in (429, 503, 504):
+                    if outer.status in _THROTTLED:
                         self._wait(self._retry_after(outer.headers), sub_attempt, "$batch")
                         continue
                     self._check(outer, "a $batch request")
@@ -467,7 +479,7 @@ class MicrosoftConnector:
                         {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
                     )
                     answer = _Answer(int(item["status"]), headers, item.get("body"))
-                    if answer.status in (429, 503, 504):
+                    if answer.status in _THROTTLED:
                         throttled.append(self._retry_after(headers))
                         continue
                     answers[key] = answer
@@ -625,7 +637,7 @@ class MicrosoftConnector:
             try:
                 record, warning = self._record(mailbox, box, full)
             except (KeyError, TypeError, ValueError) as error:
-                message = f"unreadable event ({type(error).__name__}: {error})"
+                message = f"unreadable event ({describe(error)})"
                 log.warning(
                     "graph_item_rejected", source=self.source_id, item=provider_id, error=message
                 )
@@ -782,7 +794,9 @@ class MicrosoftConnector:
         escaped = record.conference_id.replace("'", "''")
         query = quote(f"JoinWebUrl eq '{escaped}'")
         try:
-            found = self._get(f"/users/{organizer}/onlineMeetings?$filter={query}", what)
+            found = self._get(
+                f"/users/{organizer}/onlineMeetings?$filter={query}", what, missing_ok=True
+            )
         except AuthError:
             raise AuthError(
                 self.source_id,
@@ -790,9 +804,7 @@ class MicrosoftConnector:
                 "OnlineMeetingArtifact.Read.All plus a Teams application access policy "
                 "granted to the organiser",
             ) from None
-        except TransientError as error:
-            if "HTTP 404" not in error.message:
-                raise
+        if found is None:
             return []  # the organiser is outside the tenant: no log to read
         evidence: dict[str, AttendanceEvidence] = {}
         for meeting in found.get("value", []) if isinstance(found, dict) else []:

@@ -747,11 +747,16 @@ class MentorpulseConfig(Strict):
 
     def resolve(self, path: str) -> Path:
         """A path from the file, made absolute against the file's folder."""
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
+        return resolve_path(self.base_dir, path)
 
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)
+
+
+def resolve_path(base_dir: Path, path: str) -> Path:
+    """A path from the config (``~`` expanded), relative to the config file's folder."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base_dir / candidate
 
 
 def _no_duplicates(what: str, values: list[str], at: tuple[str | int, ...] = ()) -> None:

@@ -46,7 +46,7 @@ from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest, HttpRequest
 
-from mentorpulse.config.schema import GoogleSource
+from mentorpulse.config.schema import GoogleSource, resolve_path
 from mentorpulse.connectors.base import (
     AttendanceEvidence,
     Attendee,
@@ -240,8 +240,7 @@ class GoogleConnector:
     # -- credentials --------------------------------------------------------------------
 
     def _path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        return resolve_path(self.base_dir, value)
 
     def _credential_key(self) -> str:
         if self.source.service_account_key is not None:

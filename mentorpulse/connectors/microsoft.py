@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
-from mentorpulse.config.schema import MicrosoftSource
+from mentorpulse.config.schema import MicrosoftSource, resolve_path
 from mentorpulse.connectors.base import (
     AttendanceEvidence,
     Attendee,
@@ -128,20 +128,14 @@ def device_code_sign_in(
         raise UserError(
             f"source {source.id}: sign-in did not complete: {result.get('error', 'no token')}"
         )
-    store = TokenStore(_resolve(base_dir, source.token_store))
+    store = TokenStore(resolve_path(base_dir, source.token_store))
     store.save(token_name(source), str(refresh))
     log.info("graph_signed_in", source=source.id, token_store=str(store.path))
     return str(store.path)
 
 
-def _resolve(base_dir: Path, value: str) -> Path:
-    """A path from the config, relative to the config file's folder."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
 def _verify_for(source: MicrosoftSource, base_dir: Path) -> str | bool:
-    return str(_resolve(base_dir, source.ca_bundle)) if source.ca_bundle is not None else True
+    return str(resolve_path(base_dir, source.ca_bundle)) if source.ca_bundle is not None else True
 
 
 def token_name(source: MicrosoftSource) -> str:
@@ -232,7 +226,7 @@ class MicrosoftConnector:
         self.requests = 0  # HTTP requests sent to Graph (for the bench and the logs)
 
     def _path(self, value: str) -> Path:
-        return _resolve(self.base_dir, value)
+        return resolve_path(self.base_dir, value)
 
     # -- sign-in ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import structlog
 
-from mentorpulse.config.schema import NotifyConfig
+from mentorpulse.config.schema import NotifyConfig, resolve_path
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 
 log = structlog.get_logger(__name__)
@@ -207,10 +207,6 @@ def build_transport(config: NotifyConfig, base_dir: Path) -> Transport:
     """The transport the config asks for; relative paths are relative to the config file."""
     transport = config.transport
     if transport.kind == "file":
-        folder = Path(transport.path)
-        return FileTransport(folder if folder.is_absolute() else base_dir / folder)
-    ca_file = None
-    if transport.ca_file:
-        ca_file = Path(transport.ca_file).expanduser()
-        ca_file = ca_file if ca_file.is_absolute() else base_dir / ca_file
+        return FileTransport(resolve_path(base_dir, transport.path))
+    ca_file = resolve_path(base_dir, transport.ca_file) if transport.ca_file else None
     return SmtpTransport(transport, ca_file=ca_file)

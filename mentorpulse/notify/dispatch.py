@@ -39,17 +39,6 @@ class DispatchCounts:
     retried: int  # failed this time, will be tried again later
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    """What we need of a claimed row once its session is closed."""
-
-    id: int
-    recipient: str
-    attempts: int
-    lease_until: datetime
-    message: OutboxMessage
-
-
 def dispatch(
     session_factory: sessionmaker[Session],
     transport: Transport,
@@ -107,24 +96,24 @@ def _dispatch_batch(
     clock: Callable[[], datetime] | None,
 ) -> DispatchCounts:
     with session_factory.begin() as db:
-        rows = claim_due(db, now=now, lease=lease, limit=limit)
-        claimed = [_Claimed(r.id, r.recipient, r.attempts, now + lease, r) for r in rows]
-        for row in rows:
+        claimed = claim_due(db, now=now, lease=lease, limit=limit)
+        for row in claimed:
             db.expunge(row)  # detached, loaded copies: rendering needs no database
+    lease_until = now + lease  # what claim_due gave every row of the batch
     sent = failed = retried = 0
     for index, item in enumerate(claimed):
-        if clock is not None and clock() >= item.lease_until - LEASE_MARGIN:
+        if clock is not None and clock() >= lease_until - LEASE_MARGIN:
             # Too slow: another worker may take these rows soon. Hand them back unsent
             # rather than race it (a race would only ever duplicate, never lose).
             with session_factory.begin() as db:
                 for rest in claimed[index:]:
-                    release(db, rest.id, lease_until=rest.lease_until)
+                    release(db, rest.id, lease_until=lease_until)
             log.warning("outbox_batch_released", rows=len(claimed) - index)
             return DispatchCounts(sent=sent, failed=failed, retried=retried)
         result = _send_one(item, transport, sender=sender, now=now, template_dir=template_dir)
         with session_factory.begin() as db:
             if result.ok:
-                mark_sent(db, item.id, now=now, lease_until=item.lease_until)
+                mark_sent(db, item.id, now=now, lease_until=lease_until)
             else:
                 mark_failed(
                     db,
@@ -132,7 +121,7 @@ def _dispatch_batch(
                     error=result.error or "unknown error",
                     retryable=result.retryable,
                     now=now,
-                    lease_until=item.lease_until,
+                    lease_until=lease_until,
                 )
         if result.ok:
             sent += 1
@@ -154,7 +143,7 @@ def _dispatch_batch(
 
 
 def _send_one(
-    item: _Claimed,
+    item: OutboxMessage,
     transport: Transport,
     *,
     sender: str,
@@ -162,7 +151,7 @@ def _send_one(
     template_dir: Path | None,
 ) -> SendResult:
     try:
-        message = render(item.message, sender=sender, template_dir=template_dir, now=now)
+        message = render(item, sender=sender, template_dir=template_dir, now=now)
     except RenderError as exc:
         return SendResult(ok=False, retryable=False, error=f"render: {exc}")
     try:

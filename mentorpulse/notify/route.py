@@ -11,7 +11,7 @@ re-running the stage queues nothing new.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -201,13 +201,15 @@ class Router:
 
     def live_episodes(self, alerts: Iterable[Alert]) -> set[str]:
         """Finding keys of the alerts that notify now (firing, not silenced, not inhibited)."""
+        return {alert.episode for alert, (send, _why) in self._decisions(alerts) if send}
+
+    def _decisions(self, alerts: Iterable[Alert]) -> Iterator[tuple[Alert, tuple[bool, str]]]:
+        """Each alert with :func:`should_notify`'s verdict, inhibition judged among them."""
         alerts = list(alerts)
         by_pairing = _firing_by_pairing(alerts)
-        return {
-            a.episode
-            for a in alerts
-            if should_notify(a, firing=by_pairing.get(a.pairing_key, ()), inhibit=self.inhibit)[0]
-        }
+        for alert in alerts:
+            firing = by_pairing.get(alert.pairing_key, ())
+            yield alert, should_notify(alert, firing=firing, inhibit=self.inhibit)
 
     def routes_for(self, alert: Alert) -> list[Route]:
         """The matching routes: the first, and the ones after it while ``continue`` is set."""
@@ -221,13 +223,8 @@ class Router:
 
     def notifications(self, alerts: Iterable[Alert], *, now: datetime) -> list[Notification]:
         """Every notification the alerts call for at ``now``; deterministic."""
-        alerts = list(alerts)
-        by_pairing = _firing_by_pairing(alerts)
         out: dict[str, Notification] = {}
-        for alert in alerts:
-            send, reason = should_notify(
-                alert, firing=by_pairing.get(alert.pairing_key, ()), inhibit=self.inhibit
-            )
+        for alert, (send, reason) in self._decisions(alerts):
             if not send:
                 log.debug("notification_skipped", fingerprint=alert.fingerprint, reason=reason)
                 continue

@@ -34,20 +34,6 @@ from mentorpulse.storage.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 TEMPLATE = "report"
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +60,7 @@ def period_before(every: str, today: date) -> Period:
         return Period(
             every,
             f"{last:%Y-%m}",
-            f"{_MONTHS[last.month - 1]} {last.year}",
+            f"{last:%B %Y}",
             last.replace(day=1),
             last,
         )

@@ -246,16 +246,9 @@ def _flag_events_changed(db: DbSession, pairing_ids: set[int]) -> None:
 
 def delete_events(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> int:
     """Remove a source's events by provider id (a resync found them gone); returns how many."""
-    removed = 0
-    for chunk in chunks(provider_ids):
-        ids = list(
-            db.scalars(
-                select(Event.id).where(Event.source_id == source_id, Event.provider_id.in_(chunk))
-            )
-        )
-        _flag_events_changed(db, _remove(db, ids))
-        removed += len(ids)
-    return removed
+    ids = _event_ids(db, source_id, provider_ids)
+    _flag_events_changed(db, _remove(db, ids))
+    return len(ids)
 
 
 def stage_seen(db: DbSession, source_id: str, provider_ids: Iterable[str]) -> None:
@@ -423,11 +416,16 @@ def _gone_ids(
         return [event_id for event_id, provider_id in in_scope if provider_id not in kept]
     deleted = set(page.deleted)
     gone = [existing[p][0] for p in sorted((set(existing) - kept) | (deleted & set(existing)))]
-    for chunk in chunks(sorted(deleted - set(existing))):
-        gone += db.scalars(
-            select(Event.id).where(Event.source_id == source_id, Event.provider_id.in_(chunk))
-        )
-    return gone
+    return gone + _event_ids(db, source_id, sorted(deleted - set(existing)))
+
+
+def _event_ids(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> list[int]:
+    """The stored ids of a source's events, by provider id."""
+    found: list[int] = []
+    for chunk in chunks(provider_ids):
+        rows = db.execute(_EVENT_IDS, {"source_id": source_id, "provider_ids": list(chunk)})
+        found += [event_id for (event_id,) in rows]
+    return found
 
 
 _CHUNK = 5000  # bound parameters per IN list: SQLite allows 32766, PostgreSQL 65535
@@ -460,6 +458,10 @@ _LINKS = cast(Table, EventPairing.__table__)
 _STORED_EVENTS = select(
     _EVENTS.c.id, _EVENTS.c.provider_id, *(_EVENTS.c[name] for name in _COMPARED)
 ).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
+_EVENT_IDS = select(_EVENTS.c.id).where(
     _EVENTS.c.source_id == bindparam("source_id"),
     _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
 )

@@ -189,22 +189,20 @@ def _rebuild_pairing(
     groups: dict[str, list[EventRecord]] = defaultdict(list)
     for record in records:
         groups[session_key(record)].append(record)
-    verdicts: dict[str, tuple[datetime, Verdict, EventRecord]] = {}
+    verdicts: dict[str, tuple[Verdict, EventRecord]] = {}
     for key, copies in groups.items():
         verdict = judge(
             copies, mentor=mentor, mentee=mentee, now=now, conference=_conference(copies, logs)
         )
-        newest = max(copies, key=_newest)
-        verdicts[key] = (newest.start, verdict, newest)
+        verdicts[key] = (verdict, max(copies, key=_newest))
     for key, replacement in mark_rescheduled(
-        [(k, start, v) for k, (start, v, _r) in verdicts.items()], window=reschedule_window
+        [(k, newest.start, v) for k, (v, newest) in verdicts.items()], window=reschedule_window
     ).items():
-        start, _old, newest = verdicts[key]
-        verdicts[key] = (start, replacement, newest)
+        verdicts[key] = (replacement, verdicts[key][1])
 
     existing = dict(existing)
     changed = 0
-    for key, (_start, verdict, newest) in verdicts.items():
+    for key, (verdict, newest) in verdicts.items():
         found = existing.pop(key, None)
         values = {
             "start": newest.start,

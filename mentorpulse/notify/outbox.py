@@ -300,10 +300,9 @@ def retry(
     *,
     now: datetime,
     ids: Iterable[int] = (),
-    statuses: Iterable[str] = ("failed", "unknown"),
 ) -> int:
     """Put failed (or unknown) rows back in the queue, due now; returns how many."""
-    query = update(OutboxMessage).where(OutboxMessage.status.in_(tuple(statuses)))
+    query = update(OutboxMessage).where(OutboxMessage.status.in_(("failed", "unknown")))
     id_list = list(ids)
     if id_list:
         query = query.where(OutboxMessage.id.in_(id_list))
@@ -352,10 +351,10 @@ def counts(db: Session) -> dict[str, int]:
     }
 
 
-def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
+def backoff(attempts: int) -> timedelta:
     """1 min · 2^attempts, capped at 1 h, with up to 10% jitter so workers do not align."""
     base = min(BACKOFF_BASE * (1 << min(max(attempts, 0), 16)), BACKOFF_CAP)
-    jitter = (rng or _JITTER).uniform(0.0, 0.1)
+    jitter = _JITTER.uniform(0.0, 0.1)
     return base * (1 + jitter)
 
 

@@ -9,13 +9,13 @@ from rich.table import Table
 
 from mentorpulse.commands.common import (
     ConfigOption,
+    OptionError,
     duration_option,
     err,
     out,
     user_errors,
     with_context,
 )
-from mentorpulse.errors import UserError
 
 outbox_app = typer.Typer(
     help="Inspect and operate the outbox of notifications.", no_args_is_help=True
@@ -90,7 +90,7 @@ def outbox_list(
     with user_errors():
         for s in status or ():
             if s not in STATUSES:
-                raise UserError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
+                raise OptionError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
 
     def action(ctx: jobs.Context) -> None:
         with ctx.sessions() as db:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mentorpulse.commands.common import (
     ConfigOption,
+    OptionError,
     check_range,
     day_option,
     duration_option,
@@ -287,14 +288,14 @@ def silence_add(
     with user_errors():
         length = duration_option(duration, "--for")
         if pair is None and program is None:
-            raise UserError("give --pair MENTOR:MENTEE or --program ID (or both)")
+            raise OptionError("give --pair MENTOR:MENTEE or --program ID (or both)")
         if not reason.strip():
-            raise UserError("--reason must not be empty")
+            raise OptionError("--reason must not be empty")
 
     def action(ctx: jobs.Context) -> None:
         if program is not None and ctx.config.program(program) is None:
             known = ", ".join(p.id for p in ctx.config.programs) or "none"
-            raise UserError(f"--program: unknown program {program!r} (programs: {known})")
+            raise OptionError(f"--program: unknown program {program!r} (programs: {known})")
         mentor = mentee = None
         if pair is not None:
             mentor, _, mentee = pair.lower().partition(":")
@@ -304,7 +305,7 @@ def silence_add(
                 and (program is None or e.program == program)
                 for e in ctx.roster
             ):
-                raise UserError(f"--pair: {pair} is not a pair in the roster")
+                raise OptionError(f"--pair: {pair} is not a pair in the roster")
         now = ctx.clock()
         with ctx.sessions.begin() as db:
             silence = Silence(

@@ -217,9 +217,9 @@ def report(
     with user_errors():
         first, last = day_option(start, "--from"), day_option(end, "--to")
         check_range(first, last)
-        chosen = report_format(fmt, out_path)
         if out_path is not None:
             check_out_path(out_path)
+        chosen = report_format(fmt, out_path)
 
     def action(ctx: jobs.Context) -> None:
         try:
@@ -264,11 +264,15 @@ def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportForm
 
 def check_out_path(path: Path) -> None:
     """--out names a file in a folder that exists: say so before the report is computed."""
-    if path.is_dir():
+    try:
+        is_folder, parent_exists = path.is_dir(), path.parent.is_dir()
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise OptionError(f"--out {path}: cannot write the report ({exc.strerror})") from None
+    if is_folder:
         raise OptionError(
             f"--out {path}: is a folder; give a file name, like {path / 'report.csv'}"
         )
-    if not path.parent.is_dir():
+    if not parent_exists:
         raise OptionError(f"--out {path}: the folder {path.parent} does not exist; create it first")
 
 

@@ -30,6 +30,10 @@ class _Console(Console):
     """A console that prints data as data: no markup, no emoji codes, and, when not a
     terminal, lines as long as they are (a pipe or a file is no 80-column screen)."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._width = kwargs.get("width")  # not $COLUMNS: a terminal's width is read live
+
     @property
     def size(self) -> ConsoleDimensions:
         if self._width is None and not self.is_terminal:
@@ -169,6 +173,11 @@ class GlobalOptions(TyperGroup):
         super().__init__(*args, **kwargs)
         self._give_global_options(self)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not sys.stderr.isatty():  # a usage error in a pipe or a log: lines, not a box
+            self.rich_markup_mode = None
+        return super().main(*args, **kwargs)
+
     @classmethod
     def _give_global_options(cls, command: Any) -> None:
         names = {p.name for p in command.params}
@@ -226,14 +235,22 @@ def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
     return f"{moment.astimezone(zone):%Y-%m-%d %H:%M %Z}"
 
 
-def iso_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
-    """``moment`` for a JSON document: ISO 8601 with the view zone's offset."""
-    return None if moment is None else moment.astimezone(zone).isoformat()
+def print_json(document: Mapping[str, Any], *, zone: ZoneInfo | None = None) -> None:
+    """One JSON document on standard output (a script reads it with one json.load).
 
+    Moments are ISO 8601 in ``zone`` (the view's), days ISO dates, spans seconds.
+    """
 
-def print_json(document: Mapping[str, Any]) -> None:
-    """One JSON document on standard output (a script reads it with one json.load)."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    def plain(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.astimezone(zone).isoformat() if zone else value.isoformat()
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        return str(value)
+
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=plain) + "\n")
 
 
 def heading(title: str) -> None:

@@ -128,6 +128,10 @@ def sync(
     """Pull the calendars into the database (without --once: keep polling until stopped)."""
     from mentorpulse.daemon import jobs, runner
 
+    with user_errors():
+        if source and not once:
+            raise OptionError("--source needs --once (polling reads every source)")
+
     def action(ctx: jobs.Context) -> None:
         known = [s.id for s in ctx.config.sources]
         unknown = [s for s in source or () if s not in known]

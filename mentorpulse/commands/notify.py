@@ -84,7 +84,7 @@ def outbox_list(
         list[str] | None,
         typer.Option("--status", "-s", help=f"Only these statuses ({', '.join(STATUSES)})."),
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, newest first.")] = 50,
     tz: TzOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:

@@ -60,7 +60,10 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     sends nothing twice. Files in ``workdir`` that an earlier demo did not write (a real
     mentorpulse.yaml, roster, database or report) are never overwritten unless ``force``.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror})", code=2) from None
     reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html")]
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".demo-") as staging:
         truth = write_demo(Path(staging), today=today)

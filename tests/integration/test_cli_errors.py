@@ -194,6 +194,9 @@ def test_sync_of_an_unknown_source_names_the_known_ones(demo: Path) -> None:
     result = run("sync", "--once", "--source", "nope", "-c", demo / "mentorpulse.yaml")
     assert result.exit_code == 2
     assert "--source: no source 'nope' in the config (sources: demo-calendars)" in result.output
+    polling = run("sync", "--source", "demo-calendars", "-c", demo / "mentorpulse.yaml")
+    assert polling.exit_code == 2
+    assert "--source needs --once" in polling.output
 
 
 @pytest.mark.parametrize("length", ["0d", "100000w"])
@@ -445,3 +448,12 @@ def test_demo_runs_again_on_its_own_folder_but_not_over_an_edit(tmp_path: Path) 
     assert edited.exit_code == 2
     assert f"{config}: not written by mentorpulse demo (or changed since)" in edited.output
     assert config.read_text().endswith("# my own change\n")
+
+
+def test_demo_into_a_file_is_one_message(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine\n")
+    for workdir in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        result = run("demo", "--workdir", workdir)
+        assert result.exit_code == 2
+        assert f"--workdir {workdir}: cannot create it" in result.output
+    assert (tmp_path / "afile").read_text() == "mine\n"

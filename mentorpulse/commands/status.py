@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from mentorpulse.commands.common import ConfigOption, out, with_context
+from mentorpulse.commands.common import (
+    ConfigOption,
+    FormatOption,
+    OutputFormat,
+    TzOption,
+    local_time,
+    out,
+    print_json,
+    view_zone,
+    with_context,
+)
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from mentorpulse.daemon.jobs import Context
@@ -44,7 +54,9 @@ def _state(source: Source | None, now: datetime) -> str:
     return "ok"
 
 
-def status(config: ConfigOption = None) -> None:
+def status(
+    config: ConfigOption = None, tz: TzOption = None, fmt: FormatOption = OutputFormat.table
+) -> None:
     """Show each source's health, last sync and last error; exit 1 if any needs attention."""
     from sqlalchemy import func, select
 
@@ -52,7 +64,9 @@ def status(config: ConfigOption = None) -> None:
 
     def action(ctx: Context) -> bool:
         now = ctx.clock()
+        zone = view_zone(tz, ctx.config)
         table = Table("source", "kind", "state", "last success", "events", "item errors")
+        listed: list[dict[str, object]] = []  # the same rows for --format json
         problems: list[str] = []
         with ctx.sessions() as db:
             rows = {s.id: s for s in db.scalars(select(Source))}
@@ -65,14 +79,33 @@ def status(config: ConfigOption = None) -> None:
                 if state != "ok":
                     detail = source.last_error if source and source.last_error else state
                     problems.append(f"{configured.id}: {detail}")
+                last_success = source.last_success_at if source else None
                 table.add_row(
                     configured.id,
                     configured.kind,
                     state,
-                    _when(source.last_success_at if source else None, now),
+                    _when(last_success, now)
+                    + (f" ({local_time(last_success, zone)})" if last_success else ""),
                     str(counts.get(configured.id, 0)),
                     str(len(source.item_errors or []) if source else 0),
                 )
+                listed.append(
+                    {
+                        "id": configured.id,
+                        "kind": configured.kind,
+                        "state": state,
+                        "last_success_at": last_success,
+                        "events": counts.get(configured.id, 0),
+                        "item_errors": len(source.item_errors or []) if source else 0,
+                        "last_error": source.last_error if source else None,
+                    }
+                )
+        if fmt is OutputFormat.json:
+            print_json(
+                {"ok": not problems, "zone": str(zone), "sources": listed, "problems": problems},
+                zone=zone,
+            )
+            return not problems
         out.print(table)
         for problem in problems:
             out.print(problem, highlight=False, markup=False, soft_wrap=True)

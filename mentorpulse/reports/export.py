@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from mentorpulse.reports.figures import PairingFigures, pairing_figures
 from mentorpulse.reports.render import render_html, write_csv
 
 TITLE = "Mentoring sessions"
+PRIVATE_FILE = 0o600
 
 
 def day_range(first: date, last: date, zone: str) -> tuple[datetime, datetime]:
@@ -65,7 +68,17 @@ def write_report(
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file beside ``path``: a reader never sees half a report."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    tmp.replace(path)
+    """Write via a temporary file beside ``path``: a reader never sees half a report.
+
+    The file is private (0600, whatever the umask: a report names people and their
+    attendance), and the temporary file is gone whatever fails.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
+            os.fchmod(stream.fileno(), PRIVATE_FILE)
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

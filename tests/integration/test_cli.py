@@ -114,7 +114,7 @@ def test_report_rejects_a_bad_date(tmp_path: Path) -> None:
         app,
         ["report", "--config", str(tmp_path / "mentorpulse.yaml"), "--from", "23/11", "--to", "x"],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--from: expected a date like 2026-01-31" in result.output
 
 

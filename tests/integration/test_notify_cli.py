@@ -167,10 +167,10 @@ def test_purge_keeps_the_rows_of_findings_still_firing(org: Path) -> None:
 
 def test_bad_outbox_options_are_one_clear_message(org: Path) -> None:
     result = run(org, "outbox", "list", "--status", "bogus")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--status: expected one of" in result.output
     result = run(org, "outbox", "purge", "--older-than", "soon")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--older-than: expected a duration" in result.output
 
 

@@ -12,7 +12,7 @@ own confirmation or dispute, 1 calendar state, 0 time passed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -80,6 +80,75 @@ def session_key(record: EventRecord) -> str:
     if original is None:
         return record.ical_uid
     return f"{record.ical_uid}#{_utc_iso(original)}"
+
+
+# Copies of one meeting under different UIDs start and end within this of each other.
+FOLD_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One UID's copies of a meeting, as folding compares them."""
+
+    key: str
+    start: datetime
+    end: datetime
+    cancelled: bool
+    calendars: frozenset[str]
+
+
+def fold_copies(
+    groups: Mapping[str, Sequence[EventRecord]], *, keep: Container[str] = ()
+) -> dict[str, list[EventRecord]]:
+    """One meeting is one session whatever UID each of its copies carries.
+
+    ``groups`` are a pairing's copies by :func:`session_key`. A meeting copied into the
+    mentee's own calendar, or re-exported by another client, reaches us under another
+    UID: groups that start and end within :data:`FOLD_TOLERANCE` of each other are folded
+    into one session, so each copy still gives its owner's own answer. They are not
+    folded when one calendar holds both and only one of them is cancelled: that is a
+    meeting called off and booked again in the same slot (a reschedule, not a copy).
+    Meetings of the pair at other times of the day stay apart.
+
+    The folded session keeps a key from ``keep`` (the keys already stored) when it has
+    one, else the smallest: a session's id does not change when a late copy joins it.
+    """
+    slots = []
+    for key, copies in groups.items():
+        newest = max(copies, key=_recency)
+        slots.append(
+            _Slot(
+                key,
+                newest.start,
+                newest.end,
+                newest.status is EventStatus.CANCELLED,
+                frozenset(c.calendar_owner or f"source:{c.source_id}" for c in copies),
+            )
+        )
+    slots.sort(key=lambda s: (s.start, s.end, s.key))
+    clusters: list[list[_Slot]] = []
+    for slot in slots:
+        target = None
+        for cluster in reversed(clusters):  # clusters are in order of their first start
+            first = cluster[0]
+            if slot.start - first.start > FOLD_TOLERANCE:
+                break
+            if abs(slot.end - first.end) <= FOLD_TOLERANCE and all(
+                m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars)
+                for m in cluster
+            ):
+                target = cluster
+                break
+        if target is None:
+            clusters.append([slot])
+        else:
+            target.append(slot)
+    folded: dict[str, list[EventRecord]] = {}
+    for cluster in clusters:
+        keys = sorted(m.key for m in cluster)
+        chosen = next((k for k in keys if k in keep), keys[0])
+        folded[chosen] = [copy for k in keys for copy in groups[k]]
+    return folded
 
 
 def _recency(record: EventRecord) -> tuple[int, datetime, str, str]:

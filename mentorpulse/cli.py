@@ -195,7 +195,7 @@ def report(
             raise UserError(f"--format: expected csv or html, got {fmt!r}")
 
     def action(ctx: jobs.Context) -> None:
-        write_report(
+        written = write_report(
             ctx.sessions,
             first=first,
             last=last,
@@ -203,7 +203,10 @@ def report(
             now=ctx.clock(),
             fmt=fmt,
             out=out_path,
+            sources=ctx.config.sources,
         )
+        if written.note:
+            typer.echo(f"warning: {written.note}", err=True)
 
     with_context(config, action)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, func, select
@@ -20,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from mentorpulse.storage.models import Event, Finding, Pairing, Person, Source
 from mentorpulse.storage.models import Session as MeetingSession
+from mentorpulse.tracking.attendance import attended_day
 
 log = structlog.get_logger(__name__)
 
@@ -272,35 +272,6 @@ def program_totals(rows: Iterable[PairingFigures]) -> list[ProgramTotals]:
             )
         )
     return totals
-
-
-def attended_day(start: datetime, zone: tzinfo | str | None) -> date:
-    """The day a session counts on: its start's date in the zone of the view showing it.
-
-    The one rule for ``last_attended`` in reports and in ``explain``: the view's zone
-    (the report's, whose days are the days it counts sessions in), and the start, not the
-    end, so a session a March report counts never shows as last attended in February.
-    """
-    if isinstance(zone, str):
-        zone = _zone(zone)
-    return start.astimezone(zone or UTC).date()
-
-
-def last_attended_day(
-    sessions: Iterable[tuple[datetime, str]], zone: tzinfo | str | None
-) -> date | None:
-    """:func:`attended_day` of the latest held or presumed held of ``(start, outcome)``."""
-    starts = [start for start, outcome in sessions if outcome in ATTENDED]
-    return attended_day(max(starts), zone) if starts else None
-
-
-def _zone(name: str) -> tzinfo:
-    """A zone by name; UTC when unknown (a view must not fail on it)."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("report_unknown_timezone", timezone=name)
-        return UTC
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -17,13 +17,13 @@ from mentorpulse.reports.export import day_range
 from mentorpulse.reports.figures import (
     COLUMNS,
     PairingFigures,
-    last_attended_day,
     pairing_figures,
     program_totals,
 )
 from mentorpulse.reports.render import render_html, write_csv
 from mentorpulse.storage.models import Base, Finding, Pairing, Person, Program
 from mentorpulse.storage.models import Session as MeetingSession
+from mentorpulse.tracking.attendance import last_attended_day
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 4, 1, tzinfo=UTC)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from mentorpulse.daemon import jobs
-from mentorpulse.storage.models import Evidence
+from mentorpulse.storage.models import Evidence, Pairing
 from mentorpulse.storage.models import Session as SessionRow
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -199,3 +199,33 @@ def test_cancelled_and_booked_again_in_the_same_slot_is_a_reschedule_not_a_copy(
         "presumed_held",
         "rescheduled",
     ]
+
+
+def test_a_double_stored_before_folding_existed_is_removed(deploy: Deploy) -> None:
+    ctx = deploy(
+        {
+            MENTOR: [vevent("mentor-copy@a", SLOT)],
+            MENTEE: [vevent("mentee-copy@b", SLOT + timedelta(minutes=1))],
+        }
+    )
+    ((kept, *_),) = sessions(ctx)
+    # What the stage stored when it told copies apart by UID alone: a second session.
+    with ctx.sessions.begin() as db:
+        pairing = db.scalars(select(Pairing)).one()
+        stored = db.get_one(SessionRow, kept)
+        absorbed = "mentee-copy@b" if stored.key == "mentor-copy@a" else "mentor-copy@a"
+        db.add(
+            SessionRow(
+                pairing_id=pairing.id,
+                key=absorbed,
+                start=SLOT,
+                end=SLOT + timedelta(hours=1),
+                outcome="presumed_held",
+                confidence=0.8,
+                updated_at=NOW,
+            )
+        )
+        pairing.events_changed = True
+    assert len(sessions(ctx)) == 2
+    jobs.rebuild_sessions(ctx)
+    assert [s[0] for s in sessions(ctx)] == [kept]

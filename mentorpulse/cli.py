@@ -227,7 +227,7 @@ def report(
 
     def action(ctx: jobs.Context) -> None:
         try:
-            write_report(
+            written = write_report(
                 ctx.sessions,
                 first=first,
                 last=last,
@@ -235,11 +235,14 @@ def report(
                 now=ctx.clock(),
                 fmt=chosen.value,
                 out=out_path,
+                sources=ctx.config.sources,
             )
         except OSError as exc:  # a full disk, a folder removed meanwhile, no permission
             raise OptionError(
                 f"--out {out_path}: cannot write the report ({exc.strerror})"
             ) from None
+        if written.note:
+            typer.echo(f"warning: {written.note}", err=True)
 
     with_context(config, action)
 

@@ -324,6 +324,13 @@ class MatchCriteria(Strict):
     )
     categories: tuple[str, ...] = Field((), description="Any of these categories; empty: any.")
     min_duration: Duration = timedelta(minutes=15)
+    max_participants: int | None = Field(
+        4,
+        ge=2,
+        description="With no title keyword or category to go by, a meeting of more people "
+        "than this (rooms and resources not counted) is a group meeting, not a session; "
+        "null: no cap.",
+    )
 
 
 Severity = Literal["info", "warning", "critical"]

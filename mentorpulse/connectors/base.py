@@ -34,6 +34,9 @@ class Attendee:
     email: str  # always lower-cased
     response: Response = Response.NEEDS_ACTION
     optional: bool = False
+    # A room or equipment (iCal CUTYPE=ROOM/RESOURCE, Graph type "resource"; Google's
+    # connector drops them): not a person, so not counted against a participant cap.
+    is_resource: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -737,6 +737,7 @@ class MicrosoftConnector:
                 response=_response((entry.get("status") or {}).get("response"))
                 or Response.NEEDS_ACTION,
                 optional=str(entry.get("type", "")).lower() == "optional",
+                is_resource=str(entry.get("type", "")).lower() == "resource",
             )
         if mailbox != organizer and owner_response is not None:
             # The mailbox's own copy speaks for its owner's answer.

@@ -21,7 +21,7 @@ from mentorpulse.cli import app
 from mentorpulse.commands import common
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
-from mentorpulse.notify.outbox import claim_due
+from mentorpulse.notify.outbox import claim_due, claim_one
 from mentorpulse.storage.models import Finding, OutboxMessage
 from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
 
@@ -263,8 +263,12 @@ def test_a_report_interrupted_mid_send_is_not_sent_twice(org: Path, server: Smtp
     morning = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     ctx = jobs.Context.open(org, clock=lambda: morning)
     try:
-        with ctx.sessions.begin() as db:  # a worker claims the morning's mail, then dies
-            claimed = {r.recipient for r in claim_due(db, now=morning, lease=timedelta(minutes=5))}
+        with ctx.sessions.begin() as db:  # a worker claims the morning's mail ...
+            listed = claim_due(db, now=morning, lease=timedelta(minutes=5))
+            claimed = {r.recipient for r in listed}
+            report = next(r.id for r in listed if r.at_most_once)
+        with ctx.sessions.begin() as db:  # ... and dies while sending the report
+            assert claim_one(db, report, now=morning, lease=timedelta(minutes=5))
     finally:
         ctx.engine.dispose()
     assert "hr@demo.example" in claimed

@@ -589,16 +589,22 @@ def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     queue(sessions, *(alert(fingerprint=f"{n:016x}") for n in range(3)))
-    ticks = iter([NOW, NOW + timedelta(minutes=4, seconds=45)])  # slow after the first mail
+    clock = [NOW]
+
+    class SlowTransport(FileTransport):
+        def send(self, message: EmailMessage) -> SendResult:
+            clock[0] += timedelta(minutes=4, seconds=45)  # the first mail took ages
+            return super().send(message)
+
     counts = dispatch(
         sessions,
-        FileTransport(tmp_path),
+        SlowTransport(tmp_path),
         sender=SENDER,
         now=NOW,
         limit=3,
-        clock=lambda: next(ticks),
+        clock=lambda: clock[0],
     )
-    assert counts.sent == 1
+    assert (counts.sent, counts.released) == (1, 2)
     assert len(list(tmp_path.glob("*.eml"))) == 1
     by_status = sorted((r.status, r.attempts, r.lease_until) for r in rows(sessions))
     assert by_status == [("pending", 0, None), ("pending", 0, None), ("sent", 1, None)]

@@ -40,6 +40,7 @@ class NotifyStats:
     sent: int
     failed: int
     retried: int
+    released: int = 0  # claimed but handed back unsent: the lease is too short to send
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,21 @@ def send_notifications(ctx: Context) -> NotifyStats:
         template_dir=template_dir(ctx),
         domain=_domain(ctx),
         clock=ctx.clock,
+        send_budget=ctx.config.notify.send_budget,
     )
-    log.info("notifications_done", queued=queued, sent=counts.sent, failed=counts.failed)
+    log.info(
+        "notifications_done",
+        queued=queued,
+        sent=counts.sent,
+        failed=counts.failed,
+        released=counts.released,
+    )
     return NotifyStats(
-        queued=queued, sent=counts.sent, failed=counts.failed, retried=counts.retried
+        queued=queued,
+        sent=counts.sent,
+        failed=counts.failed,
+        retried=counts.retried,
+        released=counts.released,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -372,6 +374,21 @@ def test_file_transport_overwrites_the_same_message_id(tmp_path: Path) -> None:
     [path] = (tmp_path / "mail").iterdir()
     assert path.parent == tmp_path / "mail"
     assert read_eml(path).get_content().strip() == "two"
+
+
+def test_file_transport_keeps_its_mail_private(tmp_path: Path) -> None:
+    transport = FileTransport(tmp_path / "outbox" / "mail")
+    message = EmailMessage()
+    message["Message-ID"] = "<private@example.org>"
+    message.set_content("names and addresses")
+    previous = os.umask(0o022)  # a usual umask: privacy must not depend on a strict one
+    try:
+        assert transport.send(message).ok
+    finally:
+        os.umask(previous)
+    [path] = (tmp_path / "outbox" / "mail").iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_build_transport_resolves_the_folder_against_the_config(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
 from mentorpulse.storage.engine import begin_write
 from mentorpulse.storage.models import OutboxMessage
@@ -205,7 +206,9 @@ def mark_failed(
     row = _owned(db, message_id, lease_until)
     if row is None:
         return False
-    row.last_error = error[:MAX_ERROR_CHARS]
+    # A server's reply may hold anything; PostgreSQL refuses a NUL, and a failed write
+    # here would strand the row in "sending".
+    row.last_error = header_safe(error)[:MAX_ERROR_CHARS]
     row.lease_until = None
     if retryable:
         row.status = "pending"

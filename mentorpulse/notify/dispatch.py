@@ -2,7 +2,9 @@
 
 The claim is committed *before* sending so that other workers see the lease and skip the
 rows; each outcome is committed on its own so one slow or failing message never holds
-back (or rolls back) the others.
+back (or rolls back) the others, and a row that cannot be rendered fails alone. An
+at-most-once row is leased on its own right before its send, so a crash leaves at most
+one of them ``unknown``.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _dispatch_batch(
     limit: int,
     clock: Callable[[], datetime] | None,
     send_budget: timedelta,
-) -> tuple[DispatchCounts, int]:
+) -> tuple[DispatchCounts, bool]:
     """One batch; returns its counts and whether more rows may be due (a full batch)."""
 
     def current() -> datetime:

@@ -103,6 +103,12 @@ def render(
 def _render(
     row: OutboxMessage, *, sender: str, template_dir: Path | None, now: datetime | None
 ) -> EmailMessage:
+    for role, address in (("sender", sender), ("recipient", row.recipient)):
+        try:
+            # The email package reads "=a(x)@y" as "=a@y": only a real address goes out.
+            check_address(address)
+        except ValueError as exc:
+            raise RenderError(f"bad {role}: {exc}") from None
     payload: dict[str, object] = dict(row.payload)
     payload["template"] = row.template
     context: dict[str, object] = {**payload, "_payload": payload}
@@ -115,12 +121,6 @@ def _render(
     except jinja2.TemplateError as exc:
         raise RenderError(f"template {row.template!r}: {exc}") from exc
 
-    for role, address in (("sender", sender), ("recipient", row.recipient)):
-        try:
-            # The email package reads "=a(x)@y" as "=a@y": only a real address goes out.
-            check_address(address)
-        except ValueError as exc:
-            raise RenderError(f"bad {role}: {exc}") from None
     message = EmailMessage()
     message["From"] = _address(sender, None)
     message["To"] = _address(row.recipient, _text(payload.get("recipient_name")))

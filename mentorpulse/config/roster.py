@@ -232,7 +232,7 @@ def _pairing(
     if cells["cadence"]:
         try:
             cadence = parse_duration(cells["cadence"])
-        except ValueError as error:
+        except (ValueError, OverflowError) as error:  # 10**20d: more days than timedelta has
             bad("cadence", f"{cells['cadence']!r}: {error}")
     paused = cells["paused"].lower()
     if paused not in _BOOLEAN:

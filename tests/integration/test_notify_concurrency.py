@@ -231,11 +231,23 @@ def test_a_crash_mid_batch_leaves_at_most_one_report_in_doubt(
 # ---------------------------------------------------------------- parallel runs
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_four_notify_processes_on_sqlite_send_each_row_once(
-    tmp_path: Path, server: SmtpServer, trial: int
+@pytest.mark.parametrize(
+    ("backend", "trial"),
+    [
+        ("sqlite", 0),
+        ("sqlite", 1),
+        ("sqlite", 2),
+        pytest.param("postgresql", 0, marks=pytest.mark.postgres),
+    ],
+)
+def test_four_notify_processes_send_each_row_once(
+    tmp_path: Path, server: SmtpServer, backend: str, trial: int, request: pytest.FixtureRequest
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'mentorpulse.db'}"
+    url = (
+        f"sqlite:///{tmp_path / 'mentorpulse.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
     queue(url, reminders=200, reports=20)
     gate = tmp_path / "go"
     children = [

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import email_validator
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -81,6 +83,38 @@ def _check_zone(value: str) -> str:
 
 
 TimeZoneName = Annotated[str, BeforeValidator(lambda v: _check_zone(str(v)))]
+
+
+def check_address(value: str) -> str:
+    """An email address as a mail server reads it (email-validator's syntax; no DNS).
+
+    A home-made pattern let ``[/]@x`` through (it then broke every render) and let
+    ``=hyperlink(x)@x`` reach ``=hyperlink@x``. Special-use domains (``localhost``,
+    ``corp.local``) are a policy, not syntax: an intranet relay may well use one, so they
+    are checked as if they had one more label. Returns ``value`` unchanged.
+    """
+    domain = value.rpartition("@")[2].lower().rstrip(".")
+    special = any(
+        domain == name or domain.endswith("." + name)
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+    try:
+        email_validator.validate_email(
+            f"{value}.example" if special else value,
+            check_deliverability=False,
+            globally_deliverable=False,
+        )
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"{value!r} is not an email address: {error}") from None
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(check_address)]
+
+
+def _check_receiver(value: str) -> str:
+    """A receiver with an @ is an address (else a role or a contact name)."""
+    return check_address(value) if "@" in value else value
 
 
 class Strict(BaseModel):
@@ -462,14 +496,16 @@ class Program(Strict):
     match: MatchCriteria = MatchCriteria()
     cadence: Cadence
     rules: tuple[Rule, ...] = ()
-    admins: tuple[str, ...] = Field((), description="Contact names or email addresses.")
+    admins: tuple[Annotated[str, AfterValidator(_check_receiver)], ...] = Field(
+        (), description="Contact names or email addresses."
+    )
     overrides: tuple[PairingOverride, ...] = Field(
         (), description="Per-pairing cadence or pause (the roster's cadence column also works)."
     )
 
 
 class Contact(Strict):
-    email: str
+    email: EmailAddress
     name: str | None = None
     timezone: TimeZoneName | None = None
 
@@ -506,6 +542,7 @@ Transport = Annotated[FileTransport | SmtpTransport, Field(discriminator="kind")
 
 Receiver = Annotated[
     str,
+    AfterValidator(_check_receiver),
     Field(description="mentor, mentee, program_admin, hr, a contact name or an email address."),
 ]
 ROLE_RECEIVERS = ("mentor", "mentee", "program_admin", "hr")
@@ -574,7 +611,7 @@ class SendWindow(Strict):
 
 
 class NotifyConfig(Strict):
-    sender: str = "mentorpulse@localhost"
+    sender: EmailAddress = "mentorpulse@localhost"
     transport: Transport = FileTransport(kind="file")
     every: Duration = timedelta(minutes=5)
     routes: tuple[Route, ...] = Field(
@@ -593,6 +630,48 @@ class NotifyConfig(Strict):
     lease: Duration = Field(
         timedelta(minutes=5), description="How long a worker may take to send one batch."
     )
+
+    @property
+    def send_budget(self) -> timedelta:
+        """The longest one message may take to send, plus a margin: the dispatcher starts
+        no send with less than this left of its lease (else another worker may take the
+        row mid-send)."""
+        seconds = SEND_MARGIN.total_seconds()
+        transport = self.transport
+        if isinstance(transport, SmtpTransport):
+            tries = transport.retries + 1
+            pauses = transport.backoff.total_seconds() * (2.0 ** min(tries - 1, 40) - 1) * 1.25
+            seconds += tries * transport.timeout.total_seconds() + pauses
+        return timedelta(seconds=min(seconds, 10.0**9))
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> NotifyConfig:
+        """A lease shorter than one send hands every batch back unsent: nothing is ever
+        delivered, and nothing fails loudly either."""
+        if self.lease <= self.send_budget:
+            why = "30s of margin"
+            if isinstance(self.transport, SmtpTransport):
+                why = (
+                    f"{self.transport.retries + 1} tries of transport.timeout "
+                    f"{format_duration(self.transport.timeout)} + retry pauses + {why}"
+                )
+            budget = timedelta(seconds=-(-self.send_budget.total_seconds() // 1))
+            raise ConfigValueError(
+                f"lease {format_duration(self.lease)} is not longer than one send can take "
+                f"({format_duration(budget)}: {why}); set notify.lease "
+                f"to {format_duration(_round_up(self.send_budget * 2))} or more, or lower "
+                "transport.timeout / retries",
+                at=("lease",),
+            )
+        return self
+
+
+SEND_MARGIN = timedelta(seconds=30)
+
+
+def _round_up(value: timedelta) -> timedelta:
+    """Whole minutes, so a suggested lease reads like one an admin would write."""
+    return timedelta(minutes=-(-value.total_seconds() // 60))
 
 
 class ReportSchedule(Strict):

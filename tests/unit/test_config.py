@@ -35,7 +35,8 @@ def _problems(path: Path) -> list[str]:
     return caught.value.problems
 
 
-def test_example_config_and_roster_load_together() -> None:
+def test_example_config_and_roster_load_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MENTORPULSE_DATA", raising=False)
     config = load_config(EXAMPLE)
     program = config.program("engineering")
     assert program is not None
@@ -45,8 +46,11 @@ def test_example_config_and_roster_load_together() -> None:
     assert [r.kind for r in config.rules_for(program)][3:] == ["first_meeting", "no_upcoming"]
     assert config.sources[0].path == "calendars"
     assert config.notify.transport.kind == "file"
-    assert config.notify.transport.path == "outbox"
-    assert config.database == "sqlite:///mentorpulse.db"
+    # State is kept outside the checkout, in $MENTORPULSE_DATA.
+    data = "~/.local/share/mentorpulse"
+    assert config.notify.transport.path == f"{data}/outbox"
+    assert config.reports.out_dir == f"{data}/reports"
+    assert config.database == f"sqlite:///{data}/mentorpulse.db"
     assert config.base_dir == EXAMPLE.parent
     pairings = load_roster(config.resolve(config.roster.path), config)
     assert {p.program for p in pairings} == {"engineering"}

@@ -94,6 +94,7 @@ def load_config(path: Path) -> MentorpulseConfig:
         problems.append(built.problem(("base_dir",), (), "unknown key 'base_dir'"))
         data = {k: v for k, v in data.items() if k != "base_dir"}
 
+    problems.extend(_check_paths(data, path.parent, built))
     try:
         config = MentorpulseConfig.model_validate(data)
     except ValidationError as error:
@@ -110,9 +111,6 @@ def load_config(path: Path) -> MentorpulseConfig:
         raise ConfigError(problems)
 
     config = config.model_copy(update={"base_dir": path.parent})
-    problems = _check_paths(config, built)
-    if problems:
-        raise ConfigError(problems)
     log.debug("config_loaded", path=str(path), programs=len(config.programs))
     return config
 
@@ -140,32 +138,41 @@ def _lines(path: str, _mtime_ns: int, _size: int) -> dict[KeyPath, int]:
     return built.lines
 
 
-def _check_paths(config: MentorpulseConfig, built: _Builder) -> list[str]:
+def _check_paths(data: dict[str, Any], base_dir: Path, built: _Builder) -> list[str]:
     """What must exist on this machine for the config to run: checked now, at its line,
-    rather than at the first sync or the first connection."""
+    rather than at the first sync or the first connection. Reads the raw data, so these
+    are reported with every other problem of the file."""
     problems: list[str] = []
-    database = sqlite_path(config.database, config.base_dir)
-    own_folder = database is not None and database.parent.resolve() == data_dir().resolve()
-    if database is not None and not database.parent.is_dir() and not own_folder:
-        problems.append(
-            built.problem(
-                ("database",),
-                ("database",),
-                f"the database's folder {database.parent} does not exist "
-                "(create it, or point the URL at an existing folder)",
-            )
-        )
-    for index, source in enumerate(config.sources):
-        location = getattr(source, "path", None) if source.kind == "ics" else None
-        if location is not None and not resolve_path(config.base_dir, location).exists():
+    database = data.get("database")
+    sqlite = sqlite_path(database, base_dir) if isinstance(database, str) else None
+    if sqlite is not None:
+        folder = sqlite.parent
+        own_folder = folder.resolve() == data_dir().resolve()
+        if not folder.is_dir() and not own_folder:
             problems.append(
                 built.problem(
-                    ("sources", index, "path"),
-                    ("sources", index, "path"),
-                    f"{resolve_path(config.base_dir, location)} does not exist "
-                    "(a .ics file or a folder of them; relative to the config file's folder)",
+                    ("database",),
+                    ("database",),
+                    f"the database's folder {folder} does not exist "
+                    "(create it, or point the URL at an existing folder)",
                 )
             )
+    sources = data.get("sources")
+    for index, source in enumerate(sources if isinstance(sources, list) else []):
+        if not isinstance(source, dict) or source.get("kind") != "ics":
+            continue
+        location = source.get("path")
+        if isinstance(location, str) and location:
+            resolved = resolve_path(base_dir, location)
+            if not resolved.exists():
+                problems.append(
+                    built.problem(
+                        ("sources", index, "path"),
+                        ("sources", index, "path"),
+                        f"{resolved} does not exist (a .ics file or a folder of them; "
+                        "relative to the config file's folder)",
+                    )
+                )
     return problems
 
 
@@ -261,6 +268,7 @@ class _Builder:
     # ids of the nodes built once: building one again is an alias expanding
     _built: set[int] = field(default_factory=set)
     _aliased: int = 0
+    _alias_at: KeyPath | None = None
     # merge keys (``<<``) resolved once per mapping node: its pairs, merged ones first
     _pairs: dict[int, list[tuple[Node, Node]]] = field(default_factory=dict)
 
@@ -294,7 +302,11 @@ class _Builder:
             return None
         if len(path) > MAX_DEPTH:
             raise ConfigError([self._at(node, (), f"nested more than {MAX_DEPTH} levels deep")])
-        aliased = aliased or id(node) in self._built
+        # The node an alias (``*name``) stands for: where its expansion is charged.
+        alias_root = not aliased and id(node) in self._built
+        aliased = aliased or alias_root
+        if alias_root:
+            outer, self._alias_at = self._alias_at, path
         if aliased:
             self._spend(1, path)
         else:
@@ -320,16 +332,23 @@ class _Builder:
                 return None
         finally:
             self._active.discard(id(node))
+            if alias_root:
+                self._alias_at = outer
 
     def _spend(self, values: int, path: KeyPath) -> None:
         """Count values that aliases add; refuse a file whose aliases multiply."""
         self._aliased += values
         if self._aliased > MAX_ALIAS_VALUES + len(self._built):
+            where = self._alias_at if self._alias_at is not None else path
+            # A list item's line is its anchor's (PyYAML forgets where the alias was
+            # written): point at the list's key instead.
+            while where and isinstance(where[-1], int):
+                where = where[:-1]
             raise ConfigError(
                 [
                     self.problem(
-                        path,
-                        path,
+                        where,
+                        where,
                         f"aliases expand to more than {MAX_ALIAS_VALUES:,} values beyond the "
                         "file's own (aliases of aliases multiply); write the values out or "
                         "use fewer aliases",

@@ -192,8 +192,12 @@ def sqlite_path(url: str, base_dir: Path) -> Path | None:
     """The file of an SQLite URL (``~`` expanded, relative to the config's folder);
     None for another database."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL: check_database_url says so
+        return None
     if parsed.drivername.partition("+")[0] != "sqlite" or not parsed.database:
         return None
     if parsed.database == ":memory:" or parsed.database.startswith("file:"):

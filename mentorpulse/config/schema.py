@@ -95,6 +95,19 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
+def _at_most(limit: timedelta) -> AfterValidator:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise ValueError(f"at most {format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A network wait: longer than an hour, a dead server holds a whole stage that long.
+Timeout = Annotated[PositiveDuration, _at_most(timedelta(hours=1))]
+
+
 def _identifier(value: str) -> str:
     if not 1 <= len(value) <= 100 or value != value.strip() or _CONTROL.search(value):
         raise ValueError(
@@ -375,7 +388,7 @@ class GoogleSource(SourceBase):
     api_root: HttpUrl | None = Field(
         None, description="Serve all APIs from this root URL (a proxy or a test double)."
     )
-    timeout: PositiveDuration = Field(timedelta(seconds=60), description="Per HTTP request.")
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per HTTP request.")
 
     def owners(self) -> tuple[str, ...]:
         return tuple(user.lower() for user in self.users)
@@ -431,7 +444,7 @@ class CaldavSource(SourceBase):
         "basic", description="HTTP authentication scheme; basic saves a round trip per request."
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
-    timeout: PositiveDuration = Field(timedelta(seconds=60), description="Per-request timeout.")
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per-request timeout.")
 
     def owners(self) -> tuple[str, ...]:
         default = self.owner or (self.username if "@" in self.username else None)
@@ -626,11 +639,15 @@ class SmtpTransport(Strict):
     username: str | None = Field(None, description="AUTH user; omit for no AUTH.")
     password: str | None = Field(None, description="AUTH password, e.g. ${SMTP_PASSWORD}.")
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's.")
-    timeout: PositiveDuration = Field(
-        timedelta(seconds=30), description="Per connection and command."
+    timeout: Timeout = Field(timedelta(seconds=30), description="Per connection and command.")
+    # Quick retries hold the notify run while they wait (backoff doubled per retry):
+    # bounded so one message waits at most 10s x (1+2+4+8+16), about 5 minutes.
+    retries: int = Field(
+        3, ge=0, le=5, description="Quick retries per message on 4xx/connection (0-5)."
     )
-    retries: int = Field(3, ge=0, le=10, description="Quick retries per message on 4xx/connection.")
-    backoff: Duration = Field(timedelta(seconds=1), description="First quick-retry delay.")
+    backoff: Annotated[Duration, _at_most(timedelta(seconds=10))] = Field(
+        timedelta(seconds=1), description="First quick-retry delay (at most 10s)."
+    )
 
     @model_validator(mode="after")
     def _auth_pairs(self) -> SmtpTransport:

@@ -137,6 +137,10 @@ def connect_error(error: BaseException, url: str) -> DatabaseUnavailable:
         folder = Path(parsed.database or ".").parent
         if not folder.is_dir():
             step = f"the folder {folder} does not exist: create it or fix `database` in the config"
+        elif "not a database" in lowered:
+            step = "the file is not a mentorpulse database: point `database` at another file"
+        elif "locked" in lowered:
+            step = "another process holds it locked: try again when it is done"
         else:
             step = f"check that {folder} and the file are writable by this user"
     elif "password" in lowered or "authentication" in lowered or "role" in lowered:

@@ -294,3 +294,24 @@ def test_a_database_that_cannot_be_opened_is_a_user_error(tmp_path: Path) -> Non
         f"database file; the folder {tmp_path}/gone does not exist: create it or fix "
         "`database` in the config"
     )
+
+
+def test_a_database_migrated_by_a_newer_version_is_a_user_error(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mentorpulse.errors import UserError
+    from mentorpulse.storage.engine import make_engine
+    from mentorpulse.storage.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/mentorpulse.db")
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    with pytest.raises(UserError) as caught:
+        upgrade(engine)
+    engine.dispose()
+    assert caught.value.code == 2
+    assert caught.value.message.startswith(
+        f"database sqlite:///{tmp_path}/mentorpulse.db is at schema revision f00dfeedbeef, "
+        "which this mentorpulse does not know"
+    )

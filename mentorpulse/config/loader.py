@@ -382,6 +382,7 @@ class _Builder:
                         self._at(item, path, "<< merges mappings only (write << : *name)")
                     )
         merged: dict[object, tuple[Node, Node]] = {}
+        added = id(node) not in self._active  # _build marks the node it builds itself
         self._active.add(id(node))
         try:
             for source in reversed(sources):
@@ -393,7 +394,8 @@ class _Builder:
                 for key_node, value_node in pairs:
                     merged[_key_of(key_node)] = (key_node, value_node)
         finally:
-            self._active.discard(id(node))
+            if added:
+                self._active.discard(id(node))
         result = [*merged.values(), *own]
         self._pairs[id(node)] = result
         return result

@@ -234,10 +234,11 @@ contacts:
     [
         ("a: &a {<<: *a}\n", "1: a: an alias refers to itself"),
         ("a: &a [1, *a]\n", "1: a[1]: an alias refers to itself"),
+        ("a: &a {<<: {k: 1}, x: *a}\n", "1: a.x: an alias refers to itself"),
         ("a: " + "{b: " * 60 + "1" + "}" * 60 + "\n", "1: nested more than 50 levels deep"),
         ("a: 1" + "0" * 5000 + "\n", "1: a: not a value this file can hold"),
     ],
-    ids=["merge-itself", "list-itself", "deep", "huge-int"],
+    ids=["merge-itself", "list-itself", "merging-and-itself", "deep", "huge-int"],
 )
 def test_hostile_yaml_is_a_problem_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "mentorpulse.yaml"

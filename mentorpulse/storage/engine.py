@@ -8,6 +8,7 @@ line naming the URL (password masked) and the next step.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,6 @@ def check_connection(url: str, base_dir: Path = Path(".")) -> str:
 
 
 def _writable(folder: Path) -> bool:
-    import os
-
     return os.access(folder, os.W_OK | os.X_OK)
 
 

@@ -69,10 +69,12 @@ def main_options(ctx: typer.Context) -> None:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate mentorpulse.yaml and the roster; print every problem with file:line."""
+    """Validate mentorpulse.yaml and the roster, and open the database; print every
+    problem with file:line."""
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.roster import load_roster
     from mentorpulse.rules.check import check_selectors
+    from mentorpulse.storage.engine import check_connection
 
     with user_errors():
         path = config_path(config)
@@ -84,6 +86,9 @@ def config_check(config: ConfigOption = None) -> None:
         f"{len(roster)} pairings",
         highlight=False,
     )
+    with user_errors():
+        database = check_connection(loaded.database, loaded.base_dir)
+    out.print(f"database: {database}", highlight=False, markup=False, soft_wrap=True)
 
 
 @config_app.command("schema")

@@ -27,3 +27,11 @@ class ConfigError(UserError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class DatabaseUnavailable(UserError):
+    """The configured database cannot be opened (a missing folder, a server that does not
+    answer, a wrong password): the message names the URL, password masked, and what to do.
+    """
+
+    code = 2

@@ -7,11 +7,13 @@ and key at fault instead of "not valid under any of the given schemas".
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import time, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import email_validator
@@ -30,6 +32,10 @@ from pydantic import (
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A century: longer than any window, cadence or silence means anything, and far below
+# what makes ``timedelta`` (or a date plus it) overflow.
+MAX_DURATION = timedelta(days=36500)
+_TOO_LONG = "a duration of at most 36500d (100 years)"
 
 
 class ConfigValueError(ValueError):
@@ -47,12 +53,20 @@ class ConfigValueError(ValueError):
 def parse_duration(value: object) -> timedelta:
     """``14d`` → 14 days; also accepts a ``timedelta`` as is."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, str):
-        found = _DURATION.match(value)
-        if found:
-            return timedelta(seconds=int(found.group(1)) * _UNIT_SECONDS[found.group(2)])
-    raise ValueError("expected a duration like 14d (units: s, m, h, d, w)")
+        duration = value
+    else:
+        found = _DURATION.match(value) if isinstance(value, str) else None
+        if found is None:
+            raise ValueError("expected a duration like 14d (units: s, m, h, d, w)")
+        digits, unit = found.groups()
+        # Compare before building: 99999999999999999999d overflows timedelta.
+        seconds = int(digits) * _UNIT_SECONDS[unit] if len(digits) <= 12 else None
+        if seconds is None or seconds > MAX_DURATION.total_seconds():
+            raise ValueError(_TOO_LONG)
+        duration = timedelta(seconds=seconds)
+    if not timedelta(0) <= duration <= MAX_DURATION:
+        raise ValueError(_TOO_LONG)
+    return duration
 
 
 def format_duration(value: timedelta) -> str:
@@ -70,6 +84,139 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^\d+[smhdw]$", "examples": ["14d"]}),
 ]
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0 (e.g. 15m, 14d)")
+    return value
+
+
+# An interval, a timeout or a window, where 0 would mean "always" or "never".
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _at_most(limit: timedelta) -> AfterValidator:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise ValueError(f"at most {format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A network wait: longer than an hour, a dead server holds a whole stage that long.
+Timeout = Annotated[PositiveDuration, _at_most(timedelta(hours=1))]
+
+
+def _identifier(value: str) -> str:
+    if not 1 <= len(value) <= 100 or value != value.strip() or _CONTROL.search(value):
+        raise ValueError(
+            "an id of 1 to 100 characters, without control characters or surrounding spaces"
+        )
+    return value
+
+
+def _label(value: str) -> str:
+    if len(value) > 200 or _CONTROL.search(value):
+        raise ValueError("at most 200 characters, without control characters")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Ids are keys in the database (100 characters there) and in logs and metrics.
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Label = Annotated[str, AfterValidator(_label)]
+
+
+def _http_url(value: str) -> str:
+    """An ``http(s)://host/…`` URL: any other scheme would only fail at the first sync."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("not a valid URL (expected https://host/path)") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(f"expected an http:// or https:// URL, got {scheme}")
+    if not parts.hostname:
+        raise ValueError("the URL names no host (expected https://host/path)")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _http_url_or_path(value: str) -> str:
+    """A calendar's full URL, or its path on the source's server."""
+    return value if value.startswith("/") else _http_url(value)
+
+
+# The databases we ship a driver for: SQLAlchemy's drivername before and after "+".
+_DATABASES = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+_DATABASE_HINT = "sqlite:///path/to/mentorpulse.db or postgresql://user@host:5432/dbname"
+
+
+def check_database_url(value: str) -> str:
+    """A URL mentorpulse can open: parsed, a supported backend, a file for SQLite.
+
+    Messages never quote the URL: it may carry a password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+        port = url.port
+    except (ArgumentError, ValueError):
+        raise ValueError(f"not a database URL; expected {_DATABASE_HINT}") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in _DATABASES:
+        hint = " (write postgresql://)" if backend == "postgres" else ""
+        raise ValueError(
+            f"unsupported database {backend!r}{hint}; mentorpulse runs on sqlite or postgresql"
+        )
+    if driver not in _DATABASES[backend]:
+        raise ValueError(
+            f"unsupported driver {driver!r} for {backend}; leave it out ({backend}://…) "
+            f"or write {backend}+{_DATABASES[backend][1]}://…"
+        )
+    if backend == "sqlite" and (not url.database or url.database == ":memory:"):
+        raise ValueError(
+            "give SQLite a file (sqlite:///mentorpulse.db): an in-memory database "
+            "is gone when the command ends"
+        )
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the database port must be between 1 and 65535")
+    return value
+
+
+DATA_ENV = "MENTORPULSE_DATA"
+
+
+def data_dir() -> Path:
+    """mentorpulse's own state folder: ``$MENTORPULSE_DATA``, else
+    ``~/.local/share/mentorpulse``. A database there gets its folder made on first use;
+    a folder the admin names must exist."""
+    configured = os.environ.get(DATA_ENV, "").strip()
+    return Path(configured or "~/.local/share/mentorpulse").expanduser()
+
+
+def sqlite_path(url: str, base_dir: Path) -> Path | None:
+    """The file of an SQLite URL (``~`` expanded, relative to the config's folder);
+    None for another database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL: check_database_url says so
+        return None
+    if parsed.drivername.partition("+")[0] != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    return resolve_path(base_dir, parsed.database)
 
 
 def _check_zone(value: str) -> str:
@@ -128,12 +275,12 @@ class PrivacyConfig(Strict):
 class SourceBase(Strict):
     """What every calendar source has: an id, a sync window and a poll interval."""
 
-    id: str
-    window_past: Duration = Field(
+    id: Identifier
+    window_past: PositiveDuration = Field(
         timedelta(days=180), description="How far back to read (recurring events expanded)."
     )
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = Field(timedelta(minutes=15), description="How often to read it.")
+    window_future: PositiveDuration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: PositiveDuration = Field(timedelta(minutes=15), description="How often to read it.")
 
     def owners(self) -> tuple[str, ...]:
         """Whose calendars the config says this source reads (empty: not stated).
@@ -149,7 +296,7 @@ class IcsSource(SourceBase):
 
     kind: Literal["ics"]
     path: str | None = Field(None, description="A .ics file or a folder of them.")
-    url: str | None = Field(None, description="An http(s) iCalendar feed.")
+    url: HttpUrl | None = Field(None, description="An http(s) iCalendar feed.")
     owner: str | None = Field(
         None,
         description="Whose calendar this is. For a folder, files named <email>.ics "
@@ -198,10 +345,10 @@ class MicrosoftSource(SourceBase):
         "tokens.json", description="Encrypted token file for auth: device_code."
     )
     page_size: int = Field(100, ge=1, le=1000, description="Prefer: odata.maxpagesize.")
-    authority_host: str = Field(
+    authority_host: HttpUrl = Field(
         "https://login.microsoftonline.com", description="Sign-in host (national clouds)."
     )
-    graph_url: str = Field(
+    graph_url: HttpUrl = Field(
         "https://graph.microsoft.com/v1.0", description="Graph endpoint (national clouds)."
     )
     ca_bundle: str | None = Field(
@@ -271,10 +418,10 @@ class GoogleSource(SourceBase):
     )
     project_quota_per_minute: int = Field(10_000, ge=1, description="Project-wide quota.")
     user_quota_per_minute: int = Field(600, ge=1, description="Per-user quota.")
-    api_root: str | None = Field(
+    api_root: HttpUrl | None = Field(
         None, description="Serve all APIs from this root URL (a proxy or a test double)."
     )
-    timeout: Duration = Field(timedelta(seconds=60), description="Per HTTP request.")
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per HTTP request.")
 
     def owners(self) -> tuple[str, ...]:
         return tuple(user.lower() for user in self.users)
@@ -289,7 +436,9 @@ class GoogleSource(SourceBase):
 class CaldavCalendar(Strict):
     """One calendar of a CalDAV source, by URL or by display name."""
 
-    url: str | None = Field(None, description="The calendar's URL, or its path on the server.")
+    url: Annotated[str, AfterValidator(_http_url_or_path)] | None = Field(
+        None, description="The calendar's URL, or its path on the server."
+    )
     name: str | None = Field(None, description="The calendar's display name.")
     owner: str | None = Field(
         None, description="Whose calendar this is (an email); default: the source's owner."
@@ -306,7 +455,7 @@ class CaldavSource(SourceBase):
     """Calendars on a CalDAV server (Nextcloud, Fastmail, iCloud, SOGo, Radicale …)."""
 
     kind: Literal["caldav"]
-    url: str = Field(description="The server's CalDAV URL (its principal is discovered there).")
+    url: HttpUrl = Field(description="The server's CalDAV URL (its principal is discovered there).")
     username: str
     password: SecretStr = Field(
         description="Password or app password; write ${ENV_NAME}, never the value itself."
@@ -328,7 +477,7 @@ class CaldavSource(SourceBase):
         "basic", description="HTTP authentication scheme; basic saves a round trip per request."
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
-    timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per-request timeout.")
 
     def owners(self) -> tuple[str, ...]:
         default = self.owner or (self.username if "@" in self.username else None)
@@ -346,7 +495,7 @@ class RosterConfig(Strict):
 
 
 class Cadence(Strict):
-    every: Duration
+    every: PositiveDuration
     grace: Duration = timedelta(0)
 
 
@@ -371,7 +520,7 @@ Severity = Literal["info", "warning", "critical"]
 
 
 class RuleBase(Strict):
-    id: str
+    id: Identifier
     severity: Severity = "warning"
     for_: Duration = Field(timedelta(0), alias="for", description="Pending this long first.")
     programs: tuple[str, ...] = Field(
@@ -392,14 +541,15 @@ class RuleBase(Strict):
     )
 
 
-Count = Annotated[int, Field(ge=1)]
+# A count of sessions or cancellations: past a thousand a rule can never fire.
+Count = Annotated[int, Field(ge=1, le=1000)]
 
 
 class CadenceGapRule(RuleBase):
     """No attended session within cadence ``every`` + ``grace`` of the last one."""
 
     kind: Literal["cadence_gap"]
-    every: Duration | None = Field(None, description="Overrides the program cadence.")
+    every: PositiveDuration | None = Field(None, description="Overrides the program cadence.")
     grace: Duration | None = None
 
 
@@ -407,14 +557,16 @@ class FirstMeetingRule(RuleBase):
     """No attended session within ``within`` of the pairing's start."""
 
     kind: Literal["first_meeting"]
-    within: Duration = Field(timedelta(days=21), description="Time allowed for a first meeting.")
+    within: PositiveDuration = Field(
+        timedelta(days=21), description="Time allowed for a first meeting."
+    )
 
 
 class NoUpcomingRule(RuleBase):
     """Nothing scheduled within ``horizon`` from now."""
 
     kind: Literal["no_upcoming"]
-    horizon: Duration = Field(timedelta(days=14), description="How far ahead to look.")
+    horizon: PositiveDuration = Field(timedelta(days=14), description="How far ahead to look.")
 
 
 class ConsecutiveMissesRule(RuleBase):
@@ -429,7 +581,7 @@ class PartyDisengagementRule(RuleBase):
 
     kind: Literal["party_disengagement"]
     count: Count = 3
-    window: Duration = timedelta(days=90)
+    window: PositiveDuration = timedelta(days=90)
 
 
 class LateCancellationsRule(RuleBase):
@@ -437,8 +589,10 @@ class LateCancellationsRule(RuleBase):
 
     kind: Literal["late_cancellations"]
     count: Count = 2
-    notice: Duration = Field(timedelta(hours=24), description="Less notice than this is late.")
-    window: Duration = timedelta(days=90)
+    notice: PositiveDuration = Field(
+        timedelta(hours=24), description="Less notice than this is late."
+    )
+    window: PositiveDuration = timedelta(days=90)
 
 
 class AttendanceRateRule(RuleBase):
@@ -446,7 +600,7 @@ class AttendanceRateRule(RuleBase):
 
     kind: Literal["attendance_rate"]
     threshold: float = Field(0.5, gt=0, le=1, description="Fire below this ratio (0-1].")
-    window: Duration = timedelta(days=90)
+    window: PositiveDuration = timedelta(days=90)
     min_sessions: Count = 3
 
 
@@ -454,7 +608,7 @@ class DecliningFrequencyRule(RuleBase):
     """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
 
     kind: Literal["declining_frequency"]
-    window: Duration = timedelta(days=60)
+    window: PositiveDuration = timedelta(days=60)
     ratio: float = Field(0.5, gt=0, le=1)
     min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
 
@@ -475,7 +629,7 @@ Rule = Annotated[
 class EvaluationConfig(Strict):
     """How the rules engine judges pairings."""
 
-    stale_after: Duration = Field(
+    stale_after: PositiveDuration = Field(
         timedelta(hours=6),
         description="A pairing whose calendar sources have not synced successfully for "
         "this long is not judged: its findings are suppressed.",
@@ -486,13 +640,13 @@ class PairingOverride(Strict):
     """A different cadence for some pairings of a program, or a pause."""
 
     pair: str = Field(description="MENTOR:MENTEE emails, or a glob pattern of them.")
-    every: Duration | None = Field(None, description="This pairing's cadence.")
+    every: PositiveDuration | None = Field(None, description="This pairing's cadence.")
     paused: bool = Field(False, description="Do not judge this pairing.")
 
 
 class Program(Strict):
-    id: str
-    name: str | None = None
+    id: Identifier
+    name: Label | None = None
     match: MatchCriteria = MatchCriteria()
     cadence: Cadence
     rules: tuple[Rule, ...] = ()
@@ -527,9 +681,15 @@ class SmtpTransport(Strict):
     username: str | None = Field(None, description="AUTH user; omit for no AUTH.")
     password: str | None = Field(None, description="AUTH password, e.g. ${SMTP_PASSWORD}.")
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's.")
-    timeout: Duration = Field(timedelta(seconds=30), description="Per connection and command.")
-    retries: int = Field(3, ge=0, description="Quick retries per message on 4xx/connection.")
-    backoff: Duration = Field(timedelta(seconds=1), description="First quick-retry delay.")
+    timeout: Timeout = Field(timedelta(seconds=30), description="Per connection and command.")
+    # Quick retries hold the notify run while they wait (backoff doubled per retry):
+    # bounded so one message waits at most 10s x (1+2+4+8+16), about 5 minutes.
+    retries: int = Field(
+        3, ge=0, le=5, description="Quick retries per message on 4xx/connection (0-5)."
+    )
+    backoff: Annotated[Duration, _at_most(timedelta(seconds=10))] = Field(
+        timedelta(seconds=1), description="First quick-retry delay (at most 10s)."
+    )
 
     @model_validator(mode="after")
     def _auth_pairs(self) -> SmtpTransport:
@@ -562,7 +722,9 @@ class RouteMatch(Strict):
 class EscalationStep(Strict):
     after: Duration = Field(description="How long after the finding started firing.")
     to: tuple[Receiver, ...] = Field(min_length=1)
-    digest: Duration | None = Field(None, description="Group this step's mail per recipient.")
+    digest: PositiveDuration | None = Field(
+        None, description="Group this step's mail per recipient."
+    )
 
 
 class Route(Strict):
@@ -570,10 +732,10 @@ class Route(Strict):
 
     match: RouteMatch = RouteMatch()
     to: tuple[Receiver, ...] = Field(("mentor",), description="Told when it starts firing.")
-    digest: Duration | None = Field(
+    digest: PositiveDuration | None = Field(
         None, description="Group mail per recipient over this window (e.g. 1d)."
     )
-    repeat_every: Duration | None = Field(
+    repeat_every: PositiveDuration | None = Field(
         None, description="Remind each step's recipients again while it keeps firing."
     )
     escalate: tuple[EscalationStep, ...] = ()
@@ -613,7 +775,7 @@ class SendWindow(Strict):
 class NotifyConfig(Strict):
     sender: EmailAddress = "mentorpulse@localhost"
     transport: Transport = FileTransport(kind="file")
-    every: Duration = timedelta(minutes=5)
+    every: PositiveDuration = timedelta(minutes=5)
     routes: tuple[Route, ...] = Field(
         (), description="First matching route wins; none: every firing finding to its mentor."
     )
@@ -693,16 +855,17 @@ class ReportsConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    evaluate_every: Duration = timedelta(minutes=15)
-    misfire_grace: Duration = timedelta(hours=1)
+    evaluate_every: PositiveDuration = timedelta(minutes=15)
+    misfire_grace: PositiveDuration = timedelta(hours=1)
 
 
 class MentorpulseConfig(Strict):
     """The whole of mentorpulse.yaml."""
 
-    database: str = Field(
+    database: Annotated[str, AfterValidator(check_database_url)] = Field(
         "sqlite:///mentorpulse.db",
-        description="SQLAlchemy URL; relative SQLite paths are relative to this file.",
+        description="SQLAlchemy URL (sqlite or postgresql); relative SQLite paths are "
+        "relative to this file, ~ is the home folder.",
     )
     timezone: TimeZoneName = "UTC"
     privacy: PrivacyConfig = PrivacyConfig()

@@ -8,7 +8,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine
+
+from mentorpulse.errors import UserError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -24,7 +27,19 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        try:
+            command.upgrade(config, revision)
+        except CommandError as error:
+            if "Can't locate revision" not in str(error):
+                raise
+            current = MigrationContext.configure(connection).get_current_revision()
+            raise UserError(
+                f"database {engine.url.render_as_string(hide_password=True)} is at schema "
+                f"revision {current}, which this mentorpulse does not know: a newer version "
+                "migrated it; run that version (or a newer one), or point `database` "
+                "elsewhere",
+                code=2,
+            ) from None
 
 
 def revision_state(engine: Engine) -> tuple[str | None, str | None]:

@@ -199,7 +199,7 @@ def test_sync_of_an_unknown_source_names_the_known_ones(demo: Path) -> None:
     assert "--source needs --once" in polling.output
 
 
-@pytest.mark.parametrize("length", ["0d", "100000w"])
+@pytest.mark.parametrize("length", ["0d", "400d"])
 def test_a_silence_that_is_already_over_or_lasts_for_ages_is_refused(
     demo: Path, length: str
 ) -> None:

@@ -1,4 +1,5 @@
-"""`mentorpulse status`: is every source healthy, and if not, what does the operator do?"""
+"""`mentorpulse status`: is every source and every stage healthy, and if not, what does the
+operator do? Exit 1 while a source needs attention or a stage's last run failed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mentorpulse.commands.common import ConfigOption, out, with_context
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from mentorpulse.daemon.jobs import Context
-    from mentorpulse.storage.models import Source
+    from mentorpulse.storage.models import JobRun, Source
 
 
 def _when(moment: datetime | None, now: datetime) -> str:
@@ -44,11 +46,26 @@ def _state(source: Source | None, now: datetime) -> str:
     return "ok"
 
 
+def _stage_state(run: JobRun | None) -> str:
+    if run is None:
+        return "never run"
+    return "failing" if run.failing else "ok"
+
+
+def _last_error(run: JobRun | None, now: datetime) -> str:
+    if run is None or run.last_error is None:
+        return ""
+    return f"{_when(run.last_error_at, now)}: {run.last_error}"
+
+
 def status(config: ConfigOption = None) -> None:
-    """Show each source's health, last sync and last error; exit 1 if any needs attention."""
+    """Show each source's health, last sync and last error, and each stage's last run, last
+    success and last error; exit 1 if a source needs attention or a stage is failing."""
     from sqlalchemy import func, select
 
-    from mentorpulse.storage.models import Event, Source
+    from mentorpulse.daemon import runner
+    from mentorpulse.daemon.lease import display
+    from mentorpulse.storage.models import Event, JobRun, Lease, Source
 
     def action(ctx: Context) -> bool:
         now = ctx.clock()
@@ -73,7 +90,33 @@ def status(config: ConfigOption = None) -> None:
                     str(counts.get(configured.id, 0)),
                     str(len(source.item_errors or []) if source else 0),
                 )
+            runs = {r.name: r for r in db.scalars(select(JobRun))}
+            daemon = db.get(Lease, runner.DAEMON_LEASE)
+        stages = Table("stage", "state", "last run", "last success", "last error")
+        for name in runner.job_names(ctx):
+            run = runs.get(name)
+            if run is not None and run.failing:
+                problems.append(
+                    f"stage {name}: failing since {_when(run.last_error_at, now)}: {run.last_error}"
+                )
+            stages.add_row(
+                name,
+                _stage_state(run),
+                _when(run.last_run_at if run else None, now),
+                _when(run.last_success_at if run else None, now),
+                Text(_last_error(run, now)),
+            )
         out.print(table)
+        out.print(stages)
+        if daemon is not None and daemon.expires_at > now:
+            out.print(
+                f"daemon: {display(daemon.holder)}, lease renewed until "
+                f"{_when(daemon.expires_at, now)}",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            out.print("daemon: not running (no live lease)", highlight=False)
         for problem in problems:
             out.print(problem, highlight=False, markup=False, soft_wrap=True)
         return not problems

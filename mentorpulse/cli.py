@@ -160,8 +160,9 @@ def evaluate(
     from mentorpulse.daemon import jobs
 
     def action(ctx: jobs.Context) -> None:
-        sessions = jobs.rebuild_sessions(ctx)
-        stats = jobs.evaluate_rules(ctx, full=full)
+        with ctx.recorded("evaluate"):  # `status` shows a failed run, as the daemon's
+            sessions = jobs.rebuild_sessions(ctx)
+            stats = jobs.evaluate_rules(ctx, full=full)
         out.print(
             f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
             f"{stats.pairings} pairings evaluated: {stats.firing} firing, "

@@ -95,9 +95,12 @@ def status(config: ConfigOption = None) -> None:
         stages = Table("stage", "state", "last run", "last success", "last error")
         for name in runner.job_names(ctx):
             run = runs.get(name)
+            if run is None and name not in runner.STAGE_JOBS:
+                continue  # a source the daemon has not synced: the table above tells
             if run is not None and run.failing:
                 problems.append(
-                    f"stage {name}: failing since {_when(run.last_error_at, now)}: {run.last_error}"
+                    f"stage {name}: its last run failed ({_when(run.last_error_at, now)}): "
+                    f"{run.last_error}"
                 )
             stages.add_row(
                 name,

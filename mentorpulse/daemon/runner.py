@@ -107,6 +107,7 @@ def pipeline(ctx: jobs.Context) -> None:
 
 
 STAGES = frozenset({"sync", "evaluate", "notify"})
+STAGE_JOBS = ("evaluate", "notify")  # one job each; sync has one per source
 
 
 def sync_job(source_id: str) -> str:
@@ -115,7 +116,7 @@ def sync_job(source_id: str) -> str:
 
 def job_names(ctx: jobs.Context) -> list[str]:
     """The names of the daemon's jobs, as kept in ``job_runs`` (one sync job per source)."""
-    return [sync_job(source.id) for source in ctx.config.sources] + ["evaluate", "notify"]
+    return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
 
 
 def run_daemon(

@@ -301,3 +301,19 @@ def test_a_daemon_is_sure_of_its_lease_only_with_a_heartbeat_to_spare(tmp_path: 
     assert held.sure()
     now += runner.LEASE_TTL - runner.HEARTBEAT  # renewals failed since: another may take over
     assert not held.sure()
+
+
+def test_status_exits_1_while_a_source_is_failing(tmp_path: Path) -> None:
+    """The source half of the same promise: a sync that fails marks its source, and
+    `status` exits 1 with the source id and the error until a sync succeeds."""
+    write_demo(tmp_path, today=datetime.now(UTC).date())
+    config = tmp_path / "mentorpulse.yaml"
+    (tmp_path / "calendars").rename(tmp_path / "away")
+    assert cli.invoke(app, ["sync", "--once", "--config", str(config)]).exit_code == 1
+    code, output = _status(config)
+    assert code == 1, output
+    assert re.search(r"demo-calendars: .*calendars", output), output
+    (tmp_path / "away").rename(tmp_path / "calendars")
+    assert cli.invoke(app, ["sync", "--once", "--config", str(config)]).exit_code == 0
+    code, output = _status(config)
+    assert code == 0, output

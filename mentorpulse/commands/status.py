@@ -95,8 +95,8 @@ def status(config: ConfigOption = None) -> None:
         stages = Table("stage", "state", "last run", "last success", "last error")
         for name in runner.job_names(ctx):
             run = runs.get(name)
-            if run is None and name not in runner.STAGE_JOBS:
-                continue  # a source the daemon has not synced: the table above tells
+            if name not in runner.STAGE_JOBS and (run is None or not run.failing):
+                continue  # a source's sync job: the table above tells how its sync went
             if run is not None and run.failing:
                 problems.append(
                     f"stage {name}: its last run failed ({_when(run.last_error_at, now)}): "
@@ -113,8 +113,8 @@ def status(config: ConfigOption = None) -> None:
         out.print(stages)
         if daemon is not None and daemon.expires_at > now:
             out.print(
-                f"daemon: {display(daemon.holder)}, lease renewed until "
-                f"{_when(daemon.expires_at, now)}",
+                f"daemon: {display(daemon.holder)} (its lease runs out "
+                f"{_when(daemon.expires_at, now)} unless renewed)",
                 highlight=False,
                 markup=False,
             )

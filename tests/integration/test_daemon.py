@@ -183,6 +183,8 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
     with ctx.sessions() as db:
         holder = db.get_one(Lease, runner.DAEMON_LEASE).holder
     assert lease.display(holder) == f"{socket.gethostname()}:{daemon.process.pid}"
+    _code, output = _status(config)
+    assert f"daemon: {socket.gethostname()}:{daemon.process.pid} (its lease runs out in" in output
     ctx.engine.dispose()
 
 

@@ -51,10 +51,15 @@ def _process_space() -> str | None:
     return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
 
 
+def _host() -> str:
+    """This machine's name, cut so that a holder always fits its column."""
+    return socket.gethostname()[:160]
+
+
 def holder_name(pid: int | None = None) -> str:
     """This process (or ``pid`` on this machine) as a lease holder."""
     space = _process_space()
-    name = f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    name = f"{_host()}:{os.getpid() if pid is None else pid}"
     return f"{name}/{space}" if space else name
 
 
@@ -68,7 +73,7 @@ def _dead_here(holder: str) -> bool:
     name, _, space = holder.partition("/")
     host, _, pid_text = name.rpartition(":")
     ours = _process_space()
-    if host != socket.gethostname() or (space and ours and space != ours):
+    if host != _host() or (space and ours and space != ours):
         return False
     if not pid_text.isdigit() or int(pid_text) in (0, os.getpid()):
         return False

@@ -85,17 +85,25 @@ def _guarded(
     held: Callable[[], bool] = lambda: True,
 ) -> Callable[[], None]:
     """A job that records its run (and failure) and logs its own failure, never killing
-    the ticker; it starts nothing while the daemon is unsure it still holds its lease."""
+    the ticker; it starts nothing while the daemon is unsure it still holds its lease.
+    A failure is logged with its traceback when it starts, then in one line per run,
+    and the recovery once."""
 
     def run() -> None:
         if not held():
             log.warning("job_skipped", job=name, reason="daemon lease not renewed")
             return
         try:
-            with ctx.recorded(name):
+            with ctx.recorded(name) as recorded:
                 stage()
         except Exception:
-            log.exception("job_failed", job=name)
+            if recorded.was_failing:
+                log.warning("job_still_failing", job=name, error=recorded.error)
+            else:
+                log.exception("job_failed", job=name)
+            return
+        if recorded.was_failing:
+            log.info("job_recovered", job=name)
 
     return run
 

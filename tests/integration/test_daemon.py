@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from mentorpulse.cli import app
@@ -241,13 +242,20 @@ def test_status_names_a_failing_stage_until_it_succeeds_again(tmp_path: Path) ->
     ), output
 
     job = runner._guarded(ctx, "evaluate", lambda: runner.pipeline(ctx))
-    job()  # the daemon's job: recorded, logged, never raised into the ticker
+    with capture_logs() as logs:
+        job()  # the daemon's job: recorded, logged, never raised into the ticker
+    # Already failing (the command's run): one line, not a second traceback.
+    assert [(e["event"], e.get("error")) for e in logs if e["event"].startswith("job_")] == [
+        ("job_still_failing", "KeyError: 'bogus'")
+    ]
     code, output = _status(config)
     assert code == 1, output
 
     with ctx.sessions.begin() as db:
         db.execute(update(Session).where(Session.id == broken).values(outcome=outcome))
-    job()
+    with capture_logs() as logs:
+        job()
+    assert [e["event"] for e in logs if e["event"].startswith("job_")] == ["job_recovered"]
     code, output = _status(config)
     assert code == 0, output
     assert "stage evaluate" not in output

@@ -84,18 +84,21 @@ class Context:
         return Matcher(refs)
 
     @contextmanager
-    def recorded(self, stage: str) -> Iterator[None]:
+    def recorded(self, stage: str) -> Iterator[StageRun]:
         """Run a stage and keep in ``job_runs`` when it ran, and whether it failed and why,
         so ``status`` reports a failing stage (the daemon's jobs and the one-shot commands
         alike). The exception itself goes on to the caller."""
+        run = StageRun(stage)
         try:
-            yield
+            yield run
         except Exception as exc:
-            self._record_run(stage, error=describe(exc).splitlines()[0])
+            run.error = describe(exc).splitlines()[0]
+            run.was_failing = self._record_run(stage, error=run.error)
             raise
-        self._record_run(stage, error=None)
+        run.was_failing = self._record_run(stage, error=None)
 
-    def _record_run(self, stage: str, *, error: str | None) -> None:
+    def _record_run(self, stage: str, *, error: str | None) -> bool:
+        """Record the run; returns whether the run before it had failed."""
         now = self.clock()
         try:
             with self.sessions.begin() as db:
@@ -103,11 +106,24 @@ class Context:
                 if row is None:
                     row = JobRun(name=stage, last_run_at=now, failing=False)
                     db.add(row)
+                was_failing = bool(row.failing)
                 row.last_run_at = now
                 row.failing = error is not None
                 if error is None:
                     row.last_success_at = now
                 else:
                     row.last_error, row.last_error_at = error, now
+                return was_failing
         except Exception:  # the database itself is failing: the log is all we have
             log.exception("job_run_not_recorded", stage=stage, error=error)
+            return False
+
+
+@dataclass
+class StageRun:
+    """One recorded run of a stage: once it is over, its short error if it raised, and
+    whether the run before it had failed (so a failure is logged in full once)."""
+
+    stage: str
+    error: str | None = None
+    was_failing: bool = False

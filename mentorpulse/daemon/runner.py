@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from mentorpulse.daemon import jobs, lease
 from mentorpulse.errors import UserError
+from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import JobRun
 
 log = structlog.get_logger(__name__)
@@ -108,10 +109,14 @@ def _guarded(
     return run
 
 
-def pipeline(ctx: jobs.Context) -> None:
-    """Sessions, rules: one job, since rules read what the session stage wrote."""
-    jobs.rebuild_sessions(ctx)
-    jobs.evaluate_rules(ctx)
+def pipeline(
+    ctx: jobs.Context, *, full: bool = False
+) -> tuple[jobs.SessionStats, jobs.EvaluationStats]:
+    """Sessions, rules: one job, since rules read what the session stage wrote. One
+    process at a time (the daemon's job and an `evaluate` command would both write the
+    same new sessions and findings): a second waits, then finds little left to do."""
+    with one_at_a_time(ctx.engine, "evaluate"):
+        return jobs.rebuild_sessions(ctx), jobs.evaluate_rules(ctx, full=full)
 
 
 STAGES = frozenset({"sync", "evaluate", "notify"})

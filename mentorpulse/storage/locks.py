@@ -11,9 +11,13 @@ it writes over.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 
@@ -39,3 +43,36 @@ def exclusive(db: Session | Connection, name: str, *, sqlite: bool = True) -> No
         # already begun one, it is upgraded by the first write instead.
         if raw is not None and not getattr(raw, "in_transaction", True):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def one_at_a_time(engine: Engine, name: str) -> Iterator[None]:
+    """Hold ``name`` for the length of the block, across transactions; another process
+    asking for it waits until it is released (or its holder dies, which releases it).
+
+    For work longer than a transaction, such as syncing one source (a daemon and a
+    ``sync --once`` pulling the same calendar at once would both insert its new events).
+    PostgreSQL: a session advisory lock on a connection of its own (in autocommit, so no
+    transaction stays open meanwhile). SQLite: an exclusive ``flock`` on a lock file
+    beside the database file (one host by definition); in-memory databases need none.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            key = {"key": lock_key(name)}
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    path = f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock

@@ -327,3 +327,47 @@ def test_status_exits_1_while_a_source_is_failing(tmp_path: Path) -> None:
     assert cli.invoke(app, ["sync", "--once", "--config", str(config)]).exit_code == 0
     code, output = _status(config)
     assert code == 0, output
+
+
+def _together(config: Path, *command: str) -> list[subprocess.CompletedProcess[str]]:
+    """The same command in two processes started at once, both waited for (bounded)."""
+    env = {**os.environ, "MENTORPULSE_CONFIG": str(config)}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mentorpulse", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=2 * WAIT) for p in started]
+        return [
+            subprocess.CompletedProcess(p.args, p.returncode, out, err)
+            for p, (out, err) in zip(started, outputs, strict=True)
+        ]
+    finally:
+        for p in started:
+            p.kill()
+
+
+def test_a_sync_or_evaluate_beside_another_waits_its_turn(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A daemon's job and an operator's command on the same source or stage: neither
+    crashes on the other's new rows, and the work is done once."""
+    config = _config(tmp_path, database_url)
+    for _round in range(2):
+        _empty(database_url)
+        for command in (("sync", "--once"), ("evaluate",)):
+            done = _together(config, *command)
+            assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
+            assert not any("Traceback" in d.stderr for d in done)
+        ctx = jobs.Context.open(config)
+        with ctx.sessions() as db:
+            keys = db.execute(select(Session.pairing_id, Session.key)).all()
+        ctx.engine.dispose()
+        assert keys, "sessions were judged"
+        assert len(keys) == len(set(keys))

@@ -101,22 +101,28 @@ class Context:
         """Record the run; returns whether the run before it had failed."""
         now = self.clock()
         try:
-            with self.sessions.begin() as db:
-                row = db.get(JobRun, stage)
-                if row is None:
-                    row = JobRun(name=stage, last_run_at=now, failing=False)
-                    db.add(row)
-                was_failing = bool(row.failing)
-                row.last_run_at = now
-                row.failing = error is not None
-                if error is None:
-                    row.last_success_at = now
-                else:
-                    row.last_error, row.last_error_at = error, now
-                return was_failing
+            try:
+                return self._write_run(stage, error, now)
+            except IntegrityError:  # the stage's first run in another process added the row
+                return self._write_run(stage, error, now)
         except Exception:  # the database itself is failing: the log is all we have
             log.exception("job_run_not_recorded", stage=stage, error=error)
             return False
+
+    def _write_run(self, stage: str, error: str | None, now: datetime) -> bool:
+        with self.sessions.begin() as db:
+            row = db.get(JobRun, stage)
+            if row is None:
+                row = JobRun(name=stage, last_run_at=now, failing=False)
+                db.add(row)
+            was_failing = bool(row.failing)
+            row.last_run_at = now
+            row.failing = error is not None
+            if error is None:
+                row.last_success_at = now
+            else:
+                row.last_error, row.last_error_at = error, now
+        return was_failing
 
 
 @dataclass

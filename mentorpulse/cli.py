@@ -177,11 +177,11 @@ def evaluate(
     ] = False,
 ) -> None:
     """Judge sessions from the stored events and run the cadence rules."""
-    from mentorpulse.daemon import jobs
+    from mentorpulse.daemon import jobs, runner
 
     def action(ctx: jobs.Context) -> None:
-        sessions = jobs.rebuild_sessions(ctx)
-        stats = jobs.evaluate_rules(ctx, full=full)
+        with ctx.recorded("evaluate"):  # `status` shows a failed run, as the daemon's
+            sessions, stats = runner.pipeline(ctx, full=full)
         out.print(
             f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
             f"{stats.pairings} pairings evaluated: {stats.firing} firing, "

@@ -50,7 +50,8 @@ def notify(
             out.print(table)
             out.print(f"{len(emails)} emails would be sent (dry run: nothing sent)")
             return
-        stats = jobs.send_notifications(ctx)
+        with ctx.recorded("notify"):  # `status` shows a failed run, as the daemon's
+            stats = jobs.send_notifications(ctx)
         out.print(
             f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
             f"{stats.retried} to retry",

@@ -12,6 +12,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine
 
 from mentorpulse.errors import UserError
+from mentorpulse.storage.locks import exclusive
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -23,9 +24,19 @@ def _config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision``; a no-op when it is already there."""
+    """Bring the database to ``revision``; a no-op when it is already there.
+
+    Processes starting together migrate one after the other: the second finds the
+    schema already at ``revision`` instead of creating it a second time. A database
+    already at the newest revision is only read (no lock, no wait behind a writer).
+    """
+    if revision == "head":
+        current, head = revision_state(engine)
+        if current == head:
+            return
     config = _config()
     with engine.begin() as connection:
+        exclusive(connection, "migrate")
         config.attributes["connection"] = connection
         try:
             command.upgrade(config, revision)

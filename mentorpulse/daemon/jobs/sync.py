@@ -38,6 +38,7 @@ from mentorpulse.connectors.base import (
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.storage import repository
+from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import Event, ResyncSeen, Source
 from mentorpulse.tracking.match import Matcher
 
@@ -110,17 +111,19 @@ def sync_sources(
         for source_config in ctx.config.sources:
             if only and source_config.id not in only:
                 continue
-            results.append(
-                _sync_one(
-                    ctx,
-                    source_config.id,
-                    source_config.kind,
-                    matcher=matcher,
-                    roster_fp=fingerprint_now,
-                    progress=progress,
-                    respect_backoff=respect_backoff,
+            # One process at a time per source: a second waits, then reads only what changed.
+            with one_at_a_time(ctx.engine, f"sync:{source_config.id}"):
+                results.append(
+                    _sync_one(
+                        ctx,
+                        source_config.id,
+                        source_config.kind,
+                        matcher=matcher,
+                        roster_fp=fingerprint_now,
+                        progress=progress,
+                        respect_backoff=respect_backoff,
+                    )
                 )
-            )
     return results
 
 

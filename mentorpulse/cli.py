@@ -71,7 +71,7 @@ def main_options(ctx: typer.Context) -> None:
 def config_check(config: ConfigOption = None) -> None:
     """Validate mentorpulse.yaml and the roster, and open the database; print every
     problem with file:line."""
-    from mentorpulse.config.loader import config_path, load_config
+    from mentorpulse.config.loader import check_source_paths, config_path, load_config
     from mentorpulse.config.roster import load_roster
     from mentorpulse.rules.check import check_selectors
     from mentorpulse.storage.engine import check_connection
@@ -81,6 +81,7 @@ def config_check(config: ConfigOption = None) -> None:
         loaded = load_config(path)
         roster = load_roster(loaded.resolve(loaded.roster.path), loaded)
         check_selectors(loaded, roster, path)
+        check_source_paths(loaded, path)
     out.print(
         f"{path}: ok — {len(loaded.programs)} programs, {len(loaded.sources)} sources, "
         f"{len(roster)} pairings",

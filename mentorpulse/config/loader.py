@@ -27,15 +27,22 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mentorpulse.config.schema import (
     ConfigValueError,
+    IcsSource,
     MentorpulseConfig,
     data_dir,
     format_duration,
-    resolve_path,
     sqlite_path,
 )
 from mentorpulse.errors import ConfigError
 
-__all__ = ["ConfigError", "config_path", "json_schema", "key_line", "load_config"]
+__all__ = [
+    "ConfigError",
+    "check_source_paths",
+    "config_path",
+    "json_schema",
+    "key_line",
+    "load_config",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -139,41 +146,44 @@ def _lines(path: str, _mtime_ns: int, _size: int) -> dict[KeyPath, int]:
 
 
 def _check_paths(data: dict[str, Any], base_dir: Path, built: _Builder) -> list[str]:
-    """What must exist on this machine for the config to run: checked now, at its line,
-    rather than at the first sync or the first connection. Reads the raw data, so these
-    are reported with every other problem of the file."""
-    problems: list[str] = []
+    """The database's folder must exist: checked now, at its line, rather than at the
+    first connection. Reads the raw data, so it is reported with every other problem of
+    the file. (Source paths are checked by `config check` only: a calendar folder that
+    goes missing while mentorpulse runs is that source failing, which `status` shows.)"""
     database = data.get("database")
     sqlite = sqlite_path(database, base_dir) if isinstance(database, str) else None
-    if sqlite is not None:
-        folder = sqlite.parent
-        own_folder = folder.resolve() == data_dir().resolve()
-        if not folder.is_dir() and not own_folder:
-            problems.append(
-                built.problem(
-                    ("database",),
-                    ("database",),
-                    f"the database's folder {folder} does not exist "
-                    "(create it, or point the URL at an existing folder)",
-                )
-            )
-    sources = data.get("sources")
-    for index, source in enumerate(sources if isinstance(sources, list) else []):
-        if not isinstance(source, dict) or source.get("kind") != "ics":
+    if sqlite is None:
+        return []
+    folder = sqlite.parent
+    if folder.is_dir() or folder.resolve() == data_dir().resolve():
+        return []
+    return [
+        built.problem(
+            ("database",),
+            ("database",),
+            f"the database's folder {folder} does not exist "
+            "(create it, or point the URL at an existing folder)",
+        )
+    ]
+
+
+def check_source_paths(config: MentorpulseConfig, config_file: Path) -> None:
+    """Every ``ics`` source path exists on this machine (`config check`), each missing
+    one at its line."""
+    problems: list[str] = []
+    for index, source in enumerate(config.sources):
+        if not isinstance(source, IcsSource) or source.path is None:
             continue
-        location = source.get("path")
-        if isinstance(location, str) and location:
-            resolved = resolve_path(base_dir, location)
-            if not resolved.exists():
-                problems.append(
-                    built.problem(
-                        ("sources", index, "path"),
-                        ("sources", index, "path"),
-                        f"{resolved} does not exist (a .ics file or a folder of them; "
-                        "relative to the config file's folder)",
-                    )
-                )
-    return problems
+        resolved = config.resolve(source.path)
+        if not resolved.exists():
+            keys: KeyPath = ("sources", index, "path")
+            problems.append(
+                f"{config_file}:{key_line(config_file, keys)}: {format_key_path(keys)}: "
+                f"{resolved} does not exist (a .ics file or a folder of them; relative to "
+                "the config file's folder)"
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 class _SchemaGenerator(GenerateJsonSchema):

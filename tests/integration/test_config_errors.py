@@ -109,13 +109,6 @@ CASES = [
         "notify.every: must be longer than 0 (e.g. 15m, 14d)",
     ),
     (
-        "ics path that does not exist",
-        None,
-        "sources:\n  - id: team\n    kind: ics\n    path: calendars-typo\n",
-        "path: calendars-typo",
-        "sources[0].path: {tmp}/calendars-typo does not exist",
-    ),
-    (
         "ftp feed",
         None,
         "sources:\n  - id: team\n    kind: ics\n    url: ftp://files.example.org/a.ics\n",
@@ -144,6 +137,27 @@ def test_a_nonsense_value_is_refused_at_its_line_by_every_command(
     line = _line(config, marker)
     _refused(config, f"{config}:{line}: " + expected.format(tmp=tmp_path), secret="s3cret")
     assert not (tmp_path / "mentorpulse.db").exists(), "refused before opening anything"
+
+
+def test_a_missing_ics_path_is_refused_by_config_check_and_shown_failing_by_status(
+    tmp_path: Path,
+) -> None:
+    """`config check` looks at the machine; the other commands run, and a calendar folder
+    that is missing (or goes missing while mentorpulse runs) is that source failing."""
+    config = _config(tmp_path, "sources:\n  - id: team\n    kind: ics\n    path: calendars-typo\n")
+    checked = _mentorpulse("config", "check", "--config", str(config))
+    assert checked.returncode == 2, checked.stderr
+    line = _line(config, "path: calendars-typo")
+    assert (
+        f"{config}:{line}: sources[0].path: {tmp_path}/calendars-typo does not exist"
+        in checked.stderr
+    )
+    assert "Traceback" not in checked.stdout + checked.stderr
+    synced = _mentorpulse("sync", "--once", "--config", str(config))
+    assert synced.returncode == 1, synced.stdout + synced.stderr
+    shown = _mentorpulse("status", "--config", str(config))
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "team: " in shown.stdout and "calendars-typo" in shown.stdout
 
 
 def test_an_oversize_config_is_refused_before_it_is_parsed(tmp_path: Path) -> None:

@@ -226,7 +226,7 @@ def known_zone(name: str) -> ZoneInfo | None:
     """The IANA zone of that name, or None for a name Python does not know."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         return None
 
 
@@ -300,11 +300,12 @@ def stable_id(text: str, limit: int) -> str:
     The same input always gives the same id, so copies of one event in several calendars
     and the pages of later syncs still find each other.
     """
-    text = clean_text(text)
-    if len(text) <= limit:
-        return text
+    cleaned = clean_text(text)
+    if len(cleaned) <= limit and (cleaned or not text):
+        return cleaned
+    # Too long, or nothing but control characters: the hash of what was there.
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return f"{text[: min(limit, 64) - 42]}~{digest}"
+    return f"{cleaned[: min(limit, 64) - 42]}~{digest}"
 
 
 def _email(value: str | None) -> str | None:

@@ -15,6 +15,7 @@ import re
 import sys
 import time as clock
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -74,6 +75,7 @@ FILE_CPU_SECONDS = 10.0  # per file, plus FILE_CPU_SECONDS_PER_MB of its size
 FILE_CPU_SECONDS_PER_MB = 4.0  # real calendars parse at well over 0.5 MB/s
 MAX_ERRORS_PER_FILE = 100  # item errors kept (and logged) per file; the rest are counted
 UID_IN_MESSAGES = 80  # characters of a UID quoted in an item error or a log line
+FRAGMENT = 120  # characters of a parser's complaint (which may quote the file) kept
 _RULE_PARTS = frozenset(
     {"FREQ", "INTERVAL", "COUNT", "UNTIL", "WKST", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY"}
     | {"BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS"}
@@ -141,10 +143,11 @@ def records_from_ical(
     if not data.strip():
         # An empty file is more likely half-written than a calendar wiped on purpose.
         raise IcsParseError("the file is empty")
+    data = _LONG_TZID.sub(b";TZID=X-INVALID-TZID", data)
     try:
         components = icalendar.Component.from_ical(data, multiple=True)
     except Exception as exc:  # third-party data: any parser failure means unparseable
-        raise IcsParseError(f"cannot parse iCalendar data ({describe(exc)})") from exc
+        raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
 
     timezones: list[icalendar.Component] = []
     events: list[icalendar.Component] = []
@@ -222,6 +225,16 @@ def _cpu_budget(deadline: float) -> Iterator[None]:
         sys.settrace(previous)
 
 
+def _complaint(exc: BaseException) -> str:
+    """A parser's complaint, short and cleaned: it may quote the line it choked on."""
+    return short_text(describe(exc, FRAGMENT), FRAGMENT)
+
+
+# A TZID no zone has: zoneinfo answers a 10,000-character name with an OSError, which
+# the parser does not catch (the whole file would be lost for one event's parameter).
+_LONG_TZID = re.compile(rb';TZID=("[^"]{100,}"|[^:;"]{100,})', re.IGNORECASE)
+
+
 def _uid_of(event: icalendar.Component) -> str:
     uid = str(event.get("UID", "")).strip()
     if uid:
@@ -293,7 +306,7 @@ class _Expander:
             try:
                 problem = self._problem(event)
             except Exception as exc:  # icalendar raises on access to broken properties
-                problem = f"unreadable event ({describe(exc)})"
+                problem = f"unreadable event ({_complaint(exc)})"
             if problem:
                 self.reject(uid, problem)
             else:
@@ -326,7 +339,7 @@ class _Expander:
             self.reject(uid, f"expanding it took more than {budget} s of CPU; skipped")
             return
         except Exception as exc:  # expansion of third-party rules: reject this UID only
-            self.reject(uid, f"cannot expand the event ({describe(exc)})")
+            self.reject(uid, f"cannot expand the event ({_complaint(exc)})")
             return
         finally:
             self._shared = {}
@@ -414,7 +427,7 @@ class _Expander:
         try:
             start = event.decoded("DTSTART")
         except Exception as exc:  # icalendar raises various types on bad values
-            return f"bad DTSTART ({describe(exc)})"
+            return f"bad DTSTART ({_complaint(exc)})"
         if not isinstance(start, date):
             return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
         if isinstance(start, datetime) and start.tzinfo is None:
@@ -435,9 +448,15 @@ class _Expander:
                 f"RRULE recurs up to {per_day} times a day; a meeting series does not "
                 f"(at most {MAX_PER_DAY})"
             )
-        rdates = sum(len(getattr(p, "dts", ())) for p in _listed(event.get("RDATE")))
-        if rdates > MAX_RDATES:
-            return f"RDATE lists {rdates} dates (at most {MAX_RDATES})"
+        rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
+        if len(rdates) > MAX_RDATES:
+            return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
+        days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
+        busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
+        if busiest > MAX_PER_DAY:
+            return f"RDATE lists {busiest} times on one day; a meeting series does not"
+        if "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
+            del event["SEQUENCE"]  # out of range or not a number: it only orders revisions
         return None
 
     def _keep(self, record: EventRecord) -> None:
@@ -666,6 +685,10 @@ class _RuleParts:
                     following = next(self._dateutil(moment, self.until), None)
                     return _until_like(start, moment) if following is not None else None
         return None
+
+
+def _day_of(value: object) -> object:
+    return value.date() if isinstance(value, datetime) else value
 
 
 def _as_datetime(value: date) -> datetime:

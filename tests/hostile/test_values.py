@@ -35,7 +35,7 @@ def record(**values: object) -> EventRecord:
 
 def test_the_limits_are_the_columns() -> None:
     columns = Event.__table__.columns
-    width = {name: getattr(columns[name].type, "length", None) for name in columns}
+    width = {column.name: getattr(column.type, "length", None) for column in columns}
     assert width["provider_id"] == width["scope"] == width["conference_id"] == base.ID_MAX
     assert width["ical_uid"] >= base.UID_MAX
     assert width["series_id"] >= base.UID_MAX

@@ -226,7 +226,8 @@ def _sync_one(
         _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
         return result
     except Exception as exc:  # whatever a source holds, the next one runs
-        _failed(ctx, source_id, _unexpected(exc), was_healthy=was_healthy, now=now, result=result)
+        unexpected = _unexpected(exc, source_id)
+        _failed(ctx, source_id, unexpected, was_healthy=was_healthy, now=now, result=result)
         return result
     finally:
         progress.stop()
@@ -236,8 +237,8 @@ def _sync_one(
         try:
             result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
         except Exception as exc:  # as above: this source only
-            error = _unexpected(exc, "collecting conference logs")
-            _failed(ctx, source_id, error, was_healthy=True, now=now, result=result)
+            unexpected = _unexpected(exc, source_id, "collecting conference logs")
+            _failed(ctx, source_id, unexpected, was_healthy=True, now=now, result=result)
             return result
     if result.ok and not was_healthy:
         log.info("source_recovered", source=source_id)
@@ -374,7 +375,7 @@ class _Unexpected(ConnectorError):
     """An error no connector typed (a database refusal, a bug, a library's surprise)."""
 
 
-def _unexpected(exc: Exception, doing: str = "syncing") -> _Unexpected:
+def _unexpected(exc: Exception, source_id: str, doing: str = "syncing") -> _Unexpected:
     """A short message for ``last_error`` naming the error's type and where it was raised.
 
     Never the error's text: a DataError quotes the SQL parameters, a parser the line it
@@ -386,7 +387,7 @@ def _unexpected(exc: Exception, doing: str = "syncing") -> _Unexpected:
         f"unexpected {type(exc).__name__} while {doing}{where}; retried with backoff "
         "(if it persists, report this line as a bug)"
     )
-    return _Unexpected("?", message)
+    return _Unexpected(source_id, message)
 
 
 def _failed(

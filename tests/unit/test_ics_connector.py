@@ -486,6 +486,26 @@ def test_a_file_of_expensive_events_stops_at_its_budget(
     assert "not read" in page.errors[-1].message
 
 
+def test_a_file_of_many_bad_events_is_a_bounded_list_of_errors(tmp_path: Path) -> None:
+    bad = [f"UID:bad-{n}\nSUMMARY:no start" for n in range(250)]
+    (tmp_path / "x.ics").write_text(ics(GOOD, *bad))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert len(page.errors) == ics_module.MAX_ERRORS_PER_FILE + 1
+    assert page.errors[-1].item == "x.ics"
+    assert page.errors[-1].message.startswith("150 more events rejected")
+
+
+def test_item_errors_quote_a_short_clean_fragment_of_the_uid(tmp_path: Path) -> None:
+    uid = "evil\x1b[2J" + "u" * 5000
+    (tmp_path / "x.ics").write_text(ics(GOOD, f"UID:{uid}\nSUMMARY:no start"))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    (error,) = page.errors
+    assert error.item.startswith("x.ics: UID evil[2Juuu")
+    assert len(error.item) < 100
+    assert "\x1b" not in error.item
+
+
 # A rule, whether DTSTART is a date, floating, UTC or zoned: bounding it (COUNT → UNTIL,
 # DTSTART moved to the window, UNTIL capped) must not change one occurrence in the window.
 ORACLE_RULES = [

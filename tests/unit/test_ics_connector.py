@@ -561,6 +561,38 @@ def test_bounding_a_rule_changes_no_occurrence_in_the_window(kind: str, first: s
         assert sorted(r.start for r in found) == expected, (rule, kind, first)
 
 
+def test_moved_and_cancelled_instances_of_an_old_series_keep_their_slot() -> None:
+    """DTSTART five years back is moved to the window; overrides still find their slot."""
+    window = ics_module.Window.around(NOW, timedelta(days=30), timedelta(days=60))
+    series = (
+        "UID:old\nDTSTART;TZID=Europe/Berlin:20190101T093000\n"
+        "DTEND;TZID=Europe/Berlin:20190101T103000\nRRULE:FREQ=WEEKLY;BYDAY=TU"
+    )
+    moved = (
+        "UID:old\nRECURRENCE-ID;TZID=Europe/Berlin:20240213T093000\n"
+        "DTSTART;TZID=Europe/Berlin:20240214T150000\nDTEND;TZID=Europe/Berlin:20240214T160000"
+    )
+    cancelled = (
+        "UID:old\nRECURRENCE-ID;TZID=Europe/Berlin:20240305T093000\nSTATUS:CANCELLED\n"
+        "DTSTART;TZID=Europe/Berlin:20240305T093000\nDTEND;TZID=Europe/Berlin:20240305T103000"
+    )
+    text = ics(series, moved, cancelled).encode()
+    expected = sorted(
+        _start_of(o)
+        for o in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(
+            window.start, window.end
+        )
+    )
+    found, errors = ics_module.records_from_ical(text, source_id="t", scope="x.ics", window=window)
+    assert not errors
+    assert sorted(r.start for r in found) == expected
+    by_slot = {r.original_start: r for r in found}
+    assert by_slot[datetime(2024, 2, 13, 8, 30, tzinfo=UTC)].start == datetime(
+        2024, 2, 14, 14, tzinfo=UTC
+    )
+    assert by_slot[datetime(2024, 3, 5, 8, 30, tzinfo=UTC)].status is EventStatus.CANCELLED
+
+
 def _start_of(component: icalendar.Component) -> datetime:
     value = component["DTSTART"].dt
     if not isinstance(value, datetime):

@@ -301,6 +301,9 @@ class _Expander:
         deadline: float = float("inf"),
     ) -> None:
         """Every occurrence of one UID in the window, within ``ITEM_CPU_SECONDS``."""
+        if len(group) > MAX_PER_SERIES:  # overrides (RECURRENCE-ID) count like occurrences
+            self.reject(uid, f"{len(group)} VEVENTs share this UID (at most {MAX_PER_SERIES})")
+            return
         usable: list[icalendar.Component] = []
         for event in group:
             try:

@@ -469,6 +469,20 @@ def test_a_long_series_is_cut_and_said_so(tmp_path: Path, monkeypatch: pytest.Mo
     assert "more than 10 occurrences" in error.message
 
 
+def test_a_uid_with_more_overrides_than_a_series_may_have_is_an_item_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "MAX_PER_SERIES", 10)
+    overrides = [
+        f"UID:many\nRECURRENCE-ID:202403{day:02d}T090000Z\nDTSTART:202403{day:02d}T100000Z"
+        for day in range(1, 12)
+    ]
+    (tmp_path / "x.ics").write_text(ics(GOOD, *overrides))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert [e.message for e in page.errors] == ["11 VEVENTs share this UID (at most 10)"]
+
+
 def test_a_file_of_expensive_events_stops_at_its_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

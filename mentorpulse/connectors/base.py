@@ -8,8 +8,10 @@ last stored page. Everything provider-specific stays inside the provider's modul
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
@@ -227,7 +229,7 @@ def known_zone(name: str) -> ZoneInfo | None:
     """The IANA zone of that name, or None for a name Python does not know."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         return None
 
 
@@ -257,3 +259,143 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+# --------------------------------------------------------------------------------------
+# Values at the connector boundary. Calendars are written by anyone who can send an
+# invitation: whatever a connector read passes through :func:`sanitise_page` before it is
+# stored, so a NUL byte or a 5,000-character UID costs that value its tail, never a sync.
+# The limits mirror the ``events`` columns (tests/unit/test_sanitise.py keeps them equal).
+
+ID_MAX = 1000  # provider_id, scope, ical_uid, series_id, conference_id
+UID_MAX = 255  # longer UIDs are hashed: no client writes one, a session key embeds it
+EMAIL_MAX = 320
+ZONE_MAX = 64
+ETAG_MAX = 200
+TITLE_MAX = 500
+CATEGORY_MAX = 100
+CATEGORIES_MAX = 50
+ATTENDEES_MAX = 1000
+SEQUENCE_MAX = 2**31 - 1  # a 32-bit INTEGER column
+ITEM_MAX = 200  # an item error's name and message, as stored and logged
+MESSAGE_MAX = 400
+
+# C0 and C1 control characters and lone surrogates (PostgreSQL refuses NUL in text, and
+# psycopg cannot encode a surrogate); tabs and line breaks become one space instead.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_BREAK = re.compile("[\t\n\x0b\x0c\r]+")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters; tabs and line breaks become spaces."""
+    return _CONTROL.sub("", _BREAK.sub(" ", text))
+
+
+def short_text(text: str, limit: int) -> str:
+    """A cleaned fragment of ``text`` of at most ``limit`` characters, for messages and logs."""
+    text = clean_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stable_id(text: str, limit: int) -> str:
+    """``text`` cleaned; when still longer than ``limit``, a readable prefix and a hash.
+
+    The same input always gives the same id, so copies of one event in several calendars
+    and the pages of later syncs still find each other.
+    """
+    cleaned = clean_text(text)
+    if len(cleaned) <= limit and (cleaned or not text):
+        return cleaned
+    # Too long, or nothing but control characters: the hash of what was there.
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{cleaned[: min(limit, 64) - 42]}~{digest}"
+
+
+def _email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    email = clean_text(value).strip().lower()
+    return email if email and len(email) <= EMAIL_MAX else None  # longer is no address
+
+
+def _optional(value: str | None, limit: int, *, hashed: bool = True) -> str | None:
+    if value is None:
+        return None
+    if hashed:
+        return stable_id(value, limit)
+    text = clean_text(value)
+    return text if len(text) <= limit else None
+
+
+def _attendees(attendees: tuple[Attendee, ...]) -> tuple[Attendee, ...]:
+    found: dict[str, Attendee] = {}
+    for attendee in attendees:
+        email = _email(attendee.email)
+        if email is not None and email not in found:
+            found[email] = attendee if email == attendee.email else replace(attendee, email=email)
+        if len(found) >= ATTENDEES_MAX:  # a group this size is no mentoring session
+            break
+    cleaned = tuple(found.values())
+    return attendees if cleaned == attendees else cleaned
+
+
+def _categories(categories: tuple[str, ...]) -> tuple[str, ...]:
+    cleaned: list[str] = []
+    for category in categories[: CATEGORIES_MAX * 2]:
+        name = short_text(category, CATEGORY_MAX).strip()
+        if name and name not in cleaned:
+            cleaned.append(name)
+    cleaned = cleaned[:CATEGORIES_MAX]
+    return categories if tuple(cleaned) == categories else tuple(cleaned)
+
+
+def sanitise_record(
+    record: EventRecord, _people: dict[int, tuple[Attendee, ...]] | None = None
+) -> EventRecord:
+    """``record`` with every string fit for its column: controls stripped, long ids hashed,
+    titles and categories cut, addresses that are no address dropped; unchanged records
+    are returned as they are (no copy for the common case)."""
+    people = record.attendees
+    if _people is not None:  # the occurrences of a series share one attendee tuple
+        cached = _people.get(id(people))
+        attendees = cached if cached is not None else _attendees(people)
+        _people[id(people)] = attendees
+    else:
+        attendees = _attendees(people)
+    title = record.title
+    cleaned = {
+        "provider_id": stable_id(record.provider_id, ID_MAX),
+        "ical_uid": stable_id(record.ical_uid, UID_MAX),
+        "series_id": _optional(record.series_id, UID_MAX),
+        "zone": _optional(record.zone, ZONE_MAX, hashed=False),
+        "organizer": _email(record.organizer),
+        "attendees": attendees,
+        "calendar_owner": _email(record.calendar_owner),
+        "categories": _categories(record.categories),
+        "conference_id": _optional(record.conference_id, ID_MAX),
+        "title": None if title is None else short_text(title, TITLE_MAX),
+        "etag": _optional(record.etag, ETAG_MAX),
+        "sequence": min(max(record.sequence, 0), SEQUENCE_MAX),
+    }
+    changed = {k: v for k, v in cleaned.items() if getattr(record, k) != v}
+    return replace(record, **changed) if changed else record  # type: ignore[arg-type]
+
+
+def sanitise_page(page: SyncPage) -> SyncPage:
+    """Every value of ``page`` fit to store: see :func:`sanitise_record`.
+
+    Deleted ids and the scope go through the same :func:`stable_id`, so they still name
+    what the records of earlier pages were stored under.
+    """
+    people: dict[int, tuple[Attendee, ...]] = {}  # by id(): ``page`` keeps them alive
+    records = tuple(sanitise_record(r, people) for r in page.records)
+    return replace(
+        page,
+        records=records,
+        deleted=tuple(stable_id(p, ID_MAX) for p in page.deleted),
+        replaces_scope=_optional(page.replaces_scope, ID_MAX),
+        errors=tuple(
+            ItemError(item=short_text(e.item, ITEM_MAX), message=short_text(e.message, MESSAGE_MAX))
+            for e in page.errors
+        ),
+    )

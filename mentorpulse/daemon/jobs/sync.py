@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import random
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import structlog
 from rich.console import Console
@@ -34,6 +36,7 @@ from mentorpulse.connectors.base import (
     ConnectorError,
     CursorExpired,
     TransientError,
+    sanitise_page,
 )
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.daemon.jobs.context import Context
@@ -200,11 +203,12 @@ def _sync_one(
         cursor = source.cursor
         was_healthy = source.healthy
         source.last_attempt_at = now
-    connector = build_connector(
-        source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
-    )
     progress.start(source_id)
+    connector: Connector | None = None
     try:
+        connector = build_connector(
+            source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
+        )
         try:
             _pull(
                 ctx, connector, source_id, cursor, matcher=matcher, result=result, progress=progress
@@ -224,12 +228,21 @@ def _sync_one(
     except ConnectorError as error:
         _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
         return result
+    except Exception as exc:  # whatever a source holds, the next one runs
+        unexpected = _unexpected(exc, source_id)
+        _failed(ctx, source_id, unexpected, was_healthy=was_healthy, now=now, result=result)
+        return result
     finally:
         progress.stop()
 
     wants_attendance = getattr(source_config, "attendance", False)
     if result.ok and wants_attendance and isinstance(connector, AttendanceSource):
-        result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
+        try:
+            result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
+        except Exception as exc:  # as above: this source only
+            unexpected = _unexpected(exc, source_id, "collecting conference logs")
+            _failed(ctx, source_id, unexpected, was_healthy=True, now=now, result=result)
+            return result
     if result.ok and not was_healthy:
         log.info("source_recovered", source=source_id)
     log.info(
@@ -262,6 +275,7 @@ def _pull(
         total = _event_count(db, source_id)
     deleted_so_far = 0
     for page in connector.sync(cursor):
+        page = sanitise_page(page)  # noqa: PLW2901 - only the fit-to-store copy is used
         with ctx.sessions.begin() as db:
             if ids is None:
                 ids = repository.pairing_ids(db)
@@ -358,6 +372,25 @@ def _hold(
     result.error = message
     result.held_deletions = proposed
     log.error("source_mass_deletion_held", source=source.id, proposed=proposed, total=total)
+
+
+class _Unexpected(ConnectorError):
+    """An error no connector typed (a database refusal, a bug, a library's surprise)."""
+
+
+def _unexpected(exc: Exception, source_id: str, doing: str = "syncing") -> _Unexpected:
+    """A short message for ``last_error`` naming the error's type and where it was raised.
+
+    Never the error's text: a DataError quotes the SQL parameters, a parser the line it
+    choked on, so the message would carry calendar data (or secrets) into the status.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    message = (
+        f"unexpected {type(exc).__name__} while {doing}{where}; retried with backoff "
+        "(if it persists, report this line as a bug)"
+    )
+    return _Unexpected(source_id, message)
 
 
 def _failed(

@@ -157,7 +157,8 @@ def test_a_missing_ics_path_is_refused_by_config_check_and_shown_failing_by_stat
     assert synced.returncode == 1, synced.stdout + synced.stderr
     shown = _mentorpulse("status", "--config", str(config))
     assert shown.returncode == 1, shown.stdout + shown.stderr
-    assert "team: " in shown.stdout and "calendars-typo" in shown.stdout
+    assert "team: " in shown.stdout
+    assert "calendars-typo" in shown.stdout
 
 
 def test_an_oversize_config_is_refused_before_it_is_parsed(tmp_path: Path) -> None:

@@ -797,6 +797,10 @@ def _email(value: object) -> str | None:
     return email or None
 
 
+# RFC 5545 CUTYPE values that are things, not people: a booked room is no participant.
+_RESOURCE_TYPES = frozenset({"ROOM", "RESOURCE"})
+
+
 def _attendees(value: object) -> tuple[Attendee, ...]:
     found: dict[str, Attendee] = {}
     for item in _listed(value):
@@ -806,7 +810,10 @@ def _attendees(value: object) -> tuple[Attendee, ...]:
         params = getattr(item, "params", {})
         response = _RESPONSES.get(str(params.get("PARTSTAT", "")).upper(), Response.NEEDS_ACTION)
         optional = str(params.get("ROLE", "")).upper() == "OPT-PARTICIPANT"
-        found[email] = Attendee(email=email, response=response, optional=optional)
+        resource = str(params.get("CUTYPE", "")).upper() in _RESOURCE_TYPES
+        found[email] = Attendee(
+            email=email, response=response, optional=optional, is_resource=resource
+        )
     return tuple(found.values())
 
 

@@ -248,6 +248,24 @@ X-GOOGLE-CONFERENCE:https://meet.google.com/abc-defg-hij
     assert rec.calendar_owner is None
 
 
+def test_rooms_and_resources_are_marked_so_they_do_not_count_as_people(tmp_path: Path) -> None:
+    event = """
+UID:room
+DTSTART:20240305T090000Z
+DTEND:20240305T100000Z
+ORGANIZER:mailto:mentor@example.org
+ATTENDEE;PARTSTAT=ACCEPTED:mailto:mentee@example.org
+ATTENDEE;CUTYPE=ROOM;PARTSTAT=ACCEPTED:mailto:room-4b@example.org
+ATTENDEE;CUTYPE=RESOURCE:mailto:projector@example.org
+ATTENDEE;CUTYPE=INDIVIDUAL:mailto:peer@example.org
+"""
+    (rec,) = one_file(tmp_path, ics(event))
+    assert {a.email for a in rec.attendees if a.is_resource} == {
+        "room-4b@example.org",
+        "projector@example.org",
+    }
+
+
 def test_status_tentative_and_dtstamp_as_updated(tmp_path: Path) -> None:
     text = ics("UID:t\nDTSTAMP:20240202T020202Z\nDTSTART:20240305T090000Z\nSTATUS:TENTATIVE")
     (rec,) = one_file(tmp_path, text)

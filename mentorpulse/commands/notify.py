@@ -65,11 +65,19 @@ def notify(
                 "see `mentorpulse outbox list --status unknown`; `outbox retry ID` resends one",
                 highlight=False,
             )
+        if stats.released:
+            err.print(
+                f"{stats.released} emails handed back unsent: sending is slower than "
+                "notify.lease allows; raise notify.lease (or the transport's timeout is too "
+                "long for it)",
+                highlight=False,
+            )
         if stats.failed:
             err.print(
                 "some emails failed for good: see `mentorpulse outbox list --status failed`",
                 highlight=False,
             )
+        if stats.failed or stats.released:
             raise typer.Exit(1)
 
     with_context(config, action)

@@ -167,7 +167,7 @@ def _progress() -> Iterator[_Reporter]:
         return
     bar = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # source ids are data
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
-from mentorpulse.storage.engine import begin_write
+from mentorpulse.storage.locks import begin_write
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)

@@ -71,22 +71,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
-def begin_write(db: Session) -> None:
-    """Take SQLite's write lock before reading rows this transaction is about to claim.
-
-    pysqlite opens a transaction only at the first INSERT/UPDATE, so a claim's SELECT runs
-    outside one: two processes read the same rows as due and both send them. BEGIN
-    IMMEDIATE makes the second wait (up to the busy timeout) and then read what the
-    first wrote. Only claims call this; every other reader stays lock-free. PostgreSQL
-    needs nothing here (claims lock their rows with ``FOR UPDATE SKIP LOCKED``).
-    """
-    connection = db.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -27,6 +27,25 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def begin_write(db: Session | Connection) -> None:
+    """Take SQLite's write lock before reading rows this transaction is about to write.
+
+    pysqlite opens a transaction only at the first INSERT/UPDATE, so a SELECT before it
+    runs outside one: two processes read the same rows as due (as unwritten) and both act
+    on them. BEGIN IMMEDIATE makes the second wait (up to the busy timeout) and then read
+    what the first wrote. Only such read-then-write transactions call this; every other
+    reader stays lock-free. PostgreSQL needs nothing here (claims lock their rows with
+    ``FOR UPDATE SKIP LOCKED``; see :func:`exclusive` for the rest). If a transaction is
+    already open, its first write takes the lock instead.
+    """
+    connection = db.connection() if isinstance(db, Session) else db
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not getattr(raw, "in_transaction", True):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def exclusive(db: Session | Connection, name: str, *, sqlite: bool = True) -> None:
     """Hold ``name`` until this transaction ends; call it before the transaction's first
     statement. Other callers with the same name wait for the commit, then see its writes.
@@ -37,12 +56,8 @@ def exclusive(db: Session | Connection, name: str, *, sqlite: bool = True) -> No
     connection = db.connection() if isinstance(db, Session) else db
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
-    elif connection.dialect.name == "sqlite" and sqlite:
-        raw = connection.connection.dbapi_connection
-        # pysqlite opens its transaction lazily at the first write; if the engine has
-        # already begun one, it is upgraded by the first write instead.
-        if raw is not None and not getattr(raw, "in_transaction", True):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif sqlite:
+        begin_write(connection)
 
 
 @contextmanager

@@ -48,7 +48,8 @@ from mentorpulse.connectors.base import (
     cursor_entries,
     describe,
 )
-from mentorpulse.connectors.ics import IcsParseError, records_from_ical, safe_url
+from mentorpulse.connectors.http import safe_url
+from mentorpulse.connectors.ics import IcsParseError, records_from_ical
 
 log = structlog.get_logger(__name__)
 

@@ -146,12 +146,16 @@ class AddressPolicy:
         """Raise :class:`Refused` unless every address of ``host`` may be contacted."""
         for address in addresses:
             kind = address_class(address)
+            named = host if host.strip("[]") == str(address) else f"{host} ({address})"
             if kind == "forbidden":
-                raise Refused(f"{host} resolves to {address}, which is never contacted")
+                raise Refused(
+                    f"refused to connect to {named}: link-local, metadata and other special "
+                    "addresses are never contacted"
+                )
             if kind not in self.allowed:
                 raise Refused(
-                    f"{host} resolves to the {kind} address {address}, which only a "
-                    f"source configured with a {kind} host may reach"
+                    f"refused to connect to {named}, a {kind} address: only a source "
+                    f"whose configured host is {kind} may reach one"
                 )
 
 
@@ -308,14 +312,31 @@ class _Body:
         if self.raw > self.limit:
             raise self._too_large()
         if self._inflate is not None:
-            try:
-                chunk = self._inflate.decompress(chunk, self.limit - self.size + 1)
-            except zlib.error:
-                raise FetchError(f"{self.url} sent a body that does not decompress") from None
+            chunk = self._inflated(chunk)
         self.size += len(chunk)
         if self.size > self.limit:
             raise self._too_large()
         self.parts.append(chunk)
+
+    def _inflated(self, chunk: bytes) -> bytes:
+        """Decompressed, never more than the room left plus one byte (a 1 KB chunk of a
+        gzip bomb would otherwise inflate to 1 MB at once); gzip members one by one."""
+        out: list[bytes] = []
+        room = self.limit - self.size
+        while chunk and room >= 0:
+            assert self._inflate is not None
+            try:
+                piece = self._inflate.decompress(chunk, room + 1)
+            except zlib.error:
+                raise FetchError(f"{self.url} sent a body that does not decompress") from None
+            out.append(piece)
+            room -= len(piece)
+            if room < 0 or self._inflate.unconsumed_tail:
+                raise self._too_large()
+            chunk = self._inflate.unused_data
+            if chunk:  # the next gzip member
+                self._inflate = zlib.decompressobj(wbits=47)
+        return b"".join(out)
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)

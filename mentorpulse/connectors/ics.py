@@ -584,14 +584,15 @@ class IcsConnector:
     def _ics_files(root: Path) -> Iterable[Path]:
         """Every ``*.ics`` below ``root``; hidden names are editors' and sync tools' temp files.
 
-        Linked folders are not descended into; linked files are listed, and read only when
-        they lead to a file inside ``root`` (see :meth:`_read`).
+        Linked folders are not descended into; links, pipes and devices are listed, so
+        that :meth:`_read` reports them: read only when they lead to a regular file
+        inside ``root``.
         """
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
             if path.suffix.lower() != ".ics" or any(p.startswith(".") for p in relative.parts):
                 continue
-            if path.is_symlink() or path.is_file():
+            if path.is_symlink() or not path.is_dir():
                 yield path
 
     def _page(
@@ -690,7 +691,9 @@ class IcsConnector:
                 response = client.get(url, headers=headers)
         except FetchTimeout as exc:
             raise TransientError(
-                self.source_id, f"{exc} (timeout: {format_duration(self.source.timeout)})"
+                self.source_id,
+                f"{exc}; raise timeout (now {format_duration(self.source.timeout)}) for this "
+                "source if the server is only slow",
             ) from None
         except TooLarge as exc:
             raise TransientError(

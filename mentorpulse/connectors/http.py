@@ -62,7 +62,13 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchError(Exception):
-    """A request failed; the message is fit for logs and ``last_error`` as it is."""
+    """A request failed; the message is fit for logs and ``last_error`` as it is.
+
+    ``cause`` names the network failure's kind (``ConnectError``), when it was one."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class FetchTimeout(FetchError):
@@ -557,7 +563,8 @@ class BoundedClient:
             ) from None
         except (httpcore.ConnectError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             # The library's message may quote what the server sent: name the kind only.
-            raise FetchError(f"cannot fetch {shown} ({type(exc).__name__})") from None
+            kind = type(exc).__name__
+            raise FetchError(f"cannot fetch {shown} ({kind})", cause=kind) from None
         return Fetched(
             status=response.status,
             headers=answer_headers,

@@ -54,6 +54,7 @@ ADDRESS_SPACE = 2_000_000_000  # RLIMIT_AS of the subprocess
 PEAK_RSS_MB = 400  # what a sync with a 50 MB cap may reach, interpreter included
 PUBLIC_IP = "93.184.216.34"  # what feed.example.com resolves to inside the jail
 PUBLIC_NAME = "feed.example.com"
+DAV_PASSWORD = "dav-password-not-to-leak"  # searched for in the output
 
 # Applied in the subprocess before mentorpulse is imported: limits, then the jail.
 RUNNER = r"""
@@ -105,6 +106,7 @@ class Case:
     error: str | None  # in the source's last_error; None: the source stays ok
     item_error: str | None = None  # in the source's item errors
     never_asked: str | None = None  # a path the server must never see
+    kind: str = "ics"
 
 
 CASES = [
@@ -132,6 +134,18 @@ CASES = [
         item_error="did not send iCalendar data",
     ),
     Case("secret-in-calendar", "{base}/secret-calendar", None, item_error="/secret-calendar"),
+    # CalDAV: the same bounds on every request of the caldav library.
+    Case("caldav-endless-chunked", "{base}/endless", "max_bytes", kind="caldav"),
+    Case("caldav-slow-drip-headers", "{base}/drip-headers", "timed out", kind="caldav"),
+    Case("caldav-redirect-metadata", "{base}/redirect-metadata", "never contacted", kind="caldav"),
+    Case(
+        "caldav-public-redirect-to-loopback",
+        "{public}/redirect-loopback",
+        "a loopback address",
+        never_asked="/secret",
+        kind="caldav",
+    ),
+    Case("caldav-metadata-body", "{base}/secret", "did not answer as a CalDAV", kind="caldav"),
 ]
 
 
@@ -142,7 +156,7 @@ def server() -> Iterator[HostileServer]:
         yield running
 
 
-def _deployment(folder: Path, database_url: str, url: str, valid_url: str) -> Path:
+def _deployment(folder: Path, database_url: str, case_url: str, valid_url: str, kind: str) -> Path:
     (folder / "roster.csv").write_text(
         "program,mentor_email,mentee_email,started_on\n"
         "engineering,alice@example.org,bob@example.org,2025-09-01\n"
@@ -152,8 +166,13 @@ def _deployment(folder: Path, database_url: str, url: str, valid_url: str) -> Pa
         f"database: {database_url}\n"
         "timezone: Europe/Berlin\n"
         "sources:\n"
-        f"  - id: hostile\n    kind: ics\n    url: '{url}'\n    timeout: {TIMEOUT_S}s\n"
-        f"  - id: valid\n    kind: ics\n    url: '{valid_url}'\n"
+        f"  - id: hostile\n    kind: {kind}\n    url: '{case_url}'\n    timeout: {TIMEOUT_S}s\n"
+        + (
+            "    username: mentor@example.org\n    password: ${HOSTILE_DAV_PASSWORD}\n"
+            if kind == "caldav"
+            else ""
+        )
+        + f"  - id: valid\n    kind: ics\n    url: '{valid_url}'\n"
         "roster:\n  path: roster.csv\n"
         "programs:\n  - id: engineering\n    cadence: {every: 14d, grace: 3d}\n"
         "    rules:\n      - {id: lapsed, kind: cadence_gap, severity: warning}\n"
@@ -171,6 +190,7 @@ def _run_sync(config: Path, folder: Path) -> tuple[dict[str, Any], str]:
         "HOSTILE_NAME": PUBLIC_NAME,
         "HOSTILE_IP": PUBLIC_IP,
         "COLUMNS": "400",
+        "HOSTILE_DAV_PASSWORD": DAV_PASSWORD,
     }
     done = subprocess.run(
         [sys.executable, "-c", RUNNER],
@@ -217,7 +237,7 @@ def test_a_hostile_feed_costs_only_its_own_source(
     base = server.base
     public = f"http://{PUBLIC_NAME}:{server.port}"
     url = case.url.format(base=base, public=public)
-    config = _deployment(tmp_path, database_url, url, f"{base}/ok.ics")
+    config = _deployment(tmp_path, database_url, url, f"{base}/ok.ics", case.kind)
     before = len(server.requests)
 
     stats, output = _run_sync(config, tmp_path)
@@ -247,8 +267,9 @@ def test_a_hostile_feed_costs_only_its_own_source(
         assert stats["code"] == 1, output
         assert case.error in output  # the operator sees it too
     # Nothing leaks: not in the database, the logs, the CLI's output or any error.
-    assert SECRET not in database
-    assert SECRET not in output
+    for secret in (SECRET, DAV_PASSWORD):
+        assert secret not in database
+        assert secret not in output
     # Never contacted: the metadata address is refused before any connection.
     attempts = [str(a) for a in stats["attempts"]]
     assert not [a for a in attempts if address_class(ipaddress.ip_address(a)) == "forbidden"]

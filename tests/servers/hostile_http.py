@@ -4,7 +4,7 @@ Threaded, on a free loopback port, and bounded itself: every behaviour stops aft
 ``MAX_SECONDS`` or ``MAX_BYTES`` whatever the client does, and :meth:`HostileServer.close`
 ends it. Every request is recorded, so a test can assert that a path was never asked for.
 
-Paths (see ``HostileHandler``):
+GET, PROPFIND and REPORT are answered alike. Paths (see ``HostileHandler``):
 
 - ``/ok.ics``: a valid one-event calendar (``OK_UID``)
 - ``/huge``: 200 MB announced in Content-Length, calendar-looking lines
@@ -92,6 +92,11 @@ class HostileHandler(BaseHTTPRequestHandler):
         self.connection.settimeout(MAX_SECONDS)
 
     def do_GET(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and int(length) <= 1_000_000:
+            self.rfile.read(int(length))  # a PROPFIND's or REPORT's body, not looked at
+        else:
+            self.close_connection = True
         self.server.record(self.path)
         path = self.path.split("?")[0]
         handler = getattr(
@@ -103,6 +108,8 @@ class HostileHandler(BaseHTTPRequestHandler):
         # A client hanging up is what a bounded client does.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
             handler()
+
+    do_PROPFIND = do_REPORT = do_GET  # a CalDAV client gets the same treatment
 
     # -- helpers ---------------------------------------------------------------------
 

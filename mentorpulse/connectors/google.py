@@ -67,6 +67,7 @@ from mentorpulse.connectors.base import (
     rfc3339_utc,
     utc_from_iso,
 )
+from mentorpulse.connectors.http import BoundedClient, FetchError, FetchTimeout
 
 log = structlog.get_logger(__name__)
 
@@ -211,8 +212,11 @@ class GoogleConnector:
         self._sleep = sleep
         self._jitter = jitter
         self._token_key = token_key
-        self._http = httplib2.Http(timeout=int(source.timeout.total_seconds()))
         root = (source.api_root or CALENDAR_ROOT).rstrip("/")
+        # httplib2's timeout applies per read: requests go through the bounded client.
+        self._http: Any = _BoundedHttp(
+            BoundedClient(f"{root}/", timeout=source.timeout.total_seconds())
+        )
         self._calendar_api = build_from_document(
             get_static_doc("calendar", "v3"),
             http=self._http,
@@ -917,6 +921,49 @@ def _reason(error: HttpError) -> str | None:
         return str(payload["error"]["errors"][0]["reason"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+class _BoundedHttp:
+    """``httplib2.Http``'s interface, as the Google client libraries use it, over
+    :class:`BoundedClient`: one total deadline per request, a size cap, checked
+    addresses. A timeout is raised as ``socket.timeout``, any other failure as a
+    ``ConnectionError`` (both retried by googleapiclient where it retries)."""
+
+    redirect_codes = frozenset({300, 301, 302, 303, 307})
+    follow_redirects = True
+
+    def __init__(self, client: BoundedClient) -> None:
+        self._client = client
+        self.timeout = client.timeout
+        self.connections: dict[str, Any] = {}
+
+    def request(  # noqa: PLR0917 - httplib2's signature, positional as callers use it
+        self,
+        uri: str,
+        method: str = "GET",
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        redirections: int = 5,
+        connection_type: Any = None,
+    ) -> tuple[httplib2.Response, bytes]:
+        data = body.encode() if isinstance(body, str) else body
+        try:
+            if method == "GET":
+                answer = self._client.get(uri, headers=headers)
+            else:
+                answer = self._client.request(method, uri, headers=headers, body=data)
+        except FetchTimeout as exc:
+            raise TimeoutError(str(exc)) from None
+        except FetchError as exc:
+            raise ConnectionError(str(exc)) from None
+        info = {key.lower(): value for key, value in answer.headers.items()}
+        info["status"] = str(answer.status)
+        response = httplib2.Response(info)
+        response.reason = answer.reason
+        return response, answer.content
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _describe(error: Any) -> str:

@@ -344,6 +344,10 @@ class _Body:
                 self._inflate = zlib.decompressobj(wbits=47)
         return b"".join(out)
 
+    @property
+    def decoded(self) -> bool:
+        return self._inflate is not None
+
     def bytes(self) -> bytes:
         return b"".join(self.parts)
 
@@ -451,6 +455,8 @@ class BoundedClient:
         self._verify = verify
         self._backend: _Backend | None = None
         self._pool: httpcore.ConnectionPool | None = None
+        # One request at a time: the deadline lives in the shared network backend.
+        self._lock = threading.RLock()
 
     def _connections(self) -> tuple[_Backend, httpcore.ConnectionPool]:
         if self._backend is None or self._pool is None:
@@ -486,17 +492,24 @@ class BoundedClient:
         body: bytes | None = None,
     ) -> Fetched:
         """One exchange, redirects not followed; its own deadline."""
-        return self._exchange(method, _target(url), headers or {}, body, _Deadline(self.timeout))
+        with self._lock:
+            return self._exchange(
+                method, _target(url), headers or {}, body, _Deadline(self.timeout)
+            )
 
     def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url`` following at most ``max_redirects`` redirects, each hop checked;
         one deadline for all of them. Credentials in the URL go to its origin only."""
+        with self._lock:
+            return self._get(url, headers or {})
+
+    def _get(self, url: str, headers: Mapping[str, str]) -> Fetched:
         deadline = _Deadline(self.timeout)
         first = _target(url)
         target = first
         credentials = _basic_auth(first)
         for _hop in range(self.max_redirects + 1):
-            sent = dict(headers or {})
+            sent = dict(headers)
             if target.origin != first.origin:
                 sent = {k: v for k, v in sent.items() if k.lower() != "authorization"}
             elif credentials:
@@ -565,6 +578,9 @@ class BoundedClient:
             # The library's message may quote what the server sent: name the kind only.
             kind = type(exc).__name__
             raise FetchError(f"cannot fetch {shown} ({kind})", cause=kind) from None
+        if collected.decoded:  # the body is given decoded: no layer may decode it again
+            del answer_headers["Content-Encoding"]
+            answer_headers.pop("Content-Length", None)
         return Fetched(
             status=response.status,
             headers=answer_headers,
@@ -572,3 +588,38 @@ class BoundedClient:
             url=f"{target.scheme}://{target.host_header}{target.path}",
             reason=reason.decode("latin-1", "replace") if isinstance(reason, bytes) else "",
         )
+
+
+class BoundedTransport(httpx.BaseTransport):
+    """An httpx transport over :class:`BoundedClient`, for connectors built on httpx:
+    the deadline, the size cap and the address policy hold for every request sent."""
+
+    def __init__(self, client: BoundedClient) -> None:
+        self._client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("accept-encoding", "host")
+        }
+        try:
+            answer = self._client.request(
+                request.method, str(request.url), headers=headers, body=body or None
+            )
+        except FetchTimeout as exc:
+            raise httpx.TimeoutException(str(exc), request=request) from None
+        except FetchError as exc:
+            raise BoundedTransportError(str(exc), request=request) from None
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers.multi_items(),
+            content=answer.content,
+            request=request,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class BoundedTransportError(httpx.TransportError):
+    """A :class:`FetchError` seen through httpx: its message is safe to show."""

@@ -20,7 +20,6 @@ completed in a batch), within Graph's limit of 4 concurrent requests per mailbox
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from mentorpulse.connectors.base import (
     rfc3339_utc,
     utc_from_iso,
 )
+from mentorpulse.connectors.http import BoundedClient, BoundedTransport, BoundedTransportError
 from mentorpulse.connectors.windows_zones import to_iana
 
 log = structlog.get_logger(__name__)
@@ -326,12 +326,12 @@ class MicrosoftConnector:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            verify = (
-                ssl.create_default_context(cafile=self._verify)
-                if isinstance(self._verify, str)
-                else True
+            # One total deadline per request, a size cap, checked addresses (httpx's
+            # timeouts apply per read).
+            bounded = BoundedClient(self.graph_url, timeout=self._timeout, verify=self._verify)
+            self._client = httpx.Client(
+                transport=BoundedTransport(bounded), timeout=self._timeout, trust_env=False
             )
-            self._client = httpx.Client(verify=verify, timeout=self._timeout)
         return self._client
 
     def close(self) -> None:
@@ -366,6 +366,8 @@ class MicrosoftConnector:
             )
         except httpx.TimeoutException:
             raise TransientError(self.source_id, "timed out talking to Microsoft Graph") from None
+        except BoundedTransportError as error:  # too large, or an address refused
+            raise TransientError(self.source_id, f"Microsoft Graph: {error}") from None
         except httpx.HTTPError as error:
             raise TransientError(
                 self.source_id, f"cannot reach Microsoft Graph ({type(error).__name__})"

@@ -407,3 +407,34 @@ def test_an_ftp_feed_is_a_clear_error_of_its_source() -> None:
     with pytest.raises(TransientError, match="only http and https") as raised:
         list(IcsConnector(source, base_dir=Path("."), now=_now()).sync(None))
     assert "pw" not in str(raised.value)
+
+
+# -- the other clients: Microsoft Graph (httpx) and Google (httplib2's interface) -----------
+
+
+def test_graph_and_google_clients_have_a_total_deadline_and_a_size_cap(
+    server: HostileServer,
+) -> None:
+    import httpx
+
+    from mentorpulse.connectors.google import _BoundedHttp
+    from mentorpulse.connectors.http import BoundedTransport
+
+    def graph(path: str) -> None:
+        bounded = BoundedClient(server.base, timeout=2, max_bytes=1_000_000)
+        with httpx.Client(transport=BoundedTransport(bounded), follow_redirects=True) as client:
+            client.get(f"{server.base}{path}")
+
+    def google(path: str) -> None:
+        bounded = BoundedClient(server.base, timeout=2, max_bytes=1_000_000)
+        _BoundedHttp(bounded).request(f"{server.base}{path}")
+
+    for send in (graph, google):
+        started = time.monotonic()
+        with pytest.raises((httpx.TimeoutException, TimeoutError)):
+            send("/drip-headers")  # would take minutes at one byte a second
+        assert time.monotonic() - started < 2 + 3
+        with pytest.raises((httpx.TransportError, ConnectionError), match="max_bytes"):
+            send("/endless")
+        with pytest.raises((httpx.TransportError, ConnectionError), match="never contacted"):
+            send("/redirect-metadata")

@@ -210,7 +210,7 @@ class _Deadline:
         """What is left of the deadline (at most ``timeout``); ``error`` once it passed."""
         remaining = self.end - time.monotonic()
         if remaining <= 0:
-            raise error("deadline passed")
+            raise error(f"no complete answer within {self.seconds:g} s")
         return remaining if timeout is None else min(timeout, remaining)
 
 
@@ -458,11 +458,12 @@ class BoundedClient:
         # One request at a time: the deadline lives in the shared network backend.
         self._lock = threading.RLock()
 
-    def _connections(self) -> tuple[_Backend, httpcore.ConnectionPool]:
+    def _connections(self, deadline: _Deadline) -> tuple[_Backend, httpcore.ConnectionPool]:
+        """The pool; on first use the policy, from the configured host's addresses."""
         if self._backend is None or self._pool is None:
             configured = _target(self.configured_url)
-            deadline = _Deadline(self.timeout)
-            addresses = resolve(configured.host, configured.port, deadline.left(error=FetchTimeout))
+            left = deadline.left(error=FetchTimeout)
+            addresses = resolve(configured.host, configured.port, left)
             self._backend = _Backend(AddressPolicy.for_addresses(addresses))
             self._pool = httpcore.ConnectionPool(
                 ssl_context=_ssl_context(self._verify),
@@ -533,7 +534,7 @@ class BoundedClient:
         deadline: _Deadline,
     ) -> Fetched:
         shown = f"{target.scheme}://{target.host_header}{target.path.split('?')[0]}"
-        backend, pool = self._connections()
+        backend, pool = self._connections(deadline)
         backend.deadline = deadline
         sent = {"Host": target.host_header, "Accept-Encoding": "gzip, deflate"}
         if credentials := _basic_auth(target):

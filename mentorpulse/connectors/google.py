@@ -35,7 +35,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import google.auth.exceptions
-import google.auth.transport.requests
 import google_auth_httplib2
 import httplib2
 import structlog
@@ -213,9 +212,10 @@ class GoogleConnector:
         self._jitter = jitter
         self._token_key = token_key
         root = (source.api_root or CALENDAR_ROOT).rstrip("/")
+        self._api_root = f"{root}/"  # its host sets which addresses requests may reach
         # httplib2's timeout applies per read: requests go through the bounded client.
         self._http: Any = _BoundedHttp(
-            BoundedClient(f"{root}/", timeout=source.timeout.total_seconds())
+            BoundedClient(self._api_root, timeout=source.timeout.total_seconds())
         )
         self._calendar_api = build_from_document(
             get_static_doc("calendar", "v3"),
@@ -345,9 +345,12 @@ class GoogleConnector:
                 raise failure
 
     def _refresh(self, creds: Any, user: str) -> None:
-        request = google.auth.transport.requests.Request()
+        # A bounded client of its own: token requests run on several threads at once.
+        http = _BoundedHttp(
+            BoundedClient(self._api_root, timeout=self.source.timeout.total_seconds())
+        )
         try:
-            creds.refresh(request)
+            creds.refresh(google_auth_httplib2.Request(http))
         except google.auth.exceptions.RefreshError as exc:
             code = _oauth_code(exc)
             delegated = self.source.service_account_key is not None
@@ -365,10 +368,12 @@ class GoogleConnector:
                 f"Google refused the sign-in used to read {user} ({code or 'refused'}): "
                 f"run `mentorpulse auth google --source {self.source_id}` again",
             ) from None
-        except google.auth.exceptions.TransportError as exc:
+        except (google.auth.exceptions.TransportError, OSError) as exc:
             raise TransientError(
                 self.source_id, f"cannot reach the Google token endpoint ({type(exc).__name__})"
             ) from None
+        finally:
+            http.close()
 
     def _forget(self, user: str) -> None:
         """Drop ``user``'s cached token, so that the next call asks Google afresh."""

@@ -217,7 +217,7 @@ class CaldavConnector:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.max_redirects = 5
-            session.trust_env = False  # no proxy: the address policy is ours to hold
+            session.trust_env = False  # HTTP(S)_PROXY is the bounded client's to apply
         return self._client
 
     def _fail(self, exc: Exception, doing: str) -> NoReturn:

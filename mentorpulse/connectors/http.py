@@ -13,8 +13,9 @@ addresses only when the configured host is one (an intranet server may be read, 
 public feed cannot redirect inward). Error messages name the URL without its
 credentials and never quote what the server sent.
 
-Requests go out directly: ``HTTP(S)_PROXY`` settings are not used, since an address
-policy cannot hold for connections a proxy makes on our behalf.
+``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are honoured as other clients do. Through a
+proxy, the proxy connects: the destination's addresses are still checked where this host
+can resolve them (and an address literal always is), the proxy itself is not.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -248,8 +250,9 @@ class _Stream(httpcore.NetworkStream):
 class _Backend(httpcore.NetworkBackend):
     """Resolves, checks every address against the policy, connects to a checked one."""
 
-    def __init__(self, policy: AddressPolicy) -> None:
+    def __init__(self, policy: AddressPolicy, proxy: tuple[str, int] | None = None) -> None:
         self.policy = policy
+        self.proxy = proxy  # the configured proxy: contacted whatever its address
         self.deadline = _Deadline(0)
         self._sockets = httpcore.SyncBackend()
 
@@ -262,7 +265,8 @@ class _Backend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         addresses = resolve(host, port, self.deadline.left(timeout, error=httpcore.ConnectTimeout))
-        self.policy.check(host, addresses)
+        if (host, port) != self.proxy:
+            self.policy.check(host, addresses)
         failure: Exception | None = None
         for address in addresses:
             try:
@@ -432,6 +436,27 @@ def _basic_auth(target: _Target) -> str | None:
     return "Basic " + base64.b64encode(secret).decode("ascii")
 
 
+def proxy_for(url: str) -> str | None:
+    """The ``HTTP(S)_PROXY`` for ``url`` unless ``NO_PROXY`` names its host."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme.lower())
+    host = (parts.hostname or "").lower()
+    for entry in proxies.get("no", "").replace(" ", ",").split(","):
+        name = entry.strip().lower().lstrip(".").split(":")[0]
+        if name == "*" or (name and (host == name or host.endswith("." + name))):
+            return None
+    return proxy or None
+
+
+def _proxy(url: str) -> tuple[httpcore.Proxy, tuple[str, int]]:
+    """httpcore's proxy for a proxy URL (its credentials as Proxy-Authorization)."""
+    target = _target(url)
+    auth = (target.username, target.password or "") if target.username is not None else None
+    plain = f"{target.scheme}://{target.host_header}/"
+    return httpcore.Proxy(plain, auth=auth), (target.host, target.port)
+
+
 class BoundedClient:
     """HTTP for one source: each request ends within ``timeout`` seconds, redirects
     included, reads at most ``max_bytes``, and connects only where the policy allows.
@@ -447,8 +472,11 @@ class BoundedClient:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         verify: bool | str = True,
+        proxy: str | None = "environment",
     ) -> None:
         self.configured_url = configured_url
+        # "environment": HTTP(S)_PROXY and NO_PROXY decide, for the configured URL.
+        self.proxy = proxy_for(configured_url) if proxy == "environment" else proxy
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
@@ -462,16 +490,29 @@ class BoundedClient:
         """The pool; on first use the policy, from the configured host's addresses."""
         if self._backend is None or self._pool is None:
             configured = _target(self.configured_url)
-            left = deadline.left(error=FetchTimeout)
-            addresses = resolve(configured.host, configured.port, left)
-            self._backend = _Backend(AddressPolicy.for_addresses(addresses))
+            proxy, proxy_origin = _proxy(self.proxy) if self.proxy else (None, None)
+            addresses = self._addresses(configured, deadline)
+            self._backend = _Backend(AddressPolicy.for_addresses(addresses), proxy_origin)
             self._pool = httpcore.ConnectionPool(
                 ssl_context=_ssl_context(self._verify),
+                proxy=proxy,
                 max_connections=2,
                 retries=0,
                 network_backend=self._backend,
             )
         return self._backend, self._pool
+
+    def _addresses(self, target: _Target, deadline: _Deadline) -> list[IPAddress]:
+        """``target``'s addresses; through a proxy, none when only the proxy can tell."""
+        left = deadline.left(error=httpcore.ConnectTimeout)
+        try:
+            return resolve(target.host, target.port, left)
+        except FetchTimeout:
+            raise
+        except FetchError:
+            if self.proxy is None:
+                raise
+            return []
 
     def close(self) -> None:
         if self._pool is not None:
@@ -536,6 +577,8 @@ class BoundedClient:
         shown = f"{target.scheme}://{target.host_header}{target.path.split('?')[0]}"
         backend, pool = self._connections(deadline)
         backend.deadline = deadline
+        if self.proxy is not None:  # the proxy connects: check what this host can see
+            backend.policy.check(target.host, self._addresses(target, deadline))
         sent = {"Host": target.host_header, "Accept-Encoding": "gzip, deflate"}
         if credentials := _basic_auth(target):
             sent["Authorization"] = credentials

@@ -439,3 +439,22 @@ def test_graph_and_google_clients_have_a_total_deadline_and_a_size_cap(
             send("/endless")
         with pytest.raises((httpx.TransportError, ConnectionError), match="never contacted"):
             send("/redirect-metadata")
+
+
+def test_an_environment_proxy_is_used_and_destinations_are_still_checked(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    feed = "http://calendar.example.org/ok.ics"  # only the proxy needs to resolve it
+    with BoundedClient(feed, timeout=5) as client:
+        answer = client.get(feed)
+        assert answer.status == 200
+        assert OK_UID.encode() in answer.content
+        proxied = [r for r in server.requests if r.startswith("http://calendar.example.org")]
+        assert proxied  # asked through the proxy, as an absolute URL
+        for inward in ("/redirect-metadata", "/redirect-loopback"):
+            with pytest.raises(Refused):
+                client.get(f"http://calendar.example.org{inward}")
+    assert not [r for r in server.requests if "169.254" in r or r.endswith("/secret")]

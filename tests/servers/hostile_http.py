@@ -4,7 +4,8 @@ Threaded, on a free loopback port, and bounded itself: every behaviour stops aft
 ``MAX_SECONDS`` or ``MAX_BYTES`` whatever the client does, and :meth:`HostileServer.close`
 ends it. Every request is recorded, so a test can assert that a path was never asked for.
 
-GET, PROPFIND and REPORT are answered alike. Paths (see ``HostileHandler``):
+GET, PROPFIND and REPORT are answered alike; asked for an absolute URL, it answers as a
+forward proxy would (with the same behaviours). Paths (see ``HostileHandler``):
 
 - ``/ok.ics``: a valid one-event calendar (``OK_UID``)
 - ``/huge``: 200 MB announced in Content-Length, calendar-looking lines
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYzzSECRET"  # a fake, searched for in output
 OK_UID = "ok-event@hostile.test"
@@ -98,7 +100,8 @@ class HostileHandler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True
         self.server.record(self.path)
-        path = self.path.split("?")[0]
+        # An absolute URL: we are asked as a forward proxy, and answer as the origin.
+        path = urlsplit(self.path).path if "://" in self.path else self.path.split("?")[0]
         handler = getattr(
             self, "serve_" + path.strip("/").replace("-", "_").replace(".", "_"), None
         )

@@ -575,6 +575,36 @@ class BoundedClient:
         deadline: _Deadline,
     ) -> Fetched:
         shown = f"{target.scheme}://{target.host_header}{target.path.split('?')[0]}"
+        try:
+            return self._send(shown, method, target, headers=headers, body=body, deadline=deadline)
+        except FetchError:
+            raise
+        except httpcore.TimeoutException:
+            raise FetchTimeout(
+                f"{shown} sent no complete answer within {deadline.seconds:g} s"
+            ) from None
+        except (
+            httpcore.ConnectError,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.ProxyError,
+            httpcore.UnsupportedProtocol,
+            UnicodeError,  # a header that HTTP cannot carry
+        ) as exc:
+            # The library's message may quote what the server sent: name the kind only.
+            kind = type(exc).__name__
+            raise FetchError(f"cannot fetch {shown} ({kind})", cause=kind) from None
+
+    def _send(
+        self,
+        shown: str,
+        method: str,
+        target: _Target,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        deadline: _Deadline,
+    ) -> Fetched:
         backend, pool = self._connections(deadline)
         backend.deadline = deadline
         if self.proxy is not None:  # the proxy connects: check what this host can see
@@ -591,37 +621,26 @@ class BoundedClient:
         )
         left = deadline.left(error=httpcore.PoolTimeout)
         timeouts = {"connect": left, "read": left, "write": left, "pool": left}
-        try:
-            with pool.stream(
-                method.encode(),
-                url,
-                headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in sent.items()],
-                content=body,
-                extensions={"timeout": timeouts},
-            ) as response:
-                answer_headers = httpx.Headers(response.headers)
-                length = answer_headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > self.max_bytes:
-                    raise TooLarge(
-                        f"{shown} announced {int(length):,} bytes, more than the limit of "
-                        f"{self.max_bytes:,} (max_bytes)"
-                    )
-                collected = _Body(answer_headers.get("Content-Encoding", ""), self.max_bytes, shown)
-                if response.status not in _NO_BODY and method != "HEAD":
-                    for chunk in response.iter_stream():
-                        collected.add(chunk)
-                        deadline.left(error=httpcore.ReadTimeout)
-                reason = response.extensions.get("reason_phrase", b"")
-        except FetchError:
-            raise
-        except httpcore.TimeoutException:
-            raise FetchTimeout(
-                f"{shown} sent no complete answer within {deadline.seconds:g} s"
-            ) from None
-        except (httpcore.ConnectError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            # The library's message may quote what the server sent: name the kind only.
-            kind = type(exc).__name__
-            raise FetchError(f"cannot fetch {shown} ({kind})", cause=kind) from None
+        with pool.stream(
+            method.encode(),
+            url,
+            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in sent.items()],
+            content=body,
+            extensions={"timeout": timeouts},
+        ) as response:
+            answer_headers = httpx.Headers(response.headers)
+            length = answer_headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > self.max_bytes:
+                raise TooLarge(
+                    f"{shown} announced {int(length):,} bytes, more than the limit of "
+                    f"{self.max_bytes:,} (max_bytes)"
+                )
+            collected = _Body(answer_headers.get("Content-Encoding", ""), self.max_bytes, shown)
+            if response.status not in _NO_BODY and method != "HEAD":
+                for chunk in response.iter_stream():
+                    collected.add(chunk)
+                    deadline.left(error=httpcore.ReadTimeout)
+            reason = response.extensions.get("reason_phrase", b"")
         if collected.decoded:  # the body is given decoded: no layer may decode it again
             del answer_headers["Content-Encoding"]
             answer_headers.pop("Content-Length", None)

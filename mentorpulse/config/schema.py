@@ -302,6 +302,15 @@ class IcsSource(SourceBase):
         description="Whose calendar this is. For a folder, files named <email>.ics "
         "take their owner from the file name.",
     )
+    timeout: Timeout = Field(
+        timedelta(seconds=60), description="Total time to fetch a feed, redirects included."
+    )
+    max_bytes: int = Field(
+        50_000_000,
+        ge=1024,
+        le=2**31,
+        description="Largest feed or file read, in bytes; larger is an error.",
+    )
 
     def owners(self) -> tuple[str, ...]:
         return (self.owner.lower(),) if self.owner else ()
@@ -477,7 +486,12 @@ class CaldavSource(SourceBase):
         "basic", description="HTTP authentication scheme; basic saves a round trip per request."
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
-    timeout: Timeout = Field(timedelta(seconds=60), description="Per-request timeout.")
+    timeout: Timeout = Field(
+        timedelta(seconds=60), description="Total time per request, the whole answer included."
+    )
+    max_bytes: int = Field(
+        50_000_000, ge=1024, le=2**31, description="Largest answer read per request, in bytes."
+    )
 
     def owners(self) -> tuple[str, ...]:
         default = self.owner or (self.username if "@" in self.username else None)

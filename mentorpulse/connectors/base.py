@@ -219,9 +219,36 @@ def cursor_entries(
     return {str(k): dict(v) for k, v in entries.items() if isinstance(v, Mapping)}
 
 
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_NAME_LIKE = re.compile(r"[\w ./+-]{0,40}")
+_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _fragment(quoted: re.Match[str]) -> str:
+    """A quoted literal of a message cut to the name it starts with: parsers quote the
+    whole offending line, and a line of a hostile answer may be a secret's."""
+    literal = quoted.group()
+    inner = literal[1:-1].lstrip("\"'{[( ")
+    name = _NAME_LIKE.match(inner)
+    kept = name.group() if name else ""
+    return f"{literal[0]}{kept}{'…' if len(kept) < len(inner) else ''}{literal[0]}"
+
+
+def _token(found: re.Match[str]) -> str:
+    """A long run of upper, lower case and digits together looks like a key or token."""
+    text = found.group()
+    mixed = any(c.isupper() for c in text) and any(c.islower() for c in text)
+    return "…" if mixed and any(c.isdigit() for c in text) else text
+
+
 def describe(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an error, cut to ``limit`` characters for an item error."""
-    text = f"{type(exc).__name__}: {exc}"
+    """``Type: message`` of an error, fit for an item error and a log line: quoted text
+    cut to the name it starts with, key-like tokens elided, at most ``limit`` characters.
+
+    Library messages quote the data they failed on, and the data is untrusted."""
+    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}")
+    text = _TOKEN.sub(_token, _QUOTED.sub(_fragment, text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+import stat
 import sys
 import time as clock
 import warnings
@@ -23,17 +25,15 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
-import httpx
 import icalendar
 import recurring_ical_events
 import structlog
 from dateutil.rrule import rrule, rrulestr
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
-from mentorpulse.config.schema import IcsSource
+from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors.base import (
     Attendee,
     AuthError,
@@ -49,6 +49,15 @@ from mentorpulse.connectors.base import (
     known_zone,
     retry_after_seconds,
     short_text,
+)
+from mentorpulse.connectors.http import (
+    BoundedClient,
+    Fetched,
+    FetchError,
+    FetchTimeout,
+    Refused,
+    TooLarge,
+    safe_url,
 )
 
 log = structlog.get_logger(__name__)
@@ -105,20 +114,6 @@ _STATUSES = {"CANCELLED": EventStatus.CANCELLED, "TENTATIVE": EventStatus.TENTAT
 
 class IcsParseError(ValueError):
     """The data is not iCalendar at all: the caller must keep what it stored before."""
-
-
-def safe_url(url: str) -> str:
-    """``url`` without userinfo and query string, fit for logs, messages and scopes."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 # --------------------------------------------------------------------------------------
@@ -877,8 +872,6 @@ class IcsConnector:
         base_dir: Path,
         now: datetime,
         default_zone: str = "UTC",
-        client: httpx.Client | None = None,
-        timeout: float = 30.0,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
@@ -890,8 +883,6 @@ class IcsConnector:
         self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
-        self._client = client
-        self._timeout = timeout
 
     # -- cursor -------------------------------------------------------------------------
 
@@ -953,7 +944,9 @@ class IcsConnector:
         self, configured: Path, entries: dict[str, dict[str, object]]
     ) -> Iterator[SyncPage]:
         root = configured if configured.is_absolute() else self.base_dir / configured
+        inside: Path | None = None  # files of a folder must stay in it, links or not
         if root.is_dir():
+            inside = root.resolve()
             files = {path.relative_to(root).as_posix(): path for path in self._ics_files(root)}
         elif root.is_file():
             files = {root.name: root}
@@ -969,23 +962,56 @@ class IcsConnector:
                 yield SyncPage(replaces_scope=scope)
                 continue
             try:
-                data = path.read_bytes()
-            except OSError as exc:
-                yield self._unreadable(scope, f"cannot read the file ({describe(exc)})")
+                data = self._read(path, inside)
+            except _Unread as unread:
+                yield self._unreadable(scope, str(unread))
                 continue
             owner = _owner_from_name(path) or self.source.owner
             page = self._page(scope, data, owner, entries)
             if page is not None:
                 yield page
 
+    def _read(self, path: Path, inside: Path | None) -> bytes:
+        """The bytes of a regular file of at most ``max_bytes``, and, for a folder, one
+        that really lies in it: a link out of the folder is refused, not read."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
+        if inside is not None and not real.is_relative_to(inside):
+            raise _Unread("the file is a link to outside the folder; it is not read")
+        limit = self.source.max_bytes
+        try:
+            # O_NONBLOCK: a FIFO named *.ics must not block the sync; O_NOFOLLOW: the
+            # resolved path is what was checked.
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise _Unread("not a regular file; it is not read")
+                data = file.read(limit + 1)
+        except OSError as exc:
+            raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
+        if len(data) > limit:
+            raise _Unread(
+                f"the file is larger than the limit of {limit:,} bytes (max_bytes); "
+                "raise max_bytes for this source if the calendar is really that large"
+            )
+        return data
+
     @staticmethod
     def _ics_files(root: Path) -> Iterable[Path]:
-        """Every ``*.ics`` below ``root``; hidden names are editors' and sync tools' temp files."""
+        """Every ``*.ics`` below ``root``; hidden names are editors' and sync tools' temp files.
+
+        Linked folders are not descended into; links, pipes and devices are listed, so
+        that :meth:`_read` reports them: read only when they lead to a regular file
+        inside ``root``.
+        """
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
             if path.suffix.lower() != ".ics" or any(p.startswith(".") for p in relative.parts):
                 continue
-            if path.is_file():
+            if path.is_symlink() or not path.is_dir():
                 yield path
 
     def _page(
@@ -1048,45 +1074,93 @@ class IcsConnector:
         for stale in sorted(set(entries) - {scope}):
             del entries[stale]
             yield SyncPage(cursor=self._cursor(entries), replaces_scope=stale)
-        if response.status_code == httpx.codes.NOT_MODIFIED:
+        if response.status == 304:
             log.info("ics_feed_not_modified", source=self.source_id, url=scope)
+            return
+        if not _looks_like_icalendar(response.content):
+            # A login page, an error document, or whatever answers at that address: the
+            # message describes it and never quotes it (it may hold anything).
+            yield self._unreadable(
+                scope,
+                f"the feed did not send iCalendar data ({_content_type(response)}, "
+                f"{len(response.content):,} bytes); check the feed URL",
+            )
             return
         page = self._page(
             scope,
             response.content,
             self.source.owner,
             entries,
-            etag=response.headers.get("ETag"),
-            last_modified=response.headers.get("Last-Modified"),
+            etag=_header_value(response.headers.get("ETag")),
+            last_modified=_header_value(response.headers.get("Last-Modified")),
         )
         if page is not None:
             yield replace(page, cursor=self._cursor(entries))
 
-    def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> httpx.Response:
-        """GET the feed; every failure becomes the typed error the scheduler acts on."""
+    def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> Fetched:
+        """GET the feed within the source's deadline and size cap, every hop's address
+        checked; every failure becomes the typed error the scheduler acts on."""
+        client = BoundedClient(
+            url,
+            timeout=self.source.timeout.total_seconds(),
+            max_bytes=self.source.max_bytes,
+        )
         try:
-            if self._client is not None:
-                response = self._client.get(url, headers=headers)
-            else:
-                with httpx.Client(timeout=self._timeout, follow_redirects=True) as client:
-                    response = client.get(url, headers=headers)
-        except httpx.TimeoutException:
-            raise TransientError(self.source_id, f"timed out fetching {scope}") from None
-        except httpx.HTTPError as exc:
-            # str(exc) may quote the URL with its credentials: name only the error's kind.
+            with client:
+                response = client.get(url, headers=headers)
+        except FetchTimeout as exc:
             raise TransientError(
-                self.source_id, f"cannot fetch {scope} ({type(exc).__name__})"
+                self.source_id,
+                f"{exc}; raise timeout (now {format_duration(self.source.timeout)}) for this "
+                "source if the server is only slow",
             ) from None
+        except TooLarge as exc:
+            raise TransientError(
+                self.source_id,
+                f"{exc}; raise max_bytes for this source if the calendar is really that large",
+            ) from None
+        except Refused as exc:
+            raise TransientError(self.source_id, f"{exc}; check the feed URL") from None
+        except FetchError as exc:
+            raise TransientError(self.source_id, str(exc)) from None
 
-        status = response.status_code
-        if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+        status = response.status
+        if status in (401, 403):
             raise AuthError(
                 self.source_id,
                 f"{scope} refused the credentials (HTTP {status}); check the feed URL",
             )
-        if status == httpx.codes.NOT_MODIFIED or httpx.codes.is_success(status):
+        if status == 304 or 200 <= status < 300:
             return response
         retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.now)
         raise TransientError(
             self.source_id, f"{scope} answered HTTP {status}", retry_after=retry_after
         )
+
+
+class _Unread(Exception):
+    """A file of a folder that is not read; the message names why, never its content."""
+
+
+_ICAL_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*BEGIN:(?:VCALENDAR|VEVENT)\b", re.IGNORECASE)
+_MEDIA_TYPE = re.compile(r"^[\w.+-]{1,40}/[\w.+-]{1,60}$")
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,254})$")
+
+
+def _looks_like_icalendar(data: bytes) -> bool:
+    """Whether a feed's body starts as iCalendar does (an empty one is the parser's to
+    report: it is more likely half-written than hostile)."""
+    return not data.strip() or _ICAL_START.match(data[:1024]) is not None
+
+
+def _content_type(response: Fetched) -> str:
+    """The answer's media type when it is one, for a message; never free text."""
+    media = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if not media:
+        return "no Content-Type"
+    return f"Content-Type {media}" if _MEDIA_TYPE.match(media) else "an invalid Content-Type"
+
+
+def _header_value(value: str | None) -> str | None:
+    """A validator header worth storing in the cursor and sending back: short and printable."""
+    return value if value is not None and _HEADER_VALUE.match(value) else None

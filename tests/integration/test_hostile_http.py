@@ -31,7 +31,6 @@ import structlog
 from sqlalchemy import MetaData, create_engine, select
 
 from mentorpulse.config.schema import IcsSource
-from mentorpulse.connectors.base import TransientError
 from mentorpulse.connectors.http import (
     AddressPolicy,
     BoundedClient,
@@ -119,7 +118,6 @@ CASES = [
     Case("redirect-metadata", "{base}/redirect-metadata", "never contacted"),
     Case("redirect-loop", "{base}/redirect-loop", "redirected more than 5 times"),
     Case("redirect-ftp", "{base}/redirect-ftp", "only http and https"),
-    Case("ftp-url", "ftp://127.0.0.1/cal.ics", "only http and https"),
     Case(
         "public-redirect-to-loopback",
         "{public}/redirect-loopback",
@@ -401,13 +399,6 @@ def test_a_folder_reads_no_link_out_of_it_nor_a_fifo_nor_an_oversized_file(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def test_an_ftp_feed_is_a_clear_error_of_its_source() -> None:
-    source = IcsSource(kind="ics", id="feed", url="ftp://me:pw@example.org/cal.ics")
-    with pytest.raises(TransientError, match="only http and https") as raised:
-        list(IcsConnector(source, base_dir=Path("."), now=_now()).sync(None))
-    assert "pw" not in str(raised.value)
 
 
 # -- the other clients: Microsoft Graph (httpx) and Google (httplib2's interface) -----------

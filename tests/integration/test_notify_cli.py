@@ -7,7 +7,6 @@ daily digest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,18 +23,12 @@ from mentorpulse.demo import write_demo
 from mentorpulse.notify.outbox import claim_due, claim_one, enqueue
 from mentorpulse.notify.route import Notification
 from mentorpulse.storage.models import Finding, OutboxMessage
-from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
+from tests.servers.smtpd import PASSWORD, SmtpServer
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # a Monday, late: today's sessions ended
 NEXT = NOW + timedelta(days=1)  # the admins' daily digest windows have closed by then
 cli = CliRunner()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SmtpServer]:
-    with smtp_server(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,15 @@ from sqlalchemy import select
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
-from mentorpulse.notify.route import Alert, notifications_for
+from mentorpulse.notify.route import notifications_for
 from mentorpulse.notify.transport import SmtpTransport
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.models import Base, OutboxMessage
-from tests.servers.smtpd import Recorder, SmtpServer, smtp_server
+from tests.notify_support import FIRED, alert
+from tests.servers.smtpd import Recorder, SmtpServer
 
 REPO = Path(__file__).resolve().parents[2]
 SENDER = "mentorpulse@example.org"
-FIRED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
 WAIT = 60.0  # seconds: the bound on every wait below (children, gates, stalls)
 
@@ -118,30 +117,6 @@ class StallingRecorder(Recorder):
                 break
             await asyncio.sleep(0.01)
         return "451 4.3.0 stalled"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SmtpServer]:
-    with smtp_server(tmp_path) as running:
-        yield running
-
-
-def alert(n: int) -> Alert:
-    return Alert(
-        fingerprint=f"{n:016x}",
-        rule_id="lapsed",
-        severity="warning",
-        state="firing",
-        firing_since=FIRED,
-        facts={"gap_days": "30"},
-        program="eng",
-        program_name="Engineering",
-        mentor_email=f"mentor{n}@example.org",
-        mentor_name=f"Mentor {n}",
-        mentee_email=f"mentee{n}@example.org",
-        mentee_name=f"Mentee {n}",
-        mentor_timezone="UTC",
-    )
 
 
 def queue(url: str, *, reminders: int, reports: int) -> None:

@@ -12,14 +12,12 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -29,14 +27,15 @@ from mentorpulse.daemon import jobs
 from mentorpulse.daemon.jobs.notify import preview
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
-from mentorpulse.notify.route import Alert, Notification, notifications_for
+from mentorpulse.notify.route import Notification, notifications_for
 from mentorpulse.notify.transport import SmtpTransport
-from mentorpulse.storage.models import Base, OutboxMessage
-from tests.servers.smtpd import SmtpServer, smtp_server
+from mentorpulse.storage.models import OutboxMessage
+from tests.notify_support import FIRED, alert
+from tests.servers.smtpd import SmtpServer
 
 REPO = Path(__file__).resolve().parents[2]
 SENDER = "mentorpulse@example.org"
-NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+NOW = FIRED  # the findings are due at once
 cli = CliRunner()
 
 HEADER = "program,mentor_email,mentee_email,started_on,mentor_name,mentee_name"
@@ -145,42 +144,6 @@ def test_addresses_a_mail_server_takes_pass(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- rows that cannot render
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SmtpServer]:
-    with smtp_server(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    yield sessionmaker(engine)
-    engine.dispose()
-
-
-def alert(n: int, **changes: str) -> Alert:
-    fields: dict[str, str] = {
-        "mentor_email": f"mentor{n}@example.org",
-        "mentor_name": f"Mentor {n}",
-        **changes,
-    }
-    return Alert(
-        fingerprint=f"{n:016x}",
-        rule_id="lapsed",
-        severity="warning",
-        state="firing",
-        firing_since=NOW,
-        facts={},
-        program="eng",
-        program_name="Engineering",
-        mentee_email=f"mentee{n}@example.org",
-        mentee_name=f"Mentee {n}",
-        mentor_timezone="UTC",
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 HOSTILE_RECIPIENTS = ["[/]@evil.example", "=hyperlink(x)@evil.example", "a@x.example, b@y.example"]

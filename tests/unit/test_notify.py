@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -61,14 +60,6 @@ def alert(**changes: object) -> Alert:
         mentor_timezone="Europe/Lisbon",
     )
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    yield sessionmaker(engine)
-    engine.dispose()
 
 
 def queue(sessions: sessionmaker[Session], *alerts: Alert, now: datetime = NOW) -> int:

@@ -56,8 +56,7 @@ HOSTILE_ROWS = [
 
 
 def example_config(folder: Path, roster: str | None = None) -> Path:
-    shutil.copy(REPO / "config" / "mentorpulse.yaml", folder / "mentorpulse.yaml")
-    shutil.copy(REPO / "config" / "roster.csv", folder / "roster.csv")
+    shutil.copytree(REPO / "config", folder, dirs_exist_ok=True)  # with its calendars
     if roster is not None:
         (folder / "roster.csv").write_bytes(roster.encode("utf-8"))
     return folder / "mentorpulse.yaml"

@@ -94,8 +94,7 @@ def test_the_hostile_corpus_through_caldav_on_radicale(
     assert outcome.status_code == 0, outcome.raw_output[-3000:]
     assert figures.lost == []
     assert figures.doubled == []
-    # Radicale lists this object (DTSTART in the year 0) but leaves its data out of the
-    # calendar-multiget answer, which the caldav connector reads as "deleted meanwhile":
-    # silently skipped instead of an item error. Left to the caldav connector's owner.
-    assert figures.unreported == ["broken-times-2: dtstart-year-zero"]
+    # Radicale lists an object with DTSTART in the year 0 but leaves its data out of the
+    # calendar-multiget answer: an item error, not "deleted meanwhile".
+    assert figures.unreported == []
     assert figures.leaks == []

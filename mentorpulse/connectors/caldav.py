@@ -62,7 +62,6 @@ log = structlog.get_logger(__name__)
 
 CURSOR_VERSION = 1
 MULTIGET_BATCH = 100  # objects per calendar-multiget REPORT
-_GONE = object()  # a multiget answer without a listed object: deleted meanwhile
 PROGRESS_EVERY = 5.0  # seconds between progress log lines of a long sync
 _URL_SAFE = ":/@%?#=&+~!$'()*,;"  # characters of a URL left as they are when quoting
 
@@ -516,18 +515,12 @@ class CaldavConnector:
             batch = paths[offset : offset + MULTIGET_BATCH]
             bodies, broken = self._multiget(calendar, batch)
             for path in batch:
-                data = bodies.get(path, _GONE)
+                data = bodies.get(path)
                 if path in broken:  # keep what an earlier version of it gave
                     yield SyncPage(errors=(broken[path],))
-                elif data is _GONE:  # listed as changed, gone by now: deleted meanwhile
+                elif data is None:  # listed as changed, gone by now: deleted meanwhile
                     yield SyncPage(replaces_scope=path)
-                elif data is None:  # answered, but without its data: an object it cannot show
-                    message = "the server listed this object but sent no calendar data for it"
-                    log.warning(
-                        "caldav_item_rejected", source=self.source_id, item=path, error=message
-                    )
-                    yield SyncPage(errors=(ItemError(item=path, message=message),))
-                elif isinstance(data, bytes):
+                else:
                     yield self._page(calendar, path, data)
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY and offset + len(batch) < total:
@@ -543,9 +536,8 @@ class CaldavConnector:
 
     def _multiget(
         self, calendar: _Calendar, paths: list[str]
-    ) -> tuple[dict[str, bytes | None], dict[str, ItemError]]:
-        """The bodies of ``paths`` (a missing one was deleted meanwhile; None: the server
-        answered for it without its data, as Radicale does for an object it cannot read).
+    ) -> tuple[dict[str, bytes], dict[str, ItemError]]:
+        """The bodies of ``paths`` (a missing one was deleted meanwhile).
 
         A server that fails a whole batch (Xandikos does on some malformed objects) is
         asked again object by object, so one bad object costs only itself.
@@ -558,7 +550,7 @@ class CaldavConnector:
                     self.source_id,
                     f"{self.server} failed (HTTP {failed.status}) while downloading {paths[0]}",
                 ) from None
-        bodies: dict[str, bytes | None] = {}
+        bodies: dict[str, bytes] = {}
         broken: dict[str, ItemError] = {}
         for path in paths:
             try:
@@ -573,7 +565,7 @@ class CaldavConnector:
             )
         return bodies, broken
 
-    def _report_bodies(self, calendar: _Calendar, paths: list[str]) -> dict[str, bytes | None]:
+    def _report_bodies(self, calendar: _Calendar, paths: list[str]) -> dict[str, bytes]:
         """One calendar-multiget REPORT for calendar data and ETags (RFC 4791 7.9)."""
         url = _url(calendar.handle)
         query = (
@@ -594,11 +586,11 @@ class CaldavConnector:
                 f"downloading objects of {calendar.key}",
             )
         found = response.expand_simple_props([cdav.CalendarData()])
-        bodies: dict[str, bytes | None] = {}
+        bodies: dict[str, bytes] = {}
         for href, props in found.items():
             data = props.get(cdav.CalendarData.tag)
-            path = _path(url.join(href))
-            bodies[path] = (data.encode() if isinstance(data, str) else data) if data else None
+            if data:
+                bodies[_path(url.join(href))] = data.encode() if isinstance(data, str) else data
         return bodies
 
     def _page(self, calendar: _Calendar, path: str, data: bytes) -> SyncPage:

@@ -222,7 +222,6 @@ def cursor_entries(
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _NAME_LIKE = re.compile(r"[\w ./+-]{0,40}")
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def _fragment(quoted: re.Match[str]) -> str:
@@ -247,7 +246,7 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     cut to the name it starts with, key-like tokens elided, at most ``limit`` characters.
 
     Library messages quote the data they failed on, and the data is untrusted."""
-    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}")
+    text = clean_text(f"{type(exc).__name__}: {exc}")  # one line: quotes cannot span lines
     text = _TOKEN.sub(_token, _QUOTED.sub(_fragment, text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

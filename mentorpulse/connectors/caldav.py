@@ -57,6 +57,7 @@ from mentorpulse.connectors.http import (
     safe_url,
 )
 from mentorpulse.connectors.ics import IcsParseError, records_from_ical
+from mentorpulse.errors import code_trace, unexpected_summary
 
 log = structlog.get_logger(__name__)
 
@@ -606,7 +607,13 @@ class CaldavConnector:
         except IcsParseError as exc:
             message = str(exc)
         except Exception as exc:  # a bug of ours or the library's: one object, not the sync
-            log.exception("caldav_object_failed", source=self.source_id, item=path)
+            log.error(
+                "caldav_object_failed",
+                source=self.source_id,
+                item=path,
+                error=unexpected_summary(exc, "reading an object"),
+                trace=code_trace(exc),
+            )
             message = f"unexpected error ({describe(exc, 200)})"
         else:
             return SyncPage(

@@ -59,6 +59,7 @@ from mentorpulse.connectors.http import (
     TooLarge,
     safe_url,
 )
+from mentorpulse.errors import code_trace, unexpected_summary
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -192,8 +193,12 @@ class _Rejected(ValueError):
     """This event cannot be used; the message says why, for its item error."""
 
 
-class _OverBudget(Exception):
-    """The event used up its CPU budget (raised from inside whatever was running)."""
+class _OverBudget(BaseException):
+    """The event used up its CPU budget (raised from inside whatever was running).
+
+    A BaseException, so that no ``except Exception`` on the way (ours, icalendar's)
+    swallows it: CPython drops a trace hook that raised, so a swallowed one would leave
+    the rest of the event without a budget."""
 
 
 @contextmanager
@@ -676,12 +681,12 @@ class _RuleParts:
         assert self.until is not None
         seen = 0
         floor = _as_datetime(lowest)
-        for moment in self._dateutil(start, self.until):
+        moments = self._dateutil(start, self.until)
+        for moment in moments:
             if moment >= floor:
                 seen += 1
-                if seen == limit:
-                    following = next(self._dateutil(moment, self.until), None)
-                    return _until_like(start, moment) if following is not None else None
+                if seen == limit:  # cut only when another one follows
+                    return None if next(moments, None) is None else _until_like(start, moment)
         return None
 
 
@@ -1037,7 +1042,13 @@ class IcsConnector:
         except IcsParseError as exc:
             return self._unreadable(scope, str(exc))
         except Exception as exc:  # a bug of ours or the library's: one file, not the sync
-            log.exception("ics_file_failed", source=self.source_id, item=scope)
+            log.error(
+                "ics_file_failed",
+                source=self.source_id,
+                item=scope,
+                error=unexpected_summary(exc, "reading a file"),
+                trace=code_trace(exc),
+            )
             return self._unreadable(scope, f"unexpected error ({describe(exc)})")
         entries[scope] = self._entry(digest, **validators)
         log.info(

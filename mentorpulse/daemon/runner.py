@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from mentorpulse.daemon import jobs, lease
-from mentorpulse.errors import UserError
+from mentorpulse.errors import UserError, code_trace
 from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import JobRun
 
@@ -97,11 +97,11 @@ def _guarded(
         try:
             with ctx.recorded(name) as recorded:
                 stage()
-        except Exception:
+        except Exception as exc:
             if recorded.was_failing:
                 log.warning("job_still_failing", job=name, error=recorded.error)
             else:
-                log.exception("job_failed", job=name)
+                log.error("job_failed", job=name, error=recorded.error, trace=code_trace(exc))
             return
         if recorded.was_failing:
             log.info("job_recovered", job=name)

@@ -238,16 +238,17 @@ def test_status_names_a_failing_stage_until_it_succeeds_again(tmp_path: Path) ->
     code, output = _status(config)
     assert code == 1, output
     assert re.search(
-        r"stage evaluate: its last run failed \(\d+s ago\): KeyError: 'bogus'", output
+        r"stage evaluate: its last run failed \(\d+s ago\): unexpected KeyError while running "
+        r"evaluate at \w+\.py:\d+",
+        output,
     ), output
 
     job = runner._guarded(ctx, "evaluate", lambda: runner.pipeline(ctx))
     with capture_logs() as logs:
         job()  # the daemon's job: recorded, logged, never raised into the ticker
     # Already failing (the command's run): one line, not a second traceback.
-    assert [(e["event"], e.get("error")) for e in logs if e["event"].startswith("job_")] == [
-        ("job_still_failing", "KeyError: 'bogus'")
-    ]
+    assert [e["event"] for e in logs if e["event"].startswith("job_")] == ["job_still_failing"]
+    assert all("bogus" not in str(e) for e in logs), "the error's text (data) is not logged"
     code, output = _status(config)
     assert code == 1, output
 
@@ -259,7 +260,7 @@ def test_status_names_a_failing_stage_until_it_succeeds_again(tmp_path: Path) ->
     code, output = _status(config)
     assert code == 0, output
     assert "stage evaluate" not in output
-    assert re.search(r"evaluate +│ ok .*KeyError: 'bogus'", output), "the last error stays"
+    assert re.search(r"evaluate +│ ok .*unexpected KeyError", output), "the last error stays"
     ctx.engine.dispose()
 
 

@@ -487,6 +487,17 @@ def test_a_long_series_is_cut_and_said_so(tmp_path: Path, monkeypatch: pytest.Mo
     assert "more than 10 occurrences" in error.message
 
 
+def test_a_series_of_exactly_the_cap_is_whole_and_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "MAX_PER_SERIES", 10)
+    daily = "UID:daily\nDTSTART:20240201T090000Z\nRRULE:FREQ=DAILY;COUNT=10"
+    (tmp_path / "x.ics").write_text(ics(daily))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.start.day for r in records([page])] == list(range(1, 11))
+    assert page.errors == ()
+
+
 def test_a_uid_with_more_overrides_than_a_series_may_have_is_an_item_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

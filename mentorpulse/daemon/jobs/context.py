@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import RosterPairing, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.connectors.base import describe
+from mentorpulse.errors import unexpected_summary
 from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
@@ -92,7 +92,7 @@ class Context:
         try:
             yield run
         except Exception as exc:
-            run.error = describe(exc).splitlines()[0]
+            run.error = unexpected_summary(exc, f"running {stage}")
             run.was_failing = self._record_run(stage, error=run.error)
             raise
         run.was_failing = self._record_run(stage, error=None)

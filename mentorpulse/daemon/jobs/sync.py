@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import random
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import structlog
 from rich.console import Console
@@ -40,6 +38,7 @@ from mentorpulse.connectors.base import (
 )
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.errors import unexpected_summary
 from mentorpulse.storage import repository
 from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import Event, ResyncSeen, Source
@@ -379,18 +378,12 @@ class _Unexpected(ConnectorError):
 
 
 def _unexpected(exc: Exception, source_id: str, doing: str = "syncing") -> _Unexpected:
-    """A short message for ``last_error`` naming the error's type and where it was raised.
-
-    Never the error's text: a DataError quotes the SQL parameters, a parser the line it
-    choked on, so the message would carry calendar data (or secrets) into the status.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    message = (
-        f"unexpected {type(exc).__name__} while {doing}{where}; retried with backoff "
-        "(if it persists, report this line as a bug)"
+    """The short ``last_error`` of an error no connector typed (see unexpected_summary)."""
+    return _Unexpected(
+        source_id,
+        f"{unexpected_summary(exc, doing)}; retried with backoff "
+        "(if it persists, report this line as a bug)",
     )
-    return _Unexpected(source_id, message)
 
 
 def _failed(

@@ -241,6 +241,10 @@ class GoogleConnector:
             )
         self.http_requests = 0  # batch and single requests sent by this connector
 
+    def close(self) -> None:
+        """Let go of the pooled connections (the sync stage calls this when it is done)."""
+        self._http.close()
+
     # -- credentials --------------------------------------------------------------------
 
     def _path(self, value: str) -> Path:

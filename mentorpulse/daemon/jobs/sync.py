@@ -226,14 +226,34 @@ def _sync_one(
             _hold(db, db.get_one(Source, source_id), held, now=now, result=result)
     except ConnectorError as error:
         _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
-        return result
     except Exception as exc:  # whatever a source holds, the next one runs
         unexpected = _unexpected(exc, source_id)
         _failed(ctx, source_id, unexpected, was_healthy=was_healthy, now=now, result=result)
-        return result
     finally:
         progress.stop()
 
+    try:
+        return _after_pull(ctx, connector, source_id, result, was_healthy=was_healthy, now=now)
+    finally:
+        closing = getattr(connector, "close", None)
+        if callable(closing):  # its HTTP connections: not left to the garbage collector
+            closing()
+
+
+def _after_pull(
+    ctx: Context,
+    connector: Connector | None,
+    source_id: str,
+    result: SourceResult,
+    *,
+    was_healthy: bool,
+    now: datetime,
+) -> SourceResult:
+    """Conference logs (where enabled) and the closing log line of a source's sync; a
+    failed one was logged by ``_failed`` (once, when it started failing)."""
+    if not result.ok and result.held_deletions is None:
+        return result
+    source_config = next(s for s in ctx.config.sources if s.id == source_id)
     wants_attendance = getattr(source_config, "attendance", False)
     if result.ok and wants_attendance and isinstance(connector, AttendanceSource):
         try:

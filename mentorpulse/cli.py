@@ -243,7 +243,11 @@ def report(
                 out=out_path,
                 sources=ctx.config.sources,
             )
+        except BrokenPipeError:  # the reader (`| head`) has all it wanted: not an error
+            raise typer.Exit(0) from None
         except OSError as exc:  # a full disk, a folder removed meanwhile, no permission
+            if out_path is None:
+                raise
             raise OptionError(
                 f"--out {out_path}: cannot write the report ({exc.strerror})"
             ) from None

@@ -657,10 +657,10 @@ class GoogleConnector:
                     deleted.append(key)
                     continue
                 record = self._record(owner, key, item, calendar_zone)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a bad shape too
                 errors.append(
                     ItemError(
-                        item=f"{owner}/{item.get('id', '?')}",
+                        item=f"{owner}/{item.get('id', '?') if isinstance(item, dict) else '?'}",
                         message=f"unreadable event ({describe(exc)})",
                     )
                 )
@@ -679,7 +679,7 @@ class GoogleConnector:
         all_day = "date" in start_field and "dateTime" not in start_field
         start = _when(start_field, event_zone)
         end = max(start, _when(end_field, event_zone))
-        organizer = _lower(item.get("organizer", {}).get("email"))
+        organizer = _lower((item.get("organizer") or {}).get("email"))  # null: none known
         attendees: dict[str, Attendee] = {}
         for person in item.get("attendees") or []:
             email = _lower(person.get("email"))

@@ -640,7 +640,7 @@ class MicrosoftConnector:
                 continue  # calendarView yields the instances; the master is not a meeting
             try:
                 record, warning = self._record(mailbox, box, full)
-            except (KeyError, TypeError, ValueError) as error:
+            except (AttributeError, KeyError, TypeError, ValueError) as error:  # a bad shape too
                 message = f"unreadable event ({describe(error)})"
                 log.warning(
                     "graph_item_rejected", source=self.source_id, item=provider_id, error=message

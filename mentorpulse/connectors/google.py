@@ -56,6 +56,7 @@ from mentorpulse.connectors.base import (
     EventStatus,
     ItemError,
     Response,
+    SeriesBound,
     SyncPage,
     TransientError,
     Window,
@@ -229,6 +230,7 @@ class GoogleConnector:
         self._authed: dict[str, google_auth_httplib2.AuthorizedHttp] = {}
         self._base: Any = None
         self._gone: dict[str, _NoCalendar] = {}
+        self._bound = SeriesBound(None)
         self._key_id = self._credential_key()
         with _SHARED_LOCK:
             self._gate = _GATES.setdefault(
@@ -399,11 +401,11 @@ class GoogleConnector:
     def _users(self) -> list[str]:
         return list(dict.fromkeys(u.strip().lower() for u in self.source.users))
 
-    @staticmethod
-    def _cursor(states: Mapping[str, _Calendar]) -> dict[str, object]:
+    def _cursor(self, states: Mapping[str, _Calendar]) -> dict[str, object]:
         return {
             "version": CURSOR_VERSION,
             "calendars": {user: state.dump() for user, state in sorted(states.items())},
+            **self._bound.stamp(),
         }
 
     # -- sync ---------------------------------------------------------------------------
@@ -411,6 +413,9 @@ class GoogleConnector:
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """One page per batch response that changed anything; see the module docstring."""
         states = self._states(cursor)
+        self._bound = SeriesBound(
+            cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
+        )
         done: set[str] = set()
         self._warm(list(states))
         while True:
@@ -598,6 +603,9 @@ class GoogleConnector:
             changed = changed or bool(items) or state.dump() != before
         if not changed:
             return None
+        records, gone, bad = self._bound.apply(records)
+        deleted += gone
+        errors += bad
         log.info(
             "google_page",
             source=self.source_id,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Event, Source
 from mentorpulse.storage.models import Session as SessionRow
 from tests.fakes import google_api
-from tests.fakes.google_api import GoogleFake, RunningFake, rfc3339
+from tests.fakes.google_api import GoogleFake, RunningFake, instance_id, rfc3339
 from tests.fakes.graph_api import FakeEvent, GraphFake
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -465,18 +464,15 @@ class Outcome:
             assert all(len(e["message"]) <= base.MESSAGE_MAX for e in reported)
         assert self.first.item_errors == len(self.source.item_errors or [])
 
-    def assert_flood_bounded(self, series_id: str) -> None:
+    def assert_flood_rejected(self, series_id: str) -> None:
         """A series recurring every few minutes is no meeting of two people: as for a
-        calendar file (connectors/ics.py), at most MAX_PER_DAY occurrences a day are kept
-        and the series is named by an item error."""
-        kept = [r for r in self.rows if r.series_id == series_id]
-        per_day = Counter(r.start.date() for r in kept)
-        assert max(per_day.values(), default=0) <= ics.MAX_PER_DAY, len(kept)
-        assert len(kept) <= ics.MAX_PER_SERIES
-        assert any(
-            series_id in e["message"] or series_id in e["item"]
-            for e in self.source.item_errors or []
-        ), self.source.item_errors
+        calendar file (connectors/ics.py ``MAX_PER_DAY``), none of it is read, and one
+        item error names it."""
+        assert base.SERIES_PER_DAY_MAX == ics.MAX_PER_DAY
+        assert not [r for r in self.rows if r.series_id == series_id]
+        named = [e for e in self.source.item_errors or [] if e["item"] == f"{MENTOR}/{series_id}"]
+        assert len(named) == 1, self.source.item_errors
+        assert "more than 4 times a day" in named[0]["message"]
 
 
 def assert_clean(rows: list[Event], source: Source) -> None:
@@ -506,13 +502,16 @@ def assert_clean(rows: list[Event], source: Source) -> None:
     assert len(errors) < 50 * (base.ITEM_MAX + base.MESSAGE_MAX)
 
 
-def run_twice(config: Path) -> Outcome:
-    """The real sync stage twice (a first and an incremental sync), then the sessions."""
+def run_twice(config: Path, between: Callable[[], None] | None = None) -> Outcome:
+    """The real sync stage twice (a first and an incremental sync, after ``between``
+    changed the calendar), then the sessions."""
     ctx = jobs.Context.open(config, clock=lambda: NOW)
     try:
         [first] = jobs.sync_sources(ctx)
         with ctx.sessions() as db:
             count = db.scalar(select(func.count()).select_from(Event)) or 0
+        if between is not None:
+            between()
         [second] = jobs.sync_sources(ctx)
         jobs.rebuild_sessions(ctx)
         with ctx.sessions() as db:
@@ -566,50 +565,65 @@ def flood_graph(fake: GraphFake) -> str:
     return master
 
 
-def test_google_series_expanded_into_thousands(
-    google: RunningFake, tmp_path: Path, database_url: str
-) -> None:
-    put_valid_google(google.fake)
-    series = flood_google(google.fake)
-    outcome = run_twice(google_config(google, tmp_path, database_url))
-    outcome.assert_valid_meeting_once()
-    assert outcome.first.stored == FLOOD + 2  # every page of the listing was stored
-    assert len([r for r in outcome.rows if r.series_id == series]) == FLOOD
-
-
-def test_graph_series_expanded_into_thousands(
-    graph: GraphFake, tmp_path: Path, database_url: str
-) -> None:
-    put_valid_graph(graph)
-    series = flood_graph(graph)
-    outcome = run_twice(graph_config(graph, tmp_path, database_url))
-    outcome.assert_valid_meeting_once()
-    assert outcome.first.pages > FLOOD // 100  # Graph paged it 100 at a time
-    assert len([r for r in outcome.rows if r.series_id == series]) == FLOOD
-
-
-NO_SERIES_BOUND = (
-    "providers' expanded series are not bounded: google.py and microsoft.py store every "
-    "instance (ics.py rejects a series of more than MAX_PER_DAY a day); needs a per-series "
-    "count across pages and syncs, reported to the lead"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_SERIES_BOUND)
 @pytest.mark.parametrize("provider", ["google", "graph"])
-def test_a_series_every_15_minutes_is_bounded_like_a_calendar_file(
+def test_a_series_every_15_minutes_is_rejected_like_in_a_calendar_file(
     provider: str, tmp_path: Path, database_url: str, request: pytest.FixtureRequest
 ) -> None:
+    between: Callable[[], None]
     if provider == "google":
         running: RunningFake = request.getfixturevalue("google")
         put_valid_google(running.fake)
         series = flood_google(running.fake)
         config = google_config(running, tmp_path, database_url)
+        moved = instance_id(series, FLOOD_FIRST + FLOOD_EVERY * 100)
+
+        def between() -> None:  # one instance edited: the next sync leaves it out too
+            running.fake.update(MENTOR, moved, summary="Mentoring (moved)")
     else:
         fake: GraphFake = request.getfixturevalue("graph")
         put_valid_graph(fake)
         series = flood_graph(fake)
         config = graph_config(fake, tmp_path, database_url)
-    outcome = run_twice(config)
+        one = next(e for e in fake.mailboxes[MENTOR].events.values() if e.series_master_id)
+
+        def between() -> None:
+            one.subject = "Mentoring (moved)"
+            fake.put(MENTOR, one)
+
+    outcome = run_twice(config, between)
     outcome.assert_valid_meeting_once()
-    outcome.assert_flood_bounded(series)
+    outcome.assert_flood_rejected(series)
+
+
+def _instance(series: str, start: datetime, owner: str = MENTOR) -> base.EventRecord:
+    return base.EventRecord(
+        source_id="s",
+        provider_id=f"{owner}/{series}_{start:%Y%m%dT%H%M}",
+        ical_uid=series,
+        start=start,
+        end=start + timedelta(minutes=30),
+        series_id=series,
+        calendar_owner=owner,
+    )
+
+
+def test_a_series_rejected_on_a_later_page_takes_back_what_was_yielded() -> None:
+    bound = base.SeriesBound(None)
+    day = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    first = [_instance("s1", day + timedelta(hours=n)) for n in range(4)]
+    weekly = [_instance("w", day + timedelta(weeks=n)) for n in range(3)]
+    kept, deleted, errors = bound.apply([*first, *weekly])
+    assert kept == [*first, *weekly]  # four a day is still a meeting series
+    assert (deleted, errors) == ([], [])
+
+    fifth = _instance("s1", day + timedelta(hours=5))
+    other = _instance("s1", day, owner=MENTEE)  # the mentee's copy is counted on its own
+    kept, deleted, errors = bound.apply([fifth, other])
+    assert kept == [other]
+    assert sorted(deleted) == sorted(r.provider_id for r in [*first, fifth])
+    assert [e.item for e in errors] == [f"{MENTOR}/s1"]
+    # Remembered in the cursor: a later sync leaves the series out from its first instance.
+    later = base.SeriesBound(bound.stamp())
+    kept, deleted, errors = later.apply([_instance("s1", day + timedelta(days=3)), weekly[0]])
+    assert kept == [weekly[0]]
+    assert errors == []

@@ -425,3 +425,69 @@ def sanitise_page(page: SyncPage) -> SyncPage:
             for e in page.errors
         ),
     )
+
+
+# --------------------------------------------------------------------------------------
+# Series a provider expanded (Google ``singleEvents``, Graph ``calendarView``) arrive as
+# thousands of instances, page by page. A series recurring more often than this a day is
+# no meeting of two people: the bound connectors/ics.py puts on an RRULE (MAX_PER_DAY).
+
+SERIES_PER_DAY_MAX = 4
+DENSE_SERIES_KEPT = 500  # rejected series remembered in a cursor
+
+
+class SeriesBound:
+    """Rejects, for one sync, every series with more than ``SERIES_PER_DAY_MAX`` instances
+    on one day: one item error names it, its instances yielded earlier in the sync are
+    deleted again, and the rejection is kept in the cursor (:meth:`stamp`) so that later
+    incremental syncs leave its changed instances out too."""
+
+    def __init__(self, cursor: Mapping[str, object] | None) -> None:
+        stored = cursor.get("dense_series") if cursor else None
+        self.rejected: set[str] = (
+            {str(s) for s in stored} if isinstance(stored, list | tuple) else set()
+        )
+        self._per_day: dict[tuple[str, date], int] = {}
+        self._kept: dict[str, list[str]] = {}
+
+    def apply(
+        self, records: list[EventRecord]
+    ) -> tuple[list[EventRecord], list[str], list[ItemError]]:
+        """``records`` without the instances of rejected series; the ids to delete; the
+        item errors of series rejected now."""
+        errors: list[ItemError] = []
+        deleted: list[str] = []
+        for record in records:
+            if record.series_id is None:
+                continue
+            key = f"{record.calendar_owner or ''}/{record.series_id}"
+            if key in self.rejected:
+                continue
+            day = (key, record.start.date())
+            self._per_day[day] = self._per_day.get(day, 0) + 1
+            if self._per_day[day] > SERIES_PER_DAY_MAX:
+                self.rejected.add(key)
+                deleted += self._kept.pop(key, [])
+                errors.append(
+                    ItemError(
+                        item=key,
+                        message=f"series recurs more than {SERIES_PER_DAY_MAX} times a day; "
+                        "a meeting series does not, so none of it is read",
+                    )
+                )
+            else:
+                self._kept.setdefault(key, []).append(record.provider_id)
+        kept: list[EventRecord] = []
+        for record in records:
+            key = f"{record.calendar_owner or ''}/{record.series_id}"
+            if record.series_id is not None and key in self.rejected:
+                deleted.append(record.provider_id)
+            else:
+                kept.append(record)
+        return kept, deleted, errors
+
+    def stamp(self) -> dict[str, object]:
+        """The cursor entry that keeps the rejections (at most ``DENSE_SERIES_KEPT``)."""
+        if not self.rejected:
+            return {}
+        return {"dense_series": sorted(self.rejected)[-DENSE_SERIES_KEPT:]}

@@ -56,6 +56,7 @@ from mentorpulse.connectors.base import (
     EventStatus,
     ItemError,
     Response,
+    SeriesBound,
     SyncPage,
     TransientError,
     Window,
@@ -229,6 +230,7 @@ class GoogleConnector:
         self._authed: dict[str, google_auth_httplib2.AuthorizedHttp] = {}
         self._base: Any = None
         self._gone: dict[str, _NoCalendar] = {}
+        self._bound = SeriesBound(None)
         self._key_id = self._credential_key()
         with _SHARED_LOCK:
             self._gate = _GATES.setdefault(
@@ -403,11 +405,11 @@ class GoogleConnector:
     def _users(self) -> list[str]:
         return list(dict.fromkeys(u.strip().lower() for u in self.source.users))
 
-    @staticmethod
-    def _cursor(states: Mapping[str, _Calendar]) -> dict[str, object]:
+    def _cursor(self, states: Mapping[str, _Calendar]) -> dict[str, object]:
         return {
             "version": CURSOR_VERSION,
             "calendars": {user: state.dump() for user, state in sorted(states.items())},
+            **self._bound.stamp(),
         }
 
     # -- sync ---------------------------------------------------------------------------
@@ -415,6 +417,9 @@ class GoogleConnector:
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """One page per batch response that changed anything; see the module docstring."""
         states = self._states(cursor)
+        self._bound = SeriesBound(
+            cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
+        )
         done: set[str] = set()
         self._warm(list(states))
         while True:
@@ -602,6 +607,9 @@ class GoogleConnector:
             changed = changed or bool(items) or state.dump() != before
         if not changed:
             return None
+        records, gone, bad = self._bound.apply(records)
+        deleted += gone
+        errors += bad
         log.info(
             "google_page",
             source=self.source_id,
@@ -661,10 +669,10 @@ class GoogleConnector:
                     deleted.append(key)
                     continue
                 record = self._record(owner, key, item, calendar_zone)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a bad shape too
                 errors.append(
                     ItemError(
-                        item=f"{owner}/{item.get('id', '?')}",
+                        item=f"{owner}/{item.get('id', '?') if isinstance(item, dict) else '?'}",
                         message=f"unreadable event ({describe(exc)})",
                     )
                 )
@@ -683,7 +691,7 @@ class GoogleConnector:
         all_day = "date" in start_field and "dateTime" not in start_field
         start = _when(start_field, event_zone)
         end = max(start, _when(end_field, event_zone))
-        organizer = _lower(item.get("organizer", {}).get("email"))
+        organizer = _lower((item.get("organizer") or {}).get("email"))  # null: none known
         attendees: dict[str, Attendee] = {}
         for person in item.get("attendees") or []:
             email = _lower(person.get("email"))

@@ -42,6 +42,7 @@ from mentorpulse.connectors.base import (
     EventStatus,
     ItemError,
     Response,
+    SeriesBound,
     SyncPage,
     TransientError,
     Window,
@@ -230,6 +231,7 @@ class MicrosoftConnector:
         self._token_expires = 0.0
         self._app: Any = None
         self.requests = 0  # HTTP requests sent to Graph (for the bench and the logs)
+        self._bound = SeriesBound(None)
 
     def _path(self, value: str) -> Path:
         return resolve_path(self.base_dir, value)
@@ -519,6 +521,7 @@ class MicrosoftConnector:
             "version": CURSOR_VERSION,
             **self.window.stamp(),
             "mailboxes": {m: b.as_json() for m, b in sorted(boxes.items()) if b.link},
+            **self._bound.stamp(),
         }
 
     def _start_link(self, mailbox: str) -> str:
@@ -534,6 +537,9 @@ class MicrosoftConnector:
         and yields one page with what those answers held and the cursor after them.
         """
         boxes = self._boxes(cursor)
+        self._bound = SeriesBound(
+            cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
+        )
         draining: set[str] = set()
         for mailbox, box in boxes.items():
             if box.link is not None and not self.window.matches(box.as_json()):
@@ -613,11 +619,12 @@ class MicrosoftConnector:
             raise TransientError(self.source_id, "Graph answered a delta page without a link")
 
     def _page(self, page: _Page, boxes: Mapping[str, _Box]) -> SyncPage:
+        records, gone, bad = self._bound.apply(page.records)
         return SyncPage(
-            records=tuple(page.records),
-            deleted=tuple(page.deleted),
+            records=tuple(records),
+            deleted=(*page.deleted, *gone),
             cursor=self._cursor(boxes),
-            errors=tuple(page.errors),
+            errors=(*page.errors, *bad),
         )
 
     # -- items --------------------------------------------------------------------------
@@ -640,7 +647,7 @@ class MicrosoftConnector:
                 continue  # calendarView yields the instances; the master is not a meeting
             try:
                 record, warning = self._record(mailbox, box, full)
-            except (KeyError, TypeError, ValueError) as error:
+            except (AttributeError, KeyError, TypeError, ValueError) as error:  # a bad shape too
                 message = f"unreadable event ({describe(error)})"
                 log.warning(
                     "graph_item_rejected", source=self.source_id, item=provider_id, error=message

@@ -487,7 +487,9 @@ class CaldavSource(SourceBase):
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
     timeout: Timeout = Field(
-        timedelta(seconds=60), description="Total time per request, the whole answer included."
+        timedelta(seconds=60),
+        description="Total time per HTTP request, the whole answer included (a redirect or an "
+        "authentication retry is a request of its own).",
     )
     max_bytes: int = Field(
         50_000_000, ge=1024, le=2**31, description="Largest answer read per request, in bytes."

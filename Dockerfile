@@ -1,7 +1,8 @@
 # mentorpulse daemon image: `docker run -v $PWD/config:/config mentorpulse run`
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MENTORPULSE_CONFIG=/config/mentorpulse.yaml
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MENTORPULSE_CONFIG=/config/mentorpulse.yaml \
+    MENTORPULSE_DATA=/data
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY mentorpulse ./mentorpulse

@@ -16,8 +16,6 @@ import multiprocessing
 import tempfile
 import threading
 import time
-from dataclasses import replace
-from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -30,28 +28,14 @@ from mentorpulse import logs
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
-from mentorpulse.notify.route import Alert, notifications_for
+from mentorpulse.notify.route import notifications_for
 from mentorpulse.notify.transport import SmtpTransport
 from mentorpulse.storage.engine import make_engine
 from mentorpulse.storage.models import Base, OutboxMessage
+from tests.notify_support import FIRED, alert
 from tests.servers.smtpd import smtp_server
 
-NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-TEMPLATE = Alert(
-    fingerprint="",
-    rule_id="lapsed",
-    severity="warning",
-    state="firing",
-    firing_since=NOW,
-    facts={"last_attended": "2026-02-10"},
-    program="eng",
-    program_name="Engineering mentoring",
-    mentor_email="",
-    mentor_name="Mentor",
-    mentee_email="mentee@example.org",
-    mentee_name="Mentee",
-    mentor_timezone="Europe/Berlin",
-)
+NOW = FIRED  # the findings are due at once
 
 
 def _serve(folder: str, ready: Queue[Any], stop: Event, done: Queue[Any]) -> None:
@@ -99,10 +83,7 @@ def _drain(
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     factory = sessionmaker(engine)
-    alerts = [
-        replace(TEMPLATE, fingerprint=f"{n:016x}", mentor_email=f"mentor{n}@example.org")
-        for n in range(emails)
-    ]
+    alerts = [alert(n) for n in range(emails)]
     with factory.begin() as db:
         enqueue(db, notifications_for(alerts, now=NOW), now=NOW, domain="example.org")
     ca_file = Path(config.ca_file) if config.ca_file else None

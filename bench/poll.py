@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import common, generate
+from mentorpulse.connectors.ics import IcsConnector
 from mentorpulse.daemon.jobs import rebuild_sessions, sync_sources
 from mentorpulse.storage.models import Pairing
 
@@ -31,18 +32,17 @@ EVENT_TABLES = ("events", "event_pairings")
 def counted_reads() -> Iterator[dict[str, int]]:
     """Calendar files read while inside: the ICS connector's "provider requests"."""
     counter = {"reads": 0}
-    real = Path.read_bytes
+    real = IcsConnector._read
 
-    def read_bytes(self: Path) -> bytes:
-        if self.suffix == ".ics":
-            counter["reads"] += 1
-        return real(self)
+    def read(self: IcsConnector, path: Path, inside: Path | None) -> bytes:
+        counter["reads"] += 1
+        return real(self, path, inside)
 
-    Path.read_bytes = read_bytes  # type: ignore[method-assign]
+    IcsConnector._read = read  # type: ignore[method-assign]
     try:
         yield counter
     finally:
-        Path.read_bytes = real  # type: ignore[method-assign]
+        IcsConnector._read = real  # type: ignore[method-assign]
 
 
 def _poll(ctx: Any, calendars: int) -> dict[str, float | int]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,17 +20,20 @@ from mentorpulse.commands.auth import auth_app
 from mentorpulse.commands.auth_microsoft import auth_microsoft
 from mentorpulse.commands.common import (
     ConfigOption,
+    GlobalOptions,
+    OptionError,
     check_range,
     day_option,
+    log_settings,
     out,
     user_errors,
     with_context,
 )
 from mentorpulse.commands.notify import notify, outbox_app
 from mentorpulse.commands.rules import explain, rules_app, silence_app
-from mentorpulse.errors import UserError
 
 app = typer.Typer(
+    cls=GlobalOptions,  # --config and --log-* on every command, in any position
     help="Track which mentoring pairs actually meet, from the calendars you already have.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -49,15 +54,14 @@ app.add_typer(silence_app, name="silence")
 app.command("explain")(explain)
 
 
+PRIVATE_UMASK = 0o077
+
+
 @app.callback()
-def main_options(
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_json: Annotated[
-        bool | None,
-        typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a terminal)."),
-    ] = None,
-) -> None:
-    logs.configure(level=log_level, json=log_json)
+def main_options(ctx: typer.Context) -> None:
+    """Before any command: files we create are private, logs go where they were asked to."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)  # database, reports, outbox, tokens
+    logs.configure(**log_settings(ctx))
 
 
 # ---------------------------------------------------------------- config
@@ -65,21 +69,27 @@ def main_options(
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate mentorpulse.yaml and the roster; print every problem with file:line."""
-    from mentorpulse.config.loader import config_path, load_config
+    """Validate mentorpulse.yaml and the roster, and open the database; print every
+    problem with file:line."""
+    from mentorpulse.config.loader import check_source_paths, config_path, load_config
     from mentorpulse.config.roster import load_roster
     from mentorpulse.rules.check import check_selectors
+    from mentorpulse.storage.engine import check_connection
 
     with user_errors():
         path = config_path(config)
         loaded = load_config(path)
         roster = load_roster(loaded.resolve(loaded.roster.path), loaded)
         check_selectors(loaded, roster, path)
+        check_source_paths(loaded, path)
     out.print(
         f"{path}: ok — {len(loaded.programs)} programs, {len(loaded.sources)} sources, "
         f"{len(roster)} pairings",
         highlight=False,
     )
+    with user_errors():
+        database = check_connection(loaded.database, loaded.base_dir)
+    out.print(f"database: {database}", highlight=False, markup=False, soft_wrap=True)
 
 
 @config_app.command("schema")
@@ -124,7 +134,18 @@ def sync(
     """Pull the calendars into the database (without --once: keep polling until stopped)."""
     from mentorpulse.daemon import jobs, runner
 
+    with user_errors():
+        if source and not once:
+            raise OptionError("--source needs --once (polling reads every source)")
+
     def action(ctx: jobs.Context) -> None:
+        known = [s.id for s in ctx.config.sources]
+        unknown = [s for s in source or () if s not in known]
+        if unknown:
+            raise OptionError(
+                f"--source: no source {', '.join(map(repr, unknown))} in the config "
+                f"(sources: {', '.join(known) or 'none'})"
+            )
         if not once:
             runner.run_daemon(ctx, stages={"sync"})
             return
@@ -157,11 +178,11 @@ def evaluate(
     ] = False,
 ) -> None:
     """Judge sessions from the stored events and run the cadence rules."""
-    from mentorpulse.daemon import jobs
+    from mentorpulse.daemon import jobs, runner
 
     def action(ctx: jobs.Context) -> None:
-        sessions = jobs.rebuild_sessions(ctx)
-        stats = jobs.evaluate_rules(ctx, full=full)
+        with ctx.recorded("evaluate"):  # `status` shows a failed run, as the daemon's
+            sessions, stats = runner.pipeline(ctx, full=full)
         out.print(
             f"{sessions.pairings} pairings re-judged, {sessions.changed} sessions changed; "
             f"{stats.pairings} pairings evaluated: {stats.firing} firing, "
@@ -174,12 +195,27 @@ def evaluate(
     with_context(config, action)
 
 
+class ReportFormat(StrEnum):
+    csv = "csv"
+    html = "html"
+
+
+REPORT_SUFFIXES = {".csv": ReportFormat.csv, ".html": ReportFormat.html, ".htm": ReportFormat.html}
+
+
 @app.command()
 def report(
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
     end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
     config: ConfigOption = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv or html.")] = "csv",
+    fmt: Annotated[
+        ReportFormat | None,
+        typer.Option(
+            "--format",
+            help="csv or html (default: from the extension of --out, else csv).",
+            show_default=False,
+        ),
+    ] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Write here instead of standard output.")
     ] = None,
@@ -191,21 +227,70 @@ def report(
     with user_errors():
         first, last = day_option(start, "--from"), day_option(end, "--to")
         check_range(first, last)
-        if fmt not in ("csv", "html"):
-            raise UserError(f"--format: expected csv or html, got {fmt!r}")
+        if out_path is not None:
+            check_out_path(out_path)
+        chosen = report_format(fmt, out_path)
 
     def action(ctx: jobs.Context) -> None:
-        write_report(
-            ctx.sessions,
-            first=first,
-            last=last,
-            zone=ctx.config.timezone,
-            now=ctx.clock(),
-            fmt=fmt,
-            out=out_path,
-        )
+        try:
+            written = write_report(
+                ctx.sessions,
+                first=first,
+                last=last,
+                zone=ctx.config.timezone,
+                now=ctx.clock(),
+                fmt=chosen.value,
+                out=out_path,
+                sources=ctx.config.sources,
+            )
+        except BrokenPipeError:  # the reader (`| head`) has all it wanted: not an error
+            raise typer.Exit(0) from None
+        except OSError as exc:  # a full disk, a folder removed meanwhile, no permission
+            if out_path is None:
+                raise
+            raise OptionError(
+                f"--out {out_path}: cannot write the report ({exc.strerror})"
+            ) from None
+        if written.note:
+            typer.echo(f"warning: {written.note}", err=True)
 
     with_context(config, action)
+
+
+def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:
+    """--format, else the one --out's extension names; a mismatch is refused, not obeyed."""
+    if out_path is None:
+        return fmt or ReportFormat.csv
+    suffix = out_path.suffix.lower()
+    implied = REPORT_SUFFIXES.get(suffix)
+    if fmt is None:
+        if implied is None:
+            raise OptionError(
+                f"--out {out_path}: cannot tell the format from "
+                + (f"the extension {suffix}" if suffix else "a name without extension")
+                + "; give --format csv or --format html"
+            )
+        return implied
+    if implied is not None and implied != fmt:
+        raise OptionError(
+            f"--format {fmt.value} does not match --out {out_path} (a {suffix} file): "
+            f"name the file .{fmt.value} or drop --format"
+        )
+    return fmt
+
+
+def check_out_path(path: Path) -> None:
+    """--out names a file in a folder that exists: say so before the report is computed."""
+    try:
+        is_folder, parent_exists = path.is_dir(), path.parent.is_dir()
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise OptionError(f"--out {path}: cannot write the report ({exc.strerror})") from None
+    if is_folder:
+        raise OptionError(
+            f"--out {path}: is a folder; give a file name, like {path / 'report.csv'}"
+        )
+    if not parent_exists:
+        raise OptionError(f"--out {path}: the folder {path.parent} does not exist; create it first")
 
 
 @app.command()
@@ -221,12 +306,18 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Folder for the sample deployment (created if missing).")
     ] = Path("mentorpulse-demo"),
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite files in --workdir that an earlier demo did not write."
+        ),
+    ] = False,
 ) -> None:
     """Write a sample organisation and run the whole flow on it, on SQLite."""
     from mentorpulse.daemon.demo import run_demo
 
     with user_errors():
-        summary = run_demo(workdir, today=datetime.now(UTC).date())
+        summary = run_demo(workdir, today=datetime.now(UTC).date(), force=force)
     out.print(summary.table())
 
 

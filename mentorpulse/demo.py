@@ -391,6 +391,39 @@ def _leadership(today: date, by: dict[str, _Pair]) -> list[_Meeting]:
     return meetings
 
 
+def _all_hands(people: dict[str, _Person], today: date) -> list[Event]:
+    """Every four weeks the whole company meets, every mentor and mentee included.
+
+    Each pair both attend it, and the programs match by who takes part, not by title: it
+    is the participant cap (``match.max_participants``) that keeps it from counting as a
+    session of every pair. A booked room is on the invitation too.
+    """
+    stamp = _stamp(today)
+    starts = _weekly(today, "Europe/London", offset=3, weeks=4, at=time(13))
+    organizer = _Person(*_COLLEAGUES[4], "Europe/London")
+    event = Event()
+    event.add("uid", f"all-hands@{DOMAIN}")
+    event.add("dtstamp", stamp)
+    booked = min(starts[0].astimezone(UTC) - timedelta(days=14), stamp)
+    event.add("created", booked)
+    event.add("last-modified", booked)
+    event.add("summary", "All hands")
+    event.add("dtstart", starts[0])
+    event.add("dtend", starts[0] + timedelta(hours=1))
+    event.add("rrule", {"freq": "weekly", "interval": 4, "count": len(starts)})
+    event.add("status", "CONFIRMED")
+    event.add("organizer", _address(organizer))
+    event.add("attendee", _address(organizer, "ACCEPTED"))
+    for person in people.values():
+        event.add("attendee", _address(person, "ACCEPTED"))
+    room = vCalAddress(f"mailto:auditorium@rooms.{DOMAIN}")
+    room.params["CN"] = "Auditorium"
+    room.params["CUTYPE"] = "ROOM"
+    room.params["PARTSTAT"] = "ACCEPTED"
+    event.add("attendee", room)
+    return [event]
+
+
 def _stamp(today: date) -> datetime:
     """The export time of every file: the start of ``today`` in UTC, never the clock."""
     return datetime.combine(today, time(0), UTC)
@@ -603,6 +636,11 @@ roster:
 programs:
   - id: engineering
     name: Engineering mentoring
+    match:
+      # No title keywords: any meeting of the pair counts, however it was booked, but
+      # only up to 4 people (rooms not counted). The monthly all-hands that every
+      # mentor and mentee attends is a group meeting, not a session of each pair.
+      max_participants: 4
     cadence:
       every: 14d
       grace: 3d
@@ -685,8 +723,10 @@ def write_demo(workdir: Path, *, today: date) -> DemoTruth:
         sessions.extend(_truth(meeting, today))
 
     rng = random.Random(SEED + 1)  # noqa: S311 - reproducible demo data, not a secret
+    all_hands = _all_hands(people, today)
     for index, person in enumerate(people.values()):
         files[person.email].extend(_noise(person, index, today, rng))
+        files[person.email].extend(all_hands)
 
     calendars = workdir / "calendars"
     calendars.mkdir(parents=True, exist_ok=True)

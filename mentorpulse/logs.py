@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
+LEVELS = ("debug", "info", "warning", "error")
 SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "credential")
 
 
@@ -43,6 +44,8 @@ def configure(
     *, level: str = "info", stream: TextIO | None = None, json: bool | None = None
 ) -> None:
     """Configure structlog and route stdlib logging (alembic, apscheduler) through it."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (expected {', '.join(LEVELS)})")
     out: TextIO = stream or _CurrentStderr()  # type: ignore[assignment]
     as_json = not out.isatty() if json is None else json
     shared: list[structlog.types.Processor] = [

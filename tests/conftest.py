@@ -1,4 +1,5 @@
-"""Shared fixtures: a database on each backend, the real-world test data."""
+"""Shared fixtures: a database on each backend (empty or with the schema), the real-world
+test data."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from mentorpulse.storage.models import Base
 
 REPO = Path(__file__).resolve().parents[1]
 # Beside the checkout; a git worktree one level deeper (wt/issueN) finds it one further up.
@@ -65,3 +69,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mentorpulse.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on ``database_url`` with the schema created (on each backend)."""
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    yield sessionmaker(engine)
+    engine.dispose()

@@ -9,13 +9,19 @@ from rich.table import Table
 
 from mentorpulse.commands.common import (
     ConfigOption,
+    FormatOption,
+    OptionError,
+    OutputFormat,
+    TzOption,
     duration_option,
     err,
+    local_time,
     out,
+    print_json,
     user_errors,
+    view_zone,
     with_context,
 )
-from mentorpulse.errors import UserError
 
 outbox_app = typer.Typer(
     help="Inspect and operate the outbox of notifications.", no_args_is_help=True
@@ -44,7 +50,8 @@ def notify(
             out.print(table)
             out.print(f"{len(emails)} emails would be sent (dry run: nothing sent)")
             return
-        stats = jobs.send_notifications(ctx)
+        with ctx.recorded("notify"):  # `status` shows a failed run, as the daemon's
+            stats = jobs.send_notifications(ctx)
         out.print(
             f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
             f"{stats.retried} to retry",
@@ -58,11 +65,19 @@ def notify(
                 "see `mentorpulse outbox list --status unknown`; `outbox retry ID` resends one",
                 highlight=False,
             )
+        if stats.released:
+            err.print(
+                f"{stats.released} emails handed back unsent: sending is slower than "
+                "notify.lease allows; raise notify.lease (or the transport's timeout is too "
+                "long for it)",
+                highlight=False,
+            )
         if stats.failed:
             err.print(
                 "some emails failed for good: see `mentorpulse outbox list --status failed`",
                 highlight=False,
             )
+        if stats.failed or stats.released:
             raise typer.Exit(1)
 
     with_context(config, action)
@@ -78,7 +93,9 @@ def outbox_list(
         list[str] | None,
         typer.Option("--status", "-s", help=f"Only these statuses ({', '.join(STATUSES)})."),
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, newest first.")] = 50,
+    tz: TzOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show outbox rows: who, what, status, attempts, next attempt, last error."""
     from sqlalchemy import select
@@ -90,28 +107,51 @@ def outbox_list(
     with user_errors():
         for s in status or ():
             if s not in STATUSES:
-                raise UserError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
+                raise OptionError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
 
     def action(ctx: jobs.Context) -> None:
+        zone = view_zone(tz, ctx.config)
         with ctx.sessions() as db:
             query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
             if status:
                 query = query.where(OutboxMessage.status.in_(status))
-            table = Table("id", "status", "to", "template", "tries", "sent / due (UTC)", "error")
-            for column in table.columns:
-                column.overflow = "fold"  # an operator needs whole addresses and errors
-            for row in db.scalars(query):
-                when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
-                table.add_row(
-                    str(row.id),
-                    row.status,
-                    row.recipient,
-                    row.template,
-                    str(row.attempts),
-                    f"{when:%Y-%m-%d %H:%M}",
-                    (row.last_error or "")[:300],
-                )
+            rows = list(db.scalars(query))
             totals = counts(db)
+        if fmt is OutputFormat.json:
+            document = {
+                "zone": str(zone),
+                "messages": [
+                    {
+                        "id": row.id,
+                        "status": row.status,
+                        "recipient": row.recipient,
+                        "template": row.template,
+                        "attempts": row.attempts,
+                        "created_at": row.created_at,
+                        "next_attempt_at": row.next_attempt_at,
+                        "sent_at": row.sent_at,
+                        "last_error": row.last_error,
+                    }
+                    for row in rows
+                ],
+                "totals": dict(sorted(totals.items())),
+            }
+            print_json(document, zone=zone)
+            return
+        table = Table("id", "status", "to", "template", "tries", "sent / due", "error")
+        for column in table.columns:
+            column.overflow = "fold"  # an operator needs whole addresses and errors
+        for row in rows:
+            when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
+            table.add_row(
+                str(row.id),
+                row.status,
+                row.recipient,
+                row.template,
+                str(row.attempts),
+                local_time(when, zone),
+                (row.last_error or "")[:300],  # whole in --format json
+            )
         out.print(table)
         out.print(
             ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "the outbox is empty",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -13,11 +13,19 @@ from rich.table import Table
 
 from mentorpulse.commands.common import (
     ConfigOption,
+    FormatOption,
+    OptionError,
+    OutputFormat,
+    TzOption,
     check_range,
     day_option,
     duration_option,
+    heading,
+    local_time,
     out,
+    print_json,
     user_errors,
+    view_zone,
     with_context,
 )
 from mentorpulse.errors import UserError
@@ -33,20 +41,19 @@ if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
 
     from mentorpulse.config.schema import MentorpulseConfig
     from mentorpulse.daemon import jobs
-    from mentorpulse.storage.models import Finding
+    from mentorpulse.rules.kinds import Timeline
+    from mentorpulse.storage.models import Finding, Pairing
 
 
-def _local(moment: datetime | None, zone: str) -> str:
-    if moment is None:
-        return "—"
-    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z}"
+SILENCE_LIMIT = timedelta(days=366)  # a year of leave; longer is a pairing to end, not mute
 
 
 # ---------------------------------------------------------------- rules test
 
 
 @rules_app.command("test")
-def rules_test(
+def rules_test(  # keyword-only: typer passes options by name
+    *,
     config: ConfigOption = None,
     start: Annotated[
         str | None,
@@ -63,6 +70,8 @@ def rules_test(
             "the rules in force.",
         ),
     ] = None,
+    tz: TzOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Replay stored history day by day and print what would have fired, when, for whom."""
     from mentorpulse.config.loader import load_config
@@ -75,7 +84,8 @@ def rules_test(
         candidate = load_config(rules_file) if rules_file is not None else None
 
     def action(ctx: jobs.Context) -> None:
-        today = ctx.clock().astimezone(ZoneInfo(ctx.config.timezone)).date()
+        zone = view_zone(tz, ctx.config)
+        today = ctx.clock().astimezone(zone).date()
         last = last_given or today
         first = first_given or last - timedelta(days=90)
         check_range(first, last)
@@ -105,12 +115,39 @@ def rules_test(
                     f"force are missing from the candidate"
                 )
             rows = compare(in_force, replay(cases(candidate), first, last))
+        counts = {
+            s: sum(1 for r in rows if r.status == s) for s in dict.fromkeys(r.status for r in rows)
+        }
+        if fmt is OutputFormat.json:
+            print_json(
+                {
+                    "from": first.isoformat(),
+                    "to": last.isoformat(),
+                    "zone": str(zone),
+                    "pairings_replayed": replayed,
+                    "fired": [
+                        {
+                            "day": row.fired.day.isoformat(),
+                            "firing_since": row.fired.firing_since,
+                            "mentor": row.fired.mentor,
+                            "mentee": row.fired.mentee,
+                            "rule": row.fired.rule_id,
+                            "severity": row.fired.severity,
+                            "config": row.status,
+                        }
+                        for row in rows
+                    ],
+                    "counts": counts,
+                },
+                zone=zone,
+            )
+            return
         table = Table("day", "firing since", "mentor", "mentee", "rule", "severity", "config")
         for row in rows:
             f = row.fired
             table.add_row(
                 f.day.isoformat(),
-                _local(f.firing_since, ctx.config.timezone),
+                local_time(f.firing_since, zone),
                 f.mentor,
                 f.mentee,
                 f.rule_id,
@@ -118,9 +155,6 @@ def rules_test(
                 row.status,
             )
         out.print(table)
-        counts = {
-            s: sum(1 for r in rows if r.status == s) for s in dict.fromkeys(r.status for r in rows)
-        }
         summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing"
         out.print(
             f"{first} … {last}: {replayed} pairings replayed; would have fired: {summary}",
@@ -136,103 +170,177 @@ def rules_test(
 def explain(
     pair: Annotated[str, typer.Argument(help="MENTOR:MENTEE email addresses, or a pairing id.")],
     config: ConfigOption = None,
+    tz: TzOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Why a pairing is (or is not) flagged: sessions, evidence, verdicts, next deadline."""
-    from sqlalchemy import select
-
     from mentorpulse.daemon.jobs.evaluate import load_timelines, stale_sources
-    from mentorpulse.rules.engine import evaluate
-    from mentorpulse.storage.models import Evidence, Finding
-    from mentorpulse.storage.models import Session as SessionRow
 
     def action(ctx: jobs.Context) -> None:
         now = ctx.clock()
+        zone = view_zone(tz, ctx.config)
         with ctx.sessions() as db:
             ids = _pairing_ids(db, pair)
             stale = stale_sources(db, ctx.config, now)
-            for pairing, timeline in load_timelines(db, ctx.config, ctx.roster, ids):
-                zone = timeline.zone if timeline else ctx.config.timezone
-                program = ctx.config.program(pairing.program_id)
-                out.rule(f"{pairing.key} (pairing {pairing.id})")
-                state = "active" if pairing.active else "left the roster"
-                if pairing.active and timeline is None:
-                    state = "paused (not judged)"
-                out.print(
-                    f"program {pairing.program_id}, started {pairing.started_on}, "
-                    f"ended {pairing.ended_on or '—'}, {state}, zone {zone}"
-                    + (
-                        f", own cadence {timeline.cadence}" if timeline and timeline.cadence else ""
-                    ),
-                    highlight=False,
-                )
-                sessions = Table("start", "outcome", "confidence", "evidence (strongest first)")
-                rows = db.scalars(
-                    select(SessionRow)
-                    .where(SessionRow.pairing_id == pairing.id)
-                    .order_by(SessionRow.start)
-                )
-                for s in rows:
-                    proofs = db.scalars(
-                        select(Evidence.detail)
-                        .where(Evidence.session_id == s.id)
-                        .order_by(Evidence.rank)
-                    )
-                    sessions.add_row(
-                        _local(s.start, zone), s.outcome, f"{s.confidence:.0%}", "; ".join(proofs)
-                    )
-                out.print(sessions)
-                stored = {
-                    f.rule_id: f
-                    for f in db.scalars(select(Finding).where(Finding.pairing_id == pairing.id))
-                }
-                verdicts = Table("rule", "verdict now", "finding", "facts")
-                if timeline is not None and program is not None:
-                    for condition in evaluate(
-                        timeline, program, now, ctx.config.rules_for(program)
-                    ):
-                        finding = stored.get(condition.rule_id)
-                        verdict = "holds" if condition.holds else "clear"
-                        if "error" in condition.facts:
-                            verdict = "error"
-                        verdicts.add_row(
-                            condition.rule_id,
-                            verdict,
-                            _finding_text(db, finding, zone),
-                            "\n".join(f"{k}: {v}" for k, v in condition.facts.items()),
-                        )
-                for rule_id, finding in stored.items():
-                    if timeline is None or program is None:
-                        verdicts.add_row(
-                            rule_id, "not judged", _finding_text(db, finding, zone), ""
-                        )
-                out.print(verdicts)
-                if stale:
-                    out.print(
-                        "stale sources (findings suppressed): "
-                        + "; ".join(f"{k}: {v}" for k, v in stale.items()),
-                        highlight=False,
-                    )
-                out.print(f"next deadline: {_local(pairing.next_deadline, zone)}", highlight=False)
+            explained = [
+                _explained(db, ctx.config, pairing, timeline, now)
+                for pairing, timeline in load_timelines(db, ctx.config, ctx.roster, ids)
+            ]
+        if fmt is OutputFormat.json:
+            print_json(
+                {"zone": str(zone), "stale_sources": stale, "pairings": explained}, zone=zone
+            )
+            return
+        for item in explained:
+            _print_explained(item, stale, zone)
 
     with_context(config, action)
 
 
-def _finding_text(db: DbSession, finding: Finding | None, zone: str) -> str:
+def _explained(
+    db: DbSession,
+    config: MentorpulseConfig,
+    pairing: Pairing,
+    timeline: Timeline | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """One pairing as explain shows it: plain data, for the table and for --format json."""
+    from sqlalchemy import select
+
+    from mentorpulse.rules.engine import evaluate
+    from mentorpulse.storage.models import Evidence, Finding
+    from mentorpulse.storage.models import Session as SessionRow
+
+    program = config.program(pairing.program_id)
+    state = "active" if pairing.active else "left the roster"
+    if pairing.active and timeline is None:
+        state = "paused (not judged)"
+    sessions = []
+    for row in db.scalars(
+        select(SessionRow).where(SessionRow.pairing_id == pairing.id).order_by(SessionRow.start)
+    ):
+        evidence = db.scalars(
+            select(Evidence.detail).where(Evidence.session_id == row.id).order_by(Evidence.rank)
+        )
+        sessions.append(
+            {
+                "start": row.start,
+                "outcome": row.outcome,
+                "confidence": row.confidence,
+                "evidence": list(evidence),
+            }
+        )
+    stored = {
+        f.rule_id: f for f in db.scalars(select(Finding).where(Finding.pairing_id == pairing.id))
+    }
+    rules = []
+    if timeline is not None and program is not None:
+        for condition in evaluate(timeline, program, now, config.rules_for(program)):
+            verdict = "holds" if condition.holds else "clear"
+            if "error" in condition.facts:
+                verdict = "error"
+            rules.append(
+                {
+                    "rule": condition.rule_id,
+                    "verdict": verdict,
+                    "finding": _finding(db, stored.get(condition.rule_id)),
+                    "facts": dict(condition.facts),
+                }
+            )
+    else:
+        rules = [
+            {"rule": rule_id, "verdict": "not judged", "finding": _finding(db, f), "facts": {}}
+            for rule_id, f in stored.items()
+        ]
+    return {
+        "id": pairing.id,
+        "key": pairing.key,
+        "program": pairing.program_id,
+        "started_on": pairing.started_on,
+        "ended_on": pairing.ended_on,
+        "state": state,
+        "pairing_zone": timeline.zone if timeline else None,
+        "cadence": timeline.cadence if timeline else None,
+        "sessions": sessions,
+        "rules": rules,
+        "next_deadline": pairing.next_deadline,
+    }
+
+
+def _finding(db: DbSession, finding: Finding | None) -> dict[str, Any] | None:
     from mentorpulse.storage.models import Silence
 
     if finding is None:
+        return None
+    silence = db.get(Silence, finding.silence_id) if finding.silence_id is not None else None
+    return {
+        "state": finding.state,
+        "since": finding.since,
+        "firing_since": finding.firing_since,
+        "until": finding.until,
+        "reason": finding.reason,
+        "silence": None if silence is None else {"id": silence.id, "until": silence.ends_at},
+    }
+
+
+def _print_explained(item: dict[str, Any], stale: dict[str, str], zone: ZoneInfo) -> None:
+    heading(f"{item['key']} (pairing {item['id']})")
+    out.print(
+        f"program {item['program']}, started {item['started_on']}, "
+        f"ended {item['ended_on'] or '—'}, {item['state']}"
+        + (f", pairing's zone {item['pairing_zone']}" if item["pairing_zone"] else "")
+        + (f", own cadence {item['cadence']}" if item["cadence"] else "")
+        + f"; times in {zone}"
+    )
+    sessions = Table("start", "outcome", "confidence", "evidence (strongest first)")
+    for s in item["sessions"]:
+        sessions.add_row(
+            local_time(s["start"], zone),
+            s["outcome"],
+            f"{s['confidence']:.0%}",
+            "; ".join(s["evidence"]),
+        )
+    out.print(sessions)
+    verdicts = Table("rule", "verdict now", "finding", "facts")
+    for rule in item["rules"]:
+        verdicts.add_row(
+            rule["rule"],
+            rule["verdict"],
+            _finding_text(rule["finding"], zone),
+            "\n".join(f"{k}: {v}" for k, v in rule["facts"].items()),
+        )
+    out.print(verdicts)
+    if stale:
+        out.print(
+            "stale sources (findings suppressed): "
+            + "; ".join(f"{k}: {v}" for k, v in stale.items())
+        )
+    out.print(f"next deadline: {local_time(item['next_deadline'], zone)}")
+
+
+def _finding_text(finding: dict[str, Any] | None, zone: ZoneInfo) -> str:
+    """A finding in one line; each moment said once (a firing finding's start is its
+    firing time, and when it began to hold is added only when that differs)."""
+    if finding is None:
         return "none"
-    text = f"{finding.state} since {_local(finding.since, zone)}"
-    if finding.firing_since:
-        text += f", firing since {_local(finding.firing_since, zone)}"
-    if finding.until:
-        text += f", until {_local(finding.until, zone)}"
-    if finding.reason:
-        text += f" ({finding.reason})"
-    if finding.silence_id is not None:
-        silence = db.get(Silence, finding.silence_id)
-        if silence is not None:
-            text += f"; silenced by #{silence.id} until {_local(silence.ends_at, zone)}"
+    state, since, firing, until = (finding[k] for k in ("state", "since", "firing_since", "until"))
+    if state == "firing" and firing is not None:
+        text = f"firing since {local_time(firing, zone)}"
+        if since != firing:
+            text += f" (holding since {local_time(since, zone)})"
+    elif state == "resolved" and until is not None:
+        text = f"resolved at {local_time(until, zone)}"
+        if firing is not None:
+            text += f" (had fired since {local_time(firing, zone)})"
+    else:
+        text = f"{state} since {local_time(since, zone)}"
+        if firing is not None:
+            text += f", fired at {local_time(firing, zone)}"
+    if finding["reason"]:
+        text += f" ({finding['reason']})"
+    if finding["silence"] is not None:
+        silence = finding["silence"]
+        text += f"; silenced by #{silence['id']} until {local_time(silence['until'], zone)}"
     return text
 
 
@@ -286,15 +394,20 @@ def silence_add(
 
     with user_errors():
         length = duration_option(duration, "--for")
+        if not timedelta(0) < length <= SILENCE_LIMIT:
+            raise OptionError(
+                f"--for: a silence lasts more than 0s and at most {SILENCE_LIMIT.days}d, "
+                f"got {duration!r}"
+            )
         if pair is None and program is None:
-            raise UserError("give --pair MENTOR:MENTEE or --program ID (or both)")
+            raise OptionError("give --pair MENTOR:MENTEE or --program ID (or both)")
         if not reason.strip():
-            raise UserError("--reason must not be empty")
+            raise OptionError("--reason must not be empty")
 
     def action(ctx: jobs.Context) -> None:
         if program is not None and ctx.config.program(program) is None:
             known = ", ".join(p.id for p in ctx.config.programs) or "none"
-            raise UserError(f"--program: unknown program {program!r} (programs: {known})")
+            raise OptionError(f"--program: unknown program {program!r} (programs: {known})")
         mentor = mentee = None
         if pair is not None:
             mentor, _, mentee = pair.lower().partition(":")
@@ -304,7 +417,7 @@ def silence_add(
                 and (program is None or e.program == program)
                 for e in ctx.roster
             ):
-                raise UserError(f"--pair: {pair} is not a pair in the roster")
+                raise OptionError(f"--pair: {pair} is not a pair in the roster")
         now = ctx.clock()
         with ctx.sessions.begin() as db:
             silence = Silence(
@@ -321,7 +434,8 @@ def silence_add(
             db.flush()
             apply_silences(db, now)
             out.print(
-                f"silence #{silence.id} until {_local(silence.ends_at, ctx.config.timezone)}",
+                f"silence #{silence.id} until "
+                f"{local_time(silence.ends_at, view_zone(None, ctx.config))}",
                 highlight=False,
             )
 
@@ -332,6 +446,8 @@ def silence_add(
 def silence_list(
     config: ConfigOption = None,
     show_all: Annotated[bool, typer.Option("--all", help="Include expired silences.")] = False,
+    tz: TzOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List active silences (with --all: also expired ones)."""
     from sqlalchemy import select
@@ -340,28 +456,49 @@ def silence_list(
 
     def action(ctx: jobs.Context) -> None:
         now = ctx.clock()
-        table = Table("id", "scope", "from", "until", "reason", "by")
+        zone = view_zone(tz, ctx.config)
         with ctx.sessions() as db:
             query = select(Silence).order_by(Silence.id)
             if not show_all:
                 query = query.where(Silence.ends_at > now)
-            for s in db.scalars(query):
-                scope = " ".join(
-                    part
-                    for part in (
-                        f"program {s.program_id}" if s.program_id else "",
-                        f"pair {s.mentor_email}:{s.mentee_email}" if s.mentor_email else "",
-                    )
-                    if part
+            silences = list(db.scalars(query))
+        if fmt is OutputFormat.json:
+            document = {
+                "zone": str(zone),
+                "silences": [
+                    {
+                        "id": s.id,
+                        "program": s.program_id,
+                        "mentor": s.mentor_email,
+                        "mentee": s.mentee_email,
+                        "from": s.starts_at,
+                        "until": s.ends_at,
+                        "reason": s.reason,
+                        "by": s.created_by,
+                    }
+                    for s in silences
+                ],
+            }
+            print_json(document, zone=zone)
+            return
+        table = Table("id", "scope", "from", "until", "reason", "by")
+        for s in silences:
+            scope = " ".join(
+                part
+                for part in (
+                    f"program {s.program_id}" if s.program_id else "",
+                    f"pair {s.mentor_email}:{s.mentee_email}" if s.mentor_email else "",
                 )
-                table.add_row(
-                    str(s.id),
-                    scope,
-                    _local(s.starts_at, ctx.config.timezone),
-                    _local(s.ends_at, ctx.config.timezone),
-                    s.reason,
-                    s.created_by or "",
-                )
+                if part
+            )
+            table.add_row(
+                str(s.id),
+                scope,
+                local_time(s.starts_at, zone),
+                local_time(s.ends_at, zone),
+                s.reason,
+                s.created_by or "",
+            )
         out.print(table)
 
     with_context(config, action)

@@ -1,4 +1,5 @@
-"""`mentorpulse status`: is every source healthy, and if not, what does the operator do?"""
+"""`mentorpulse status`: is every source and every stage healthy, and if not, what does the
+operator do? Exit 1 while a source needs attention or a stage's last run failed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,23 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from mentorpulse.commands.common import ConfigOption, out, with_context
+from mentorpulse.commands.common import (
+    ConfigOption,
+    FormatOption,
+    OutputFormat,
+    TzOption,
+    local_time,
+    out,
+    print_json,
+    view_zone,
+    with_context,
+)
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from mentorpulse.daemon.jobs import Context
-    from mentorpulse.storage.models import Source
+    from mentorpulse.storage.models import JobRun, Source
 
 
 def _when(moment: datetime | None, now: datetime) -> str:
@@ -44,15 +56,34 @@ def _state(source: Source | None, now: datetime) -> str:
     return "ok"
 
 
-def status(config: ConfigOption = None) -> None:
-    """Show each source's health, last sync and last error; exit 1 if any needs attention."""
+def _stage_state(run: JobRun | None) -> str:
+    if run is None:
+        return "never run"
+    return "failing" if run.failing else "ok"
+
+
+def _last_error(run: JobRun | None, now: datetime) -> str:
+    if run is None or run.last_error is None:
+        return ""
+    return f"{_when(run.last_error_at, now)}: {run.last_error}"
+
+
+def status(
+    config: ConfigOption = None, tz: TzOption = None, fmt: FormatOption = OutputFormat.table
+) -> None:
+    """Show each source's health, last sync and last error, and each stage's last run, last
+    success and last error; exit 1 if a source needs attention or a stage is failing."""
     from sqlalchemy import func, select
 
-    from mentorpulse.storage.models import Event, Source
+    from mentorpulse.daemon import runner
+    from mentorpulse.daemon.lease import display
+    from mentorpulse.storage.models import Event, JobRun, Lease, Source
 
     def action(ctx: Context) -> bool:
         now = ctx.clock()
+        zone = view_zone(tz, ctx.config)
         table = Table("source", "kind", "state", "last success", "events", "item errors")
+        listed: list[dict[str, object]] = []  # the same rows for --format json
         problems: list[str] = []
         with ctx.sessions() as db:
             rows = {s.id: s for s in db.scalars(select(Source))}
@@ -65,15 +96,87 @@ def status(config: ConfigOption = None) -> None:
                 if state != "ok":
                     detail = source.last_error if source and source.last_error else state
                     problems.append(f"{configured.id}: {detail}")
+                last_success = source.last_success_at if source else None
                 table.add_row(
                     configured.id,
                     configured.kind,
                     state,
-                    _when(source.last_success_at if source else None, now),
+                    _when(last_success, now)
+                    + (f" ({local_time(last_success, zone)})" if last_success else ""),
                     str(counts.get(configured.id, 0)),
                     str(len(source.item_errors or []) if source else 0),
                 )
+                listed.append(
+                    {
+                        "id": configured.id,
+                        "kind": configured.kind,
+                        "state": state,
+                        "last_success_at": last_success,
+                        "events": counts.get(configured.id, 0),
+                        "item_errors": len(source.item_errors or []) if source else 0,
+                        "last_error": source.last_error if source else None,
+                    }
+                )
+            runs = {r.name: r for r in db.scalars(select(JobRun))}
+            daemon = db.get(Lease, runner.DAEMON_LEASE)
+        stages = Table("stage", "state", "last run", "last success", "last error")
+        stage_rows: list[dict[str, object]] = []
+        for name in runner.job_names(ctx):
+            run = runs.get(name)
+            if name not in runner.STAGE_JOBS and (run is None or not run.failing):
+                continue  # a source's sync job: the table above tells how its sync went
+            if run is not None and run.failing:
+                problems.append(
+                    f"stage {name}: its last run failed ({_when(run.last_error_at, now)}): "
+                    f"{run.last_error}"
+                )
+            stages.add_row(
+                name,
+                _stage_state(run),
+                _when(run.last_run_at if run else None, now),
+                _when(run.last_success_at if run else None, now),
+                Text(_last_error(run, now)),
+            )
+            stage_rows.append(
+                {
+                    "stage": name,
+                    "state": _stage_state(run),
+                    "last_run_at": run.last_run_at if run else None,
+                    "last_success_at": run.last_success_at if run else None,
+                    "last_error_at": run.last_error_at if run else None,
+                    "last_error": run.last_error if run else None,
+                }
+            )
+        live = daemon is not None and daemon.expires_at > now
+        if fmt is OutputFormat.json:
+            print_json(
+                {
+                    "ok": not problems,
+                    "zone": str(zone),
+                    "sources": listed,
+                    "stages": stage_rows,
+                    "daemon": (
+                        {"holder": display(daemon.holder), "lease_expires_at": daemon.expires_at}
+                        if live and daemon is not None
+                        else None
+                    ),
+                    "problems": problems,
+                },
+                zone=zone,
+            )
+            return not problems
         out.print(table)
+        out.print(stages)
+        if live and daemon is not None:
+            out.print(
+                f"daemon: {display(daemon.holder)} (its lease runs out "
+                f"{_when(daemon.expires_at, now)}, {local_time(daemon.expires_at, zone)}, "
+                "unless renewed)",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            out.print("daemon: not running (no live lease)", highlight=False)
         for problem in problems:
             out.print(problem, highlight=False, markup=False, soft_wrap=True)
         return not problems

@@ -9,6 +9,7 @@ values from the file: a value may be a secret, often one that came from the envi
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import types
@@ -24,10 +25,24 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mentorpulse.config.schema import ConfigValueError, MentorpulseConfig, format_duration
+from mentorpulse.config.schema import (
+    ConfigValueError,
+    IcsSource,
+    MentorpulseConfig,
+    data_dir,
+    format_duration,
+    sqlite_path,
+)
 from mentorpulse.errors import ConfigError
 
-__all__ = ["ConfigError", "config_path", "json_schema", "key_line", "load_config"]
+__all__ = [
+    "ConfigError",
+    "check_source_paths",
+    "config_path",
+    "json_schema",
+    "key_line",
+    "load_config",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +60,19 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 # Below this length an environment value is too short to be a secret, and replacing it
 # everywhere in a message would mangle the message.
 _MIN_REDACT = 3
+
+# A real config is a few kB (pairs live in the roster CSV); 5 MB is far beyond any of them
+# and still loads in about a second.
+MAX_CONFIG_BYTES = 5 * 1024 * 1024
+# Values that aliases (``*name``, ``<<: *name``) may add beyond the nodes the file itself
+# holds: generous for shared rule blocks, far below what a "billion laughs" file asks for.
+MAX_ALIAS_VALUES = 100_000
+# No schema goes deeper than ten levels; past this the file is not a config.
+MAX_DEPTH = 50
+
+# libyaml's parser where PyYAML has it (its wheels do): the pure-Python one costs
+# about 0.35 s per 1,000 lines.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def config_path(cli_value: Path | None) -> Path:
@@ -73,29 +101,89 @@ def load_config(path: Path) -> MentorpulseConfig:
         problems.append(built.problem(("base_dir",), (), "unknown key 'base_dir'"))
         data = {k: v for k, v in data.items() if k != "base_dir"}
 
+    problems.extend(_check_paths(data, path.parent, built))
     try:
         config = MentorpulseConfig.model_validate(data)
     except ValidationError as error:
-        problems.extend(built.problem_for(detail, data) for detail in error.errors())
+        # A value whose ${...} failed is already reported; its empty stand-in is not.
+        problems.extend(
+            built.problem_for(detail, data)
+            for detail in error.errors()
+            if _data_path(tuple(detail["loc"]), data) not in built.unresolved
+        )
         config = None
     if problems or config is None:
         problems = sorted(dict.fromkeys(problems), key=_line_of)
         log.debug("config_invalid", path=str(path), problems=len(problems))
         raise ConfigError(problems)
 
+    config = config.model_copy(update={"base_dir": path.parent})
     log.debug("config_loaded", path=str(path), programs=len(config.programs))
-    return config.model_copy(update={"base_dir": path.parent})
+    return config
 
 
 def key_line(path: Path, keys: KeyPath) -> int:
     """The line of ``keys`` (or its nearest parent) in a config file that loaded cleanly,
     for checks made after loading (e.g. against the roster) to point at the right line."""
-    built = _Builder(display=str(path))
-    built.parse(_read(path))
+    try:
+        stat = path.stat()
+    except OSError:
+        return 1
+    lines = _lines(str(path), stat.st_mtime_ns, stat.st_size)
     for end in range(len(keys), -1, -1):
-        if keys[:end] in built.lines:
-            return built.lines[keys[:end]]
+        if keys[:end] in lines:
+            return lines[keys[:end]]
     return 1
+
+
+@functools.lru_cache(maxsize=4)
+def _lines(path: str, _mtime_ns: int, _size: int) -> dict[KeyPath, int]:
+    """The key lines of one version of a file: parsed once, however many lines are asked
+    for (a check reporting one problem per pattern used to parse the file per problem)."""
+    built = _Builder(display=path)
+    built.parse(_read(Path(path)))
+    return built.lines
+
+
+def _check_paths(data: dict[str, Any], base_dir: Path, built: _Builder) -> list[str]:
+    """The database's folder must exist: checked now, at its line, rather than at the
+    first connection. Reads the raw data, so it is reported with every other problem of
+    the file. (Source paths are checked by `config check` only: a calendar folder that
+    goes missing while mentorpulse runs is that source failing, which `status` shows.)"""
+    database = data.get("database")
+    sqlite = sqlite_path(database, base_dir) if isinstance(database, str) else None
+    if sqlite is None:
+        return []
+    folder = sqlite.parent
+    if folder.is_dir() or folder.resolve() == data_dir().resolve():
+        return []
+    return [
+        built.problem(
+            ("database",),
+            ("database",),
+            f"the database's folder {folder} does not exist "
+            "(create it, or point the URL at an existing folder)",
+        )
+    ]
+
+
+def check_source_paths(config: MentorpulseConfig, config_file: Path) -> None:
+    """Every ``ics`` source path exists on this machine (`config check`), each missing
+    one at its line."""
+    problems: list[str] = []
+    for index, source in enumerate(config.sources):
+        if not isinstance(source, IcsSource) or source.path is None:
+            continue
+        resolved = config.resolve(source.path)
+        if not resolved.exists():
+            keys: KeyPath = ("sources", index, "path")
+            problems.append(
+                f"{config_file}:{key_line(config_file, keys)}: {format_key_path(keys)}: "
+                f"{resolved} does not exist (a .ics file or a folder of them; relative to "
+                "the config file's folder)"
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 class _SchemaGenerator(GenerateJsonSchema):
@@ -135,9 +223,20 @@ def _read(path: Path) -> str:
     if path.is_dir():
         raise ConfigError([f"{path}: is a folder, not a config file; {hint}"])
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read the config file: {error.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [
+                f"{path}:1: the config file is larger than {MAX_CONFIG_BYTES // 2**20} MB; "
+                "a config holds programs, rules and a few contacts: keep the pairs in the "
+                "roster CSV"
+            ]
+        )
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigError(
             [f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8"]
@@ -172,11 +271,19 @@ class _Builder:
     problems: list[str] = field(default_factory=list)
     # (text that may appear in a message, what to show instead)
     redactions: dict[str, str] = field(default_factory=dict)
+    # key paths of values whose ${...} reference could not be resolved
+    unresolved: set[KeyPath] = field(default_factory=set)
     _loader: yaml.SafeLoader | None = None
     _active: set[int] = field(default_factory=set)
+    # ids of the nodes built once: building one again is an alias expanding
+    _built: set[int] = field(default_factory=set)
+    _aliased: int = 0
+    _alias_at: KeyPath | None = None
+    # merge keys (``<<``) resolved once per mapping node: its pairs, merged ones first
+    _pairs: dict[int, list[tuple[Node, Node]]] = field(default_factory=dict)
 
     def parse(self, text: str) -> Any:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         self._loader = loader
         try:
             node = loader.get_single_node()
@@ -199,49 +306,130 @@ class _Builder:
         finally:
             loader.dispose()
 
-    def _build(self, node: Node, path: KeyPath) -> Any:
+    def _build(self, node: Node, path: KeyPath, aliased: bool = False) -> Any:
         if id(node) in self._active:
             self.problems.append(self._at(node, path, "an alias refers to itself"))
             return None
+        if len(path) > MAX_DEPTH:
+            raise ConfigError([self._at(node, (), f"nested more than {MAX_DEPTH} levels deep")])
+        # The node an alias (``*name``) stands for: where its expansion is charged.
+        alias_root = not aliased and id(node) in self._built
+        aliased = aliased or alias_root
+        if alias_root:
+            outer, self._alias_at = self._alias_at, path
+        if aliased:
+            self._spend(1, path)
+        else:
+            self._built.add(id(node))
         self._active.add(id(node))
         try:
             if isinstance(node, MappingNode):
-                return self._mapping(node, path)
+                return self._mapping(node, path, aliased)
             if isinstance(node, SequenceNode):
                 result: list[Any] = []
                 for index, item in enumerate(node.value):
                     self.lines.setdefault((*path, index), item.start_mark.line + 1)
-                    result.append(self._build(item, (*path, index)))
+                    result.append(self._build(item, (*path, index), aliased))
                 return result
             assert isinstance(node, ScalarNode)
             if node.tag == _STR_TAG:
                 return self._interpolate(node, path)
             assert self._loader is not None
-            return self._loader.construct_object(node, deep=True)
+            try:
+                return self._loader.construct_object(node, deep=True)
+            except ValueError:  # e.g. an integer of more than 4,300 digits
+                self.problems.append(self._at(node, path, "not a value this file can hold"))
+                return None
         finally:
             self._active.discard(id(node))
+            if alias_root:
+                self._alias_at = outer
 
-    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
-        assert self._loader is not None
-        own = [key for key, _ in node.value if key.tag != _MERGE_TAG]
-        self._loader.flatten_mapping(node)
+    def _spend(self, values: int, path: KeyPath) -> None:
+        """Count values that aliases add; refuse a file whose aliases multiply."""
+        self._aliased += values
+        if self._aliased > MAX_ALIAS_VALUES + len(self._built):
+            where = self._alias_at if self._alias_at is not None else path
+            # A list item's line is its anchor's (PyYAML forgets where the alias was
+            # written): point at the list's key instead.
+            while where and isinstance(where[-1], int):
+                where = where[:-1]
+            raise ConfigError(
+                [
+                    self.problem(
+                        where,
+                        where,
+                        f"aliases expand to more than {MAX_ALIAS_VALUES:,} values beyond the "
+                        "file's own (aliases of aliases multiply); write the values out or "
+                        "use fewer aliases",
+                    )
+                ]
+            )
+
+    def _merged_pairs(self, node: MappingNode, path: KeyPath) -> list[tuple[Node, Node]]:
+        """The mapping's pairs with ``<<`` merge keys resolved: merged pairs first (the
+        first mapping listed wins, each key once), then its own.
+
+        PyYAML's ``flatten_mapping`` copies every merged pair into every mapping that
+        merges it, duplicates included, so merges of merges grow without bound; here each
+        mapping keeps one pair per key and the work is counted against the alias bound.
+        """
+        known = self._pairs.get(id(node))
+        if known is not None:
+            return known
+        own: list[tuple[Node, Node]] = []
+        sources: list[MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            items = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for item in items:
+                if isinstance(item, MappingNode):
+                    sources.append(item)
+                else:
+                    self.problems.append(
+                        self._at(item, path, "<< merges mappings only (write << : *name)")
+                    )
+        merged: dict[object, tuple[Node, Node]] = {}
+        added = id(node) not in self._active  # _build marks the node it builds itself
+        self._active.add(id(node))
+        try:
+            for source in reversed(sources):
+                if id(source) in self._active:
+                    self.problems.append(self._at(source, path, "an alias refers to itself"))
+                    continue
+                pairs = self._merged_pairs(source, path)
+                self._spend(len(pairs), path)
+                for key_node, value_node in pairs:
+                    merged[_key_of(key_node)] = (key_node, value_node)
+        finally:
+            if added:
+                self._active.discard(id(node))
+        result = [*merged.values(), *own]
+        self._pairs[id(node)] = result
+        return result
+
+    def _mapping(self, node: MappingNode, path: KeyPath, aliased: bool) -> dict[str, Any]:
+        own = {id(key) for key, _ in node.value if key.tag != _MERGE_TAG}
         result: dict[str, Any] = {}
         seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in self._merged_pairs(node, path):
             if not isinstance(key_node, ScalarNode):
                 self.problems.append(self._at(key_node, path, "keys must be plain words"))
                 continue
             # The raw text, not YAML 1.1's reading of it: a key `no:` is "no", not False.
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
-            if key in seen and key_node in own:
+            mine = id(key_node) in own
+            if key in seen and mine:
                 self.problems.append(
                     self._at(key_node, path, f"duplicate key {key!r} (first on line {seen[key]})")
                 )
-            if key_node in own:
+            if mine:
                 seen.setdefault(key, line)
             self.lines[(*path, key)] = line
-            result[key] = self._build(value_node, (*path, key))
+            result[key] = self._build(value_node, (*path, key), aliased or not mine)
         return result
 
     def _interpolate(self, node: ScalarNode, path: KeyPath) -> str:
@@ -255,6 +443,7 @@ class _Builder:
                 return "${"
             reference = _NAME_DEFAULT.match(found.group(1))
             if reference is None:
+                self.unresolved.add(path)
                 self.problems.append(
                     self._at(
                         node,
@@ -273,6 +462,7 @@ class _Builder:
                 return value
             if default is not None:
                 return default
+            self.unresolved.add(path)
             self.problems.append(
                 self._at(
                     node,
@@ -345,6 +535,12 @@ class _Builder:
         for secret in sorted(self.redactions, key=len, reverse=True):
             message = message.replace(secret, self.redactions[secret])
         return message
+
+
+def _key_of(node: Node) -> object:
+    """What makes two merged keys the same key: their text (a non-scalar key is only
+    itself, and is reported when it is built)."""
+    return node.value if isinstance(node, ScalarNode) else id(node)
 
 
 def _data_path(loc: tuple[str | int, ...], data: Any) -> KeyPath:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from mentorpulse.config.schema import MentorpulseConfig, parse_duration
+from mentorpulse.config.schema import MentorpulseConfig, check_address, parse_duration
 from mentorpulse.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,9 @@ OPTIONAL_COLUMNS = (
     "paused",
 )
 _COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-_EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"'.]+$")
+NAME_MAX = 200  # Person.name's column: a longer name would fail every write on PostgreSQL
+# NUL (refused by PostgreSQL), line breaks and other C0/C1 controls, Unicode line breaks.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOOLEAN = {
     "": False,
     "no": False,
@@ -202,8 +204,11 @@ def _pairing(
     mentor = cells["mentor_email"].lower()
     mentee = cells["mentee_email"].lower()
     for name, email in (("mentor_email", mentor), ("mentee_email", mentee)):
-        if email and not _EMAIL.match(email):
-            bad(name, f"{cells[name]!r} is not an email address")
+        if email:
+            try:
+                check_address(cells[name])
+            except ValueError as error:
+                bad(name, str(error))
     if mentor and mentor == mentee:
         bad("mentee_email", f"{cells['mentee_email']!r} is the same person as mentor_email")
 
@@ -211,6 +216,13 @@ def _pairing(
     ended = _date(cells["ended_on"], "ended_on", bad)
     if started and ended and ended < started:
         bad("ended_on", f"{ended.isoformat()} is before started_on {started.isoformat()}")
+
+    for name in ("mentor_name", "mentee_name"):
+        if _CONTROL.search(cells[name]):
+            shown = cells[name][:60] + ("…" if len(cells[name]) > 60 else "")
+            bad(name, f"{shown!r} holds a control character (a NUL, tab or line break)")
+        elif len(cells[name]) > NAME_MAX:
+            bad(name, f"{len(cells[name])} characters; a name has at most {NAME_MAX}")
 
     for name in ("mentor_timezone", "mentee_timezone"):
         if cells[name] and not _is_zone(cells[name]):
@@ -220,7 +232,7 @@ def _pairing(
     if cells["cadence"]:
         try:
             cadence = parse_duration(cells["cadence"])
-        except ValueError as error:
+        except (ValueError, OverflowError) as error:  # 10**20d: more days than timedelta has
             bad("cadence", f"{cells['cadence']!r}: {error}")
     paused = cells["paused"].lower()
     if paused not in _BOOLEAN:

@@ -7,14 +7,18 @@ and key at fault instead of "not valid under any of the given schemas".
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import time, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import email_validator
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +32,10 @@ from pydantic import (
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A century: longer than any window, cadence or silence means anything, and far below
+# what makes ``timedelta`` (or a date plus it) overflow.
+MAX_DURATION = timedelta(days=36500)
+_TOO_LONG = "a duration of at most 36500d (100 years)"
 
 
 class ConfigValueError(ValueError):
@@ -45,12 +53,20 @@ class ConfigValueError(ValueError):
 def parse_duration(value: object) -> timedelta:
     """``14d`` → 14 days; also accepts a ``timedelta`` as is."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, str):
-        found = _DURATION.match(value)
-        if found:
-            return timedelta(seconds=int(found.group(1)) * _UNIT_SECONDS[found.group(2)])
-    raise ValueError("expected a duration like 14d (units: s, m, h, d, w)")
+        duration = value
+    else:
+        found = _DURATION.match(value) if isinstance(value, str) else None
+        if found is None:
+            raise ValueError("expected a duration like 14d (units: s, m, h, d, w)")
+        digits, unit = found.groups()
+        # Compare before building: 99999999999999999999d overflows timedelta.
+        seconds = int(digits) * _UNIT_SECONDS[unit] if len(digits) <= 12 else None
+        if seconds is None or seconds > MAX_DURATION.total_seconds():
+            raise ValueError(_TOO_LONG)
+        duration = timedelta(seconds=seconds)
+    if not timedelta(0) <= duration <= MAX_DURATION:
+        raise ValueError(_TOO_LONG)
+    return duration
 
 
 def format_duration(value: timedelta) -> str:
@@ -70,6 +86,139 @@ Duration = Annotated[
 ]
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0 (e.g. 15m, 14d)")
+    return value
+
+
+# An interval, a timeout or a window, where 0 would mean "always" or "never".
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _at_most(limit: timedelta) -> AfterValidator:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise ValueError(f"at most {format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A network wait: longer than an hour, a dead server holds a whole stage that long.
+Timeout = Annotated[PositiveDuration, _at_most(timedelta(hours=1))]
+
+
+def _identifier(value: str) -> str:
+    if not 1 <= len(value) <= 100 or value != value.strip() or _CONTROL.search(value):
+        raise ValueError(
+            "an id of 1 to 100 characters, without control characters or surrounding spaces"
+        )
+    return value
+
+
+def _label(value: str) -> str:
+    if len(value) > 200 or _CONTROL.search(value):
+        raise ValueError("at most 200 characters, without control characters")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Ids are keys in the database (100 characters there) and in logs and metrics.
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Label = Annotated[str, AfterValidator(_label)]
+
+
+def _http_url(value: str) -> str:
+    """An ``http(s)://host/…`` URL: any other scheme would only fail at the first sync."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("not a valid URL (expected https://host/path)") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(f"expected an http:// or https:// URL, got {scheme}")
+    if not parts.hostname:
+        raise ValueError("the URL names no host (expected https://host/path)")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _http_url_or_path(value: str) -> str:
+    """A calendar's full URL, or its path on the source's server."""
+    return value if value.startswith("/") else _http_url(value)
+
+
+# The databases we ship a driver for: SQLAlchemy's drivername before and after "+".
+_DATABASES = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+_DATABASE_HINT = "sqlite:///path/to/mentorpulse.db or postgresql://user@host:5432/dbname"
+
+
+def check_database_url(value: str) -> str:
+    """A URL mentorpulse can open: parsed, a supported backend, a file for SQLite.
+
+    Messages never quote the URL: it may carry a password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+        port = url.port
+    except (ArgumentError, ValueError):
+        raise ValueError(f"not a database URL; expected {_DATABASE_HINT}") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend not in _DATABASES:
+        hint = " (write postgresql://)" if backend == "postgres" else ""
+        raise ValueError(
+            f"unsupported database {backend!r}{hint}; mentorpulse runs on sqlite or postgresql"
+        )
+    if driver not in _DATABASES[backend]:
+        raise ValueError(
+            f"unsupported driver {driver!r} for {backend}; leave it out ({backend}://…) "
+            f"or write {backend}+{_DATABASES[backend][1]}://…"
+        )
+    if backend == "sqlite" and (not url.database or url.database == ":memory:"):
+        raise ValueError(
+            "give SQLite a file (sqlite:///mentorpulse.db): an in-memory database "
+            "is gone when the command ends"
+        )
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the database port must be between 1 and 65535")
+    return value
+
+
+DATA_ENV = "MENTORPULSE_DATA"
+
+
+def data_dir() -> Path:
+    """mentorpulse's own state folder: ``$MENTORPULSE_DATA``, else
+    ``~/.local/share/mentorpulse``. A database there gets its folder made on first use;
+    a folder the admin names must exist."""
+    configured = os.environ.get(DATA_ENV, "").strip()
+    return Path(configured or "~/.local/share/mentorpulse").expanduser()
+
+
+def sqlite_path(url: str, base_dir: Path) -> Path | None:
+    """The file of an SQLite URL (``~`` expanded, relative to the config's folder);
+    None for another database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL: check_database_url says so
+        return None
+    if parsed.drivername.partition("+")[0] != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    return resolve_path(base_dir, parsed.database)
+
+
 def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -83,6 +232,38 @@ def _check_zone(value: str) -> str:
 TimeZoneName = Annotated[str, BeforeValidator(lambda v: _check_zone(str(v)))]
 
 
+def check_address(value: str) -> str:
+    """An email address as a mail server reads it (email-validator's syntax; no DNS).
+
+    A home-made pattern let ``[/]@x`` through (it then broke every render) and let
+    ``=hyperlink(x)@x`` reach ``=hyperlink@x``. Special-use domains (``localhost``,
+    ``corp.local``) are a policy, not syntax: an intranet relay may well use one, so they
+    are checked as if they had one more label. Returns ``value`` unchanged.
+    """
+    domain = value.rpartition("@")[2].lower().rstrip(".")
+    special = any(
+        domain == name or domain.endswith("." + name)
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+    try:
+        email_validator.validate_email(
+            f"{value}.example" if special else value,
+            check_deliverability=False,
+            globally_deliverable=False,
+        )
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"{value!r} is not an email address: {error}") from None
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(check_address)]
+
+
+def _check_receiver(value: str) -> str:
+    """A receiver with an @ is an address (else a role or a contact name)."""
+    return check_address(value) if "@" in value else value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,12 +275,12 @@ class PrivacyConfig(Strict):
 class SourceBase(Strict):
     """What every calendar source has: an id, a sync window and a poll interval."""
 
-    id: str
-    window_past: Duration = Field(
+    id: Identifier
+    window_past: PositiveDuration = Field(
         timedelta(days=180), description="How far back to read (recurring events expanded)."
     )
-    window_future: Duration = Field(timedelta(days=120), description="How far ahead.")
-    poll_every: Duration = Field(timedelta(minutes=15), description="How often to read it.")
+    window_future: PositiveDuration = Field(timedelta(days=120), description="How far ahead.")
+    poll_every: PositiveDuration = Field(timedelta(minutes=15), description="How often to read it.")
 
     def owners(self) -> tuple[str, ...]:
         """Whose calendars the config says this source reads (empty: not stated).
@@ -115,11 +296,20 @@ class IcsSource(SourceBase):
 
     kind: Literal["ics"]
     path: str | None = Field(None, description="A .ics file or a folder of them.")
-    url: str | None = Field(None, description="An http(s) iCalendar feed.")
+    url: HttpUrl | None = Field(None, description="An http(s) iCalendar feed.")
     owner: str | None = Field(
         None,
         description="Whose calendar this is. For a folder, files named <email>.ics "
         "take their owner from the file name.",
+    )
+    timeout: Timeout = Field(
+        timedelta(seconds=60), description="Total time to fetch a feed, redirects included."
+    )
+    max_bytes: int = Field(
+        50_000_000,
+        ge=1024,
+        le=2**31,
+        description="Largest feed or file read, in bytes; larger is an error.",
     )
 
     def owners(self) -> tuple[str, ...]:
@@ -164,10 +354,10 @@ class MicrosoftSource(SourceBase):
         "tokens.json", description="Encrypted token file for auth: device_code."
     )
     page_size: int = Field(100, ge=1, le=1000, description="Prefer: odata.maxpagesize.")
-    authority_host: str = Field(
+    authority_host: HttpUrl = Field(
         "https://login.microsoftonline.com", description="Sign-in host (national clouds)."
     )
-    graph_url: str = Field(
+    graph_url: HttpUrl = Field(
         "https://graph.microsoft.com/v1.0", description="Graph endpoint (national clouds)."
     )
     ca_bundle: str | None = Field(
@@ -237,10 +427,10 @@ class GoogleSource(SourceBase):
     )
     project_quota_per_minute: int = Field(10_000, ge=1, description="Project-wide quota.")
     user_quota_per_minute: int = Field(600, ge=1, description="Per-user quota.")
-    api_root: str | None = Field(
+    api_root: HttpUrl | None = Field(
         None, description="Serve all APIs from this root URL (a proxy or a test double)."
     )
-    timeout: Duration = Field(timedelta(seconds=60), description="Per HTTP request.")
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per HTTP request.")
 
     def owners(self) -> tuple[str, ...]:
         return tuple(user.lower() for user in self.users)
@@ -255,7 +445,9 @@ class GoogleSource(SourceBase):
 class CaldavCalendar(Strict):
     """One calendar of a CalDAV source, by URL or by display name."""
 
-    url: str | None = Field(None, description="The calendar's URL, or its path on the server.")
+    url: Annotated[str, AfterValidator(_http_url_or_path)] | None = Field(
+        None, description="The calendar's URL, or its path on the server."
+    )
     name: str | None = Field(None, description="The calendar's display name.")
     owner: str | None = Field(
         None, description="Whose calendar this is (an email); default: the source's owner."
@@ -272,7 +464,7 @@ class CaldavSource(SourceBase):
     """Calendars on a CalDAV server (Nextcloud, Fastmail, iCloud, SOGo, Radicale …)."""
 
     kind: Literal["caldav"]
-    url: str = Field(description="The server's CalDAV URL (its principal is discovered there).")
+    url: HttpUrl = Field(description="The server's CalDAV URL (its principal is discovered there).")
     username: str
     password: SecretStr = Field(
         description="Password or app password; write ${ENV_NAME}, never the value itself."
@@ -294,7 +486,14 @@ class CaldavSource(SourceBase):
         "basic", description="HTTP authentication scheme; basic saves a round trip per request."
     )
     verify_tls: bool = Field(True, description="Check the server's TLS certificate.")
-    timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
+    timeout: Timeout = Field(
+        timedelta(seconds=60),
+        description="Total time per HTTP request, the whole answer included (a redirect or an "
+        "authentication retry is a request of its own).",
+    )
+    max_bytes: int = Field(
+        50_000_000, ge=1024, le=2**31, description="Largest answer read per request, in bytes."
+    )
 
     def owners(self) -> tuple[str, ...]:
         default = self.owner or (self.username if "@" in self.username else None)
@@ -312,7 +511,7 @@ class RosterConfig(Strict):
 
 
 class Cadence(Strict):
-    every: Duration
+    every: PositiveDuration
     grace: Duration = timedelta(0)
 
 
@@ -324,13 +523,20 @@ class MatchCriteria(Strict):
     )
     categories: tuple[str, ...] = Field((), description="Any of these categories; empty: any.")
     min_duration: Duration = timedelta(minutes=15)
+    max_participants: int | None = Field(
+        4,
+        ge=2,
+        description="With no title keyword or category to go by, a meeting of more people "
+        "than this (rooms and resources not counted) is a group meeting, not a session; "
+        "null: no cap.",
+    )
 
 
 Severity = Literal["info", "warning", "critical"]
 
 
 class RuleBase(Strict):
-    id: str
+    id: Identifier
     severity: Severity = "warning"
     for_: Duration = Field(timedelta(0), alias="for", description="Pending this long first.")
     programs: tuple[str, ...] = Field(
@@ -351,14 +557,15 @@ class RuleBase(Strict):
     )
 
 
-Count = Annotated[int, Field(ge=1)]
+# A count of sessions or cancellations: past a thousand a rule can never fire.
+Count = Annotated[int, Field(ge=1, le=1000)]
 
 
 class CadenceGapRule(RuleBase):
     """No attended session within cadence ``every`` + ``grace`` of the last one."""
 
     kind: Literal["cadence_gap"]
-    every: Duration | None = Field(None, description="Overrides the program cadence.")
+    every: PositiveDuration | None = Field(None, description="Overrides the program cadence.")
     grace: Duration | None = None
 
 
@@ -366,14 +573,16 @@ class FirstMeetingRule(RuleBase):
     """No attended session within ``within`` of the pairing's start."""
 
     kind: Literal["first_meeting"]
-    within: Duration = Field(timedelta(days=21), description="Time allowed for a first meeting.")
+    within: PositiveDuration = Field(
+        timedelta(days=21), description="Time allowed for a first meeting."
+    )
 
 
 class NoUpcomingRule(RuleBase):
     """Nothing scheduled within ``horizon`` from now."""
 
     kind: Literal["no_upcoming"]
-    horizon: Duration = Field(timedelta(days=14), description="How far ahead to look.")
+    horizon: PositiveDuration = Field(timedelta(days=14), description="How far ahead to look.")
 
 
 class ConsecutiveMissesRule(RuleBase):
@@ -388,7 +597,7 @@ class PartyDisengagementRule(RuleBase):
 
     kind: Literal["party_disengagement"]
     count: Count = 3
-    window: Duration = timedelta(days=90)
+    window: PositiveDuration = timedelta(days=90)
 
 
 class LateCancellationsRule(RuleBase):
@@ -396,8 +605,10 @@ class LateCancellationsRule(RuleBase):
 
     kind: Literal["late_cancellations"]
     count: Count = 2
-    notice: Duration = Field(timedelta(hours=24), description="Less notice than this is late.")
-    window: Duration = timedelta(days=90)
+    notice: PositiveDuration = Field(
+        timedelta(hours=24), description="Less notice than this is late."
+    )
+    window: PositiveDuration = timedelta(days=90)
 
 
 class AttendanceRateRule(RuleBase):
@@ -405,7 +616,7 @@ class AttendanceRateRule(RuleBase):
 
     kind: Literal["attendance_rate"]
     threshold: float = Field(0.5, gt=0, le=1, description="Fire below this ratio (0-1].")
-    window: Duration = timedelta(days=90)
+    window: PositiveDuration = timedelta(days=90)
     min_sessions: Count = 3
 
 
@@ -413,7 +624,7 @@ class DecliningFrequencyRule(RuleBase):
     """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
 
     kind: Literal["declining_frequency"]
-    window: Duration = timedelta(days=60)
+    window: PositiveDuration = timedelta(days=60)
     ratio: float = Field(0.5, gt=0, le=1)
     min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
 
@@ -434,7 +645,7 @@ Rule = Annotated[
 class EvaluationConfig(Strict):
     """How the rules engine judges pairings."""
 
-    stale_after: Duration = Field(
+    stale_after: PositiveDuration = Field(
         timedelta(hours=6),
         description="A pairing whose calendar sources have not synced successfully for "
         "this long is not judged: its findings are suppressed.",
@@ -445,24 +656,26 @@ class PairingOverride(Strict):
     """A different cadence for some pairings of a program, or a pause."""
 
     pair: str = Field(description="MENTOR:MENTEE emails, or a glob pattern of them.")
-    every: Duration | None = Field(None, description="This pairing's cadence.")
+    every: PositiveDuration | None = Field(None, description="This pairing's cadence.")
     paused: bool = Field(False, description="Do not judge this pairing.")
 
 
 class Program(Strict):
-    id: str
-    name: str | None = None
+    id: Identifier
+    name: Label | None = None
     match: MatchCriteria = MatchCriteria()
     cadence: Cadence
     rules: tuple[Rule, ...] = ()
-    admins: tuple[str, ...] = Field((), description="Contact names or email addresses.")
+    admins: tuple[Annotated[str, AfterValidator(_check_receiver)], ...] = Field(
+        (), description="Contact names or email addresses."
+    )
     overrides: tuple[PairingOverride, ...] = Field(
         (), description="Per-pairing cadence or pause (the roster's cadence column also works)."
     )
 
 
 class Contact(Strict):
-    email: str
+    email: EmailAddress
     name: str | None = None
     timezone: TimeZoneName | None = None
 
@@ -484,9 +697,15 @@ class SmtpTransport(Strict):
     username: str | None = Field(None, description="AUTH user; omit for no AUTH.")
     password: str | None = Field(None, description="AUTH password, e.g. ${SMTP_PASSWORD}.")
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's.")
-    timeout: Duration = Field(timedelta(seconds=30), description="Per connection and command.")
-    retries: int = Field(3, ge=0, description="Quick retries per message on 4xx/connection.")
-    backoff: Duration = Field(timedelta(seconds=1), description="First quick-retry delay.")
+    timeout: Timeout = Field(timedelta(seconds=30), description="Per connection and command.")
+    # Quick retries hold the notify run while they wait (backoff doubled per retry):
+    # bounded so one message waits at most 10s x (1+2+4+8+16), about 5 minutes.
+    retries: int = Field(
+        3, ge=0, le=5, description="Quick retries per message on 4xx/connection (0-5)."
+    )
+    backoff: Annotated[Duration, _at_most(timedelta(seconds=10))] = Field(
+        timedelta(seconds=1), description="First quick-retry delay (at most 10s)."
+    )
 
     @model_validator(mode="after")
     def _auth_pairs(self) -> SmtpTransport:
@@ -499,6 +718,7 @@ Transport = Annotated[FileTransport | SmtpTransport, Field(discriminator="kind")
 
 Receiver = Annotated[
     str,
+    AfterValidator(_check_receiver),
     Field(description="mentor, mentee, program_admin, hr, a contact name or an email address."),
 ]
 ROLE_RECEIVERS = ("mentor", "mentee", "program_admin", "hr")
@@ -518,7 +738,9 @@ class RouteMatch(Strict):
 class EscalationStep(Strict):
     after: Duration = Field(description="How long after the finding started firing.")
     to: tuple[Receiver, ...] = Field(min_length=1)
-    digest: Duration | None = Field(None, description="Group this step's mail per recipient.")
+    digest: PositiveDuration | None = Field(
+        None, description="Group this step's mail per recipient."
+    )
 
 
 class Route(Strict):
@@ -526,10 +748,10 @@ class Route(Strict):
 
     match: RouteMatch = RouteMatch()
     to: tuple[Receiver, ...] = Field(("mentor",), description="Told when it starts firing.")
-    digest: Duration | None = Field(
+    digest: PositiveDuration | None = Field(
         None, description="Group mail per recipient over this window (e.g. 1d)."
     )
-    repeat_every: Duration | None = Field(
+    repeat_every: PositiveDuration | None = Field(
         None, description="Remind each step's recipients again while it keeps firing."
     )
     escalate: tuple[EscalationStep, ...] = ()
@@ -567,9 +789,9 @@ class SendWindow(Strict):
 
 
 class NotifyConfig(Strict):
-    sender: str = "mentorpulse@localhost"
+    sender: EmailAddress = "mentorpulse@localhost"
     transport: Transport = FileTransport(kind="file")
-    every: Duration = timedelta(minutes=5)
+    every: PositiveDuration = timedelta(minutes=5)
     routes: tuple[Route, ...] = Field(
         (), description="First matching route wins; none: every firing finding to its mentor."
     )
@@ -586,6 +808,48 @@ class NotifyConfig(Strict):
     lease: Duration = Field(
         timedelta(minutes=5), description="How long a worker may take to send one batch."
     )
+
+    @property
+    def send_budget(self) -> timedelta:
+        """The longest one message may take to send, plus a margin: the dispatcher starts
+        no send with less than this left of its lease (else another worker may take the
+        row mid-send)."""
+        seconds = SEND_MARGIN.total_seconds()
+        transport = self.transport
+        if isinstance(transport, SmtpTransport):
+            tries = transport.retries + 1
+            pauses = transport.backoff.total_seconds() * (2.0 ** min(tries - 1, 40) - 1) * 1.25
+            seconds += tries * transport.timeout.total_seconds() + pauses
+        return timedelta(seconds=min(seconds, 10.0**9))
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> NotifyConfig:
+        """A lease shorter than one send hands every batch back unsent: nothing is ever
+        delivered, and nothing fails loudly either."""
+        if self.lease <= self.send_budget:
+            why = "30s of margin"
+            if isinstance(self.transport, SmtpTransport):
+                why = (
+                    f"{self.transport.retries + 1} tries of transport.timeout "
+                    f"{format_duration(self.transport.timeout)} + retry pauses + {why}"
+                )
+            budget = timedelta(seconds=-(-self.send_budget.total_seconds() // 1))
+            raise ConfigValueError(
+                f"lease {format_duration(self.lease)} is not longer than one send can take "
+                f"({format_duration(budget)}: {why}); set notify.lease "
+                f"to {format_duration(_round_up(self.send_budget * 2))} or more, or lower "
+                "transport.timeout / retries",
+                at=("lease",),
+            )
+        return self
+
+
+SEND_MARGIN = timedelta(seconds=30)
+
+
+def _round_up(value: timedelta) -> timedelta:
+    """Whole minutes, so a suggested lease reads like one an admin would write."""
+    return timedelta(minutes=-(-value.total_seconds() // 60))
 
 
 class ReportSchedule(Strict):
@@ -607,16 +871,17 @@ class ReportsConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    evaluate_every: Duration = timedelta(minutes=15)
-    misfire_grace: Duration = timedelta(hours=1)
+    evaluate_every: PositiveDuration = timedelta(minutes=15)
+    misfire_grace: PositiveDuration = timedelta(hours=1)
 
 
 class MentorpulseConfig(Strict):
     """The whole of mentorpulse.yaml."""
 
-    database: str = Field(
+    database: Annotated[str, AfterValidator(check_database_url)] = Field(
         "sqlite:///mentorpulse.db",
-        description="SQLAlchemy URL; relative SQLite paths are relative to this file.",
+        description="SQLAlchemy URL (sqlite or postgresql); relative SQLite paths are "
+        "relative to this file, ~ is the home folder.",
     )
     timezone: TimeZoneName = "UTC"
     privacy: PrivacyConfig = PrivacyConfig()

@@ -8,8 +8,10 @@ last stored page. Everything provider-specific stays inside the provider's modul
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
@@ -34,6 +36,9 @@ class Attendee:
     email: str  # always lower-cased
     response: Response = Response.NEEDS_ACTION
     optional: bool = False
+    # A room or equipment (iCal CUTYPE=ROOM/RESOURCE, Graph type "resource"; Google's
+    # connector drops them): not a person, so not counted against a participant cap.
+    is_resource: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +219,35 @@ def cursor_entries(
     return {str(k): dict(v) for k, v in entries.items() if isinstance(v, Mapping)}
 
 
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_NAME_LIKE = re.compile(r"[\w ./+-]{0,40}")
+_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+
+
+def _fragment(quoted: re.Match[str]) -> str:
+    """A quoted literal of a message cut to the name it starts with: parsers quote the
+    whole offending line, and a line of a hostile answer may be a secret's."""
+    literal = quoted.group()
+    inner = literal[1:-1].lstrip("\"'{[( ")
+    name = _NAME_LIKE.match(inner)
+    kept = name.group() if name else ""
+    return f"{literal[0]}{kept}{'…' if len(kept) < len(inner) else ''}{literal[0]}"
+
+
+def _token(found: re.Match[str]) -> str:
+    """A long run of upper, lower case and digits together looks like a key or token."""
+    text = found.group()
+    mixed = any(c.isupper() for c in text) and any(c.islower() for c in text)
+    return "…" if mixed and any(c.isdigit() for c in text) else text
+
+
 def describe(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an error, cut to ``limit`` characters for an item error."""
-    text = f"{type(exc).__name__}: {exc}"
+    """``Type: message`` of an error, fit for an item error and a log line: quoted text
+    cut to the name it starts with, key-like tokens elided, at most ``limit`` characters.
+
+    Library messages quote the data they failed on, and the data is untrusted."""
+    text = clean_text(f"{type(exc).__name__}: {exc}")  # one line: quotes cannot span lines
+    text = _TOKEN.sub(_token, _QUOTED.sub(_fragment, text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -224,7 +255,7 @@ def known_zone(name: str) -> ZoneInfo | None:
     """The IANA zone of that name, or None for a name Python does not know."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         return None
 
 
@@ -254,3 +285,209 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+# --------------------------------------------------------------------------------------
+# Values at the connector boundary. Calendars are written by anyone who can send an
+# invitation: whatever a connector read passes through :func:`sanitise_page` before it is
+# stored, so a NUL byte or a 5,000-character UID costs that value its tail, never a sync.
+# The limits mirror the ``events`` columns (tests/unit/test_sanitise.py keeps them equal).
+
+ID_MAX = 1000  # provider_id, scope, ical_uid, series_id, conference_id
+UID_MAX = 255  # longer UIDs are hashed: no client writes one, a session key embeds it
+EMAIL_MAX = 320
+ZONE_MAX = 64
+ETAG_MAX = 200
+TITLE_MAX = 500
+CATEGORY_MAX = 100
+CATEGORIES_MAX = 50
+ATTENDEES_MAX = 1000
+SEQUENCE_MAX = 2**31 - 1  # a 32-bit INTEGER column
+ITEM_MAX = 200  # an item error's name and message, as stored and logged
+MESSAGE_MAX = 400
+
+# C0 and C1 control characters and lone surrogates (PostgreSQL refuses NUL in text, and
+# psycopg cannot encode a surrogate); tabs and line breaks become one space instead.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_BREAK = re.compile("[\t\n\x0b\x0c\r]+")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters; tabs and line breaks become spaces."""
+    return _CONTROL.sub("", _BREAK.sub(" ", text))
+
+
+def short_text(text: str, limit: int) -> str:
+    """A cleaned fragment of ``text`` of at most ``limit`` characters, for messages and logs."""
+    text = clean_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stable_id(text: str, limit: int) -> str:
+    """``text`` cleaned; when still longer than ``limit``, a readable prefix and a hash.
+
+    The same input always gives the same id, so copies of one event in several calendars
+    and the pages of later syncs still find each other.
+    """
+    cleaned = clean_text(text)
+    if len(cleaned) <= limit and (cleaned or not text):
+        return cleaned
+    # Too long, or nothing but control characters: the hash of what was there.
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{cleaned[: min(limit, 64) - 42]}~{digest}"
+
+
+def _email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    email = clean_text(value).strip().lower()
+    return email if email and len(email) <= EMAIL_MAX else None  # longer is no address
+
+
+def _optional(value: str | None, limit: int, *, hashed: bool = True) -> str | None:
+    if value is None:
+        return None
+    if hashed:
+        return stable_id(value, limit)
+    text = clean_text(value)
+    return text if len(text) <= limit else None
+
+
+def _attendees(attendees: tuple[Attendee, ...]) -> tuple[Attendee, ...]:
+    found: dict[str, Attendee] = {}
+    for attendee in attendees:
+        email = _email(attendee.email)
+        if email is not None and email not in found:
+            found[email] = attendee if email == attendee.email else replace(attendee, email=email)
+        if len(found) >= ATTENDEES_MAX:  # a group this size is no mentoring session
+            break
+    cleaned = tuple(found.values())
+    return attendees if cleaned == attendees else cleaned
+
+
+def _categories(categories: tuple[str, ...]) -> tuple[str, ...]:
+    cleaned: list[str] = []
+    for category in categories[: CATEGORIES_MAX * 2]:
+        name = short_text(category, CATEGORY_MAX).strip()
+        if name and name not in cleaned:
+            cleaned.append(name)
+    cleaned = cleaned[:CATEGORIES_MAX]
+    return categories if tuple(cleaned) == categories else tuple(cleaned)
+
+
+def sanitise_record(
+    record: EventRecord, _people: dict[int, tuple[Attendee, ...]] | None = None
+) -> EventRecord:
+    """``record`` with every string fit for its column: controls stripped, long ids hashed,
+    titles and categories cut, addresses that are no address dropped; unchanged records
+    are returned as they are (no copy for the common case)."""
+    people = record.attendees
+    if _people is not None:  # the occurrences of a series share one attendee tuple
+        cached = _people.get(id(people))
+        attendees = cached if cached is not None else _attendees(people)
+        _people[id(people)] = attendees
+    else:
+        attendees = _attendees(people)
+    title = record.title
+    cleaned = {
+        "provider_id": stable_id(record.provider_id, ID_MAX),
+        "ical_uid": stable_id(record.ical_uid, UID_MAX),
+        "series_id": _optional(record.series_id, UID_MAX),
+        "zone": _optional(record.zone, ZONE_MAX, hashed=False),
+        "organizer": _email(record.organizer),
+        "attendees": attendees,
+        "calendar_owner": _email(record.calendar_owner),
+        "categories": _categories(record.categories),
+        "conference_id": _optional(record.conference_id, ID_MAX),
+        "title": None if title is None else short_text(title, TITLE_MAX),
+        "etag": _optional(record.etag, ETAG_MAX),
+        "sequence": min(max(record.sequence, 0), SEQUENCE_MAX),
+    }
+    changed = {k: v for k, v in cleaned.items() if getattr(record, k) != v}
+    return replace(record, **changed) if changed else record  # type: ignore[arg-type]
+
+
+def sanitise_page(page: SyncPage) -> SyncPage:
+    """Every value of ``page`` fit to store: see :func:`sanitise_record`.
+
+    Deleted ids and the scope go through the same :func:`stable_id`, so they still name
+    what the records of earlier pages were stored under.
+    """
+    people: dict[int, tuple[Attendee, ...]] = {}  # by id(): ``page`` keeps them alive
+    records = tuple(sanitise_record(r, people) for r in page.records)
+    return replace(
+        page,
+        records=records,
+        deleted=tuple(stable_id(p, ID_MAX) for p in page.deleted),
+        replaces_scope=_optional(page.replaces_scope, ID_MAX),
+        errors=tuple(
+            ItemError(item=short_text(e.item, ITEM_MAX), message=short_text(e.message, MESSAGE_MAX))
+            for e in page.errors
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Series a provider expanded (Google ``singleEvents``, Graph ``calendarView``) arrive as
+# thousands of instances, page by page. A series recurring more often than this a day is
+# no meeting of two people: the bound connectors/ics.py puts on an RRULE (MAX_PER_DAY).
+
+SERIES_PER_DAY_MAX = 4
+DENSE_SERIES_KEPT = 500  # rejected series remembered in a cursor
+
+
+class SeriesBound:
+    """Rejects, for one sync, every series with more than ``SERIES_PER_DAY_MAX`` instances
+    on one day: one item error names it, its instances yielded earlier in the sync are
+    deleted again, and the rejection is kept in the cursor (:meth:`stamp`) so that later
+    incremental syncs leave its changed instances out too."""
+
+    def __init__(self, cursor: Mapping[str, object] | None) -> None:
+        stored = cursor.get("dense_series") if cursor else None
+        self.rejected: set[str] = (
+            {str(s) for s in stored} if isinstance(stored, list | tuple) else set()
+        )
+        self._per_day: dict[tuple[str, date], int] = {}
+        self._kept: dict[str, list[str]] = {}
+
+    def apply(
+        self, records: list[EventRecord]
+    ) -> tuple[list[EventRecord], list[str], list[ItemError]]:
+        """``records`` without the instances of rejected series; the ids to delete; the
+        item errors of series rejected now."""
+        errors: list[ItemError] = []
+        deleted: list[str] = []
+        for record in records:
+            if record.series_id is None:
+                continue
+            key = f"{record.calendar_owner or ''}/{record.series_id}"
+            if key in self.rejected:
+                continue
+            day = (key, record.start.date())
+            self._per_day[day] = self._per_day.get(day, 0) + 1
+            if self._per_day[day] > SERIES_PER_DAY_MAX:
+                self.rejected.add(key)
+                deleted += self._kept.pop(key, [])
+                errors.append(
+                    ItemError(
+                        item=key,
+                        message=f"series recurs more than {SERIES_PER_DAY_MAX} times a day; "
+                        "a meeting series does not, so none of it is read",
+                    )
+                )
+            else:
+                self._kept.setdefault(key, []).append(record.provider_id)
+        kept: list[EventRecord] = []
+        for record in records:
+            key = f"{record.calendar_owner or ''}/{record.series_id}"
+            if record.series_id is not None and key in self.rejected:
+                deleted.append(record.provider_id)
+            else:
+                kept.append(record)
+        return kept, deleted, errors
+
+    def stamp(self) -> dict[str, object]:
+        """The cursor entry that keeps the rejections (at most ``DENSE_SERIES_KEPT``)."""
+        if not self.rejected:
+            return {}
+        return {"dense_series": sorted(self.rejected)[-DENSE_SERIES_KEPT:]}

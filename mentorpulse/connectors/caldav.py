@@ -24,7 +24,7 @@ import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import structlog
@@ -48,7 +48,16 @@ from mentorpulse.connectors.base import (
     cursor_entries,
     describe,
 )
-from mentorpulse.connectors.ics import IcsParseError, records_from_ical, safe_url
+from mentorpulse.connectors.http import (
+    BoundedClient,
+    FetchError,
+    FetchTimeout,
+    Refused,
+    TooLarge,
+    safe_url,
+)
+from mentorpulse.connectors.ics import IcsParseError, records_from_ical
+from mentorpulse.errors import code_trace, unexpected_summary
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +118,62 @@ def _path(url: object) -> str:
     return unquote(urlsplit(str(url)).path)
 
 
+class _RawDone:
+    """Stands in for niquests' raw response: the body was read, bounded, already."""
+
+    _original_response = None  # no Set-Cookie to take: cookies are not kept
+    trailers: ClassVar[dict[str, str]] = {}
+    version = 11
+
+    def read(self, *args: object, **kwargs: object) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """Nothing left open."""
+
+    def release_conn(self) -> None:
+        """Nothing held."""
+
+
+class _BoundedAdapter(http.adapters.BaseAdapter):
+    """Every request of the CalDAV client through :class:`BoundedClient`: one total
+    deadline per request, ``max_bytes`` per answer, addresses checked against the
+    configured URL's host (niquests' own timeouts apply per read; redirects and auth
+    retries stay niquests', each a request of its own here)."""
+
+    def __init__(self, client: BoundedClient) -> None:
+        super().__init__()
+        self._client = client
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        body = request.body
+        if isinstance(body, str):
+            body = body.encode()
+        if body is not None and not isinstance(body, bytes):
+            body = b"".join(body)  # an iterable body; the caldav library sends bytes
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("accept-encoding",)
+        }
+        answer = self._client.request(
+            str(request.method), str(request.url), headers=headers, body=body
+        )
+        response = http.Response()
+        response.status_code = answer.status
+        response.headers = http.structures.CaseInsensitiveDict(answer.headers.multi_items())
+        response._content = answer.content
+        response._content_consumed = True
+        response.raw = cast(Any, _RawDone())
+        response.url = str(request.url)
+        response.reason = answer.reason
+        response.encoding = http.utils.get_encoding_from_headers(response.headers)
+        response.request = request
+        response.connection = self  # type: ignore[attr-defined]  # as niquests sets it, for digest auth
+        return response
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class CaldavConnector:
     """Reads a :class:`CaldavSource`; see the module docstring for the cursor's contract."""
 
@@ -140,7 +205,20 @@ class CaldavConnector:
                 auth_type=self.source.auth,
                 timeout=max(1, int(self.source.timeout.total_seconds())),
                 ssl_verify_cert=self.source.verify_tls,
+                enable_rfc6764=False,  # the url is given: no discovery beside our checks
             )
+            bounded = BoundedClient(
+                self.source.url,
+                timeout=self.source.timeout.total_seconds(),
+                max_bytes=self.source.max_bytes,
+                verify=self.source.verify_tls,
+            )
+            session = self._client.session
+            adapter = _BoundedAdapter(bounded)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.max_redirects = 5
+            session.trust_env = False  # HTTP(S)_PROXY is the bounded client's to apply
         return self._client
 
     def _fail(self, exc: Exception, doing: str) -> NoReturn:
@@ -148,6 +226,8 @@ class CaldavConnector:
         they may carry response bodies or URLs, and a URL may carry credentials."""
         if isinstance(exc, ConnectorError):
             raise exc
+        if isinstance(exc, FetchError):
+            raise TransientError(self.source_id, self._fetch_failure(exc, doing)) from None
         if isinstance(exc, dav_error.DAVError):
             status = exc.status
             if dav.ValidSyncToken.tag in exc.preconditions:
@@ -190,6 +270,25 @@ class CaldavConnector:
             f"{self.server} did not answer as a CalDAV server ({type(exc).__name__}) while "
             f"{doing}; check the url",
         ) from None
+
+    def _fetch_failure(self, exc: FetchError, doing: str) -> str:
+        """What failed (no credentials, nothing the server sent) and what to change."""
+        if isinstance(exc, FetchTimeout):
+            seconds = self.source.timeout.total_seconds()
+            return (
+                f"{self.server} timed out while {doing} (no complete answer within "
+                f"{seconds:g} s); raise timeout for this source if the server is only slow"
+            )
+        if isinstance(exc, TooLarge):
+            return (
+                f"{exc} while {doing}; raise max_bytes for this source if its answers are "
+                "really that large"
+            )
+        if isinstance(exc, Refused):
+            return f"{exc} while {doing}; check the url"
+        if exc.cause:
+            return f"cannot reach {self.server} ({exc.cause}) while {doing}"
+        return f"{exc} while {doing}"
 
     # -- calendars --------------------------------------------------------------------
 
@@ -508,7 +607,13 @@ class CaldavConnector:
         except IcsParseError as exc:
             message = str(exc)
         except Exception as exc:  # a bug of ours or the library's: one object, not the sync
-            log.exception("caldav_object_failed", source=self.source_id, item=path)
+            log.error(
+                "caldav_object_failed",
+                source=self.source_id,
+                item=path,
+                error=unexpected_summary(exc, "reading an object"),
+                trace=code_trace(exc),
+            )
             message = f"unexpected error ({describe(exc, 200)})"
         else:
             return SyncPage(

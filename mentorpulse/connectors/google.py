@@ -35,7 +35,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import google.auth.exceptions
-import google.auth.transport.requests
 import google_auth_httplib2
 import httplib2
 import structlog
@@ -57,6 +56,7 @@ from mentorpulse.connectors.base import (
     EventStatus,
     ItemError,
     Response,
+    SeriesBound,
     SyncPage,
     TransientError,
     Window,
@@ -67,6 +67,7 @@ from mentorpulse.connectors.base import (
     rfc3339_utc,
     utc_from_iso,
 )
+from mentorpulse.connectors.http import BoundedClient, FetchError, FetchTimeout
 
 log = structlog.get_logger(__name__)
 
@@ -211,8 +212,12 @@ class GoogleConnector:
         self._sleep = sleep
         self._jitter = jitter
         self._token_key = token_key
-        self._http = httplib2.Http(timeout=int(source.timeout.total_seconds()))
         root = (source.api_root or CALENDAR_ROOT).rstrip("/")
+        self._api_root = f"{root}/"  # its host sets which addresses requests may reach
+        # httplib2's timeout applies per read: requests go through the bounded client.
+        self._http: Any = _BoundedHttp(
+            BoundedClient(self._api_root, timeout=source.timeout.total_seconds())
+        )
         self._calendar_api = build_from_document(
             get_static_doc("calendar", "v3"),
             http=self._http,
@@ -225,6 +230,7 @@ class GoogleConnector:
         self._authed: dict[str, google_auth_httplib2.AuthorizedHttp] = {}
         self._base: Any = None
         self._gone: dict[str, _NoCalendar] = {}
+        self._bound = SeriesBound(None)
         self._key_id = self._credential_key()
         with _SHARED_LOCK:
             self._gate = _GATES.setdefault(
@@ -236,6 +242,10 @@ class GoogleConnector:
                 ),
             )
         self.http_requests = 0  # batch and single requests sent by this connector
+
+    def close(self) -> None:
+        """Let go of the pooled connections (the sync stage calls this when it is done)."""
+        self._http.close()
 
     # -- credentials --------------------------------------------------------------------
 
@@ -341,9 +351,12 @@ class GoogleConnector:
                 raise failure
 
     def _refresh(self, creds: Any, user: str) -> None:
-        request = google.auth.transport.requests.Request()
+        # A bounded client of its own: token requests run on several threads at once.
+        http = _BoundedHttp(
+            BoundedClient(self._api_root, timeout=self.source.timeout.total_seconds())
+        )
         try:
-            creds.refresh(request)
+            creds.refresh(google_auth_httplib2.Request(http))
         except google.auth.exceptions.RefreshError as exc:
             code = _oauth_code(exc)
             delegated = self.source.service_account_key is not None
@@ -361,10 +374,12 @@ class GoogleConnector:
                 f"Google refused the sign-in used to read {user} ({code or 'refused'}): "
                 f"run `mentorpulse auth google --source {self.source_id}` again",
             ) from None
-        except google.auth.exceptions.TransportError as exc:
+        except (google.auth.exceptions.TransportError, OSError) as exc:
             raise TransientError(
                 self.source_id, f"cannot reach the Google token endpoint ({type(exc).__name__})"
             ) from None
+        finally:
+            http.close()
 
     def _forget(self, user: str) -> None:
         """Drop ``user``'s cached token, so that the next call asks Google afresh."""
@@ -390,11 +405,11 @@ class GoogleConnector:
     def _users(self) -> list[str]:
         return list(dict.fromkeys(u.strip().lower() for u in self.source.users))
 
-    @staticmethod
-    def _cursor(states: Mapping[str, _Calendar]) -> dict[str, object]:
+    def _cursor(self, states: Mapping[str, _Calendar]) -> dict[str, object]:
         return {
             "version": CURSOR_VERSION,
             "calendars": {user: state.dump() for user, state in sorted(states.items())},
+            **self._bound.stamp(),
         }
 
     # -- sync ---------------------------------------------------------------------------
@@ -402,6 +417,9 @@ class GoogleConnector:
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
         """One page per batch response that changed anything; see the module docstring."""
         states = self._states(cursor)
+        self._bound = SeriesBound(
+            cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
+        )
         done: set[str] = set()
         self._warm(list(states))
         while True:
@@ -589,6 +607,9 @@ class GoogleConnector:
             changed = changed or bool(items) or state.dump() != before
         if not changed:
             return None
+        records, gone, bad = self._bound.apply(records)
+        deleted += gone
+        errors += bad
         log.info(
             "google_page",
             source=self.source_id,
@@ -648,10 +669,10 @@ class GoogleConnector:
                     deleted.append(key)
                     continue
                 record = self._record(owner, key, item, calendar_zone)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a bad shape too
                 errors.append(
                     ItemError(
-                        item=f"{owner}/{item.get('id', '?')}",
+                        item=f"{owner}/{item.get('id', '?') if isinstance(item, dict) else '?'}",
                         message=f"unreadable event ({describe(exc)})",
                     )
                 )
@@ -670,7 +691,7 @@ class GoogleConnector:
         all_day = "date" in start_field and "dateTime" not in start_field
         start = _when(start_field, event_zone)
         end = max(start, _when(end_field, event_zone))
-        organizer = _lower(item.get("organizer", {}).get("email"))
+        organizer = _lower((item.get("organizer") or {}).get("email"))  # null: none known
         attendees: dict[str, Attendee] = {}
         for person in item.get("attendees") or []:
             email = _lower(person.get("email"))
@@ -917,6 +938,49 @@ def _reason(error: HttpError) -> str | None:
         return str(payload["error"]["errors"][0]["reason"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+class _BoundedHttp:
+    """``httplib2.Http``'s interface, as the Google client libraries use it, over
+    :class:`BoundedClient`: one total deadline per request, a size cap, checked
+    addresses. A timeout is raised as ``socket.timeout``, any other failure as a
+    ``ConnectionError`` (both retried by googleapiclient where it retries)."""
+
+    redirect_codes = frozenset({300, 301, 302, 303, 307})
+    follow_redirects = True
+
+    def __init__(self, client: BoundedClient) -> None:
+        self._client = client
+        self.timeout = client.timeout
+        self.connections: dict[str, Any] = {}
+
+    def request(  # noqa: PLR0917 - httplib2's signature, positional as callers use it
+        self,
+        uri: str,
+        method: str = "GET",
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        redirections: int = 5,
+        connection_type: Any = None,
+    ) -> tuple[httplib2.Response, bytes]:
+        data = body.encode() if isinstance(body, str) else body
+        try:
+            if method == "GET":
+                answer = self._client.get(uri, headers=headers)
+            else:
+                answer = self._client.request(method, uri, headers=headers, body=data)
+        except FetchTimeout as exc:
+            raise TimeoutError(str(exc)) from None
+        except FetchError as exc:
+            raise ConnectionError(str(exc)) from None
+        info = {key.lower(): value for key, value in answer.headers.items()}
+        info["status"] = str(answer.status)
+        response = httplib2.Response(info)
+        response.reason = answer.reason
+        return response, answer.content
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _describe(error: Any) -> str:

@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import stat
+import sys
+import time as clock
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from types import FrameType
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, available_timezones
 
-import httpx
 import icalendar
 import recurring_ical_events
 import structlog
+from dateutil.rrule import rrule, rrulestr
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
-from mentorpulse.config.schema import IcsSource
+from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors.base import (
     Attendee,
     AuthError,
@@ -41,14 +48,60 @@ from mentorpulse.connectors.base import (
     describe,
     known_zone,
     retry_after_seconds,
+    short_text,
 )
+from mentorpulse.connectors.http import (
+    BoundedClient,
+    Fetched,
+    FetchError,
+    FetchTimeout,
+    Refused,
+    TooLarge,
+    safe_url,
+)
+from mentorpulse.errors import code_trace, unexpected_summary
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 CURSOR_VERSION = 1
 CHECKPOINT_EVERY = 50  # pages (files) between stored cursors of a folder source
 # RRULEs this dense are not meetings; expanding them over months would only burn memory.
 _REJECTED_FREQS = frozenset({"SECONDLY", "MINUTELY"})
+# Bounds on what one event may cost (see ``_Expander._bound``). A series recurring more
+# often than this a day is no meeting between two people (FREQ=HOURLY is 24).
+MAX_PER_DAY = 4
+MAX_PER_SERIES = 3000  # occurrences of one RRULE kept inside the window; the rest is cut
+MAX_RDATES = 3000
+MAX_INTERVAL = 1000
+# A COUNT must be counted from DTSTART: no more recurrence steps than this before the window.
+MAX_COUNT_STEPS = 200_000
+# Thread CPU time per UID: bounding its rules (dateutil alone, milliseconds for any real
+# rule; a rule that almost never matches is walked towards the year 9999 and stopped
+# here), then expanding and reading the occurrences (3,000 of them take about 0.5 s).
+RULE_CPU_SECONDS = 0.25
+ITEM_CPU_SECONDS = 2.0
+FILE_CPU_SECONDS = 10.0  # per file, plus FILE_CPU_SECONDS_PER_MB of its size
+FILE_CPU_SECONDS_PER_MB = 4.0  # real calendars parse at well over 0.5 MB/s
+MAX_ERRORS_PER_FILE = 100  # item errors kept (and logged) per file; the rest are counted
+UID_IN_MESSAGES = 80  # characters of a UID quoted in an item error or a log line
+FRAGMENT = 120  # characters of a parser's complaint (which may quote the file) kept
+_RULE_PARTS = frozenset(
+    {"FREQ", "INTERVAL", "COUNT", "UNTIL", "WKST", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY"}
+    | {"BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS"}
+)
+_RULE_RANGES = {
+    "BYSECOND": (0, 60),
+    "BYMINUTE": (0, 59),
+    "BYHOUR": (0, 23),
+    "BYMONTHDAY": (-31, 31),
+    "BYYEARDAY": (-366, 366),
+    "BYWEEKNO": (-53, 53),
+    "BYMONTH": (1, 12),
+    "BYSETPOS": (-366, 366),
+}
+_WEEKDAY = re.compile(r"^([+-]?)(\d{0,2})(MO|TU|WE|TH|FR|SA|SU)$")
+_FREQ_DAYS = {"HOURLY": 1 / 24, "DAILY": 1, "WEEKLY": 7, "MONTHLY": 28, "YEARLY": 365}
 _EMAIL_STEM = re.compile(r"^[^@\s/]+@[^@\s/]+\.[^@\s/]+$")
 _MAILTO = re.compile(r"^\s*mailto:", re.IGNORECASE)
 _RESPONSES = {
@@ -62,20 +115,6 @@ _STATUSES = {"CANCELLED": EventStatus.CANCELLED, "TENTATIVE": EventStatus.TENTAT
 
 class IcsParseError(ValueError):
     """The data is not iCalendar at all: the caller must keep what it stored before."""
-
-
-def safe_url(url: str) -> str:
-    """``url`` without userinfo and query string, fit for logs, messages and scopes."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 # --------------------------------------------------------------------------------------
@@ -100,10 +139,11 @@ def records_from_ical(
     if not data.strip():
         # An empty file is more likely half-written than a calendar wiped on purpose.
         raise IcsParseError("the file is empty")
+    data = _LONG_TZID.sub(b";TZID=X-INVALID-TZID", data)
     try:
         components = icalendar.Component.from_ical(data, multiple=True)
     except Exception as exc:  # third-party data: any parser failure means unparseable
-        raise IcsParseError(f"cannot parse iCalendar data ({describe(exc)})") from exc
+        raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
 
     timezones: list[icalendar.Component] = []
     events: list[icalendar.Component] = []
@@ -136,9 +176,63 @@ def records_from_ical(
     groups: dict[str, list[icalendar.Component]] = {}
     for event in events:
         groups.setdefault(_uid_of(event), []).append(event)
+    budget = FILE_CPU_SECONDS + FILE_CPU_SECONDS_PER_MB * len(data) / 1_000_000
+    deadline = clock.thread_time() + budget
+    unread = 0
     for uid, group in groups.items():
-        expander.expand(uid, group, timezones)
-    return list(expander.records.values()), expander.errors
+        if clock.thread_time() > deadline:
+            unread += 1
+            continue
+        expander.expand(uid, group, timezones, deadline=deadline)
+    if unread:
+        expander.note_file(f"{unread} events not read: the file used up its {budget:.0f} s of CPU")
+    return list(expander.records.values()), expander.finish()
+
+
+class _Rejected(ValueError):
+    """This event cannot be used; the message says why, for its item error."""
+
+
+class _OverBudget(BaseException):
+    """The event used up its CPU budget (raised from inside whatever was running).
+
+    A BaseException, so that no ``except Exception`` on the way (ours, icalendar's)
+    swallows it: CPython drops a trace hook that raised, so a swallowed one would leave
+    the rest of the event without a budget."""
+
+
+@contextmanager
+def _cpu_budget(deadline: float) -> Iterator[None]:
+    """Raise :class:`_OverBudget` in the code that runs past ``deadline`` (thread CPU time).
+
+    dateutil can loop for seconds without yielding (a rule that no day satisfies is tried
+    day by day up to the year 9999), so the check rides on the interpreter's call hook,
+    not on our loop; it is this thread's only, and the previous hook comes back after.
+    """
+    previous = sys.gettrace()
+    calls = 0
+
+    def check(_frame: FrameType, _event: str, _arg: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % 64 == 0 and clock.thread_time() > deadline:
+            raise _OverBudget
+
+    sys.settrace(check)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def _complaint(exc: BaseException) -> str:
+    """A parser's complaint, short and cleaned: it may quote the line it choked on."""
+    return short_text(describe(exc, FRAGMENT), FRAGMENT)
+
+
+# A TZID no zone has: zoneinfo answers a 10,000-character name with an OSError, which
+# the parser does not catch (the whole file would be lost for one event's parameter).
+_LONG_TZID = re.compile(rb';TZID=("[^"]{100,}"|[^:;"]{100,})', re.IGNORECASE)
 
 
 def _uid_of(event: icalendar.Component) -> str:
@@ -172,21 +266,50 @@ class _Expander:
         self.zone = zone
         self.records: dict[str, EventRecord] = {}
         self.errors: list[ItemError] = []
+        self.unreported = 0
+        self._shared: dict[int, tuple[object, object]] = {}
 
     def reject(self, uid: str, message: str) -> None:
-        item = f"{self.scope}: UID {uid}"
+        """An item error naming the file and (a short, cleaned fragment of) the UID."""
+        self._error(f"{self.scope}: UID {short_text(uid, UID_IN_MESSAGES)}", message)
+
+    def note_file(self, message: str) -> None:
+        self._error(self.scope, message)
+
+    def _error(self, item: str, message: str) -> None:
+        if len(self.errors) >= MAX_ERRORS_PER_FILE:
+            self.unreported += 1  # a file of a million bad events is one line, not a million
+            return
+        message = short_text(message, 300)
         log.warning("ics_item_rejected", source=self.source_id, item=item, error=message)
         self.errors.append(ItemError(item=item, message=message))
 
+    def finish(self) -> list[ItemError]:
+        if self.unreported:
+            message = f"{self.unreported} more events rejected (only the first are listed)"
+            log.warning("ics_item_rejected", source=self.source_id, item=self.scope, error=message)
+            self.errors.append(ItemError(item=self.scope, message=message))
+            self.unreported = 0
+        return self.errors
+
     def expand(
-        self, uid: str, group: list[icalendar.Component], timezones: list[icalendar.Component]
+        self,
+        uid: str,
+        group: list[icalendar.Component],
+        timezones: list[icalendar.Component],
+        *,
+        deadline: float = float("inf"),
     ) -> None:
+        """Every occurrence of one UID in the window, within ``ITEM_CPU_SECONDS``."""
+        if len(group) > MAX_PER_SERIES:  # overrides (RECURRENCE-ID) count like occurrences
+            self.reject(uid, f"{len(group)} VEVENTs share this UID (at most {MAX_PER_SERIES})")
+            return
         usable: list[icalendar.Component] = []
         for event in group:
             try:
                 problem = self._problem(event)
             except Exception as exc:  # icalendar raises on access to broken properties
-                problem = f"unreadable event ({describe(exc)})"
+                problem = f"unreadable event ({_complaint(exc)})"
             if problem:
                 self.reject(uid, problem)
             else:
@@ -199,16 +322,104 @@ class _Expander:
             if "UID" not in component:
                 component["UID"] = uid
             calendar.add_component(component)
+        cuts: list[str] = []
+        self._shared = {}
+        budget = RULE_CPU_SECONDS
         try:
-            occurrences = recurring_ical_events.of(calendar).between(
-                self.window.start, self.window.end
-            )
-            records = [self._record(uid, o, is_series=is_series) for o in occurrences]
-        except Exception as exc:  # expansion of third-party rules: reject this UID only
-            self.reject(uid, f"cannot expand the event ({describe(exc)})")
+            with _cpu_budget(min(deadline, clock.thread_time() + budget)):
+                for event in usable:
+                    cuts += self._bound(event)
+            budget = ITEM_CPU_SECONDS
+            with _cpu_budget(min(deadline, clock.thread_time() + budget)):
+                occurrences = recurring_ical_events.of(calendar).between(
+                    self.window.start, self.window.end
+                )
+                records = [self._record(uid, o, is_series=is_series) for o in occurrences]
+        except _Rejected as exc:
+            self.reject(uid, str(exc))
             return
+        except _OverBudget:
+            self.reject(uid, f"expanding it took more than {budget} s of CPU; skipped")
+            return
+        except Exception as exc:  # expansion of third-party rules: reject this UID only
+            self.reject(uid, f"cannot expand the event ({_complaint(exc)})")
+            return
+        finally:
+            self._shared = {}
+        for cut in cuts:
+            self.reject(uid, cut)
         for record in records:
             self._keep(record)
+
+    # -- recurrence bounds ----------------------------------------------------------------
+
+    def _bound(self, event: icalendar.Component) -> list[str]:
+        """Rewrite ``event``'s RRULEs so expanding them costs what the window holds.
+
+        dateutil walks a rule from DTSTART, one period at a time, and the library collects
+        every occurrence before we see one. So: a COUNT becomes the UNTIL of its last
+        occurrence, UNTIL is capped just past the window, DTSTART moves forward by whole
+        periods to just before the window (the same occurrences, without the walk from
+        the year 1), and a series is cut after ``MAX_PER_SERIES`` occurrences (returned
+        as a note for an item error). The occurrences inside the window do not change.
+        """
+        rules = _listed(event.get("RRULE"))
+        if not rules:
+            return []
+        start, _tzid = _date_property(event, "DTSTART")
+        duration = self._duration(event, start)
+        # Bounds in the terms DTSTART is in (date, floating or aware), with a margin for
+        # zones and for occurrences that start before the window and reach into it.
+        lowest = self._like(start, self.window.start - duration - timedelta(days=2))
+        highest = self._like(start, self.window.end + timedelta(days=2))
+        parsed = [_RuleParts.of(rule, start) for rule in rules]
+        for parts in parsed:
+            if parts.count is not None:
+                parts.until = parts.count_end(start, highest)
+            parts.until = highest if parts.until is None else min(parts.until, highest)
+        if len(parsed) == 1:  # several RRULEs (deprecated) could not share one new DTSTART
+            moved = _rebased(start, parsed[0].freq, parsed[0].interval, lowest)
+            if moved != start:
+                self._move(event, start, moved)
+                start = moved
+        cuts: list[str] = []
+        for parts in parsed:
+            cut = parts.cap(start, lowest, MAX_PER_SERIES)
+            if cut is not None:
+                parts.until = cut
+                cuts.append(
+                    f"RRULE has more than {MAX_PER_SERIES} occurrences in the sync window; "
+                    "only the first are kept"
+                )
+        rewritten = [parts.recur() for parts in parsed]
+        event["RRULE"] = rewritten[0] if len(rewritten) == 1 else rewritten
+        return cuts
+
+    def _duration(self, event: icalendar.Component, start: date) -> timedelta:
+        try:
+            end = self._end(event, start, self._instant(start, None), all_day=False)
+            return max(end - self._instant(start, None), timedelta(0))
+        except Exception:  # a broken end fails later, with its own message
+            return timedelta(0)
+
+    def _like(self, start: date, moment: datetime) -> date:
+        """``moment`` (aware) as the kind of value ``start`` is: a date, floating or aware."""
+        if not isinstance(start, datetime):
+            return moment.astimezone(self.zone).date()
+        if start.tzinfo is None:
+            return moment.astimezone(self.zone).replace(tzinfo=None)
+        return moment.astimezone(UTC)
+
+    @staticmethod
+    def _move(event: icalendar.Component, start: date, moved: date) -> None:
+        """DTSTART (and DTEND with it) moved by whole periods of the rule."""
+        shift = moved - start
+        start_prop: Any = event["DTSTART"]
+        start_prop.dt = moved
+        if "DTEND" in event:
+            prop: Any = event["DTEND"]
+            for end_prop in prop if isinstance(prop, list) else [prop]:
+                end_prop.dt = end_prop.dt + shift
 
     def _problem(self, event: icalendar.Component) -> str | None:
         """Why this VEVENT cannot be used, checked before expansion to name the cause."""
@@ -219,18 +430,36 @@ class _Expander:
         try:
             start = event.decoded("DTSTART")
         except Exception as exc:  # icalendar raises various types on bad values
-            return f"bad DTSTART ({describe(exc)})"
+            return f"bad DTSTART ({_complaint(exc)})"
         if not isinstance(start, date):
             return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
         if isinstance(start, datetime) and start.tzinfo is None:
             tzid = event["DTSTART"].params.get("TZID")
             if tzid and known_zone(str(tzid)) is None:
                 return f"unknown time zone {tzid!r} in DTSTART"
-        rules = event.get("RRULE")
-        for rule in rules if isinstance(rules, list) else [rules] if rules else []:
+        per_day = 0
+        for rule in _listed(event.get("RRULE")):
             freqs = {str(f).upper() for f in rule.get("FREQ", [])}
             if freqs & _REJECTED_FREQS:
                 return f"RRULE frequency {', '.join(sorted(freqs))} is too dense for a meeting"
+            problem, daily = _rule_problem(rule)
+            if problem:
+                return problem
+            per_day += daily
+        if per_day > MAX_PER_DAY:
+            return (
+                f"RRULE recurs up to {per_day} times a day; a meeting series does not "
+                f"(at most {MAX_PER_DAY})"
+            )
+        rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
+        if len(rdates) > MAX_RDATES:
+            return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
+        days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
+        busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
+        if busiest > MAX_PER_DAY:
+            return f"RDATE lists {busiest} times on one day; a meeting series does not"
+        if "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
+            del event["SEQUENCE"]  # out of range or not a number: it only orders revisions
         return None
 
     def _keep(self, record: EventRecord) -> None:
@@ -284,14 +513,26 @@ class _Expander:
             zone=self._zone_name(start_value, tzid),
             status=_STATUSES.get(str(event.get("STATUS", "")).strip().upper(), _CONFIRMED),
             organizer=_email(event.get("ORGANIZER")),
-            attendees=_attendees(event.get("ATTENDEE")),
+            attendees=self._once(event.get("ATTENDEE"), _attendees),
             calendar_owner=self.owner,
-            categories=_categories(event.get("CATEGORIES")),
+            categories=self._once(event.get("CATEGORIES"), _categories),
             conference_id=_conference(event),
             title=str(event["SUMMARY"]) if "SUMMARY" in event else None,
             updated=_updated(event),
             sequence=_sequence(event.get("SEQUENCE")),
         )
+
+    def _once(self, value: object, read: Callable[[object], _T]) -> _T:
+        """``read(value)`` once per series: occurrences are shallow copies sharing ``value``,
+        and a thousand attendees times three thousand occurrences must not be 3M objects."""
+        if value is None:
+            return read(value)
+        held = self._shared.get(id(value))
+        if held is not None and held[0] is value:
+            return held[1]  # type: ignore[return-value]  # stored by this very call
+        result = read(value)
+        self._shared[id(value)] = (value, result)
+        return result
 
     def _end(
         self, event: icalendar.Component, start_value: date, start: datetime, *, all_day: bool
@@ -325,6 +566,177 @@ def _date_property(event: icalendar.Component, name: str) -> tuple[date, object]
 
 
 _CONFIRMED = EventStatus.CONFIRMED
+
+
+def _rule_problem(rule: Any) -> tuple[str | None, int]:
+    """Why an RRULE is nonsense (``INTERVAL=0``, ``BYHOUR=99``…), and its most occurrences
+    on one day; nothing is expanded for that."""
+    freqs = [str(f).upper() for f in rule.get("FREQ", [])]
+    if not freqs:
+        return "RRULE without FREQ", 0
+    freq = freqs[0]
+    if freq not in _FREQ_DAYS:
+        return f"RRULE frequency {short_text(freq, 20)!r} is not supported", 0
+    for scale in rule.get("RSCALE", []):
+        if str(scale).upper() != "GREGORIAN":
+            return f"RRULE calendar scale {short_text(str(scale), 20)} is not supported", 0
+    for key in ("INTERVAL", "COUNT"):
+        numbers = rule.get(key, [])
+        if len(numbers) > 1 or any(not isinstance(v, int) for v in numbers):
+            return f"RRULE {key} is not one number", 0
+    interval = rule.get("INTERVAL", [1])[0]
+    if not 1 <= interval <= MAX_INTERVAL:
+        return f"RRULE INTERVAL={interval} is not between 1 and {MAX_INTERVAL}", 0
+    if rule.get("COUNT", [1])[0] == 0:
+        return "RRULE COUNT=0 has no occurrence", 0
+    sizes: dict[str, int] = {}
+    for key, (low, high) in _RULE_RANGES.items():
+        values: set[int] = set()
+        for value in rule.get(key, []):
+            try:
+                number = int(str(value))
+            except ValueError:
+                return f"RRULE {key} value {short_text(str(value), 20)!r} is not a number", 0
+            if not low <= number <= high or (number == 0 and low < 0):
+                return f"RRULE {key}={number} is out of range", 0
+            values.add(number)
+        sizes[key] = len(values)
+    for day in rule.get("BYDAY", []):
+        match = _WEEKDAY.match(str(day).upper())
+        if match is None or (match[2] and not 1 <= int(match[2]) <= 53):
+            return f"RRULE BYDAY value {short_text(str(day), 20)!r} is not a weekday", 0
+    per_hour = max(sizes["BYMINUTE"], 1) * max(sizes["BYSECOND"], 1)
+    hours = sizes["BYHOUR"] or 1
+    if freq == "HOURLY":
+        hours = min(-(-24 // interval), sizes["BYHOUR"] or 24)
+    return None, hours * per_hour
+
+
+class _RuleParts:
+    """One RRULE as its parts, rewritten by :meth:`_Expander._bound`."""
+
+    def __init__(self, parts: dict[str, list[Any]], until: date | None, count: int | None):
+        self.parts = parts
+        self.until = until
+        self.count = count
+
+    @classmethod
+    def of(cls, rule: Any, start: date) -> _RuleParts:
+        # Parts dateutil does not know are dropped: RSCALE=GREGORIAN and SKIP (its
+        # default, OMIT, is dateutil's), X- extensions; a negative COUNT means none, as
+        # recurring-ical-events reads it.
+        parts = {k: list(v) for k, v in rule.items() if k in _RULE_PARTS}
+        counts = [c for c in parts.pop("COUNT", []) if c > 0]
+        untils = parts.pop("UNTIL", [])
+        until = _until_like(start, untils[0]) if untils else None
+        return cls(parts, until, counts[0] if counts else None)
+
+    @property
+    def freq(self) -> str:
+        return str(self.parts["FREQ"][0]).upper()
+
+    @property
+    def interval(self) -> int:
+        return int(self.parts.get("INTERVAL", [1])[0])
+
+    def recur_text(self) -> str:
+        recur: Any = icalendar.vRecur(self.parts)  # untyped to_ical
+        return str(recur.to_ical().decode())
+
+    def recur(self) -> icalendar.vRecur:
+        recur = icalendar.vRecur(self.parts)
+        if self.until is not None:
+            recur["UNTIL"] = [self.until]
+        return recur
+
+    def _dateutil(self, start: date, until: date, count: int | None = None) -> Iterator[datetime]:
+        text = self.recur_text()
+        parsed = rrulestr(text, dtstart=_as_datetime(start))
+        if not isinstance(parsed, rrule):  # one RRULE's parts never make a set
+            raise _Rejected("RRULE is not one rule")
+        with warnings.catch_warnings():  # COUNT with UNTIL: dateutil frowns but obeys both
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return iter(parsed.replace(until=_as_datetime(until), count=count))
+
+    def count_end(self, start: date, highest: date) -> date:
+        """The last occurrence the COUNT allows, or ``highest`` if that is later."""
+        assert self.count is not None
+        steps = (_as_datetime(highest) - _as_datetime(start)).days / _FREQ_DAYS[self.freq]
+        if steps / self.interval > MAX_COUNT_STEPS:
+            raise _Rejected(
+                f"RRULE with COUNT starts {int(steps / self.interval)} {self.freq.lower()} "
+                f"steps before the sync window; counting them is refused (at most "
+                f"{MAX_COUNT_STEPS})"
+            )
+        last: datetime | None = None
+        until = highest if self.until is None else min(self.until, highest)
+        for last in self._dateutil(start, until, self.count):  # noqa: B007 - only the last
+            pass
+        if last is None or sum(1 for _ in self._dateutil(start, last, self.count)) < self.count:
+            return until
+        return _until_like(start, last)
+
+    def cap(self, start: date, lowest: date, limit: int) -> date | None:
+        """The occurrence after which the series is cut, or None if it stays whole."""
+        assert self.until is not None
+        seen = 0
+        floor = _as_datetime(lowest)
+        moments = self._dateutil(start, self.until)
+        for moment in moments:
+            if moment >= floor:
+                seen += 1
+                if seen == limit:  # cut only when another one follows
+                    return None if next(moments, None) is None else _until_like(start, moment)
+        return None
+
+
+def _day_of(value: object) -> object:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def _as_datetime(value: date) -> datetime:
+    """A date as its midnight (how dateutil and recurring-ical-events compute them)."""
+    return value if isinstance(value, datetime) else datetime.combine(value, time())
+
+
+def _until_like(start: date, until: date) -> date:
+    """UNTIL in the terms of DTSTART, as recurring-ical-events reads a mismatched one."""
+    if not isinstance(start, datetime):
+        return until.date() if isinstance(until, datetime) else until
+    until = _as_datetime(until)
+    if start.tzinfo is None:
+        return until.astimezone(UTC).replace(tzinfo=None) if until.tzinfo else until
+    return until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+
+
+def _rebased(start: date, freq: str, interval: int, target: date) -> date:
+    """The latest DTSTART not after ``target`` that ``start`` reaches in whole periods.
+
+    Moving by whole periods (days for HOURLY, DAILY and WEEKLY, months for MONTHLY and
+    YEARLY) keeps the phase of INTERVAL, the weekday, the day of the month and the time
+    of day, so the rule yields the same occurrences from there on.
+    """
+    if _as_datetime(start) >= _as_datetime(target):
+        return start
+    if freq in ("HOURLY", "DAILY", "WEEKLY"):
+        step = interval * (7 if freq == "WEEKLY" else 1)  # days; HOURLY: interval·24 hours
+        days = (
+            _as_datetime(target).replace(tzinfo=None) - _as_datetime(start).replace(tzinfo=None)
+        ).days
+        return start + timedelta(days=days // step * step)
+    step = interval * (12 if freq == "YEARLY" else 1)  # months
+    periods = ((target.year - start.year) * 12 + target.month - start.month) // step
+    for _ in range(48):  # the 31st or the 29th of February: find a month that has it
+        months = start.month - 1 + periods * step
+        try:
+            moved = start.replace(year=start.year + months // 12, month=months % 12 + 1)
+        except ValueError:
+            periods -= 1
+            continue
+        if _as_datetime(moved) <= _as_datetime(target):
+            return moved
+        periods -= 1
+    return start
 
 
 def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
@@ -385,6 +797,10 @@ def _email(value: object) -> str | None:
     return email or None
 
 
+# RFC 5545 CUTYPE values that are things, not people: a booked room is no participant.
+_RESOURCE_TYPES = frozenset({"ROOM", "RESOURCE"})
+
+
 def _attendees(value: object) -> tuple[Attendee, ...]:
     found: dict[str, Attendee] = {}
     for item in _listed(value):
@@ -394,7 +810,10 @@ def _attendees(value: object) -> tuple[Attendee, ...]:
         params = getattr(item, "params", {})
         response = _RESPONSES.get(str(params.get("PARTSTAT", "")).upper(), Response.NEEDS_ACTION)
         optional = str(params.get("ROLE", "")).upper() == "OPT-PARTICIPANT"
-        found[email] = Attendee(email=email, response=response, optional=optional)
+        resource = str(params.get("CUTYPE", "")).upper() in _RESOURCE_TYPES
+        found[email] = Attendee(
+            email=email, response=response, optional=optional, is_resource=resource
+        )
     return tuple(found.values())
 
 
@@ -458,8 +877,6 @@ class IcsConnector:
         base_dir: Path,
         now: datetime,
         default_zone: str = "UTC",
-        client: httpx.Client | None = None,
-        timeout: float = 30.0,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
@@ -471,8 +888,6 @@ class IcsConnector:
         self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
-        self._client = client
-        self._timeout = timeout
 
     # -- cursor -------------------------------------------------------------------------
 
@@ -534,7 +949,9 @@ class IcsConnector:
         self, configured: Path, entries: dict[str, dict[str, object]]
     ) -> Iterator[SyncPage]:
         root = configured if configured.is_absolute() else self.base_dir / configured
+        inside: Path | None = None  # files of a folder must stay in it, links or not
         if root.is_dir():
+            inside = root.resolve()
             files = {path.relative_to(root).as_posix(): path for path in self._ics_files(root)}
         elif root.is_file():
             files = {root.name: root}
@@ -550,23 +967,56 @@ class IcsConnector:
                 yield SyncPage(replaces_scope=scope)
                 continue
             try:
-                data = path.read_bytes()
-            except OSError as exc:
-                yield self._unreadable(scope, f"cannot read the file ({describe(exc)})")
+                data = self._read(path, inside)
+            except _Unread as unread:
+                yield self._unreadable(scope, str(unread))
                 continue
             owner = _owner_from_name(path) or self.source.owner
             page = self._page(scope, data, owner, entries)
             if page is not None:
                 yield page
 
+    def _read(self, path: Path, inside: Path | None) -> bytes:
+        """The bytes of a regular file of at most ``max_bytes``, and, for a folder, one
+        that really lies in it: a link out of the folder is refused, not read."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
+        if inside is not None and not real.is_relative_to(inside):
+            raise _Unread("the file is a link to outside the folder; it is not read")
+        limit = self.source.max_bytes
+        try:
+            # O_NONBLOCK: a FIFO named *.ics must not block the sync; O_NOFOLLOW: the
+            # resolved path is what was checked.
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise _Unread("not a regular file; it is not read")
+                data = file.read(limit + 1)
+        except OSError as exc:
+            raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
+        if len(data) > limit:
+            raise _Unread(
+                f"the file is larger than the limit of {limit:,} bytes (max_bytes); "
+                "raise max_bytes for this source if the calendar is really that large"
+            )
+        return data
+
     @staticmethod
     def _ics_files(root: Path) -> Iterable[Path]:
-        """Every ``*.ics`` below ``root``; hidden names are editors' and sync tools' temp files."""
+        """Every ``*.ics`` below ``root``; hidden names are editors' and sync tools' temp files.
+
+        Linked folders are not descended into; links, pipes and devices are listed, so
+        that :meth:`_read` reports them: read only when they lead to a regular file
+        inside ``root``.
+        """
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
             if path.suffix.lower() != ".ics" or any(p.startswith(".") for p in relative.parts):
                 continue
-            if path.is_file():
+            if path.is_symlink() or not path.is_dir():
                 yield path
 
     def _page(
@@ -592,7 +1042,13 @@ class IcsConnector:
         except IcsParseError as exc:
             return self._unreadable(scope, str(exc))
         except Exception as exc:  # a bug of ours or the library's: one file, not the sync
-            log.exception("ics_file_failed", source=self.source_id, item=scope)
+            log.error(
+                "ics_file_failed",
+                source=self.source_id,
+                item=scope,
+                error=unexpected_summary(exc, "reading a file"),
+                trace=code_trace(exc),
+            )
             return self._unreadable(scope, f"unexpected error ({describe(exc)})")
         entries[scope] = self._entry(digest, **validators)
         log.info(
@@ -629,45 +1085,93 @@ class IcsConnector:
         for stale in sorted(set(entries) - {scope}):
             del entries[stale]
             yield SyncPage(cursor=self._cursor(entries), replaces_scope=stale)
-        if response.status_code == httpx.codes.NOT_MODIFIED:
+        if response.status == 304:
             log.info("ics_feed_not_modified", source=self.source_id, url=scope)
+            return
+        if not _looks_like_icalendar(response.content):
+            # A login page, an error document, or whatever answers at that address: the
+            # message describes it and never quotes it (it may hold anything).
+            yield self._unreadable(
+                scope,
+                f"the feed did not send iCalendar data ({_content_type(response)}, "
+                f"{len(response.content):,} bytes); check the feed URL",
+            )
             return
         page = self._page(
             scope,
             response.content,
             self.source.owner,
             entries,
-            etag=response.headers.get("ETag"),
-            last_modified=response.headers.get("Last-Modified"),
+            etag=_header_value(response.headers.get("ETag")),
+            last_modified=_header_value(response.headers.get("Last-Modified")),
         )
         if page is not None:
             yield replace(page, cursor=self._cursor(entries))
 
-    def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> httpx.Response:
-        """GET the feed; every failure becomes the typed error the scheduler acts on."""
+    def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> Fetched:
+        """GET the feed within the source's deadline and size cap, every hop's address
+        checked; every failure becomes the typed error the scheduler acts on."""
+        client = BoundedClient(
+            url,
+            timeout=self.source.timeout.total_seconds(),
+            max_bytes=self.source.max_bytes,
+        )
         try:
-            if self._client is not None:
-                response = self._client.get(url, headers=headers)
-            else:
-                with httpx.Client(timeout=self._timeout, follow_redirects=True) as client:
-                    response = client.get(url, headers=headers)
-        except httpx.TimeoutException:
-            raise TransientError(self.source_id, f"timed out fetching {scope}") from None
-        except httpx.HTTPError as exc:
-            # str(exc) may quote the URL with its credentials: name only the error's kind.
+            with client:
+                response = client.get(url, headers=headers)
+        except FetchTimeout as exc:
             raise TransientError(
-                self.source_id, f"cannot fetch {scope} ({type(exc).__name__})"
+                self.source_id,
+                f"{exc}; raise timeout (now {format_duration(self.source.timeout)}) for this "
+                "source if the server is only slow",
             ) from None
+        except TooLarge as exc:
+            raise TransientError(
+                self.source_id,
+                f"{exc}; raise max_bytes for this source if the calendar is really that large",
+            ) from None
+        except Refused as exc:
+            raise TransientError(self.source_id, f"{exc}; check the feed URL") from None
+        except FetchError as exc:
+            raise TransientError(self.source_id, str(exc)) from None
 
-        status = response.status_code
-        if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+        status = response.status
+        if status in (401, 403):
             raise AuthError(
                 self.source_id,
                 f"{scope} refused the credentials (HTTP {status}); check the feed URL",
             )
-        if status == httpx.codes.NOT_MODIFIED or httpx.codes.is_success(status):
+        if status == 304 or 200 <= status < 300:
             return response
         retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.now)
         raise TransientError(
             self.source_id, f"{scope} answered HTTP {status}", retry_after=retry_after
         )
+
+
+class _Unread(Exception):
+    """A file of a folder that is not read; the message names why, never its content."""
+
+
+_ICAL_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*BEGIN:(?:VCALENDAR|VEVENT)\b", re.IGNORECASE)
+_MEDIA_TYPE = re.compile(r"^[\w.+-]{1,40}/[\w.+-]{1,60}$")
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,254})$")
+
+
+def _looks_like_icalendar(data: bytes) -> bool:
+    """Whether a feed's body starts as iCalendar does (an empty one is the parser's to
+    report: it is more likely half-written than hostile)."""
+    return not data.strip() or _ICAL_START.match(data[:1024]) is not None
+
+
+def _content_type(response: Fetched) -> str:
+    """The answer's media type when it is one, for a message; never free text."""
+    media = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if not media:
+        return "no Content-Type"
+    return f"Content-Type {media}" if _MEDIA_TYPE.match(media) else "an invalid Content-Type"
+
+
+def _header_value(value: str | None) -> str | None:
+    """A validator header worth storing in the cursor and sending back: short and printable."""
+    return value if value is not None and _HEADER_VALUE.match(value) else None

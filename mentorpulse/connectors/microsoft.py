@@ -20,14 +20,13 @@ completed in a batch), within Graph's limit of 4 concurrent requests per mailbox
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -43,6 +42,7 @@ from mentorpulse.connectors.base import (
     EventStatus,
     ItemError,
     Response,
+    SeriesBound,
     SyncPage,
     TransientError,
     Window,
@@ -51,6 +51,13 @@ from mentorpulse.connectors.base import (
     retry_after_seconds,
     rfc3339_utc,
     utc_from_iso,
+)
+from mentorpulse.connectors.http import (
+    BoundedClient,
+    BoundedTransport,
+    BoundedTransportError,
+    FetchError,
+    FetchTimeout,
 )
 from mentorpulse.connectors.windows_zones import to_iana
 
@@ -224,6 +231,7 @@ class MicrosoftConnector:
         self._token_expires = 0.0
         self._app: Any = None
         self.requests = 0  # HTTP requests sent to Graph (for the bench and the logs)
+        self._bound = SeriesBound(None)
 
     def _path(self, value: str) -> Path:
         return resolve_path(self.base_dir, value)
@@ -240,8 +248,10 @@ class MicrosoftConnector:
             "verify": self._verify,
             "timeout": self._timeout,
         }
-        if isinstance(self._verify, str):
-            common["http_client"] = _pinned_session(self._verify)
+        # Sign-in requests get the bounds Graph requests get (msal's timeout is per read).
+        common["http_client"] = _BoundedSignIn(
+            BoundedClient(self.source.authority_host, timeout=self._timeout, verify=self._verify)
+        )
         if self.source.auth == "device_code":
             return msal.PublicClientApplication(self.source.client_id, **common)
         credential: Any
@@ -326,12 +336,12 @@ class MicrosoftConnector:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            verify = (
-                ssl.create_default_context(cafile=self._verify)
-                if isinstance(self._verify, str)
-                else True
+            # One total deadline per request, a size cap, checked addresses (httpx's
+            # timeouts apply per read).
+            bounded = BoundedClient(self.graph_url, timeout=self._timeout, verify=self._verify)
+            self._client = httpx.Client(
+                transport=BoundedTransport(bounded), timeout=self._timeout, trust_env=False
             )
-            self._client = httpx.Client(verify=verify, timeout=self._timeout)
         return self._client
 
     def close(self) -> None:
@@ -366,6 +376,8 @@ class MicrosoftConnector:
             )
         except httpx.TimeoutException:
             raise TransientError(self.source_id, "timed out talking to Microsoft Graph") from None
+        except BoundedTransportError as error:  # too large, or an address refused
+            raise TransientError(self.source_id, f"Microsoft Graph: {error}") from None
         except httpx.HTTPError as error:
             raise TransientError(
                 self.source_id, f"cannot reach Microsoft Graph ({type(error).__name__})"
@@ -509,6 +521,7 @@ class MicrosoftConnector:
             "version": CURSOR_VERSION,
             **self.window.stamp(),
             "mailboxes": {m: b.as_json() for m, b in sorted(boxes.items()) if b.link},
+            **self._bound.stamp(),
         }
 
     def _start_link(self, mailbox: str) -> str:
@@ -524,6 +537,9 @@ class MicrosoftConnector:
         and yields one page with what those answers held and the cursor after them.
         """
         boxes = self._boxes(cursor)
+        self._bound = SeriesBound(
+            cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
+        )
         draining: set[str] = set()
         for mailbox, box in boxes.items():
             if box.link is not None and not self.window.matches(box.as_json()):
@@ -603,11 +619,12 @@ class MicrosoftConnector:
             raise TransientError(self.source_id, "Graph answered a delta page without a link")
 
     def _page(self, page: _Page, boxes: Mapping[str, _Box]) -> SyncPage:
+        records, gone, bad = self._bound.apply(page.records)
         return SyncPage(
-            records=tuple(page.records),
-            deleted=tuple(page.deleted),
+            records=tuple(records),
+            deleted=(*page.deleted, *gone),
             cursor=self._cursor(boxes),
-            errors=tuple(page.errors),
+            errors=(*page.errors, *bad),
         )
 
     # -- items --------------------------------------------------------------------------
@@ -630,7 +647,7 @@ class MicrosoftConnector:
                 continue  # calendarView yields the instances; the master is not a meeting
             try:
                 record, warning = self._record(mailbox, box, full)
-            except (KeyError, TypeError, ValueError) as error:
+            except (AttributeError, KeyError, TypeError, ValueError) as error:  # a bad shape too
                 message = f"unreadable event ({describe(error)})"
                 log.warning(
                     "graph_item_rejected", source=self.source_id, item=provider_id, error=message
@@ -737,6 +754,7 @@ class MicrosoftConnector:
                 response=_response((entry.get("status") or {}).get("response"))
                 or Response.NEEDS_ACTION,
                 optional=str(entry.get("type", "")).lower() == "optional",
+                is_resource=str(entry.get("type", "")).lower() == "resource",
             )
         if mailbox != organizer and owner_response is not None:
             # The mailbox's own copy speaks for its owner's answer.
@@ -844,6 +862,73 @@ class MicrosoftConnector:
             left_at=max(leaves) if leaves else None,
             system="teams",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _SignInAnswer:
+    """msal's minimal response: status, text, headers."""
+
+    status_code: int
+    text: str
+    headers: httpx.Headers
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            import requests
+
+            raise requests.HTTPError(f"HTTP {self.status_code}")
+
+
+class _BoundedSignIn:
+    """msal's ``HttpClient`` interface over :class:`BoundedClient`. Failures are raised
+    as the requests exceptions msal's default client raises, which sign-in maps."""
+
+    def __init__(self, client: BoundedClient) -> None:
+        self._client = client
+
+    def get(
+        self, url: str, params: Mapping[str, str] | None = None, headers: Any = None, **_: Any
+    ) -> _SignInAnswer:
+        return self._send("GET", url, params, dict(headers or {}), None)
+
+    def post(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        headers: Any = None,
+        **_: Any,
+    ) -> _SignInAnswer:
+        sent = dict(headers or {})
+        if isinstance(data, Mapping):
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            data = urlencode(data)
+        body = data.encode() if isinstance(data, str) else data
+        return self._send("POST", url, params, sent, body)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> _SignInAnswer:
+        import requests
+
+        if params:
+            url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(params)}"
+        try:
+            answer = self._client.request(method, url, headers=headers, body=body)
+        except FetchTimeout as exc:
+            raise requests.Timeout(str(exc)) from None
+        except FetchError as exc:
+            raise requests.ConnectionError(str(exc)) from None
+        text = answer.content.decode("utf-8", "replace")
+        return _SignInAnswer(answer.status, text, answer.headers)
 
 
 def _pinned_session(ca_bundle: str) -> Any:

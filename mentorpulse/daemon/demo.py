@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -11,10 +15,14 @@ from sqlalchemy import func, select
 
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
+from mentorpulse.errors import UserError
 from mentorpulse.reports.export import write_report
 from mentorpulse.storage.models import Finding
 
 DEMO_SPAN = timedelta(days=91)  # the report covers the generated window, both sides of today
+MANIFEST = ".mentorpulse-demo.json"  # what the demo wrote here, so it overwrites only that
+DATABASE = "mentorpulse.db"  # the demo config's; its content changes, so it has no digest
+LEGACY_MARKER = b"# The mentorpulse demo organisation"  # first line of a demo's yaml
 
 
 @dataclass
@@ -45,15 +53,31 @@ class DemoSummary:
         return table
 
 
-def run_demo(workdir: Path, *, today: date) -> DemoSummary:
+def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     """Write the sample deployment into ``workdir`` and run sync → … → report on it.
 
     Deterministic for a given day: a second run on the same day changes nothing and
-    sends nothing twice.
+    sends nothing twice. Files in ``workdir`` that an earlier demo did not write (a real
+    mentorpulse.yaml, roster, database or report) are never overwritten unless ``force``.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    truth = write_demo(workdir, today=today)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror})", code=2) from None
+    reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html")]
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".demo-") as staging:
+        truth = write_demo(Path(staging), today=today)
+        written = sorted(p.relative_to(staging) for p in Path(staging).rglob("*") if p.is_file())
+        if not force:
+            _refuse_foreign(
+                workdir, [*written, Path(DATABASE), *(Path(p.name) for p in reports_here)]
+            )
+        for relative in written:
+            (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(staging) / relative, workdir / relative)
+    _record(workdir, written)
     ctx = jobs.Context.open(workdir / "mentorpulse.yaml")
+    _record(workdir, [Path(DATABASE)])
     try:
         synced = jobs.sync_sources(ctx)
         sessions = jobs.rebuild_sessions(ctx)
@@ -61,18 +85,18 @@ def run_demo(workdir: Path, *, today: date) -> DemoSummary:
         sent = jobs.send_notifications(ctx)
         # The monthly HR report the notify stage just mailed, and the whole span's.
         reports = sorted(ctx.config.resolve(ctx.config.reports.out_dir).glob("report-*"))
-        for fmt in ("csv", "html"):
-            path = workdir / f"report.{fmt}"
+        for path in reports_here:
             write_report(
                 ctx.sessions,
                 first=today - DEMO_SPAN,
                 last=today + DEMO_SPAN,
                 zone=ctx.config.timezone,
                 now=ctx.clock(),
-                fmt=fmt,
+                fmt=path.suffix[1:],
                 out=path,
             )
             reports.append(path)
+        _record(workdir, [Path(p.name) for p in reports_here])
         with ctx.sessions() as db:
             findings: dict[str, int] = dict(
                 db.execute(select(Finding.state, func.count()).group_by(Finding.state)).all()
@@ -92,3 +116,59 @@ def run_demo(workdir: Path, *, today: date) -> DemoSummary:
         sync_errors=sum(r.item_errors for r in synced),
         reports=reports,
     )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(workdir: Path) -> dict[str, str | None]:
+    """What earlier demos wrote in ``workdir``: relative path → digest (None: any content)."""
+    try:
+        found = json.loads((workdir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = found.get("files") if isinstance(found, dict) else None
+    return {str(k): v for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def _refuse_foreign(workdir: Path, targets: list[Path]) -> None:
+    """Stop before overwriting a file the demo did not write (or that was edited since)."""
+    known = _manifest(workdir)
+    if not known:  # a demo folder from before the manifest: its yaml says so
+        try:
+            with (workdir / "mentorpulse.yaml").open("rb") as stream:
+                legacy = stream.readline().startswith(LEGACY_MARKER)
+        except OSError:
+            legacy = False
+        if legacy:
+            return
+    foreign = []
+    for relative in targets:
+        path = workdir / relative
+        if not path.exists():
+            continue
+        if str(relative) not in known:
+            foreign.append(path)
+            continue
+        expected = known[str(relative)]
+        if expected is not None and (not path.is_file() or _digest(path) != expected):
+            foreign.append(path)
+    if foreign:
+        names = ", ".join(str(p) for p in foreign[:5]) + (" …" if len(foreign) > 5 else "")
+        raise UserError(
+            f"{names}: not written by mentorpulse demo (or changed since); the demo would "
+            "overwrite it. Choose another --workdir, or pass --force to overwrite",
+            code=2,
+        )
+
+
+def _record(workdir: Path, relatives: list[Path]) -> None:
+    """Add what the demo just wrote to the manifest, with the digest of its content."""
+    known = _manifest(workdir)
+    for relative in relatives:
+        path = workdir / relative
+        if path.exists():
+            known[str(relative)] = None if str(relative) == DATABASE else _digest(path)
+    document = {"written_by": "mentorpulse demo", "files": dict(sorted(known.items()))}
+    (workdir / MANIFEST).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -2,44 +2,129 @@
 
 The daemon lock is one: on SQLite a second daemon on the same database must refuse to
 start. Taking a lease is one conditional write, so two workers racing for it cannot both
-win; a worker that dies simply stops renewing and its lease expires.
+win; a worker that dies simply stops renewing and its lease expires. A holder that died
+on this very machine need not be waited for: its process is gone, so its lease is taken
+over at once (again by a conditional write naming the dead holder, so one taker wins).
+
+A holder is ``host:pid``, followed by ``/`` and a fingerprint of the process space (boot
+and PID namespace) where the platform has one: two containers that share a host name,
+or two machines cloned with the same one, never mistake each other's PIDs for their own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import structlog
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mentorpulse.storage.models import Lease
 
+log = structlog.get_logger(__name__)
 
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """The outcome of ``acquire()``: whether the caller holds the lease now, who does,
+    and until when; ``took_over`` names a dead holder on this machine it replaced."""
+
+    acquired: bool
+    holder: str
+    expires_at: datetime
+    took_over: str | None = None
+
+
+def _process_space() -> str | None:
+    """Which PIDs ours can be compared with: same boot of the same kernel, same namespace."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
+
+
+def _host() -> str:
+    """This machine's name, cut so that a holder always fits its column."""
+    return socket.gethostname()[:160]
+
+
+def holder_name(pid: int | None = None) -> str:
+    """This process (or ``pid`` on this machine) as a lease holder."""
+    space = _process_space()
+    name = f"{_host()}:{os.getpid() if pid is None else pid}"
+    return f"{name}/{space}" if space else name
+
+
+def display(holder: str) -> str:
+    """``host:pid``, the part of a holder a person reads."""
+    return holder.partition("/")[0]
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether ``holder`` is a process of this machine's process space that has exited."""
+    name, _, space = holder.partition("/")
+    host, _, pid_text = name.rpartition(":")
+    ours = _process_space()
+    if host != _host() or (space and ours and space != ours):
+        return False
+    if not pid_text.isdigit() or int(pid_text) in (0, os.getpid()):
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
 
 
 def acquire(
     sessions: sessionmaker[Session], name: str, holder: str, *, ttl: timedelta, now: datetime
-) -> str | None:
-    """Take or renew ``name``; returns ``None`` on success, else the current holder."""
+) -> LeaseState:
+    """Take or renew ``name`` for ``ttl``; if another holds it, say who and until when."""
     expires = now + ttl
-    with sessions.begin() as db:
-        try:
-            with db.begin_nested():
-                db.execute(insert(Lease).values(name=name, holder=holder, expires_at=expires))
-        except IntegrityError:
+    mine = LeaseState(acquired=True, holder=holder, expires_at=expires)
+    for _attempt in range(3):  # the holder may release it between our reads
+        with sessions.begin() as db:
+            try:
+                with db.begin_nested():
+                    db.execute(insert(Lease).values(name=name, holder=holder, expires_at=expires))
+                return mine
+            except IntegrityError:
+                pass
             taken = db.execute(
                 update(Lease)
                 .where(Lease.name == name, (Lease.expires_at < now) | (Lease.holder == holder))
                 .values(holder=holder, expires_at=expires)
             )
-            if taken.rowcount == 0:  # type: ignore[attr-defined]
-                return db.scalar(select(Lease.holder).where(Lease.name == name)) or "unknown"
-    return None
+            if taken.rowcount:  # type: ignore[attr-defined]
+                return mine
+            current = db.execute(
+                select(Lease.holder, Lease.expires_at).where(Lease.name == name)
+            ).one_or_none()
+            if current is None:
+                continue
+            other, until = current
+            if _dead_here(other):
+                taken = db.execute(
+                    update(Lease)
+                    .where(Lease.name == name, Lease.holder == other)
+                    .values(holder=holder, expires_at=expires)
+                )
+                if taken.rowcount:  # type: ignore[attr-defined]
+                    log.warning("lease_taken_over", lease=name, dead_holder=other, holder=holder)
+                    return LeaseState(True, holder, expires, took_over=other)
+                continue  # another process took it over first: read who
+            return LeaseState(acquired=False, holder=other, expires_at=until)
+    return LeaseState(acquired=False, holder="unknown", expires_at=expires)
 
 
 def release(sessions: sessionmaker[Session], name: str, holder: str) -> None:

@@ -3,23 +3,32 @@
 APScheduler is only the in-process ticker (memory job store rebuilt from the config).
 When each stage last ran is kept in the database (``job_runs``), so after a restart the
 first run of each job is due at ``last run + interval``: nothing is repeated or skipped.
+A failed run is kept there too (time and a short error), and ``status`` reports it.
+
+One daemon per database: it holds the ``daemon`` lease, renewed every 30 s for 90 s. A
+second one refuses to start (exit 3), saying who holds it and when it expires, unless the
+holder is a process of this machine that has exited: then it takes over at once. A daemon
+that cannot renew its lease starts no job once it is no longer sure it still holds it.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from mentorpulse.daemon import jobs, lease
-from mentorpulse.errors import UserError
+from mentorpulse.errors import UserError, code_trace
+from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import JobRun
 
 log = structlog.get_logger(__name__)
@@ -27,46 +36,100 @@ log = structlog.get_logger(__name__)
 DAEMON_LEASE = "daemon"
 LEASE_TTL = timedelta(seconds=90)
 HEARTBEAT = timedelta(seconds=30)
+LEASE_HELD_EXIT = 3  # `run` refused: another daemon holds the lease (README documents it)
 
 
 def first_run_at(ctx: jobs.Context, name: str, every: timedelta) -> datetime:
-    """When a job is next due, from its last completed run kept in the database."""
+    """When a job is next due, from its last run kept in the database."""
     now = ctx.clock()
     with ctx.sessions() as db:
         last = db.scalar(select(JobRun.last_run_at).where(JobRun.name == name))
     return now if last is None else max(now, last + every)
 
 
-def _record_run(ctx: jobs.Context, name: str) -> None:
-    with ctx.sessions.begin() as db:
-        row = db.get(JobRun, name)
-        if row is None:
-            db.add(JobRun(name=name, last_run_at=ctx.clock()))
-        else:
-            row.last_run_at = ctx.clock()
+def refusal(ctx: jobs.Context, held: lease.LeaseState) -> UserError:
+    """The second daemon's message: who runs, until when its lease holds, what to do."""
+    expires = held.expires_at.astimezone(ZoneInfo(ctx.config.timezone))
+    seconds = max(0, math.ceil((held.expires_at - ctx.clock()).total_seconds()))
+    return UserError(
+        f"another mentorpulse daemon ({lease.display(held.holder)}) is running on this "
+        f"database; its lease expires at {expires:%Y-%m-%d %H:%M:%S %Z} (in {seconds} s) "
+        "unless it renews it: stop it first, or start this one once it has stopped",
+        code=LEASE_HELD_EXIT,
+    )
 
 
-def _guarded(ctx: jobs.Context, name: str, stage: Callable[[], object]) -> Callable[[], None]:
-    """A job that logs its own failure and records its completion, never killing the ticker."""
+class _Lease:
+    """Until when this daemon knows it holds its lease (renewed by the heartbeat)."""
+
+    def __init__(self, ctx: jobs.Context, holder: str) -> None:
+        self.ctx, self.holder = ctx, holder
+        self.until = ctx.clock()
+
+    def renew(self) -> lease.LeaseState:
+        state = lease.acquire(
+            self.ctx.sessions, DAEMON_LEASE, self.holder, ttl=LEASE_TTL, now=self.ctx.clock()
+        )
+        if state.acquired:
+            self.until = state.expires_at
+        return state
+
+    def sure(self) -> bool:
+        """Held with a heartbeat to spare, so a job started now is not a second daemon's."""
+        return self.ctx.clock() < self.until - HEARTBEAT
+
+
+def _guarded(
+    ctx: jobs.Context,
+    name: str,
+    stage: Callable[[], object],
+    held: Callable[[], bool] = lambda: True,
+) -> Callable[[], None]:
+    """A job that records its run (and failure) and logs its own failure, never killing
+    the ticker; it starts nothing while the daemon is unsure it still holds its lease.
+    A failure is logged with its traceback when it starts, then in one line per run,
+    and the recovery once."""
 
     def run() -> None:
-        try:
-            stage()
-        except Exception:
-            log.exception("job_failed", job=name)
+        if not held():
+            log.warning("job_skipped", job=name, reason="daemon lease not renewed")
             return
-        _record_run(ctx, name)
+        try:
+            with ctx.recorded(name) as recorded:
+                stage()
+        except Exception as exc:
+            if recorded.was_failing:
+                log.warning("job_still_failing", job=name, error=recorded.error)
+            else:
+                log.error("job_failed", job=name, error=recorded.error, trace=code_trace(exc))
+            return
+        if recorded.was_failing:
+            log.info("job_recovered", job=name)
 
     return run
 
 
-def pipeline(ctx: jobs.Context) -> None:
-    """Sessions, rules: one job, since rules read what the session stage wrote."""
-    jobs.rebuild_sessions(ctx)
-    jobs.evaluate_rules(ctx)
+def pipeline(
+    ctx: jobs.Context, *, full: bool = False
+) -> tuple[jobs.SessionStats, jobs.EvaluationStats]:
+    """Sessions, rules: one job, since rules read what the session stage wrote. One
+    process at a time (the daemon's job and an `evaluate` command would both write the
+    same new sessions and findings): a second waits, then finds little left to do."""
+    with one_at_a_time(ctx.engine, "evaluate"):
+        return jobs.rebuild_sessions(ctx), jobs.evaluate_rules(ctx, full=full)
 
 
 STAGES = frozenset({"sync", "evaluate", "notify"})
+STAGE_JOBS = ("evaluate", "notify")  # one job each; sync has one per source
+
+
+def sync_job(source_id: str) -> str:
+    return f"sync:{source_id}"
+
+
+def job_names(ctx: jobs.Context) -> list[str]:
+    """The names of the daemon's jobs, as kept in ``job_runs`` (one sync job per source)."""
+    return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
 
 
 def run_daemon(
@@ -77,12 +140,10 @@ def run_daemon(
 ) -> None:
     """Block until SIGTERM/SIGINT (or ``stop`` is set), running ``stages`` on their timers."""
     holder = lease.holder_name()
-    other = lease.acquire(ctx.sessions, DAEMON_LEASE, holder, ttl=LEASE_TTL, now=ctx.clock())
-    if other is not None:
-        raise UserError(
-            f"another mentorpulse daemon ({other}) is running on this database; "
-            "stop it first, or wait for its lease to expire (90 s after it died)"
-        )
+    held = _Lease(ctx, holder)
+    state = held.renew()
+    if not state.acquired:
+        raise refusal(ctx, state)
     stop = stop or threading.Event()
     misfire = int(ctx.config.schedule.misfire_grace.total_seconds())
     scheduler = BackgroundScheduler(
@@ -92,7 +153,7 @@ def run_daemon(
 
     def add(name: str, every: timedelta, stage: Callable[[], object]) -> None:
         scheduler.add_job(
-            _guarded(ctx, name, stage),
+            _guarded(ctx, name, stage, held.sure),
             "interval",
             seconds=every.total_seconds(),
             next_run_time=first_run_at(ctx, name, every),
@@ -102,7 +163,7 @@ def run_daemon(
     if "sync" in stages:
         for source in ctx.config.sources:
             add(
-                f"sync:{source.id}",
+                sync_job(source.id),
                 source.poll_every,
                 functools.partial(jobs.sync_sources, ctx, [source.id], respect_backoff=True),
             )
@@ -112,8 +173,13 @@ def run_daemon(
         add("notify", ctx.config.notify.every, lambda: jobs.send_notifications(ctx))
 
     def heartbeat() -> None:
-        if lease.acquire(ctx.sessions, DAEMON_LEASE, holder, ttl=LEASE_TTL, now=ctx.clock()):
-            log.error("daemon_lease_lost", holder=holder)
+        try:
+            state = held.renew()
+        except Exception:  # the database is unreachable: jobs pause once the lease may lapse
+            log.exception("daemon_lease_not_renewed", holder=holder, held_until=held.until)
+            return
+        if not state.acquired:
+            log.error("daemon_lease_lost", holder=holder, now_held_by=state.holder)
             stop.set()
 
     scheduler.add_job(heartbeat, "interval", seconds=HEARTBEAT.total_seconds(), id="heartbeat")
@@ -128,7 +194,12 @@ def run_daemon(
         else {}
     )
     scheduler.start()
-    log.info("daemon_started", holder=holder, jobs=len(scheduler.get_jobs()))
+    log.info(
+        "daemon_started",
+        holder=holder,
+        jobs=len(scheduler.get_jobs()),
+        took_over_from=state.took_over,
+    )
     try:
         stop.wait()
     finally:

@@ -2,7 +2,9 @@
 
 The claim is committed *before* sending so that other workers see the lease and skip the
 rows; each outcome is committed on its own so one slow or failing message never holds
-back (or rolls back) the others.
+back (or rolls back) the others, and a row that cannot be rendered fails alone. An
+at-most-once row is leased on its own right before its send, so a crash leaves at most
+one of them ``unknown``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from mentorpulse.config.schema import SEND_MARGIN
 from mentorpulse.notify.outbox import (
     DEFAULT_DOMAIN,
     claim_due,
+    claim_one,
     compose_digests,
     mark_failed,
     mark_sent,
@@ -29,7 +33,7 @@ from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
 
-LEASE_MARGIN = timedelta(seconds=30)  # stop sending a claimed batch this long before it expires
+LEASE_MARGIN = SEND_MARGIN  # default send budget: stop this long before a lease expires
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class DispatchCounts:
     sent: int
     failed: int  # given up for good
     retried: int  # failed this time, will be tried again later
+    released: int = 0  # handed back unsent: the lease ran short (too slow a transport)
+
+    def __add__(self, other: DispatchCounts) -> DispatchCounts:
+        return DispatchCounts(
+            sent=self.sent + other.sent,
+            failed=self.failed + other.failed,
+            retried=self.retried + other.retried,
+            released=self.released + other.released,
+        )
 
 
 def dispatch(
@@ -50,20 +63,22 @@ def dispatch(
     limit: int = 100,
     domain: str = DEFAULT_DOMAIN,
     clock: Callable[[], datetime] | None = None,
+    send_budget: timedelta = LEASE_MARGIN,
 ) -> DispatchCounts:
-    """Send every due message once; returns how many were sent, failed and put back.
+    """Send every due message once; returns how many were sent, failed, retried, released.
 
     Due digest items are folded into digest emails first. Rows are claimed ``limit`` at a
     time until none is due, so one call drains the queue; ``lease`` must cover sending
-    one batch: with a ``clock``, rows whose lease is about to run out are handed back
-    unsent. The transport is closed at the end (one SMTP session per call).
+    one batch: with a ``clock``, no send starts with less than ``send_budget`` left of
+    the lease, and the rows not sent are handed back (``released``). The transport is
+    closed at the end (one SMTP session per call).
     """
     total = DispatchCounts(sent=0, failed=0, retried=0)
     try:
         with session_factory.begin() as db:
             compose_digests(db, now=now, domain=domain)
         while True:
-            counts = _dispatch_batch(
+            counts, more = _dispatch_batch(
                 session_factory,
                 transport,
                 sender=sender,
@@ -72,13 +87,10 @@ def dispatch(
                 template_dir=template_dir,
                 limit=limit,
                 clock=clock,
+                send_budget=send_budget,
             )
-            total = DispatchCounts(
-                sent=total.sent + counts.sent,
-                failed=total.failed + counts.failed,
-                retried=total.retried + counts.retried,
-            )
-            if counts.sent + counts.failed + counts.retried < limit:
+            total += counts
+            if not more:
                 return total
     finally:
         transport.close()
@@ -94,34 +106,56 @@ def _dispatch_batch(
     template_dir: Path | None,
     limit: int,
     clock: Callable[[], datetime] | None,
-) -> DispatchCounts:
+    send_budget: timedelta,
+) -> tuple[DispatchCounts, bool]:
+    """One batch; returns its counts and whether more rows may be due (a full batch)."""
+
+    def current() -> datetime:
+        return clock() if clock is not None else now
+
+    claimed_at = current()
     with session_factory.begin() as db:
-        claimed = claim_due(db, now=now, lease=lease, limit=limit)
+        claimed = claim_due(db, now=claimed_at, lease=lease, limit=limit)
         for row in claimed:
             db.expunge(row)  # detached, loaded copies: rendering needs no database
-    lease_until = now + lease  # what claim_due gave every row of the batch
+    lease_until = claimed_at + lease  # what claim_due gave the batch's at-least-once rows
     sent = failed = retried = 0
     for index, item in enumerate(claimed):
-        if clock is not None and clock() >= lease_until - LEASE_MARGIN:
+        if clock is not None and current() >= lease_until - send_budget:
             # Too slow: another worker may take these rows soon. Hand them back unsent
             # rather than race it (a race would only ever duplicate, never lose).
+            rest = [r for r in claimed[index:] if not r.at_most_once]  # never leased
             with session_factory.begin() as db:
-                for rest in claimed[index:]:
-                    release(db, rest.id, lease_until=lease_until)
-            log.warning("outbox_batch_released", rows=len(claimed) - index)
-            return DispatchCounts(sent=sent, failed=failed, retried=retried)
+                for row in rest:
+                    release(db, row.id, lease_until=lease_until)
+            log.warning(
+                "outbox_batch_released",
+                rows=len(rest),
+                lease=str(lease),
+                hint="sending is slower than notify.lease allows: raise notify.lease",
+            )
+            return DispatchCounts(sent, failed, retried, released=len(rest)), False
+        row_lease = lease_until
+        if item.at_most_once:
+            # Leased alone, right before its send: a crash now leaves one row in doubt.
+            with session_factory.begin() as db:
+                leased = claim_one(db, item.id, now=current(), lease=lease)
+            if leased is None:
+                continue  # another worker has it
+            row_lease = leased
+            item.attempts += 1
         result = _send_one(item, transport, sender=sender, now=now, template_dir=template_dir)
         with session_factory.begin() as db:
             if result.ok:
-                mark_sent(db, item.id, now=now, lease_until=lease_until)
+                mark_sent(db, item.id, now=current(), lease_until=row_lease)
             else:
                 mark_failed(
                     db,
                     item.id,
                     error=result.error or "unknown error",
                     retryable=result.retryable,
-                    now=now,
-                    lease_until=lease_until,
+                    now=current(),
+                    lease_until=row_lease,
                 )
         if result.ok:
             sent += 1
@@ -139,7 +173,7 @@ def _dispatch_batch(
         else:
             failed += 1
             log.error("notification_failed", message_row=item.id, error=result.error)
-    return DispatchCounts(sent=sent, failed=failed, retried=retried)
+    return DispatchCounts(sent=sent, failed=failed, retried=retried), len(claimed) == limit
 
 
 def _send_one(
@@ -153,6 +187,7 @@ def _send_one(
     try:
         message = render(item, sender=sender, template_dir=template_dir, now=now)
     except RenderError as exc:
+        log.warning("notification_unrenderable", message_row=item.id, error=str(exc))
         return SendResult(ok=False, retryable=False, error=f"render: {exc}")
     try:
         return transport.send(message)

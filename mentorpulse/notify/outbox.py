@@ -25,7 +25,9 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
+from mentorpulse.storage.locks import begin_write
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -108,8 +110,12 @@ def claim_due(
 ) -> list[OutboxMessage]:
     """Take up to ``limit`` rows that are due (or whose sender died) for this worker.
 
-    The caller must commit before sending, so other workers see the lease.
+    At-most-once rows (HR reports) come back *listed, not leased*: the caller leases
+    each with :func:`claim_one` right before sending it, so a crash mid-batch leaves at
+    most one of them in doubt instead of the whole batch. The caller must commit before
+    sending, so other workers see the lease.
     """
+    begin_write(db)  # SQLite: read and lease under one write lock, or two runs share rows
     query = (
         select(OutboxMessage)
         .where(
@@ -140,11 +146,33 @@ def claim_due(
                 continue
             log.warning("outbox_lease_expired", message_row=row.id, attempts=row.attempts)
         rows.append(row)
+        if row.at_most_once:
+            continue  # leased by claim_one, alone, right before its send
         row.status = "sending"
         row.lease_until = now + lease
         row.attempts = (row.attempts or 0) + 1
     db.flush()
     return rows
+
+
+def claim_one(db: Session, message_id: int, *, now: datetime, lease: timedelta) -> datetime | None:
+    """Lease one listed at-most-once row for its send; returns the lease's end, or None if
+    another worker took it (or it stopped being due) since it was listed.
+
+    One conditional UPDATE: atomic on both databases, no lock held beyond it.
+    """
+    until = now + lease
+    result = db.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message_id,
+            OutboxMessage.status == "pending",
+            OutboxMessage.next_attempt_at <= now,
+        )
+        .values(status="sending", lease_until=until, attempts=OutboxMessage.attempts + 1),
+        execution_options={"synchronize_session": False},
+    )
+    return until if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
 def mark_sent(
@@ -178,7 +206,9 @@ def mark_failed(
     row = _owned(db, message_id, lease_until)
     if row is None:
         return False
-    row.last_error = error[:MAX_ERROR_CHARS]
+    # A server's reply may hold anything; PostgreSQL refuses a NUL, and a failed write
+    # here would strand the row in "sending".
+    row.last_error = header_safe(error)[:MAX_ERROR_CHARS]
     row.lease_until = None
     if retryable:
         row.status = "pending"
@@ -200,6 +230,7 @@ def release(db: Session, message_id: int, *, lease_until: datetime) -> bool:
 
 
 def _owned(db: Session, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
+    begin_write(db)  # the ownership check and the write it guards see the same row
     row = _get(db, message_id)
     if lease_until is not None and (row.status != "sending" or row.lease_until != lease_until):
         log.warning("outbox_lease_lost", message_row=message_id, status=row.status)
@@ -222,6 +253,7 @@ def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN)
     )
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
+    begin_write(db)  # SQLite: two runs must not fold the same items into two digests
     groups: dict[str, list[OutboxMessage]] = {}
     for row in db.scalars(query):
         groups.setdefault(row.recipient.lower(), []).append(row)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jinja2
 
+from mentorpulse.config.schema import check_address
 from mentorpulse.storage.models import OutboxMessage
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
@@ -86,7 +87,28 @@ def render(
     template_dir: Path | None = None,
     now: datetime | None = None,
 ) -> EmailMessage:
-    """Build the multipart/alternative (text + HTML) message for one outbox row."""
+    """Build the multipart/alternative (text + HTML) message for one outbox row.
+
+    Whatever the row holds, it fails alone: every error becomes a :class:`RenderError`
+    (the dispatcher marks that row failed and goes on with the batch).
+    """
+    try:
+        return _render(row, sender=sender, template_dir=template_dir, now=now)
+    except RenderError:
+        raise
+    except Exception as exc:  # e.g. HeaderParseError: the email package's own refusals
+        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _render(
+    row: OutboxMessage, *, sender: str, template_dir: Path | None, now: datetime | None
+) -> EmailMessage:
+    for role, address in (("sender", sender), ("recipient", row.recipient)):
+        try:
+            # The email package reads "=a(x)@y" as "=a@y": only a real address goes out.
+            check_address(address)
+        except ValueError as exc:
+            raise RenderError(f"bad {role}: {exc}") from None
     payload: dict[str, object] = dict(row.payload)
     payload["template"] = row.template
     context: dict[str, object] = {**payload, "_payload": payload}
@@ -100,13 +122,10 @@ def render(
         raise RenderError(f"template {row.template!r}: {exc}") from exc
 
     message = EmailMessage()
-    try:
-        message["From"] = _address(sender, None)
-        message["To"] = _address(row.recipient, _text(payload.get("recipient_name")))
-        message["Subject"] = subject
-        message["Message-ID"] = header_safe(row.message_id)
-    except (ValueError, IndexError) as exc:  # the email package refuses a bad header
-        raise RenderError(f"bad header: {exc}") from exc
+    message["From"] = _address(sender, None)
+    message["To"] = _address(row.recipient, _text(payload.get("recipient_name")))
+    message["Subject"] = subject
+    message["Message-ID"] = header_safe(row.message_id)
     if now is not None:
         message["Date"] = format_datetime(now)
     # RFC 3834: out-of-office robots must not answer us (no mail loops).
@@ -119,6 +138,7 @@ def render(
             subtype=attachment["content_type"].partition("/")[2] or "plain",
             filename=header_safe(attachment["filename"]),
         )
+    message.as_bytes()  # what the email package cannot write fails here, not in a transport
     return message
 
 

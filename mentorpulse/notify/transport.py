@@ -65,7 +65,8 @@ class FileTransport:
     def send(self, message: EmailMessage) -> SendResult:
         target = self.path_for(message)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # Private: the files hold names, addresses and reports (mkstemp makes 0600).
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
             try:
                 with os.fdopen(fd, "wb") as out:

@@ -8,18 +8,18 @@ and the same ``select()`` runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
-from mentorpulse.storage.models import Finding, Pairing, Person
+from mentorpulse.storage.models import Event, Finding, Pairing, Person, Source
 from mentorpulse.storage.models import Session as MeetingSession
+from mentorpulse.tracking.attendance import attended_day
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ class PairingFigures:
     cancelled: int
     rescheduled: int
     attendance_rate: float | None  # attended / scheduled; None when nothing was scheduled
-    last_attended: date | None  # in the mentor's time zone
+    last_attended: date | None  # attended_day() of the latest attended session
     next_scheduled: datetime | None  # aware UTC
     open_findings: int
     # For display only (the HTML report); not part of the CSV columns.
@@ -90,9 +90,11 @@ def pairing_figures(
 ) -> list[PairingFigures]:
     """Figures for every active pairing over sessions starting in ``[start, end)``.
 
-    ``last_attended`` looks back without a lower bound (up to ``end``), so a pair that
-    did not meet in the period still shows when it last did; ``next_scheduled`` is the
-    first upcoming session from ``now`` on, wherever it falls.
+    ``start`` carries the report's zone (the one its days are whole days of), and
+    ``last_attended`` is a day in that zone too (:func:`attended_day`). It looks back
+    without a lower bound (up to ``end``), so a pair that did not meet in the period
+    still shows when it last did; ``next_scheduled`` is the first upcoming session from
+    ``now`` on, wherever it falls.
     """
     for name, value in (("start", start), ("end", end), ("now", now)):
         if value.tzinfo is None:
@@ -108,7 +110,6 @@ def pairing_figures(
             mentee.email,
             mentor.name,
             mentee.name,
-            mentor.timezone,
         )
         .join(mentor, mentor.id == Pairing.mentor_id)
         .join(mentee, mentee.id == Pairing.mentee_id)
@@ -156,17 +157,15 @@ def pairing_figures(
         if pairing_id is not None
     }
 
-    zones: dict[str | None, tzinfo] = {}
+    zone = start.tzinfo
     rows: list[PairingFigures] = []
-    for pairing_id, program, mentor_email, mentee_email, m_name, e_name, zone in pairings:
+    for pairing_id, program, mentor_email, mentee_email, m_name, e_name in pairings:
         by_outcome = counts.get(pairing_id, {})
         held = by_outcome.get("held", 0)
         presumed = by_outcome.get("presumed_held", 0)
         scheduled = sum(by_outcome.get(o, 0) for o in SCHEDULED)
         attended = held + presumed
         last = last_attended.get(pairing_id)
-        if zone not in zones:
-            zones[zone] = _zone(zone)
         rows.append(
             PairingFigures(
                 program=program,
@@ -180,7 +179,7 @@ def pairing_figures(
                 cancelled=by_outcome.get("cancelled", 0),
                 rescheduled=by_outcome.get("rescheduled", 0),
                 attendance_rate=attended / scheduled if scheduled else None,
-                last_attended=last.astimezone(zones[zone]).date() if last else None,
+                last_attended=attended_day(last, zone) if last else None,
                 next_scheduled=_utc(next_scheduled.get(pairing_id)),
                 open_findings=open_findings.get(pairing_id, 0),
                 mentor_name=m_name,
@@ -189,6 +188,61 @@ def pairing_figures(
         )
     log.info("report_figures", pairings=len(rows), start=start.isoformat(), end=end.isoformat())
     return rows
+
+
+def covered_since(db: DbSession, windows: Mapping[str, timedelta]) -> dict[str, datetime | None]:
+    """From when on each source's sessions are all stored; None: never read.
+
+    ``windows`` maps source ids to their ``window_past``. A sync reads back that far from
+    when it runs, and what older syncs stored is kept, so a source covers at least from
+    its last successful sync minus the window, or from its earliest stored event when
+    that is older (the window reached it once). Conservative: a report may be told it is
+    incomplete when it is not, never the other way round.
+    """
+    ids = list(windows)
+    synced = dict(
+        db.execute(select(Source.id, Source.last_success_at).where(Source.id.in_(ids))).all()
+    )
+    earliest = dict(
+        db.execute(
+            select(Event.source_id, func.min(Event.start))
+            .where(Event.source_id.in_(ids))
+            .group_by(Event.source_id)
+        ).all()
+    )
+    covered: dict[str, datetime | None] = {}
+    for source_id, past in windows.items():
+        last = synced.get(source_id)
+        if last is None:
+            covered[source_id] = None
+            continue
+        since = last - past
+        first = earliest.get(source_id)
+        covered[source_id] = min(since, first) if first is not None else since
+    return covered
+
+
+def coverage_note(covered: Mapping[str, datetime | None], start: datetime) -> str | None:
+    """The warning a report carries when its range starts before what the sources cover.
+
+    Worded for HR, in the report's zone (``start``'s); None when the range is covered.
+    """
+    unread = sorted(source for source, since in covered.items() if since is None)
+    if unread:
+        return (
+            f"Incomplete: source {', '.join(unread)} has not been read yet, so the sessions "
+            "in its calendars are missing. Run `mentorpulse sync --once`, then the report again."
+        )
+    late = {source: since for source, since in covered.items() if since and since > start}
+    if not late:
+        return None
+    since = max(v for v in late.values() if v is not None).astimezone(start.tzinfo)
+    return (
+        f"Incomplete: the calendars are read from {since:%Y-%m-%d %H:%M} on "
+        f"(source {', '.join(sorted(late))}), but this report starts on {start:%Y-%m-%d}: "
+        f"sessions before {since:%Y-%m-%d %H:%M} are missing. A source's window_past says "
+        "how far back it reads."
+    )
 
 
 def program_totals(rows: Iterable[PairingFigures]) -> list[ProgramTotals]:
@@ -218,17 +272,6 @@ def program_totals(rows: Iterable[PairingFigures]) -> list[ProgramTotals]:
             )
         )
     return totals
-
-
-def _zone(name: str | None) -> tzinfo:
-    """The mentor's zone; UTC when unset or unknown (a report must not fail on it)."""
-    if not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("report_unknown_timezone", timezone=name)
-        return UTC
 
 
 def _utc(value: datetime | None) -> datetime | None:

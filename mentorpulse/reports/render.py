@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -61,22 +61,34 @@ def csv_row(row: PairingFigures) -> list[str]:
     return [_cell(getattr(row, column)) for column in COLUMNS]
 
 
-def write_csv(rows: Iterable[PairingFigures], target: Path | str | TextIO) -> int:
+# The last CSV column: empty, or on every row the warning that the figures are
+# incomplete. A column, not a comment line above the header, so spreadsheets and CSV
+# readers still find the header first, and a row copied or filtered out keeps its warning.
+NOTE_COLUMN = "note"
+
+
+def write_csv(
+    rows: Iterable[PairingFigures], target: Path | str | TextIO, *, note: str | None = None
+) -> int:
     """Write the header and one line per pairing; returns the number of pairings written."""
     if isinstance(target, str | Path):
         with Path(target).open("w", encoding="utf-8", newline="") as stream:
-            return _write_csv(rows, stream)
-    return _write_csv(rows, target)
+            return _write_csv(rows, stream, note)
+    return _write_csv(rows, target, note)
 
 
-def _write_csv(rows: Iterable[PairingFigures], stream: TextIO) -> int:
+def _write_csv(rows: Iterable[PairingFigures], stream: TextIO, note: str | None) -> int:
     writer = csv.writer(stream, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    writer.writerow((*COLUMNS, NOTE_COLUMN))
     count = 0
     for row in rows:
-        writer.writerow(csv_row(row))
+        writer.writerow([*csv_row(row), _cell(note)])
         count += 1
     return count
+
+
+def _zone_name(zone: tzinfo | None) -> str:
+    return str(getattr(zone, "key", None) or zone or "UTC")
 
 
 def render_html(
@@ -86,21 +98,31 @@ def render_html(
     end: datetime,
     generated_at: datetime,
     title: str,
+    note: str | None = None,
 ) -> str:
-    """A self-contained page (inline CSS, no external assets) that survives email clients."""
+    """A self-contained page (inline CSS, no external assets) that survives email clients.
+
+    Dates and times are local to ``start``'s zone, the report's: the days the report
+    covers, not the UTC instants they begin and end at. ``note`` is shown above the
+    figures (a report that cannot be complete says so first).
+    """
     rows = list(rows)
+    zone = start.tzinfo or UTC
     by_program: dict[str, list[PairingFigures]] = defaultdict(list)
     for row in rows:
         by_program[row.program].append(row)
     template = _env.get_template("report.html.j2")
+    last_day = (end.astimezone(zone) - timedelta(days=1)).date()
     return template.render(
         title=title,
-        start=start.astimezone(UTC),
-        end=end.astimezone(UTC),
-        generated_at=generated_at.astimezone(UTC),
+        first_day=start.astimezone(zone).date().isoformat(),
+        last_day=last_day.isoformat(),
+        zone_name=_zone_name(zone),
+        generated_at=generated_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        note=note,
         totals=program_totals(rows),
         by_program=dict(sorted(by_program.items())),
         low_rate=LOW_RATE,
         pct=format_percent,
-        utc=lambda value: value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        local=lambda value: value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
     )

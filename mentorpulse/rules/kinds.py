@@ -27,7 +27,7 @@ from mentorpulse.config.schema import (
     RuleBase,
     format_duration,
 )
-from mentorpulse.tracking.attendance import ATTENDED, Outcome
+from mentorpulse.tracking.attendance import ATTENDED, Outcome, attended_day
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +203,7 @@ class CadenceGap(RuleKind[CadenceGapRule]):
         if attended:
             last = max(attended, key=lambda s: s.end)
             anchor = last.end
-            last_text = last.end.astimezone(zone).date().isoformat()
+            last_text = attended_day(last.start, zone).isoformat()
         else:
             anchor = start_of(timeline, zone)
             last_text = "never"

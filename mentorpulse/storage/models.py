@@ -294,12 +294,18 @@ class Lease(Base):
 
 
 class JobRun(Base):
-    """When each scheduled stage last completed, so a restart neither repeats nor skips."""
+    """When each stage last ran (so a restart neither repeats nor skips), whether that run
+    failed, and its last success and last error (so ``status`` shows a failing stage)."""
 
     __tablename__ = "job_runs"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_run_at: Mapped[datetime]
+    last_success_at: Mapped[datetime | None]
+    # The last run raised: set with last_error, cleared by the next success.
+    failing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_error: Mapped[str | None] = mapped_column(Text)  # kept after a success, for history
+    last_error_at: Mapped[datetime | None]
 
 
 class Silence(Base):

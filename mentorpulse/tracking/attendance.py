@@ -12,9 +12,9 @@ own confirmation or dispute, 1 calendar state, 0 time passed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -82,6 +82,75 @@ def session_key(record: EventRecord) -> str:
     return f"{record.ical_uid}#{_utc_iso(original)}"
 
 
+# Copies of one meeting under different UIDs start and end within this of each other.
+FOLD_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One UID's copies of a meeting, as folding compares them."""
+
+    key: str
+    start: datetime
+    end: datetime
+    cancelled: bool
+    calendars: frozenset[str]
+
+
+def fold_copies(
+    groups: Mapping[str, Sequence[EventRecord]], *, keep: Container[str] = ()
+) -> dict[str, list[EventRecord]]:
+    """One meeting is one session whatever UID each of its copies carries.
+
+    ``groups`` are a pairing's copies by :func:`session_key`. A meeting copied into the
+    mentee's own calendar, or re-exported by another client, reaches us under another
+    UID: groups that start and end within :data:`FOLD_TOLERANCE` of each other are folded
+    into one session, so each copy still gives its owner's own answer. They are not
+    folded when one calendar holds both and only one of them is cancelled: that is a
+    meeting called off and booked again in the same slot (a reschedule, not a copy).
+    Meetings of the pair at other times of the day stay apart.
+
+    The folded session keeps a key from ``keep`` (the keys already stored) when it has
+    one, else the smallest: a session's id does not change when a late copy joins it.
+    """
+    slots = []
+    for key, copies in groups.items():
+        newest = max(copies, key=_recency)
+        slots.append(
+            _Slot(
+                key,
+                newest.start,
+                newest.end,
+                newest.status is EventStatus.CANCELLED,
+                frozenset(c.calendar_owner or f"source:{c.source_id}" for c in copies),
+            )
+        )
+    slots.sort(key=lambda s: (s.start, s.end, s.key))
+    clusters: list[list[_Slot]] = []
+    for slot in slots:
+        target = None
+        for cluster in reversed(clusters):  # clusters are in order of their first start
+            first = cluster[0]
+            if slot.start - first.start > FOLD_TOLERANCE:
+                break
+            if abs(slot.end - first.end) <= FOLD_TOLERANCE and all(
+                m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars)
+                for m in cluster
+            ):
+                target = cluster
+                break
+        if target is None:
+            clusters.append([slot])
+        else:
+            target.append(slot)
+    folded: dict[str, list[EventRecord]] = {}
+    for cluster in clusters:
+        keys = sorted(m.key for m in cluster)
+        chosen = next((k for k in keys if k in keep), keys[0])
+        folded[chosen] = [copy for k in keys for copy in groups[k]]
+    return folded
+
+
 def _recency(record: EventRecord) -> tuple[int, datetime, str, str]:
     # source/provider ids only make the order total, so the choice is deterministic.
     return (record.sequence, record.updated or _EPOCH, record.source_id, record.provider_id)
@@ -98,6 +167,27 @@ def format_moment(moment: datetime, zone: str | None) -> str:
     """``Tue 3 Mar 10:00`` in ``zone``: how people name a meeting slot."""
     local = moment.astimezone(_zone(zone))
     return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def attended_day(start: datetime, zone: tzinfo | str | None) -> date:
+    """The day a session counts on: its start's date in the zone of the view showing it.
+
+    The one rule for ``last_attended`` in reports, ``explain`` and the rules' facts: the
+    view's zone (a report's is the one whose days it counts sessions in), and the start,
+    not the end, so a session a March report counts never shows as last attended in
+    February.
+    """
+    if isinstance(zone, str):
+        zone = _zone(zone)
+    return start.astimezone(zone or UTC).date()
+
+
+def last_attended_day(
+    sessions: Iterable[tuple[datetime, str]], zone: tzinfo | str | None
+) -> date | None:
+    """:func:`attended_day` of the latest held or presumed held of ``(start, outcome)``."""
+    starts = [start for start, outcome in sessions if outcome in ATTENDED]
+    return attended_day(max(starts), zone) if starts else None
 
 
 def _is_organizer_copy(record: EventRecord) -> bool:

@@ -43,12 +43,17 @@ def criteria_hold(record: EventRecord, criteria: MatchCriteria) -> bool:
     All-day events never count: they are out-of-office markers and reminders, not
     meetings. Keywords match as case-insensitive substrings of the title, so "1:1" or
     "mentoring" match however the title is decorated; without a title there is nothing to
-    match a keyword against.
+    match a keyword against. With neither keywords nor categories to go by, a meeting of
+    more than ``max_participants`` people is a group meeting (an all-hands, a team
+    review) that the pair merely both attend, not their session.
     """
     if record.all_day:
         return False
     if record.end - record.start < criteria.min_duration:
         return False
+    if not criteria.title_keywords and not criteria.categories:
+        cap = criteria.max_participants
+        return cap is None or head_count(record) <= cap
     if criteria.title_keywords:
         if record.title is None:
             return False
@@ -60,6 +65,15 @@ def criteria_hold(record: EventRecord, criteria: MatchCriteria) -> bool:
         if not any(c.strip().casefold() in have for c in criteria.categories):
             return False
     return True
+
+
+def head_count(record: EventRecord) -> int:
+    """How many people a meeting involves: organizer and attendees, rooms and resources
+    not counted (a booked room does not make a 1:1 a group meeting)."""
+    people = {a.email for a in record.attendees if not a.is_resource}
+    if record.organizer:
+        people.add(record.organizer)
+    return len(people)
 
 
 class Matcher:

@@ -114,7 +114,7 @@ def test_report_rejects_a_bad_date(tmp_path: Path) -> None:
         app,
         ["report", "--config", str(tmp_path / "mentorpulse.yaml"), "--from", "23/11", "--to", "x"],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--from: expected a date like 2026-01-31" in result.output
 
 
@@ -128,14 +128,14 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(tmp_path: Path) -
     write_demo(tmp_path, today=date(2026, 11, 23))
     ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
     now = datetime.now(UTC)
-    assert (
-        lease.acquire(
-            ctx.sessions, runner.DAEMON_LEASE, "other-host:42", ttl=runner.LEASE_TTL, now=now
-        )
-        is None
-    )
-    with pytest.raises(UserError, match="another mentorpulse daemon \\(other-host:42\\)"):
+    assert lease.acquire(
+        ctx.sessions, runner.DAEMON_LEASE, "other-host:42", ttl=runner.LEASE_TTL, now=now
+    ).acquired
+    with pytest.raises(
+        UserError, match="another mentorpulse daemon \\(other-host:42\\)"
+    ) as refused:
         runner.run_daemon(ctx)
+    assert refused.value.code == runner.LEASE_HELD_EXIT
 
 
 def test_a_restart_neither_repeats_nor_skips_a_job(tmp_path: Path) -> None:
@@ -174,12 +174,9 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert daemon.returncode == 0, rest
     assert '"daemon_stopped"' in rest
     ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
-    assert (
-        lease.acquire(
-            ctx.sessions, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)
-        )
-        is None
-    ), "the lease was released"
+    assert lease.acquire(
+        ctx.sessions, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)
+    ).acquired, "the lease was released"
 
 
 def test_help_does_not_load_the_database_stack() -> None:

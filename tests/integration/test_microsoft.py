@@ -204,6 +204,21 @@ def test_the_mailbox_owner_s_own_answer_wins(graph: GraphFake) -> None:
     assert store.events[f"{MENTEE}/{theirs.id}"].response_of(MENTEE) is Response.DECLINED
 
 
+def test_a_booked_room_is_a_resource_not_a_person(graph: GraphFake) -> None:
+    room = "room-4.12@contoso.example"
+    mine, _ = meeting(
+        graph,
+        datetime(2026, 11, 10, 10, tzinfo=UTC),
+        uid="u1",
+        attendees=[(MENTEE, "required", "accepted"), (room, "resource", "accepted")],
+    )
+    store = Store()
+    sync(graph, store)
+    attendees = {a.email: a for a in store.events[f"{MENTOR}/{mine.id}"].attendees}
+    assert attendees[room].is_resource
+    assert not attendees[MENTEE].is_resource
+
+
 # ------------------------------------------------------------------ incremental
 
 

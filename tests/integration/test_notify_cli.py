@@ -7,7 +7,6 @@ daily digest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -21,20 +20,15 @@ from mentorpulse.cli import app
 from mentorpulse.commands import common
 from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
-from mentorpulse.notify.outbox import claim_due
+from mentorpulse.notify.outbox import claim_due, claim_one, enqueue
+from mentorpulse.notify.route import Notification
 from mentorpulse.storage.models import Finding, OutboxMessage
-from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
+from tests.servers.smtpd import PASSWORD, SmtpServer
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # a Monday, late: today's sessions ended
 NEXT = NOW + timedelta(days=1)  # the admins' daily digest windows have closed by then
 cli = CliRunner()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SmtpServer]:
-    with smtp_server(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture
@@ -154,6 +148,36 @@ def test_a_permanent_refusal_fails_the_command_and_the_operator_can_retry(
     assert {r.status for r in outbox_rows(org)} == {"sent", "digest"}  # digests: tomorrow
 
 
+def test_a_row_that_cannot_become_an_email_fails_alone(org: Path, server: SmtpServer) -> None:
+    # Queued before addresses were checked at config time (or by a hand-edited database).
+    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    try:
+        with ctx.sessions.begin() as db:
+            hostile = Notification(
+                recipient="=hyperlink(x)@evil.example",
+                template="report",
+                idempotency_key="hostile",
+                payload={},
+            )
+            enqueue(db, [hostile], now=NOW - timedelta(hours=1))  # due first
+    finally:
+        ctx.engine.dispose()
+    dry = run(org, "notify", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "cannot render" in dry.output
+
+    result = run(org, "notify")
+    assert result.exit_code == 1  # one failed for good, said once, no traceback
+    assert isinstance(result.exception, SystemExit)
+    assert "outbox list --status failed" in result.output
+    [row] = [r for r in outbox_rows(org) if r.idempotency_key == "hostile"]
+    assert row.status == "failed"
+    assert "is not an email address" in (row.last_error or "")
+    assert server.recorder.messages, "the rest of the batch went out"
+    assert not [m for m in server.recorder.messages if "evil.example" in str(m["To"])]
+    assert run(org, "notify").exit_code == 0  # and the next run is not stuck on it
+
+
 def test_purge_keeps_the_rows_of_findings_still_firing(org: Path) -> None:
     assert run(org, "notify").exit_code == 0
     before = len(outbox_rows(org))
@@ -167,10 +191,10 @@ def test_purge_keeps_the_rows_of_findings_still_firing(org: Path) -> None:
 
 def test_bad_outbox_options_are_one_clear_message(org: Path) -> None:
     result = run(org, "outbox", "list", "--status", "bogus")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--status: expected one of" in result.output
     result = run(org, "outbox", "purge", "--older-than", "soon")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--older-than: expected a duration" in result.output
 
 
@@ -263,8 +287,12 @@ def test_a_report_interrupted_mid_send_is_not_sent_twice(org: Path, server: Smtp
     morning = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     ctx = jobs.Context.open(org, clock=lambda: morning)
     try:
-        with ctx.sessions.begin() as db:  # a worker claims the morning's mail, then dies
-            claimed = {r.recipient for r in claim_due(db, now=morning, lease=timedelta(minutes=5))}
+        with ctx.sessions.begin() as db:  # a worker claims the morning's mail ...
+            listed = claim_due(db, now=morning, lease=timedelta(minutes=5))
+            claimed = {r.recipient for r in listed}
+            report = next(r.id for r in listed if r.at_most_once)
+        with ctx.sessions.begin() as db:  # ... and dies while sending the report
+            assert claim_one(db, report, now=morning, lease=timedelta(minutes=5))
     finally:
         ctx.engine.dispose()
     assert "hr@demo.example" in claimed

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -25,34 +24,13 @@ from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue, retry, told
-from mentorpulse.notify.route import Alert, Notification, Router, notifications_for
+from mentorpulse.notify.route import Notification, Router, notifications_for
 from mentorpulse.notify.transport import SendResult, SmtpTransport
 from mentorpulse.storage.models import Base, OutboxMessage
+from tests.notify_support import FIRED, alert
 from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
 
 SENDER = "mentorpulse@example.org"
-FIRED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
-
-
-def alert(n: int = 0, **changes: Any) -> Alert:
-    base = Alert(
-        fingerprint=f"{n:016x}",
-        rule_id="lapsed",
-        severity="warning",
-        state="firing",
-        firing_since=FIRED,
-        facts={"last_attended": "2026-02-10"},
-        program="eng",
-        program_name="Engineering mentoring",
-        mentor_email=f"mentor{n}@example.org",
-        mentor_name=f"Mentor {n}",
-        mentee_email=f"mentee{n}@example.org",
-        mentee_name=f"Mentee {n}",
-        mentor_timezone="Europe/Berlin",
-        pairing_key=f"eng:mentor{n}@example.org:mentee{n}@example.org",
-        rule_kind="cadence_gap",
-    )
-    return replace(base, **changes)
 
 
 def router(**notify: Any) -> Router:
@@ -70,20 +48,6 @@ def router(**notify: Any) -> Router:
         }
     )
     return Router.from_config(config)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SmtpServer]:
-    with smtp_server(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    yield sessionmaker(engine)
-    engine.dispose()
 
 
 def smtp(server: SmtpServer, **changes: Any) -> SmtpTransport:

@@ -158,13 +158,15 @@ def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Session]
 
 def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Session]) -> None:
     ttl = timedelta(seconds=90)
-    assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0) is None
-    assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0) == "host:1"
-    assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0 + ttl / 2) is None, "renewal"
+    assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0).acquired
+    refused = lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0)
+    assert (refused.acquired, refused.holder, refused.expires_at) == (False, "host:1", T0 + ttl)
+    renewed = lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0 + ttl / 2)
+    assert (renewed.acquired, renewed.expires_at) == (True, T0 + ttl / 2 + ttl), "renewal"
     expired = T0 + ttl / 2 + ttl + timedelta(seconds=1)
-    assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=expired) is None
+    assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=expired).acquired
     lease.release(db, "daemon", "host:2")
-    assert lease.acquire(db, "daemon", "host:3", ttl=ttl, now=expired) is None
+    assert lease.acquire(db, "daemon", "host:3", ttl=ttl, now=expired).acquired
 
 
 def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(

@@ -13,6 +13,7 @@ from mentorpulse.tracking.attendance import (
     Outcome,
     Proof,
     Verdict,
+    fold_copies,
     judge,
     mark_rescheduled,
     session_key,
@@ -267,3 +268,38 @@ def test_past_rebookings_count_whatever_their_outcome(outcome: Outcome) -> None:
         ("b", START + timedelta(days=1), Verdict(outcome, 0.8, ())),
     ]
     assert mark_rescheduled(sessions, window=WINDOW)["a"].outcome is Outcome.RESCHEDULED
+
+
+# ---------------------------------------------------------------- one meeting, several UIDs
+
+
+def under(uid: str, record: EventRecord, minutes: int = 0) -> EventRecord:
+    moved = record.start + timedelta(minutes=minutes)
+    return replace(record, ical_uid=uid, start=moved, end=moved + timedelta(hours=1))
+
+
+def test_copies_under_other_uids_within_minutes_fold_and_keep_the_stored_key() -> None:
+    mentor, mentee = under("a", copy(MENTOR)), under("b", copy(MENTEE, mentee=D), minutes=-4)
+    folded = fold_copies({"a": [mentor], "b": [mentee]})
+    assert folded == {"a": [mentor, mentee]}
+    # A key already stored wins, so a session's id never changes when a copy joins it.
+    assert fold_copies({"a": [mentor], "b": [mentee]}, keep={"b"}) == {"b": [mentor, mentee]}
+    assert verdict(*folded["a"]).outcome is Outcome.MISSED
+
+
+@pytest.mark.parametrize("minutes", [6, 90, 300])
+def test_meetings_further_apart_than_a_few_minutes_stay_apart(minutes: int) -> None:
+    groups = {"a": [under("a", copy(MENTOR))], "b": [under("b", copy(MENTEE), minutes)]}
+    assert fold_copies(groups) == groups
+
+
+def test_a_slot_cancelled_and_booked_again_in_one_calendar_is_not_a_copy() -> None:
+    cancelled = [
+        under("a", copy(owner, status=EventStatus.CANCELLED, sequence=1))
+        for owner in (MENTOR, MENTEE)
+    ]
+    again = [under("b", copy(owner)) for owner in (MENTOR, MENTEE)]
+    assert fold_copies({"a": cancelled, "b": again}) == {"a": cancelled, "b": again}
+    # Two live copies of the slot in one calendar are one meeting booked twice.
+    twice = [under("c", copy(owner)) for owner in (MENTOR, MENTEE)]
+    assert list(fold_copies({"b": again, "c": twice})) == ["b"]

@@ -35,7 +35,8 @@ def _problems(path: Path) -> list[str]:
     return caught.value.problems
 
 
-def test_example_config_and_roster_load_together() -> None:
+def test_example_config_and_roster_load_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MENTORPULSE_DATA", raising=False)
     config = load_config(EXAMPLE)
     program = config.program("engineering")
     assert program is not None
@@ -45,8 +46,11 @@ def test_example_config_and_roster_load_together() -> None:
     assert [r.kind for r in config.rules_for(program)][3:] == ["first_meeting", "no_upcoming"]
     assert config.sources[0].path == "calendars"
     assert config.notify.transport.kind == "file"
-    assert config.notify.transport.path == "outbox"
-    assert config.database == "sqlite:///mentorpulse.db"
+    # State is kept outside the checkout, in $MENTORPULSE_DATA.
+    data = "~/.local/share/mentorpulse"
+    assert config.notify.transport.path == f"{data}/outbox"
+    assert config.reports.out_dir == f"{data}/reports"
+    assert config.database == f"sqlite:///{data}/mentorpulse.db"
     assert config.base_dir == EXAMPLE.parent
     pairings = load_roster(config.resolve(config.roster.path), config)
     assert {p.program for p in pairings} == {"engineering"}
@@ -203,3 +207,112 @@ def test_json_schema_accepts_the_example_and_rejects_a_typo() -> None:
     assert list(validator.iter_errors(example)) == []
     example["programs"][0]["rules"][0]["kind"] = "cadence_gapp"
     assert list(validator.iter_errors(example)) != []
+
+
+def test_merge_keys_keep_yaml_precedence_without_copying_duplicates(tmp_path: Path) -> None:
+    """Own keys beat merged ones and the first mapping listed beats the later ones."""
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(
+        """\
+contacts:
+  a: &a {email: a@example.org, name: A}
+  b: &b {email: b@example.org, name: B, timezone: Europe/Berlin}
+  c: {<<: [*a, *b], name: C}
+  d: &d {<<: *b}
+  e: {<<: [*d, *d, *d]}
+""",
+        encoding="utf-8",
+    )
+    contacts = load_config(path).contacts
+    assert (contacts["c"].email, contacts["c"].name) == ("a@example.org", "C")
+    assert contacts["c"].timezone == "Europe/Berlin"
+    assert contacts["e"] == contacts["b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a {<<: *a}\n", "1: a: an alias refers to itself"),
+        ("a: &a [1, *a]\n", "1: a[1]: an alias refers to itself"),
+        ("a: &a {<<: {k: 1}, x: *a}\n", "1: a.x: an alias refers to itself"),
+        ("a: " + "{b: " * 60 + "1" + "}" * 60 + "\n", "1: nested more than 50 levels deep"),
+        ("a: 1" + "0" * 5000 + "\n", "1: a: not a value this file can hold"),
+    ],
+    ids=["merge-itself", "list-itself", "merging-and-itself", "deep", "huge-int"],
+)
+def test_hostile_yaml_is_a_problem_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert f"{path}:{expected}" in _problems(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://mp@db/mp", "unsupported database 'postgres' (write postgresql://)"),
+        ("sqlite://", "give SQLite a file (sqlite:///mentorpulse.db)"),
+        ("sqlite:///:memory:", "give SQLite a file (sqlite:///mentorpulse.db)"),
+        ("postgresql://mp:pw@db:port/mp", "not a database URL"),
+        ("postgresql://mp@db:70000/mp", "the database port must be between 1 and 65535"),
+    ],
+)
+def test_database_url_is_checked_at_its_line(tmp_path: Path, url: str, expected: str) -> None:
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(f"timezone: UTC\ndatabase: '{url}'\n", encoding="utf-8")
+    problems = _problems(path)
+    assert problems == [f"{path}:2: database: {problems[0].split('database: ', 1)[1]}"]
+    assert expected in problems[0]
+    assert "pw" not in problems[0]
+
+
+def test_sqlite_paths_expand_home_and_the_data_folder_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mentorpulse.storage.engine import make_engine, resolve_url
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MENTORPULSE_DATA", str(tmp_path / "state"))
+    assert resolve_url("sqlite:///~/x.db", Path("/elsewhere")) == f"sqlite:///{tmp_path}/x.db"
+    engine = make_engine(f"sqlite:///{tmp_path / 'state'}/x.db")
+    engine.dispose()
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_database_that_cannot_be_opened_is_a_user_error(tmp_path: Path) -> None:
+    """Past the loader's folder check (a folder removed since, a file that is a folder):
+    the connection failure is one line naming the URL, exit 2."""
+    from sqlalchemy import text
+
+    from mentorpulse.errors import DatabaseUnavailable
+    from mentorpulse.storage.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/gone/mentorpulse.db")
+    with pytest.raises(DatabaseUnavailable) as caught, engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert caught.value.code == 2
+    assert caught.value.message == (
+        f"database sqlite:///{tmp_path}/gone/mentorpulse.db: cannot connect: unable to open "
+        f"database file; the folder {tmp_path}/gone does not exist: create it or fix "
+        "`database` in the config"
+    )
+
+
+def test_a_database_migrated_by_a_newer_version_is_a_user_error(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from mentorpulse.errors import UserError
+    from mentorpulse.storage.engine import make_engine
+    from mentorpulse.storage.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/mentorpulse.db")
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    with pytest.raises(UserError) as caught:
+        upgrade(engine)
+    engine.dispose()
+    assert caught.value.code == 2
+    assert caught.value.message.startswith(
+        f"database sqlite:///{tmp_path}/mentorpulse.db is at schema revision f00dfeedbeef, "
+        "which this mentorpulse does not know"
+    )

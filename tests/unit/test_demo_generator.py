@@ -337,3 +337,31 @@ def test_noise_and_an_all_day_event_are_there_to_be_ignored(demo: tuple[Path, De
                 noise += 1
     assert noise >= 23 * 3
     assert all_day >= 1
+
+
+def test_an_all_hands_every_pair_attends_is_planted_but_is_no_session(
+    demo: tuple[Path, DemoTruth],
+) -> None:
+    folder, truth = demo
+    rostered = {e for r in roster(folder) for e in (r["mentor_email"], r["mentee_email"])}
+    starts: set[datetime] = set()
+    for path in sorted((folder / "calendars").glob("*.ics")):
+        calendar = Calendar.from_ical(path.read_bytes())
+        window = (TODAY - timedelta(days=100), TODAY + timedelta(days=100))
+        found = [
+            e
+            for e in recurring_ical_events.of(calendar).between(*window)
+            if e["summary"] == "All hands"
+        ]
+        assert found, path.name
+        for event in found:
+            attendees = {str(a).removeprefix("mailto:"): a.params for a in event["attendee"]}
+            people = {a for a, params in attendees.items() if params.get("CUTYPE") != "ROOM"}
+            assert rostered <= people
+            assert len(people) > 4
+            assert any(params.get("CUTYPE") == "ROOM" for params in attendees.values())
+            starts.add(event.decoded("dtstart").astimezone(UTC))
+    assert len(starts) >= 6
+    assert starts.isdisjoint(s.start for s in truth.sessions)
+    config = load_config(folder / "mentorpulse.yaml")
+    assert {p.match.max_participants for p in config.programs} == {4}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import icalendar
 import pytest
+import recurring_ical_events
 
 import mentorpulse.connectors.ics as ics_module
 from mentorpulse.config.schema import IcsSource
@@ -245,6 +248,24 @@ X-GOOGLE-CONFERENCE:https://meet.google.com/abc-defg-hij
     assert rec.calendar_owner is None
 
 
+def test_rooms_and_resources_are_marked_so_they_do_not_count_as_people(tmp_path: Path) -> None:
+    event = """
+UID:room
+DTSTART:20240305T090000Z
+DTEND:20240305T100000Z
+ORGANIZER:mailto:mentor@example.org
+ATTENDEE;PARTSTAT=ACCEPTED:mailto:mentee@example.org
+ATTENDEE;CUTYPE=ROOM;PARTSTAT=ACCEPTED:mailto:room-4b@example.org
+ATTENDEE;CUTYPE=RESOURCE:mailto:projector@example.org
+ATTENDEE;CUTYPE=INDIVIDUAL:mailto:peer@example.org
+"""
+    (rec,) = one_file(tmp_path, ics(event))
+    assert {a.email for a in rec.attendees if a.is_resource} == {
+        "room-4b@example.org",
+        "projector@example.org",
+    }
+
+
 def test_status_tentative_and_dtstamp_as_updated(tmp_path: Path) -> None:
     text = ics("UID:t\nDTSTAMP:20240202T020202Z\nDTSTART:20240305T090000Z\nSTATUS:TENTATIVE")
     (rec,) = one_file(tmp_path, text)
@@ -388,6 +409,238 @@ def test_duplicate_uid_keeps_the_newest_revision(tmp_path: Path) -> None:
     new = "UID:dup\nDTSTART:20240305T090000Z\nSEQUENCE:2\nSUMMARY:new"
     (rec,) = one_file(tmp_path, ics(new, old))
     assert rec.title == "new"
+
+
+# -- recurrence bounds -------------------------------------------------------------------
+
+GOOD = "UID:good\nDTSTART:20240305T090000Z\nDTEND:20240305T100000Z"
+# The issue's figures on main: INTERVAL=0 looped to 4 GB; HOURLY with every minute and
+# second ran 69 s to a MemoryError; DAILY with every hour and minute stored 186,862 events.
+NONSENSE = {
+    "interval-zero": ("FREQ=DAILY;INTERVAL=0", "INTERVAL=0"),
+    "every-second": (
+        "FREQ=HOURLY;BYMINUTE="
+        + ",".join(map(str, range(60)))
+        + ";BYSECOND="
+        + ",".join(map(str, range(60))),
+        "86400 times a day",
+    ),
+    "every-minute": (
+        "FREQ=DAILY;BYHOUR="
+        + ",".join(map(str, range(24)))
+        + ";BYMINUTE="
+        + ",".join(map(str, range(60))),
+        "1440 times a day",
+    ),
+    "hourly": ("FREQ=HOURLY", "24 times a day"),
+    "hour-99": ("FREQ=DAILY;BYHOUR=99", "BYHOUR=99"),
+    "count-zero": ("FREQ=WEEKLY;COUNT=0", "COUNT=0"),
+    "hebrew": ("RSCALE=HEBREW;FREQ=YEARLY", "HEBREW"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NONSENSE))
+def test_nonsense_rules_cost_nothing_and_only_their_event(tmp_path: Path, name: str) -> None:
+    rule, why = NONSENSE[name]
+    bad = f"UID:{name}\nDTSTART:20240305T090000Z\nDURATION:PT1H\nRRULE:{rule}"
+    started = time.thread_time()
+    (tmp_path / "x.ics").write_text(ics(GOOD, bad))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert time.thread_time() - started < 1.0
+    assert [r.ical_uid for r in page.records] == ["good"]
+    (error,) = page.errors
+    assert error.item == f"x.ics: UID {name}"
+    assert why in error.message
+
+
+def test_a_series_from_the_year_one_expands_only_the_window(tmp_path: Path) -> None:
+    """DTSTART in year 1 with FREQ=HOURLY spent 66 s and 1 GB on main."""
+    ancient = "UID:ancient\nDTSTART:00010101T090000Z\nDURATION:PT1H\nRRULE:FREQ=HOURLY;INTERVAL=8"
+    recent = "UID:recent\nDTSTART:20231231T010000Z\nDURATION:PT1H\nRRULE:FREQ=HOURLY;INTERVAL=8"
+    started = time.thread_time()
+    found = one_file(tmp_path, ics(ancient, recent))
+    assert time.thread_time() - started < 1.0
+    starts = {uid: [r.start for r in found if r.ical_uid == uid] for uid in ("ancient", "recent")}
+    assert len(starts["ancient"]) == 91 * 3  # whole days: 30 back, 60 ahead and today
+    assert starts["ancient"] == starts["recent"]
+
+
+def test_a_rule_that_never_matches_is_stopped_by_the_cpu_budget(tmp_path: Path) -> None:
+    """dateutil walks such a rule day by day to the year 9999 (4 s) without yielding."""
+    never = "UID:never\nDTSTART:20240305T090000Z\nRRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"
+    started = time.thread_time()
+    (tmp_path / "x.ics").write_text(ics(GOOD, never))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert time.thread_time() - started < 2 * ics_module.RULE_CPU_SECONDS + 0.5
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert [e.item for e in page.errors] == ["x.ics: UID never"]
+    assert "CPU" in page.errors[0].message
+
+
+def test_a_long_series_is_cut_and_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ics_module, "MAX_PER_SERIES", 10)
+    daily = "UID:daily\nDTSTART:20240201T090000Z\nRRULE:FREQ=DAILY"
+    (tmp_path / "x.ics").write_text(ics(daily))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.start.day for r in records([page])] == list(range(1, 11))  # window: Jan 31 on
+    (error,) = page.errors
+    assert "more than 10 occurrences" in error.message
+
+
+def test_a_series_of_exactly_the_cap_is_whole_and_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "MAX_PER_SERIES", 10)
+    daily = "UID:daily\nDTSTART:20240201T090000Z\nRRULE:FREQ=DAILY;COUNT=10"
+    (tmp_path / "x.ics").write_text(ics(daily))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.start.day for r in records([page])] == list(range(1, 11))
+    assert page.errors == ()
+
+
+def test_a_uid_with_more_overrides_than_a_series_may_have_is_an_item_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "MAX_PER_SERIES", 10)
+    overrides = [
+        f"UID:many\nRECURRENCE-ID:202403{day:02d}T090000Z\nDTSTART:202403{day:02d}T100000Z"
+        for day in range(1, 12)
+    ]
+    (tmp_path / "x.ics").write_text(ics(GOOD, *overrides))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert [e.message for e in page.errors] == ["11 VEVENTs share this UID (at most 10)"]
+
+
+def test_a_file_of_expensive_events_stops_at_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ics_module, "FILE_CPU_SECONDS", 0.5)
+    monkeypatch.setattr(ics_module, "FILE_CPU_SECONDS_PER_MB", 0.0)
+    never = [
+        f"UID:never-{n}\nDTSTART:20240305T090000Z\nRRULE:FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31"
+        for n in range(40)
+    ]
+    started = time.thread_time()
+    (tmp_path / "x.ics").write_text(ics(*never))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert time.thread_time() - started < 0.5 + 2 * ics_module.RULE_CPU_SECONDS + 0.5
+    assert page.errors[-1].item == "x.ics"
+    assert "not read" in page.errors[-1].message
+
+
+def test_a_file_of_many_bad_events_is_a_bounded_list_of_errors(tmp_path: Path) -> None:
+    bad = [f"UID:bad-{n}\nSUMMARY:no start" for n in range(250)]
+    (tmp_path / "x.ics").write_text(ics(GOOD, *bad))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    assert [r.ical_uid for r in page.records] == ["good"]
+    assert len(page.errors) == ics_module.MAX_ERRORS_PER_FILE + 1
+    assert page.errors[-1].item == "x.ics"
+    assert page.errors[-1].message.startswith("150 more events rejected")
+
+
+def test_item_errors_quote_a_short_clean_fragment_of_the_uid(tmp_path: Path) -> None:
+    uid = "evil\x1b[2J" + "u" * 5000
+    (tmp_path / "x.ics").write_text(ics(GOOD, f"UID:{uid}\nSUMMARY:no start"))
+    (page,) = sync(source(tmp_path / "x.ics"))
+    (error,) = page.errors
+    assert error.item.startswith("x.ics: UID evil[2Juuu")
+    assert len(error.item) < 100
+    assert "\x1b" not in error.item
+
+
+# A rule, whether DTSTART is a date, floating, UTC or zoned: bounding it (COUNT → UNTIL,
+# DTSTART moved to the window, UNTIL capped) must not change one occurrence in the window.
+ORACLE_RULES = [
+    "FREQ=DAILY",
+    "FREQ=DAILY;INTERVAL=3",
+    "FREQ=DAILY;COUNT=400",
+    "FREQ=DAILY;BYDAY=MO,WE;BYMONTH=1,2,3",
+    "FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,TH",
+    "FREQ=WEEKLY;INTERVAL=3;WKST=SU;BYDAY=SU,MO",
+    "FREQ=WEEKLY;UNTIL=20240315T000000Z",
+    "FREQ=WEEKLY;COUNT=120;BYDAY=FR",
+    "FREQ=MONTHLY;BYMONTHDAY=31",
+    "FREQ=MONTHLY;INTERVAL=5;BYMONTHDAY=31",
+    "FREQ=MONTHLY;BYDAY=-1FR",
+    "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+    "FREQ=MONTHLY;INTERVAL=2;COUNT=30",
+    "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29",
+    "FREQ=YEARLY;INTERVAL=3;BYMONTH=3;BYDAY=1MO",
+    "FREQ=HOURLY;INTERVAL=7",
+    "FREQ=DAILY;BYHOUR=9,15",
+]
+ORACLE_STARTS = {
+    "zoned": "DTSTART;TZID=Europe/Berlin:{d}T093000\nDTEND;TZID=Europe/Berlin:{d}T103000",
+    "utc": "DTSTART:{d}T093000Z\nDURATION:PT45M",
+    "floating": "DTSTART:{d}T093000\nDTEND:{d}T100000",
+    "all-day": "DTSTART;VALUE=DATE:{d}\nDTEND;VALUE=DATE:{d}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ORACLE_STARTS))
+@pytest.mark.parametrize("first", ["20160229", "20190131", "20231231"])
+def test_bounding_a_rule_changes_no_occurrence_in_the_window(kind: str, first: str) -> None:
+    window = ics_module.Window.around(NOW, timedelta(days=30), timedelta(days=60))
+    for rule in ORACLE_RULES:
+        if kind == "all-day" and ("HOURLY" in rule or "BYHOUR" in rule):
+            continue
+        start = ORACLE_STARTS[kind].format(d=first)
+        if kind == "all-day":
+            day = datetime.strptime(first, "%Y%m%d").replace(tzinfo=UTC)
+            end_day = (day + timedelta(days=1)).strftime("%Y%m%d")
+            start = start.replace(f"DTEND;VALUE=DATE:{first}", f"DTEND;VALUE=DATE:{end_day}")
+        text = ics(f"UID:s\n{start}\nRRULE:{rule}\nEXDATE:20240307T093000Z").encode()
+        expected = sorted(
+            _start_of(o)
+            for o in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(
+                window.start, window.end
+            )
+        )
+        found, errors = ics_module.records_from_ical(
+            text, source_id="t", scope="x.ics", window=window
+        )
+        assert not errors, (rule, kind, first)
+        assert sorted(r.start for r in found) == expected, (rule, kind, first)
+
+
+def test_moved_and_cancelled_instances_of_an_old_series_keep_their_slot() -> None:
+    """DTSTART five years back is moved to the window; overrides still find their slot."""
+    window = ics_module.Window.around(NOW, timedelta(days=30), timedelta(days=60))
+    series = (
+        "UID:old\nDTSTART;TZID=Europe/Berlin:20190101T093000\n"
+        "DTEND;TZID=Europe/Berlin:20190101T103000\nRRULE:FREQ=WEEKLY;BYDAY=TU"
+    )
+    moved = (
+        "UID:old\nRECURRENCE-ID;TZID=Europe/Berlin:20240213T093000\n"
+        "DTSTART;TZID=Europe/Berlin:20240214T150000\nDTEND;TZID=Europe/Berlin:20240214T160000"
+    )
+    cancelled = (
+        "UID:old\nRECURRENCE-ID;TZID=Europe/Berlin:20240305T093000\nSTATUS:CANCELLED\n"
+        "DTSTART;TZID=Europe/Berlin:20240305T093000\nDTEND;TZID=Europe/Berlin:20240305T103000"
+    )
+    text = ics(series, moved, cancelled).encode()
+    expected = sorted(
+        _start_of(o)
+        for o in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(
+            window.start, window.end
+        )
+    )
+    found, errors = ics_module.records_from_ical(text, source_id="t", scope="x.ics", window=window)
+    assert not errors
+    assert sorted(r.start for r in found) == expected
+    by_slot = {r.original_start: r for r in found}
+    assert by_slot[datetime(2024, 2, 13, 8, 30, tzinfo=UTC)].start == datetime(
+        2024, 2, 14, 14, tzinfo=UTC
+    )
+    assert by_slot[datetime(2024, 3, 5, 8, 30, tzinfo=UTC)].status is EventStatus.CANCELLED
+
+
+def _start_of(component: icalendar.Component) -> datetime:
+    value = component["DTSTART"].dt
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 # -- http feeds --------------------------------------------------------------------------

@@ -230,3 +230,51 @@ def test_from_roster_uses_roster_key() -> None:
     ref = PairingRef.from_roster(row, MatchCriteria())
     assert ref.key == row.key
     assert Matcher([ref]).match(event("ana@x.org", "bo@x.org")) == [row.key]
+
+
+# ---------------------------------------------------------------- group meetings
+
+
+def crowd(n: int) -> tuple[str, ...]:
+    return tuple(f"colleague{i}@x.org" for i in range(n))
+
+
+def test_without_keywords_a_meeting_over_the_cap_is_a_group_meeting_not_a_session() -> None:
+    matcher = Matcher([pairing("m@x.org", "e@x.org")])  # default cap: 4 people
+    assert matcher.match(event("e@x.org", *crowd(2), organizer="m@x.org")) != []  # 4 people
+    assert matcher.match(event("e@x.org", *crowd(3), organizer="m@x.org")) == []  # 5 people
+    all_hands = event("m@x.org", "e@x.org", *crowd(40), organizer="ceo@x.org", title="All hands")
+    assert matcher.match(all_hands) == []
+
+
+def test_rooms_and_resources_do_not_count_against_the_cap() -> None:
+    matcher = Matcher([pairing("m@x.org", "e@x.org")])
+    rooms = tuple(
+        Attendee(f"room{i}@resource.x.org", Response.ACCEPTED, is_resource=True) for i in range(3)
+    )
+    base = event("e@x.org", *crowd(2), organizer="m@x.org")
+    assert matcher.match(replace(base, attendees=base.attendees + rooms)) != []
+    # The same three as people make it a group meeting.
+    people = tuple(replace(a, is_resource=False) for a in rooms)
+    assert matcher.match(replace(base, attendees=base.attendees + people)) == []
+
+
+def test_a_title_keyword_or_category_match_bypasses_the_cap() -> None:
+    by_title = MatchCriteria(title_keywords=("mentoring",))
+    by_category = MatchCriteria(categories=("Mentoring",))
+    circle = event("m@x.org", "e@x.org", *crowd(8), title="Mentoring circle")
+    tagged = replace(circle, title="Circle", categories=("mentoring",))
+    assert Matcher([pairing("m@x.org", "e@x.org", criteria=by_title)]).match(circle) != []
+    assert Matcher([pairing("m@x.org", "e@x.org", criteria=by_category)]).match(tagged) != []
+
+
+def test_the_cap_is_configurable_and_can_be_lifted() -> None:
+    big = event("m@x.org", "e@x.org", *crowd(6))  # 8 people
+    for cap, found in ((8, True), (7, False), (None, True)):
+        criteria = MatchCriteria(max_participants=cap)
+        assert bool(Matcher([pairing("m@x.org", "e@x.org", criteria=criteria)]).match(big)) is found
+
+
+def test_a_cap_under_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_participants"):
+        MatchCriteria.model_validate({"max_participants": 1})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
+import os
+import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -59,14 +60,6 @@ def alert(**changes: object) -> Alert:
         mentor_timezone="Europe/Lisbon",
     )
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    yield sessionmaker(engine)
-    engine.dispose()
 
 
 def queue(sessions: sessionmaker[Session], *alerts: Alert, now: datetime = NOW) -> int:
@@ -374,6 +367,21 @@ def test_file_transport_overwrites_the_same_message_id(tmp_path: Path) -> None:
     assert read_eml(path).get_content().strip() == "two"
 
 
+def test_file_transport_keeps_its_mail_private(tmp_path: Path) -> None:
+    transport = FileTransport(tmp_path / "outbox" / "mail")
+    message = EmailMessage()
+    message["Message-ID"] = "<private@example.org>"
+    message.set_content("names and addresses")
+    previous = os.umask(0o022)  # a usual umask: privacy must not depend on a strict one
+    try:
+        assert transport.send(message).ok
+    finally:
+        os.umask(previous)
+    [path] = (tmp_path / "outbox" / "mail").iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
 def test_build_transport_resolves_the_folder_against_the_config(tmp_path: Path) -> None:
     config = NotifyConfig.model_validate({"transport": {"kind": "file", "path": "out"}})
     transport = build_transport(config, tmp_path)
@@ -589,16 +597,22 @@ def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     queue(sessions, *(alert(fingerprint=f"{n:016x}") for n in range(3)))
-    ticks = iter([NOW, NOW + timedelta(minutes=4, seconds=45)])  # slow after the first mail
+    clock = [NOW]
+
+    class SlowTransport(FileTransport):
+        def send(self, message: EmailMessage) -> SendResult:
+            clock[0] += timedelta(minutes=4, seconds=45)  # the first mail took ages
+            return super().send(message)
+
     counts = dispatch(
         sessions,
-        FileTransport(tmp_path),
+        SlowTransport(tmp_path),
         sender=SENDER,
         now=NOW,
         limit=3,
-        clock=lambda: next(ticks),
+        clock=lambda: clock[0],
     )
-    assert counts.sent == 1
+    assert (counts.sent, counts.released) == (1, 2)
     assert len(list(tmp_path.glob("*.eml"))) == 1
     by_status = sorted((r.status, r.attempts, r.lease_until) for r in rows(sessions))
     assert by_status == [("pending", 0, None), ("pending", 0, None), ("sent", 1, None)]

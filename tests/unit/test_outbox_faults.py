@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 
 from hypothesis import given, settings
@@ -17,11 +17,12 @@ from sqlalchemy.pool import StaticPool
 
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
-from mentorpulse.notify.route import Alert, notifications_for
+from mentorpulse.notify.route import notifications_for
 from mentorpulse.notify.transport import SendResult
 from mentorpulse.storage.models import Base, OutboxMessage
+from tests.notify_support import FIRED, alert
 
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+START = FIRED  # the findings are due at once
 FAULTS = ("ok", "4xx", "5xx", "crash_before", "crash_after", "transport_bug")
 
 
@@ -71,24 +72,7 @@ def test_nothing_is_lost_and_only_crash_resends_duplicate(
     Base.metadata.create_all(engine)
     sessions = sessionmaker(engine)
     with sessions.begin() as db:
-        alerts = [
-            Alert(
-                fingerprint=f"{n:016x}",
-                rule_id="lapsed",
-                severity="warning",
-                state="firing",
-                firing_since=START,
-                facts={},
-                program="eng",
-                program_name="Engineering",
-                mentor_email=f"m{n}@example.org",
-                mentor_name=None,
-                mentee_email="b@example.org",
-                mentee_name="B",
-                mentor_timezone=None,
-            )
-            for n in range(emails)
-        ]
+        alerts = [alert(n) for n in range(emails)]
         enqueue(db, notifications_for(alerts, now=START), now=START)
     server = ScriptedServer(list(script))
     now = START

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session as DbSession
 
+from mentorpulse.reports.export import day_range
 from mentorpulse.reports.figures import (
     COLUMNS,
     PairingFigures,
@@ -22,6 +23,7 @@ from mentorpulse.reports.figures import (
 from mentorpulse.reports.render import render_html, write_csv
 from mentorpulse.storage.models import Base, Finding, Pairing, Person, Program
 from mentorpulse.storage.models import Session as MeetingSession
+from mentorpulse.tracking.attendance import last_attended_day
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 4, 1, tzinfo=UTC)
@@ -123,7 +125,7 @@ def rows(engine: Engine) -> list[PairingFigures]:
             (27, "upcoming"),
         ]:
             org.session(busy, at(day), outcome)
-        # The latest attended session: 23:30 UTC is already the 11th in Kolkata.
+        # The latest attended session: 23:30 UTC, already the 11th in Kolkata.
         org.session(busy, at(10, 23) + timedelta(minutes=30), "held")
         org.session(busy, at(25, 10, month=2), "held")  # before the range: not counted
         org.session(busy, at(5, 10, month=4), "held")  # after it: neither counted nor last
@@ -168,7 +170,7 @@ def test_counts_by_outcome_over_the_range(rows: list[PairingFigures]) -> None:
     # held + presumed + missed + cancelled + unknown; the rescheduled and upcoming are not.
     assert busy.scheduled == 6
     assert busy.attendance_rate == 0.5
-    assert busy.last_attended == date(2025, 3, 11)  # in the mentor's zone, not UTC
+    assert busy.last_attended == date(2025, 3, 10)  # in the report's zone (UTC here)
     assert busy.next_scheduled == at(25)
     assert busy.open_findings == 2
     assert (busy.mentor_name, busy.mentee_name) == ("Ana", "Ben")
@@ -235,7 +237,7 @@ def test_csv_round_trips_and_defuses_formulas(rows: list[PairingFigures], tmp_pa
     stream = io.StringIO()
     assert write_csv(rows, stream) == 4
     parsed = list(csv.DictReader(io.StringIO(stream.getvalue())))
-    assert tuple(parsed[0]) == COLUMNS
+    assert tuple(parsed[0]) == (*COLUMNS, "note")
     assert parsed[0]["program"] == "'" + EVIL
     assert parsed[0]["attendance_rate"] == "0.25"
     busy = parsed[1]
@@ -251,9 +253,10 @@ def test_csv_round_trips_and_defuses_formulas(rows: list[PairingFigures], tmp_pa
         "cancelled": "1",
         "rescheduled": "1",
         "attendance_rate": "0.50",
-        "last_attended": "2025-03-11",
+        "last_attended": "2025-03-10",
         "next_scheduled": "2025-03-25T10:00:00Z",
         "open_findings": "2",
+        "note": "",
     }
     assert (parsed[2]["attendance_rate"], parsed[2]["last_attended"]) == ("", "")
     assert parsed[2]["next_scheduled"] == ""
@@ -277,3 +280,53 @@ def test_html_escapes_names_and_flags_low_attendance(rows: list[PairingFigures])
     assert "2025-03-25 10:00 UTC" in page
     assert "never" in page
     assert "nothing scheduled" in page
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        ("Asia/Kolkata", date(2025, 3, 11)),
+        ("UTC", date(2025, 3, 10)),
+        ("America/New_York", date(2025, 3, 10)),
+    ],
+)
+def test_last_attended_is_the_start_day_in_the_reports_zone_whoever_the_mentor_is(
+    engine: Engine, zone: str, day: date
+) -> None:
+    # Held 23:30-00:15 UTC: the 11th in Kolkata, the 10th in New York and in UTC. The
+    # mentor's own zone (Kolkata) and the session's end do not decide; the report's does,
+    # and explain (last_attended_day) says the same.
+    late = at(10, 23) + timedelta(minutes=30)
+    with DbSession(engine) as db:
+        org = Org(db)
+        mentor = org.person("ana@demo.example", zone="Asia/Kolkata")
+        org.session(org.pairing("eng", mentor, org.person("ben@demo.example")), late, "held")
+        org.session(org.pairing("eng", mentor, org.person("cy@demo.example")), late, "missed")
+        db.commit()
+        start, end = day_range(date(2025, 3, 1), date(2025, 3, 31), zone)
+        held, missed = pairing_figures(db, start=start, end=end, now=NOW)
+    assert held.last_attended == day
+    assert missed.last_attended is None
+    assert last_attended_day([(late, "held"), (at(2), "presumed_held")], zone) == day
+    assert last_attended_day([(late, "missed")], zone) is None
+
+
+def test_html_header_names_the_local_days_of_the_report(rows: list[PairingFigures]) -> None:
+    start, end = day_range(date(2025, 3, 1), date(2025, 3, 31), "Europe/Berlin")
+    page = render_html(rows, start=start, end=end, generated_at=NOW, title="March")
+    assert "Sessions from 2025-03-01 to 2025-03-31 (Europe/Berlin)" in page
+    assert "generated 2025-03-20 13:00 CET" in page
+    assert "2025-02-28 23:00" not in page  # the UTC instant the first day starts at
+    assert "2025-03-25 11:00 CET" in page  # next scheduled, local too
+    assert 'class="note"' not in page
+
+
+def test_a_note_is_visible_in_the_page_and_on_every_csv_row(rows: list[PairingFigures]) -> None:
+    note = "Incomplete: the calendars are read from 2025-03-05 00:00 on"
+    page = render_html(rows, start=START, end=END, generated_at=NOW, title="March", note=note)
+    assert re.search(r'<p class="note" role="alert">Incomplete: the calendars', page)
+    stream = io.StringIO()
+    write_csv(rows, stream, note=note)
+    parsed = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert len(parsed) == 4
+    assert {row["note"] for row in parsed} == {note}

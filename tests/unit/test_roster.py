@@ -122,3 +122,34 @@ def test_not_utf8_is_one_clear_problem(config: MentorpulseConfig, tmp_path: Path
         load_roster(roster, config)
     (problem,) = caught.value.problems
     assert "not UTF-8" in problem
+
+
+@pytest.mark.parametrize(
+    ("cells", "problem"),
+    [
+        ("[/]@evil.example,b@example.org,,,", "mentor_email: '[/]@evil.example' is not an email"),
+        ("a@example.org,=hyperlink(x)@evil.example,,,", "mentee_email: '=hyperlink(x)@evil"),
+        ("a@example.org,b@example.org,Ana\x00Lima,,", "mentor_name: 'Ana\\x00Lima' holds a"),
+        ("a@example.org,b@example.org,," + "n" * 201 + ",", "mentee_name: 201 characters; a"),
+        ('a@example.org,b@example.org,"Ana\r\nBcc: x@y",,', "mentor_name: 'Ana\\r\\nBcc"),
+        ("a@example.org,b@example.org,,,99999999999999999999d", "cadence: '9999"),
+    ],
+    ids=["brackets", "comment", "nul", "long-name", "line-break", "huge-cadence"],
+)
+def test_a_hostile_roster_value_is_a_roster_error_at_its_line(
+    cells: str, problem: str, config: MentorpulseConfig, tmp_path: Path
+) -> None:
+    """mentor_email, mentee_email, mentor_name, mentee_name, cadence: each a message at
+    its line, never a crash later (PostgreSQL refuses a NUL or a name over its column)."""
+    roster = tmp_path / "roster.csv"
+    roster.write_text(
+        "program,started_on,mentor_email,mentee_email,mentor_name,mentee_name,cadence\n"
+        "engineering,2024-09-02,ok@example.org,fine@example.org,,,\n"
+        f"engineering,2024-09-02,{cells}\n",
+        encoding="utf-8",
+        newline="",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_roster(roster, config)
+    [message] = caught.value.problems
+    assert message.startswith(f"{roster}:3: {problem}"), message

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import RosterPairing, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.errors import unexpected_summary
 from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
+from mentorpulse.storage.locks import exclusive
 from mentorpulse.storage.migrate import upgrade
+from mentorpulse.storage.models import JobRun
 from mentorpulse.tracking.match import Matcher, PairingRef
 
 log = structlog.get_logger(__name__)
@@ -49,9 +54,26 @@ class Context:
         if migrate:
             upgrade(engine)
         context = cls(config, roster, engine, session_factory(engine), clock)
-        with context.sessions.begin() as db:
-            repository.apply_roster(db, config, roster)
+        context.apply_roster()
         return context
+
+    def apply_roster(self) -> None:
+        """Write the programs, people and pairings of the roster into the database.
+
+        Processes that start together (two daemons, a daemon and a cron job, on a fresh
+        database) write it one after the other. On SQLite, where that lock would make
+        every command wait behind a long write, the usual case (nothing to write) takes
+        none: a process that collides with another's new rows writes again alone.
+        """
+        try:
+            with self.sessions.begin() as db:
+                exclusive(db, "roster", sqlite=False)
+                repository.apply_roster(db, self.config, self.roster)
+        except (IntegrityError, OperationalError) as exc:
+            log.info("roster_write_conflict", error=type(exc.orig).__name__)
+            with self.sessions.begin() as db:
+                exclusive(db, "roster")
+                repository.apply_roster(db, self.config, self.roster)
 
     def matcher(self) -> Matcher:
         refs = []
@@ -60,3 +82,54 @@ class Context:
             assert program is not None  # the roster loader checked program ids
             refs.append(PairingRef.from_roster(entry, program.match))
         return Matcher(refs)
+
+    @contextmanager
+    def recorded(self, stage: str) -> Iterator[StageRun]:
+        """Run a stage and keep in ``job_runs`` when it ran, and whether it failed and why,
+        so ``status`` reports a failing stage (the daemon's jobs and the one-shot commands
+        alike). The exception itself goes on to the caller."""
+        run = StageRun(stage)
+        try:
+            yield run
+        except Exception as exc:
+            run.error = unexpected_summary(exc, f"running {stage}")
+            run.was_failing = self._record_run(stage, error=run.error)
+            raise
+        run.was_failing = self._record_run(stage, error=None)
+
+    def _record_run(self, stage: str, *, error: str | None) -> bool:
+        """Record the run; returns whether the run before it had failed."""
+        now = self.clock()
+        try:
+            try:
+                return self._write_run(stage, error, now)
+            except IntegrityError:  # the stage's first run in another process added the row
+                return self._write_run(stage, error, now)
+        except Exception:  # the database itself is failing: the log is all we have
+            log.exception("job_run_not_recorded", stage=stage, error=error)
+            return False
+
+    def _write_run(self, stage: str, error: str | None, now: datetime) -> bool:
+        with self.sessions.begin() as db:
+            row = db.get(JobRun, stage)
+            if row is None:
+                row = JobRun(name=stage, last_run_at=now, failing=False)
+                db.add(row)
+            was_failing = bool(row.failing)
+            row.last_run_at = now
+            row.failing = error is not None
+            if error is None:
+                row.last_success_at = now
+            else:
+                row.last_error, row.last_error_at = error, now
+        return was_failing
+
+
+@dataclass
+class StageRun:
+    """One recorded run of a stage: once it is over, its short error if it raised, and
+    whether the run before it had failed (so a failure is logged in full once)."""
+
+    stage: str
+    error: str | None = None
+    was_failing: bool = False

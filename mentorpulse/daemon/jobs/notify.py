@@ -40,6 +40,7 @@ class NotifyStats:
     sent: int
     failed: int
     retried: int
+    released: int = 0  # claimed but handed back unsent: the lease is too short to send
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,21 @@ def send_notifications(ctx: Context) -> NotifyStats:
         template_dir=template_dir(ctx),
         domain=_domain(ctx),
         clock=ctx.clock,
+        send_budget=ctx.config.notify.send_budget,
     )
-    log.info("notifications_done", queued=queued, sent=counts.sent, failed=counts.failed)
+    log.info(
+        "notifications_done",
+        queued=queued,
+        sent=counts.sent,
+        failed=counts.failed,
+        released=counts.released,
+    )
     return NotifyStats(
-        queued=queued, sent=counts.sent, failed=counts.failed, retried=counts.retried
+        queued=queued,
+        sent=counts.sent,
+        failed=counts.failed,
+        retried=counts.retried,
+        released=counts.released,
     )
 
 
@@ -94,35 +106,36 @@ def preview(ctx: Context) -> list[Preview]:
     """What ``notify`` would send right now, without sending or keeping anything.
 
     The real decision runs (routing, enqueue, digests, claim) inside a transaction that is
-    rolled back, so the preview cannot drift from what a real run does.
+    rolled back, so the preview cannot drift from what a real run does. Rendering happens
+    after the rollback: a dry run does not hold the database's write lock while it renders.
     """
     now = ctx.clock()
-    out: list[Preview] = []
     with ctx.sessions() as db:
         try:
             queue_notifications(ctx, db, now, files=False)
             compose_digests(db, now=now, domain=_domain(ctx))
-            for row in claim_due(db, now=now, lease=ctx.config.notify.lease, limit=10_000):
-                try:
-                    subject = str(
-                        render(
-                            row, sender=ctx.config.notify.sender, template_dir=template_dir(ctx)
-                        )["Subject"]
-                    )
-                except RenderError as exc:
-                    subject = f"(cannot render: {exc})"
-                items = row.payload.get("items")
-                out.append(
-                    Preview(
-                        recipient=row.recipient,
-                        subject=subject,
-                        template=row.template,
-                        idempotency_key=row.idempotency_key,
-                        items=len(items) if isinstance(items, list) else 1,
-                    )
-                )
+            rows = claim_due(db, now=now, lease=ctx.config.notify.lease, limit=10_000)
+            for row in rows:
+                db.expunge(row)  # loaded copies outlive the rollback
         finally:
             db.rollback()
+    out: list[Preview] = []
+    for row in rows:
+        try:
+            message = render(row, sender=ctx.config.notify.sender, template_dir=template_dir(ctx))
+            subject = str(message["Subject"])
+        except RenderError as exc:
+            subject = f"(cannot render: {exc})"
+        items = row.payload.get("items")
+        out.append(
+            Preview(
+                recipient=row.recipient,
+                subject=subject,
+                template=row.template,
+                idempotency_key=row.idempotency_key,
+                items=len(items) if isinstance(items, list) else 1,
+            )
+        )
     return out
 
 

@@ -26,7 +26,13 @@ from mentorpulse.daemon.jobs.evaluate import stale_sources
 from mentorpulse.notify.outbox import enqueue, sender_domain
 from mentorpulse.notify.route import Notification, Recipient, Router
 from mentorpulse.notify.timing import next_send_time, zone
-from mentorpulse.reports.export import TITLE, atomic_write, day_range, report_text
+from mentorpulse.reports.export import (
+    TITLE,
+    atomic_write,
+    day_range,
+    report_note,
+    report_text,
+)
 from mentorpulse.reports.figures import pairing_figures, program_totals
 from mentorpulse.reports.render import format_percent
 from mentorpulse.storage.models import OutboxMessage
@@ -172,12 +178,15 @@ def _payload(
     """The summary the email shows and the full report it carries, as JSON values."""
     start, end = day_range(period.first, period.last, config.timezone)
     rows = pairing_figures(db, start=start, end=end, now=now)
+    note = report_note(db, config.sources, start)
+    if note:
+        log.warning("report_incomplete", period=period.label, note=note)
     title = f"{TITLE}, {period.title}"
     files = [
         (
             f"report-{period.label}.{fmt}",
             f"text/{fmt}",
-            report_text(rows, fmt=fmt, start=start, end=end, now=now, title=title),
+            report_text(rows, fmt=fmt, start=start, end=end, now=now, title=title, note=note),
         )
         for fmt in ("html", "csv")
     ]
@@ -212,6 +221,7 @@ def _payload(
         "scheduled": scheduled,
         "attended": attended,
         "rate": format_percent(attended / scheduled if scheduled else None),
+        "note": note,  # the figures are incomplete (the attachments say so too)
         "attachments": [
             {"filename": name, "content_type": content_type, "text": text}
             for name, content_type, text in files

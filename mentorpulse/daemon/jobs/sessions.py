@@ -26,6 +26,7 @@ from mentorpulse.tracking.attendance import (
     Outcome,
     Proof,
     Verdict,
+    fold_copies,
     judge,
     mark_rescheduled,
     session_key,
@@ -73,8 +74,9 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
             for pairing_id, records in copies.items():
                 pairing = pairings[pairing_id]
                 program = ctx.config.program(pairing.program_id)
-                # A replacement booked within half a cadence interval is a rescheduling;
-                # the next regular meeting is not.
+                # A replacement booked within half a cadence interval is a rescheduling:
+                # nearer the cancelled slot than the next regular one, which it is not
+                # (README, "What a session's outcome means").
                 every = program.cadence.every if program else timedelta(days=14)
                 changed = _rebuild_pairing(
                     writes,
@@ -186,9 +188,10 @@ def _rebuild_pairing(
     now: datetime,
     logs: Mapping[tuple[str, str], list[AttendanceEvidence]],
 ) -> int:
-    groups: dict[str, list[EventRecord]] = defaultdict(list)
+    by_uid: dict[str, list[EventRecord]] = defaultdict(list)
     for record in records:
-        groups[session_key(record)].append(record)
+        by_uid[session_key(record)].append(record)
+    groups = fold_copies(by_uid, keep=existing)
     verdicts: dict[str, tuple[Verdict, EventRecord]] = {}
     for key, copies in groups.items():
         verdict = judge(
@@ -226,6 +229,12 @@ def _rebuild_pairing(
             writes.replaced.append(session_id)
             writes.add_evidence(session_id, verdict.evidence)
         changed += 1
+    for key in by_uid.keys() - groups.keys():
+        # Folded into another UID's session: a copy of that meeting, never a session.
+        absorbed = existing.pop(key, None)
+        if absorbed is not None:
+            writes.deleted.append(absorbed[0])
+            changed += 1
     for session_id, stored in existing.values():
         # Its event copies are gone. A future meeting was called off; a past one fell
         # out of the sync window or was tidied away: its history is kept as judged.

@@ -34,10 +34,13 @@ from mentorpulse.connectors.base import (
     ConnectorError,
     CursorExpired,
     TransientError,
+    sanitise_page,
 )
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.errors import unexpected_summary
 from mentorpulse.storage import repository
+from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import Event, ResyncSeen, Source
 from mentorpulse.tracking.match import Matcher
 
@@ -110,17 +113,19 @@ def sync_sources(
         for source_config in ctx.config.sources:
             if only and source_config.id not in only:
                 continue
-            results.append(
-                _sync_one(
-                    ctx,
-                    source_config.id,
-                    source_config.kind,
-                    matcher=matcher,
-                    roster_fp=fingerprint_now,
-                    progress=progress,
-                    respect_backoff=respect_backoff,
+            # One process at a time per source: a second waits, then reads only what changed.
+            with one_at_a_time(ctx.engine, f"sync:{source_config.id}"):
+                results.append(
+                    _sync_one(
+                        ctx,
+                        source_config.id,
+                        source_config.kind,
+                        matcher=matcher,
+                        roster_fp=fingerprint_now,
+                        progress=progress,
+                        respect_backoff=respect_backoff,
+                    )
                 )
-            )
     return results
 
 
@@ -161,7 +166,7 @@ def _progress() -> Iterator[_Reporter]:
         return
     bar = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # source ids are data
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -197,11 +202,12 @@ def _sync_one(
         cursor = source.cursor
         was_healthy = source.healthy
         source.last_attempt_at = now
-    connector = build_connector(
-        source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
-    )
     progress.start(source_id)
+    connector: Connector | None = None
     try:
+        connector = build_connector(
+            source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
+        )
         try:
             _pull(
                 ctx, connector, source_id, cursor, matcher=matcher, result=result, progress=progress
@@ -220,13 +226,42 @@ def _sync_one(
             _hold(db, db.get_one(Source, source_id), held, now=now, result=result)
     except ConnectorError as error:
         _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
-        return result
+    except Exception as exc:  # whatever a source holds, the next one runs
+        unexpected = _unexpected(exc, source_id)
+        _failed(ctx, source_id, unexpected, was_healthy=was_healthy, now=now, result=result)
     finally:
         progress.stop()
 
+    try:
+        return _after_pull(ctx, connector, source_id, result, was_healthy=was_healthy, now=now)
+    finally:
+        closing = getattr(connector, "close", None)
+        if callable(closing):  # its HTTP connections: not left to the garbage collector
+            closing()
+
+
+def _after_pull(
+    ctx: Context,
+    connector: Connector | None,
+    source_id: str,
+    result: SourceResult,
+    *,
+    was_healthy: bool,
+    now: datetime,
+) -> SourceResult:
+    """Conference logs (where enabled) and the closing log line of a source's sync; a
+    failed one was logged by ``_failed`` (once, when it started failing)."""
+    if not result.ok and result.held_deletions is None:
+        return result
+    source_config = next(s for s in ctx.config.sources if s.id == source_id)
     wants_attendance = getattr(source_config, "attendance", False)
     if result.ok and wants_attendance and isinstance(connector, AttendanceSource):
-        result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
+        try:
+            result.attendance_checked = _collect_attendance(ctx, connector, source_id, now)
+        except Exception as exc:  # as above: this source only
+            unexpected = _unexpected(exc, source_id, "collecting conference logs")
+            _failed(ctx, source_id, unexpected, was_healthy=True, now=now, result=result)
+            return result
     if result.ok and not was_healthy:
         log.info("source_recovered", source=source_id)
     log.info(
@@ -259,6 +294,7 @@ def _pull(
         total = _event_count(db, source_id)
     deleted_so_far = 0
     for page in connector.sync(cursor):
+        page = sanitise_page(page)  # noqa: PLW2901 - only the fit-to-store copy is used
         with ctx.sessions.begin() as db:
             if ids is None:
                 ids = repository.pairing_ids(db)
@@ -355,6 +391,19 @@ def _hold(
     result.error = message
     result.held_deletions = proposed
     log.error("source_mass_deletion_held", source=source.id, proposed=proposed, total=total)
+
+
+class _Unexpected(ConnectorError):
+    """An error no connector typed (a database refusal, a bug, a library's surprise)."""
+
+
+def _unexpected(exc: Exception, source_id: str, doing: str = "syncing") -> _Unexpected:
+    """The short ``last_error`` of an error no connector typed (see unexpected_summary)."""
+    return _Unexpected(
+        source_id,
+        f"{unexpected_summary(exc, doing)}; retried with backoff "
+        "(if it persists, report this line as a bug)",
+    )
 
 
 def _failed(

@@ -254,7 +254,7 @@ def report(
         if written.note:
             typer.echo(f"warning: {written.note}", err=True)
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:

@@ -71,13 +71,15 @@ def revision_state(engine: Engine) -> tuple[str | None, str | None]:
 UPGRADE_STEP = "run `mentorpulse db upgrade`"
 
 
-def open_read_only(url: str, base_dir: Path) -> Engine:
+def open_read_only(url: str, base_dir: Path, *, empty_ok: bool = False) -> Engine:
     """An engine for the commands that only read (report, explain, status …): it never
     creates the database, migrates it or writes to it, and opens only a database whose
     schema is this version's (else one line saying to run ``mentorpulse db upgrade``).
 
     The database itself refuses writes on these connections (SQLite ``query_only``,
     PostgreSQL read-only transactions), so a read that would write fails loudly.
+    ``empty_ok``: a database without any schema yet passes (``config check``: the first
+    writing command creates it).
     """
     database = sqlite_path(url, base_dir)
     if database is not None and not database.exists():
@@ -89,7 +91,7 @@ def open_read_only(url: str, base_dir: Path) -> Engine:
     event.listen(engine, "connect", _refuse_writes)
     try:
         current, head = revision_state(engine)
-        if current != head:
+        if current != head and not (current is None and empty_ok):
             known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
             if current is not None and current not in known:
                 raise _unknown_revision(engine, current)

@@ -127,7 +127,11 @@ def test_a_schema_behind_is_named_with_the_upgrade_step_and_left_alone(
     finally:
         engine.dispose()
     before = snapshot(database_url)
-    for command in (("status",), ("report", "--from", "2026-11-01", "--to", "2026-11-23")):
+    for command in (
+        ("status",),
+        ("report", "--from", "2026-11-01", "--to", "2026-11-23"),
+        ("config", "check"),
+    ):
         result = cli(config, *command)
         assert result.exit_code == 2, (command, result.output)
         assert "run `mentorpulse db upgrade`" in result.output

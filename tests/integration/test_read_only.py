@@ -13,9 +13,11 @@ import time_machine
 import yaml
 from sqlalchemy import Engine, create_engine, func, inspect, select, table
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner, Result
 
 from mentorpulse.cli import app
+from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
 from mentorpulse.storage.engine import make_engine
 from mentorpulse.storage.migrate import revision_state, upgrade
@@ -165,3 +167,20 @@ def test_a_database_not_there_yet_is_not_created(tmp_path: Path, command: tuple[
     assert f"database sqlite:///{database} does not exist yet" in result.output
     assert "run `mentorpulse db upgrade`" in result.output
     assert not database.exists()
+
+
+def test_the_database_refuses_a_write_through_a_read_only_context(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A read that would write (a future change to a read-only command) fails loudly."""
+    config = demo_config(tmp_path, database_url)
+    assert cli(config, "sync", "--once").exit_code == 0
+    edit_roster(tmp_path)
+    before = snapshot(database_url)
+    ctx = jobs.Context.open(config, write=False)
+    try:
+        with pytest.raises(DBAPIError):
+            ctx.apply_roster()
+    finally:
+        ctx.engine.dispose()
+    assert snapshot(database_url) == before

@@ -181,5 +181,5 @@ def status(
             out.print(problem, highlight=False, markup=False, soft_wrap=True)
         return not problems
 
-    if not with_context(config, action):
+    if not with_context(config, action, write=False):
         raise typer.Exit(1)

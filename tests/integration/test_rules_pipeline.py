@@ -22,7 +22,7 @@ from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
 from mentorpulse.storage.models import Finding, OutboxMessage, Pairing, Person, Silence
 from mentorpulse.storage.models import Source as SourceRow
-from tests.unit.test_rules import Boom
+from tests.conftest import FailingRule
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)
@@ -137,11 +137,13 @@ def test_silence_marks_findings_and_clears_when_it_ends(
     assert findings(ctx)[(key, finding.rule_id)].silence_id is None
 
 
-def test_failing_rule_is_an_error_verdict_and_one_operator_finding(ctx: jobs.Context) -> None:
+def test_failing_rule_is_an_error_verdict_and_one_operator_finding(
+    ctx: jobs.Context, failing_rule: type[FailingRule]
+) -> None:
     jobs.sync_sources(ctx)
     jobs.rebuild_sessions(ctx)
     engineering = ctx.config.programs[0]
-    boom = Boom(id="boom-pipeline", kind="cadence_gap")
+    boom = failing_rule(id="boom-pipeline", kind="cadence_gap")
     broken = engineering.model_copy(update={"rules": (*engineering.rules, boom)})
     ctx.config = ctx.config.model_copy(update={"programs": (broken, *ctx.config.programs[1:])})
     stats = jobs.evaluate_rules(ctx)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import typer
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from mentorpulse.cli import app
@@ -138,18 +142,120 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(tmp_path: Path) -
     assert refused.value.code == runner.LEASE_HELD_EXIT
 
 
-def test_a_restart_neither_repeats_nor_skips_a_job(tmp_path: Path) -> None:
+class _Runs:
+    """Counts each stage the daemon runs, and stops the daemon once ``until`` holds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts = {"evaluate": 0, "notify": 0}
+        self.stop = threading.Event()
+        self.until: Callable[[dict[str, int]], bool] = lambda _counts: False
+        evaluate, notify = runner.pipeline, jobs.send_notifications
+
+        def counted(name: str, stage: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                result = stage(*args, **kwargs)
+                self.counts[name] += 1
+                if self.until(self.counts):
+                    self.stop.set()
+                return result
+
+            return run
+
+        monkeypatch.setattr(runner, "pipeline", counted("evaluate", evaluate))
+        monkeypatch.setattr(jobs, "send_notifications", counted("notify", notify))
+
+    def daemon(
+        self, config: Path, stages: set[str], until: Callable[[dict[str, int]], bool]
+    ) -> dict[str, int]:
+        """Start a daemon (a fresh Context on the same database), run it until ``until``
+        holds (60 s at most), stop it; the counts so far."""
+        self.stop.clear()
+        self.until = until
+        bound = threading.Timer(60, self.stop.set)
+        bound.start()
+        try:
+            runner.run_daemon(jobs.Context.open(config), stages=stages, stop=self.stop)
+        finally:
+            bound.cancel()
+        assert until(self.counts), f"the daemon stopped after 60 s with {self.counts}"
+        return dict(self.counts)
+
+
+def test_a_restart_neither_repeats_nor_skips_a_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three daemons one after another on one database: a job is run when due, once."""
     write_demo(tmp_path, today=date(2026, 11, 23))
-    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: now)
-    every = timedelta(minutes=15)
-    assert runner.first_run_at(ctx, "evaluate", every) == now, "never ran: due at once"
+    config = tmp_path / "mentorpulse.yaml"
+    runs = _Runs(monkeypatch)
+
+    # The first daemon ever: evaluate has never run, so it is due at once.
+    assert runs.daemon(config, {"evaluate"}, lambda n: n["evaluate"] >= 1) == {
+        "evaluate": 1,
+        "notify": 0,
+    }
+    # Restarted a moment later: notify (never run) is due at once, and is run; evaluate
+    # ran minutes ago, its 15 minutes are not over, and it is not run again.
+    assert runs.daemon(config, {"evaluate", "notify"}, lambda n: n["notify"] >= 1) == {
+        "evaluate": 1,
+        "notify": 1,
+    }
+    # Stopped for three hours (twelve evaluate intervals): evaluate is overdue, so the
+    # next daemon runs it at once, and once; notify's last run is as recent as before.
+    ctx = jobs.Context.open(config)
     with ctx.sessions.begin() as db:
-        db.add(JobRun(name="evaluate", last_run_at=now - timedelta(minutes=5)))
-    assert runner.first_run_at(ctx, "evaluate", every) == now + timedelta(minutes=10)
-    with ctx.sessions.begin() as db:
-        db.get_one(JobRun, "evaluate").last_run_at = now - timedelta(hours=3)
-    assert runner.first_run_at(ctx, "evaluate", every) == now, "overdue: once, now"
+        for row in db.scalars(select(JobRun).where(JobRun.name == "evaluate")):
+            row.last_run_at -= timedelta(hours=3)
+    assert runs.daemon(config, {"evaluate", "notify"}, lambda n: n["evaluate"] >= 2) == {
+        "evaluate": 2,
+        "notify": 1,
+    }
+
+
+def _read_lines(stream: IO[str]) -> queue.Queue[str | None]:
+    """Lines of a child's output as they come, from a reader thread (None at the end), so
+    that a test waits for a line with a timeout instead of blocking on a silent child."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue[str | None], needle: str, timeout: float) -> list[str]:
+    """Every line up to the first one containing ``needle``; fails after ``timeout`` s."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            pytest.fail(f"the child ended before {needle}: {''.join(seen)[-2000:]}")
+        seen.append(line)
+        if needle in line:
+            return seen
+    pytest.fail(f"no {needle} within {timeout} s: {''.join(seen)[-2000:]}")
+
+
+def _rest(lines: queue.Queue[str | None], timeout: float) -> str:
+    """The child's remaining output, up to its end (``timeout`` s at most)."""
+    rest: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        rest.append(line)
+    return "".join(rest)
 
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -163,14 +269,15 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         env=env,
     )
     assert daemon.stderr is not None
+    lines = _read_lines(daemon.stderr)
     try:
-        for line in daemon.stderr:
-            if '"rules_evaluated"' in line:  # the first stages have run
-                break
+        _wait_for_line(lines, '"rules_evaluated"', timeout=120)  # the first stages have run
         daemon.send_signal(signal.SIGTERM)
-        rest = daemon.communicate(timeout=60)[1]
+        daemon.wait(timeout=60)
+        rest = _rest(lines, timeout=10)
     finally:
         daemon.kill()
+        daemon.wait(timeout=10)
     assert daemon.returncode == 0, rest
     assert '"daemon_stopped"' in rest
     ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import typer
@@ -24,6 +20,7 @@ from mentorpulse.daemon import jobs, lease, runner
 from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
 from mentorpulse.storage.models import JobRun
+from tests.integration.test_daemon import Daemon, _wait
 
 REPO = Path(__file__).resolve().parents[2]
 cli = CliRunner()
@@ -212,74 +209,17 @@ def test_a_restart_neither_repeats_nor_skips_a_job(
     }
 
 
-def _read_lines(stream: IO[str]) -> queue.Queue[str | None]:
-    """Lines of a child's output as they come, from a reader thread (None at the end), so
-    that a test waits for a line with a timeout instead of blocking on a silent child."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _wait_for_line(lines: queue.Queue[str | None], needle: str, timeout: float) -> list[str]:
-    """Every line up to the first one containing ``needle``; fails after ``timeout`` s."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            pytest.fail(f"the child ended before {needle}: {''.join(seen)[-2000:]}")
-        seen.append(line)
-        if needle in line:
-            return seen
-    pytest.fail(f"no {needle} within {timeout} s: {''.join(seen)[-2000:]}")
-
-
-def _rest(lines: queue.Queue[str | None], timeout: float) -> str:
-    """The child's remaining output, up to its end (``timeout`` s at most)."""
-    rest: list[str] = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        rest.append(line)
-    return "".join(rest)
-
-
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     write_demo(tmp_path, today=datetime.now(UTC).date())
-    env = {**os.environ, "MENTORPULSE_CONFIG": str(tmp_path / "mentorpulse.yaml")}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert daemon.stderr is not None
-    lines = _read_lines(daemon.stderr)
+    daemon = Daemon(tmp_path / "mentorpulse.yaml")  # its log is read with a bound
     try:
-        _wait_for_line(lines, '"rules_evaluated"', timeout=120)  # the first stages have run
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-        rest = _rest(lines, timeout=10)
+        ran = '"rules_evaluated"'  # the first stages have run
+        assert _wait(lambda: ran in daemon.log or daemon.process.poll() is not None, 120)
+        assert ran in daemon.log, daemon.log[-2000:]
     finally:
-        daemon.kill()
-        daemon.wait(timeout=10)
-    assert daemon.returncode == 0, rest
-    assert '"daemon_stopped"' in rest
+        daemon.stop()  # SIGTERM; killed if still running after a bound
+    assert daemon.process.returncode == 0, daemon.log[-2000:]
+    assert '"daemon_stopped"' in daemon.log
     ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
     assert lease.acquire(
         ctx.sessions, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)

@@ -125,6 +125,7 @@ def status(
                         "events": counts.get(configured.id, 0),
                         "item_errors": len(source.item_errors or []) if source else 0,
                         "last_error": source.last_error if source else None,
+                        "needs_reauth_at": source.needs_reauth_at if source else None,
                     }
                 )
             runs = {r.name: r for r in db.scalars(select(JobRun))}

@@ -9,10 +9,14 @@ wrong password) and the Graph fake (a revoked sign-in).
 
 from __future__ import annotations
 
+import json
+import threading
+import webbrowser
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from caldav.davclient import DAVClient
@@ -22,6 +26,7 @@ from typer.testing import CliRunner
 from mentorpulse.cli import app
 from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Source
+from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.fakes.graph_api import GraphFake
 from tests.servers import caldav as servers
 
@@ -123,6 +128,11 @@ def test_a_wrong_caldav_password_stops_the_source_until_the_config_is_fixed(
             assert "needs_reauth" in status.output
             assert "fix the credentials of source dav in mentorpulse.yaml" in status.output
             assert "not the password" not in status.output
+            listed = runner.invoke(app, ["status", "--format", "json", "--config", str(config)])
+            assert listed.exit_code == 1
+            [dav] = json.loads(listed.stdout)["sources"]
+            assert dav["needs_reauth_at"] is not None
+            assert dav["state"].startswith("needs_reauth: fix the credentials")
 
             # Hours later the daemon polls again: it says why it waits, and asks nothing.
             clock.now = NOW + timedelta(hours=6)
@@ -222,6 +232,7 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
     ctx = jobs.Context.open(config, clock=clock)
     try:
         assert daemon_sync(ctx, "m365").ok
+        issued = dict(graph.refresh_tokens)
         graph.refresh_tokens.clear()  # the tenant revoked the sign-in: invalid_grant
 
         refused = daemon_sync(ctx, "m365")
@@ -240,6 +251,15 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
         assert daemon_sync(ctx, "m365").needs_reauth
         assert len(graph.log) == asked  # not a request more
 
+        # Mended on the provider's side, config unchanged: a retry by hand gets through.
+        graph.refresh_tokens.update(issued)
+        by_hand = runner.invoke(app, ["sync", "--once", "-s", "m365", "--config", str(config)])
+        assert by_hand.exit_code == 0, by_hand.output
+        assert len(graph.log) > asked
+        assert source_row(ctx, "m365").needs_reauth_at is None
+        graph.refresh_tokens.clear()  # revoked once more: this time the operator signs in
+        assert daemon_sync(ctx, "m365").needs_reauth
+
         again = runner.invoke(app, sign_in)
         assert again.exit_code == 0, again.output
         assert "m365 no longer needs_reauth" in again.output
@@ -247,5 +267,103 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
         synced = daemon_sync(ctx, "m365")
         assert synced.ok, synced.error
         assert runner.invoke(app, ["status", "--config", str(config)]).exit_code == 0
+    finally:
+        ctx.engine.dispose()
+
+
+class ConsentingBrowser(webbrowser.BaseBrowser):
+    """A person who opens Google's consent page and agrees (the fake redirects back)."""
+
+    def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+        threading.Thread(
+            target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
+        ).start()
+        return True
+
+
+@pytest.fixture
+def google() -> Iterator[RunningFake]:
+    yield from serve(GoogleFake())
+
+
+def test_a_revoked_google_sign_in_waits_for_auth_google(
+    google: RunningFake, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mentorpulse.connectors import google as google_module
+    from mentorpulse.credentials import generate_key
+
+    # Tokens cached by the process for another test's fake (another port) stay out.
+    monkeypatch.setattr(google_module, "_CREDENTIALS", {})
+    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain http
+    monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
+    (tmp_path / "client.json").write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid.apps.googleusercontent.com",
+                    "client_secret": "GOCSPX-client-secret",
+                    "auth_uri": f"{google.url}/o/oauth2/auth",
+                    "token_uri": f"{google.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
+    (tmp_path / "roster.csv").write_text(
+        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
+    )
+    config = tmp_path / "mentorpulse.yaml"
+    source = {
+        "id": "gw",
+        "kind": "google",
+        "users": [MENTEE],
+        "oauth_client": "client.json",
+        "token_store": "secrets/tokens.json",
+        "api_root": google.url,
+    }
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "database": database_url,
+                "sources": [source],
+                "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+            }
+        )
+    )
+    google.fake.add_user(MENTEE)
+    google.fake.calendars[MENTEE].shared_with.add(google.fake.oauth_user)
+    runner = CliRunner()
+    sign_in = ["auth", "google", "--config", str(config), "--browser", "mentorpulse-consent"]
+    assert runner.invoke(app, sign_in).exit_code == 0
+    clock = Clock()
+    ctx = jobs.Context.open(config, clock=clock)
+    try:
+        first = daemon_sync(ctx, "gw")
+        assert first.ok, first.error
+        assert first.item_errors == 0
+        # The person revoked mentorpulse's access: the API answers 401, the refresh
+        # invalid_grant.
+        google.fake.access_tokens.clear()
+        google.fake.refresh_tokens.clear()
+
+        refused = daemon_sync(ctx, "gw")
+        assert refused.needs_reauth
+        assert "sign in again with `mentorpulse auth google --source gw`" in (refused.error or "")
+        status = runner.invoke(app, ["status", "--config", str(config)])
+        assert status.exit_code == 1
+        assert "`mentorpulse auth google --source gw`" in status.output
+
+        asked = google.fake.http_requests
+        clock.now = NOW + timedelta(days=1)
+        assert daemon_sync(ctx, "gw").needs_reauth
+        assert google.fake.http_requests == asked  # not a request more
+
+        again = runner.invoke(app, sign_in)
+        assert again.exit_code == 0, again.output
+        assert "gw no longer needs_reauth" in again.output
+        synced = daemon_sync(ctx, "gw")
+        assert synced.ok, synced.error
+        assert source_row(ctx, "gw").needs_reauth_at is None
     finally:
         ctx.engine.dispose()

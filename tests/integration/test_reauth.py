@@ -151,7 +151,7 @@ def test_a_wrong_caldav_password_stops_the_source_until_the_config_is_fixed(
             assert by_hand.exit_code == 1
             assert refused_logins(log_folder) > tried
             assert source_row(ctx, "dav").needs_reauth_at == NOW  # still refused
-        assert [e["event"] for e in logs].count("source_needs_reauth") == 1
+        assert [e["event"] for e in logs].count("source_auth_failed") == 1
     finally:
         ctx.engine.dispose()
 

@@ -499,7 +499,13 @@ def _refused(
     result.needs_reauth = True
     result.error = f"{error.message}; needs_reauth, not retried until then: {step}"
     if first:
-        log.error("source_needs_reauth", source=source_id, error=error.message, next_step=step)
+        log.error(
+            "source_auth_failed",  # the event alerts already watch for
+            source=source_id,
+            error=error.message,
+            needs_reauth=True,
+            next_step=step,
+        )
 
 
 def reauth_step(source_config: BaseModel) -> str:

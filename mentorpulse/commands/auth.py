@@ -39,6 +39,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
     from sqlalchemy.orm import Session
 
     from mentorpulse.config.schema import sqlite_path
+    from mentorpulse.errors import DatabaseUnavailable
     from mentorpulse.storage import repository
     from mentorpulse.storage.engine import make_engine
     from mentorpulse.storage.migrate import revision_state
@@ -53,7 +54,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
             return ""  # an older schema cannot hold the mark; `db upgrade` comes first
         with Session(engine) as db, db.begin():
             cleared = repository.clear_needs_reauth(db, source_id)
-    except SQLAlchemyError as exc:  # the token is stored; only the mark could not go
+    except (SQLAlchemyError, DatabaseUnavailable) as exc:  # the token is stored all the same
         log.warning("source_reauth_not_cleared", source=source_id, error=type(exc).__name__)
         return (
             f"the database could not be reached to clear source {source_id}'s needs_reauth; "

@@ -367,3 +367,20 @@ def test_a_revoked_google_sign_in_waits_for_auth_google(
         assert source_row(ctx, "gw").needs_reauth_at is None
     finally:
         ctx.engine.dispose()
+
+
+def test_a_sign_in_with_the_database_down_still_stores_the_token_and_says_what_next(
+    graph: GraphFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mentorpulse.credentials import generate_key
+    from tests.servers.caldav import free_port
+
+    monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
+    graph.auto_approve = MENTOR
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/mentorpulse"  # nothing listens
+    config = write_graph_config(tmp_path, graph, down)
+    result = CliRunner().invoke(app, ["auth", "microsoft", "--source", "m365", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "signed in" in result.output
+    assert "run `mentorpulse sync --once --source m365`" in result.output
+    assert "Traceback" not in result.output

@@ -270,10 +270,14 @@ def _waits_for_operator(
         return False
     result.ok = False
     result.needs_reauth = True
+    by_hand = (  # a sign-in source may also have been mended at the provider
+        f" (or retry by hand: `mentorpulse sync --once --source {source.id}`)"
+        if _sign_in_command(source_config)
+        else ""
+    )
     result.error = (
-        f"needs_reauth: {source.last_error or 'credentials refused'}; not retried until the "
-        f"operator acts: {reauth_step(source_config)} (to retry by hand: "
-        f"`mentorpulse sync --once --source {source.id}`)"
+        f"needs_reauth: {source.last_error or 'credentials refused'}; skipped until the "
+        f"operator acts: {reauth_step(source_config)}{by_hand}"
     )
     return True
 
@@ -497,7 +501,7 @@ def _refused(
         source.next_attempt_at = None
     result.ok = False
     result.needs_reauth = True
-    result.error = f"{error.message}; needs_reauth, not retried until then: {step}"
+    result.error = f"{error.message}; needs_reauth, not retried on a timer: {step}"
     if first:
         log.error(
             "source_auth_failed",  # the event alerts already watch for
@@ -508,16 +512,26 @@ def _refused(
         )
 
 
+def _sign_in_command(source_config: BaseModel) -> str | None:
+    """The `mentorpulse auth ...` that renews this source's credentials, if one does."""
+    source_id = getattr(source_config, "id", "?")
+    if isinstance(source_config, GoogleSource) and source_config.oauth_client is not None:
+        return f"mentorpulse auth google --source {source_id}"
+    if isinstance(source_config, MicrosoftSource) and source_config.auth == "device_code":
+        return f"mentorpulse auth microsoft --source {source_id}"
+    return None
+
+
 def reauth_step(source_config: BaseModel) -> str:
     """What the operator does about refused credentials, for this kind of source."""
     source_id = getattr(source_config, "id", "?")
-    if isinstance(source_config, GoogleSource) and source_config.oauth_client is not None:
-        return f"sign in again with `mentorpulse auth google --source {source_id}`"
-    if isinstance(source_config, MicrosoftSource) and source_config.auth == "device_code":
-        return f"sign in again with `mentorpulse auth microsoft --source {source_id}`"
+    command = _sign_in_command(source_config)
+    if command is not None:
+        return f"sign in again with `{command}`"
     return (
         f"fix the credentials of source {source_id} in mentorpulse.yaml (or the environment "
-        "variable they name)"
+        "variable they name), or grant what the error names, then retry with "
+        f"`mentorpulse sync --once --source {source_id}`"
     )
 
 

@@ -537,11 +537,13 @@ def reauth_step(source_config: BaseModel) -> str:
 
 def config_fingerprint(source_config: BaseModel) -> str:
     """A digest of the source's config section, to tell when the operator changed it; its
-    secrets enter only as digests of their own, never as text."""
+    secrets enter only as scrypt digests (costly to guess back from the stored value), and
+    only a refused source computes it."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, SecretStr):
-            return hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+            secret = value.get_secret_value().encode()
+            return hashlib.scrypt(secret, salt=b"mentorpulse-source", n=2**14, r=8, p=1).hex()
         if isinstance(value, dict):
             return {str(k): plain(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

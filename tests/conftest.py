@@ -31,6 +31,16 @@ SHARED_TESTDATA = next(
 PG_ENV = "MENTORPULSE_TEST_DATABASE_URL"
 
 
+@pytest.fixture(autouse=True)
+def _own_data_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes this machine's own state (``~/.local/share/mentorpulse``,
+    where the example config keeps its database): a stale database there made the
+    example's `config check` fail. A test of the default itself unsets the variable."""
+    monkeypatch.setenv("MENTORPULSE_DATA", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture(scope="session")
 def realworld_ics() -> Path:
     folder = SHARED_TESTDATA / "ics-realworld"

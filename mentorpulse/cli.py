@@ -73,8 +73,10 @@ def config_check(config: ConfigOption = None) -> None:
     problem with file:line."""
     from mentorpulse.config.loader import check_source_paths, config_path, load_config
     from mentorpulse.config.roster import load_roster
+    from mentorpulse.config.schema import sqlite_path
     from mentorpulse.rules.check import check_selectors
     from mentorpulse.storage.engine import check_connection
+    from mentorpulse.storage.migrate import open_read_only
 
     with user_errors():
         path = config_path(config)
@@ -89,6 +91,9 @@ def config_check(config: ConfigOption = None) -> None:
     )
     with user_errors():
         database = check_connection(loaded.database, loaded.base_dir)
+        existing = sqlite_path(loaded.database, loaded.base_dir)
+        if existing is None or existing.exists():  # its schema: not behind, not migrated
+            open_read_only(loaded.database, loaded.base_dir, empty_ok=True).dispose()
     out.print(f"database: {database}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -254,7 +259,7 @@ def report(
         if written.note:
             typer.echo(f"warning: {written.note}", err=True)
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mentorpulse.config.schema import CadenceGapRule
+from mentorpulse.rules import Condition, RuleKind, Timeline, kinds, register
 from mentorpulse.storage.models import Base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +29,16 @@ SHARED_TESTDATA = next(
     REPO.parent / "shared" / "testdata",
 )
 PG_ENV = "MENTORPULSE_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _own_data_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes this machine's own state (``~/.local/share/mentorpulse``,
+    where the example config keeps its database): a stale database there made the
+    example's `config check` fail. A test of the default itself unsets the variable."""
+    monkeypatch.setenv("MENTORPULSE_DATA", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +91,24 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     Base.metadata.create_all(engine)
     yield sessionmaker(engine)
     engine.dispose()
+
+
+class FailingRule(CadenceGapRule):
+    """A config model whose kind always raises (``RuntimeError: bad rule``)."""
+
+
+class _FailingKind(RuleKind[FailingRule]):
+    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
+        raise RuntimeError("bad rule")
+
+
+@pytest.fixture
+def failing_rule(monkeypatch: pytest.MonkeyPatch) -> type[FailingRule]:
+    """A rule kind that always raises, registered for this test alone.
+
+    The production registry is swapped for a copy, so the kind is gone afterwards and no
+    other test (nor a test run in another order) ever judges with it.
+    """
+    monkeypatch.setattr(kinds, "_KINDS", dict(kinds._KINDS))
+    register(FailingRule)(_FailingKind)
+    return FailingRule

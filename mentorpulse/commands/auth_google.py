@@ -41,9 +41,17 @@ def google(
     ] = None,
 ) -> None:
     """Sign in to Google once; the refresh token is kept encrypted for the google source."""
+    from mentorpulse.commands.auth import signed_in
+    from mentorpulse.config.loader import config_path, load_config
+
     with user_errors():
-        store_path = sign_in(config, source, port=port, open_browser=open_browser, browser=browser)
+        store_path, source_id = sign_in(
+            config, source, port=port, open_browser=open_browser, browser=browser
+        )
+        cleared = signed_in(load_config(config_path(config)), source_id)
     out.print(f"signed in; the token is stored encrypted in {store_path}", highlight=False)
+    if cleared:
+        out.print(cleared, highlight=False, markup=False)
 
 
 def sign_in(
@@ -53,8 +61,9 @@ def sign_in(
     port: int = 0,
     open_browser: bool = True,
     browser: str | None = None,
-) -> Path:
-    """Run the consent flow for one google source; returns where the token was stored."""
+) -> tuple[Path, str]:
+    """Run the consent flow for one google source; returns where the token was stored and
+    the source's id."""
     from google_auth_oauthlib.flow import InstalledAppFlow
 
     from mentorpulse.config.loader import config_path, load_config
@@ -108,4 +117,4 @@ def sign_in(
         )
     store.save(TOKEN_NAME.format(source_id=chosen.id), str(refresh))
     log.info("google_signed_in", source=chosen.id, store=str(store.path))
-    return store.path
+    return store.path, chosen.id

@@ -21,6 +21,7 @@ def auth_microsoft(
     For small setups without an app-only registration (`auth: device_code`). Needs
     $MENTORPULSE_SECRET_KEY (see `mentorpulse auth key`).
     """
+    from mentorpulse.commands.auth import signed_in
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.schema import MicrosoftSource
     from mentorpulse.connectors.microsoft import device_code_sign_in
@@ -44,4 +45,7 @@ def auth_microsoft(
             base_dir=loaded.base_dir,
             show=lambda message: err.print(message, markup=False, highlight=False),
         )
+        cleared = signed_in(loaded, source)
     out.print(f"signed in; the refresh token is stored encrypted in {path}", highlight=False)
+    if cleared:
+        out.print(cleared, highlight=False, markup=False)

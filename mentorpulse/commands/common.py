@@ -282,12 +282,14 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(error.code) from None
 
 
-def with_context(config: Path | None, action: Callable[..., T]) -> T:
+def with_context(config: Path | None, action: Callable[..., T], *, write: bool = True) -> T:
+    """Run ``action`` on an open context. ``write=False`` for a command that only reads:
+    it neither migrates nor writes the roster (see ``Context.open``)."""
     from mentorpulse.config.loader import config_path
     from mentorpulse.daemon.jobs import Context
 
     with user_errors():
-        ctx = Context.open(config_path(config))
+        ctx = Context.open(config_path(config), write=write)
         try:
             return action(ctx)
         finally:

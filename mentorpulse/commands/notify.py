@@ -158,7 +158,7 @@ def outbox_list(
             highlight=False,
         )
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 @outbox_app.command("retry")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +40,7 @@ silence_app = typer.Typer(
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from sqlalchemy.orm import Session as DbSession
 
+    from mentorpulse.config.roster import RosterPairing
     from mentorpulse.config.schema import MentorpulseConfig
     from mentorpulse.daemon import jobs
     from mentorpulse.rules.kinds import Timeline
@@ -161,7 +163,7 @@ def rules_test(  # keyword-only: typer passes options by name
             highlight=False,
         )
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 # ---------------------------------------------------------------- explain
@@ -180,7 +182,7 @@ def explain(
         now = ctx.clock()
         zone = view_zone(tz, ctx.config)
         with ctx.sessions() as db:
-            ids = _pairing_ids(db, pair)
+            ids = _pairing_ids(db, pair, ctx.roster)
             stale = stale_sources(db, ctx.config, now)
             explained = [
                 _explained(db, ctx.config, pairing, timeline, now)
@@ -194,7 +196,7 @@ def explain(
         for item in explained:
             _print_explained(item, stale, zone)
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 def _explained(
@@ -344,7 +346,9 @@ def _finding_text(finding: dict[str, Any] | None, zone: ZoneInfo) -> str:
     return text
 
 
-def _pairing_ids(db: DbSession, pair: str) -> list[int]:
+def _pairing_ids(db: DbSession, pair: str, roster: Sequence[RosterPairing]) -> list[int]:
+    """The pairings the database holds for ``pair`` (explain only reads: a pair added to
+    the roster since the last writing run is named as such, not written)."""
     from sqlalchemy import select
 
     from mentorpulse.storage.models import Pairing, Person
@@ -365,6 +369,13 @@ def _pairing_ids(db: DbSession, pair: str) -> list[int]:
             )
         )
     )
+    if not found and any(
+        (e.mentor_email, e.mentee_email) == (mentor_email, mentee_email) for e in roster
+    ):
+        raise UserError(
+            f"mentor {mentor_email} with mentee {mentee_email} is in the roster but not yet "
+            "in the database: run `mentorpulse evaluate` (the daemon adds it when it next starts)"
+        )
     if not found:
         raise UserError(f"no pairing of mentor {mentor_email} with mentee {mentee_email}")
     return found
@@ -501,7 +512,7 @@ def silence_list(
             )
         out.print(table)
 
-    with_context(config, action)
+    with_context(config, action, write=False)
 
 
 @silence_app.command("expire")

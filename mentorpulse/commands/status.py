@@ -23,6 +23,8 @@ from mentorpulse.commands.common import (
 )
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
+    from pydantic import BaseModel
+
     from mentorpulse.daemon.jobs import Context
     from mentorpulse.storage.models import JobRun, Source
 
@@ -43,9 +45,15 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _state(source: Source | None, now: datetime) -> str:
+def _state(source: Source | None, now: datetime, configured: BaseModel) -> str:
+    from mentorpulse.daemon.jobs.sync import config_fingerprint, reauth_step
+
     if source is None:
         return "not synced yet"
+    if source.needs_reauth_at is not None:
+        if source.config_fingerprint != config_fingerprint(configured):
+            return "needs_reauth: the config changed since; the next sync tries it again"
+        return f"needs_reauth: {reauth_step(configured)}"
     if source.held_deletions is not None:
         return f"deletions held ({source.held_deletions})"
     if source.resync_started_at is not None:
@@ -92,9 +100,11 @@ def status(
             )
             for configured in ctx.config.sources:
                 source = rows.get(configured.id)
-                state = _state(source, now)
+                state = _state(source, now, configured)
                 if state != "ok":
                     detail = source.last_error if source and source.last_error else state
+                    if source is not None and source.needs_reauth_at is not None:
+                        detail = f"{detail} ({_when(source.needs_reauth_at, now)}); {state}"
                     problems.append(f"{configured.id}: {detail}")
                 last_success = source.last_success_at if source else None
                 table.add_row(
@@ -115,6 +125,7 @@ def status(
                         "events": counts.get(configured.id, 0),
                         "item_errors": len(source.item_errors or []) if source else 0,
                         "last_error": source.last_error if source else None,
+                        "needs_reauth_at": source.needs_reauth_at if source else None,
                     }
                 )
             runs = {r.name: r for r in db.scalars(select(JobRun))}
@@ -181,5 +192,5 @@ def status(
             out.print(problem, highlight=False, markup=False, soft_wrap=True)
         return not problems
 
-    if not with_context(config, action):
+    if not with_context(config, action, write=False):
         raise typer.Exit(1)

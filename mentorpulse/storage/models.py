@@ -122,6 +122,10 @@ class Source(Base):
     resync_started_at: Mapped[datetime | None]
     # Deletions of most of this source's events, held back until a second sync confirms.
     held_deletions: Mapped[int | None] = mapped_column(Integer)
+    # Credentials refused: not retried on a timer until the operator acts (`auth ...` or a
+    # change of the source's config, whose digest at the refusal is kept to tell).
+    needs_reauth_at: Mapped[datetime | None]
+    config_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResyncSeen(Base):

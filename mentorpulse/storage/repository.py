@@ -107,6 +107,17 @@ def pairing_ids(db: DbSession) -> dict[str, int]:
     return dict(db.execute(select(Pairing.key, Pairing.id).where(Pairing.active)).all())
 
 
+def clear_needs_reauth(db: DbSession, source_id: str) -> bool:
+    """The operator acted on refused credentials (signed in again, changed the config):
+    the source is tried again at its next poll. False if it was not waiting for that."""
+    source = db.get(Source, source_id)
+    if source is None or source.needs_reauth_at is None:
+        return False
+    source.needs_reauth_at = None
+    source.next_attempt_at = None
+    return True
+
+
 def ensure_source(db: DbSession, source_id: str, kind: str) -> Source:
     source = db.get(Source, source_id)
     if source is None:

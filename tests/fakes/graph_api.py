@@ -41,7 +41,6 @@ from zoneinfo import ZoneInfo
 
 import jwt
 import trustme
-from tzlocal.windows_tz import win_tz
 
 GRAPH_PREFIX = "/v1.0"
 
@@ -51,11 +50,25 @@ def _iso7(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.0000000")
 
 
+# The Windows zones the fake answers in, with their IANA zones written out here: not read
+# from the table the connector maps them back with, so a wrong mapping there shows.
+SERVED_ZONES = {
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Eastern Standard Time": "America/New_York",
+    "GMT Standard Time": "Europe/London",
+    "India Standard Time": "Asia/Kolkata",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "UTC": "UTC",
+}
+
+
 def _when(moment: datetime, zone: str | None) -> dict[str, str]:
     """A dateTimeTimeZone in UTC (``outlook.timezone="UTC"``) or in a Windows zone."""
     if zone is None:
         return {"dateTime": _iso7(moment.astimezone(UTC)), "timeZone": "UTC"}
-    return {"dateTime": _iso7(moment.astimezone(ZoneInfo(win_tz[zone]))), "timeZone": zone}
+    local = moment.astimezone(ZoneInfo(SERVED_ZONES[zone]))
+    return {"dateTime": _iso7(local), "timeZone": zone}
 
 
 def _offset_iso(moment: datetime) -> str:

@@ -41,6 +41,7 @@ from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Event, Evidence, Source
 from mentorpulse.storage.models import Session as SessionRow
 from tests.servers import caldav as servers
+from tests.servers.ports import free_port
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 MENTOR = "ana@example.org"
@@ -391,7 +392,7 @@ def test_unreachable_server_is_transient() -> None:
         {
             "id": "dav",
             "kind": "caldav",
-            "url": f"http://127.0.0.1:{servers.free_port()}/",
+            "url": f"http://127.0.0.1:{free_port()}/",
             "username": "svc",
             "password": "secret-value",
             "timeout": "5s",

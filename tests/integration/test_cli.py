@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from mentorpulse.cli import app
@@ -20,6 +20,7 @@ from mentorpulse.daemon import jobs, lease, runner
 from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
 from mentorpulse.storage.models import JobRun
+from tests.integration.test_daemon import Daemon, _wait
 
 REPO = Path(__file__).resolve().parents[2]
 cli = CliRunner()
@@ -138,41 +139,87 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(tmp_path: Path) -
     assert refused.value.code == runner.LEASE_HELD_EXIT
 
 
-def test_a_restart_neither_repeats_nor_skips_a_job(tmp_path: Path) -> None:
+class _Runs:
+    """Counts each stage the daemon runs, and stops the daemon once ``until`` holds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts = {"evaluate": 0, "notify": 0}
+        self.stop = threading.Event()
+        self.until: Callable[[dict[str, int]], bool] = lambda _counts: False
+        evaluate, notify = runner.pipeline, jobs.send_notifications
+
+        def counted(name: str, stage: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                result = stage(*args, **kwargs)
+                self.counts[name] += 1
+                if self.until(self.counts):
+                    self.stop.set()
+                return result
+
+            return run
+
+        monkeypatch.setattr(runner, "pipeline", counted("evaluate", evaluate))
+        monkeypatch.setattr(jobs, "send_notifications", counted("notify", notify))
+
+    def daemon(
+        self, config: Path, stages: set[str], until: Callable[[dict[str, int]], bool]
+    ) -> dict[str, int]:
+        """Start a daemon (a fresh Context on the same database), run it until ``until``
+        holds (60 s at most), stop it; the counts so far."""
+        self.stop.clear()
+        self.until = until
+        bound = threading.Timer(60, self.stop.set)
+        bound.start()
+        try:
+            runner.run_daemon(jobs.Context.open(config), stages=stages, stop=self.stop)
+        finally:
+            bound.cancel()
+        assert until(self.counts), f"the daemon stopped after 60 s with {self.counts}"
+        return dict(self.counts)
+
+
+def test_a_restart_neither_repeats_nor_skips_a_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three daemons one after another on one database: a job is run when due, once."""
     write_demo(tmp_path, today=date(2026, 11, 23))
-    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: now)
-    every = timedelta(minutes=15)
-    assert runner.first_run_at(ctx, "evaluate", every) == now, "never ran: due at once"
+    config = tmp_path / "mentorpulse.yaml"
+    runs = _Runs(monkeypatch)
+
+    # The first daemon ever: evaluate has never run, so it is due at once.
+    assert runs.daemon(config, {"evaluate"}, lambda n: n["evaluate"] >= 1) == {
+        "evaluate": 1,
+        "notify": 0,
+    }
+    # Restarted a moment later: notify (never run) is due at once, and is run; evaluate
+    # ran minutes ago, its 15 minutes are not over, and it is not run again.
+    assert runs.daemon(config, {"evaluate", "notify"}, lambda n: n["notify"] >= 1) == {
+        "evaluate": 1,
+        "notify": 1,
+    }
+    # Stopped for three hours (twelve evaluate intervals): evaluate is overdue, so the
+    # next daemon runs it at once, and once; notify's last run is as recent as before.
+    ctx = jobs.Context.open(config)
     with ctx.sessions.begin() as db:
-        db.add(JobRun(name="evaluate", last_run_at=now - timedelta(minutes=5)))
-    assert runner.first_run_at(ctx, "evaluate", every) == now + timedelta(minutes=10)
-    with ctx.sessions.begin() as db:
-        db.get_one(JobRun, "evaluate").last_run_at = now - timedelta(hours=3)
-    assert runner.first_run_at(ctx, "evaluate", every) == now, "overdue: once, now"
+        for row in db.scalars(select(JobRun).where(JobRun.name == "evaluate")):
+            row.last_run_at -= timedelta(hours=3)
+    assert runs.daemon(config, {"evaluate", "notify"}, lambda n: n["evaluate"] >= 2) == {
+        "evaluate": 2,
+        "notify": 1,
+    }
 
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     write_demo(tmp_path, today=datetime.now(UTC).date())
-    env = {**os.environ, "MENTORPULSE_CONFIG": str(tmp_path / "mentorpulse.yaml")}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert daemon.stderr is not None
+    daemon = Daemon(tmp_path / "mentorpulse.yaml")  # its log is read with a bound
     try:
-        for line in daemon.stderr:
-            if '"rules_evaluated"' in line:  # the first stages have run
-                break
-        daemon.send_signal(signal.SIGTERM)
-        rest = daemon.communicate(timeout=60)[1]
+        ran = '"rules_evaluated"'  # the first stages have run
+        assert _wait(lambda: ran in daemon.log or daemon.process.poll() is not None, 120)
+        assert ran in daemon.log, daemon.log[-2000:]
     finally:
-        daemon.kill()
-    assert daemon.returncode == 0, rest
-    assert '"daemon_stopped"' in rest
+        daemon.stop()  # SIGTERM; killed if still running after a bound
+    assert daemon.process.returncode == 0, daemon.log[-2000:]
+    assert '"daemon_stopped"' in daemon.log
     ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
     assert lease.acquire(
         ctx.sessions, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from mentorpulse.config import loader
 from mentorpulse.config.loader import load_config
+from tests.servers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ROSTER = (
@@ -187,14 +187,8 @@ def test_a_billion_laughs_file_is_refused_at_the_alias_that_explodes(tmp_path: P
 # ------------------------------------------------------------------ the database
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_postgresql_unreachable_is_one_line_with_the_password_masked(tmp_path: Path) -> None:
-    port = _closed_port()
+    port = free_port()
     config = _config(tmp_path, "", database=f"postgresql://mp:s3cret@127.0.0.1:{port}/mp")
     _refused(
         config,

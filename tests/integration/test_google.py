@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -356,7 +357,54 @@ def test_transient_faults_are_retried_with_backoff(
     assert sleeps, "a retry waits first"
     if fault.retry_after and fault.status > 0:
         assert max(sleeps) >= fault.retry_after
-    assert sleeps == sorted(sleeps)  # exponential, not constant
+    # The jitter draw is fixed (0.5): each wait is twice the one before, unless the
+    # provider asked for longer.
+    for before, after in itertools.pairwise(sleeps):
+        assert after == 2 * before or after == fault.retry_after, sleeps
+
+
+def backed_off(google: RunningFake, key_file: Path, jitter: Callable[[], float]) -> list[float]:
+    """The waits of a sync whose calls on one calendar fail four times in a row (one
+    attempt fewer than the connector gives up after), so the fifth answer is the data."""
+    populate(google.fake)
+    google.fake.faults.append(Fault(500, "backendError", times=4, calendar=MENTOR))
+    sleeps: list[float] = []
+    store = Store()
+    connector = GoogleConnector(
+        make_source(google, key_file),
+        base_dir=key_file.parent,
+        now=NOW,
+        sleep=sleeps.append,
+        jitter=jitter,
+    )
+    sync(connector, store)
+    assert set(store.records) == expected_keys(google.fake)
+    return sleeps
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999], ids=["low", "mid", "high"])
+def test_backoff_doubles_per_retry_within_its_jitter(
+    google: RunningFake, key_file: Path, draw: float
+) -> None:
+    """Exponential, as the module promises: about 1, 2, 4, 8 s, each at most 50% off."""
+    sleeps = backed_off(google, key_file, lambda: draw)
+    assert len(sleeps) == 4
+    for before, after in itertools.pairwise(sleeps):
+        assert after == pytest.approx(2 * before), sleeps  # the same draw: twice as long
+    for attempt, wait in enumerate(sleeps):
+        assert 0.5 * 2**attempt <= wait <= 1.5 * 2**attempt, sleeps
+
+
+def test_backoff_jitter_spreads_the_waits(google: RunningFake, key_file: Path) -> None:
+    """Two syncs failing alike wait different times, so clients do not retry in step; each
+    wait stays within its attempt's band (the first and the last do not overlap, so no
+    constant wait fits them all)."""
+    draws = iter([0.0, 0.999, 0.25, 0.75])
+    sleeps = backed_off(google, key_file, lambda: next(draws))
+    assert len(sleeps) == 4
+    bands = [(0.5 * 2**attempt, 1.5 * 2**attempt) for attempt in range(4)]
+    assert all(low <= wait <= high for wait, (low, high) in zip(sleeps, bands, strict=True))
+    assert sleeps[0] != sleeps[1] / 2, "the draws changed the waits"
 
 
 def test_persistent_rate_limit_becomes_transient_error(google: RunningFake, key_file: Path) -> None:

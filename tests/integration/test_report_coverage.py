@@ -96,6 +96,8 @@ def test_a_range_the_sources_cover_has_no_warning(deployment: Path, tmp_path: Pa
 def test_a_source_never_read_makes_every_report_incomplete(
     deployment: Path, tmp_path: Path
 ) -> None:
+    upgraded = CliRunner().invoke(app, ["db", "upgrade", "--config", str(deployment)])
+    assert upgraded.exit_code == 0, upgraded.output  # report reads, it does not migrate
     result = report(deployment, "2026-03-01", tmp_path / "r.csv")
     assert "source cal has not been read yet" in result.stderr
     assert "mentorpulse sync --once" in result.stderr

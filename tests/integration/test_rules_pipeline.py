@@ -3,8 +3,9 @@ staleness, silences, a failing rule, the backtest and explain."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
 from mentorpulse.storage.models import Finding, OutboxMessage, Pairing, Person, Silence
 from mentorpulse.storage.models import Source as SourceRow
-from tests.unit.test_rules import Boom
+from tests.conftest import FailingRule
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)
@@ -53,6 +54,47 @@ def ctx(demo: Path, clock: list[datetime]) -> Iterator[jobs.Context]:
         context.engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def lapsed(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
+    """The pairings the demo's cadence rules must flag at NOW, from what the generator
+    planted: no session attended within the program's every + grace of NOW (or, for a pair
+    that never met, of its start). Each pair is days away from the border, never near it."""
+    folder = tmp_path_factory.mktemp("truth")
+    truth = write_demo(folder, today=TODAY)
+    config = yaml.safe_load((folder / "mentorpulse.yaml").read_text())
+    with (folder / "roster.csv").open(encoding="utf-8") as stream:
+        started = {
+            f"{row['program']}:{row['mentor_email']}:{row['mentee_email']}": row["started_on"]
+            for row in csv.DictReader(stream)
+        }
+    allowed = {
+        program["id"]: parse_duration(program["cadence"]["every"])
+        + parse_duration(program["cadence"]["grace"])
+        for program in config["programs"]
+    }
+    flagged = set()
+    for key in truth.pairings:
+        attended = [
+            s.start for s in truth.sessions if s.pairing_key == key and s.planted == "attended"
+        ]
+        anchor = max(
+            (s for s in attended if s < NOW),
+            default=datetime.combine(date.fromisoformat(started[key]), time(), UTC),
+        )
+        quiet = NOW - anchor
+        assert abs(quiet - allowed[key.split(":")[0]]) > timedelta(days=1), key
+        if quiet > allowed[key.split(":")[0]]:
+            flagged.add(key)
+    assert len(flagged) == 2, "the demo plants a lapsed pair and a pair that never met"
+    return frozenset(flagged)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``14d`` as the demo config writes its cadences (days only)."""
+    assert text.endswith("d"), text
+    return timedelta(days=int(text[:-1]))
+
+
 def findings(ctx: jobs.Context) -> dict[tuple[str | None, str], Finding]:
     with ctx.sessions() as db:
         rows = db.execute(select(Finding, Pairing.key).outerjoin(Pairing))
@@ -64,16 +106,17 @@ def open_pair_findings(ctx: jobs.Context) -> dict[tuple[str | None, str], Findin
 
 
 def test_stale_source_suppresses_instead_of_firing(
-    ctx: jobs.Context, clock: list[datetime]
+    ctx: jobs.Context, clock: list[datetime], lapsed: frozenset[str]
 ) -> None:
     clock[0] = NOW - timedelta(days=2)  # the last successful sync was two days ago
     jobs.sync_sources(ctx)
     clock[0] = NOW
     jobs.rebuild_sessions(ctx)
     stats = jobs.evaluate_rules(ctx)
-    assert stats.firing == 0
-    assert stats.suppressed >= 2, "the demo's lapsed pairs are judged, not fired"
+    assert (stats.firing, stats.pending) == (0, 0)
+    assert stats.suppressed == len(lapsed), "the demo's lapsed pairs are judged, not fired"
     suppressed = open_pair_findings(ctx)
+    assert {key for key, _rule in suppressed} == lapsed
     assert {f.state for f in suppressed.values()} == {"suppressed"}
     assert all("source demo-calendars" in (f.reason or "") for f in suppressed.values())
     operator = findings(ctx)[(None, SOURCE_STALE)]
@@ -88,11 +131,14 @@ def test_stale_source_suppresses_instead_of_firing(
     assert jobs.send_notifications(ctx).queued == len(suppressed)
 
 
-def test_unhealthy_source_suppresses_and_incremental_run_notices(ctx: jobs.Context) -> None:
+def test_unhealthy_source_suppresses_and_incremental_run_notices(
+    ctx: jobs.Context, lapsed: frozenset[str]
+) -> None:
     jobs.sync_sources(ctx)
     jobs.rebuild_sessions(ctx)
-    firing = jobs.evaluate_rules(ctx).firing
-    assert firing >= 2
+    stats = jobs.evaluate_rules(ctx)
+    assert (stats.firing, stats.pending, stats.suppressed) == (len(lapsed), 0, 0)
+    assert {key for key, _rule in open_pair_findings(ctx)} == lapsed
     with ctx.sessions.begin() as db:
         source = db.get_one(SourceRow, "demo-calendars")
         source.healthy, source.last_error = False, "HTTP 503 from the calendar server"
@@ -104,7 +150,7 @@ def test_unhealthy_source_suppresses_and_incremental_run_notices(ctx: jobs.Conte
 
 
 def test_silence_marks_findings_and_clears_when_it_ends(
-    ctx: jobs.Context, clock: list[datetime]
+    ctx: jobs.Context, clock: list[datetime], lapsed: frozenset[str]
 ) -> None:
     jobs.sync_sources(ctx)
     jobs.rebuild_sessions(ctx)
@@ -123,11 +169,11 @@ def test_silence_marks_findings_and_clears_when_it_ends(
             created_at=NOW,
         )
         db.add(silence)
-    assert jobs.evaluate_rules(ctx).changed >= 1
+    assert jobs.evaluate_rules(ctx).changed == 1, "the silenced pair's finding alone"
     silenced = findings(ctx)[(key, finding.rule_id)]
     assert silenced.silence_id is not None
     assert silenced.state == "firing", "a silenced finding still records its state"
-    assert jobs.send_notifications(ctx).queued >= 1, "the other lapsed pairs are mailed"
+    assert jobs.send_notifications(ctx).queued == len(lapsed) - 1, "the other lapsed pair"
     with ctx.sessions() as db:
         mailed = {m.payload["fingerprint"] for m in db.scalars(select(OutboxMessage))}
     assert finding.fingerprint not in mailed, "a silenced finding mails nobody"
@@ -137,11 +183,13 @@ def test_silence_marks_findings_and_clears_when_it_ends(
     assert findings(ctx)[(key, finding.rule_id)].silence_id is None
 
 
-def test_failing_rule_is_an_error_verdict_and_one_operator_finding(ctx: jobs.Context) -> None:
+def test_failing_rule_is_an_error_verdict_and_one_operator_finding(
+    ctx: jobs.Context, failing_rule: type[FailingRule], lapsed: frozenset[str]
+) -> None:
     jobs.sync_sources(ctx)
     jobs.rebuild_sessions(ctx)
     engineering = ctx.config.programs[0]
-    boom = Boom(id="boom-pipeline", kind="cadence_gap")
+    boom = failing_rule(id="boom-pipeline", kind="cadence_gap")
     broken = engineering.model_copy(update={"rules": (*engineering.rules, boom)})
     ctx.config = ctx.config.model_copy(update={"programs": (broken, *ctx.config.programs[1:])})
     stats = jobs.evaluate_rules(ctx)
@@ -153,7 +201,8 @@ def test_failing_rule_is_an_error_verdict_and_one_operator_finding(ctx: jobs.Con
     operator = [f for (k, r), f in findings(ctx).items() if k is None and r == RULE_ERROR]
     assert len(operator) == 1
     assert operator[0].facts["rule"] == "boom-pipeline"
-    assert stats.firing >= 2, "the other rules still judge every pairing"
+    # The other rules still judge every pairing: the lapsed ones fire, no other is near.
+    assert (stats.firing, stats.pending, stats.suppressed) == (len(lapsed), 0, 0)
 
 
 def test_backtest_on_the_demo_replays_what_the_daemon_fired(ctx: jobs.Context) -> None:
@@ -279,7 +328,7 @@ def test_pausing_a_pairing_in_the_roster_resolves_its_findings(
     clock[0] = NOW + timedelta(minutes=15)
     paused = jobs.Context.open(demo, clock=lambda: clock[0])
     try:
-        assert jobs.evaluate_rules(paused).changed >= 1, "a roster edit re-judges (incremental)"
+        assert jobs.evaluate_rules(paused).changed == 1, "a roster edit re-judges (incremental)"
         finding = findings(paused)[(key, rule)]
         assert (finding.state, finding.reason) == ("resolved", "pairing paused")
     finally:

@@ -25,6 +25,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from tests.servers.ports import free_port
+
 USER = "svc"
 PASSWORD = "correct horse battery staple"
 SERVERS = ("radicale", "xandikos")
@@ -59,12 +61,6 @@ class CaldavServer:
     username: str = USER
     password: str = PASSWORD
     people: tuple[str, ...] = ()  # other accounts, whose calendars USER may read
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.servers.ports import free_port
 
 USER = "mailer"
 PASSWORD = "s3cret-smtp-pass"
@@ -90,12 +91,6 @@ class SmtpServer:
             "backoff": "1s",
             **changes,
         }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -106,9 +106,9 @@ def test_a_firing_finding_gives_one_reminder_to_the_mentor() -> None:
     [note] = notifications_for([alert()])
     assert note.recipient == "ana@example.org"
     assert note.template == "reminder"
-    assert note.idempotency_key.startswith(
-        "ffffffffffffffff:2024-10-20T06:00:00+00:00:step0:repeat0:"
-    )
+    # Another finding (another rule, or another pair) is another email.
+    other = notifications_for([alert(fingerprint="e" * 16)])
+    assert [n.idempotency_key for n in other] != [note.idempotency_key]
     assert note.payload["mentee_name"] == "Ben"
     assert note.payload["program_name"] == "Engineering mentoring"
     assert note.payload["facts"] == {
@@ -481,7 +481,11 @@ def test_continue_lets_a_finding_take_several_routes() -> None:
     assert {n.template for n in notes} == {"reminder", "escalation"}
 
 
-def test_the_ladder_climbs_with_time_and_repeats_while_firing() -> None:
+def test_the_ladder_climbs_with_time_and_repeats_while_firing(
+    sessions: sessionmaker[Session],
+) -> None:
+    """What reaches the outbox as a finding keeps firing: the deciding runs are many, the
+    emails are one per rung and repeat."""
     r = router(
         routes=[
             {
@@ -492,16 +496,28 @@ def test_the_ladder_climbs_with_time_and_repeats_while_firing() -> None:
         ]
     )
 
-    def at(days: float) -> list[str]:
+    def queued_at(days: float) -> list[tuple[str, str]]:
+        """The emails a notify run at ``days`` adds to the outbox (it keeps one per key)."""
+        now = FIRED + timedelta(days=days)
+        before = {row.id for row in rows(sessions)}
+        with sessions.begin() as db:
+            enqueue(db, r.notifications([alert()], now=now), now=now)
         return sorted(
-            n.idempotency_key.split(":step")[1].rsplit(":", 1)[0]
-            for n in r.notifications([alert()], now=FIRED + timedelta(days=days))
+            (row.recipient, row.template) for row in rows(sessions) if row.id not in before
         )
 
-    assert at(0) == ["0:repeat0"]
-    assert at(6.9) == ["0:repeat0"]  # the same key: nothing new to send
-    assert at(7) == ["0:repeat1"]
-    assert at(14) == ["0:repeat2", "1:repeat0", "1:repeat0"]  # two admins
+    mentor = ("ana@example.org", "reminder")
+    assert queued_at(0) == [mentor]
+    assert queued_at(0) == [], "a re-run sends nothing twice"
+    assert queued_at(6.9) == [], "not a week yet: nothing new to send"
+    assert queued_at(7) == [mentor]
+    assert queued_at(7.5) == []
+    assert queued_at(14) == [
+        ("admin@example.org", "escalation"),
+        ("ana@example.org", "reminder"),
+        ("x@ex.org", "escalation"),
+    ]
+    assert queued_at(14) == []
 
 
 def test_a_consecutive_misses_finding_silences_the_cadence_gap_reminder_of_its_pair() -> None:

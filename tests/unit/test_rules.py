@@ -11,15 +11,15 @@ from mentorpulse.config.schema import Cadence, CadenceGapRule, Program
 from mentorpulse.rules import (
     Condition,
     FindingState,
-    RuleKind,
     SessionFact,
     Timeline,
     advance,
     evaluate,
     fingerprint,
-    register,
 )
+from mentorpulse.rules.kinds import kind_for
 from mentorpulse.tracking.attendance import Outcome
+from tests.conftest import FailingRule
 
 BERLIN = "Europe/Berlin"
 
@@ -120,18 +120,8 @@ def test_ended_and_not_started_pairings_are_not_judged() -> None:
     assert only(evaluate(timeline(ended_on=date(2026, 12, 1)), prog, now)).holds
 
 
-class Boom(CadenceGapRule):
-    """A config model whose kind always raises, to test isolation."""
-
-
-@register(Boom)
-class BoomKind(RuleKind[Boom]):
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        raise RuntimeError("bad rule")
-
-
-def test_failing_rule_is_isolated_and_logged_once() -> None:
-    boom = Boom(id="boom-isolated", kind="cadence_gap")
+def test_failing_rule_is_isolated_and_logged_once(failing_rule: type[FailingRule]) -> None:
+    boom = failing_rule(id="boom-isolated", kind="cadence_gap")
     prog = Program(
         id="eng",
         cadence=Cadence(every=timedelta(days=14)),
@@ -146,6 +136,15 @@ def test_failing_rule_is_isolated_and_logged_once() -> None:
     assert not first[1].holds
     assert first[1].facts == {"error": "RuntimeError: bad rule"}
     assert [e["event"] for e in logs] == ["rule_failed"]
+
+
+def test_the_failing_kind_judges_nothing_outside_its_test() -> None:
+    """The registry the daemon reads holds the built-in kinds alone, whatever ran before."""
+    rule = FailingRule(id="boom-elsewhere", kind="cadence_gap")
+    # Unregistered, the model falls back to the kind of its base class: a cadence gap.
+    assert type(kind_for(rule, program())) is type(kind_for(gap_rule(), program()))
+    judged = only(evaluate(timeline(), program(rule), datetime(2026, 11, 1, tzinfo=UTC)))
+    assert "error" not in judged.facts
 
 
 def test_fingerprint_is_stable_and_distinct() -> None:

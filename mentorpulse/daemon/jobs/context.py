@@ -22,7 +22,7 @@ from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.locks import exclusive
-from mentorpulse.storage.migrate import upgrade
+from mentorpulse.storage.migrate import open_read_only, upgrade
 from mentorpulse.storage.models import JobRun
 from mentorpulse.tracking.match import Matcher, PairingRef
 
@@ -46,10 +46,19 @@ class Context:
     clock: Clock = utcnow
 
     @classmethod
-    def open(cls, config_path: Path, *, clock: Clock = utcnow, migrate: bool = True) -> Context:
+    def open(
+        cls, config_path: Path, *, clock: Clock = utcnow, migrate: bool = True, write: bool = True
+    ) -> Context:
+        """Load the config and roster and open the database. A writing context migrates the
+        schema and writes the roster into the database; a read-only one (``write=False``,
+        for report, explain, status …) does neither, and refuses a database whose schema is
+        behind: its pairings are those the last writing run stored."""
         config = load_config(config_path)
         roster = load_roster(config.resolve(config.roster.path), config)
         check_selectors(config, roster, config_path)
+        if not write:
+            engine = open_read_only(config.database, config.base_dir)
+            return cls(config, roster, engine, session_factory(engine), clock)
         engine = make_engine(config.database, config.base_dir)
         if migrate:
             upgrade(engine)

@@ -9,24 +9,32 @@ Around the connector contract this stage adds what every provider needs alike:
 - a sync that would delete most of a source's events (an emptied calendar, a broken
   export) is held back and reported, and applied only when a second, full sync confirms;
 - failures back off exponentially with jitter, honouring a provider's Retry-After;
+- refused credentials (``AuthError``) are not retried on a timer: the source waits as
+  *needs_reauth* until the operator signs in again (``mentorpulse auth ...``), changes the
+  source's config, or retries it by hand (``sync --once --source ID``);
 - conference logs of ended meetings are collected where the source has them enabled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
+from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as DbSession
 
+from mentorpulse.config.schema import GoogleSource, MicrosoftSource
 from mentorpulse.connectors.base import (
     AttendanceSource,
     AuthError,
@@ -78,6 +86,7 @@ class SourceResult:
     held_deletions: int | None = None
     waiting_until: datetime | None = None
     attendance_checked: int = 0
+    needs_reauth: bool = False  # credentials refused: waiting for the operator
 
 
 class _Held(Exception):
@@ -104,8 +113,10 @@ def sync_sources(
     """Pull every configured source; each page is stored with its cursor in one commit.
 
     ``respect_backoff`` (the daemon) skips a source until its next attempt is due; an
-    operator running ``sync --once`` tries at once.
+    operator running ``sync --once`` tries at once. A source whose credentials were refused
+    is skipped by both, except when named (``sync --once --source ID``): retrying by hand.
     """
+    retry_reauth = bool(only) and not respect_backoff
     results = []
     matcher = ctx.matcher()
     fingerprint_now = repository.roster_fingerprint(ctx.roster)
@@ -124,6 +135,7 @@ def sync_sources(
                         roster_fp=fingerprint_now,
                         progress=progress,
                         respect_backoff=respect_backoff,
+                        retry_reauth=retry_reauth,
                     )
                 )
     return results
@@ -184,12 +196,15 @@ def _sync_one(
     roster_fp: str,
     progress: _Reporter,
     respect_backoff: bool,
+    retry_reauth: bool = False,
 ) -> SourceResult:
     now = ctx.clock()
     result = SourceResult(source_id=source_id, ok=True)
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     with ctx.sessions.begin() as db:
         source = repository.ensure_source(db, source_id, kind)
+        if _waits_for_operator(db, source, source_config, result, retry=retry_reauth):
+            return result
         if respect_backoff and source.next_attempt_at and source.next_attempt_at > now:
             result.waiting_until = source.next_attempt_at
             return result
@@ -240,6 +255,33 @@ def _sync_one(
             closing()
 
 
+def _waits_for_operator(
+    db: DbSession, source: Source, source_config: BaseModel, result: SourceResult, *, retry: bool
+) -> bool:
+    """A source whose credentials were refused waits until its config changes (then it is
+    tried again) or the operator retries it by hand; says so in ``result``."""
+    if (
+        source.needs_reauth_at is not None
+        and source.config_fingerprint != config_fingerprint(source_config)
+        and repository.clear_needs_reauth(db, source.id)
+    ):
+        log.info("source_reauth_cleared", source=source.id, reason="config_changed")
+    if source.needs_reauth_at is None or retry:
+        return False
+    result.ok = False
+    result.needs_reauth = True
+    by_hand = (  # a sign-in source may also have been mended at the provider
+        f" (or retry by hand: `mentorpulse sync --once --source {source.id}`)"
+        if _sign_in_command(source_config)
+        else ""
+    )
+    result.error = (
+        f"needs_reauth: {source.last_error or 'credentials refused'}; skipped until the "
+        f"operator acts: {reauth_step(source_config)}{by_hand}"
+    )
+    return True
+
+
 def _after_pull(
     ctx: Context,
     connector: Connector | None,
@@ -252,7 +294,7 @@ def _after_pull(
     """Conference logs (where enabled) and the closing log line of a source's sync; a
     failed one was logged by ``_failed`` (once, when it started failing)."""
     if not result.ok and result.held_deletions is None:
-        return result
+        return result  # failed, or waiting for the operator to sign in again
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     wants_attendance = getattr(source_config, "attendance", False)
     if result.ok and wants_attendance and isinstance(connector, AttendanceSource):
@@ -367,6 +409,7 @@ def _finish(db: DbSession, source: Source, result: SourceResult, now: datetime) 
             deleted=result.deleted,
         )
     source.held_deletions = None
+    source.needs_reauth_at = None  # a retry by hand got through
     source.healthy = True
     source.last_error = None
     source.last_success_at = now
@@ -415,6 +458,10 @@ def _failed(
     now: datetime,
     result: SourceResult,
 ) -> None:
+    """Record a failed sync: backoff for what may pass, a stop for refused credentials."""
+    if isinstance(error, AuthError):
+        _refused(ctx, source_id, error, now=now, result=result)
+        return
     retry_after = error.retry_after if isinstance(error, TransientError) else None
     result.ok = False
     result.error = error.message
@@ -426,14 +473,85 @@ def _failed(
         source.next_attempt_at = now + backoff(source.failures, retry_after)
         result.waiting_until = source.next_attempt_at
     if was_healthy:
-        event = "source_auth_failed" if isinstance(error, AuthError) else "source_failed"
         log.error(
-            event,
+            "source_failed",
             source=source_id,
             error=error.message,
             retriable=isinstance(error, TransientError),
             retry_at=result.waiting_until.isoformat(),
         )
+
+
+def _refused(
+    ctx: Context, source_id: str, error: AuthError, *, now: datetime, result: SourceResult
+) -> None:
+    """Credentials refused: no timer retries them (a locked account stays locked, and
+    retrying may lock it); the source waits, marked needs_reauth, until the operator acts.
+    Logged once, when the source starts waiting."""
+    source_config = next(s for s in ctx.config.sources if s.id == source_id)
+    step = reauth_step(source_config)
+    with ctx.sessions.begin() as db:
+        source = db.get_one(Source, source_id)
+        first = source.needs_reauth_at is None
+        source.healthy = False
+        source.last_error = error.message
+        source.failures = (source.failures or 0) + 1
+        source.needs_reauth_at = source.needs_reauth_at or now
+        source.config_fingerprint = config_fingerprint(source_config)
+        source.next_attempt_at = None
+    result.ok = False
+    result.needs_reauth = True
+    result.error = f"{error.message}; needs_reauth, not retried on a timer: {step}"
+    if first:
+        log.error(
+            "source_auth_failed",  # the event alerts already watch for
+            source=source_id,
+            error=error.message,
+            needs_reauth=True,
+            next_step=step,
+        )
+
+
+def _sign_in_command(source_config: BaseModel) -> str | None:
+    """The `mentorpulse auth ...` that renews this source's credentials, if one does."""
+    source_id = getattr(source_config, "id", "?")
+    if isinstance(source_config, GoogleSource) and source_config.oauth_client is not None:
+        return f"mentorpulse auth google --source {source_id}"
+    if isinstance(source_config, MicrosoftSource) and source_config.auth == "device_code":
+        return f"mentorpulse auth microsoft --source {source_id}"
+    return None
+
+
+def reauth_step(source_config: BaseModel) -> str:
+    """What the operator does about refused credentials, for this kind of source."""
+    source_id = getattr(source_config, "id", "?")
+    command = _sign_in_command(source_config)
+    if command is not None:
+        return f"sign in again with `{command}`"
+    return (
+        f"fix the credentials of source {source_id} in mentorpulse.yaml (or the environment "
+        "variable they name), or grant what the error names, then retry with "
+        f"`mentorpulse sync --once --source {source_id}`"
+    )
+
+
+def config_fingerprint(source_config: BaseModel) -> str:
+    """A digest of the source's config section, to tell when the operator changed it; its
+    secrets enter only as scrypt digests (costly to guess back from the stored value), and
+    only a refused source computes it."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value().encode()
+            return hashlib.scrypt(secret, salt=b"mentorpulse-source", n=2**14, r=8, p=1).hex()
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    text = json.dumps(plain(source_config.model_dump()), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _collect_attendance(

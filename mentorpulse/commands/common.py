@@ -102,32 +102,25 @@ def log_settings(ctx: typer.Context) -> dict[str, Any]:
     return settings
 
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
+def _config_option(*, expose: bool) -> Any:
+    """``--config``: on a command that reads it (``expose``) and, kept aside for the
+    commands that do not, among the global options."""
+    return typer.Option(
         "--config",
         "-c",
         help=_CONFIG_HELP,
         show_default=False,
         callback=_given_config,
+        expose_value=expose,
         rich_help_panel=GLOBAL_PANEL,
-    ),
-]
+    )
+
+
+ConfigOption = Annotated[Path | None, _config_option(expose=True)]
 
 
 def _global_options(
-    config: Annotated[  # ConfigOption for commands that do not read a config: kept aside
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help=_CONFIG_HELP,
-            show_default=False,
-            callback=_given_config,
-            expose_value=False,
-            rich_help_panel=GLOBAL_PANEL,
-        ),
-    ] = None,
+    config: Annotated[Path | None, _config_option(expose=False)] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(

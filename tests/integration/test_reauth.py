@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from caldav.davclient import DAVClient
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
@@ -28,12 +27,13 @@ from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.fakes.graph_api import GraphFake
+from tests.integration.test_caldav import write_config
 from tests.servers import caldav as servers
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 MENTOR = "ana@example.org"
 MENTEE = "ben@example.org"
-PASSWORD_ENV = "MP_TEST_REAUTH_PASSWORD"
+PASSWORD_ENV = "MP_TEST_CALDAV_PASSWORD"  # what the CalDAV suite's config names
 
 
 class Clock:
@@ -61,28 +61,10 @@ def refused_logins(folder: Path) -> int:
 
 
 def write_caldav_config(folder: Path, server: servers.CaldavServer, database_url: str) -> Path:
-    (folder / "roster.csv").write_text(
-        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
-    )
+    """The CalDAV suite's config, over a calendar of this test's own."""
     client = DAVClient(url=server.url, username=server.username, password=server.password)
     calendar = client.principal().make_calendar(name=f"reauth-{folder.name}")
-    config = {
-        "database": database_url,
-        "sources": [
-            {
-                "id": "dav",
-                "kind": "caldav",
-                "url": server.url,
-                "username": server.username,
-                "password": "${" + PASSWORD_ENV + "}",
-                "calendars": [{"url": str(calendar.url), "owner": MENTOR}],
-            }
-        ],
-        "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
-    }
-    path = folder / "mentorpulse.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(folder, server, database_url, [calendar])
 
 
 def source_row(ctx: jobs.Context, source_id: str) -> Source:

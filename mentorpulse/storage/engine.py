@@ -9,6 +9,8 @@ line naming the URL (password masked) and the next step.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,15 @@ def resolve_url(url: str, base_dir: Path) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+SQLITE_BUSY_SECONDS = 30  # how long a connection waits for another process's lock
+
+
 def make_engine(url: str, base_dir: Path = Path(".")) -> Engine:
     url = resolve_url(url, base_dir)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _make_data_dir(parsed.database)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
@@ -65,10 +70,28 @@ def _make_data_dir(database: str | None) -> None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting for a lock like any other statement.
+
+    SQLite answers "database is locked" at once, without its busy timeout, when two
+    processes open a new database together and both switch its journal mode (two
+    daemons started at once): the loser retries until the winner is done.
+    """
+    give_up = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.05)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from bench import generate
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import load_roster
-from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.stages.context import Context
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, safe_url, session_factory
 from mentorpulse.storage.migrate import upgrade
@@ -147,7 +147,7 @@ def ingested_database(scale: str, backend: str, org: Path) -> Iterator[str]:
     with scratch_database(backend, workdir()) as url:
         if not have:
             ctx = open_context(org, url)
-            from mentorpulse.daemon.jobs import sync_sources
+            from mentorpulse.stages import sync_sources
 
             sync_sources(ctx)
             ctx.engine.dispose()
@@ -186,7 +186,7 @@ def open_context(org: Path, url: str) -> Context:
     engine = make_engine(url, org)
     upgrade(engine)
     ctx = Context(config, roster, engine, session_factory(engine), clock=lambda: spec.now)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         repository.apply_roster(db, config, roster)
     return ctx
 

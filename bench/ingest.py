@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import common, generate
-from mentorpulse.connectors.base import SyncPage
-from mentorpulse.daemon.jobs import sync as sync_job
+from mentorpulse.model import SyncPage
+from mentorpulse.stages import sync as sync_job
 from mentorpulse.storage.models import Event, EventPairing, Source
 
 
@@ -96,7 +96,7 @@ def floor_seconds(ctx: Any, org: Path, backend: str) -> tuple[float, float, int]
 
 
 def _cursor_bytes(ctx: Any) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return sum(len(json.dumps(s.cursor)) for s in db.scalars(sa.select(Source)))
 
 

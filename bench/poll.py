@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bench import common, generate
 from mentorpulse.connectors.ics import IcsConnector
-from mentorpulse.daemon.jobs import rebuild_sessions, sync_sources
+from mentorpulse.stages import rebuild_sessions, sync_sources
 from mentorpulse.storage.models import Pairing
 
 EVENT_TABLES = ("events", "event_pairings")
@@ -85,7 +85,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             for key, value in _poll(ctx, calendars).items():
                 figures[f"changed_{key}"] = value
 
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 due = db.scalar(sa.select(sa.func.count()).where(Pairing.events_changed))
             start = time.perf_counter()
             incremental = rebuild_sessions(ctx)

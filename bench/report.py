@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bench import common, generate
-from mentorpulse.daemon.jobs import evaluate_rules, rebuild_sessions
 from mentorpulse.reports.export import day_range, write_report
 from mentorpulse.reports.figures import pairing_figures
+from mentorpulse.stages import evaluate_rules, rebuild_sessions
 
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
@@ -34,7 +34,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             figures["peak_rss_after_evaluate_mb"] = common.peak_rss_mb()
             zone = ctx.config.timezone
             start, end = day_range(first, last, zone)
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 seconds, rows = common.timed(
                     lambda: pairing_figures(db, start=start, end=end, now=spec.now)
                 )
@@ -46,7 +46,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
                 out = common.workdir() / f"report-{scale}-{backend}.{fmt}"
                 seconds, _rows = common.timed(
                     lambda fmt=fmt, out=out: write_report(
-                        ctx.sessions,
+                        ctx.db,
                         first=first,
                         last=last,
                         zone=zone,

@@ -28,11 +28,10 @@ from sqlalchemy import func, insert, select, update
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.daemon.jobs import Context, evaluate_rules
+from mentorpulse.stages import Context, evaluate_rules
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import upgrade
-from mentorpulse.storage.models import Finding, Pairing, Person, Program
-from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.storage.models import Finding, MentoringSession, Pairing, Person, Program
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 STARTED = date(2025, 11, 1)
@@ -61,7 +60,7 @@ OUTCOMES = ["presumed_held"] * 14 + ["held"] * 3 + ["missed", "cancelled", "resc
 
 
 def _populate(ctx: Context, pairings: int, rng: random.Random) -> None:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.add(Program(id="eng", name="eng"))
         db.execute(
             insert(Person),
@@ -110,10 +109,10 @@ def _populate(ctx: Context, pairings: int, rng: random.Random) -> None:
                     }
                 )
             if len(rows) > 50_000:
-                db.execute(insert(SessionRow), rows)
+                db.execute(insert(MentoringSession), rows)
                 rows = []
         if rows:
-            db.execute(insert(SessionRow), rows)
+            db.execute(insert(MentoringSession), rows)
 
 
 def _timed(action: Any) -> float:
@@ -134,21 +133,21 @@ def measure(pairings: int = 10_000, database_url: str | None = None) -> dict[str
         ctx = Context(CONFIG, roster, engine, session_factory(engine), lambda: clock[0])
         try:
             _populate(ctx, pairings, rng)
-            with ctx.sessions() as db:
-                sessions = db.scalar(select(func.count()).select_from(SessionRow)) or 0
+            with ctx.db() as db:
+                sessions = db.scalar(select(func.count()).select_from(MentoringSession)) or 0
             full_first = _timed(lambda: evaluate_rules(ctx, full=True))
             full_again = _timed(lambda: evaluate_rules(ctx, full=True))
             idle = _timed(lambda: evaluate_rules(ctx))
             clock[0] = NOW + timedelta(minutes=15)  # the daemon's default evaluate_every
             tick = _timed(lambda: evaluate_rules(ctx))
             clock[0] = NOW + timedelta(days=1)
-            with ctx.sessions.begin() as db:
+            with ctx.db.begin() as db:
                 changed = rng.sample(range(1, pairings + 1), max(1, pairings // 100))
                 db.execute(
                     update(Pairing).where(Pairing.id.in_(changed)).values(sessions_changed=True)
                 )
             due = 0
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 due = (
                     db.scalar(
                         select(func.count())
@@ -158,7 +157,7 @@ def measure(pairings: int = 10_000, database_url: str | None = None) -> dict[str
                     or 0
                 )
             day = _timed(lambda: evaluate_rules(ctx))
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 findings = db.scalar(select(func.count()).select_from(Finding)) or 0
         finally:
             engine.dispose()

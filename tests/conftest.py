@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import CadenceGapRule
 from mentorpulse.rules import Condition, RuleKind, Timeline, kinds, register
@@ -85,7 +86,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+def sessions(database_url: str) -> Iterator[sessionmaker[Db]]:
     """Sessions on ``database_url`` with the schema created (on each backend)."""
     engine = create_engine(database_url)
     Base.metadata.create_all(engine)

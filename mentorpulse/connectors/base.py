@@ -7,110 +7,16 @@ last stored page. Everything provider-specific stays inside the provider's modul
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
-class EventStatus(enum.StrEnum):
-    CONFIRMED = "confirmed"
-    TENTATIVE = "tentative"
-    CANCELLED = "cancelled"
-
-
-class Response(enum.StrEnum):
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
-    TENTATIVE = "tentative"
-    NEEDS_ACTION = "needs_action"
-
-
-@dataclass(frozen=True, slots=True)
-class Attendee:
-    email: str  # always lower-cased
-    response: Response = Response.NEEDS_ACTION
-    optional: bool = False
-    # A room or equipment (iCal CUTYPE=ROOM/RESOURCE, Graph type "resource"; Google's
-    # connector drops them): not a person, so not counted against a participant cap.
-    is_resource: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One occurrence of a calendar event, provider-neutral.
-
-    Recurring series are expanded by the connector; each occurrence keeps ``series_id``
-    and ``original_start`` so a moved or cancelled instance is recognised as the same
-    slot. ``start``/``end`` are timezone-aware UTC; ``zone`` is the event's own IANA zone.
-    ``title`` is held in memory only, so the ingest stage can match keywords; it is
-    stored only when ``privacy.store_titles`` is on.
-    """
-
-    source_id: str
-    provider_id: str  # unique within the source, one per occurrence
-    ical_uid: str
-    start: datetime
-    end: datetime
-    series_id: str | None = None
-    original_start: datetime | None = None
-    all_day: bool = False
-    zone: str | None = None
-    status: EventStatus = EventStatus.CONFIRMED
-    organizer: str | None = None
-    attendees: tuple[Attendee, ...] = ()
-    calendar_owner: str | None = None  # whose calendar this copy came from
-    categories: tuple[str, ...] = ()
-    conference_id: str | None = None
-    title: str | None = field(default=None, compare=False, repr=False)
-    updated: datetime | None = None
-    sequence: int = 0
-    etag: str | None = None
-
-    def participants(self) -> frozenset[str]:
-        """Organizer and attendees, lower-cased: the people the meeting involves."""
-        people = {a.email for a in self.attendees}
-        if self.organizer:
-            people.add(self.organizer)
-        return frozenset(people)
-
-    def response_of(self, email: str) -> Response | None:
-        """The RSVP of ``email`` in this copy; an organizer without an entry accepted."""
-        for attendee in self.attendees:
-            if attendee.email == email:
-                return attendee.response
-        if self.organizer == email:
-            return Response.ACCEPTED
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """One item skipped during a sync (see :class:`BadItem`), kept for the operator."""
-
-    item: str  # file name, UID or provider id: whatever lets a human find it
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPage:
-    """A unit of sync that is stored atomically together with ``cursor``.
-
-    ``replaces_scope`` says: the records of this page are the whole content of that scope
-    (a file of a folder, a calendar); anything stored earlier under the scope and not in
-    this page is gone. ``deleted`` lists provider ids removed by an incremental sync.
-    """
-
-    records: tuple[EventRecord, ...] = ()
-    deleted: tuple[str, ...] = ()
-    cursor: Mapping[str, object] | None = None
-    replaces_scope: str | None = None
-    errors: tuple[ItemError, ...] = ()
+from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
 
 
 class ConnectorError(Exception):
@@ -140,22 +46,6 @@ class AuthError(ConnectorError):
 
 class BadItem(ConnectorError):
     """One item could not be read: skip it, record it, go on."""
-
-
-@dataclass(frozen=True, slots=True)
-class AttendanceEvidence:
-    """What a conference system logged about one person in one occurrence.
-
-    The strongest evidence there is that a session took place (or that someone did not
-    show up). ``provider_id`` names the occurrence (the EventRecord) it belongs to.
-    """
-
-    provider_id: str
-    email: str  # lower-cased
-    seconds_present: int
-    joined_at: datetime | None = None
-    left_at: datetime | None = None
-    system: str = ""  # "google_meet", "teams"
 
 
 @runtime_checkable

@@ -41,8 +41,6 @@ from mentorpulse.connectors.base import (
     AuthError,
     ConnectorError,
     CursorExpired,
-    ItemError,
-    SyncPage,
     TransientError,
     Window,
     cursor_entries,
@@ -58,6 +56,7 @@ from mentorpulse.connectors.http import (
 )
 from mentorpulse.connectors.ics import IcsParseError, records_from_ical
 from mentorpulse.errors import code_trace, unexpected_summary
+from mentorpulse.model import ItemError, SyncPage
 
 log = structlog.get_logger(__name__)
 

@@ -47,17 +47,10 @@ from googleapiclient.http import BatchHttpRequest, HttpRequest
 
 from mentorpulse.config.schema import GoogleSource, resolve_path
 from mentorpulse.connectors.base import (
-    AttendanceEvidence,
-    Attendee,
     AuthError,
     ConnectorError,
     CursorExpired,
-    EventRecord,
-    EventStatus,
-    ItemError,
-    Response,
     SeriesBound,
-    SyncPage,
     TransientError,
     Window,
     cursor_entries,
@@ -68,6 +61,15 @@ from mentorpulse.connectors.base import (
     utc_from_iso,
 )
 from mentorpulse.connectors.http import BoundedClient, FetchError, FetchTimeout
+from mentorpulse.model import (
+    AttendanceEvidence,
+    Attendee,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -35,13 +35,7 @@ from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors.base import (
-    Attendee,
     AuthError,
-    EventRecord,
-    EventStatus,
-    ItemError,
-    Response,
-    SyncPage,
     TransientError,
     Window,
     cursor_entries,
@@ -60,6 +54,7 @@ from mentorpulse.connectors.http import (
     safe_url,
 )
 from mentorpulse.errors import code_trace, unexpected_summary
+from mentorpulse.model import Attendee, EventRecord, EventStatus, ItemError, Response, SyncPage
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

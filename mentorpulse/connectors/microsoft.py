@@ -34,16 +34,9 @@ import structlog
 
 from mentorpulse.config.schema import MicrosoftSource, resolve_path
 from mentorpulse.connectors.base import (
-    AttendanceEvidence,
-    Attendee,
     AuthError,
     CursorExpired,
-    EventRecord,
-    EventStatus,
-    ItemError,
-    Response,
     SeriesBound,
-    SyncPage,
     TransientError,
     Window,
     cursor_entries,
@@ -60,6 +53,15 @@ from mentorpulse.connectors.http import (
     FetchTimeout,
 )
 from mentorpulse.connectors.windows_zones import to_iana
+from mentorpulse.model import (
+    AttendanceEvidence,
+    Attendee,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import SEND_MARGIN
 from mentorpulse.notify.outbox import (
@@ -53,7 +54,7 @@ class DispatchCounts:
 
 
 def dispatch(
-    session_factory: sessionmaker[Session],
+    session_factory: sessionmaker[Db],
     transport: Transport,
     *,
     sender: str,
@@ -97,7 +98,7 @@ def dispatch(
 
 
 def _dispatch_batch(
-    session_factory: sessionmaker[Session],
+    session_factory: sessionmaker[Db],
     transport: Transport,
     *,
     sender: str,

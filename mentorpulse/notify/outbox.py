@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session as Db
 
 from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
@@ -52,7 +52,7 @@ def message_id_for(key: str, domain: str = DEFAULT_DOMAIN) -> str:
 
 
 def enqueue(
-    db: Session,
+    db: Db,
     notifications: Iterable[Notification],
     *,
     now: datetime,
@@ -105,9 +105,7 @@ def enqueue(
     return inserted
 
 
-def claim_due(
-    db: Session, *, now: datetime, lease: timedelta, limit: int = 100
-) -> list[OutboxMessage]:
+def claim_due(db: Db, *, now: datetime, lease: timedelta, limit: int = 100) -> list[OutboxMessage]:
     """Take up to ``limit`` rows that are due (or whose sender died) for this worker.
 
     At-most-once rows (HR reports) come back *listed, not leased*: the caller leases
@@ -155,7 +153,7 @@ def claim_due(
     return rows
 
 
-def claim_one(db: Session, message_id: int, *, now: datetime, lease: timedelta) -> datetime | None:
+def claim_one(db: Db, message_id: int, *, now: datetime, lease: timedelta) -> datetime | None:
     """Lease one listed at-most-once row for its send; returns the lease's end, or None if
     another worker took it (or it stopped being due) since it was listed.
 
@@ -176,7 +174,7 @@ def claim_one(db: Session, message_id: int, *, now: datetime, lease: timedelta) 
 
 
 def mark_sent(
-    db: Session, message_id: int, *, now: datetime, lease_until: datetime | None = None
+    db: Db, message_id: int, *, now: datetime, lease_until: datetime | None = None
 ) -> bool:
     """The transport accepted the message: it is never sent again.
 
@@ -194,7 +192,7 @@ def mark_sent(
 
 
 def mark_failed(
-    db: Session,
+    db: Db,
     message_id: int,
     *,
     error: str,
@@ -218,7 +216,7 @@ def mark_failed(
     return True
 
 
-def release(db: Session, message_id: int, *, lease_until: datetime) -> bool:
+def release(db: Db, message_id: int, *, lease_until: datetime) -> bool:
     """Hand back a claimed row that was not sent: due again at once, attempt not counted."""
     row = _owned(db, message_id, lease_until)
     if row is None:
@@ -229,7 +227,7 @@ def release(db: Session, message_id: int, *, lease_until: datetime) -> bool:
     return True
 
 
-def _owned(db: Session, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
+def _owned(db: Db, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
     begin_write(db)  # the ownership check and the write it guards see the same row
     row = _get(db, message_id)
     if lease_until is not None and (row.status != "sending" or row.lease_until != lease_until):
@@ -238,7 +236,7 @@ def _owned(db: Session, message_id: int, lease_until: datetime | None) -> Outbox
     return row
 
 
-def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> int:
+def compose_digests(db: Db, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> int:
     """Fold each recipient's due digest items into one ``digest`` row; returns how many.
 
     Items are locked (``SKIP LOCKED`` on PostgreSQL) and marked in the same transaction
@@ -284,7 +282,7 @@ def compose_digests(db: Session, *, now: datetime, domain: str = DEFAULT_DOMAIN)
     return len(composed)
 
 
-def cancel_stale(db: Session, live: Collection[str]) -> int:
+def cancel_stale(db: Db, live: Collection[str]) -> int:
     """Unsent rows of episodes that no longer notify (resolved, silenced, inhibited) are
     cancelled: a reminder held back by quiet hours or a digest window must not go out
     after its finding resolved. ``live`` holds the finding keys that still notify."""
@@ -306,7 +304,7 @@ def cancel_stale(db: Session, live: Collection[str]) -> int:
     return cancelled
 
 
-def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]]]:
+def told(db: Db, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]]]:
     """Who was (or is about to be) told of each episode: address, and whether by digest."""
     keys = list(finding_keys)
     out: dict[str, list[tuple[str, bool]]] = {}
@@ -328,7 +326,7 @@ def told(db: Session, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, 
 
 
 def retry(
-    db: Session,
+    db: Db,
     *,
     now: datetime,
     ids: Iterable[int] = (),
@@ -346,7 +344,7 @@ def retry(
 
 
 def purge(
-    db: Session,
+    db: Db,
     *,
     before: datetime,
     statuses: Iterable[str] = ("sent", "digested"),
@@ -373,7 +371,7 @@ def purge(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def counts(db: Session) -> dict[str, int]:
+def counts(db: Db) -> dict[str, int]:
     """Rows per status, for ``outbox list`` and metrics."""
     return {
         status: int(n)
@@ -390,7 +388,7 @@ def backoff(attempts: int) -> timedelta:
     return base * (1 + jitter)
 
 
-def _get(db: Session, message_id: int) -> OutboxMessage:
+def _get(db: Db, message_id: int) -> OutboxMessage:
     row = db.get(OutboxMessage, message_id)
     if row is None:
         raise LookupError(f"outbox row {message_id} does not exist")

@@ -13,7 +13,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import SourceBase
 from mentorpulse.reports.figures import (
@@ -62,14 +63,14 @@ class Report:
     note: str | None  # why the figures cannot be complete (also in the file); None: they are
 
 
-def report_note(db: Session, sources: Iterable[SourceBase], start: datetime) -> str | None:
+def report_note(db: Db, sources: Iterable[SourceBase], start: datetime) -> str | None:
     """The coverage warning for a report whose range starts at ``start``, if it needs one."""
     windows = {source.id: source.window_past for source in sources}
     return coverage_note(covered_since(db, windows), start) if windows else None
 
 
 def write_report(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Db],
     *,
     first: date,
     last: date,

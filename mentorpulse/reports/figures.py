@@ -14,12 +14,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
-from mentorpulse.storage.models import Event, Finding, Pairing, Person, Source
-from mentorpulse.storage.models import Session as MeetingSession
-from mentorpulse.tracking.attendance import attended_day
+from mentorpulse.model import attended_day
+from mentorpulse.storage.models import Event, Finding, MentoringSession, Pairing, Person, Source
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +85,7 @@ class ProgramTotals:
 
 
 def pairing_figures(
-    db: DbSession, *, start: datetime, end: datetime, now: datetime
+    db: Db, *, start: datetime, end: datetime, now: datetime
 ) -> list[PairingFigures]:
     """Figures for every active pairing over sessions starting in ``[start, end)``.
 
@@ -117,32 +116,32 @@ def pairing_figures(
         .order_by(Pairing.program_id, mentor.email, mentee.email)
     ).all()
 
-    active = and_(Pairing.id == MeetingSession.pairing_id, Pairing.active.is_(True))
+    active = and_(Pairing.id == MentoringSession.pairing_id, Pairing.active.is_(True))
 
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for pairing_id, outcome, count in db.execute(
-        select(MeetingSession.pairing_id, MeetingSession.outcome, func.count())
+        select(MentoringSession.pairing_id, MentoringSession.outcome, func.count())
         .join(Pairing, active)
-        .where(MeetingSession.start >= start, MeetingSession.start < end)
-        .group_by(MeetingSession.pairing_id, MeetingSession.outcome)
+        .where(MentoringSession.start >= start, MentoringSession.start < end)
+        .group_by(MentoringSession.pairing_id, MentoringSession.outcome)
     ):
         counts[pairing_id][outcome] = count
 
     last_attended: dict[int, datetime] = dict(
         db.execute(
-            select(MeetingSession.pairing_id, func.max(MeetingSession.start))
+            select(MentoringSession.pairing_id, func.max(MentoringSession.start))
             .join(Pairing, active)
-            .where(MeetingSession.outcome.in_(ATTENDED), MeetingSession.start < end)
-            .group_by(MeetingSession.pairing_id)
+            .where(MentoringSession.outcome.in_(ATTENDED), MentoringSession.start < end)
+            .group_by(MentoringSession.pairing_id)
         ).all()
     )
 
     next_scheduled: dict[int, datetime] = dict(
         db.execute(
-            select(MeetingSession.pairing_id, func.min(MeetingSession.start))
+            select(MentoringSession.pairing_id, func.min(MentoringSession.start))
             .join(Pairing, active)
-            .where(MeetingSession.outcome == "upcoming", MeetingSession.start >= now)
-            .group_by(MeetingSession.pairing_id)
+            .where(MentoringSession.outcome == "upcoming", MentoringSession.start >= now)
+            .group_by(MentoringSession.pairing_id)
         ).all()
     )
 
@@ -190,7 +189,7 @@ def pairing_figures(
     return rows
 
 
-def covered_since(db: DbSession, windows: Mapping[str, timedelta]) -> dict[str, datetime | None]:
+def covered_since(db: Db, windows: Mapping[str, timedelta]) -> dict[str, datetime | None]:
     """From when on each source's sessions are all stored; None: never read.
 
     ``windows`` maps source ids to their ``window_past``. A sync reads back that far from

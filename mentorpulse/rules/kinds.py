@@ -27,7 +27,7 @@ from mentorpulse.config.schema import (
     RuleBase,
     format_duration,
 )
-from mentorpulse.tracking.attendance import ATTENDED, Outcome, attended_day
+from mentorpulse.model import ATTENDED, Outcome, attended_day
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import data_dir, sqlite_path
 from mentorpulse.errors import DatabaseUnavailable
@@ -94,7 +95,7 @@ def _switch_to_wal(cursor: Any) -> None:
             time.sleep(0.05)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine) -> sessionmaker[Db]:
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session as Db
 
 
 def lock_key(name: str) -> int:
@@ -27,7 +27,7 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def begin_write(db: Session | Connection) -> None:
+def begin_write(db: Db | Connection) -> None:
     """Take SQLite's write lock before reading rows this transaction is about to write.
 
     pysqlite opens a transaction only at the first INSERT/UPDATE, so a SELECT before it
@@ -38,7 +38,7 @@ def begin_write(db: Session | Connection) -> None:
     ``FOR UPDATE SKIP LOCKED``; see :func:`exclusive` for the rest). If a transaction is
     already open, its first write takes the lock instead.
     """
-    connection = db.connection() if isinstance(db, Session) else db
+    connection = db.connection() if isinstance(db, Db) else db
     if connection.dialect.name != "sqlite":
         return
     raw = connection.connection.dbapi_connection
@@ -46,14 +46,14 @@ def begin_write(db: Session | Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def exclusive(db: Session | Connection, name: str, *, sqlite: bool = True) -> None:
+def exclusive(db: Db | Connection, name: str, *, sqlite: bool = True) -> None:
     """Hold ``name`` until this transaction ends; call it before the transaction's first
     statement. Other callers with the same name wait for the commit, then see its writes.
 
     ``sqlite=False`` skips SQLite's write lock, which would make a transaction that
     usually only reads wait behind every writer; such a caller handles the rare conflict.
     """
-    connection = db.connection() if isinstance(db, Session) else db
+    connection = db.connection() if isinstance(db, Db) else db
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
     elif sqlite:

@@ -203,7 +203,7 @@ class EventPairing(Base):
     pairing_id: Mapped[int] = mapped_column(ForeignKey("pairings.id"), primary_key=True, index=True)
 
 
-class Session(Base):
+class MentoringSession(Base):
     """One meeting of a pairing: the mentor's and mentee's copies folded into one."""
 
     __tablename__ = "sessions"

@@ -17,11 +17,11 @@ from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.connectors.base import (
+from mentorpulse.model import (
     AttendanceEvidence,
     Attendee,
     EventRecord,
@@ -50,7 +50,7 @@ def roster_fingerprint(roster: Sequence[RosterPairing]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def apply_roster(db: DbSession, config: MentorpulseConfig, roster: Sequence[RosterPairing]) -> None:
+def apply_roster(db: Db, config: MentorpulseConfig, roster: Sequence[RosterPairing]) -> None:
     """Make programs, people and pairings match the config and roster.
 
     Pairings that left the roster are kept (their history stays) but marked inactive.
@@ -103,11 +103,11 @@ def apply_roster(db: DbSession, config: MentorpulseConfig, roster: Sequence[Rost
     db.flush()
 
 
-def pairing_ids(db: DbSession) -> dict[str, int]:
+def pairing_ids(db: Db) -> dict[str, int]:
     return dict(db.execute(select(Pairing.key, Pairing.id).where(Pairing.active)).all())
 
 
-def clear_needs_reauth(db: DbSession, source_id: str) -> bool:
+def clear_needs_reauth(db: Db, source_id: str) -> bool:
     """The operator acted on refused credentials (signed in again, changed the config):
     the source is tried again at its next poll. False if it was not waiting for that."""
     source = db.get(Source, source_id)
@@ -118,7 +118,7 @@ def clear_needs_reauth(db: DbSession, source_id: str) -> bool:
     return True
 
 
-def ensure_source(db: DbSession, source_id: str, kind: str) -> Source:
+def ensure_source(db: Db, source_id: str, kind: str) -> Source:
     source = db.get(Source, source_id)
     if source is None:
         source = Source(id=source_id, kind=kind, healthy=True, events_dropped=0, item_errors=[])
@@ -162,7 +162,7 @@ def _event_values(record: EventRecord, scope: str | None, store_titles: bool) ->
 
 
 def store_page(
-    db: DbSession,
+    db: Db,
     source: Source,
     page: SyncPage,
     *,
@@ -235,7 +235,7 @@ def store_page(
     return PageStats(stored=stored, unchanged=unchanged, dropped=dropped, deleted=len(gone_ids))
 
 
-def _remove(db: DbSession, event_ids: Sequence[int]) -> set[int]:
+def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:
     """Delete events (with their links and logs); returns the pairings they concerned."""
     touched: set[int] = set()
     if not event_ids:
@@ -249,20 +249,20 @@ def _remove(db: DbSession, event_ids: Sequence[int]) -> set[int]:
     return touched
 
 
-def _flag_events_changed(db: DbSession, pairing_ids: set[int]) -> None:
+def _flag_events_changed(db: Db, pairing_ids: set[int]) -> None:
     """Mark pairings whose events changed, so the sessions stage rebuilds them."""
     for chunk in chunks(sorted(pairing_ids)):
         db.execute(_FLAG_PAIRINGS, {"pairing_ids": list(chunk)})
 
 
-def delete_events(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> int:
+def delete_events(db: Db, source_id: str, provider_ids: Sequence[str]) -> int:
     """Remove a source's events by provider id (a resync found them gone); returns how many."""
     ids = _event_ids(db, source_id, provider_ids)
     _flag_events_changed(db, _remove(db, ids))
     return len(ids)
 
 
-def stage_seen(db: DbSession, source_id: str, provider_ids: Iterable[str]) -> None:
+def stage_seen(db: Db, source_id: str, provider_ids: Iterable[str]) -> None:
     """Remember, for a resync in progress, that these events are still at the provider."""
     rows = [{"source_id": source_id, "provider_id": p} for p in sorted(set(provider_ids))]
     if not rows:
@@ -273,7 +273,7 @@ def stage_seen(db: DbSession, source_id: str, provider_ids: Iterable[str]) -> No
 
 
 def events_due_for_attendance(
-    db: DbSession,
+    db: Db,
     source_id: str,
     *,
     ended_before: datetime,
@@ -312,7 +312,7 @@ def events_due_for_attendance(
 
 
 def store_attendance(
-    db: DbSession, event_id: int, evidence: Sequence[AttendanceEvidence], *, checked_at: datetime
+    db: Db, event_id: int, evidence: Sequence[AttendanceEvidence], *, checked_at: datetime
 ) -> bool:
     """Replace an event's conference log; flags its pairings when what it says changed."""
     event = db.get_one(Event, event_id)
@@ -361,7 +361,7 @@ def _combine(a: AttendanceEvidence, b: AttendanceEvidence) -> AttendanceEvidence
 
 
 def conference_logs(
-    db: DbSession, pairing_ids: Sequence[int]
+    db: Db, pairing_ids: Sequence[int]
 ) -> dict[tuple[str, str], list[AttendanceEvidence]]:
     """Conference attendance of the pairings' events, by (source id, provider id)."""
     found: dict[tuple[str, str], list[AttendanceEvidence]] = {}
@@ -392,7 +392,7 @@ def conference_logs(
 
 
 def _write_events(
-    db: DbSession,
+    db: Db,
     inserts: list[dict[str, Any]],
     new_links: Mapping[str, set[int]],
     updates: list[dict[str, Any]],
@@ -413,7 +413,7 @@ def _write_events(
 
 
 def _gone_ids(
-    db: DbSession,
+    db: Db,
     source_id: str,
     page: SyncPage,
     existing: Mapping[str, tuple[int, dict[str, Any]]],
@@ -430,7 +430,7 @@ def _gone_ids(
     return gone + _event_ids(db, source_id, sorted(deleted - set(existing)))
 
 
-def _event_ids(db: DbSession, source_id: str, provider_ids: Sequence[str]) -> list[int]:
+def _event_ids(db: Db, source_id: str, provider_ids: Sequence[str]) -> list[int]:
     """The stored ids of a source's events, by provider id."""
     found: list[int] = []
     for chunk in chunks(provider_ids):
@@ -501,7 +501,7 @@ def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def _stored_events(
-    db: DbSession, source_id: str, provider_ids: Sequence[str]
+    db: Db, source_id: str, provider_ids: Sequence[str]
 ) -> dict[str, tuple[int, dict[str, Any]]]:
     """provider id → (row id, the values :func:`_event_values` would write) as stored."""
     found: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -520,7 +520,7 @@ def record_item_errors(source: Source, errors: Iterable[ItemError]) -> None:
     source.item_errors = merged[-MAX_ITEM_ERRORS:]
 
 
-def _links(db: DbSession, event_ids: Sequence[int]) -> dict[int, set[int]]:
+def _links(db: Db, event_ids: Sequence[int]) -> dict[int, set[int]]:
     links: dict[int, set[int]] = {}
     if not event_ids:
         return links
@@ -558,7 +558,7 @@ def record_from_row(row: Event | Row[Any]) -> EventRecord:
     )
 
 
-def events_of_pairings(db: DbSession, ids: Sequence[int]) -> dict[int, list[EventRecord]]:
+def events_of_pairings(db: Db, ids: Sequence[int]) -> dict[int, list[EventRecord]]:
     """Every stored event copy of each pairing, in the contract's form.
 
     Read as plain rows, not ORM objects: the sessions stage reads every event of the

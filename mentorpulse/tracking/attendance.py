@@ -12,13 +12,18 @@ own confirmation or dispute, 1 calendar state, 0 time passed.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, timedelta
 
-from mentorpulse.connectors.base import AttendanceEvidence, EventRecord, EventStatus, Response
+from mentorpulse.model import (
+    AttendanceEvidence,
+    EventRecord,
+    EventStatus,
+    Outcome,
+    Response,
+    zone_or_utc,
+)
 
 STRENGTH_CONFERENCE = 3
 STRENGTH_PARTICIPANT = 2
@@ -28,19 +33,6 @@ STRENGTH_TIME = 0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JOINED_ENOUGH_MAX_SECONDS = 600
 _SYSTEM_NAMES = {"google_meet": "the Google Meet call", "teams": "the Teams meeting"}
-
-
-class Outcome(StrEnum):
-    UPCOMING = "upcoming"
-    HELD = "held"
-    PRESUMED_HELD = "presumed_held"
-    MISSED = "missed"
-    CANCELLED = "cancelled"
-    RESCHEDULED = "rescheduled"
-    UNKNOWN = "unknown"
-
-
-ATTENDED = frozenset({Outcome.HELD, Outcome.PRESUMED_HELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,38 +148,10 @@ def _recency(record: EventRecord) -> tuple[int, datetime, str, str]:
     return (record.sequence, record.updated or _EPOCH, record.source_id, record.provider_id)
 
 
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def format_moment(moment: datetime, zone: str | None) -> str:
     """``Tue 3 Mar 10:00`` in ``zone``: how people name a meeting slot."""
-    local = moment.astimezone(_zone(zone))
+    local = moment.astimezone(zone_or_utc(zone))
     return f"{local:%a} {local.day} {local:%b %H:%M}"
-
-
-def attended_day(start: datetime, zone: tzinfo | str | None) -> date:
-    """The day a session counts on: its start's date in the zone of the view showing it.
-
-    The one rule for ``last_attended`` in reports, ``explain`` and the rules' facts: the
-    view's zone (a report's is the one whose days it counts sessions in), and the start,
-    not the end, so a session a March report counts never shows as last attended in
-    February.
-    """
-    if isinstance(zone, str):
-        zone = _zone(zone)
-    return start.astimezone(zone or UTC).date()
-
-
-def last_attended_day(
-    sessions: Iterable[tuple[datetime, str]], zone: tzinfo | str | None
-) -> date | None:
-    """:func:`attended_day` of the latest held or presumed held of ``(start, outcome)``."""
-    starts = [start for start, outcome in sessions if outcome in ATTENDED]
-    return attended_day(max(starts), zone) if starts else None
 
 
 def _is_organizer_copy(record: EventRecord) -> bool:

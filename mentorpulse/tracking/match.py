@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MatchCriteria
-from mentorpulse.connectors.base import EventRecord
+from mentorpulse.model import EventRecord
 
 
 @dataclass(frozen=True, slots=True)

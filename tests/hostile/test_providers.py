@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from mentorpulse import stages
 from mentorpulse.connectors import base, ics
 from mentorpulse.connectors.base import known_zone, short_text, stable_id
-from mentorpulse.daemon import jobs
-from mentorpulse.storage.models import Event, Source
-from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.model import EventRecord
+from mentorpulse.storage.models import Event, MentoringSession, Source
 from tests.fakes import google_api
 from tests.fakes.google_api import GoogleFake, RunningFake, instance_id, rfc3339
 from tests.fakes.graph_api import FakeEvent, GraphFake
@@ -430,8 +430,8 @@ def write_config(tmp_path: Path, database_url: str, source: dict[str, Any]) -> P
 
 @dataclass
 class Outcome:
-    first: jobs.SourceResult
-    second: jobs.SourceResult
+    first: stages.SourceResult
+    second: stages.SourceResult
     rows: list[Event]
     count_after_first: int
     source: Source
@@ -505,24 +505,24 @@ def assert_clean(rows: list[Event], source: Source) -> None:
 def run_twice(config: Path, between: Callable[[], None] | None = None) -> Outcome:
     """The real sync stage twice (a first and an incremental sync, after ``between``
     changed the calendar), then the sessions."""
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     try:
-        [first] = jobs.sync_sources(ctx)
-        with ctx.sessions() as db:
+        [first] = stages.sync_sources(ctx)
+        with ctx.db() as db:
             count = db.scalar(select(func.count()).select_from(Event)) or 0
         if between is not None:
             between()
-        [second] = jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
+        [second] = stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
             rows = list(db.scalars(select(Event)))
             source = db.scalars(select(Source)).one()
             db.expunge_all()
             valid_sessions = (
                 db.scalar(
                     select(func.count())
-                    .select_from(SessionRow)
-                    .where(SessionRow.key.contains(VALID_UID))
+                    .select_from(MentoringSession)
+                    .where(MentoringSession.key.contains(VALID_UID))
                 )
                 or 0
             )
@@ -595,8 +595,8 @@ def test_a_series_every_15_minutes_is_rejected_like_in_a_calendar_file(
     outcome.assert_flood_rejected(series)
 
 
-def _instance(series: str, start: datetime, owner: str = MENTOR) -> base.EventRecord:
-    return base.EventRecord(
+def _instance(series: str, start: datetime, owner: str = MENTOR) -> EventRecord:
+    return EventRecord(
         source_id="s",
         provider_id=f"{owner}/{series}_{start:%Y%m%dT%H%M}",
         ical_uid=series,

@@ -14,9 +14,9 @@ from sqlalchemy.exc import DataError
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
-from mentorpulse.daemon.jobs import sync as sync_stage
+from mentorpulse.stages import sync as sync_stage
 from mentorpulse.storage import repository
 from mentorpulse.storage.models import Event, Source
 
@@ -71,16 +71,16 @@ def test_an_untyped_error_fails_its_source_only_and_status_says_so(
     config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _refuse_first(monkeypatch)
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     with capture_logs() as logs:
-        first, second = jobs.sync_sources(ctx)
-        jobs.sync_sources(ctx)  # still failing: not logged again
+        first, second = stages.sync_sources(ctx)
+        stages.sync_sources(ctx)  # still failing: not logged again
 
     assert not first.ok
     assert second.ok
     assert first.error is not None
     assert "unexpected DataError" in first.error
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         rows = {s.id: s for s in db.scalars(select(Source))}
         stored = set(db.scalars(select(Event.source_id)))
     assert stored == {"second"}  # the source after the failing one was read
@@ -114,8 +114,8 @@ def test_an_error_raised_by_a_connector_itself_is_one_failed_source(
         return Surprised() if source_config.id == "first" else real(source_config, **kwargs)
 
     monkeypatch.setattr(sync_stage, "build_connector", build)
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
-    first, second = jobs.sync_sources(ctx)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
+    first, second = stages.sync_sources(ctx)
     assert not first.ok
     assert second.ok
     assert first.error is not None

@@ -7,15 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import String
 
 from mentorpulse.connectors import base
-from mentorpulse.connectors.base import (
-    Attendee,
-    EventRecord,
-    ItemError,
-    SyncPage,
-    sanitise_page,
-    sanitise_record,
-    stable_id,
-)
+from mentorpulse.connectors.base import sanitise_page, sanitise_record, stable_id
+from mentorpulse.model import Attendee, EventRecord, ItemError, SyncPage
 from mentorpulse.storage.models import Event
 
 START = datetime(2026, 3, 2, 10, tzinfo=UTC)

@@ -24,22 +24,13 @@ from caldav.davclient import DAVClient
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from mentorpulse import stages
 from mentorpulse.config.schema import CaldavSource
 from mentorpulse.connectors import caldav as caldav_module
-from mentorpulse.connectors.base import (
-    AuthError,
-    CursorExpired,
-    EventRecord,
-    EventStatus,
-    ItemError,
-    Response,
-    SyncPage,
-    TransientError,
-)
+from mentorpulse.connectors.base import AuthError, CursorExpired, TransientError
 from mentorpulse.connectors.caldav import CaldavConnector
-from mentorpulse.daemon import jobs
-from mentorpulse.storage.models import Event, Evidence, Source
-from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.model import EventRecord, EventStatus, ItemError, Response, SyncPage
+from mentorpulse.storage.models import Event, Evidence, MentoringSession, Source
 from tests.servers import caldav as servers
 from tests.servers.ports import free_port
 
@@ -590,14 +581,14 @@ def test_a_pair_whose_two_calendars_hold_one_meeting_has_one_session_with_both_r
     put(mentee_calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_ACCEPTED)))
     monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", server.password)
     config_path = write_config(tmp_path, server, database_url, [mentor_calendar, mentee_calendar])
-    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
+    ctx = stages.Context.open(config_path, clock=lambda: NOW)
 
     for _ in range(2):  # a second round changes nothing
-        [result] = jobs.sync_sources(ctx)
+        [result] = stages.sync_sources(ctx)
         assert result.ok, result.error
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
-            sessions = db.scalars(select(SessionRow)).all()
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            sessions = db.scalars(select(MentoringSession)).all()
             assert len(sessions) == 1
             evidence = db.scalars(
                 select(Evidence).where(Evidence.session_id == sessions[0].id)
@@ -621,11 +612,11 @@ def test_wrong_password_marks_the_source_unhealthy_with_a_clear_message(
     wrong = "not-the-password-4711"
     monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", wrong)
     config_path = write_config(tmp_path, server, database_url, [])
-    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
+    ctx = stages.Context.open(config_path, clock=lambda: NOW)
     with capture_logs() as logs:
-        [result] = jobs.sync_sources(ctx)
+        [result] = stages.sync_sources(ctx)
     assert not result.ok
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         stored = db.get_one(Source, "dav")
         assert not stored.healthy
         assert stored.last_error is not None
@@ -647,13 +638,13 @@ def test_a_rejected_token_is_resynced_by_the_sync_stage_without_duplicates(
         put(calendar, "series.ics", ics(vevent("series", SERIES_START, MENTEE_ACCEPTED, WEEKLY)))
     monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", server.password)
     config_path = write_config(tmp_path, server, database_url, [mentor_calendar, mentee_calendar])
-    ctx = jobs.Context.open(config_path, clock=lambda: NOW)
-    [first] = jobs.sync_sources(ctx)
+    ctx = stages.Context.open(config_path, clock=lambda: NOW)
+    [first] = stages.sync_sources(ctx)
     assert first.ok, first.error
 
     # The server forgets our tokens (say, it was restored from a backup), and meanwhile
     # the mentee deleted the series from their calendar and a meeting was added.
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         stored = db.get_one(Source, "dav")
         cursor: Any = stored.cursor
         stored.cursor = {
@@ -666,10 +657,10 @@ def test_a_rejected_token_is_resynced_by_the_sync_stage_without_duplicates(
     remove(mentee_calendar, "series.ics")
     put(mentor_calendar, "extra.ics", ics(vevent("extra", "20261119T090000Z", MENTEE_ACCEPTED)))
 
-    [again] = jobs.sync_sources(ctx)
+    [again] = stages.sync_sources(ctx)
     assert again.ok, again.error
     assert again.resynced
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         events = db.scalars(select(Event)).all()
         owners = sorted((e.ical_uid, e.calendar_owner) for e in events)
         assert owners == sorted([("series", MENTOR)] * 4 + [("extra", MENTOR)])

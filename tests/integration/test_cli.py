@@ -15,10 +15,11 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs, lease, runner
 from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
+from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun
 from tests.integration.test_daemon import Daemon, _wait
 
@@ -127,10 +128,10 @@ def test_schema_lists_rule_kinds() -> None:
 
 def test_a_second_daemon_on_the_same_database_refuses_to_start(tmp_path: Path) -> None:
     write_demo(tmp_path, today=date(2026, 11, 23))
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml")
     now = datetime.now(UTC)
     assert lease.acquire(
-        ctx.sessions, runner.DAEMON_LEASE, "other-host:42", ttl=runner.LEASE_TTL, now=now
+        ctx.db, runner.DAEMON_LEASE, "other-host:42", ttl=runner.LEASE_TTL, now=now
     ).acquired
     with pytest.raises(
         UserError, match="another mentorpulse daemon \\(other-host:42\\)"
@@ -146,7 +147,7 @@ class _Runs:
         self.counts = {"evaluate": 0, "notify": 0}
         self.stop = threading.Event()
         self.until: Callable[[dict[str, int]], bool] = lambda _counts: False
-        evaluate, notify = runner.pipeline, jobs.send_notifications
+        evaluate, notify = runner.pipeline, stages.send_notifications
 
         def counted(name: str, stage: Callable[..., Any]) -> Callable[..., Any]:
             def run(*args: Any, **kwargs: Any) -> Any:
@@ -159,10 +160,10 @@ class _Runs:
             return run
 
         monkeypatch.setattr(runner, "pipeline", counted("evaluate", evaluate))
-        monkeypatch.setattr(jobs, "send_notifications", counted("notify", notify))
+        monkeypatch.setattr(stages, "send_notifications", counted("notify", notify))
 
     def daemon(
-        self, config: Path, stages: set[str], until: Callable[[dict[str, int]], bool]
+        self, config: Path, only: set[str], until: Callable[[dict[str, int]], bool]
     ) -> dict[str, int]:
         """Start a daemon (a fresh Context on the same database), run it until ``until``
         holds (60 s at most), stop it; the counts so far."""
@@ -171,7 +172,7 @@ class _Runs:
         bound = threading.Timer(60, self.stop.set)
         bound.start()
         try:
-            runner.run_daemon(jobs.Context.open(config), stages=stages, stop=self.stop)
+            runner.run_daemon(stages.Context.open(config), only=only, stop=self.stop)
         finally:
             bound.cancel()
         assert until(self.counts), f"the daemon stopped after 60 s with {self.counts}"
@@ -199,8 +200,8 @@ def test_a_restart_neither_repeats_nor_skips_a_job(
     }
     # Stopped for three hours (twelve evaluate intervals): evaluate is overdue, so the
     # next daemon runs it at once, and once; notify's last run is as recent as before.
-    ctx = jobs.Context.open(config)
-    with ctx.sessions.begin() as db:
+    ctx = stages.Context.open(config)
+    with ctx.db.begin() as db:
         for row in db.scalars(select(JobRun).where(JobRun.name == "evaluate")):
             row.last_run_at -= timedelta(hours=3)
     assert runs.daemon(config, {"evaluate", "notify"}, lambda n: n["evaluate"] >= 2) == {
@@ -220,9 +221,9 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         daemon.stop()  # SIGTERM; killed if still running after a bound
     assert daemon.process.returncode == 0, daemon.log[-2000:]
     assert '"daemon_stopped"' in daemon.log
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml")
     assert lease.acquire(
-        ctx.sessions, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)
+        ctx.db, runner.DAEMON_LEASE, "next:1", ttl=runner.LEASE_TTL, now=datetime.now(UTC)
     ).acquired, "the lease was released"
 
 

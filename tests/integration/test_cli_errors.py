@@ -21,9 +21,9 @@ import time_machine
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
-from mentorpulse.storage.models import Evidence, Finding, OutboxMessage, Session
+from mentorpulse.storage.models import Evidence, Finding, MentoringSession, OutboxMessage
 
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)
 MARKUP = "[/] [link=http://evil.example]x[/link] :smile: [bold]"
@@ -70,13 +70,13 @@ def mentorpulse(*args: str | Path, cwd: Path | None = None) -> subprocess.Comple
 def plant(config: Path, *, error: str, evidence: str) -> tuple[int, int]:
     """Untrusted text where the views show it: an SMTP server's answer on an outbox row
     and a calendar-derived evidence line of a session. Returns (outbox id, pairing id)."""
-    ctx = jobs.Context.open(config)
+    ctx = stages.Context.open(config)
     try:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             row = db.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first()
             assert row is not None
             row.status, row.last_error = "failed", error
-            session = db.scalars(select(Session).order_by(Session.id)).first()
+            session = db.scalars(select(MentoringSession).order_by(MentoringSession.id)).first()
             assert session is not None
             proof = db.scalars(select(Evidence).where(Evidence.session_id == session.id)).first()
             assert proof is not None
@@ -365,9 +365,9 @@ def test_an_unknown_zone_is_one_usage_error(demo: Path) -> None:
 
 def test_explain_says_each_moment_of_a_finding_once(demo: Path) -> None:
     config = demo / "mentorpulse.yaml"
-    ctx = jobs.Context.open(config)
+    ctx = stages.Context.open(config)
     try:
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             firing = db.scalars(select(Finding).where(Finding.state == "firing")).first()
             assert firing is not None
             pairing_id = firing.pairing_id

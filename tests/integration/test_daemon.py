@@ -22,10 +22,11 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs, lease, runner
 from mentorpulse.demo import write_demo
-from mentorpulse.storage.models import JobRun, Lease, Pairing, Session
+from mentorpulse.service import lease, runner
+from mentorpulse.storage.models import JobRun, Lease, MentoringSession, Pairing
 
 cli = CliRunner()
 WAIT = 45.0  # seconds: a start (imports, migrations, roster) on a loaded 2-core machine
@@ -161,7 +162,7 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
     form: str, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     config = _config(tmp_path, f"sqlite:///{tmp_path / 'mentorpulse.db'}")
-    ctx = jobs.Context.open(config)
+    ctx = stages.Context.open(config)
     finished = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
@@ -173,7 +174,7 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
     dead = lease.holder_name(pid) if form == "host:pid/space" else f"{socket.gethostname()}:{pid}"
     now = datetime.now(UTC)
     assert lease.acquire(
-        ctx.sessions, runner.DAEMON_LEASE, dead, ttl=timedelta(hours=1), now=now
+        ctx.db, runner.DAEMON_LEASE, dead, ttl=timedelta(hours=1), now=now
     ).acquired
     daemon = Daemon(config)
     daemons.append(daemon)
@@ -181,7 +182,7 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
     assert daemon.started.is_set(), daemon.log
     taken = [json.loads(line) for line in daemon.lines if '"lease_taken_over"' in line]
     assert [t["dead_holder"] for t in taken] == [dead], daemon.log
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         holder = db.get_one(Lease, runner.DAEMON_LEASE).holder
     assert lease.display(holder) == f"{socket.gethostname()}:{daemon.process.pid}"
     _code, output = _status(config)
@@ -192,13 +193,11 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
 def test_a_live_holder_on_this_host_is_not_taken_over(tmp_path: Path) -> None:
     """The test process itself is alive: a daemon started now refuses."""
     write_demo(tmp_path, today=date(2026, 11, 23))
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml")
     alive = lease.holder_name(os.getppid())
-    lease.acquire(
-        ctx.sessions, runner.DAEMON_LEASE, alive, ttl=runner.LEASE_TTL, now=datetime.now(UTC)
-    )
+    lease.acquire(ctx.db, runner.DAEMON_LEASE, alive, ttl=runner.LEASE_TTL, now=datetime.now(UTC))
     state = lease.acquire(
-        ctx.sessions,
+        ctx.db,
         runner.DAEMON_LEASE,
         lease.holder_name(),
         ttl=runner.LEASE_TTL,
@@ -224,12 +223,14 @@ def test_status_names_a_failing_stage_until_it_succeeds_again(tmp_path: Path) ->
     code, output = _status(config)
     assert code == 0, output
 
-    ctx = jobs.Context.open(config)
-    with ctx.sessions.begin() as db:
-        broken = db.scalars(select(Session.id).limit(1)).one()
-        outcome = db.get_one(Session, broken).outcome
-        db.execute(update(Session).where(Session.id == broken).values(outcome="bogus"))
-        pairing = db.get_one(Session, broken).pairing_id
+    ctx = stages.Context.open(config)
+    with ctx.db.begin() as db:
+        broken = db.scalars(select(MentoringSession.id).limit(1)).one()
+        outcome = db.get_one(MentoringSession, broken).outcome
+        db.execute(
+            update(MentoringSession).where(MentoringSession.id == broken).values(outcome="bogus")
+        )
+        pairing = db.get_one(MentoringSession, broken).pairing_id
         db.execute(update(Pairing).where(Pairing.id == pairing).values(sessions_changed=True))
 
     failed = cli.invoke(app, ["evaluate", "--config", str(config)])
@@ -252,8 +253,10 @@ def test_status_names_a_failing_stage_until_it_succeeds_again(tmp_path: Path) ->
     code, output = _status(config)
     assert code == 1, output
 
-    with ctx.sessions.begin() as db:
-        db.execute(update(Session).where(Session.id == broken).values(outcome=outcome))
+    with ctx.db.begin() as db:
+        db.execute(
+            update(MentoringSession).where(MentoringSession.id == broken).values(outcome=outcome)
+        )
     with capture_logs() as logs:
         job()
     assert [e["event"] for e in logs if e["event"].startswith("job_")] == ["job_recovered"]
@@ -290,13 +293,13 @@ def test_a_daemon_unsure_of_its_lease_starts_no_job(tmp_path: Path) -> None:
     """Its database unreachable past the renewal margin, another daemon may take over:
     this one's jobs wait instead of running beside it."""
     write_demo(tmp_path, today=date(2026, 11, 23))
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml")
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml")
     ran: list[str] = []
     runner._guarded(ctx, "evaluate", lambda: ran.append("evaluate"), held=lambda: False)()
     assert ran == []
     runner._guarded(ctx, "evaluate", lambda: ran.append("evaluate"), held=lambda: True)()
     assert ran == ["evaluate"]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert db.scalars(select(JobRun.name).where(JobRun.name == "evaluate")).all() == [
             "evaluate"
         ]
@@ -305,7 +308,7 @@ def test_a_daemon_unsure_of_its_lease_starts_no_job(tmp_path: Path) -> None:
 def test_a_daemon_is_sure_of_its_lease_only_with_a_heartbeat_to_spare(tmp_path: Path) -> None:
     write_demo(tmp_path, today=date(2026, 11, 23))
     now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: now)
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: now)
     held = runner._Lease(ctx, lease.holder_name())
     assert not held.sure(), "not taken yet"
     assert held.renew().acquired
@@ -366,9 +369,9 @@ def test_a_sync_or_evaluate_beside_another_waits_its_turn(
             done = _together(config, *command)
             assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
             assert not any("Traceback" in d.stderr for d in done)
-        ctx = jobs.Context.open(config)
-        with ctx.sessions() as db:
-            keys = db.execute(select(Session.pairing_id, Session.key)).all()
+        ctx = stages.Context.open(config)
+        with ctx.db() as db:
+            keys = db.execute(select(MentoringSession.pairing_id, MentoringSession.key)).all()
         ctx.engine.dispose()
         assert keys, "sessions were judged"
         assert len(keys) == len(set(keys))

@@ -21,8 +21,8 @@ import time_machine
 import yaml
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
 from mentorpulse.demo import DemoTruth, write_demo
 from mentorpulse.reports.export import write_report
 
@@ -150,14 +150,14 @@ def test_the_pipeline_gives_the_same_figures_on_each_backend(
     config = yaml.safe_load(config_file.read_text())
     config["database"] = database_url
     config_file.write_text(yaml.safe_dump(config))
-    ctx = jobs.Context.open(config_file, clock=lambda: NOW)
+    ctx = stages.Context.open(config_file, clock=lambda: NOW)
     try:
-        jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
-        jobs.evaluate_rules(ctx)
+        stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
+        stages.evaluate_rules(ctx)
         out = tmp_path / "report.csv"
         write_report(
-            ctx.sessions,
+            ctx.db,
             first=date(2026, 8, 1),
             last=date(2027, 3, 1),
             zone=ctx.config.timezone,
@@ -165,10 +165,10 @@ def test_the_pipeline_gives_the_same_figures_on_each_backend(
             fmt="csv",
             out=out,
         )
-        again = jobs.sync_sources(ctx)
+        again = stages.sync_sources(ctx)
         assert sum(r.stored + r.deleted for r in again) == 0, "an unchanged folder writes nothing"
-        assert jobs.rebuild_sessions(ctx).changed == 0
-        assert jobs.evaluate_rules(ctx).changed == 0
+        assert stages.rebuild_sessions(ctx).changed == 0
+        assert stages.evaluate_rules(ctx).changed == 0
     finally:
         ctx.engine.dispose()
     rows = report_rows(out)

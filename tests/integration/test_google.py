@@ -13,16 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from mentorpulse.config.schema import GoogleSource
-from mentorpulse.connectors.base import (
-    AttendanceSource,
-    AuthError,
-    CursorExpired,
-    EventRecord,
-    Response,
-    SyncPage,
-    TransientError,
-)
+from mentorpulse.connectors.base import AttendanceSource, AuthError, CursorExpired, TransientError
 from mentorpulse.connectors.google import GoogleConnector
+from mentorpulse.model import EventRecord, Response, SyncPage
 from tests.fakes.google_api import Fault, GoogleFake, RunningFake, instance_id, serve
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -618,7 +611,7 @@ def write_config(tmp_path: Path, database_url: str, source: dict[str, Any]) -> P
 def test_sync_stage_stores_the_calendars_and_survives_a_resync(
     google: RunningFake, key_file: Path, tmp_path: Path, database_url: str
 ) -> None:
-    from mentorpulse.daemon import jobs
+    from mentorpulse import stages
     from mentorpulse.storage.models import Event
 
     populate(google.fake)
@@ -633,19 +626,19 @@ def test_sync_stage_stores_the_calendars_and_survives_a_resync(
             "api_root": google.url,
         },
     )
-    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    ctx = stages.Context.open(path, clock=lambda: NOW)
     try:
-        (result,) = jobs.sync_sources(ctx)
+        (result,) = stages.sync_sources(ctx)
         assert result.ok, result.error
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             stored = {e.provider_id for e in db.query(Event)}
         assert stored == expected_keys(google.fake)
 
         google.fake.cancel(MENTOR, "kickoff")
-        (result,) = jobs.sync_sources(ctx)
+        (result,) = stages.sync_sources(ctx)
         assert result.ok
         assert result.deleted == 1
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             stored = {e.provider_id for e in db.query(Event)}
         assert stored == expected_keys(google.fake)
 
@@ -654,10 +647,10 @@ def test_sync_stage_stores_the_calendars_and_survives_a_resync(
         gone = instance_id("weekly", NOW + timedelta(days=8))
         google.fake.cancel(MENTEE, gone)
         google.fake.expire_sync_tokens(MENTEE)
-        (result,) = jobs.sync_sources(ctx)
+        (result,) = stages.sync_sources(ctx)
         assert result.ok, result.error
         assert result.resynced
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             stored_rows = [e.provider_id for e in db.query(Event)]
         assert len(stored_rows) == len(set(stored_rows))  # nothing duplicated
         assert set(stored_rows) == expected_keys(google.fake)
@@ -801,8 +794,8 @@ def test_meet_evidence_turns_presumed_held_into_held_or_missed(
 ) -> None:
     from sqlalchemy import select
 
-    from mentorpulse.daemon import jobs
-    from mentorpulse.storage.models import Session as SessionRow
+    from mentorpulse import stages
+    from mentorpulse.storage.models import MentoringSession
 
     fake = google.fake
     fake.add_user(MENTOR)
@@ -825,12 +818,12 @@ def test_meet_evidence_turns_presumed_held_into_held_or_missed(
         "api_root": google.url,
     }
     path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", source)
-    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    ctx = stages.Context.open(path, clock=lambda: NOW)
     try:
-        jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
-            assert db.scalar(select(SessionRow.outcome)) == "presumed_held"
+        stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            assert db.scalar(select(MentoringSession.outcome)) == "presumed_held"
     finally:
         ctx.engine.dispose()
 
@@ -839,14 +832,14 @@ def test_meet_evidence_turns_presumed_held_into_held_or_missed(
         present[MENTEE] = [(start + timedelta(minutes=2), start + timedelta(minutes=42))]
     fake.add_conference("kpq-wxyz-abc", start, start + timedelta(minutes=45), present, owner=MENTOR)
     path = write_config(tmp_path, f"sqlite:///{tmp_path / 'mp.db'}", {**source, "attendance": True})
-    ctx = jobs.Context.open(path, clock=lambda: NOW)
+    ctx = stages.Context.open(path, clock=lambda: NOW)
     try:
-        (result,) = jobs.sync_sources(ctx)
+        (result,) = stages.sync_sources(ctx)
         assert result.ok, result.error
         assert result.attendance_checked == 2  # the mentor's and the mentee's copy
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
-            assert list(db.scalars(select(SessionRow.outcome))) == [outcome]
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            assert list(db.scalars(select(MentoringSession.outcome))) == [outcome]
     finally:
         ctx.engine.dispose()
 

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from mentorpulse.config.schema import GoogleSource
-from mentorpulse.connectors.base import CursorExpired, EventRecord, SyncPage, TransientError
+from mentorpulse.connectors.base import CursorExpired, TransientError
 from mentorpulse.connectors.google import GoogleConnector
+from mentorpulse.model import EventRecord, SyncPage
 from tests.fakes.google_api import Fault, GoogleFake, RunningFake, serve
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

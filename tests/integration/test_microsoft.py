@@ -17,17 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from mentorpulse.config.schema import MicrosoftSource
-from mentorpulse.connectors.base import (
-    AttendanceSource,
-    AuthError,
-    CursorExpired,
-    EventRecord,
-    EventStatus,
-    Response,
-    SyncPage,
-    TransientError,
-)
+from mentorpulse.connectors.base import AttendanceSource, AuthError, CursorExpired, TransientError
 from mentorpulse.connectors.microsoft import MicrosoftConnector
+from mentorpulse.model import EventRecord, EventStatus, Response, SyncPage
 from tests.fakes.graph_api import AttendanceReport, FakeEvent, GraphFake
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -605,8 +597,8 @@ def test_the_sync_stage_stores_graph_events_once(
 ) -> None:
     from sqlalchemy import func, select
 
-    from mentorpulse.daemon import jobs
-    from mentorpulse.storage.models import Event, Session
+    from mentorpulse import stages
+    from mentorpulse.storage.models import Event, MentoringSession
 
     monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
     meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="u1")
@@ -623,20 +615,20 @@ def test_the_sync_stage_stores_graph_events_once(
             attendees=[("cfo@contoso.example", "required", "accepted")],
         ),
     )
-    ctx = jobs.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
+    ctx = stages.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
     try:
-        [first] = jobs.sync_sources(ctx)
+        [first] = stages.sync_sources(ctx)
         assert first.ok, first.error
         assert first.stored == 6
         assert first.dropped == 1
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             assert db.scalar(select(func.count()).select_from(Event)) == 6
-        [again] = jobs.sync_sources(ctx)
+        [again] = stages.sync_sources(ctx)
         assert again.ok
         assert again.stored + again.deleted == 0
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
-            outcomes = sorted(db.scalars(select(Session.outcome)))
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            outcomes = sorted(db.scalars(select(MentoringSession.outcome)))
         # The two copies of the single meeting fold into one session; the series gives
         # one session per occurrence, the cancelled one included.
         assert outcomes == sorted(
@@ -726,8 +718,8 @@ def test_teams_attendance_turns_presumed_held_into_held_or_missed(
 ) -> None:
     from sqlalchemy import select
 
-    from mentorpulse.daemon import jobs
-    from mentorpulse.storage.models import Session
+    from mentorpulse import stages
+    from mentorpulse.storage.models import MentoringSession
 
     monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
     both = datetime(2026, 11, 10, 10, tzinfo=UTC)
@@ -755,14 +747,14 @@ def test_teams_attendance_turns_presumed_held_into_held_or_missed(
     config.write_text(
         config.read_text().replace("    window_past", "    attendance: true\n    window_past")
     )
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     try:
-        [result] = jobs.sync_sources(ctx)
+        [result] = stages.sync_sources(ctx)
         assert result.ok, result.error
         assert result.attendance_checked == 4  # both copies of the two online meetings
-        jobs.rebuild_sessions(ctx)
-        with ctx.sessions() as db:
-            outcomes = {s.start: s.outcome for s in db.scalars(select(Session))}
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            outcomes = {s.start: s.outcome for s in db.scalars(select(MentoringSession))}
     finally:
         ctx.engine.dispose()
     assert outcomes == {both: "held", alone: "missed", unlogged: "presumed_held"}
@@ -778,22 +770,22 @@ def test_an_expired_delta_is_resynced_by_the_sync_stage_without_duplicates(
 ) -> None:
     from sqlalchemy import select
 
-    from mentorpulse.daemon import jobs
+    from mentorpulse import stages
     from mentorpulse.storage.models import Event
 
     monkeypatch.setenv("MP_GRAPH_SECRET", graph.client_secret)
     kept, _ = meeting(graph, datetime(2026, 11, 10, 10, tzinfo=UTC), uid="kept")
     _, dropped = meeting(graph, datetime(2026, 11, 12, 10, tzinfo=UTC), uid="dropped")
-    ctx = jobs.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
+    ctx = stages.Context.open(write_deployment(tmp_path, graph, database_url), clock=lambda: NOW)
     try:
-        [first] = jobs.sync_sources(ctx)
+        [first] = stages.sync_sources(ctx)
         assert first.ok, first.error
         graph.expire_sync_state(MENTEE, style)
         graph.delete(MENTEE, dropped.id)  # a change the expired delta can no longer tell
-        [second] = jobs.sync_sources(ctx)
+        [second] = stages.sync_sources(ctx)
         assert second.ok, second.error
         assert second.resynced
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             ids = sorted(db.scalars(select(Event.provider_id)))
     finally:
         ctx.engine.dispose()

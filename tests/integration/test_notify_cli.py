@@ -16,9 +16,8 @@ import yaml
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
-from mentorpulse.cli import app
-from mentorpulse.commands import common
-from mentorpulse.daemon import jobs
+from mentorpulse import stages
+from mentorpulse.cli import app, common
 from mentorpulse.demo import write_demo
 from mentorpulse.notify.outbox import claim_due, claim_one, enqueue
 from mentorpulse.notify.route import Notification
@@ -47,12 +46,12 @@ def org(tmp_path: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> 
     ]
     config["reports"]["send"] = []  # the scheduled HR report has tests of its own below
     config_file.write_text(yaml.safe_dump(config))
-    ctx = jobs.Context.open(config_file, clock=lambda: NOW)
+    ctx = stages.Context.open(config_file, clock=lambda: NOW)
     try:
-        jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
-        jobs.evaluate_rules(ctx)
-        with ctx.sessions() as db:
+        stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
+        stages.evaluate_rules(ctx)
+        with ctx.db() as db:
             firing = db.scalar(select(func.count()).where(Finding.state == "firing"))
         assert firing, "the demo has lapsed pairs"
     finally:
@@ -66,9 +65,9 @@ def run(config: Path, *args: str, at: datetime = NOW) -> Result:
 
 
 def outbox_rows(config: Path) -> list[OutboxMessage]:
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     try:
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             return list(db.scalars(select(OutboxMessage)))
     finally:
         ctx.engine.dispose()
@@ -150,9 +149,9 @@ def test_a_permanent_refusal_fails_the_command_and_the_operator_can_retry(
 
 def test_a_row_that_cannot_become_an_email_fails_alone(org: Path, server: SmtpServer) -> None:
     # Queued before addresses were checked at config time (or by a hand-edited database).
-    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    ctx = stages.Context.open(org, clock=lambda: NOW)
     try:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             hostile = Notification(
                 recipient="=hyperlink(x)@evil.example",
                 template="report",
@@ -206,9 +205,9 @@ def test_mail_held_back_is_cancelled_when_its_finding_resolves(
     waiting = [r for r in outbox_rows(org) if r.status == "digest"]
     assert waiting, "the admins' digest items wait for the window to close"
     # The pairs meet: every finding resolves before the digest window closes.
-    ctx = jobs.Context.open(org, clock=lambda: NOW)
+    ctx = stages.Context.open(org, clock=lambda: NOW)
     try:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             for finding in db.scalars(select(Finding).where(Finding.state == "firing")):
                 finding.state, finding.until = "resolved", NOW
     finally:
@@ -285,13 +284,13 @@ def test_a_report_interrupted_mid_send_is_not_sent_twice(org: Path, server: Smtp
     schedule_reports(org, send_window={"start": "08:00", "end": "18:00"})
     assert run(org, "notify").exit_code == 0  # queued, due in the morning
     morning = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-    ctx = jobs.Context.open(org, clock=lambda: morning)
+    ctx = stages.Context.open(org, clock=lambda: morning)
     try:
-        with ctx.sessions.begin() as db:  # a worker claims the morning's mail ...
+        with ctx.db.begin() as db:  # a worker claims the morning's mail ...
             listed = claim_due(db, now=morning, lease=timedelta(minutes=5))
             claimed = {r.recipient for r in listed}
             report = next(r.id for r in listed if r.at_most_once)
-        with ctx.sessions.begin() as db:  # ... and dies while sending the report
+        with ctx.db.begin() as db:  # ... and dies while sending the report
             assert claim_one(db, report, now=morning, lease=timedelta(minutes=5))
     finally:
         ctx.engine.dispose()

@@ -18,17 +18,18 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
-from mentorpulse.daemon import jobs
-from mentorpulse.daemon.jobs.notify import preview
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import enqueue
 from mentorpulse.notify.route import Notification, notifications_for
 from mentorpulse.notify.transport import SmtpTransport
+from mentorpulse.stages.notify import preview
 from mentorpulse.storage.models import OutboxMessage
 from tests.notify_support import FIRED, alert
 from tests.servers.smtpd import SmtpServer
@@ -149,7 +150,7 @@ HOSTILE_RECIPIENTS = ["[/]@evil.example", "=hyperlink(x)@evil.example", "a@x.exa
 
 
 def test_an_unrenderable_row_fails_alone_and_the_batch_is_delivered(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     good = [alert(n) for n in range(6)]
     bad = [alert(100 + n, mentor_email=r) for n, r in enumerate(HOSTILE_RECIPIENTS)]
@@ -187,14 +188,14 @@ def test_an_unrenderable_row_fails_alone_and_the_batch_is_delivered(
 def test_the_dry_run_lists_an_unrenderable_row_instead_of_crashing(tmp_path: Path) -> None:
     config = example_config(tmp_path)
     edit(config, {"sources": []})
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     try:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             notes = notifications_for([alert(1), alert(2, mentor_email="[/]@evil.example")])
             # Rows of no finding (as a report's): the stage's cancel_stale leaves them be.
             enqueue(db, [replace(n, finding_key=None) for n in notes], now=NOW)
         previews = {p.recipient: p.subject for p in preview(ctx)}
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             statuses = Counter(db.scalars(select(OutboxMessage.status)))
     finally:
         ctx.engine.dispose()

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import structlog
 from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
@@ -56,17 +57,17 @@ def smtp(server: SmtpServer, **changes: Any) -> SmtpTransport:
     )
 
 
-def queue(sessions: sessionmaker[Session], notes: list[Notification], now: datetime) -> int:
+def queue(sessions: sessionmaker[Db], notes: list[Notification], now: datetime) -> int:
     with sessions.begin() as db:
         return enqueue(db, notes, now=now, domain="example.org")
 
 
-def statuses(sessions: sessionmaker[Session]) -> Counter[str]:
+def statuses(sessions: sessionmaker[Db]) -> Counter[str]:
     with sessions() as db:
         return Counter(db.scalars(select(OutboxMessage.status)))
 
 
-def send(sessions: sessionmaker[Session], server: SmtpServer, now: datetime) -> Any:
+def send(sessions: sessionmaker[Db], server: SmtpServer, now: datetime) -> Any:
     return dispatch(sessions, smtp(server), sender=SENDER, now=now, domain="example.org")
 
 
@@ -74,7 +75,7 @@ def send(sessions: sessionmaker[Session], server: SmtpServer, now: datetime) -> 
 
 
 def test_a_reminder_arrives_over_starttls_with_auth(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     queue(sessions, notifications_for([alert()], now=FIRED), FIRED)
     counts = send(sessions, server, FIRED)
@@ -105,7 +106,7 @@ def test_implicit_tls_delivers_too(tmp_path: Path) -> None:
 
 
 def test_a_server_that_refuses_then_recovers_loses_and_doubles_nothing(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     alerts = [alert(n) for n in range(5)]
     queue(sessions, notifications_for(alerts, now=FIRED), FIRED)
@@ -151,7 +152,7 @@ def test_a_server_that_is_down_is_retried_later(tmp_path: Path, database_url: st
 
 
 def test_a_permanent_refusal_is_recorded_and_not_retried(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     queue(sessions, notifications_for([alert()], now=FIRED), FIRED)
     server.recorder.refuse = "550 5.1.1 Mailbox does not exist"
@@ -170,7 +171,7 @@ def test_a_permanent_refusal_is_recorded_and_not_retried(
 
 
 def test_a_wrong_password_never_reaches_logs_or_the_outbox(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     queue(sessions, notifications_for([alert()], now=FIRED), FIRED)
     wrong = "wrong-" + PASSWORD
@@ -204,7 +205,7 @@ class CrashAfterSend:
 
 
 def test_a_crash_between_send_and_commit_resends_with_the_same_message_id(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     queue(sessions, notifications_for([alert()], now=FIRED), FIRED)
     with pytest.raises(KeyboardInterrupt):
@@ -222,7 +223,7 @@ def test_a_crash_between_send_and_commit_resends_with_the_same_message_id(
 
 
 def test_an_at_most_once_row_whose_sender_died_becomes_unknown(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     [note] = notifications_for([alert()], now=FIRED)
     queue(sessions, [replace(note, recipient="hr@example.org", at_most_once=True)], FIRED)
@@ -236,7 +237,7 @@ def test_an_at_most_once_row_whose_sender_died_becomes_unknown(
 
 
 def test_names_with_line_breaks_cannot_add_recipients_over_smtp(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     evil = alert(mentee_name="Ben\r\nBcc: spy@evil.example", mentor_name="Ana\nTo: x@evil.example")
     queue(sessions, notifications_for([evil], now=FIRED), FIRED)
@@ -252,7 +253,7 @@ def test_names_with_line_breaks_cannot_add_recipients_over_smtp(
 
 
 def test_an_admin_gets_one_daily_digest_not_one_mail_per_pair(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     route = router(routes=[{"to": ["program_admin"], "digest": "1d"}])
     morning = FIRED  # 10:00 in Berlin
@@ -276,7 +277,7 @@ def test_an_admin_gets_one_daily_digest_not_one_mail_per_pair(
 
 
 def test_a_reminder_due_at_3am_their_time_waits_for_their_morning(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     route = router(send_window={"start": "08:00", "end": "20:00"})
     tokyo = alert(mentor_timezone="Asia/Tokyo", firing_since=datetime(2026, 3, 2, 18, tzinfo=UTC))
@@ -293,7 +294,7 @@ def test_a_reminder_due_at_3am_their_time_waits_for_their_morning(
 
 
 def test_escalation_over_simulated_weeks_then_resolved(
-    sessions: sessionmaker[Session], server: SmtpServer
+    sessions: sessionmaker[Db], server: SmtpServer
 ) -> None:
     route = router(
         routes=[

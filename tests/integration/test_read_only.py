@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner, Result
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
 from mentorpulse.demo import write_demo
 from mentorpulse.storage.engine import make_engine
 from mentorpulse.storage.migrate import revision_state, upgrade
@@ -177,7 +177,7 @@ def test_the_database_refuses_a_write_through_a_read_only_context(
     assert cli(config, "sync", "--once").exit_code == 0
     edit_roster(tmp_path)
     before = snapshot(database_url)
-    ctx = jobs.Context.open(config, write=False)
+    ctx = stages.Context.open(config, write=False)
     try:
         with pytest.raises(DBAPIError):
             ctx.apply_roster()

@@ -22,8 +22,8 @@ from caldav.davclient import DAVClient
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
 from mentorpulse.storage.models import Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.fakes.graph_api import GraphFake
@@ -67,16 +67,16 @@ def write_caldav_config(folder: Path, server: servers.CaldavServer, database_url
     return write_config(folder, server, database_url, [calendar])
 
 
-def source_row(ctx: jobs.Context, source_id: str) -> Source:
-    with ctx.sessions() as db:
+def source_row(ctx: stages.Context, source_id: str) -> Source:
+    with ctx.db() as db:
         row = db.get_one(Source, source_id)
         db.expunge(row)
         return row
 
 
-def daemon_sync(ctx: jobs.Context, source_id: str) -> jobs.SourceResult:
+def daemon_sync(ctx: stages.Context, source_id: str) -> stages.SourceResult:
     """One poll of the daemon's job for the source, as runner.py schedules it."""
-    [result] = jobs.sync_sources(ctx, [source_id], respect_backoff=True)
+    [result] = stages.sync_sources(ctx, [source_id], respect_backoff=True)
     return result
 
 
@@ -90,7 +90,7 @@ def test_a_wrong_caldav_password_stops_the_source_until_the_config_is_fixed(
     config = write_caldav_config(tmp_path, server, database_url)
     monkeypatch.setenv(PASSWORD_ENV, "not the password")
     clock = Clock()
-    ctx = jobs.Context.open(config, clock=clock)
+    ctx = stages.Context.open(config, clock=clock)
     runner = CliRunner()
     try:
         with capture_logs() as logs:
@@ -139,7 +139,7 @@ def test_a_wrong_caldav_password_stops_the_source_until_the_config_is_fixed(
 
     # The operator fixes the password: the changed config clears the mark at the next poll.
     monkeypatch.setenv(PASSWORD_ENV, server.password)
-    ctx = jobs.Context.open(config, clock=clock)
+    ctx = stages.Context.open(config, clock=clock)
     try:
         with capture_logs() as logs:
             fixed = daemon_sync(ctx, "dav")
@@ -211,7 +211,7 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
     sign_in = ["auth", "microsoft", "--source", "m365", "--config", str(config)]
     assert runner.invoke(app, sign_in).exit_code == 0
     clock = Clock()
-    ctx = jobs.Context.open(config, clock=clock)
+    ctx = stages.Context.open(config, clock=clock)
     try:
         assert daemon_sync(ctx, "m365").ok
         issued = dict(graph.refresh_tokens)
@@ -319,7 +319,7 @@ def test_a_revoked_google_sign_in_waits_for_auth_google(
     sign_in = ["auth", "google", "--config", str(config), "--browser", "mentorpulse-consent"]
     assert runner.invoke(app, sign_in).exit_code == 0
     clock = Clock()
-    ctx = jobs.Context.open(config, clock=clock)
+    ctx = stages.Context.open(config, clock=clock)
     try:
         first = daemon_sync(ctx, "gw")
         assert first.ok, first.error

@@ -15,8 +15,8 @@ import time_machine
 from click.testing import Result
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.daemon import jobs
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 MENTOR, MENTEE = "ana@example.org", "ben@example.org"
@@ -48,10 +48,10 @@ def deployment(tmp_path: Path, database_url: str) -> Path:
 
 
 def sync(config: Path) -> None:
-    ctx = jobs.Context.open(config, clock=lambda: NOW)
+    ctx = stages.Context.open(config, clock=lambda: NOW)
     try:
-        jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
+        stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
     finally:
         ctx.engine.dispose()
 

@@ -14,13 +14,12 @@ import yaml
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from mentorpulse.cli import app
-from mentorpulse.commands import common
+from mentorpulse import stages
+from mentorpulse.cli import app, common
 from mentorpulse.config.schema import PartyDisengagementRule
-from mentorpulse.daemon import jobs
-from mentorpulse.daemon.jobs.evaluate import RULE_ERROR, SOURCE_STALE, load_timelines
 from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
+from mentorpulse.stages.evaluate import RULE_ERROR, SOURCE_STALE, load_timelines
 from mentorpulse.storage.models import Finding, OutboxMessage, Pairing, Person, Silence
 from mentorpulse.storage.models import Source as SourceRow
 from tests.conftest import FailingRule
@@ -46,8 +45,8 @@ def clock() -> list[datetime]:
 
 
 @pytest.fixture
-def ctx(demo: Path, clock: list[datetime]) -> Iterator[jobs.Context]:
-    context = jobs.Context.open(demo, clock=lambda: clock[0])
+def ctx(demo: Path, clock: list[datetime]) -> Iterator[stages.Context]:
+    context = stages.Context.open(demo, clock=lambda: clock[0])
     try:
         yield context
     finally:
@@ -95,24 +94,24 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(days=int(text[:-1]))
 
 
-def findings(ctx: jobs.Context) -> dict[tuple[str | None, str], Finding]:
-    with ctx.sessions() as db:
+def findings(ctx: stages.Context) -> dict[tuple[str | None, str], Finding]:
+    with ctx.db() as db:
         rows = db.execute(select(Finding, Pairing.key).outerjoin(Pairing))
         return {(key, f.rule_id): f for f, key in rows}
 
 
-def open_pair_findings(ctx: jobs.Context) -> dict[tuple[str | None, str], Finding]:
+def open_pair_findings(ctx: stages.Context) -> dict[tuple[str | None, str], Finding]:
     return {k: f for k, f in findings(ctx).items() if k[0] and f.state != "resolved"}
 
 
 def test_stale_source_suppresses_instead_of_firing(
-    ctx: jobs.Context, clock: list[datetime], lapsed: frozenset[str]
+    ctx: stages.Context, clock: list[datetime], lapsed: frozenset[str]
 ) -> None:
     clock[0] = NOW - timedelta(days=2)  # the last successful sync was two days ago
-    jobs.sync_sources(ctx)
+    stages.sync_sources(ctx)
     clock[0] = NOW
-    jobs.rebuild_sessions(ctx)
-    stats = jobs.evaluate_rules(ctx)
+    stages.rebuild_sessions(ctx)
+    stats = stages.evaluate_rules(ctx)
     assert (stats.firing, stats.pending) == (0, 0)
     assert stats.suppressed == len(lapsed), "the demo's lapsed pairs are judged, not fired"
     suppressed = open_pair_findings(ctx)
@@ -122,27 +121,27 @@ def test_stale_source_suppresses_instead_of_firing(
     operator = findings(ctx)[(None, SOURCE_STALE)]
     assert operator.state == "firing"
     assert operator.facts["source"] == "demo-calendars"
-    assert jobs.send_notifications(ctx).queued == 0, "no pair is flagged for our broken data"
+    assert stages.send_notifications(ctx).queued == 0, "no pair is flagged for our broken data"
 
-    jobs.sync_sources(ctx)  # the source recovers
-    recovered = jobs.evaluate_rules(ctx)
+    stages.sync_sources(ctx)  # the source recovers
+    recovered = stages.evaluate_rules(ctx)
     assert recovered.firing == len(suppressed)
     assert findings(ctx)[(None, SOURCE_STALE)].state == "resolved"
-    assert jobs.send_notifications(ctx).queued == len(suppressed)
+    assert stages.send_notifications(ctx).queued == len(suppressed)
 
 
 def test_unhealthy_source_suppresses_and_incremental_run_notices(
-    ctx: jobs.Context, lapsed: frozenset[str]
+    ctx: stages.Context, lapsed: frozenset[str]
 ) -> None:
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
-    stats = jobs.evaluate_rules(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    stats = stages.evaluate_rules(ctx)
     assert (stats.firing, stats.pending, stats.suppressed) == (len(lapsed), 0, 0)
     assert {key for key, _rule in open_pair_findings(ctx)} == lapsed
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         source = db.get_one(SourceRow, "demo-calendars")
         source.healthy, source.last_error = False, "HTTP 503 from the calendar server"
-    jobs.evaluate_rules(ctx)  # incremental: nothing changed but the source's health
+    stages.evaluate_rules(ctx)  # incremental: nothing changed but the source's health
     states = {f.state for f in open_pair_findings(ctx).values()}
     assert states == {"suppressed"}
     operator = findings(ctx)[(None, SOURCE_STALE)]
@@ -150,15 +149,15 @@ def test_unhealthy_source_suppresses_and_incremental_run_notices(
 
 
 def test_silence_marks_findings_and_clears_when_it_ends(
-    ctx: jobs.Context, clock: list[datetime], lapsed: frozenset[str]
+    ctx: stages.Context, clock: list[datetime], lapsed: frozenset[str]
 ) -> None:
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
-    jobs.evaluate_rules(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    stages.evaluate_rules(ctx)
     (key, _rule), finding = next(iter(open_pair_findings(ctx).items()))
     assert key is not None
     _program, mentor, mentee = key.split(":")
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         silence = Silence(
             program_id=None,
             mentor_email=mentor,
@@ -169,30 +168,30 @@ def test_silence_marks_findings_and_clears_when_it_ends(
             created_at=NOW,
         )
         db.add(silence)
-    assert jobs.evaluate_rules(ctx).changed == 1, "the silenced pair's finding alone"
+    assert stages.evaluate_rules(ctx).changed == 1, "the silenced pair's finding alone"
     silenced = findings(ctx)[(key, finding.rule_id)]
     assert silenced.silence_id is not None
     assert silenced.state == "firing", "a silenced finding still records its state"
-    assert jobs.send_notifications(ctx).queued == len(lapsed) - 1, "the other lapsed pair"
-    with ctx.sessions() as db:
+    assert stages.send_notifications(ctx).queued == len(lapsed) - 1, "the other lapsed pair"
+    with ctx.db() as db:
         mailed = {m.payload["fingerprint"] for m in db.scalars(select(OutboxMessage))}
     assert finding.fingerprint not in mailed, "a silenced finding mails nobody"
-    assert jobs.evaluate_rules(ctx).changed == 0
+    assert stages.evaluate_rules(ctx).changed == 0
     clock[0] = NOW + timedelta(days=3)
-    jobs.evaluate_rules(ctx)
+    stages.evaluate_rules(ctx)
     assert findings(ctx)[(key, finding.rule_id)].silence_id is None
 
 
 def test_failing_rule_is_an_error_verdict_and_one_operator_finding(
-    ctx: jobs.Context, failing_rule: type[FailingRule], lapsed: frozenset[str]
+    ctx: stages.Context, failing_rule: type[FailingRule], lapsed: frozenset[str]
 ) -> None:
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
     engineering = ctx.config.programs[0]
     boom = failing_rule(id="boom-pipeline", kind="cadence_gap")
     broken = engineering.model_copy(update={"rules": (*engineering.rules, boom)})
     ctx.config = ctx.config.model_copy(update={"programs": (broken, *ctx.config.programs[1:])})
-    stats = jobs.evaluate_rules(ctx)
+    stats = stages.evaluate_rules(ctx)
     engineering_pairs = [e for e in ctx.roster if e.program == engineering.id]
     assert stats.errors == len(engineering_pairs)
     errors = [f for (k, r), f in findings(ctx).items() if k and r == "boom-pipeline"]
@@ -205,15 +204,15 @@ def test_failing_rule_is_an_error_verdict_and_one_operator_finding(
     assert (stats.firing, stats.pending, stats.suppressed) == (len(lapsed), 0, 0)
 
 
-def test_backtest_on_the_demo_replays_what_the_daemon_fired(ctx: jobs.Context) -> None:
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
-    jobs.evaluate_rules(ctx)
+def test_backtest_on_the_demo_replays_what_the_daemon_fired(ctx: stages.Context) -> None:
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    stages.evaluate_rules(ctx)
     firing = {
         (k, r): f.firing_since for (k, r), f in findings(ctx).items() if f.state == "firing" and k
     }
     assert firing
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         loaded = load_timelines(db, ctx.config, ctx.roster)
     cases = []
     for _pairing, timeline in loaded:
@@ -262,9 +261,9 @@ def test_explain_and_silences_from_the_command_line(demo_cli: Path) -> None:
     config = str(demo_cli)
     engine_url = yaml.safe_load(demo_cli.read_text())["database"]
     assert engine_url.startswith("sqlite")
-    ctx = jobs.Context.open(demo_cli, clock=lambda: NOW)
+    ctx = stages.Context.open(demo_cli, clock=lambda: NOW)
     try:
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             row = db.execute(
                 select(Finding, Pairing, Person.email)
                 .join(Pairing, Pairing.id == Finding.pairing_id)
@@ -303,9 +302,9 @@ def test_explain_and_silences_from_the_command_line(demo_cli: Path) -> None:
         assert bad.exit_code == 1
         assert "no pairing of mentor nobody@x.org" in bad.output
         assert "Traceback" not in bad.output
-    ctx = jobs.Context.open(demo_cli, clock=lambda: NOW)
+    ctx = stages.Context.open(demo_cli, clock=lambda: NOW)
     try:
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             assert db.scalars(select(OutboxMessage)).first() is not None
             assert db.get_one(Finding, finding.id).silence_id is None
     finally:
@@ -313,11 +312,11 @@ def test_explain_and_silences_from_the_command_line(demo_cli: Path) -> None:
 
 
 def test_pausing_a_pairing_in_the_roster_resolves_its_findings(
-    demo: Path, ctx: jobs.Context, clock: list[datetime]
+    demo: Path, ctx: stages.Context, clock: list[datetime]
 ) -> None:
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
-    jobs.evaluate_rules(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    stages.evaluate_rules(ctx)
     (key, rule), _finding = next(iter(open_pair_findings(ctx).items()))
     assert key is not None
     roster = demo.with_name("roster.csv")
@@ -326,9 +325,9 @@ def test_pausing_a_pairing_in_the_roster_resolves_its_findings(
     lines = [f"{line.rstrip(',')},,yes" if f"{mentor},{mentee}" in line else line for line in lines]
     roster.write_text("\n".join(lines) + "\n", encoding="utf-8")
     clock[0] = NOW + timedelta(minutes=15)
-    paused = jobs.Context.open(demo, clock=lambda: clock[0])
+    paused = stages.Context.open(demo, clock=lambda: clock[0])
     try:
-        assert jobs.evaluate_rules(paused).changed == 1, "a roster edit re-judges (incremental)"
+        assert stages.evaluate_rules(paused).changed == 1, "a roster edit re-judges (incremental)"
         finding = findings(paused)[(key, rule)]
         assert (finding.state, finding.reason) == ("resolved", "pairing paused")
     finally:
@@ -362,12 +361,12 @@ def test_coverage_owner_source_judges_a_pair_a_broken_other_source_cannot_cover(
         "    rules: [{id: first, kind: first_meeting, within: 7d}]\n",
         encoding="utf-8",
     )
-    ctx = jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: NOW)
+    ctx = stages.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: NOW)
     try:
-        results = {r.source_id: r.ok for r in jobs.sync_sources(ctx)}
+        results = {r.source_id: r.ok for r in stages.sync_sources(ctx)}
         assert results == {"ana-cal": True, "team-cal": False}
-        jobs.rebuild_sessions(ctx)
-        jobs.evaluate_rules(ctx)
+        stages.rebuild_sessions(ctx)
+        stages.evaluate_rules(ctx)
         states = {key: f.state for (key, _r), f in findings(ctx).items() if key}
         assert states == {
             "eng:ana@x.org:ben@x.org": "firing",
@@ -379,7 +378,7 @@ def test_coverage_owner_source_judges_a_pair_a_broken_other_source_cannot_cover(
 
 
 def test_party_disengagement_tells_the_side_the_demo_planted(
-    tmp_path: Path, ctx: jobs.Context
+    tmp_path: Path, ctx: stages.Context
 ) -> None:
     """Each pair where the generator planted a decline is flagged on the decliner's side."""
     truth = write_demo(tmp_path / "truth", today=TODAY)
@@ -388,13 +387,13 @@ def test_party_disengagement_tells_the_side_the_demo_planted(
         if session.planted in ("declined_by_mentor", "declined_by_mentee") and session.start < NOW:
             planted.setdefault(session.pairing_key, set()).add(session.planted.rsplit("_", 1)[1])
     assert planted, "the demo plants declines on both sides"
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
     rule = PartyDisengagementRule(
         id="one-decline", kind="party_disengagement", count=1, window=timedelta(days=365)
     )
     ctx.config = ctx.config.model_copy(update={"rules": (rule,)})
-    jobs.evaluate_rules(ctx)
+    stages.evaluate_rules(ctx)
     for key, sides in planted.items():
         finding = findings(ctx)[(key, "one-decline")]
         assert finding.state == "firing"

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mentorpulse.daemon import jobs
-from mentorpulse.storage.models import Evidence, Pairing
-from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse import stages
+from mentorpulse.storage.models import Evidence, MentoringSession, Pairing
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 MENTOR, MENTEE = "ana@example.org", "ben@example.org"
@@ -51,7 +50,7 @@ def vevent(
     )
 
 
-Deploy = Callable[[dict[str, list[str]]], jobs.Context]
+Deploy = Callable[[dict[str, list[str]]], stages.Context]
 
 
 @pytest.fixture
@@ -69,28 +68,28 @@ def deploy(tmp_path: Path, database_url: str) -> Deploy:
         "programs:\n  - id: lead\n    cadence: {every: 28d, grace: 7d}\n"
         "    rules:\n      - {id: lapsed, kind: cadence_gap}\n"
     )
-    opened: list[jobs.Context] = []
+    opened: list[stages.Context] = []
 
-    def write(calendars: dict[str, list[str]]) -> jobs.Context:
+    def write(calendars: dict[str, list[str]]) -> stages.Context:
         for owner, events in calendars.items():
             body = "".join(events)
             (tmp_path / "calendars" / f"{owner}.ics").write_text(
                 f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n{body}END:VCALENDAR\r\n"
             )
         if not opened:
-            opened.append(jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: NOW))
+            opened.append(stages.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: NOW))
         ctx = opened[0]
-        jobs.sync_sources(ctx)
-        jobs.rebuild_sessions(ctx)
+        stages.sync_sources(ctx)
+        stages.rebuild_sessions(ctx)
         return ctx
 
     return write
 
 
-def sessions(ctx: jobs.Context) -> list[tuple[int, datetime, str, list[str]]]:
+def sessions(ctx: stages.Context) -> list[tuple[int, datetime, str, list[str]]]:
     """(id, start, outcome, evidence) of every session, by start."""
-    with ctx.sessions() as db:
-        rows = db.scalars(select(SessionRow).order_by(SessionRow.start)).all()
+    with ctx.db() as db:
+        rows = db.scalars(select(MentoringSession).order_by(MentoringSession.start)).all()
         return [
             (
                 s.id,
@@ -132,7 +131,7 @@ def test_copies_under_other_uids_fold_into_one_session_with_each_partys_answer(
     # Running the stages again changes nothing.
     ctx = deploy({})
     assert sessions(ctx) == [(session_id, start, outcome, evidence)]
-    assert jobs.rebuild_sessions(ctx).changed == 0
+    assert stages.rebuild_sessions(ctx).changed == 0
 
 
 def test_two_meetings_of_the_pair_on_one_day_stay_two(deploy: Deploy) -> None:
@@ -210,12 +209,12 @@ def test_a_double_stored_before_folding_existed_is_removed(deploy: Deploy) -> No
     )
     ((kept, *_),) = sessions(ctx)
     # What the stage stored when it told copies apart by UID alone: a second session.
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         pairing = db.scalars(select(Pairing)).one()
-        stored = db.get_one(SessionRow, kept)
+        stored = db.get_one(MentoringSession, kept)
         absorbed = "mentee-copy@b" if stored.key == "mentor-copy@a" else "mentor-copy@a"
         db.add(
-            SessionRow(
+            MentoringSession(
                 pairing_id=pairing.id,
                 key=absorbed,
                 start=SLOT,
@@ -227,5 +226,5 @@ def test_a_double_stored_before_folding_existed_is_removed(deploy: Deploy) -> No
         )
         pairing.events_changed = True
     assert len(sessions(ctx)) == 2
-    jobs.rebuild_sessions(ctx)
+    stages.rebuild_sessions(ctx)
     assert [s[0] for s in sessions(ctx)] == [kept]

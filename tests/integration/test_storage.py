@@ -9,12 +9,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.connectors.base import Attendee, EventRecord, ItemError, Response, SyncPage
-from mentorpulse.daemon import lease
+from mentorpulse.model import Attendee, EventRecord, ItemError, Response, SyncPage
+from mentorpulse.service import lease
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import revision_state, upgrade
@@ -31,7 +32,7 @@ ROSTER = [
 
 
 @pytest.fixture
-def db(database_url: str) -> sessionmaker[Session]:
+def db(database_url: str) -> sessionmaker[Db]:
     engine = make_engine(database_url)
     upgrade(engine)
     return session_factory(engine)
@@ -55,7 +56,7 @@ def match(record: EventRecord) -> list[str]:
     return [p.key for p in ROSTER if {p.mentor_email, p.mentee_email} <= people]
 
 
-def store(db: sessionmaker[Session], page: SyncPage) -> repository.PageStats:
+def store(db: sessionmaker[Db], page: SyncPage) -> repository.PageStats:
     with db.begin() as session:
         repository.apply_roster(session, CONFIG, ROSTER)
         source = repository.ensure_source(session, "cal", "ics")
@@ -78,7 +79,7 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
 
 
 def test_page_is_stored_with_its_cursor_and_unrostered_events_are_dropped(
-    db: sessionmaker[Session],
+    db: sessionmaker[Db],
 ) -> None:
     page = SyncPage(
         records=(
@@ -101,7 +102,7 @@ def test_page_is_stored_with_its_cursor_and_unrostered_events_are_dropped(
         assert event.start == T0
 
 
-def test_same_page_twice_writes_nothing(db: sessionmaker[Session]) -> None:
+def test_same_page_twice_writes_nothing(db: sessionmaker[Db]) -> None:
     page = SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a")
     store(db, page)
     with db.begin() as session:
@@ -113,7 +114,7 @@ def test_same_page_twice_writes_nothing(db: sessionmaker[Session]) -> None:
 
 
 def test_replacing_a_scope_deletes_what_is_gone_and_flags_the_pairing(
-    db: sessionmaker[Session],
+    db: sessionmaker[Db],
 ) -> None:
     store(
         db,
@@ -139,7 +140,7 @@ def test_replacing_a_scope_deletes_what_is_gone_and_flags_the_pairing(
         assert flagged == {"eng:cy@x.org:dee@x.org"}
 
 
-def test_incremental_deletions(db: sessionmaker[Session]) -> None:
+def test_incremental_deletions(db: sessionmaker[Db]) -> None:
     store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),)))
     stats = store(db, SyncPage(deleted=("m1", "never-seen")))
     assert stats.deleted == 1
@@ -147,7 +148,7 @@ def test_incremental_deletions(db: sessionmaker[Session]) -> None:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
 
 
-def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Session]) -> None:
+def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Db]) -> None:
     store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),)))
     with db.begin() as session:
         repository.apply_roster(session, CONFIG, ROSTER[:1])
@@ -156,7 +157,7 @@ def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Session]
     assert active == {"eng:ana@x.org:ben@x.org": True, "eng:cy@x.org:dee@x.org": False}
 
 
-def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Session]) -> None:
+def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Db]) -> None:
     ttl = timedelta(seconds=90)
     assert lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0).acquired
     refused = lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0)
@@ -170,7 +171,7 @@ def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Session]) -> No
 
 
 def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(
-    db: sessionmaker[Session],
+    db: sessionmaker[Db],
 ) -> None:
     """A calendar's first page can hold more rows than one IN list or batch takes."""
     many = [

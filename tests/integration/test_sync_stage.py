@@ -16,21 +16,13 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.connectors.base import (
-    AttendanceEvidence,
-    Attendee,
-    CursorExpired,
-    EventRecord,
-    Response,
-    SyncPage,
-    TransientError,
-)
-from mentorpulse.daemon import jobs
-from mentorpulse.daemon.jobs import sync as sync_stage
-from mentorpulse.daemon.jobs.evaluate import stale_sources
-from mentorpulse.storage.models import Event, Source
-from mentorpulse.storage.models import Session as SessionRow
+from mentorpulse.connectors.base import CursorExpired, TransientError
+from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, Response, SyncPage
+from mentorpulse.stages import sync as sync_stage
+from mentorpulse.stages.evaluate import stale_sources
+from mentorpulse.storage.models import Event, MentoringSession, Source
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MENTOR, MENTEE = "alice@example.org", "bob@example.org"
@@ -104,7 +96,7 @@ def fail_after(first: list[EventRecord], error: Exception) -> Step:
 @pytest.fixture
 def deployment(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[ScriptedConnector], jobs.Context]:
+) -> Callable[[ScriptedConnector], stages.Context]:
     (tmp_path / "calendars").mkdir()
     (tmp_path / "roster.csv").write_text(
         f"program,mentor_email,mentee_email,started_on\nengineering,{MENTOR},{MENTEE},2025-09-01\n"
@@ -119,27 +111,27 @@ def deployment(
     )
     clock = {"now": NOW}
 
-    def open_with(connector: ScriptedConnector) -> jobs.Context:
+    def open_with(connector: ScriptedConnector) -> stages.Context:
         monkeypatch.setattr(sync_stage, "build_connector", lambda *_a, **_k: connector)
-        return jobs.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: clock["now"])
+        return stages.Context.open(tmp_path / "mentorpulse.yaml", clock=lambda: clock["now"])
 
     return open_with
 
 
-def stored_ids(ctx: jobs.Context) -> set[str]:
-    with ctx.sessions() as db:
+def stored_ids(ctx: stages.Context) -> set[str]:
+    with ctx.db() as db:
         return set(db.scalars(select(Event.provider_id)))
 
 
-def source_row(ctx: jobs.Context) -> Source:
-    with ctx.sessions() as db:
+def source_row(ctx: stages.Context) -> Source:
+    with ctx.db() as db:
         source = db.get_one(Source, "cal")
         db.expunge(source)
         return source
 
 
 def test_expired_cursor_resyncs_and_removes_only_what_vanished(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
 ) -> None:
     everything = [meeting(n) for n in range(1, 13)]
     # The last token is rejected; the full listing lacks meeting 12 (deleted meanwhile).
@@ -147,10 +139,10 @@ def test_expired_cursor_resyncs_and_removes_only_what_vanished(
         [pages(everything), expire, pages(everything[:6], everything[6:11])]
     )
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
 
-    [result] = jobs.sync_sources(ctx)
+    [result] = stages.sync_sources(ctx)
 
     assert result.ok
     assert result.resynced
@@ -158,14 +150,14 @@ def test_expired_cursor_resyncs_and_removes_only_what_vanished(
     assert connector.cursors[2] is None  # then a full listing
     assert stored_ids(ctx) == {f"m{n}" for n in range(1, 12)}
     assert source_row(ctx).resync_started_at is None
-    jobs.rebuild_sessions(ctx)
-    with ctx.sessions() as db:
+    stages.rebuild_sessions(ctx)
+    with ctx.db() as db:
         # No duplicates, and the past meeting whose event vanished keeps its history.
-        assert db.scalar(select(func.count()).select_from(SessionRow)) == 12
+        assert db.scalar(select(func.count()).select_from(MentoringSession)) == 12
 
 
 def test_a_resync_interrupted_by_a_failure_resumes_and_deletes_nothing_early(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
 ) -> None:
     everything = [meeting(n) for n in range(1, 13)]
     connector = ScriptedConnector(
@@ -177,17 +169,17 @@ def test_a_resync_interrupted_by_a_failure_resumes_and_deletes_nothing_early(
         ]
     )
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
+    stages.sync_sources(ctx)
 
-    [failed] = jobs.sync_sources(ctx)
+    [failed] = stages.sync_sources(ctx)
     assert not failed.ok
     resyncing = source_row(ctx)
     assert resyncing.resync_started_at is not None  # the half-read state is marked
-    with ctx.sessions() as db:  # and not judged
+    with ctx.db() as db:  # and not judged
         assert "full resync" in stale_sources(db, ctx.config, NOW)["cal"]
     assert stored_ids(ctx) == {f"m{n}" for n in range(1, 13)}  # nothing removed yet
 
-    [resumed] = jobs.sync_sources(ctx)
+    [resumed] = stages.sync_sources(ctx)
     assert resumed.ok
     assert connector.cursors[-1] == {"page": 1, "final": False}
     # Meetings 1-4 were seen before the failure, 5-11 after: only 12 is gone.
@@ -196,7 +188,7 @@ def test_a_resync_interrupted_by_a_failure_resumes_and_deletes_nothing_early(
 
 
 def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
-    deployment: Callable[[ScriptedConnector], jobs.Context], tmp_path: Path
+    deployment: Callable[[ScriptedConnector], stages.Context], tmp_path: Path
 ) -> None:
     everything = [meeting(n) for n in range(1, 21)]
     gone = tuple(f"m{n}" for n in range(1, 16))
@@ -204,9 +196,9 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
         [pages(everything), pages([], deleted=gone), pages(everything[15:])]
     )
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
+    stages.sync_sources(ctx)
 
-    [held] = jobs.sync_sources(ctx)
+    [held] = stages.sync_sources(ctx)
     assert not held.ok
     assert held.held_deletions == 15
     assert "would delete 15 of its 20 events" in (held.error or "")
@@ -215,10 +207,10 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
     status = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "mentorpulse.yaml")])
     assert status.exit_code == 1
     assert "cal: this sync would delete 15 of its 20 events" in status.output
-    with ctx.sessions() as db:  # and no pair is judged on it meanwhile
+    with ctx.db() as db:  # and no pair is judged on it meanwhile
         assert "deletions held" in stale_sources(db, ctx.config, NOW)["cal"]
 
-    [confirmed] = jobs.sync_sources(ctx)
+    [confirmed] = stages.sync_sources(ctx)
     assert connector.cursors[-1] is None  # confirmation is a full listing
     assert confirmed.ok
     assert stored_ids(ctx) == {f"m{n}" for n in range(16, 21)}
@@ -230,7 +222,7 @@ def test_a_sync_deleting_most_events_is_held_until_a_second_sync_confirms(
 
 
 def test_a_held_deletion_that_the_next_sync_refutes_is_dropped(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
 ) -> None:
     everything = [meeting(n) for n in range(1, 21)]
     connector = ScriptedConnector(
@@ -241,10 +233,10 @@ def test_a_held_deletion_that_the_next_sync_refutes_is_dropped(
         ]
     )
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
-    jobs.sync_sources(ctx)  # the calendar looked empty for a moment
+    stages.sync_sources(ctx)
+    stages.sync_sources(ctx)  # the calendar looked empty for a moment
 
-    [back] = jobs.sync_sources(ctx)
+    [back] = stages.sync_sources(ctx)
 
     assert back.ok
     assert back.deleted == 0
@@ -253,14 +245,14 @@ def test_a_held_deletion_that_the_next_sync_refutes_is_dropped(
 
 
 def test_small_deletions_apply_at_once(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
 ) -> None:
     everything = [meeting(n) for n in range(1, 21)]
     connector = ScriptedConnector([pages(everything), pages([], deleted=("m1", "m2"))])
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
+    stages.sync_sources(ctx)
 
-    [result] = jobs.sync_sources(ctx)
+    [result] = stages.sync_sources(ctx)
 
     assert result.ok
     assert result.deleted == 2
@@ -268,7 +260,7 @@ def test_small_deletions_apply_at_once(
 
 
 def test_failures_back_off_and_honour_retry_after(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
 ) -> None:
     connector = ScriptedConnector(
         [
@@ -277,15 +269,15 @@ def test_failures_back_off_and_honour_retry_after(
         ]
     )
     ctx = deployment(connector)
-    [failed] = jobs.sync_sources(ctx, respect_backoff=True)
+    [failed] = stages.sync_sources(ctx, respect_backoff=True)
     assert failed.waiting_until is not None
     assert failed.waiting_until >= NOW + timedelta(seconds=900)
 
-    [waiting] = jobs.sync_sources(ctx, respect_backoff=True)  # the daemon waits
+    [waiting] = stages.sync_sources(ctx, respect_backoff=True)  # the daemon waits
     assert waiting.pages == 0
     assert len(connector.steps) == 1
 
-    [forced] = jobs.sync_sources(ctx)  # an operator's `sync --once` tries at once
+    [forced] = stages.sync_sources(ctx)  # an operator's `sync --once` tries at once
     assert forced.ok
     source = source_row(ctx)
     assert source.failures == 0
@@ -297,7 +289,7 @@ def test_failures_back_off_and_honour_retry_after(
     [(45 * 60, "held", "joined"), (0, "missed", "no_show"), (90, "missed", "no_show")],
 )
 def test_conference_logs_turn_presumed_held_into_held_or_missed(
-    deployment: Callable[[ScriptedConnector], jobs.Context],
+    deployment: Callable[[ScriptedConnector], stages.Context],
     mentee_seconds: int,
     outcome: str,
     deciding: str,
@@ -306,10 +298,10 @@ def test_conference_logs_turn_presumed_held_into_held_or_missed(
 
     connector = ScriptedConnector([pages([meeting(1, days_ago=2)])])
     ctx = deployment(connector)
-    jobs.sync_sources(ctx)
-    jobs.rebuild_sessions(ctx)
-    with ctx.sessions() as db:
-        assert db.scalar(select(SessionRow.outcome)) == "presumed_held"
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    with ctx.db() as db:
+        assert db.scalar(select(MentoringSession.outcome)) == "presumed_held"
 
     connector.logs["m1"] = [AttendanceEvidence("m1", MENTOR, 50 * 60, system="google_meet")]
     if mentee_seconds:
@@ -317,10 +309,10 @@ def test_conference_logs_turn_presumed_held_into_held_or_missed(
             AttendanceEvidence("m1", MENTEE, mentee_seconds, system="google_meet")
         )
     assert sync_stage._collect_attendance(ctx, connector, "cal", NOW) == 1
-    jobs.rebuild_sessions(ctx)
+    stages.rebuild_sessions(ctx)
 
-    with ctx.sessions() as db:
-        assert db.scalar(select(SessionRow.outcome)) == outcome
+    with ctx.db() as db:
+        assert db.scalar(select(MentoringSession.outcome)) == outcome
         first = db.scalars(select(Evidence).order_by(Evidence.rank)).first()
         assert first is not None
         assert first.kind == deciding

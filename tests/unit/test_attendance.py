@@ -7,10 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mentorpulse.connectors.base import Attendee, EventRecord, EventStatus, Response
+from mentorpulse.model import ATTENDED, Attendee, EventRecord, EventStatus, Outcome, Response
 from mentorpulse.tracking.attendance import (
-    ATTENDED,
-    Outcome,
     Proof,
     Verdict,
     fold_copies,

@@ -17,16 +17,9 @@ import recurring_ical_events
 
 import mentorpulse.connectors.ics as ics_module
 from mentorpulse.config.schema import IcsSource
-from mentorpulse.connectors.base import (
-    AuthError,
-    Connector,
-    EventRecord,
-    EventStatus,
-    Response,
-    SyncPage,
-    TransientError,
-)
+from mentorpulse.connectors.base import AuthError, Connector, TransientError
 from mentorpulse.connectors.ics import IcsConnector
+from mentorpulse.model import EventRecord, EventStatus, Response, SyncPage
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

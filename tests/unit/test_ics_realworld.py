@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mentorpulse.config.schema import IcsSource
-from mentorpulse.connectors.base import EventRecord, ItemError, SyncPage
 from mentorpulse.connectors.ics import IcsConnector
+from mentorpulse.model import EventRecord, ItemError, SyncPage
 from tests.conftest import SHARED_TESTDATA
 
 REALWORLD = SHARED_TESTDATA / "ics-realworld"

@@ -10,7 +10,7 @@ import pytest
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MatchCriteria
-from mentorpulse.connectors.base import Attendee, EventRecord, EventStatus, Response
+from mentorpulse.model import Attendee, EventRecord, EventStatus, Response
 from mentorpulse.tracking.match import Matcher, PairingRef
 from tests.conftest import SHARED_TESTDATA
 

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import MentorpulseConfig, NotifyConfig
 from mentorpulse.notify.dispatch import dispatch
@@ -62,12 +63,12 @@ def alert(**changes: object) -> Alert:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def queue(sessions: sessionmaker[Session], *alerts: Alert, now: datetime = NOW) -> int:
+def queue(sessions: sessionmaker[Db], *alerts: Alert, now: datetime = NOW) -> int:
     with sessions.begin() as db:
         return enqueue(db, notifications_for(alerts, now=now), now=now)
 
 
-def rows(sessions: sessionmaker[Session]) -> list[OutboxMessage]:
+def rows(sessions: sessionmaker[Db]) -> list[OutboxMessage]:
     with sessions() as db:
         return list(db.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
 
@@ -160,7 +161,7 @@ def test_last_met_is_shown_as_the_day_in_the_mentors_zone() -> None:
 
 
 def test_enqueueing_the_same_decision_twice_keeps_one_row(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Db],
 ) -> None:
     assert queue(sessions, alert()) == 1
     assert queue(sessions, alert(), now=NOW + timedelta(hours=1)) == 0
@@ -189,7 +190,7 @@ def test_backoff_doubles_and_is_capped_at_an_hour() -> None:
 
 
 def test_dispatch_writes_an_email_that_reads_back(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     queue(sessions, alert())
     transport = FileTransport(tmp_path / "outbox")
@@ -215,7 +216,7 @@ def test_dispatch_writes_an_email_that_reads_back(
     assert list(tmp_path.joinpath("outbox").glob(".tmp-*")) == []
 
 
-def test_a_second_dispatch_sends_nothing(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+def test_a_second_dispatch_sends_nothing(sessions: sessionmaker[Db], tmp_path: Path) -> None:
     queue(sessions, alert(), alert(fingerprint="g" * 16, mentee_name="Cleo"))
     transport = FileTransport(tmp_path)
     assert dispatch(sessions, transport, sender=SENDER, now=NOW).sent == 2
@@ -226,7 +227,7 @@ def test_a_second_dispatch_sends_nothing(sessions: sessionmaker[Session], tmp_pa
 
 
 def test_a_send_whose_worker_died_is_resent_with_the_same_message_id(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     queue(sessions, alert())
     transport = FileTransport(tmp_path)
@@ -249,7 +250,7 @@ def test_a_send_whose_worker_died_is_resent_with_the_same_message_id(
 
 
 def test_a_retryable_failure_puts_the_row_back_with_backoff(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     queue(sessions, alert())
     flaky = FailingTransport(retryable=True)
@@ -270,7 +271,7 @@ def test_a_retryable_failure_puts_the_row_back_with_backoff(
     assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
 
 
-def test_a_permanent_failure_is_given_up(sessions: sessionmaker[Session]) -> None:
+def test_a_permanent_failure_is_given_up(sessions: sessionmaker[Db]) -> None:
     queue(sessions, alert())
     broken = FailingTransport(retryable=False)
     assert dispatch(sessions, broken, sender=SENDER, now=NOW).failed == 1
@@ -282,7 +283,7 @@ def test_a_permanent_failure_is_given_up(sessions: sessionmaker[Session]) -> Non
 
 
 def test_a_row_that_cannot_render_fails_and_the_others_still_go(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     good = notifications_for([alert()])[0]
     bad = Notification(
@@ -302,7 +303,7 @@ def test_a_row_that_cannot_render_fails_and_the_others_still_go(
 
 
 def test_line_breaks_in_roster_names_never_reach_a_header(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     evil = alert(mentee_name="Ben\r\nBcc: evil@x", mentor_name="Ana\nCc: evil@y")
     queue(sessions, evil)
@@ -318,7 +319,7 @@ def test_line_breaks_in_roster_names_never_reach_a_header(
     assert b"\nBcc:" not in path.read_bytes().split(b"\n\n", 1)[0]
 
 
-def test_html_escapes_calendar_and_roster_values(sessions: sessionmaker[Session]) -> None:
+def test_html_escapes_calendar_and_roster_values(sessions: sessionmaker[Db]) -> None:
     queue(sessions, alert(mentee_name="<script>x()</script> O'Brien", program_name="R&D"))
     [row] = rows(sessions)
     text, html = parts(render(row, sender=SENDER))
@@ -328,7 +329,7 @@ def test_html_escapes_calendar_and_roster_values(sessions: sessionmaker[Session]
     assert "<script>x()</script> O'Brien" in text  # plain text shows names as written
 
 
-def test_unicode_names_survive_the_round_trip(sessions: sessionmaker[Session]) -> None:
+def test_unicode_names_survive_the_round_trip(sessions: sessionmaker[Db]) -> None:
     queue(sessions, alert(mentor_name="Zoë Ñúñez", mentee_name="Łukasz"))
     [row] = rows(sessions)
     message = email.message_from_bytes(
@@ -339,7 +340,7 @@ def test_unicode_names_survive_the_round_trip(sessions: sessionmaker[Session]) -
 
 
 def test_an_admin_can_override_a_template_from_a_folder(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     custom = tmp_path / "templates"
     custom.mkdir()
@@ -417,7 +418,7 @@ def test_two_workers_never_claim_the_same_row(pg_url: str) -> None:
     ],
 )
 def test_subject_and_body_follow_the_rule_facts(
-    sessions: sessionmaker[Session], last_attended: str, subject: str, body: str
+    sessions: sessionmaker[Db], last_attended: str, subject: str, body: str
 ) -> None:
     queue(sessions, alert(facts={"last_attended": last_attended, "next_scheduled": "none"}))
     [row] = rows(sessions)
@@ -482,7 +483,7 @@ def test_continue_lets_a_finding_take_several_routes() -> None:
 
 
 def test_the_ladder_climbs_with_time_and_repeats_while_firing(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Db],
 ) -> None:
     """What reaches the outbox as a finding keeps firing: the deciding runs are many, the
     emails are one per rung and repeat."""
@@ -610,7 +611,7 @@ def test_an_undefined_receiver_is_a_config_error_that_says_where(
 
 
 def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Db], tmp_path: Path
 ) -> None:
     queue(sessions, *(alert(fingerprint=f"{n:016x}") for n in range(3)))
     clock = [NOW]
@@ -636,7 +637,7 @@ def test_a_batch_that_outlives_its_lease_hands_the_rest_back_unsent(
 
 
 def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Db],
 ) -> None:
     queue(sessions, alert())
     with sessions.begin() as db:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from mentorpulse.daemon.jobs.reports import period_before
+from mentorpulse.stages.reports import period_before
 
 
 @pytest.mark.parametrize(

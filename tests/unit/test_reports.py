@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 
+from mentorpulse.model import last_attended_day
 from mentorpulse.reports.export import day_range
 from mentorpulse.reports.figures import (
     COLUMNS,
@@ -21,9 +22,7 @@ from mentorpulse.reports.figures import (
     program_totals,
 )
 from mentorpulse.reports.render import render_html, write_csv
-from mentorpulse.storage.models import Base, Finding, Pairing, Person, Program
-from mentorpulse.storage.models import Session as MeetingSession
-from mentorpulse.tracking.attendance import last_attended_day
+from mentorpulse.storage.models import Base, Finding, MentoringSession, Pairing, Person, Program
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 4, 1, tzinfo=UTC)
@@ -38,7 +37,7 @@ def at(day: int, hour: int = 10, month: int = 3) -> datetime:
 class Org:
     """A tiny organisation written straight into the tables the report reads."""
 
-    def __init__(self, db: DbSession) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
         self.people: dict[str, Person] = {}
         self.sessions = 0
@@ -69,7 +68,7 @@ class Org:
     def session(self, pairing: int, start: datetime, outcome: str) -> None:
         self.sessions += 1
         self.db.add(
-            MeetingSession(
+            MentoringSession(
                 pairing_id=pairing,
                 key=f"uid-{self.sessions}",
                 start=start,
@@ -106,7 +105,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def rows(engine: Engine) -> list[PairingFigures]:
-    with DbSession(engine) as db:
+    with Db(engine) as db:
         org = Org(db)
         ana = org.person("ana@demo.example", "Ana", "Asia/Kolkata")
         ben = org.person("ben@demo.example", "Ben", "Europe/London")
@@ -214,13 +213,13 @@ def test_query_count_does_not_grow_with_pairings(engine: Engine) -> None:
         statements.clear()
         event.listen(engine, "before_cursor_execute", count)
         try:
-            with DbSession(engine) as db:
+            with Db(engine) as db:
                 pairing_figures(db, start=START, end=END, now=NOW)
         finally:
             event.remove(engine, "before_cursor_execute", count)
         return len(statements)
 
-    with DbSession(engine) as db:
+    with Db(engine) as db:
         org = Org(db)
         mentor = org.person("m@demo.example", zone="America/New_York")
         for i in range(3):
@@ -297,7 +296,7 @@ def test_last_attended_is_the_start_day_in_the_reports_zone_whoever_the_mentor_i
     # mentor's own zone (Kolkata) and the session's end do not decide; the report's does,
     # and explain (last_attended_day) says the same.
     late = at(10, 23) + timedelta(minutes=30)
-    with DbSession(engine) as db:
+    with Db(engine) as db:
         org = Org(db)
         mentor = org.person("ana@demo.example", zone="Asia/Kolkata")
         org.session(org.pairing("eng", mentor, org.person("ben@demo.example")), late, "held")

@@ -8,6 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mentorpulse.config.schema import Cadence, CadenceGapRule, Program
+from mentorpulse.model import Outcome
 from mentorpulse.rules import (
     Condition,
     FindingState,
@@ -18,7 +19,6 @@ from mentorpulse.rules import (
     fingerprint,
 )
 from mentorpulse.rules.kinds import kind_for
-from mentorpulse.tracking.attendance import Outcome
 from tests.conftest import FailingRule
 
 BERLIN = "Europe/Berlin"

@@ -20,12 +20,11 @@ from sqlalchemy.pool import StaticPool
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.daemon.jobs import Context, evaluate_rules
+from mentorpulse.model import Outcome
+from mentorpulse.stages import Context, evaluate_rules
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import session_factory
-from mentorpulse.storage.models import Base, Finding, Pairing, Source
-from mentorpulse.storage.models import Session as SessionRow
-from mentorpulse.tracking.attendance import Outcome
+from mentorpulse.storage.models import Base, Finding, MentoringSession, Pairing, Source
 
 START = datetime(2026, 3, 1, tzinfo=UTC)  # spans the March and October DST changes
 CONFIG = MentorpulseConfig.model_validate(
@@ -102,7 +101,7 @@ def _context(clock: list[datetime]) -> Context:
     engine = create_engine("sqlite://", poolclass=StaticPool)
     Base.metadata.create_all(engine)
     ctx = Context(CONFIG, ROSTER, engine, session_factory(engine), lambda: clock[0])
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         repository.apply_roster(db, CONFIG, ROSTER)
         source = repository.ensure_source(db, "cal", "ics")
         source.last_success_at = START
@@ -113,7 +112,7 @@ def _health(ctx: Context, change: str | None, now: datetime) -> None:
     """What the sync stage records: a failure keeps the last success, a recovery is one."""
     if change is None:
         return
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         source = db.get_one(Source, "cal")
         source.healthy = change == "recover"
         source.last_error = None if source.healthy else "HTTP 503"
@@ -123,11 +122,13 @@ def _health(ctx: Context, change: str | None, now: datetime) -> None:
 
 def _apply(ctx: Context, edit: Edit) -> None:
     entry = ROSTER[edit.pairing]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         pairing = db.scalars(select(Pairing).where(Pairing.key == entry.key)).one()
         key = f"s{edit.slot}"
         row = db.scalars(
-            select(SessionRow).where(SessionRow.pairing_id == pairing.id, SessionRow.key == key)
+            select(MentoringSession).where(
+                MentoringSession.pairing_id == pairing.id, MentoringSession.key == key
+            )
         ).one_or_none()
         if edit.outcome is None:
             if row is not None:
@@ -146,7 +147,7 @@ def _apply(ctx: Context, edit: Edit) -> None:
                 "updated_at": start,
             }
             if row is None:
-                db.add(SessionRow(pairing_id=pairing.id, key=key, **values))
+                db.add(MentoringSession(pairing_id=pairing.id, key=key, **values))
             else:
                 for name, value in values.items():
                     setattr(row, name, value)
@@ -154,7 +155,7 @@ def _apply(ctx: Context, edit: Edit) -> None:
 
 
 def _findings(ctx: Context) -> list[tuple[Any, ...]]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return [
             (f.fingerprint, f.state, f.since, f.firing_since, f.until, f.facts, f.reason)
             for f in db.scalars(select(Finding).order_by(Finding.fingerprint))

@@ -13,12 +13,12 @@ from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import load_roster
 from mentorpulse.config.schema import MentorpulseConfig, Program
 from mentorpulse.errors import ConfigError
+from mentorpulse.model import Outcome
 from mentorpulse.rules import SessionFact, Timeline, evaluate
 from mentorpulse.rules.backtest import Case, compare, replay
 from mentorpulse.rules.check import check_selectors
 from mentorpulse.rules.engine import FIRING, PENDING, RESOLVED, SUPPRESSED, judge
 from mentorpulse.rules.kinds import Condition
-from mentorpulse.tracking.attendance import Outcome
 
 MENTOR = "m@x.org"
 MENTEE = "e@x.org"

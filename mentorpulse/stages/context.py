@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.loader import load_config
@@ -42,7 +42,7 @@ class Context:
     config: MentorpulseConfig
     roster: list[RosterPairing]
     engine: Engine
-    sessions: sessionmaker[DbSession]
+    db: sessionmaker[Db]
     clock: Clock = utcnow
 
     @classmethod
@@ -75,12 +75,12 @@ class Context:
         none: a process that collides with another's new rows writes again alone.
         """
         try:
-            with self.sessions.begin() as db:
+            with self.db.begin() as db:
                 exclusive(db, "roster", sqlite=False)
                 repository.apply_roster(db, self.config, self.roster)
         except (IntegrityError, OperationalError) as exc:
             log.info("roster_write_conflict", error=type(exc.orig).__name__)
-            with self.sessions.begin() as db:
+            with self.db.begin() as db:
                 exclusive(db, "roster")
                 repository.apply_roster(db, self.config, self.roster)
 
@@ -119,7 +119,7 @@ class Context:
             return False
 
     def _write_run(self, stage: str, error: str | None, now: datetime) -> bool:
-        with self.sessions.begin() as db:
+        with self.db.begin() as db:
             row = db.get(JobRun, stage)
             if row is None:
                 row = JobRun(name=stage, last_run_at=now, failing=False)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mentorpulse.commands.common import ConfigOption, err, out, user_errors
+from mentorpulse.cli.common import ConfigOption, err, out, user_errors
 from mentorpulse.errors import UserError
 
 
@@ -21,7 +21,7 @@ def auth_microsoft(
     For small setups without an app-only registration (`auth: device_code`). Needs
     $MENTORPULSE_SECRET_KEY (see `mentorpulse auth key`).
     """
-    from mentorpulse.commands.auth import signed_in
+    from mentorpulse.cli.auth import signed_in
     from mentorpulse.config.loader import config_path, load_config
     from mentorpulse.config.schema import MicrosoftSource
     from mentorpulse.connectors.microsoft import device_code_sign_in

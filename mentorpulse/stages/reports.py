@@ -19,10 +19,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.daemon.jobs.evaluate import stale_sources
 from mentorpulse.notify.outbox import enqueue, sender_domain
 from mentorpulse.notify.route import Notification, Recipient, Router
 from mentorpulse.notify.timing import next_send_time, zone
@@ -35,6 +34,7 @@ from mentorpulse.reports.export import (
 )
 from mentorpulse.reports.figures import pairing_figures, program_totals
 from mentorpulse.reports.render import format_percent
+from mentorpulse.stages.evaluate import stale_sources
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -103,7 +103,7 @@ def _today(config: MentorpulseConfig, now: datetime) -> date:
 def queue_reports(
     config: MentorpulseConfig,
     router: Router,
-    db: DbSession,
+    db: Db,
     now: datetime,
     *,
     out_dir: Path | None,
@@ -147,7 +147,7 @@ def queue_reports(
 
 
 def _unsent(
-    config: MentorpulseConfig, router: Router, db: DbSession, now: datetime
+    config: MentorpulseConfig, router: Router, db: Db, now: datetime
 ) -> list[tuple[Period, list[Recipient]]]:
     """Each schedule's last period with the recipients not yet queued for it."""
     today = _today(config, now)
@@ -170,7 +170,7 @@ def _unsent(
 
 def _payload(
     config: MentorpulseConfig,
-    db: DbSession,
+    db: Db,
     period: Period,
     now: datetime,
     out_dir: Path | None,

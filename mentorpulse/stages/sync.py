@@ -32,7 +32,7 @@ from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.schema import GoogleSource, MicrosoftSource
 from mentorpulse.connectors.base import (
@@ -45,8 +45,8 @@ from mentorpulse.connectors.base import (
     sanitise_page,
 )
 from mentorpulse.connectors.registry import build_connector
-from mentorpulse.daemon.jobs.context import Context
 from mentorpulse.errors import unexpected_summary
+from mentorpulse.stages.context import Context
 from mentorpulse.storage import repository
 from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import Event, ResyncSeen, Source
@@ -201,7 +201,7 @@ def _sync_one(
     now = ctx.clock()
     result = SourceResult(source_id=source_id, ok=True)
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         source = repository.ensure_source(db, source_id, kind)
         if _waits_for_operator(db, source, source_config, result, retry=retry_reauth):
             return result
@@ -229,15 +229,15 @@ def _sync_one(
             )
         except CursorExpired as expired:
             log.warning("source_cursor_expired", source=source_id, error=expired.message)
-            with ctx.sessions.begin() as db:
+            with ctx.db.begin() as db:
                 _begin_resync(db, db.get_one(Source, source_id), now)
             _pull(
                 ctx, connector, source_id, None, matcher=matcher, result=result, progress=progress
             )
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             _finish(db, db.get_one(Source, source_id), result, now)
     except _Held as held:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             _hold(db, db.get_one(Source, source_id), held, now=now, result=result)
     except ConnectorError as error:
         _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
@@ -256,7 +256,7 @@ def _sync_one(
 
 
 def _waits_for_operator(
-    db: DbSession, source: Source, source_config: BaseModel, result: SourceResult, *, retry: bool
+    db: Db, source: Source, source_config: BaseModel, result: SourceResult, *, retry: bool
 ) -> bool:
     """A source whose credentials were refused waits until its config changes (then it is
     tried again) or the operator retries it by hand; says so in ``result``."""
@@ -332,12 +332,12 @@ def _pull(
     progress: _Reporter,
 ) -> None:
     ids = None
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         total = _event_count(db, source_id)
     deleted_so_far = 0
     for page in connector.sync(cursor):
         page = sanitise_page(page)  # noqa: PLW2901 - only the fit-to-store copy is used
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             if ids is None:
                 ids = repository.pairing_ids(db)
             source = db.get_one(Source, source_id)
@@ -368,18 +368,18 @@ def _is_mass_deletion(deleted: int, total: int) -> bool:
     return deleted >= MASS_DELETION_MIN and deleted > total * MASS_DELETION_SHARE
 
 
-def _event_count(db: DbSession, source_id: str) -> int:
+def _event_count(db: Db, source_id: str) -> int:
     return db.scalar(select(func.count()).where(Event.source_id == source_id)) or 0
 
 
-def _begin_resync(db: DbSession, source: Source, now: datetime) -> None:
+def _begin_resync(db: Db, source: Source, now: datetime) -> None:
     source.cursor = None
     source.resync_started_at = now
     db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source.id))
     log.info("source_resync_started", source=source.id)
 
 
-def _finish(db: DbSession, source: Source, result: SourceResult, now: datetime) -> None:
+def _finish(db: Db, source: Source, result: SourceResult, now: datetime) -> None:
     """The listing completed: reconcile a resync, then mark the source healthy."""
     if source.resync_started_at is not None:
         unseen = list(
@@ -417,9 +417,7 @@ def _finish(db: DbSession, source: Source, result: SourceResult, now: datetime) 
     source.next_attempt_at = None
 
 
-def _hold(
-    db: DbSession, source: Source, held: _Held, *, now: datetime, result: SourceResult
-) -> None:
+def _hold(db: Db, source: Source, held: _Held, *, now: datetime, result: SourceResult) -> None:
     """Report a mass deletion instead of applying it; a second full listing decides."""
     proposed, total = held.proposed, held.total
     message = (
@@ -465,7 +463,7 @@ def _failed(
     retry_after = error.retry_after if isinstance(error, TransientError) else None
     result.ok = False
     result.error = error.message
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         source = db.get_one(Source, source_id)
         source.healthy = False
         source.last_error = error.message
@@ -490,7 +488,7 @@ def _refused(
     Logged once, when the source starts waiting."""
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     step = reauth_step(source_config)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         source = db.get_one(Source, source_id)
         first = source.needs_reauth_at is None
         source.healthy = False
@@ -558,7 +556,7 @@ def _collect_attendance(
     ctx: Context, connector: AttendanceSource, source_id: str, now: datetime
 ) -> int:
     """Ask the conference system who joined the source's recently ended meetings."""
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         due = repository.events_due_for_attendance(
             db,
             source_id,
@@ -580,7 +578,7 @@ def _collect_attendance(
                 auth=isinstance(error, AuthError),
             )
             break
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             repository.store_attendance(db, event_id, evidence, checked_at=now)
         checked += 1
     if checked:

@@ -13,7 +13,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from mentorpulse.commands.common import ConfigOption, out, user_errors
+from mentorpulse.cli.common import ConfigOption, out, user_errors
 from mentorpulse.errors import UserError
 
 log = structlog.get_logger(__name__)
@@ -41,7 +41,7 @@ def google(
     ] = None,
 ) -> None:
     """Sign in to Google once; the refresh token is kept encrypted for the google source."""
-    from mentorpulse.commands.auth import signed_in
+    from mentorpulse.cli.auth import signed_in
     from mentorpulse.config.loader import config_path, load_config
 
     with user_errors():

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mentorpulse.commands.common import (
+from mentorpulse.cli.common import (
     ConfigOption,
     FormatOption,
     OptionError,
@@ -37,11 +37,11 @@ def notify(
 ) -> None:
     """Queue notifications for firing findings and the scheduled reports that are due, then
     deliver what is due."""
-    from mentorpulse.daemon import jobs
-    from mentorpulse.daemon.jobs.notify import preview
+    from mentorpulse import stages
     from mentorpulse.notify.outbox import counts
+    from mentorpulse.stages.notify import preview
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         if dry_run:
             emails = preview(ctx)
             table = Table("to", "subject", "template", "items", title="would send now")
@@ -51,13 +51,13 @@ def notify(
             out.print(f"{len(emails)} emails would be sent (dry run: nothing sent)")
             return
         with ctx.recorded("notify"):  # `status` shows a failed run, as the daemon's
-            stats = jobs.send_notifications(ctx)
+            stats = stages.send_notifications(ctx)
         out.print(
             f"{stats.queued} queued, {stats.sent} sent, {stats.failed} failed, "
             f"{stats.retried} to retry",
             highlight=False,
         )
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             unknown = counts(db).get("unknown", 0)
         if unknown:
             err.print(
@@ -100,7 +100,7 @@ def outbox_list(
     """Show outbox rows: who, what, status, attempts, next attempt, last error."""
     from sqlalchemy import select
 
-    from mentorpulse.daemon import jobs
+    from mentorpulse import stages
     from mentorpulse.notify.outbox import counts
     from mentorpulse.storage.models import OutboxMessage
 
@@ -109,9 +109,9 @@ def outbox_list(
             if s not in STATUSES:
                 raise OptionError(f"--status: expected one of {', '.join(STATUSES)}, got {s!r}")
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         zone = view_zone(tz, ctx.config)
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
             if status:
                 query = query.where(OutboxMessage.status.in_(status))
@@ -169,11 +169,11 @@ def outbox_retry(
     config: ConfigOption = None,
 ) -> None:
     """Queue failed (and unknown) rows again, due now; the next `notify` sends them."""
-    from mentorpulse.daemon import jobs
+    from mentorpulse import stages
     from mentorpulse.notify.outbox import retry
 
-    def action(ctx: jobs.Context) -> None:
-        with ctx.sessions.begin() as db:
+    def action(ctx: stages.Context) -> None:
+        with ctx.db.begin() as db:
             n = retry(db, now=ctx.clock(), ids=ids or ())
         out.print(f"{n} rows queued again", highlight=False)
 
@@ -194,18 +194,18 @@ def outbox_purge(
     the latest scheduled reports stay, so nothing is sent twice)."""
     from sqlalchemy import select
 
-    from mentorpulse.daemon import jobs
-    from mentorpulse.daemon.jobs.reports import current_report_prefixes
+    from mentorpulse import stages
     from mentorpulse.notify.outbox import purge
     from mentorpulse.notify.route import Alert
+    from mentorpulse.stages.reports import current_report_prefixes
     from mentorpulse.storage.models import Finding
 
     with user_errors():
         age = duration_option(older_than, "--older-than")
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         statuses = ("sent", "digested", "cancelled", *(("failed", "unknown") if failed else ()))
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             firing = db.execute(
                 select(Finding.fingerprint, Finding.firing_since).where(Finding.state == "firing")
             )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mentorpulse.commands.common import (
+from mentorpulse.cli.common import (
     ConfigOption,
     FormatOption,
     OutputFormat,
@@ -25,7 +25,7 @@ from mentorpulse.commands.common import (
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from pydantic import BaseModel
 
-    from mentorpulse.daemon.jobs import Context
+    from mentorpulse.stages import Context
     from mentorpulse.storage.models import JobRun, Source
 
 
@@ -46,7 +46,7 @@ def _span(seconds: int) -> str:
 
 
 def _state(source: Source | None, now: datetime, configured: BaseModel) -> str:
-    from mentorpulse.daemon.jobs.sync import config_fingerprint, reauth_step
+    from mentorpulse.stages.sync import config_fingerprint, reauth_step
 
     if source is None:
         return "not synced yet"
@@ -83,8 +83,8 @@ def status(
     success and last error; exit 1 if a source needs attention or a stage is failing."""
     from sqlalchemy import func, select
 
-    from mentorpulse.daemon import runner
-    from mentorpulse.daemon.lease import display
+    from mentorpulse.service import runner
+    from mentorpulse.service.lease import display
     from mentorpulse.storage.models import Event, JobRun, Lease, Source
 
     def action(ctx: Context) -> bool:
@@ -93,7 +93,7 @@ def status(
         table = Table("source", "kind", "state", "last success", "events", "item errors")
         listed: list[dict[str, object]] = []  # the same rows for --format json
         problems: list[str] = []
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             rows = {s.id: s for s in db.scalars(select(Source))}
             counts = dict(
                 db.execute(select(Event.source_id, func.count()).group_by(Event.source_id)).all()

@@ -23,12 +23,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Select, or_, select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig, Program
-from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.model import Outcome
 from mentorpulse.rules.engine import (
     ERROR,
     FIRING,
@@ -42,20 +42,20 @@ from mentorpulse.rules.engine import (
     pair_matches,
 )
 from mentorpulse.rules.kinds import SessionFact, Timeline
+from mentorpulse.stages.context import Context
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
     Evidence,
     Finding,
     JobRun,
+    MentoringSession,
     Pairing,
     Person,
     Silence,
     Source,
 )
-from mentorpulse.storage.models import Session as SessionRow
 from mentorpulse.storage.repository import chunks
-from mentorpulse.tracking.attendance import Outcome
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +98,7 @@ def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
     now = ctx.clock()
     stats = EvaluationStats()
     config = ctx.config
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         full = _config_changed(db, config, ctx.roster, now) or full
         stale = stale_sources(db, config, now)
         query = _pairings_with_people()
@@ -161,7 +161,7 @@ class _Row:
 
 
 def _judge_one(
-    db: DbSession,
+    db: Db,
     config: MentorpulseConfig,
     row: _Row,
     sessions: list[SessionFact],
@@ -235,7 +235,7 @@ def timeline_for(
 
 
 def load_timelines(
-    db: DbSession,
+    db: Db,
     config: MentorpulseConfig,
     roster: Sequence[RosterPairing],
     pairing_ids: Sequence[int] | None = None,
@@ -256,21 +256,21 @@ def load_timelines(
     ]
 
 
-def _session_facts(db: DbSession, ids: Sequence[int]) -> Iterator[tuple[int, SessionFact]]:
+def _session_facts(db: Db, ids: Sequence[int]) -> Iterator[tuple[int, SessionFact]]:
     """Sessions of the pairings with what the rules need, including who missed a session
     (the party of the evidence that decided a ``missed`` verdict, looked up for those
     few sessions only)."""
     rows = db.execute(
         select(
-            SessionRow.id,
-            SessionRow.pairing_id,
-            SessionRow.key,
-            SessionRow.start,
-            SessionRow.end,
-            SessionRow.outcome,
-            SessionRow.cancelled_by,
-            SessionRow.cancelled_hours_before,
-        ).where(SessionRow.pairing_id.in_(ids))
+            MentoringSession.id,
+            MentoringSession.pairing_id,
+            MentoringSession.key,
+            MentoringSession.start,
+            MentoringSession.end,
+            MentoringSession.outcome,
+            MentoringSession.cancelled_by,
+            MentoringSession.cancelled_hours_before,
+        ).where(MentoringSession.pairing_id.in_(ids))
     ).all()
     missed = [row[0] for row in rows if row[5] == Outcome.MISSED.value]
     missed_by: dict[int, str | None] = {}
@@ -323,7 +323,7 @@ def _why_not_judged(pairing: Pairing, program: Program | None, paused: bool) -> 
 
 
 def _config_changed(
-    db: DbSession, config: MentorpulseConfig, roster: Sequence[RosterPairing], now: datetime
+    db: Db, config: MentorpulseConfig, roster: Sequence[RosterPairing], now: datetime
 ) -> bool:
     """Whether the rules (or per-pairing overrides) differ from the last evaluation's."""
     described = {
@@ -346,7 +346,7 @@ def _config_changed(
     return True
 
 
-def stale_sources(db: DbSession, config: MentorpulseConfig, now: datetime) -> dict[str, str]:
+def stale_sources(db: Db, config: MentorpulseConfig, now: datetime) -> dict[str, str]:
     """Configured sources whose data cannot be trusted now, with the reason."""
     rows = {s.id: s for s in db.scalars(select(Source))}
     limit = now - config.evaluation.stale_after
@@ -373,7 +373,7 @@ def stale_sources(db: DbSession, config: MentorpulseConfig, now: datetime) -> di
 
 
 def _coverage(
-    db: DbSession, config: MentorpulseConfig, people: Mapping[int, tuple[str, str]]
+    db: Db, config: MentorpulseConfig, people: Mapping[int, tuple[str, str]]
 ) -> dict[int, set[str]]:
     """The sources covering each pairing (``people``: id → mentor and mentee emails; see
     the module docstring); absent: all of them."""
@@ -417,7 +417,7 @@ def _staleness_changed(stale: dict[str, str]) -> Select[Any]:
 
 
 def _operator_findings(
-    db: DbSession,
+    db: Db,
     config: MentorpulseConfig,
     stale: dict[str, str],
     suppressed_by: dict[str, int],
@@ -471,7 +471,7 @@ def _operator_findings(
     return changed
 
 
-def active_silences(db: DbSession, now: datetime) -> list[Silence]:
+def active_silences(db: Db, now: datetime) -> list[Silence]:
     return list(
         db.scalars(
             select(Silence)
@@ -489,7 +489,7 @@ def silence_matches(silence: Silence, program_id: str, mentor: str, mentee: str)
     return silence.mentee_email is None or silence.mentee_email == mentee
 
 
-def apply_silences(db: DbSession, now: datetime) -> int:
+def apply_silences(db: Db, now: datetime) -> int:
     """Set ``silence_id`` on every open finding an active silence covers; clear it on
     findings whose silence ended. Returns the number of findings changed."""
     silences = active_silences(db, now)

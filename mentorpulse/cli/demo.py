@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mentorpulse.daemon import jobs
+from mentorpulse import stages
 from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
 from mentorpulse.reports.export import write_report
@@ -76,18 +76,18 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
             (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(Path(staging) / relative, workdir / relative)
     _record(workdir, written)
-    ctx = jobs.Context.open(workdir / "mentorpulse.yaml")
+    ctx = stages.Context.open(workdir / "mentorpulse.yaml")
     _record(workdir, [Path(DATABASE)])
     try:
-        synced = jobs.sync_sources(ctx)
-        sessions = jobs.rebuild_sessions(ctx)
-        jobs.evaluate_rules(ctx)
-        sent = jobs.send_notifications(ctx)
+        synced = stages.sync_sources(ctx)
+        sessions = stages.rebuild_sessions(ctx)
+        stages.evaluate_rules(ctx)
+        sent = stages.send_notifications(ctx)
         # The monthly HR report the notify stage just mailed, and the whole span's.
         reports = sorted(ctx.config.resolve(ctx.config.reports.out_dir).glob("report-*"))
         for path in reports_here:
             write_report(
-                ctx.sessions,
+                ctx.db,
                 first=today - DEMO_SPAN,
                 last=today + DEMO_SPAN,
                 zone=ctx.config.timezone,
@@ -97,7 +97,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
             )
             reports.append(path)
         _record(workdir, [Path(p.name) for p in reports_here])
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             findings: dict[str, int] = dict(
                 db.execute(select(Finding.state, func.count()).group_by(Finding.state)).all()
             )

@@ -26,8 +26,9 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from mentorpulse.daemon import jobs, lease
+from mentorpulse import stages
 from mentorpulse.errors import UserError, code_trace
+from mentorpulse.service import lease
 from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import JobRun
 
@@ -39,15 +40,15 @@ HEARTBEAT = timedelta(seconds=30)
 LEASE_HELD_EXIT = 3  # `run` refused: another daemon holds the lease (README documents it)
 
 
-def first_run_at(ctx: jobs.Context, name: str, every: timedelta) -> datetime:
+def first_run_at(ctx: stages.Context, name: str, every: timedelta) -> datetime:
     """When a job is next due, from its last run kept in the database."""
     now = ctx.clock()
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         last = db.scalar(select(JobRun.last_run_at).where(JobRun.name == name))
     return now if last is None else max(now, last + every)
 
 
-def refusal(ctx: jobs.Context, held: lease.LeaseState) -> UserError:
+def refusal(ctx: stages.Context, held: lease.LeaseState) -> UserError:
     """The second daemon's message: who runs, until when its lease holds, what to do."""
     expires = held.expires_at.astimezone(ZoneInfo(ctx.config.timezone))
     seconds = max(0, math.ceil((held.expires_at - ctx.clock()).total_seconds()))
@@ -62,13 +63,13 @@ def refusal(ctx: jobs.Context, held: lease.LeaseState) -> UserError:
 class _Lease:
     """Until when this daemon knows it holds its lease (renewed by the heartbeat)."""
 
-    def __init__(self, ctx: jobs.Context, holder: str) -> None:
+    def __init__(self, ctx: stages.Context, holder: str) -> None:
         self.ctx, self.holder = ctx, holder
         self.until = ctx.clock()
 
     def renew(self) -> lease.LeaseState:
         state = lease.acquire(
-            self.ctx.sessions, DAEMON_LEASE, self.holder, ttl=LEASE_TTL, now=self.ctx.clock()
+            self.ctx.db, DAEMON_LEASE, self.holder, ttl=LEASE_TTL, now=self.ctx.clock()
         )
         if state.acquired:
             self.until = state.expires_at
@@ -80,7 +81,7 @@ class _Lease:
 
 
 def _guarded(
-    ctx: jobs.Context,
+    ctx: stages.Context,
     name: str,
     stage: Callable[[], object],
     held: Callable[[], bool] = lambda: True,
@@ -110,13 +111,13 @@ def _guarded(
 
 
 def pipeline(
-    ctx: jobs.Context, *, full: bool = False
-) -> tuple[jobs.SessionStats, jobs.EvaluationStats]:
+    ctx: stages.Context, *, full: bool = False
+) -> tuple[stages.SessionStats, stages.EvaluationStats]:
     """Sessions, rules: one job, since rules read what the session stage wrote. One
     process at a time (the daemon's job and an `evaluate` command would both write the
     same new sessions and findings): a second waits, then finds little left to do."""
     with one_at_a_time(ctx.engine, "evaluate"):
-        return jobs.rebuild_sessions(ctx), jobs.evaluate_rules(ctx, full=full)
+        return stages.rebuild_sessions(ctx), stages.evaluate_rules(ctx, full=full)
 
 
 STAGES = frozenset({"sync", "evaluate", "notify"})
@@ -127,18 +128,18 @@ def sync_job(source_id: str) -> str:
     return f"sync:{source_id}"
 
 
-def job_names(ctx: jobs.Context) -> list[str]:
+def job_names(ctx: stages.Context) -> list[str]:
     """The names of the daemon's jobs, as kept in ``job_runs`` (one sync job per source)."""
     return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
 
 
 def run_daemon(
-    ctx: jobs.Context,
+    ctx: stages.Context,
     *,
-    stages: frozenset[str] | set[str] = STAGES,
+    only: frozenset[str] | set[str] = STAGES,
     stop: threading.Event | None = None,
 ) -> None:
-    """Block until SIGTERM/SIGINT (or ``stop`` is set), running ``stages`` on their timers."""
+    """Block until SIGTERM/SIGINT (or ``stop`` is set), running the stages in ``only``."""
     holder = lease.holder_name()
     held = _Lease(ctx, holder)
     state = held.renew()
@@ -160,17 +161,17 @@ def run_daemon(
             id=name,
         )
 
-    if "sync" in stages:
+    if "sync" in only:
         for source in ctx.config.sources:
             add(
                 sync_job(source.id),
                 source.poll_every,
-                functools.partial(jobs.sync_sources, ctx, [source.id], respect_backoff=True),
+                functools.partial(stages.sync_sources, ctx, [source.id], respect_backoff=True),
             )
-    if "evaluate" in stages:
+    if "evaluate" in only:
         add("evaluate", ctx.config.schedule.evaluate_every, lambda: pipeline(ctx))
-    if "notify" in stages:
-        add("notify", ctx.config.notify.every, lambda: jobs.send_notifications(ctx))
+    if "notify" in only:
+        add("notify", ctx.config.notify.every, lambda: stages.send_notifications(ctx))
 
     def heartbeat() -> None:
         try:
@@ -204,7 +205,7 @@ def run_daemon(
         stop.wait()
     finally:
         scheduler.shutdown(wait=True)
-        lease.release(ctx.sessions, DAEMON_LEASE, holder)
+        lease.release(ctx.db, DAEMON_LEASE, holder)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("daemon_stopped", holder=holder)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 import typer
 
-from mentorpulse.commands.common import err, out
+from mentorpulse.cli.common import err, out
 from mentorpulse.credentials import KEY_ENV, generate_key
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
     """A sign-in that succeeded answers refused credentials: the source stops waiting as
     needs_reauth and the daemon's next poll tries it. Returns a line for the operator."""
     from sqlalchemy.exc import SQLAlchemyError
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session as Db
 
     from mentorpulse.config.schema import sqlite_path
     from mentorpulse.errors import DatabaseUnavailable
@@ -52,7 +52,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
         current, head = revision_state(engine)
         if current is None or current != head:
             return ""  # an older schema cannot hold the mark; `db upgrade` comes first
-        with Session(engine) as db, db.begin():
+        with Db(engine) as db, db.begin():
             cleared = repository.clear_needs_reauth(db, source_id)
     except (SQLAlchemyError, DatabaseUnavailable) as exc:  # the token is stored all the same
         log.warning("source_reauth_not_cleared", source=source_id, error=type(exc).__name__)

@@ -23,7 +23,8 @@ from pathlib import Path
 import structlog
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.storage.models import Lease
 
@@ -87,7 +88,7 @@ def _dead_here(holder: str) -> bool:
 
 
 def acquire(
-    sessions: sessionmaker[Session], name: str, holder: str, *, ttl: timedelta, now: datetime
+    sessions: sessionmaker[Db], name: str, holder: str, *, ttl: timedelta, now: datetime
 ) -> LeaseState:
     """Take or renew ``name`` for ``ttl``; if another holds it, say who and until when."""
     expires = now + ttl
@@ -127,6 +128,6 @@ def acquire(
     return LeaseState(acquired=False, holder="unknown", expires_at=expires)
 
 
-def release(sessions: sessionmaker[Session], name: str, holder: str) -> None:
+def release(sessions: sessionmaker[Db], name: str, holder: str) -> None:
     with sessions.begin() as db:
         db.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))

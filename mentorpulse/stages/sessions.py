@@ -10,20 +10,19 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 
-from mentorpulse.connectors.base import AttendanceEvidence, EventRecord
-from mentorpulse.daemon.jobs.context import Context
+from mentorpulse.model import AttendanceEvidence, EventRecord, Outcome
+from mentorpulse.stages.context import Context
 from mentorpulse.storage import repository
 from mentorpulse.storage.models import (
     Evidence,
+    MentoringSession,
     Pairing,
     Person,
 )
-from mentorpulse.storage.models import Session as SessionRow
 from mentorpulse.storage.repository import chunks
 from mentorpulse.tracking.attendance import (
-    Outcome,
     Proof,
     Verdict,
     fold_copies,
@@ -53,12 +52,12 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     """
     now = ctx.clock()
     stats = SessionStats()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         due = set(db.scalars(select(Pairing.id).where(Pairing.events_changed)))
         due |= set(
             db.scalars(
-                select(SessionRow.pairing_id).where(
-                    SessionRow.outcome == Outcome.UPCOMING.value, SessionRow.end <= now
+                select(MentoringSession.pairing_id).where(
+                    MentoringSession.outcome == Outcome.UPCOMING.value, MentoringSession.end <= now
                 )
             )
         )
@@ -97,9 +96,9 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
             writes.apply(db)
             db.flush()
             db.expunge_all()  # the batch's pairings are written; let them go
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         for outcome, count in db.execute(
-            select(SessionRow.outcome, func.count()).group_by(SessionRow.outcome)
+            select(MentoringSession.outcome, func.count()).group_by(MentoringSession.outcome)
         ):
             stats.outcomes[outcome] = count
     log.info("sessions_rebuilt", pairings=stats.pairings, changed=stats.changed)
@@ -119,10 +118,10 @@ _VALUES = (
 
 
 def _stored_sessions(
-    db: DbSession, pairing_ids: Sequence[int]
+    db: Db, pairing_ids: Sequence[int]
 ) -> dict[int, dict[str, tuple[int, dict[str, Any]]]]:
     """pairing → session key → (row id, its judged values), read as plain rows."""
-    table = SessionRow.__table__
+    table = MentoringSession.__table__
     columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in _VALUES)]
     found: dict[int, dict[str, tuple[int, dict[str, Any]]]] = defaultdict(dict)
     for chunk in chunks(pairing_ids):
@@ -156,9 +155,9 @@ class _Writes:
             for rank, proof in enumerate(proofs)
         ]
 
-    def apply(self, db: DbSession) -> None:
+    def apply(self, db: Db) -> None:
         # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
-        table = cast(Table, SessionRow.__table__)
+        table = cast(Table, MentoringSession.__table__)
         if self.inserts:
             returned = db.execute(
                 insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
@@ -167,11 +166,11 @@ class _Writes:
             for session_id, pairing_id, key in returned:
                 self.add_evidence(session_id, self.new_evidence[(pairing_id, key)])
         if self.updates:
-            db.execute(update(SessionRow), self.updates)
+            db.execute(update(MentoringSession), self.updates)
         for chunk in chunks(self.replaced + self.deleted):
             db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
         for chunk in chunks(self.deleted):
-            db.execute(delete(SessionRow).where(SessionRow.id.in_(chunk)))
+            db.execute(delete(MentoringSession).where(MentoringSession.id.in_(chunk)))
         if self.evidence:
             db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)
 

@@ -6,11 +6,11 @@ stage; the daemon runs them on a timer. What has been done lives in the database
 running a stage twice changes nothing the second time.
 """
 
-from mentorpulse.daemon.jobs.context import Clock, Context, utcnow
-from mentorpulse.daemon.jobs.evaluate import EvaluationStats, evaluate_rules
-from mentorpulse.daemon.jobs.notify import NotifyStats, send_notifications
-from mentorpulse.daemon.jobs.sessions import SessionStats, rebuild_sessions
-from mentorpulse.daemon.jobs.sync import SourceResult, sync_sources
+from mentorpulse.stages.context import Clock, Context, utcnow
+from mentorpulse.stages.evaluate import EvaluationStats, evaluate_rules
+from mentorpulse.stages.notify import NotifyStats, send_notifications
+from mentorpulse.stages.sessions import SessionStats, rebuild_sessions
+from mentorpulse.stages.sync import SourceResult, sync_sources
 
 __all__ = [
     "Clock",

@@ -279,7 +279,7 @@ def with_context(config: Path | None, action: Callable[..., T], *, write: bool =
     """Run ``action`` on an open context. ``write=False`` for a command that only reads:
     it neither migrates nor writes the roster (see ``Context.open``)."""
     from mentorpulse.config.loader import config_path
-    from mentorpulse.daemon.jobs import Context
+    from mentorpulse.stages import Context
 
     with user_errors():
         ctx = Context.open(config_path(config), write=write)

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
-from mentorpulse.daemon.jobs.context import Context
-from mentorpulse.daemon.jobs.reports import queue_reports
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
 from mentorpulse.notify.outbox import (
     cancel_stale,
@@ -25,6 +23,8 @@ from mentorpulse.notify.outbox import (
 from mentorpulse.notify.render import RenderError, render
 from mentorpulse.notify.route import INTERNAL_FACTS, Alert, Router
 from mentorpulse.notify.transport import build_transport
+from mentorpulse.stages.context import Context
+from mentorpulse.stages.reports import queue_reports
 from mentorpulse.storage.models import Finding, Pairing, Person, Program
 
 log = structlog.get_logger(__name__)
@@ -57,11 +57,11 @@ class Preview:
 def send_notifications(ctx: Context) -> NotifyStats:
     """Turn findings into outbox rows (exactly once each), then deliver what is due."""
     now = ctx.clock()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         queued = queue_notifications(ctx, db, now)
     transport = build_transport(ctx.config.notify, ctx.config.base_dir)
     counts: DispatchCounts = dispatch(
-        ctx.sessions,
+        ctx.db,
         transport,
         sender=ctx.config.notify.sender,
         now=now,
@@ -87,7 +87,7 @@ def send_notifications(ctx: Context) -> NotifyStats:
     )
 
 
-def queue_notifications(ctx: Context, db: DbSession, now: datetime, *, files: bool = True) -> int:
+def queue_notifications(ctx: Context, db: Db, now: datetime, *, files: bool = True) -> int:
     """The routing decision and its outbox rows, in the caller's transaction, and the
     scheduled reports that are due (their files kept in ``reports.out_dir`` with ``files``)."""
     router = Router.from_config(ctx.config)
@@ -110,7 +110,7 @@ def preview(ctx: Context) -> list[Preview]:
     after the rollback: a dry run does not hold the database's write lock while it renders.
     """
     now = ctx.clock()
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         try:
             queue_notifications(ctx, db, now, files=False)
             compose_digests(db, now=now, domain=_domain(ctx))
@@ -148,7 +148,7 @@ def _domain(ctx: Context) -> str:
     return sender_domain(ctx.config.notify.sender)
 
 
-def _alerts(ctx: Context, db: DbSession, now: datetime) -> list[Alert]:
+def _alerts(ctx: Context, db: Db, now: datetime) -> list[Alert]:
     mentor = aliased(Person)
     mentee = aliased(Person)
     wants_resolved = any(r.send_resolved for r in ctx.config.notify.routes)

@@ -14,11 +14,11 @@ import typer
 from rich.table import Table
 
 from mentorpulse import logs
-from mentorpulse.commands import auth_google
-from mentorpulse.commands import status as status_command
-from mentorpulse.commands.auth import auth_app
-from mentorpulse.commands.auth_microsoft import auth_microsoft
-from mentorpulse.commands.common import (
+from mentorpulse.cli import auth_google
+from mentorpulse.cli import status as status_command
+from mentorpulse.cli.auth import auth_app
+from mentorpulse.cli.auth_microsoft import auth_microsoft
+from mentorpulse.cli.common import (
     ConfigOption,
     GlobalOptions,
     OptionError,
@@ -29,8 +29,8 @@ from mentorpulse.commands.common import (
     user_errors,
     with_context,
 )
-from mentorpulse.commands.notify import notify, outbox_app
-from mentorpulse.commands.rules import explain, rules_app, silence_app
+from mentorpulse.cli.notify import notify, outbox_app
+from mentorpulse.cli.rules import explain, rules_app, silence_app
 
 app = typer.Typer(
     cls=GlobalOptions,  # --config and --log-* on every command, in any position
@@ -137,13 +137,14 @@ def sync(
     ] = None,
 ) -> None:
     """Pull the calendars into the database (without --once: keep polling until stopped)."""
-    from mentorpulse.daemon import jobs, runner
+    from mentorpulse import stages
+    from mentorpulse.service import runner
 
     with user_errors():
         if source and not once:
             raise OptionError("--source needs --once (polling reads every source)")
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         known = [s.id for s in ctx.config.sources]
         unknown = [s for s in source or () if s not in known]
         if unknown:
@@ -152,9 +153,9 @@ def sync(
                 f"(sources: {', '.join(known) or 'none'})"
             )
         if not once:
-            runner.run_daemon(ctx, stages={"sync"})
+            runner.run_daemon(ctx, only={"sync"})
             return
-        results = jobs.sync_sources(ctx, source)
+        results = stages.sync_sources(ctx, source)
         table = Table("source", "ok", "pages", "stored", "deleted", "dropped", "item errors")
         for r in results:
             note = " (full resync)" if r.resynced else ""
@@ -183,9 +184,10 @@ def evaluate(
     ] = False,
 ) -> None:
     """Judge sessions from the stored events and run the cadence rules."""
-    from mentorpulse.daemon import jobs, runner
+    from mentorpulse import stages
+    from mentorpulse.service import runner
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         with ctx.recorded("evaluate"):  # `status` shows a failed run, as the daemon's
             sessions, stats = runner.pipeline(ctx, full=full)
         out.print(
@@ -226,7 +228,7 @@ def report(
     ] = None,
 ) -> None:
     """Attended vs scheduled, one row per pairing, for the days given."""
-    from mentorpulse.daemon import jobs
+    from mentorpulse import stages
     from mentorpulse.reports.export import write_report
 
     with user_errors():
@@ -236,10 +238,10 @@ def report(
             check_out_path(out_path)
         chosen = report_format(fmt, out_path)
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         try:
             written = write_report(
-                ctx.sessions,
+                ctx.db,
                 first=first,
                 last=last,
                 zone=ctx.config.timezone,
@@ -301,7 +303,7 @@ def check_out_path(path: Path) -> None:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run every stage on its schedule until SIGTERM or Ctrl-C."""
-    from mentorpulse.daemon import runner
+    from mentorpulse.service import runner
 
     with_context(config, runner.run_daemon)
 
@@ -319,7 +321,7 @@ def demo(
     ] = False,
 ) -> None:
     """Write a sample organisation and run the whole flow on it, on SQLite."""
-    from mentorpulse.daemon.demo import run_demo
+    from mentorpulse.cli.demo import run_demo
 
     with user_errors():
         summary = run_demo(workdir, today=datetime.now(UTC).date(), force=force)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from mentorpulse.commands.common import (
+from mentorpulse.cli.common import (
     ConfigOption,
     FormatOption,
     OptionError,
@@ -38,11 +38,11 @@ silence_app = typer.Typer(
 )
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
-    from sqlalchemy.orm import Session as DbSession
+    from sqlalchemy.orm import Session as Db
 
+    from mentorpulse import stages
     from mentorpulse.config.roster import RosterPairing
     from mentorpulse.config.schema import MentorpulseConfig
-    from mentorpulse.daemon import jobs
     from mentorpulse.rules.kinds import Timeline
     from mentorpulse.storage.models import Finding, Pairing
 
@@ -77,15 +77,15 @@ def rules_test(  # keyword-only: typer passes options by name
 ) -> None:
     """Replay stored history day by day and print what would have fired, when, for whom."""
     from mentorpulse.config.loader import load_config
-    from mentorpulse.daemon.jobs.evaluate import load_timelines
     from mentorpulse.rules.backtest import Case, Difference, compare, replay
+    from mentorpulse.stages.evaluate import load_timelines
 
     with user_errors():
         first_given = day_option(start, "--from") if start is not None else None
         last_given = day_option(end, "--to") if end is not None else None
         candidate = load_config(rules_file) if rules_file is not None else None
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         zone = view_zone(tz, ctx.config)
         today = ctx.clock().astimezone(zone).date()
         last = last_given or today
@@ -96,7 +96,7 @@ def rules_test(  # keyword-only: typer passes options by name
         def cases(source: MentorpulseConfig) -> list[Case]:
             """The pairings as ``source`` judges them (its overrides and pauses too)."""
             nonlocal replayed
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 loaded = load_timelines(db, source, ctx.roster)
             found = []
             for _pairing, timeline in loaded:
@@ -176,12 +176,12 @@ def explain(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Why a pairing is (or is not) flagged: sessions, evidence, verdicts, next deadline."""
-    from mentorpulse.daemon.jobs.evaluate import load_timelines, stale_sources
+    from mentorpulse.stages.evaluate import load_timelines, stale_sources
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         now = ctx.clock()
         zone = view_zone(tz, ctx.config)
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             ids = _pairing_ids(db, pair, ctx.roster)
             stale = stale_sources(db, ctx.config, now)
             explained = [
@@ -200,7 +200,7 @@ def explain(
 
 
 def _explained(
-    db: DbSession,
+    db: Db,
     config: MentorpulseConfig,
     pairing: Pairing,
     timeline: Timeline | None,
@@ -210,8 +210,7 @@ def _explained(
     from sqlalchemy import select
 
     from mentorpulse.rules.engine import evaluate
-    from mentorpulse.storage.models import Evidence, Finding
-    from mentorpulse.storage.models import Session as SessionRow
+    from mentorpulse.storage.models import Evidence, Finding, MentoringSession
 
     program = config.program(pairing.program_id)
     state = "active" if pairing.active else "left the roster"
@@ -219,7 +218,9 @@ def _explained(
         state = "paused (not judged)"
     sessions = []
     for row in db.scalars(
-        select(SessionRow).where(SessionRow.pairing_id == pairing.id).order_by(SessionRow.start)
+        select(MentoringSession)
+        .where(MentoringSession.pairing_id == pairing.id)
+        .order_by(MentoringSession.start)
     ):
         evidence = db.scalars(
             select(Evidence.detail).where(Evidence.session_id == row.id).order_by(Evidence.rank)
@@ -269,7 +270,7 @@ def _explained(
     }
 
 
-def _finding(db: DbSession, finding: Finding | None) -> dict[str, Any] | None:
+def _finding(db: Db, finding: Finding | None) -> dict[str, Any] | None:
     from mentorpulse.storage.models import Silence
 
     if finding is None:
@@ -346,7 +347,7 @@ def _finding_text(finding: dict[str, Any] | None, zone: ZoneInfo) -> str:
     return text
 
 
-def _pairing_ids(db: DbSession, pair: str, roster: Sequence[RosterPairing]) -> list[int]:
+def _pairing_ids(db: Db, pair: str, roster: Sequence[RosterPairing]) -> list[int]:
     """The pairings the database holds for ``pair`` (explain only reads: a pair added to
     the roster since the last writing run is named as such, not written)."""
     from sqlalchemy import select
@@ -400,7 +401,7 @@ def silence_add(
     config: ConfigOption = None,
 ) -> None:
     """Silence a pair or a whole program for a while."""
-    from mentorpulse.daemon.jobs.evaluate import apply_silences
+    from mentorpulse.stages.evaluate import apply_silences
     from mentorpulse.storage.models import Silence
 
     with user_errors():
@@ -415,7 +416,7 @@ def silence_add(
         if not reason.strip():
             raise OptionError("--reason must not be empty")
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         if program is not None and ctx.config.program(program) is None:
             known = ", ".join(p.id for p in ctx.config.programs) or "none"
             raise OptionError(f"--program: unknown program {program!r} (programs: {known})")
@@ -430,7 +431,7 @@ def silence_add(
             ):
                 raise OptionError(f"--pair: {pair} is not a pair in the roster")
         now = ctx.clock()
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             silence = Silence(
                 program_id=program,
                 mentor_email=mentor,
@@ -465,10 +466,10 @@ def silence_list(
 
     from mentorpulse.storage.models import Silence
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         now = ctx.clock()
         zone = view_zone(tz, ctx.config)
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             query = select(Silence).order_by(Silence.id)
             if not show_all:
                 query = query.where(Silence.ends_at > now)
@@ -521,12 +522,12 @@ def silence_expire(
     config: ConfigOption = None,
 ) -> None:
     """End a silence now: its findings notify again from the next evaluation."""
-    from mentorpulse.daemon.jobs.evaluate import apply_silences
+    from mentorpulse.stages.evaluate import apply_silences
     from mentorpulse.storage.models import Silence
 
-    def action(ctx: jobs.Context) -> None:
+    def action(ctx: stages.Context) -> None:
         now = ctx.clock()
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             silence = db.get(Silence, silence_id)
             if silence is None:
                 raise UserError(f"no silence with id {silence_id}")

@@ -1,1 +1,0 @@
-"""Command implementations, one module per topic; `mentorpulse.cli` assembles them."""

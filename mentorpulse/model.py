@@ -1,0 +1,167 @@
+"""Provider-neutral value types every layer shares.
+
+A connector yields :class:`SyncPage` objects of :class:`EventRecord`; the sync stage stores
+them; tracking judges each session's :class:`Outcome`. This module imports nothing of ours,
+so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class EventStatus(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    TENTATIVE = "tentative"
+    CANCELLED = "cancelled"
+
+
+class Response(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    TENTATIVE = "tentative"
+    NEEDS_ACTION = "needs_action"
+
+
+class Outcome(enum.StrEnum):
+    UPCOMING = "upcoming"
+    HELD = "held"
+    PRESUMED_HELD = "presumed_held"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+    RESCHEDULED = "rescheduled"
+    UNKNOWN = "unknown"
+
+
+ATTENDED = frozenset({Outcome.HELD, Outcome.PRESUMED_HELD})
+
+
+def zone_or_utc(name: str | None) -> ZoneInfo:
+    """The IANA zone ``name``, or UTC when it is empty or unknown (display, never storage)."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def attended_day(start: datetime, zone: tzinfo | str | None) -> date:
+    """The day a session counts on: its start's date in the zone of the view showing it.
+
+    The one rule for ``last_attended`` in reports, ``explain`` and the rules' facts: the
+    view's zone (a report's is the one whose days it counts sessions in), and the start,
+    not the end, so a session a March report counts never shows as last attended in
+    February.
+    """
+    if isinstance(zone, str):
+        zone = zone_or_utc(zone)
+    return start.astimezone(zone or UTC).date()
+
+
+def last_attended_day(
+    sessions: Iterable[tuple[datetime, str]], zone: tzinfo | str | None
+) -> date | None:
+    """:func:`attended_day` of the latest held or presumed held of ``(start, outcome)``."""
+    starts = [start for start, outcome in sessions if outcome in ATTENDED]
+    return attended_day(max(starts), zone) if starts else None
+
+
+@dataclass(frozen=True, slots=True)
+class Attendee:
+    email: str  # always lower-cased
+    response: Response = Response.NEEDS_ACTION
+    optional: bool = False
+    # A room or equipment (iCal CUTYPE=ROOM/RESOURCE, Graph type "resource"; Google's
+    # connector drops them): not a person, so not counted against a participant cap.
+    is_resource: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One occurrence of a calendar event, provider-neutral.
+
+    Recurring series are expanded by the connector; each occurrence keeps ``series_id``
+    and ``original_start`` so a moved or cancelled instance is recognised as the same
+    slot. ``start``/``end`` are timezone-aware UTC; ``zone`` is the event's own IANA zone.
+    ``title`` is held in memory only, so the ingest stage can match keywords; it is
+    stored only when ``privacy.store_titles`` is on.
+    """
+
+    source_id: str
+    provider_id: str  # unique within the source, one per occurrence
+    ical_uid: str
+    start: datetime
+    end: datetime
+    series_id: str | None = None
+    original_start: datetime | None = None
+    all_day: bool = False
+    zone: str | None = None
+    status: EventStatus = EventStatus.CONFIRMED
+    organizer: str | None = None
+    attendees: tuple[Attendee, ...] = ()
+    calendar_owner: str | None = None  # whose calendar this copy came from
+    categories: tuple[str, ...] = ()
+    conference_id: str | None = None
+    title: str | None = field(default=None, compare=False, repr=False)
+    updated: datetime | None = None
+    sequence: int = 0
+    etag: str | None = None
+
+    def participants(self) -> frozenset[str]:
+        """Organizer and attendees, lower-cased: the people the meeting involves."""
+        people = {a.email for a in self.attendees}
+        if self.organizer:
+            people.add(self.organizer)
+        return frozenset(people)
+
+    def response_of(self, email: str) -> Response | None:
+        """The RSVP of ``email`` in this copy; an organizer without an entry accepted."""
+        for attendee in self.attendees:
+            if attendee.email == email:
+                return attendee.response
+        if self.organizer == email:
+            return Response.ACCEPTED
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One item skipped during a sync (see :class:`BadItem`), kept for the operator."""
+
+    item: str  # file name, UID or provider id: whatever lets a human find it
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """A unit of sync that is stored atomically together with ``cursor``.
+
+    ``replaces_scope`` says: the records of this page are the whole content of that scope
+    (a file of a folder, a calendar); anything stored earlier under the scope and not in
+    this page is gone. ``deleted`` lists provider ids removed by an incremental sync.
+    """
+
+    records: tuple[EventRecord, ...] = ()
+    deleted: tuple[str, ...] = ()
+    cursor: Mapping[str, object] | None = None
+    replaces_scope: str | None = None
+    errors: tuple[ItemError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AttendanceEvidence:
+    """What a conference system logged about one person in one occurrence.
+
+    The strongest evidence there is that a session took place (or that someone did not
+    show up). ``provider_id`` names the occurrence (the EventRecord) it belongs to.
+    """
+
+    provider_id: str
+    email: str  # lower-cased
+    seconds_present: int
+    joined_at: datetime | None = None
+    left_at: datetime | None = None
+    system: str = ""  # "google_meet", "teams"

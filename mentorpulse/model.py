@@ -39,6 +39,36 @@ class Outcome(enum.StrEnum):
 
 ATTENDED = frozenset({Outcome.HELD, Outcome.PRESUMED_HELD})
 
+# A finding's states: one episode of a rule holding for a pairing. The rules write them;
+# storage keeps them; notify and the reports read them.
+PENDING = "pending"
+FIRING = "firing"
+RESOLVED = "resolved"
+SUPPRESSED = "suppressed"  # would be pending/firing, but the pairing's data is stale
+ERROR = "error"  # the rule raised on this pairing
+OPEN = frozenset({PENDING, FIRING, SUPPRESSED, ERROR})
+
+# The one fact naming the day of a pairing's last attended session (ISO date, or
+# NEVER_ATTENDED): the rules write it, the notifier reads it for "not met since …".
+LAST_ATTENDED_FACT = "last_attended"
+NEVER_ATTENDED = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class FindingState:
+    """A finding as stored: one episode of a rule holding for a pairing."""
+
+    fingerprint: str
+    rule_id: str
+    pairing_key: str
+    severity: str
+    state: str  # one of the finding states above
+    since: datetime
+    firing_since: datetime | None
+    until: datetime | None
+    facts: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # why it is suppressed, or the error of a failing rule
+
 
 def zone_or_utc(name: str | None) -> ZoneInfo:
     """The IANA zone ``name``, or UTC when it is empty or unknown (display, never storage)."""

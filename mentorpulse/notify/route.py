@@ -25,6 +25,7 @@ from mentorpulse.config.schema import (
     Route,
     SendWindow,
 )
+from mentorpulse.model import LAST_ATTENDED_FACT, NEVER_ATTENDED
 from mentorpulse.notify.timing import digest_due, next_send_time, zone
 
 log = structlog.get_logger(__name__)
@@ -33,8 +34,6 @@ REMINDER = "reminder"
 ESCALATION = "escalation"
 RESOLVED = "resolved"
 DIGEST = "digest"
-# Fact keys a rule may use for "the last attended session"; the first present one wins.
-LAST_MET_FACTS = ("last_attended", "last_session", "last_met", "last_attended_at")
 # Bookkeeping the pipeline keeps in facts that means nothing to a reader of the email.
 INTERNAL_FACTS = frozenset({"pairing"})
 DEFAULT_ROUTE = Route()  # every firing finding, to its mentor, once per episode
@@ -434,7 +433,7 @@ def payload_for(
         "last_met_display": _display(last_met, tz) if last_met else None,
         "firing_since_display": _display(alert.firing_since, tz) if alert.firing_since else None,
         "resolved_display": _display(alert.until, tz) if alert.until else None,
-        "never_met": any(alert.facts.get(k) == "never" for k in LAST_MET_FACTS),
+        "never_met": alert.facts.get(LAST_ATTENDED_FACT) == NEVER_ATTENDED,
         "facts": {
             str(k): str(v) for k, v in sorted(alert.facts.items()) if k not in INTERNAL_FACTS
         },
@@ -442,18 +441,17 @@ def payload_for(
 
 
 def _last_met(facts: Mapping[str, str]) -> datetime | date | None:
-    for key in LAST_MET_FACTS:
-        raw = facts.get(key)
-        if not raw:
-            continue
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            continue
-        if len(raw) <= 10:  # a bare date: the day it was, in nobody's zone
-            return value.date()
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None
+    """The rule's last attended session (a day, or a moment), if it names one."""
+    raw = facts.get(LAST_ATTENDED_FACT)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:  # NEVER_ATTENDED, or words
+        return None
+    if len(raw) <= 10:  # a bare date: the day it was, in nobody's zone
+        return value.date()
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _display(value: datetime | date, zone: ZoneInfo) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mentorpulse.rules.engine import FindingState, advance, evaluate, fingerprint
+from mentorpulse.rules.engine import advance, evaluate, fingerprint
 from mentorpulse.rules.kinds import (
     CadenceGap,
     Condition,
@@ -16,7 +16,6 @@ from mentorpulse.rules.kinds import (
 __all__ = [
     "CadenceGap",
     "Condition",
-    "FindingState",
     "RuleKind",
     "SessionFact",
     "Timeline",

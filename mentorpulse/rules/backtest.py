@@ -15,7 +15,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mentorpulse.config.schema import Program, RuleBase
-from mentorpulse.rules.engine import FIRING, FindingState, judge
+from mentorpulse.model import FIRING, FindingState
+from mentorpulse.rules.engine import judge
 from mentorpulse.rules.kinds import Timeline
 
 
@@ -52,48 +53,53 @@ def replay(cases: Sequence[Case], first: date, last: date) -> list[Fired]:
     The history before ``first`` is replayed too (silently), so an episode already
     firing on ``first`` is reported once, on that day, with its true ``firing_since``.
     """
-    fired: list[Fired] = []
-    for case in cases:
-        zone = ZoneInfo(case.timeline.zone)
-        previous: dict[str, FindingState] = {}
-        day = min(first, case.timeline.started_on)
-        due: datetime | None = None
-        while day <= last:
-            now = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
-            if due is None or now >= due or day == first:
-                verdict = judge(case.timeline, case.program, case.rules, now, previous)
-                due = verdict.next_deadline or datetime.max.replace(tzinfo=UTC)
-                for rule_id, state in verdict.states.items():
-                    before = previous.get(rule_id)
-                    started = (
-                        state is not None
-                        and state.state == FIRING
-                        and (
-                            before is None
-                            or before.firing_since != state.firing_since
-                            or day == first
-                        )
-                    )
-                    if started and state is not None and day >= first:
-                        fired.append(
-                            Fired(
-                                day=day,
-                                firing_since=state.firing_since or now,
-                                rule_id=rule_id,
-                                severity=state.severity,
-                                pairing_key=case.timeline.pairing_key,
-                                mentor=case.timeline.mentor,
-                                mentee=case.timeline.mentee,
-                                facts=state.facts,
-                            )
-                        )
-                    if state is None:
-                        previous.pop(rule_id, None)
-                    else:
-                        previous[rule_id] = state
-            day += timedelta(days=1)
+    fired = [f for case in cases for f in _replay_one(case, first, last)]
     fired.sort(key=lambda f: (f.day, f.pairing_key, f.rule_id))
     return fired
+
+
+def _replay_one(case: Case, first: date, last: date) -> list[Fired]:
+    """One pairing's episodes, judged at the end of each day its next deadline allows."""
+    zone = ZoneInfo(case.timeline.zone)
+    fired: list[Fired] = []
+    previous: dict[str, FindingState] = {}
+    day = min(first, case.timeline.started_on)
+    due: datetime | None = None
+    while day <= last:
+        now = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+        if due is None or now >= due or day == first:
+            verdict = judge(case.timeline, case.program, case.rules, now, previous)
+            due = verdict.next_deadline or datetime.max.replace(tzinfo=UTC)
+            for rule_id, state in verdict.states.items():
+                before = previous.pop(rule_id, None)
+                if state is None:
+                    continue
+                previous[rule_id] = state
+                if day >= first and _started(state, before, first_day=day == first):
+                    fired.append(_fired(case, day, rule_id, state, now))
+        day += timedelta(days=1)
+    return fired
+
+
+def _started(state: FindingState, before: FindingState | None, *, first_day: bool) -> bool:
+    """Whether ``state`` is an episode the replay has not reported yet (on the first day
+    every firing one is, so an episode already under way shows once)."""
+    if state.state != FIRING:
+        return False
+    return before is None or before.firing_since != state.firing_since or first_day
+
+
+def _fired(case: Case, day: date, rule_id: str, state: FindingState, now: datetime) -> Fired:
+    return Fired(
+        day=day,
+        firing_since=state.firing_since or now,
+        rule_id=rule_id,
+        severity=state.severity,
+        pairing_key=case.timeline.pairing_key,
+        mentor=case.timeline.mentor,
+        mentee=case.timeline.mentee,
+        facts=state.facts,
+    )
 
 
 @dataclass(frozen=True, slots=True)

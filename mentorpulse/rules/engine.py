@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
@@ -17,16 +17,10 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from mentorpulse.config.schema import Program, RuleBase
+from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
 from mentorpulse.rules.kinds import Condition, Timeline, kind_for, start_of
 
 log = structlog.get_logger(__name__)
-
-PENDING = "pending"
-FIRING = "firing"
-RESOLVED = "resolved"
-SUPPRESSED = "suppressed"  # would be pending/firing, but the pairing's data is stale
-ERROR = "error"  # the rule raised on this pairing
-OPEN = frozenset({PENDING, FIRING, SUPPRESSED, ERROR})
 
 # (program, rule, error type) already logged: a broken rule fails on every pairing and
 # every tick, and one log line says as much as thousands.
@@ -68,52 +62,37 @@ def evaluate(
 ) -> list[Condition]:
     """Every rule (default: the program's own) on one pairing; none if it is not running.
 
-    A rule that raises yields a non-holding condition with an ``error`` fact, so one
+    A rule that raises yields an errored condition (:attr:`Condition.error`), so one
     broken rule never hides the verdicts of the others.
     """
     if not is_active(timeline, now):
         return []
-    conditions: list[Condition] = []
-    for rule in program.rules if rules is None else rules:
-        if not selects(rule, timeline):
-            continue
-        try:
-            conditions.append(kind_for(rule, program).evaluate(timeline, now))
-        except Exception as exc:  # a rule bug must not stop the other rules
-            error = f"{type(exc).__name__}: {exc}"
-            marker = (program.id, rule.id, type(exc).__name__)
-            if marker not in _reported_failures:
-                _reported_failures.add(marker)
-                log.exception(
-                    "rule_failed", program=program.id, rule=rule.id, pairing=timeline.pairing_key
-                )
-            conditions.append(
-                Condition(
-                    rule_id=rule.id,
-                    severity=rule.severity,
-                    holds=False,
-                    since=None,
-                    next_deadline=None,
-                    facts={"error": error},
-                )
+    return [
+        _judged_by(rule, program, timeline, now)
+        for rule in (program.rules if rules is None else rules)
+        if selects(rule, timeline)
+    ]
+
+
+def _judged_by(rule: RuleBase, program: Program, timeline: Timeline, now: datetime) -> Condition:
+    """One rule's condition; a rule that raises gives an errored one, logged once."""
+    try:
+        return kind_for(rule, program).evaluate(timeline, now)
+    except Exception as exc:  # a rule bug must not stop the other rules
+        marker = (program.id, rule.id, type(exc).__name__)
+        if marker not in _reported_failures:
+            _reported_failures.add(marker)
+            log.exception(
+                "rule_failed", program=program.id, rule=rule.id, pairing=timeline.pairing_key
             )
-    return conditions
-
-
-@dataclass(frozen=True, slots=True)
-class FindingState:
-    """A finding as stored: one episode of a rule holding for a pairing."""
-
-    fingerprint: str
-    rule_id: str
-    pairing_key: str
-    severity: str
-    state: str  # "pending" | "firing" | "resolved"
-    since: datetime
-    firing_since: datetime | None
-    until: datetime | None
-    facts: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None  # why it is suppressed, or the error of a failing rule
+        return Condition(
+            rule_id=rule.id,
+            severity=rule.severity,
+            holds=False,
+            since=None,
+            next_deadline=None,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def advance(
@@ -201,20 +180,8 @@ def judge(
     for condition in conditions:
         rule = by_id[condition.rule_id]
         before = previous.get(condition.rule_id)
-        if "error" in condition.facts:
-            same = before is not None and before.state == ERROR
-            states[condition.rule_id] = FindingState(
-                fingerprint=fingerprint(condition.rule_id, timeline.pairing_key),
-                rule_id=condition.rule_id,
-                pairing_key=timeline.pairing_key,
-                severity=condition.severity,
-                state=ERROR,
-                since=before.since if same and before is not None else now,
-                firing_since=None,
-                until=None,
-                facts={},
-                reason=condition.facts["error"],
-            )
+        if condition.error is not None:
+            states[condition.rule_id] = _errored(condition, condition.error, timeline, before, now)
             continue
         state = advance(
             _unsuppressed(before),
@@ -230,18 +197,49 @@ def judge(
             deadlines.append(condition.next_deadline)
         if state is not None and state.firing_since is None and state.state != RESOLVED:
             deadlines.append(state.since + rule.for_)
+    deadlines += _timeline_moments(timeline, now, judged=bool(conditions))
+    return Judgement(states, min(deadlines, default=None))
+
+
+def _errored(
+    condition: Condition,
+    error: str,
+    timeline: Timeline,
+    before: FindingState | None,
+    now: datetime,
+) -> FindingState:
+    """The finding of a rule that raised: an error episode, kept while it goes on failing."""
+    same = before is not None and before.state == ERROR
+    return FindingState(
+        fingerprint=fingerprint(condition.rule_id, timeline.pairing_key),
+        rule_id=condition.rule_id,
+        pairing_key=timeline.pairing_key,
+        severity=condition.severity,
+        state=ERROR,
+        since=before.since if same and before is not None else now,
+        firing_since=None,
+        until=None,
+        facts={},
+        reason=error,
+    )
+
+
+def _timeline_moments(timeline: Timeline, now: datetime, *, judged: bool) -> list[datetime]:
+    """Moments after ``now`` when the pairing itself changes the verdict: its first day,
+    the day after its last, and (when any rule judged it) each session's start and end."""
+    moments: list[datetime] = []
     zone = ZoneInfo(timeline.zone)
     if timeline.started_on > now.astimezone(zone).date():
-        deadlines.append(start_of(timeline, zone))
+        moments.append(start_of(timeline, zone))
     elif timeline.ended_on is not None:
         after = datetime.combine(timeline.ended_on + timedelta(days=1), time(0), tzinfo=zone)
         if after > now:
-            deadlines.append(after.astimezone(UTC))
-    if conditions:
-        deadlines.extend(
+            moments.append(after.astimezone(UTC))
+    if judged:
+        moments.extend(
             moment for s in timeline.sessions for moment in (s.start, s.end) if moment > now
         )
-    return Judgement(states, min(deadlines, default=None))
+    return moments
 
 
 def _unsuppressed(state: FindingState | None) -> FindingState | None:

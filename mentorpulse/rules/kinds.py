@@ -27,7 +27,13 @@ from mentorpulse.config.schema import (
     RuleBase,
     format_duration,
 )
-from mentorpulse.model import ATTENDED, Outcome, attended_day
+from mentorpulse.model import (
+    ATTENDED,
+    LAST_ATTENDED_FACT,
+    NEVER_ATTENDED,
+    Outcome,
+    attended_day,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,15 @@ class Condition:
     since: datetime | None  # when the condition started to hold (the missed deadline)
     next_deadline: datetime | None  # when the verdict could next change without new data
     facts: dict[str, str] = field(default_factory=dict)  # human-readable, for explain
+    # The rule raised on this pairing: a verdict of its own (it neither holds nor clears).
+    error: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``error``, ``holds`` or ``clear``: what ``explain`` says of it."""
+        if self.error is not None:
+            return "error"
+        return "holds" if self.holds else "clear"
 
 
 R = TypeVar("R", bound=RuleBase)
@@ -206,7 +221,7 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             last_text = attended_day(last.start, zone).isoformat()
         else:
             anchor = start_of(timeline, zone)
-            last_text = "never"
+            last_text = NEVER_ATTENDED
         every = self.every(timeline)
         deadline = add_local(anchor, every + self.grace, zone)
         upcoming = [s for s in timeline.sessions if s.end > now and s.outcome not in _NOT_SCHEDULED]
@@ -219,7 +234,7 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             since=deadline if holds else None,
             next_deadline=None if holds else deadline,
             facts={
-                "last_attended": last_text,
+                LAST_ATTENDED_FACT: last_text,
                 "anchor": "last attended session" if attended else "pairing start",
                 "deadline": local_text(deadline, zone),
                 "every": format_duration(every),

@@ -34,7 +34,7 @@ from mentorpulse.reports.export import (
 )
 from mentorpulse.reports.figures import pairing_figures, program_totals
 from mentorpulse.reports.render import format_percent
-from mentorpulse.stages.evaluate import stale_sources
+from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)

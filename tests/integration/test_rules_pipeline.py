@@ -4,6 +4,7 @@ staleness, silences, a failing rule, the backtest and explain."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import time_machine
 import yaml
-from sqlalchemy import select
+from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from mentorpulse import stages
@@ -19,8 +20,17 @@ from mentorpulse.cli import app, common
 from mentorpulse.config.schema import PartyDisengagementRule
 from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
-from mentorpulse.stages.evaluate import RULE_ERROR, SOURCE_STALE, load_timelines
-from mentorpulse.storage.models import Finding, OutboxMessage, Pairing, Person, Silence
+from mentorpulse.stages.explain import explain
+from mentorpulse.stages.source_health import RULE_ERROR, SOURCE_STALE
+from mentorpulse.stages.timelines import load_timelines
+from mentorpulse.storage.models import (
+    Finding,
+    MentoringSession,
+    OutboxMessage,
+    Pairing,
+    Person,
+    Silence,
+)
 from mentorpulse.storage.models import Source as SourceRow
 from tests.conftest import FailingRule
 
@@ -202,6 +212,48 @@ def test_failing_rule_is_an_error_verdict_and_one_operator_finding(
     assert operator[0].facts["rule"] == "boom-pipeline"
     # The other rules still judge every pairing: the lapsed ones fire, no other is near.
     assert (stats.firing, stats.pending, stats.suppressed) == (len(lapsed), 0, 0)
+    # explain shows the failure as a verdict of its own, beside the stored error finding.
+    pairing = engineering_pairs[0]
+    [view] = explain(ctx, f"{pairing.mentor_email}:{pairing.mentee_email}").pairings
+    [broken_rule] = [r for r in view.rules if r.rule == "boom-pipeline"]
+    assert (broken_rule.verdict, broken_rule.error) == ("error", "RuntimeError: bad rule")
+    assert broken_rule.facts == {}
+    assert broken_rule.finding is not None
+    assert (broken_rule.finding.state, broken_rule.finding.reason) == (
+        "error",
+        "RuntimeError: bad rule",
+    )
+    assert {r.error for r in view.rules if r.rule != "boom-pipeline"} == {None}
+
+
+def test_explain_reads_each_kind_of_row_once_however_many_sessions(ctx: stages.Context) -> None:
+    """No query per session: explaining a pairing with many sessions, or every pairing of
+    a mentor, takes as many statements as explaining one with few."""
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    stages.evaluate_rules(ctx)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    with ctx.db() as db:
+        of_pairing = select(MentoringSession.pairing_id)
+        sizes = Counter(db.scalars(of_pairing))
+    by_sessions = sorted((n, pairing_id) for pairing_id, n in sizes.items())
+    (fewest, few_id), (most, many_id) = by_sessions[0], by_sessions[-1]
+    assert most > fewest + 2, by_sessions
+    counts = []
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    try:
+        for pairing_id in (few_id, many_id):
+            statements.clear()
+            [view] = explain(ctx, str(pairing_id)).pairings
+            assert len(view.sessions) in (fewest, most)
+            counts.append(len(statements))
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    assert counts[0] == counts[1], statements
 
 
 def test_backtest_on_the_demo_replays_what_the_daemon_fired(ctx: stages.Context) -> None:
@@ -215,7 +267,8 @@ def test_backtest_on_the_demo_replays_what_the_daemon_fired(ctx: stages.Context)
     with ctx.db() as db:
         loaded = load_timelines(db, ctx.config, ctx.roster)
     cases = []
-    for _pairing, timeline in loaded:
+    for judged in loaded:
+        timeline = judged.timeline
         assert timeline is not None
         program = ctx.config.program(timeline.program)
         assert program is not None

@@ -21,7 +21,7 @@ from mentorpulse.cli import app
 from mentorpulse.connectors.base import CursorExpired, TransientError
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, Response, SyncPage
 from mentorpulse.stages import sync as sync_stage
-from mentorpulse.stages.evaluate import stale_sources
+from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.storage.models import Event, MentoringSession, Source
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

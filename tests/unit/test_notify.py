@@ -7,7 +7,7 @@ import email.policy
 import os
 import stat
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
-from mentorpulse.config.schema import MentorpulseConfig, NotifyConfig
+from mentorpulse.config.schema import MentorpulseConfig, NotifyConfig, Program
+from mentorpulse.model import Outcome
 from mentorpulse.notify.dispatch import dispatch
 from mentorpulse.notify.outbox import (
     backoff,
@@ -37,6 +38,7 @@ from mentorpulse.notify.route import (
     should_notify,
 )
 from mentorpulse.notify.transport import FileTransport, SendResult, build_transport
+from mentorpulse.rules import SessionFact, Timeline, evaluate
 from mentorpulse.storage.models import Base, OutboxMessage
 
 NOW = datetime(2024, 10, 21, 9, 0, tzinfo=UTC)
@@ -155,6 +157,37 @@ def test_last_met_is_shown_as_the_day_in_the_mentors_zone() -> None:
     assert lisbon.payload["last_met_display"] == "3 Oct 2024"  # 00:30 WEST
     utc = notifications_for([alert(facts=late, mentor_timezone=None)])[0]
     assert utc.payload["last_met_display"] == "2 Oct 2024"
+
+
+@pytest.mark.parametrize(
+    ("attended", "last_met", "never_met"),
+    [((), None, True), ((datetime(2024, 10, 2, 8, 0, tzinfo=UTC),), "2 Oct 2024", False)],
+)
+def test_the_reminder_reads_the_last_attended_day_the_cadence_rule_writes(
+    attended: tuple[datetime, ...], last_met: str | None, never_met: bool
+) -> None:
+    """The rules and the router agree on one fact: what a cadence gap finding says of
+    the last session is what the reminder says ("not met since …", "not met yet")."""
+    timeline = Timeline(
+        pairing_key="eng:ana@example.org:ben@example.org",
+        program="eng",
+        mentor="ana@example.org",
+        mentee="ben@example.org",
+        started_on=date(2024, 9, 1),
+        ended_on=None,
+        zone="Europe/Lisbon",
+        sessions=tuple(
+            SessionFact(f"s{i}", s, s + timedelta(hours=1), Outcome.HELD)
+            for i, s in enumerate(attended)
+        ),
+    )
+    program = Program.model_validate(
+        {"id": "eng", "cadence": {"every": "14d"}, "rules": [{"id": "gap", "kind": "cadence_gap"}]}
+    )
+    [condition] = evaluate(timeline, program, NOW)
+    assert condition.holds
+    payload = notifications_for([alert(facts=condition.facts)], now=NOW)[0].payload
+    assert (payload["last_met_display"], payload["never_met"]) == (last_met, never_met)
 
 
 # ---------------------------------------------------------------- outbox

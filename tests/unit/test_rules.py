@@ -8,10 +8,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from mentorpulse.config.schema import Cadence, CadenceGapRule, Program
-from mentorpulse.model import Outcome
+from mentorpulse.model import FindingState, Outcome
 from mentorpulse.rules import (
     Condition,
-    FindingState,
     SessionFact,
     Timeline,
     advance,
@@ -134,7 +133,9 @@ def test_failing_rule_is_isolated_and_logged_once(failing_rule: type[FailingRule
     assert [c.rule_id for c in first] == ["gap", "boom-isolated"]
     assert first[0].holds
     assert not first[1].holds
-    assert first[1].facts == {"error": "RuntimeError: bad rule"}
+    assert (first[1].verdict, first[1].error) == ("error", "RuntimeError: bad rule")
+    assert first[1].facts == {}, "an error is a verdict of its own, not a fact"
+    assert (first[0].verdict, first[0].error) == ("holds", None)
     assert [e["event"] for e in logs] == ["rule_failed"]
 
 
@@ -144,7 +145,7 @@ def test_the_failing_kind_judges_nothing_outside_its_test() -> None:
     # Unregistered, the model falls back to the kind of its base class: a cadence gap.
     assert type(kind_for(rule, program())) is type(kind_for(gap_rule(), program()))
     judged = only(evaluate(timeline(), program(rule), datetime(2026, 11, 1, tzinfo=UTC)))
-    assert "error" not in judged.facts
+    assert judged.error is None
 
 
 def test_fingerprint_is_stable_and_distinct() -> None:

@@ -13,11 +13,11 @@ from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import load_roster
 from mentorpulse.config.schema import MentorpulseConfig, Program
 from mentorpulse.errors import ConfigError
-from mentorpulse.model import Outcome
+from mentorpulse.model import FIRING, PENDING, RESOLVED, SUPPRESSED, Outcome
 from mentorpulse.rules import SessionFact, Timeline, evaluate
 from mentorpulse.rules.backtest import Case, compare, replay
 from mentorpulse.rules.check import check_selectors
-from mentorpulse.rules.engine import FIRING, PENDING, RESOLVED, SUPPRESSED, judge
+from mentorpulse.rules.engine import judge
 from mentorpulse.rules.kinds import Condition
 
 MENTOR = "m@x.org"
@@ -74,7 +74,7 @@ def tl(
 def one(rule: dict[str, Any], timeline: Timeline, now: datetime) -> Condition:
     program = prog({"id": "r", **rule})
     [condition] = evaluate(timeline, program, now)
-    assert "error" not in condition.facts, condition.facts
+    assert condition.error is None, condition.error
     return condition
 
 

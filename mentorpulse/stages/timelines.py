@@ -1,0 +1,126 @@
+"""A pairing as the rules see it: its stored rows, the roster's say (own cadence,
+pause) and the program's overrides, made into a :class:`Timeline`. Shared by
+evaluation, the backtest and ``explain``, so all three judge the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.orm import Session as Db
+
+from mentorpulse.config.roster import RosterPairing
+from mentorpulse.config.schema import MentorpulseConfig, Program
+from mentorpulse.model import Outcome
+from mentorpulse.rules.engine import pair_matches
+from mentorpulse.rules.kinds import SessionFact, Timeline
+from mentorpulse.storage import timelines as stored
+from mentorpulse.storage.models import Pairing
+from mentorpulse.storage.timelines import PairingRow, SessionRow
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A pairing's rows and its timeline; ``timeline`` is None when it is not judged
+    (left the roster, paused, its program gone)."""
+
+    row: PairingRow
+    entry: RosterPairing | None  # its roster row (None: it left the roster)
+    timeline: Timeline | None
+
+    @property
+    def pairing(self) -> Pairing:
+        return self.row.pairing
+
+
+def load_timelines(
+    db: Db,
+    config: MentorpulseConfig,
+    roster: Sequence[RosterPairing],
+    pairing_ids: Collection[int] | None = None,
+) -> list[Judged]:
+    """Pairings (all, or the ids given), by key, with their timelines under ``config``."""
+    rows = stored.pairings(db, pairing_ids)
+    sessions = stored.sessions_of(db, [row.pairing.id for row in rows])
+    return timelines(rows, sessions, config, roster)
+
+
+def timelines(
+    rows: Sequence[PairingRow],
+    sessions: Mapping[int, Sequence[SessionRow]],
+    config: MentorpulseConfig,
+    roster: Sequence[RosterPairing],
+) -> list[Judged]:
+    """The loaded rows made into timelines (``sessions``: by pairing id)."""
+    entries = {e.key: e for e in roster}
+    judged = []
+    for row in rows:
+        entry = entries.get(row.pairing.key)
+        facts = [session_fact(s) for s in sessions.get(row.pairing.id, ())]
+        judged.append(Judged(row, entry, timeline_for(row, entry, facts, config)))
+    return judged
+
+
+def timeline_for(
+    row: PairingRow,
+    entry: RosterPairing | None,
+    sessions: Sequence[SessionFact],
+    config: MentorpulseConfig,
+) -> Timeline | None:
+    """The pairing as the rules see it; None when it is not judged (inactive, paused)."""
+    program = config.program(row.pairing.program_id)
+    cadence, paused = override(program, entry)
+    if not row.pairing.active or program is None or paused:
+        return None
+    return Timeline(
+        pairing_key=row.pairing.key,
+        program=row.pairing.program_id,
+        mentor=row.mentor.email,
+        mentee=row.mentee.email,
+        started_on=row.pairing.started_on,
+        ended_on=row.pairing.ended_on,
+        zone=row.mentor.timezone or config.timezone,
+        sessions=tuple(sorted(sessions, key=lambda s: s.start)),
+        cadence=cadence,
+    )
+
+
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+def session_fact(row: SessionRow) -> SessionFact:
+    """A stored session as the rules see it."""
+    return SessionFact(
+        key=row.key,
+        start=row.start,
+        end=row.end,
+        outcome=_OUTCOMES[row.outcome],
+        cancelled_by=row.cancelled_by,
+        cancelled_hours_before=row.cancelled_hours_before,
+        missed_by=row.missed_by,
+    )
+
+
+def override(program: Program | None, entry: RosterPairing | None) -> tuple[timedelta | None, bool]:
+    """This pairing's own cadence and pause: the roster row, else a matching YAML override."""
+    cadence = entry.cadence if entry is not None else None
+    paused = entry.paused if entry is not None else False
+    if program is not None and entry is not None:
+        for rule in program.overrides:
+            if pair_matches(entry.mentor_email, entry.mentee_email, rule.pair):
+                cadence = cadence or rule.every
+                paused = paused or rule.paused
+    return cadence, paused
+
+
+def why_not_judged(pairing: Pairing, program: Program | None, paused: bool) -> str:
+    """Why the rules no longer judge a pairing (the reason its open findings resolve)."""
+    if not pairing.active:
+        return "pairing left the roster"
+    if program is None:
+        return "program no longer configured"
+    if paused:
+        return "pairing paused"
+    return "rule no longer applies to this pairing"

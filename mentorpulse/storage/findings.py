@@ -1,0 +1,194 @@
+"""Findings and silences: every query of evaluation, ``explain`` and the silence commands
+about them, and the one mapping between a finding row and the engine's FindingState.
+
+The caller opens the transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import aliased
+
+from mentorpulse.model import ERROR, FIRING, OPEN, RESOLVED, FindingState
+from mentorpulse.storage.models import Finding, JobRun, Pairing, Person, Silence
+from mentorpulse.storage.repository import chunks
+
+# The pairing's key rides along in a finding's stored facts (notify shows the facts, and
+# drops this one); the engine's FindingState carries it as a field of its own.
+_PAIRING_FACT = "pairing"
+
+
+def findings_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str, Finding]]:
+    """The findings of the pairings, by pairing id and fingerprint."""
+    found: dict[int, dict[str, Finding]] = defaultdict(dict)
+    for chunk in chunks(pairing_ids):
+        query = select(Finding).where(Finding.pairing_id.in_(chunk)).order_by(Finding.id)
+        for finding in db.scalars(query):
+            found[finding.pairing_id or 0][finding.fingerprint] = finding
+    return found
+
+
+def state_of(row: Finding) -> FindingState:
+    """A stored finding as the engine sees it."""
+    return FindingState(
+        fingerprint=row.fingerprint,
+        rule_id=row.rule_id,
+        pairing_key=row.facts.get(_PAIRING_FACT, ""),
+        severity=row.severity,
+        state=row.state,
+        since=row.since,
+        firing_since=row.firing_since,
+        until=row.until,
+        facts={k: v for k, v in row.facts.items() if k != _PAIRING_FACT},
+        reason=row.reason,
+    )
+
+
+def write_state(row: Finding, state: FindingState, now: datetime) -> None:
+    """Store the engine's verdict on a finding row."""
+    row.rule_id = state.rule_id
+    row.severity = state.severity
+    row.state = state.state
+    row.since = state.since
+    row.firing_since = state.firing_since
+    row.until = state.until
+    row.facts = {**state.facts, _PAIRING_FACT: state.pairing_key}
+    row.reason = state.reason
+    row.last_evaluated_at = now
+
+
+def add_finding(db: Db, fingerprint: str, pairing_id: int | None) -> Finding:
+    """A new finding row (its state is written by the caller)."""
+    row = Finding(fingerprint=fingerprint, pairing_id=pairing_id)
+    db.add(row)
+    return row
+
+
+def remove_finding(db: Db, row: Finding) -> None:
+    """Forget a finding nobody was told of (pending, cleared before it fired)."""
+    db.delete(row)
+
+
+def resolve(row: Finding, now: datetime, reason: str | None = None) -> None:
+    """End a finding's episode at ``now``, saying why when no rule decided it."""
+    row.state, row.until, row.reason = RESOLVED, now, reason
+    row.last_evaluated_at = now
+
+
+def fire(row: Finding, rule_id: str, severity: str, facts: dict[str, str], now: datetime) -> None:
+    """Start a firing episode of an operator finding (no pending phase, no ``for:``)."""
+    row.rule_id, row.severity, row.state = rule_id, severity, FIRING
+    row.since = row.firing_since = now
+    row.until, row.reason, row.facts, row.last_evaluated_at = None, None, facts, now
+
+
+def failing_rules(db: Db) -> list[tuple[str, str, str | None]]:
+    """(rule id, program id, error) of every pairing finding in the error state."""
+    rows = db.execute(
+        select(Finding.rule_id, Pairing.program_id, Finding.reason)
+        .join(Pairing, Pairing.id == Finding.pairing_id)
+        .where(Finding.state == ERROR)
+    )
+    return [(rule_id, program_id, reason) for rule_id, program_id, reason in rows]
+
+
+def operator_findings(db: Db, rule_ids: Collection[str]) -> dict[str, Finding]:
+    """The findings about the system itself (no pairing) of these kinds, by fingerprint."""
+    query = select(Finding).where(Finding.pairing_id.is_(None), Finding.rule_id.in_(rule_ids))
+    return {f.fingerprint: f for f in db.scalars(query.order_by(Finding.id))}
+
+
+def remember_config(db: Db, prefix: str, name: str, now: datetime) -> bool:
+    """Keep ``name`` as the one job-run row under ``prefix``; whether it was not already
+    (the rules configuration changed since the last evaluation)."""
+    runs = list(db.scalars(select(JobRun).where(JobRun.name.startswith(prefix))))
+    if [r.name for r in runs] == [name]:
+        return False
+    for run in runs:
+        db.delete(run)
+    db.add(JobRun(name=name, last_run_at=now))
+    db.flush()
+    return True
+
+
+# ---------------------------------------------------------------- silences
+
+
+def active_silences(db: Db, now: datetime) -> list[Silence]:
+    """Silences in force at ``now``, oldest first (the first that matches is named)."""
+    query = select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now)
+    return list(db.scalars(query.order_by(Silence.id)))
+
+
+def silences(db: Db, now: datetime, *, expired: bool = False) -> list[Silence]:
+    """Silences not yet over at ``now`` (with ``expired``: every one), by id."""
+    query = select(Silence).order_by(Silence.id)
+    if not expired:
+        query = query.where(Silence.ends_at > now)
+    return list(db.scalars(query))
+
+
+def silences_by_id(db: Db, ids: Collection[int]) -> dict[int, Silence]:
+    found: dict[int, Silence] = {}
+    for chunk in chunks(sorted(ids)):
+        found.update((s.id, s) for s in db.scalars(select(Silence).where(Silence.id.in_(chunk))))
+    return found
+
+
+def add_silence(
+    db: Db,
+    *,
+    program_id: str | None,
+    mentor_email: str | None,
+    mentee_email: str | None,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    created_by: str | None,
+) -> Silence:
+    """A new silence, made at its start, flushed so that it has its id."""
+    silence = Silence(
+        program_id=program_id,
+        mentor_email=mentor_email,
+        mentee_email=mentee_email,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        reason=reason,
+        created_by=created_by,
+        created_at=starts_at,
+    )
+    db.add(silence)
+    db.flush()
+    return silence
+
+
+def get_silence(db: Db, silence_id: int) -> Silence | None:
+    return db.get(Silence, silence_id)
+
+
+def end_silence(silence: Silence, now: datetime) -> None:
+    """End a silence at ``now`` (one not yet begun ends as it begins); an ended one stays."""
+    if silence.ends_at > now:
+        silence.ends_at = max(now, silence.starts_at)
+
+
+def silenceable(db: Db, *, any_active: bool) -> list[tuple[Finding, str, str, str]]:
+    """Findings a silence may cover or release, with program, mentor and mentee emails:
+    the open ones and those marked silenced (with no silence active, only the latter can
+    change)."""
+    mentor = aliased(Person)
+    mentee = aliased(Person)
+    marked = Finding.silence_id.is_not(None)
+    rows = db.execute(
+        select(Finding, Pairing.program_id, mentor.email, mentee.email)
+        .join(Pairing, Pairing.id == Finding.pairing_id)
+        .join(mentor, mentor.id == Pairing.mentor_id)
+        .join(mentee, mentee.id == Pairing.mentee_id)
+        .where(or_(Finding.state.in_(sorted(OPEN)), marked) if any_active else marked)
+    )
+    return [(finding, program, a, b) for finding, program, a, b in rows]

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from mentorpulse import stages
 from mentorpulse.cli import app, common
 from mentorpulse.config.schema import PartyDisengagementRule
-from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
+from mentorpulse.sample import write_demo
 from mentorpulse.stages.evaluate import RULE_ERROR, SOURCE_STALE, load_timelines
 from mentorpulse.storage.models import Finding, OutboxMessage, Pairing, Person, Silence
 from mentorpulse.storage.models import Source as SourceRow

@@ -16,7 +16,6 @@ from mentorpulse.sample.org import (
     Attendee,
     Change,
     Meeting,
-    Occurrence,
     Org,
     Pair,
     Person,
@@ -203,13 +202,13 @@ def _short(pair: Pair) -> str:
 def _mentoring(pair: Pair, uid: str, starts: list[datetime], **fields: Any) -> Meeting:
     """A meeting of ``pair`` organised by the mentor, as the demo books them."""
     first, second = pair.mentor.name.split()[0], pair.mentee.name.split()[0]
-    return Meeting(
-        uid=uid,
-        title=f"Mentoring: {first} / {second}",
-        zone=str(starts[0].tzinfo),
+    return Meeting.of(
+        uid,
+        f"Mentoring: {first} / {second}",
+        starts,
+        minutes=fields.pop("minutes", 45),
         organizer=pair.mentor,
         attendees=(Attendee(pair.mentor), Attendee(pair.mentee)),
-        occurrences=[Occurrence(s) for s in starts],
         pair=pair,
         booked=timedelta(days=10),
         **fields,
@@ -240,7 +239,7 @@ def _singles(
             pair,
             f"single-{_short(pair)}-{i}",
             [datetime.combine(today + timedelta(days=days), at, tz)],
-            duration=timedelta(minutes=minutes),
+            minutes=minutes,
         )
         for i, (days, at) in enumerate(slots)
     ]
@@ -399,19 +398,16 @@ def _all_hands(org: Org, today: date) -> Meeting:
     starts = _weekly(today, "Europe/London", offset=3, weeks=4, at=time(13))
     organizer = _person(*_COLLEAGUES[4], "Europe/London")
     room = Attendee(Person(f"auditorium@rooms.{DOMAIN}", "Auditorium", "UTC"), cutype="ROOM")
-    return Meeting(
-        uid="all-hands",
-        title="All hands",
-        zone="Europe/London",
+    everybody = (Attendee(organizer), *(Attendee(p) for p in org.people.values()), room)
+    rrule = {"freq": "weekly", "interval": 4, "count": len(starts)}
+    return Meeting.of(
+        "all-hands",
+        "All hands",
+        starts,
+        minutes=60,
         organizer=organizer,
-        attendees=(
-            Attendee(organizer),
-            *(Attendee(person) for person in org.people.values()),
-            room,
-        ),
-        occurrences=[Occurrence(s) for s in starts],
-        duration=timedelta(hours=1),
-        rrule={"freq": "weekly", "interval": 4, "count": len(starts)},
+        attendees=everybody,
+        rrule=rrule,
         booked=timedelta(days=14),
     )
 
@@ -428,45 +424,35 @@ def _noise(person: Person, index: int, today: date, rng: random.Random) -> list[
         title = _NOISE_TITLES[rng.randrange(len(_NOISE_TITLES))]
         minutes = rng.choice((30, 45, 60))
         others = () if other == colleague else (Attendee(other, "TENTATIVE"),)
+        attendees = (Attendee(colleague), Attendee(person), *others)
         meetings.append(
-            Meeting(
-                uid=f"noise-{person.local}-{n}",
-                title=title,
-                zone=person.zone,
+            Meeting.of(
+                f"noise-{person.local}-{n}",
+                title,
+                [start],
+                minutes=minutes,
                 organizer=colleague,
-                attendees=(Attendee(colleague), Attendee(person), *others),
-                occurrences=[Occurrence(start)],
-                duration=timedelta(minutes=minutes),
+                attendees=attendees,
             )
         )
     if index % 3 == 0:  # a weekly stand-up, organised by the person, with colleagues
         start = datetime.combine(today - timedelta(days=84), time(9, 15), tz)
+        team = (Attendee(person), *(Attendee(_person(*c)) for c in _COLLEAGUES[:3]))
+        starts = [start + timedelta(weeks=w) for w in range(24)]
         meetings.append(
-            Meeting(
-                uid=f"standup-{person.local}",
-                title="Team stand-up",
-                zone=person.zone,
+            Meeting.of(
+                f"standup-{person.local}",
+                "Team stand-up",
+                starts,
+                minutes=15,
                 organizer=person,
-                attendees=(Attendee(person), *(Attendee(_person(*c)) for c in _COLLEAGUES[:3])),
-                occurrences=[Occurrence(start + timedelta(weeks=w)) for w in range(24)],
-                duration=timedelta(minutes=15),
+                attendees=team,
                 rrule={"freq": "weekly", "count": 24},
                 status=None,
             )
         )
     if index % 5 == 0:  # an all-day event, no attendees
         day = today + timedelta(days=rng.randint(-60, 60))
-        meetings.append(
-            Meeting(
-                uid=f"offsite-{person.local}",
-                title="Company offsite",
-                zone=person.zone,
-                organizer=None,
-                attendees=(),
-                occurrences=[Occurrence(datetime.combine(day, time(), tz))],
-                duration=timedelta(days=1),
-                all_day=True,
-                status=None,
-            )
-        )
+        uid = f"offsite-{person.local}"
+        meetings.append(Meeting.all_day_marker(uid, "Company offsite", day, person.zone))
     return meetings

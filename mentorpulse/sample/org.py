@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 Role = Literal["mentor", "mentee"]
 ChangeKind = Literal["moved", "cancelled", "late_cancelled", "rebooked", "declined", "deleted"]
@@ -124,6 +125,39 @@ class Meeting:
     booked: timedelta = timedelta(days=7)  # created this long before its first start
     # The attendee's RSVP as the organizer's copy shows it (a reply may never arrive).
     organizer_sees: str = "ACCEPTED"
+
+    @classmethod
+    def of(
+        cls,
+        uid: str,
+        title: str,
+        starts: list[datetime],
+        *,
+        minutes: int,
+        organizer: Person,
+        attendees: tuple[Attendee, ...],
+        **fields: Any,
+    ) -> Meeting:
+        """A meeting at ``starts`` (aware, in the zone it is booked in)."""
+        return cls(
+            uid=uid,
+            title=title,
+            zone=str(starts[0].tzinfo),
+            organizer=organizer,
+            attendees=attendees,
+            occurrences=[Occurrence(s) for s in starts],
+            duration=timedelta(minutes=minutes),
+            **fields,
+        )
+
+    @classmethod
+    def all_day_marker(cls, uid: str, title: str, day: date, zone: str) -> Meeting:
+        """A whole day marked in one person's calendar, nobody invited, time left free."""
+        start = datetime.combine(day, time(), ZoneInfo(zone))
+        occurrences = [Occurrence(start)]
+        return cls(
+            uid, title, zone, None, (), occurrences, timedelta(days=1), all_day=True, status=None
+        )
 
     @property
     def starts(self) -> list[datetime]:

@@ -161,16 +161,18 @@ class _Booking:
     other: Person
 
     def meeting(self, uid: str, title: str, occurrences: list[Occurrence], minutes: int) -> Meeting:
-        return Meeting(
-            uid=uid,
-            title=title,
-            zone=self.organizer.zone,
+        attendees = (Attendee(self.organizer), Attendee(self.other))
+        meeting = Meeting.of(
+            uid,
+            title,
+            [o.start for o in occurrences],
+            minutes=minutes,
             organizer=self.organizer,
-            attendees=(Attendee(self.organizer), Attendee(self.other)),
-            occurrences=occurrences,
-            duration=timedelta(minutes=minutes),
+            attendees=attendees,
             pair=self.pair,
         )
+        meeting.occurrences = occurrences
+        return meeting
 
 
 def _mentoring(spec: Spec, rng: random.Random, index: int, pair: Pair) -> list[Meeting]:
@@ -221,16 +223,18 @@ def _noise(spec: Spec, rng: random.Random, position: int, person: Person) -> lis
             at = time(rng.randrange(8, 18), rng.choice((0, 15, 30)))
             starts = [datetime.combine(day + timedelta(weeks=w), at, tz) for w in range(weeks)]
             title = rng.choice(("Team sync", "Stand-up", "Design review"))
+            minutes = rng.choice((15, 30, 60))
+            rrule = {"freq": "weekly", "count": len(starts)}
+            uid = f"team-{person.local}-{slot}"
             meetings.append(
-                Meeting(
-                    uid=f"team-{person.local}-{slot}",
-                    title=title,
-                    zone=person.zone,
+                Meeting.of(
+                    uid,
+                    title,
+                    starts,
+                    minutes=minutes,
                     organizer=colleague,
                     attendees=attendees,
-                    occurrences=[Occurrence(s) for s in starts],
-                    duration=timedelta(minutes=rng.choice((15, 30, 60))),
-                    rrule={"freq": "weekly", "count": len(starts)},
+                    rrule=rrule,
                 )
             )
         else:  # one-off meetings, one a week
@@ -238,30 +242,23 @@ def _noise(spec: Spec, rng: random.Random, position: int, person: Person) -> lis
                 day = first + timedelta(weeks=w, days=rng.randrange(7))
                 at = time(rng.randrange(8, 18), rng.choice((0, 15, 30, 45)))
                 title = rng.choice(("Customer call", "Hiring debrief", "1:1 with manager"))
+                start = datetime.combine(day, at, tz)
+                minutes = rng.choice((30, 45, 60))
+                uid = f"meeting-{person.local}-{slot}-{w}"
                 meetings.append(
-                    Meeting(
-                        uid=f"meeting-{person.local}-{slot}-{w}",
-                        title=title,
-                        zone=person.zone,
+                    Meeting.of(
+                        uid,
+                        title,
+                        [start],
+                        minutes=minutes,
                         organizer=colleague,
                         attendees=attendees,
-                        occurrences=[Occurrence(datetime.combine(day, at, tz))],
-                        duration=timedelta(minutes=rng.choice((30, 45, 60))),
                     )
                 )
     if position % 3 == 0:  # out of office: all day, nobody else
         day = first + timedelta(days=rng.randrange(max(1, 30 * spec.months)))
         meetings.append(
-            Meeting(
-                uid=f"ooo-{person.local}",
-                title="Out of office",
-                zone=person.zone,
-                organizer=person,
-                attendees=(),
-                occurrences=[Occurrence(datetime.combine(day, time(), tz))],
-                duration=timedelta(days=1),
-                all_day=True,
-            )
+            Meeting.all_day_marker(f"ooo-{person.local}", "Out of office", day, person.zone)
         )
     return meetings
 

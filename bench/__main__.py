@@ -72,16 +72,17 @@ def offered_arguments(
     and ``mailboxes`` for the people of the organisation), so ``--scale large`` asks every
     figure about 10,000 pairings.
     """
-    from bench import common, generate
+    from bench import common
+    from mentorpulse.sample import SCALES, read_manifest
 
-    spec = generate.SCALES[scale]
+    spec = SCALES[scale]
     offered: dict[str, Any] = {"scale": scale, "pairings": spec.pairs}
     if backend is not None:
         offered |= {"backend": backend, "database_url": database_url}
     wanted = set(inspect.signature(fn).parameters)
     if {"org", "org_dir", "workdir", "calendars", "mailboxes"} & wanted:
         org = common.org_dir(scale)
-        people = generate.read_manifest(org)["counts"]["people"]
+        people = read_manifest(org).counts["people"]
         offered |= {"org": org, "org_dir": org, "workdir": common.workdir()}
         offered |= {"calendars": people, "mailboxes": people}
     return _arguments(fn, offered)

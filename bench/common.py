@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from bench import generate
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import load_roster
+from mentorpulse.sample import SCALES, read_manifest, write
 from mentorpulse.stages.context import Context
 from mentorpulse.storage import repository
 from mentorpulse.storage.engine import make_engine, safe_url, session_factory
@@ -42,13 +42,13 @@ def workdir() -> Path:
 
 def org_dir(scale: str) -> Path:
     """The organisation of ``scale``, generated once and reused while its spec holds."""
-    spec = generate.SCALES[scale]
+    spec = SCALES[scale]
     out = workdir() / f"org-{scale}"
     manifest = out / "manifest.json"
-    if manifest.exists() and generate.read_manifest(out)["spec"] == asdict(spec):
+    if manifest.exists() and read_manifest(out).spec == spec:
         return out
     forget_ingested(scale)
-    generate.write(spec, out)
+    write(spec, out)
     return out
 
 
@@ -180,7 +180,7 @@ def _pg_has(name: str) -> bool:
 
 def open_context(org: Path, url: str) -> Context:
     """The organisation's config on database ``url``, the clock frozen at its "now"."""
-    spec = generate.Spec(**generate.read_manifest(org)["spec"])
+    spec = read_manifest(org).spec
     config = load_config(org / "mentorpulse.yaml").model_copy(update={"database": url})
     roster = load_roster(config.resolve(config.roster.path), config)
     engine = make_engine(url, org)
@@ -254,7 +254,7 @@ def figure_main(
     import json
 
     parser = argparse.ArgumentParser(prog=prog, description=doc)
-    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="small")
+    parser.add_argument("--scale", choices=("small", "medium", "large"), default="small")
     parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
     args = parser.parse_args()
     quiet()

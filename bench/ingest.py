@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import common, generate
+from bench import common
 from mentorpulse.model import SyncPage
+from mentorpulse.sample import read_manifest
 from mentorpulse.stages import sync as sync_job
 from mentorpulse.storage.models import Event, EventPairing, Source
 
@@ -102,7 +103,7 @@ def _cursor_bytes(ctx: Any) -> int:
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
     org = common.org_dir(scale)
-    expected = generate.read_manifest(org)["counts"]
+    expected = read_manifest(org).counts
     with common.scratch_database(backend, common.workdir()) as url:
         ctx = common.open_context(org, url)
         try:

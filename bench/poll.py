@@ -1,7 +1,7 @@
 """Figure 2: what a poll costs when nothing changed, and when 1 % of the events did.
 
 Starting from a fully ingested organisation, the real sync stage runs once with no
-change to any calendar, then once after :func:`bench.generate.mutate` changed 1 % of all
+change to any calendar, then once after :func:`mentorpulse.sample.mutate` changed 1 % of all
 occurrences (mentoring instances cancelled, other meetings moved). For each poll: wall
 time, rows written per table (events and links apart from the source's own bookkeeping)
 and provider requests per calendar (for ``kind: ics`` folders: files read). Then the
@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import common, generate
+from bench import common
 from mentorpulse.connectors.ics import IcsConnector
+from mentorpulse.sample import mutate, read_manifest
 from mentorpulse.stages import rebuild_sessions, sync_sources
 from mentorpulse.storage.models import Pairing
 
@@ -63,7 +64,7 @@ def _poll(ctx: Any, calendars: int) -> dict[str, float | int]:
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
     org = common.fresh_org(scale, "poll")
-    expected = generate.read_manifest(org)["counts"]
+    expected = read_manifest(org).counts
     calendars = expected["calendars"]
     figures: dict[str, float | int] = {}
     with common.ingested_database(scale, backend, org) as url:
@@ -79,7 +80,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             for key, value in _poll(ctx, calendars).items():
                 figures[f"nochange_{key}"] = value
 
-            changed = generate.mutate(org, 0.01)
+            changed = mutate(org, 0.01)
             figures["changed_occurrences"] = changed["changed_occurrences"]
             figures["expected_changed_event_rows"] = changed["changed_session_copies"]
             for key, value in _poll(ctx, calendars).items():

@@ -14,9 +14,9 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mentorpulse import stages
-from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
 from mentorpulse.reports.export import write_report
+from mentorpulse.sample import write_demo
 from mentorpulse.storage.models import Finding
 
 DEMO_SPAN = timedelta(days=91)  # the report covers the generated window, both sides of today
@@ -60,22 +60,8 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     sends nothing twice. Files in ``workdir`` that an earlier demo did not write (a real
     mentorpulse.yaml, roster, database or report) are never overwritten unless ``force``.
     """
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror})", code=2) from None
     reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html")]
-    with tempfile.TemporaryDirectory(dir=workdir, prefix=".demo-") as staging:
-        truth = write_demo(Path(staging), today=today)
-        written = sorted(p.relative_to(staging) for p in Path(staging).rglob("*") if p.is_file())
-        if not force:
-            _refuse_foreign(
-                workdir, [*written, Path(DATABASE), *(Path(p.name) for p in reports_here)]
-            )
-        for relative in written:
-            (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(staging) / relative, workdir / relative)
-    _record(workdir, written)
+    pairs = _write_sample(workdir, today=today, force=force, reports=reports_here)
     ctx = stages.Context.open(workdir / "mentorpulse.yaml")
     _record(workdir, [Path(DATABASE)])
     try:
@@ -108,7 +94,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     outbox = ctx.config.resolve(transport.path)
     return DemoSummary(
         workdir=workdir,
-        pairs=len(truth.pairings),
+        pairs=pairs,
         outcomes=sessions.outcomes,
         findings=findings,
         emails_sent=sent.sent,
@@ -116,6 +102,25 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
         sync_errors=sum(r.item_errors for r in synced),
         reports=reports,
     )
+
+
+def _write_sample(workdir: Path, *, today: date, force: bool, reports: list[Path]) -> int:
+    """Write the sample organisation into ``workdir`` (refusing to overwrite a file an
+    earlier demo did not write, unless ``force``); returns the number of pairs."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror})", code=2) from None
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".demo-") as staging:
+        planted = write_demo(Path(staging), today=today)
+        written = sorted(p.relative_to(staging) for p in Path(staging).rglob("*") if p.is_file())
+        if not force:
+            _refuse_foreign(workdir, [*written, Path(DATABASE), *(Path(p.name) for p in reports)])
+        for relative in written:
+            (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(staging) / relative, workdir / relative)
+    _record(workdir, written)
+    return planted.counts["pairings"]
 
 
 def _digest(path: Path) -> str:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as runner
-from bench import common, generate, ingest, poll, report
+from bench import common, ingest, poll, report
+from mentorpulse.sample import SCALES, Spec, mutate, read_manifest, write
 
-TINY = generate.Spec(pairs=6, months=2, noise=1, seed=3)
+TINY = Spec(pairs=6, months=2, noise=1, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +29,18 @@ def _workdir(bench_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_generator_is_deterministic_and_counts_what_it_planted(tmp_path: Path) -> None:
-    first = generate.write(TINY, tmp_path / "a")
-    second = generate.write(TINY, tmp_path / "b")
+    first = write(TINY, tmp_path / "a")
+    second = write(TINY, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a" / "calendars").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b" / "calendars").iterdir())
     for name in names:
         assert (tmp_path / "a" / "calendars" / name).read_bytes() == (
             tmp_path / "b" / "calendars" / name
         ).read_bytes()
-    assert first == second
-    assert first["calendars"] == first["people"] == len(names)
-    assert first["events_stored"] == 2 * first["sessions"]  # each in both people's files
+    assert first == second == read_manifest(tmp_path / "a")
+    assert first.counts["calendars"] == first.counts["people"] == len(names)
+    # each in both people's files
+    assert first.counts["events_stored"] == 2 * first.counts["sessions"]
     roster = (tmp_path / "a" / "roster.csv").read_text().splitlines()
     assert len(roster) == 1 + TINY.pairs
     # The Google-shaped fixtures hold the same calendars.
@@ -46,13 +48,13 @@ def test_generator_is_deterministic_and_counts_what_it_planted(tmp_path: Path) -
         (tmp_path / "a" / "fixtures" / names[0].replace(".ics", ".json")).read_text()
     )
     assert fixture["items"]
-    assert generate.write(replace(TINY, seed=4), tmp_path / "c") != first
+    assert write(replace(TINY, seed=4), tmp_path / "c") != first
 
 
 def test_mutate_changes_the_requested_share_and_only_those_calendars(tmp_path: Path) -> None:
-    planted = generate.write(TINY, tmp_path)
+    planted = write(TINY, tmp_path).counts
     before = {p.name: p.read_bytes() for p in (tmp_path / "calendars").iterdir()}
-    changed = generate.mutate(tmp_path, 0.05)
+    changed = mutate(tmp_path, 0.05)
     after = {p.name: p.read_bytes() for p in (tmp_path / "calendars").iterdir()}
     rewritten = [name for name in before if before[name] != after[name]]
     assert changed["changed_occurrences"] >= planted["occurrences"] * 0.05
@@ -61,8 +63,8 @@ def test_mutate_changes_the_requested_share_and_only_those_calendars(tmp_path: P
 
 
 def test_small_scale_runs_and_counts_match_on_sqlite() -> None:
-    expected = generate.read_manifest(common.org_dir("small"))["counts"]
-    assert expected["pairings"] == 200
+    expected = read_manifest(common.org_dir("small")).counts
+    assert expected["pairings"] == SCALES["small"].pairs
 
     ingested = ingest.measure("small", "sqlite")
     assert ingested["occurrences"] == expected["occurrences"]
@@ -93,7 +95,7 @@ def test_small_scale_ingest_counts_match_on_postgresql() -> None:
     from tests.conftest import _pg_admin_url
 
     _pg_admin_url()  # skips with the suite's message when PostgreSQL is not configured
-    expected = generate.read_manifest(common.org_dir("small"))["counts"]
+    expected = read_manifest(common.org_dir("small")).counts
     ingested = ingest.measure("small", "postgresql")
     assert ingested["events_stored"] == expected["events_stored"]
     assert ingested["events_dropped"] == expected["events_dropped"]

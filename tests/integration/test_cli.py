@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.demo import write_demo
 from mentorpulse.errors import UserError
+from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun
 from tests.integration.test_daemon import Daemon, _wait

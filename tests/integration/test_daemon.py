@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.demo import write_demo
+from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun, Lease, MentoringSession, Pairing
 

@@ -1,7 +1,7 @@
 """End to end: `mentorpulse demo` writes an organisation and reports what its calendars hold.
 
-The expected figures come from what the generator planted in the calendars (its truth),
-never from mentorpulse's own attendance logic.
+The expected figures come from what the generator planted in the calendars (the manifest
+it writes beside them), never from mentorpulse's own attendance logic.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import csv
 import email
 import email.policy
 import io
+import re
 from collections import Counter
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -23,8 +24,8 @@ from typer.testing import CliRunner
 
 from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.demo import DemoTruth, write_demo
 from mentorpulse.reports.export import write_report
+from mentorpulse.sample import Manifest, read_manifest, write_demo
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # late, so today's sessions have ended
@@ -37,9 +38,11 @@ PLANTED_TO_COLUMN = {
     "late_cancelled": "cancelled",
     "rebooked": "rescheduled",
 }
+# What the sessions stage calls each planted kind, as `mentorpulse demo` prints it.
+PLANTED_TO_OUTCOME = {**PLANTED_TO_COLUMN, "upcoming": "upcoming"}
 
 
-def expected_figures(truth: DemoTruth) -> dict[str, Counter[str]]:
+def expected_figures(truth: Manifest) -> dict[str, Counter[str]]:
     expected: dict[str, Counter[str]] = {key: Counter() for key in truth.pairings}
     for planted in truth.sessions:
         column = PLANTED_TO_COLUMN.get(planted.planted)
@@ -69,7 +72,8 @@ def run_demo_cli(workdir: Path) -> str:
 def test_demo_reports_what_the_calendars_contain(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     output = run_demo_cli(workdir)
-    truth = write_demo(tmp_path / "truth", today=TODAY)
+    truth = read_manifest(workdir)
+    assert truth.today == TODAY
     rows = report_rows(workdir / "report.csv")
 
     assert set(rows) == set(truth.pairings)
@@ -87,6 +91,14 @@ def test_demo_reports_what_the_calendars_contain(tmp_path: Path) -> None:
     assert "report.html" in output
     html = (workdir / "report.html").read_text(encoding="utf-8")
     assert all(key.split(":")[1] in html for key in truth.pairings)
+
+    printed = dict(re.findall(r"│ (pairs|sessions \w+)\s+│ (\d+)", output))
+    outcomes: Counter[str] = Counter()
+    for kind, count in truth.planted.items():
+        outcomes[f"sessions {PLANTED_TO_OUTCOME[kind]}"] += count
+    assert printed == {"pairs": str(truth.counts["pairings"])} | {
+        k: str(v) for k, v in outcomes.items()
+    }
 
 
 def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
@@ -113,7 +125,7 @@ def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: 
 def test_hr_gets_last_months_figures_by_email(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     run_demo_cli(workdir)
-    truth = write_demo(tmp_path / "truth", today=TODAY)
+    truth = read_manifest(workdir)
     london = ZoneInfo("Europe/London")  # the demo's timezone: October there
     october = Counter(
         s.pairing_key

@@ -18,9 +18,9 @@ from typer.testing import CliRunner, Result
 
 from mentorpulse import stages
 from mentorpulse.cli import app, common
-from mentorpulse.demo import write_demo
 from mentorpulse.notify.outbox import claim_due, claim_one, enqueue
 from mentorpulse.notify.route import Notification
+from mentorpulse.sample import write_demo
 from mentorpulse.storage.models import Finding, OutboxMessage
 from tests.servers.smtpd import PASSWORD, SmtpServer
 

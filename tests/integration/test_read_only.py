@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from mentorpulse import stages
 from mentorpulse.cli import app
-from mentorpulse.demo import write_demo
+from mentorpulse.sample import write_demo
 from mentorpulse.storage.engine import make_engine
 from mentorpulse.storage.migrate import revision_state, upgrade
 

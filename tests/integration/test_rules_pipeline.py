@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from mentorpulse import stages
 from mentorpulse.cli import app, common
 from mentorpulse.config.schema import PartyDisengagementRule
-from mentorpulse.demo import write_demo
 from mentorpulse.rules.backtest import Case, replay
+from mentorpulse.sample import write_demo
 from mentorpulse.stages.explain import explain
 from mentorpulse.stages.source_health import RULE_ERROR, SOURCE_STALE
 from mentorpulse.stages.timelines import load_timelines

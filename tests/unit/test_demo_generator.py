@@ -25,7 +25,8 @@ from icalendar import Calendar
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.demo import DemoTruth, dst_transition, write_demo
+from mentorpulse.sample import Manifest, read_manifest, write_demo
+from mentorpulse.sample.demo import dst_transition
 
 TODAY = date(2025, 7, 6)  # mid-summer: the hardest date to find a DST change near
 # Spread over the year so every branch of the date arithmetic (month ends, DST seasons,
@@ -92,7 +93,7 @@ def expand(folder: Path, today: date) -> dict[str, list[Copy]]:
     return found
 
 
-Generated = tuple[Path, DemoTruth, dict[str, list[Copy]]]
+Generated = tuple[Path, Manifest, dict[str, list[Copy]]]
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +112,17 @@ def generate(tmp_path_factory: pytest.TempPathFactory) -> Callable[[date], Gener
 
 
 @pytest.fixture
-def demo(generate: Callable[[date], Generated]) -> tuple[Path, DemoTruth]:
+def demo(generate: Callable[[date], Generated]) -> tuple[Path, Manifest]:
     folder, truth, _ = generate(TODAY)
     return folder, truth
 
 
 def test_same_today_gives_byte_identical_files_even_in_another_process(
-    demo: tuple[Path, DemoTruth], tmp_path: Path
+    demo: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
     folder, truth = demo
     script = (
-        "import sys, datetime, pathlib; from mentorpulse.demo import write_demo; "
+        "import sys, datetime, pathlib; from mentorpulse.sample import write_demo; "
         "write_demo(pathlib.Path(sys.argv[1]), today=datetime.date.fromisoformat(sys.argv[2]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # set iteration order differs
@@ -133,18 +134,19 @@ def test_same_today_gives_byte_identical_files_even_in_another_process(
     )
     again = files(tmp_path)
     assert again == files(folder)
-    assert len([name for name in again if name.endswith(".ics")]) == 23
+    assert len([name for name in again if name.endswith(".ics")]) == truth.counts["calendars"]
     assert write_demo(tmp_path, today=TODAY) == truth
+    assert read_manifest(tmp_path) == truth, "the manifest on disk is what was planted"
 
 
-def test_another_today_moves_everything(demo: tuple[Path, DemoTruth], tmp_path: Path) -> None:
+def test_another_today_moves_everything(demo: tuple[Path, Manifest], tmp_path: Path) -> None:
     _, truth = demo
     later = write_demo(tmp_path, today=TODAY + timedelta(days=1))
     shifted = {(s.pairing_key, s.start) for s in later.sessions}
     assert {(s.pairing_key, s.start) for s in truth.sessions}.isdisjoint(shifted)
 
 
-def test_yaml_validates_and_points_at_the_calendars(demo: tuple[Path, DemoTruth]) -> None:
+def test_yaml_validates_and_points_at_the_calendars(demo: tuple[Path, Manifest]) -> None:
     folder, _ = demo
     config = MentorpulseConfig.model_validate(
         yaml.safe_load((folder / "mentorpulse.yaml").read_text(encoding="utf-8"))
@@ -173,7 +175,7 @@ def test_yaml_validates_and_points_at_the_calendars(demo: tuple[Path, DemoTruth]
     assert all(r["mentor_email"].endswith("@demo.example") for r in rows)
 
 
-def test_the_project_loaders_accept_config_and_roster(demo: tuple[Path, DemoTruth]) -> None:
+def test_the_project_loaders_accept_config_and_roster(demo: tuple[Path, Manifest]) -> None:
     folder, truth = demo
     config = load_config(folder / "mentorpulse.yaml")
     pairings = load_roster(config.resolve(config.roster.path), config)
@@ -183,7 +185,7 @@ def test_the_project_loaders_accept_config_and_roster(demo: tuple[Path, DemoTrut
 
 
 def test_every_calendar_parses_with_its_timezones_and_the_real_zones_are_used(
-    demo: tuple[Path, DemoTruth],
+    demo: tuple[Path, Manifest],
 ) -> None:
     folder, _ = demo
     used: set[str] = set()
@@ -262,7 +264,7 @@ def test_planted_cancellations_and_declines_are_in_the_files(
     assert only_own_copy >= 1
 
 
-def test_moves_rebooking_and_lapsed_series(demo: tuple[Path, DemoTruth]) -> None:
+def test_moves_rebooking_and_lapsed_series(demo: tuple[Path, Manifest]) -> None:
     folder, truth = demo
     calendars = [Calendar.from_ical(p.read_bytes()) for p in (folder / "calendars").glob("*.ics")]
     overrides = [e for c in calendars for e in c.walk("VEVENT") if "RECURRENCE-ID" in e]
@@ -320,8 +322,8 @@ def test_dst_transition_is_found_near_every_day_of_two_years() -> None:
         day += timedelta(days=3)
 
 
-def test_noise_and_an_all_day_event_are_there_to_be_ignored(demo: tuple[Path, DemoTruth]) -> None:
-    folder, _ = demo
+def test_noise_and_an_all_day_event_are_there_to_be_ignored(demo: tuple[Path, Manifest]) -> None:
+    folder, truth = demo
     rostered = {e for r in roster(folder) for e in (r["mentor_email"], r["mentee_email"])}
     noise = all_day = 0
     for path in (folder / "calendars").glob("*.ics"):
@@ -335,12 +337,12 @@ def test_noise_and_an_all_day_event_are_there_to_be_ignored(demo: tuple[Path, De
             people = {str(a).removeprefix("mailto:") for a in attendees}
             if len(people & rostered) == 1:
                 noise += 1
-    assert noise >= 23 * 3
+    assert noise >= truth.counts["people"] * 3
     assert all_day >= 1
 
 
 def test_an_all_hands_every_pair_attends_is_planted_but_is_no_session(
-    demo: tuple[Path, DemoTruth],
+    demo: tuple[Path, Manifest],
 ) -> None:
     folder, truth = demo
     rostered = {e for r in roster(folder) for e in (r["mentor_email"], r["mentee_email"])}
@@ -365,3 +367,21 @@ def test_an_all_hands_every_pair_attends_is_planted_but_is_no_session(
     assert starts.isdisjoint(s.start for s in truth.sessions)
     config = load_config(folder / "mentorpulse.yaml")
     assert {p.match.max_participants for p in config.programs} == {4}
+
+
+def test_the_manifest_counts_what_the_files_hold(
+    generate: Callable[[date], Generated],
+) -> None:
+    """Counted here from the files with recurring-ical-events, not from the plan."""
+    folder, truth, found = generate(TODAY)
+    stored = sum(len(copies) for copies in found.values())
+    everything = 0
+    for path in sorted((folder / "calendars").glob("*.ics")):
+        calendar = Calendar.from_ical(path.read_bytes())
+        window = (TODAY - timedelta(days=100), TODAY + timedelta(days=100))
+        everything += len(recurring_ical_events.of(calendar).between(*window))
+    assert truth.counts["events_stored"] == stored == 2 * truth.counts["sessions"]
+    assert truth.counts["events_dropped"] == everything - stored
+    assert truth.counts["occurrences"] == everything
+    assert truth.counts["sessions"] == len(truth.sessions) == sum(truth.planted.values())
+    assert truth.counts["pairings"] == len(truth.pairings) == len(roster(folder))

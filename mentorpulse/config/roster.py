@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from mentorpulse.config.schema import MentorpulseConfig, check_address, parse_duration
 from mentorpulse.errors import ConfigError
+from mentorpulse.model import known_zone
 
 log = structlog.get_logger(__name__)
 
@@ -225,7 +225,7 @@ def _pairing(
             bad(name, f"{len(cells[name])} characters; a name has at most {NAME_MAX}")
 
     for name in ("mentor_timezone", "mentee_timezone"):
-        if cells[name] and not _is_zone(cells[name]):
+        if cells[name] and known_zone(cells[name]) is None:
             bad(name, f"{cells[name]!r} is not a time zone (use an IANA name like Europe/Berlin)")
 
     cadence = None
@@ -266,11 +266,3 @@ def _date(value: str, column: str, bad: Callable[[str, str], None]) -> date | No
             pass
     bad(column, f"{value!r} is not a date (use YYYY-MM-DD)")
     return None
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

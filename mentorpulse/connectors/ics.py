@@ -31,16 +31,15 @@ import icalendar
 import recurring_ical_events
 import structlog
 from dateutil.rrule import rrule, rrulestr
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mentorpulse.config.schema import IcsSource, format_duration
+from mentorpulse.connectors import zones
 from mentorpulse.connectors.base import (
     AuthError,
     TransientError,
     Window,
     cursor_entries,
     describe,
-    known_zone,
     retry_after_seconds,
     short_text,
 )
@@ -54,7 +53,15 @@ from mentorpulse.connectors.http import (
     safe_url,
 )
 from mentorpulse.errors import code_trace, unexpected_summary
-from mentorpulse.model import Attendee, EventRecord, EventStatus, ItemError, Response, SyncPage
+from mentorpulse.model import (
+    Attendee,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+    known_zone,
+)
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -737,8 +744,9 @@ def _rebased(start: date, freq: str, interval: int, target: date) -> date:
 def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
     """The IANA name of an aware DTSTART's zone; None for a custom VTIMEZONE we cannot place.
 
-    Exporters name zones their own way: Windows names (``Pacific Standard Time``) and
-    prefixed IANA names (``custom_America/New_York``, ``/citadel.org/.../Europe/Berlin``).
+    Exporters name zones their own way: Windows names (``Pacific Standard Time``, or
+    Outlook's display names, mapped by :mod:`~mentorpulse.connectors.zones`) and prefixed
+    IANA names (``custom_America/New_York``, ``/citadel.org/.../Europe/Berlin``).
     Such a guess is used only when its UTC offset at ``at`` agrees with the VTIMEZONE's.
     """
     key = getattr(zone, "key", None)
@@ -751,7 +759,7 @@ def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
     name = str(tzid)
     if known_zone(name) is not None:
         return _canonical(name)
-    guess = WINDOWS_TO_OLSON.get(name) or next(
+    guess = zones.lookup(name) or next(
         (
             candidate
             for candidate in _iana_names()

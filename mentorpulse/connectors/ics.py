@@ -425,44 +425,10 @@ class _Expander:
 
     def _problem(self, event: icalendar.Component) -> str | None:
         """Why this VEVENT cannot be used, checked before expansion to name the cause."""
-        if "DTSTART" not in event:
-            return "no DTSTART"
-        if isinstance(event["DTSTART"], list):
-            return f"DTSTART given {len(event['DTSTART'])} times"
-        try:
-            start = event.decoded("DTSTART")
-        except Exception as exc:  # icalendar raises various types on bad values
-            return f"bad DTSTART ({_complaint(exc)})"
-        if not isinstance(start, date):
-            return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
-        if isinstance(start, datetime) and start.tzinfo is None:
-            tzid = event["DTSTART"].params.get("TZID")
-            if tzid and known_zone(str(tzid)) is None:
-                return f"unknown time zone {tzid!r} in DTSTART"
-        per_day = 0
-        for rule in _listed(event.get("RRULE")):
-            freqs = {str(f).upper() for f in rule.get("FREQ", [])}
-            if freqs & _REJECTED_FREQS:
-                return f"RRULE frequency {', '.join(sorted(freqs))} is too dense for a meeting"
-            problem, daily = _rule_problem(rule)
-            if problem:
-                return problem
-            per_day += daily
-        if per_day > MAX_PER_DAY:
-            return (
-                f"RRULE recurs up to {per_day} times a day; a meeting series does not "
-                f"(at most {MAX_PER_DAY})"
-            )
-        rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
-        if len(rdates) > MAX_RDATES:
-            return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
-        days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
-        busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
-        if busiest > MAX_PER_DAY:
-            return f"RDATE lists {busiest} times on one day; a meeting series does not"
-        if "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
+        problem = _start_problem(event) or _recurrence_problem(event)
+        if problem is None and "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
             del event["SEQUENCE"]  # out of range or not a number: it only orders revisions
-        return None
+        return problem
 
     def _keep(self, record: EventRecord) -> None:
         """Duplicate UIDs in one file: the newest revision wins, as a client would show."""
@@ -570,27 +536,95 @@ def _date_property(event: icalendar.Component, name: str) -> tuple[date, object]
 _CONFIRMED = EventStatus.CONFIRMED
 
 
+def _start_problem(event: icalendar.Component) -> str | None:
+    """A DTSTART that is missing, repeated, unreadable, or in a zone nobody knows."""
+    if "DTSTART" not in event:
+        return "no DTSTART"
+    if isinstance(event["DTSTART"], list):
+        return f"DTSTART given {len(event['DTSTART'])} times"
+    try:
+        start = event.decoded("DTSTART")
+    except Exception as exc:  # icalendar raises various types on bad values
+        return f"bad DTSTART ({_complaint(exc)})"
+    if not isinstance(start, date):
+        return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
+    if isinstance(start, datetime) and start.tzinfo is None:
+        tzid = event["DTSTART"].params.get("TZID")
+        if tzid and known_zone(str(tzid)) is None:
+            return f"unknown time zone {tzid!r} in DTSTART"
+    return None
+
+
+def _recurrence_problem(event: icalendar.Component) -> str | None:
+    """RRULEs and RDATEs no meeting series has: too dense, too many, nonsense parts."""
+    per_day = 0
+    for rule in _listed(event.get("RRULE")):
+        freqs = {str(f).upper() for f in rule.get("FREQ", [])}
+        if freqs & _REJECTED_FREQS:
+            return f"RRULE frequency {', '.join(sorted(freqs))} is too dense for a meeting"
+        problem, daily = _rule_problem(rule)
+        if problem:
+            return problem
+        per_day += daily
+    if per_day > MAX_PER_DAY:
+        return (
+            f"RRULE recurs up to {per_day} times a day; a meeting series does not "
+            f"(at most {MAX_PER_DAY})"
+        )
+    rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
+    if len(rdates) > MAX_RDATES:
+        return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
+    days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
+    busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
+    if busiest > MAX_PER_DAY:
+        return f"RDATE lists {busiest} times on one day; a meeting series does not"
+    return None
+
+
 def _rule_problem(rule: Any) -> tuple[str | None, int]:
     """Why an RRULE is nonsense (``INTERVAL=0``, ``BYHOUR=99``…), and its most occurrences
     on one day; nothing is expanded for that."""
     freqs = [str(f).upper() for f in rule.get("FREQ", [])]
     if not freqs:
         return "RRULE without FREQ", 0
-    freq = freqs[0]
+    problem = _scale_problem(rule, freqs[0]) or _count_problem(rule)
+    if problem:
+        return problem, 0
+    problem, sizes = _part_sizes(rule)
+    if problem or (problem := _weekday_problem(rule)):
+        return problem, 0
+    per_hour = max(sizes["BYMINUTE"], 1) * max(sizes["BYSECOND"], 1)
+    hours = sizes["BYHOUR"] or 1
+    if freqs[0] == "HOURLY":
+        hours = min(-(-24 // rule.get("INTERVAL", [1])[0]), sizes["BYHOUR"] or 24)
+    return None, hours * per_hour
+
+
+def _scale_problem(rule: Any, freq: str) -> str | None:
     if freq not in _FREQ_DAYS:
-        return f"RRULE frequency {short_text(freq, 20)!r} is not supported", 0
+        return f"RRULE frequency {short_text(freq, 20)!r} is not supported"
     for scale in rule.get("RSCALE", []):
         if str(scale).upper() != "GREGORIAN":
-            return f"RRULE calendar scale {short_text(str(scale), 20)} is not supported", 0
+            return f"RRULE calendar scale {short_text(str(scale), 20)} is not supported"
+    return None
+
+
+def _count_problem(rule: Any) -> str | None:
+    """INTERVAL and COUNT: one number each, an interval in range, a count above zero."""
     for key in ("INTERVAL", "COUNT"):
         numbers = rule.get(key, [])
         if len(numbers) > 1 or any(not isinstance(v, int) for v in numbers):
-            return f"RRULE {key} is not one number", 0
+            return f"RRULE {key} is not one number"
     interval = rule.get("INTERVAL", [1])[0]
     if not 1 <= interval <= MAX_INTERVAL:
-        return f"RRULE INTERVAL={interval} is not between 1 and {MAX_INTERVAL}", 0
+        return f"RRULE INTERVAL={interval} is not between 1 and {MAX_INTERVAL}"
     if rule.get("COUNT", [1])[0] == 0:
-        return "RRULE COUNT=0 has no occurrence", 0
+        return "RRULE COUNT=0 has no occurrence"
+    return None
+
+
+def _part_sizes(rule: Any) -> tuple[str | None, dict[str, int]]:
+    """How many distinct values each BY… number part holds, or why one is out of range."""
     sizes: dict[str, int] = {}
     for key, (low, high) in _RULE_RANGES.items():
         values: set[int] = set()
@@ -598,20 +632,20 @@ def _rule_problem(rule: Any) -> tuple[str | None, int]:
             try:
                 number = int(str(value))
             except ValueError:
-                return f"RRULE {key} value {short_text(str(value), 20)!r} is not a number", 0
+                return f"RRULE {key} value {short_text(str(value), 20)!r} is not a number", {}
             if not low <= number <= high or (number == 0 and low < 0):
-                return f"RRULE {key}={number} is out of range", 0
+                return f"RRULE {key}={number} is out of range", {}
             values.add(number)
         sizes[key] = len(values)
+    return None, sizes
+
+
+def _weekday_problem(rule: Any) -> str | None:
     for day in rule.get("BYDAY", []):
         match = _WEEKDAY.match(str(day).upper())
         if match is None or (match[2] and not 1 <= int(match[2]) <= 53):
-            return f"RRULE BYDAY value {short_text(str(day), 20)!r} is not a weekday", 0
-    per_hour = max(sizes["BYMINUTE"], 1) * max(sizes["BYSECOND"], 1)
-    hours = sizes["BYHOUR"] or 1
-    if freq == "HOURLY":
-        hours = min(-(-24 // interval), sizes["BYHOUR"] or 24)
-    return None, hours * per_hour
+            return f"RRULE BYDAY value {short_text(str(day), 20)!r} is not a weekday"
+    return None
 
 
 class _RuleParts:

@@ -20,7 +20,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
@@ -142,32 +142,11 @@ def records_from_ical(
         # An empty file is more likely half-written than a calendar wiped on purpose.
         raise IcsParseError("the file is empty")
     data = _LONG_TZID.sub(b";TZID=X-INVALID-TZID", data)
-    try:
-        components = icalendar.Component.from_ical(data, multiple=True)
-    except Exception as exc:  # third-party data: any parser failure means unparseable
-        raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
-
-    timezones: list[icalendar.Component] = []
-    events: list[icalendar.Component] = []
-    zone_names: list[str] = []
-    for top in components:
-        if top.name == "VEVENT":  # a bare VEVENT file, as some tools export single events
-            events.append(top)
-        elif top.name == "VCALENDAR":
-            zone_names.append(str(top.get("X-WR-TIMEZONE", "")).strip())
-            for sub in top.subcomponents:
-                if sub.name == "VTIMEZONE":
-                    timezones.append(sub)
-                elif sub.name == "VEVENT":
-                    events.append(sub)
-    if not any(c.name in ("VCALENDAR", "VEVENT") for c in components):
-        raise IcsParseError("no VCALENDAR or VEVENT found")
-
+    parsed = _Parsed.of(data)
     # Floating and all-day times belong to the calendar's zone, else the owner's.
     calendar_zone = next(
-        (z for z in (known_zone(n) for n in zone_names if n) if z is not None), None
+        (z for z in (known_zone(n) for n in parsed.zone_names if n) if z is not None), None
     ) or ZoneInfo(default_zone)
-
     expander = _Expander(
         source_id=source_id,
         scope=scope,
@@ -176,7 +155,7 @@ def records_from_ical(
         zone=calendar_zone,
     )
     groups: dict[str, list[icalendar.Component]] = {}
-    for event in events:
+    for event in parsed.events:
         groups.setdefault(_uid_of(event), []).append(event)
     budget = FILE_CPU_SECONDS + FILE_CPU_SECONDS_PER_MB * len(data) / 1_000_000
     deadline = clock.thread_time() + budget
@@ -185,10 +164,40 @@ def records_from_ical(
         if clock.thread_time() > deadline:
             unread += 1
             continue
-        expander.expand(uid, group, timezones, deadline=deadline)
+        expander.expand(uid, group, parsed.timezones, deadline=deadline)
     if unread:
         expander.note_file(f"{unread} events not read: the file used up its {budget:.0f} s of CPU")
     return list(expander.records.values()), expander.finish()
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """The parts of an iCalendar file the expander needs, from every VCALENDAR in it."""
+
+    timezones: list[icalendar.Component] = field(default_factory=list)
+    events: list[icalendar.Component] = field(default_factory=list)
+    zone_names: list[str] = field(default_factory=list)  # each calendar's X-WR-TIMEZONE
+
+    @classmethod
+    def of(cls, data: bytes) -> _Parsed:
+        try:
+            components = icalendar.Component.from_ical(data, multiple=True)
+        except Exception as exc:  # third-party data: any parser failure means unparseable
+            raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
+        parsed = cls()
+        for top in components:
+            if top.name == "VEVENT":  # a bare VEVENT file, as some tools export single events
+                parsed.events.append(top)
+            elif top.name == "VCALENDAR":
+                parsed.zone_names.append(str(top.get("X-WR-TIMEZONE", "")).strip())
+                for sub in top.subcomponents:
+                    if sub.name == "VTIMEZONE":
+                        parsed.timezones.append(sub)
+                    elif sub.name == "VEVENT":
+                        parsed.events.append(sub)
+        if not any(c.name in ("VCALENDAR", "VEVENT") for c in components):
+            raise IcsParseError("no VCALENDAR or VEVENT found")
+        return parsed
 
 
 class _Rejected(ValueError):
@@ -306,24 +315,42 @@ class _Expander:
         if len(group) > MAX_PER_SERIES:  # overrides (RECURRENCE-ID) count like occurrences
             self.reject(uid, f"{len(group)} VEVENTs share this UID (at most {MAX_PER_SERIES})")
             return
-        usable: list[icalendar.Component] = []
-        for event in group:
-            try:
-                problem = self._problem(event)
-            except Exception as exc:  # icalendar raises on access to broken properties
-                problem = f"unreadable event ({_complaint(exc)})"
-            if problem:
-                self.reject(uid, problem)
-            else:
-                usable.append(event)
+        usable = [event for event in group if self._usable(uid, event)]
         if not usable:
             return
-        is_series = any("RRULE" in e or "RDATE" in e or "RECURRENCE-ID" in e for e in usable)
         calendar = icalendar.Calendar()
         for component in (*timezones, *usable):
             if "UID" not in component:
                 component["UID"] = uid
             calendar.add_component(component)
+        expanded = self._expanded(uid, usable, calendar, deadline)
+        if expanded is None:
+            return
+        records, cuts = expanded
+        for cut in cuts:
+            self.reject(uid, cut)
+        for record in records:
+            self._keep(record)
+
+    def _usable(self, uid: str, event: icalendar.Component) -> bool:
+        """Whether ``event`` can be expanded; rejected with its reason when not."""
+        try:
+            problem = self._problem(event)
+        except Exception as exc:  # icalendar raises on access to broken properties
+            problem = f"unreadable event ({_complaint(exc)})"
+        if problem:
+            self.reject(uid, problem)
+        return not problem
+
+    def _expanded(
+        self,
+        uid: str,
+        usable: list[icalendar.Component],
+        calendar: icalendar.Calendar,
+        deadline: float,
+    ) -> tuple[list[EventRecord], list[str]] | None:
+        """The records of one UID and the notes on rules cut short; None once rejected."""
+        is_series = any("RRULE" in e or "RDATE" in e or "RECURRENCE-ID" in e for e in usable)
         cuts: list[str] = []
         self._shared = {}
         budget = RULE_CPU_SECONDS
@@ -339,19 +366,16 @@ class _Expander:
                 records = [self._record(uid, o, is_series=is_series) for o in occurrences]
         except _Rejected as exc:
             self.reject(uid, str(exc))
-            return
+            return None
         except _OverBudget:
             self.reject(uid, f"expanding it took more than {budget} s of CPU; skipped")
-            return
+            return None
         except Exception as exc:  # expansion of third-party rules: reject this UID only
             self.reject(uid, f"cannot expand the event ({_complaint(exc)})")
-            return
+            return None
         finally:
             self._shared = {}
-        for cut in cuts:
-            self.reject(uid, cut)
-        for record in records:
-            self._keep(record)
+        return records, cuts
 
     # -- recurrence bounds ----------------------------------------------------------------
 

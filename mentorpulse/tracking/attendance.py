@@ -143,8 +143,7 @@ def _cluster_for(slot: _Slot, clusters: list[list[_Slot]]) -> list[_Slot] | None
         if slot.start - first.start > FOLD_TOLERANCE:
             return None
         if abs(slot.end - first.end) <= FOLD_TOLERANCE and all(
-            m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars)
-            for m in cluster
+            m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars) for m in cluster
         ):
             return cluster
     return None

@@ -70,12 +70,28 @@ class FindingState:
     reason: str | None = None  # why it is suppressed, or the error of a failing rule
 
 
+def known_zone(name: str | None) -> ZoneInfo | None:
+    """The IANA zone of that name, or None for a name Python does not know.
+
+    The one test of whether a zone name is usable: the config, the roster, ``--tz``, the
+    recipients' zones and the connectors all ask it, so they all agree on what a zone is.
+    """
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        return None
+
+
+def unknown_zone(name: str) -> str:
+    """What the config and ``--tz`` say about a zone name :func:`known_zone` refuses."""
+    return f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)"
+
+
 def zone_or_utc(name: str | None) -> ZoneInfo:
     """The IANA zone ``name``, or UTC when it is empty or unknown (display, never storage)."""
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    return known_zone(name) or ZoneInfo("UTC")
 
 
 def attended_day(start: datetime, zone: tzinfo | str | None) -> date:
@@ -159,7 +175,11 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class ItemError:
-    """One item skipped during a sync (see :class:`BadItem`), kept for the operator."""
+    """One item a connector skipped during a sync, kept for the operator.
+
+    The one way a connector reports a bad item: it goes on with the rest and puts this in
+    the page's ``errors``; the sync stage stores it with the page.
+    """
 
     item: str  # file name, UID or provider id: whatever lets a human find it
     message: str

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from mentorpulse import logs
 from mentorpulse.errors import UserError
+from mentorpulse.model import known_zone, unknown_zone
 
 if TYPE_CHECKING:
     from mentorpulse.config.schema import MentorpulseConfig
@@ -195,13 +196,8 @@ FormatOption = Annotated[
 
 
 def _check_zone(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise typer.BadParameter(
-                f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
-            ) from None
+    if value is not None and known_zone(value) is None:
+        raise typer.BadParameter(unknown_zone(value))
     return value
 
 

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from mentorpulse.config.schema import MentorpulseConfig, check_address, parse_duration
 from mentorpulse.errors import ConfigError
+from mentorpulse.model import known_zone
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,7 @@ _BOOLEAN = {
     "1": True,
 }
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_Bad = Callable[[str, str], None]  # reports (column, message) for the row being read
 
 
 def load_roster(path: Path, config: MentorpulseConfig) -> list[RosterPairing]:
@@ -177,73 +178,39 @@ def _pairing(
     config: MentorpulseConfig,
     problems: list[str],
 ) -> RosterPairing | None:
+    """The pairing of one data row, or None after reporting every problem in it."""
     before = len(problems)
 
     def bad(column: str, message: str) -> None:
         problems.append(f"{path}:{line}: {column}: {message}")
 
-    cells = dict.fromkeys(_COLUMNS, "")
-    for index, cell in enumerate(row):
-        if index < len(columns) and columns[index]:
-            cells[columns[index]] = cell.strip()
-        elif cell.strip():
-            problems.append(
-                f"{path}:{line}: {len(row)} cells but the header has {len(columns)} columns "
-                f'(a comma inside a value needs "quotes")'
-            )
-            return None
+    cells = _cells(row, columns)
+    if cells is None:
+        problems.append(
+            f"{path}:{line}: {len(row)} cells but the header has {len(columns)} columns "
+            f'(a comma inside a value needs "quotes")'
+        )
+        return None
     for name in REQUIRED_COLUMNS:
         if not cells[name]:
             bad(name, "missing value")
-
-    program = cells["program"]
-    if program and config.program(program) is None:
-        known = ", ".join(p.id for p in config.programs) or "none"
-        bad("program", f"unknown program {program!r} (programs in the config: {known})")
-
-    mentor = cells["mentor_email"].lower()
-    mentee = cells["mentee_email"].lower()
-    for name, email in (("mentor_email", mentor), ("mentee_email", mentee)):
-        if email:
-            try:
-                check_address(cells[name])
-            except ValueError as error:
-                bad(name, str(error))
-    if mentor and mentor == mentee:
-        bad("mentee_email", f"{cells['mentee_email']!r} is the same person as mentor_email")
-
+    _check_program(cells["program"], config, bad)
+    _check_addresses(cells, bad)
     started = _date(cells["started_on"], "started_on", bad)
     ended = _date(cells["ended_on"], "ended_on", bad)
     if started and ended and ended < started:
         bad("ended_on", f"{ended.isoformat()} is before started_on {started.isoformat()}")
-
-    for name in ("mentor_name", "mentee_name"):
-        if _CONTROL.search(cells[name]):
-            shown = cells[name][:60] + ("…" if len(cells[name]) > 60 else "")
-            bad(name, f"{shown!r} holds a control character (a NUL, tab or line break)")
-        elif len(cells[name]) > NAME_MAX:
-            bad(name, f"{len(cells[name])} characters; a name has at most {NAME_MAX}")
-
-    for name in ("mentor_timezone", "mentee_timezone"):
-        if cells[name] and not _is_zone(cells[name]):
-            bad(name, f"{cells[name]!r} is not a time zone (use an IANA name like Europe/Berlin)")
-
-    cadence = None
-    if cells["cadence"]:
-        try:
-            cadence = parse_duration(cells["cadence"])
-        except (ValueError, OverflowError) as error:  # 10**20d: more days than timedelta has
-            bad("cadence", f"{cells['cadence']!r}: {error}")
+    _check_names_and_zones(cells, bad)
+    cadence = _cadence(cells["cadence"], bad)
     paused = cells["paused"].lower()
     if paused not in _BOOLEAN:
         bad("paused", f"{cells['paused']!r} is not yes or no")
-
     if len(problems) > before or started is None:
         return None
     return RosterPairing(
-        program=program,
-        mentor_email=mentor,
-        mentee_email=mentee,
+        program=cells["program"],
+        mentor_email=cells["mentor_email"].lower(),
+        mentee_email=cells["mentee_email"].lower(),
         started_on=started,
         ended_on=ended,
         mentor_name=cells["mentor_name"] or None,
@@ -256,7 +223,59 @@ def _pairing(
     )
 
 
-def _date(value: str, column: str, bad: Callable[[str, str], None]) -> date | None:
+def _cells(row: list[str], columns: list[str]) -> dict[str, str] | None:
+    """Each known column's stripped cell ("" when absent); None when a value has no column."""
+    cells = dict.fromkeys(_COLUMNS, "")
+    for index, cell in enumerate(row):
+        if index < len(columns) and columns[index]:
+            cells[columns[index]] = cell.strip()
+        elif cell.strip():
+            return None
+    return cells
+
+
+def _check_program(program: str, config: MentorpulseConfig, bad: _Bad) -> None:
+    if program and config.program(program) is None:
+        known = ", ".join(p.id for p in config.programs) or "none"
+        bad("program", f"unknown program {program!r} (programs in the config: {known})")
+
+
+def _check_addresses(cells: dict[str, str], bad: _Bad) -> None:
+    mentor = cells["mentor_email"].lower()
+    mentee = cells["mentee_email"].lower()
+    for name, email in (("mentor_email", mentor), ("mentee_email", mentee)):
+        if email:
+            try:
+                check_address(cells[name])
+            except ValueError as error:
+                bad(name, str(error))
+    if mentor and mentor == mentee:
+        bad("mentee_email", f"{cells['mentee_email']!r} is the same person as mentor_email")
+
+
+def _check_names_and_zones(cells: dict[str, str], bad: _Bad) -> None:
+    for name in ("mentor_name", "mentee_name"):
+        if _CONTROL.search(cells[name]):
+            shown = cells[name][:60] + ("…" if len(cells[name]) > 60 else "")
+            bad(name, f"{shown!r} holds a control character (a NUL, tab or line break)")
+        elif len(cells[name]) > NAME_MAX:
+            bad(name, f"{len(cells[name])} characters; a name has at most {NAME_MAX}")
+    for name in ("mentor_timezone", "mentee_timezone"):
+        if cells[name] and known_zone(cells[name]) is None:
+            bad(name, f"{cells[name]!r} is not a time zone (use an IANA name like Europe/Berlin)")
+
+
+def _cadence(value: str, bad: _Bad) -> timedelta | None:
+    if not value:
+        return None
+    try:
+        return parse_duration(value)
+    except (ValueError, OverflowError) as error:  # 10**20d: more days than timedelta has
+        bad("cadence", f"{value!r}: {error}")
+        return None
+
+
+def _date(value: str, column: str, bad: _Bad) -> date | None:
     if not value:
         return None
     if _ISO_DATE.match(value):
@@ -266,11 +285,3 @@ def _date(value: str, column: str, bad: Callable[[str, str], None]) -> date | No
             pass
     bad(column, f"{value!r} is not a date (use YYYY-MM-DD)")
     return None
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
+from mentorpulse.model import known_zone as known_zone  # noqa: PLC0414 - google.py imports it here
 
 
 class ConnectorError(Exception):
@@ -42,10 +42,6 @@ class CursorExpired(ConnectorError):
 
 class AuthError(ConnectorError):
     """Credentials were refused: stop this source and tell the operator."""
-
-
-class BadItem(ConnectorError):
-    """One item could not be read: skip it, record it, go on."""
 
 
 @runtime_checkable
@@ -139,14 +135,6 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     text = clean_text(f"{type(exc).__name__}: {exc}")  # one line: quotes cannot span lines
     text = _TOKEN.sub(_token, _QUOTED.sub(_fragment, text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def known_zone(name: str) -> ZoneInfo | None:
-    """The IANA zone of that name, or None for a name Python does not know."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
-        return None
 
 
 def utc_from_iso(text: str) -> datetime:

@@ -304,29 +304,9 @@ class CaldavConnector:
         by_name = [c for c in wanted if c.name is not None]
         found: list[_Calendar] = []
         try:
-            for config in by_url:
-                assert config.url is not None
-                # Written as a person would (spaces, @): the library wants it quoted.
-                url = client.url.join(quote(config.url, safe=_URL_SAFE))
-                handle = client.calendar(url=url)  # type: ignore[no-untyped-call]
-                found.append(self._calendar(handle, config))
+            found.extend(self._by_url(client, config) for config in by_url)
             if by_name or not wanted:
-                principal = client.principal()  # type: ignore[no-untyped-call]
-                listed = list(principal.calendars())
-                if not wanted:
-                    found.extend(self._calendar(handle, None) for handle in listed)
-                names: dict[str | None, Calendar] = {}
-                for handle in listed if by_name else []:
-                    names.setdefault(handle.get_display_name(), handle)
-                for config in by_name:
-                    if config.name not in names:
-                        known = ", ".join(sorted(repr(n) for n in names if n)) or "none"
-                        raise TransientError(
-                            self.source_id,
-                            f"{self.server} has no calendar named {config.name!r} for user "
-                            f"{self.source.username!r} (its calendars: {known})",
-                        )
-                    found.append(self._calendar(names[config.name], config))
+                found.extend(self._listed(client, by_name, every=not wanted))
         except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
             self._fail(exc, "finding the calendars")
         if not found:
@@ -341,6 +321,34 @@ class CaldavConnector:
         for calendar in found:  # listed by URL and by name too: read it once
             unique.setdefault(calendar.key, calendar)
         return list(unique.values())
+
+    def _by_url(self, client: DAVClient, config: CaldavCalendar) -> _Calendar:
+        assert config.url is not None
+        # Written as a person would (spaces, @): the library wants it quoted.
+        url = client.url.join(quote(config.url, safe=_URL_SAFE))
+        handle = client.calendar(url=url)  # type: ignore[no-untyped-call]
+        return self._calendar(handle, config)
+
+    def _listed(
+        self, client: DAVClient, by_name: list[CaldavCalendar], *, every: bool
+    ) -> list[_Calendar]:
+        """The principal's calendars: ``every`` one, then those ``by_name`` asks for."""
+        principal = client.principal()  # type: ignore[no-untyped-call]
+        listed = list(principal.calendars())
+        found = [self._calendar(handle, None) for handle in listed] if every else []
+        names: dict[str | None, Calendar] = {}
+        for handle in listed if by_name else []:
+            names.setdefault(handle.get_display_name(), handle)
+        for config in by_name:
+            if config.name not in names:
+                known = ", ".join(sorted(repr(n) for n in names if n)) or "none"
+                raise TransientError(
+                    self.source_id,
+                    f"{self.server} has no calendar named {config.name!r} for user "
+                    f"{self.source.username!r} (its calendars: {known})",
+                )
+            found.append(self._calendar(names[config.name], config))
+        return found
 
     def _calendar(self, handle: Calendar, config: CaldavCalendar | None) -> _Calendar:
         owner = config.owner.lower() if config is not None and config.owner else None
@@ -474,23 +482,10 @@ class CaldavConnector:
     def _changes_by_etag(
         self, calendar: _Calendar, entry: dict[str, object] | None
     ) -> _Changes | None:
-        doing = f"listing {calendar.key}"
-        try:
-            props = _done(calendar.handle.get_properties([_GetCtag()]))
-            ctag = props.get(_GetCtag.tag)
-            if (
-                entry is not None
-                and self.window.matches(entry)
-                and ctag
-                and entry.get("ctag") == str(ctag)
-            ):
-                return None  # unchanged
-            response = _done(
-                calendar.handle.get_properties([dav.GetEtag()], depth=1, parse_response_xml=False)
-            )
-            listing: dict[str, dict[str, Any]] = response.expand_simple_props([dav.GetEtag()])
-        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
-            self._fail(exc, doing)
+        listed = self._etag_listing(calendar, entry)
+        if listed is None:
+            return None  # unchanged
+        ctag, listing = listed
         etags = {
             _path(_url(calendar.handle).join(href)): str(values.get(dav.GetEtag.tag) or "")
             for href, values in listing.items()
@@ -504,6 +499,28 @@ class CaldavConnector:
         return _Changes(
             changed, deleted, self._entry(ctag=str(ctag) if ctag else None, etags=etags)
         )
+
+    def _etag_listing(
+        self, calendar: _Calendar, entry: dict[str, object] | None
+    ) -> tuple[object, dict[str, dict[str, Any]]] | None:
+        """The calendar's ctag and every object's etag; None when the ctag says unchanged."""
+        try:
+            props = _done(calendar.handle.get_properties([_GetCtag()]))
+            ctag = props.get(_GetCtag.tag)
+            if (
+                entry is not None
+                and self.window.matches(entry)
+                and ctag
+                and entry.get("ctag") == str(ctag)
+            ):
+                return None
+            response = _done(
+                calendar.handle.get_properties([dav.GetEtag()], depth=1, parse_response_xml=False)
+            )
+            listing: dict[str, dict[str, Any]] = response.expand_simple_props([dav.GetEtag()])
+        except Exception as exc:  # the library raises all kinds on a non-CalDAV answer
+            self._fail(exc, f"listing {calendar.key}")
+        return ctag, listing
 
     # -- downloading and parsing ------------------------------------------------------
 

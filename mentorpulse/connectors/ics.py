@@ -20,7 +20,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
@@ -31,16 +31,15 @@ import icalendar
 import recurring_ical_events
 import structlog
 from dateutil.rrule import rrule, rrulestr
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mentorpulse.config.schema import IcsSource, format_duration
+from mentorpulse.connectors import zones
 from mentorpulse.connectors.base import (
     AuthError,
     TransientError,
     Window,
     cursor_entries,
     describe,
-    known_zone,
     retry_after_seconds,
     short_text,
 )
@@ -54,7 +53,15 @@ from mentorpulse.connectors.http import (
     safe_url,
 )
 from mentorpulse.errors import code_trace, unexpected_summary
-from mentorpulse.model import Attendee, EventRecord, EventStatus, ItemError, Response, SyncPage
+from mentorpulse.model import (
+    Attendee,
+    EventRecord,
+    EventStatus,
+    ItemError,
+    Response,
+    SyncPage,
+    known_zone,
+)
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -135,32 +142,11 @@ def records_from_ical(
         # An empty file is more likely half-written than a calendar wiped on purpose.
         raise IcsParseError("the file is empty")
     data = _LONG_TZID.sub(b";TZID=X-INVALID-TZID", data)
-    try:
-        components = icalendar.Component.from_ical(data, multiple=True)
-    except Exception as exc:  # third-party data: any parser failure means unparseable
-        raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
-
-    timezones: list[icalendar.Component] = []
-    events: list[icalendar.Component] = []
-    zone_names: list[str] = []
-    for top in components:
-        if top.name == "VEVENT":  # a bare VEVENT file, as some tools export single events
-            events.append(top)
-        elif top.name == "VCALENDAR":
-            zone_names.append(str(top.get("X-WR-TIMEZONE", "")).strip())
-            for sub in top.subcomponents:
-                if sub.name == "VTIMEZONE":
-                    timezones.append(sub)
-                elif sub.name == "VEVENT":
-                    events.append(sub)
-    if not any(c.name in ("VCALENDAR", "VEVENT") for c in components):
-        raise IcsParseError("no VCALENDAR or VEVENT found")
-
+    parsed = _Parsed.of(data)
     # Floating and all-day times belong to the calendar's zone, else the owner's.
     calendar_zone = next(
-        (z for z in (known_zone(n) for n in zone_names if n) if z is not None), None
+        (z for z in (known_zone(n) for n in parsed.zone_names if n) if z is not None), None
     ) or ZoneInfo(default_zone)
-
     expander = _Expander(
         source_id=source_id,
         scope=scope,
@@ -169,7 +155,7 @@ def records_from_ical(
         zone=calendar_zone,
     )
     groups: dict[str, list[icalendar.Component]] = {}
-    for event in events:
+    for event in parsed.events:
         groups.setdefault(_uid_of(event), []).append(event)
     budget = FILE_CPU_SECONDS + FILE_CPU_SECONDS_PER_MB * len(data) / 1_000_000
     deadline = clock.thread_time() + budget
@@ -178,10 +164,40 @@ def records_from_ical(
         if clock.thread_time() > deadline:
             unread += 1
             continue
-        expander.expand(uid, group, timezones, deadline=deadline)
+        expander.expand(uid, group, parsed.timezones, deadline=deadline)
     if unread:
         expander.note_file(f"{unread} events not read: the file used up its {budget:.0f} s of CPU")
     return list(expander.records.values()), expander.finish()
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """The parts of an iCalendar file the expander needs, from every VCALENDAR in it."""
+
+    timezones: list[icalendar.Component] = field(default_factory=list)
+    events: list[icalendar.Component] = field(default_factory=list)
+    zone_names: list[str] = field(default_factory=list)  # each calendar's X-WR-TIMEZONE
+
+    @classmethod
+    def of(cls, data: bytes) -> _Parsed:
+        try:
+            components = icalendar.Component.from_ical(data, multiple=True)
+        except Exception as exc:  # third-party data: any parser failure means unparseable
+            raise IcsParseError(f"cannot parse iCalendar data ({_complaint(exc)})") from exc
+        parsed = cls()
+        for top in components:
+            if top.name == "VEVENT":  # a bare VEVENT file, as some tools export single events
+                parsed.events.append(top)
+            elif top.name == "VCALENDAR":
+                parsed.zone_names.append(str(top.get("X-WR-TIMEZONE", "")).strip())
+                for sub in top.subcomponents:
+                    if sub.name == "VTIMEZONE":
+                        parsed.timezones.append(sub)
+                    elif sub.name == "VEVENT":
+                        parsed.events.append(sub)
+        if not any(c.name in ("VCALENDAR", "VEVENT") for c in components):
+            raise IcsParseError("no VCALENDAR or VEVENT found")
+        return parsed
 
 
 class _Rejected(ValueError):
@@ -299,24 +315,42 @@ class _Expander:
         if len(group) > MAX_PER_SERIES:  # overrides (RECURRENCE-ID) count like occurrences
             self.reject(uid, f"{len(group)} VEVENTs share this UID (at most {MAX_PER_SERIES})")
             return
-        usable: list[icalendar.Component] = []
-        for event in group:
-            try:
-                problem = self._problem(event)
-            except Exception as exc:  # icalendar raises on access to broken properties
-                problem = f"unreadable event ({_complaint(exc)})"
-            if problem:
-                self.reject(uid, problem)
-            else:
-                usable.append(event)
+        usable = [event for event in group if self._usable(uid, event)]
         if not usable:
             return
-        is_series = any("RRULE" in e or "RDATE" in e or "RECURRENCE-ID" in e for e in usable)
         calendar = icalendar.Calendar()
         for component in (*timezones, *usable):
             if "UID" not in component:
                 component["UID"] = uid
             calendar.add_component(component)
+        expanded = self._expanded(uid, usable, calendar, deadline)
+        if expanded is None:
+            return
+        records, cuts = expanded
+        for cut in cuts:
+            self.reject(uid, cut)
+        for record in records:
+            self._keep(record)
+
+    def _usable(self, uid: str, event: icalendar.Component) -> bool:
+        """Whether ``event`` can be expanded; rejected with its reason when not."""
+        try:
+            problem = self._problem(event)
+        except Exception as exc:  # icalendar raises on access to broken properties
+            problem = f"unreadable event ({_complaint(exc)})"
+        if problem:
+            self.reject(uid, problem)
+        return not problem
+
+    def _expanded(
+        self,
+        uid: str,
+        usable: list[icalendar.Component],
+        calendar: icalendar.Calendar,
+        deadline: float,
+    ) -> tuple[list[EventRecord], list[str]] | None:
+        """The records of one UID and the notes on rules cut short; None once rejected."""
+        is_series = any("RRULE" in e or "RDATE" in e or "RECURRENCE-ID" in e for e in usable)
         cuts: list[str] = []
         self._shared = {}
         budget = RULE_CPU_SECONDS
@@ -332,19 +366,16 @@ class _Expander:
                 records = [self._record(uid, o, is_series=is_series) for o in occurrences]
         except _Rejected as exc:
             self.reject(uid, str(exc))
-            return
+            return None
         except _OverBudget:
             self.reject(uid, f"expanding it took more than {budget} s of CPU; skipped")
-            return
+            return None
         except Exception as exc:  # expansion of third-party rules: reject this UID only
             self.reject(uid, f"cannot expand the event ({_complaint(exc)})")
-            return
+            return None
         finally:
             self._shared = {}
-        for cut in cuts:
-            self.reject(uid, cut)
-        for record in records:
-            self._keep(record)
+        return records, cuts
 
     # -- recurrence bounds ----------------------------------------------------------------
 
@@ -418,44 +449,10 @@ class _Expander:
 
     def _problem(self, event: icalendar.Component) -> str | None:
         """Why this VEVENT cannot be used, checked before expansion to name the cause."""
-        if "DTSTART" not in event:
-            return "no DTSTART"
-        if isinstance(event["DTSTART"], list):
-            return f"DTSTART given {len(event['DTSTART'])} times"
-        try:
-            start = event.decoded("DTSTART")
-        except Exception as exc:  # icalendar raises various types on bad values
-            return f"bad DTSTART ({_complaint(exc)})"
-        if not isinstance(start, date):
-            return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
-        if isinstance(start, datetime) and start.tzinfo is None:
-            tzid = event["DTSTART"].params.get("TZID")
-            if tzid and known_zone(str(tzid)) is None:
-                return f"unknown time zone {tzid!r} in DTSTART"
-        per_day = 0
-        for rule in _listed(event.get("RRULE")):
-            freqs = {str(f).upper() for f in rule.get("FREQ", [])}
-            if freqs & _REJECTED_FREQS:
-                return f"RRULE frequency {', '.join(sorted(freqs))} is too dense for a meeting"
-            problem, daily = _rule_problem(rule)
-            if problem:
-                return problem
-            per_day += daily
-        if per_day > MAX_PER_DAY:
-            return (
-                f"RRULE recurs up to {per_day} times a day; a meeting series does not "
-                f"(at most {MAX_PER_DAY})"
-            )
-        rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
-        if len(rdates) > MAX_RDATES:
-            return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
-        days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
-        busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
-        if busiest > MAX_PER_DAY:
-            return f"RDATE lists {busiest} times on one day; a meeting series does not"
-        if "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
+        problem = _start_problem(event) or _recurrence_problem(event)
+        if problem is None and "SEQUENCE" in event and not isinstance(event["SEQUENCE"], int):
             del event["SEQUENCE"]  # out of range or not a number: it only orders revisions
-        return None
+        return problem
 
     def _keep(self, record: EventRecord) -> None:
         """Duplicate UIDs in one file: the newest revision wins, as a client would show."""
@@ -563,27 +560,95 @@ def _date_property(event: icalendar.Component, name: str) -> tuple[date, object]
 _CONFIRMED = EventStatus.CONFIRMED
 
 
+def _start_problem(event: icalendar.Component) -> str | None:
+    """A DTSTART that is missing, repeated, unreadable, or in a zone nobody knows."""
+    if "DTSTART" not in event:
+        return "no DTSTART"
+    if isinstance(event["DTSTART"], list):
+        return f"DTSTART given {len(event['DTSTART'])} times"
+    try:
+        start = event.decoded("DTSTART")
+    except Exception as exc:  # icalendar raises various types on bad values
+        return f"bad DTSTART ({_complaint(exc)})"
+    if not isinstance(start, date):
+        return f"bad DTSTART value {str(event.get('DTSTART'))[:40]!r}"
+    if isinstance(start, datetime) and start.tzinfo is None:
+        tzid = event["DTSTART"].params.get("TZID")
+        if tzid and known_zone(str(tzid)) is None:
+            return f"unknown time zone {tzid!r} in DTSTART"
+    return None
+
+
+def _recurrence_problem(event: icalendar.Component) -> str | None:
+    """RRULEs and RDATEs no meeting series has: too dense, too many, nonsense parts."""
+    per_day = 0
+    for rule in _listed(event.get("RRULE")):
+        freqs = {str(f).upper() for f in rule.get("FREQ", [])}
+        if freqs & _REJECTED_FREQS:
+            return f"RRULE frequency {', '.join(sorted(freqs))} is too dense for a meeting"
+        problem, daily = _rule_problem(rule)
+        if problem:
+            return problem
+        per_day += daily
+    if per_day > MAX_PER_DAY:
+        return (
+            f"RRULE recurs up to {per_day} times a day; a meeting series does not "
+            f"(at most {MAX_PER_DAY})"
+        )
+    rdates = [d.dt for p in _listed(event.get("RDATE")) for d in getattr(p, "dts", ())]
+    if len(rdates) > MAX_RDATES:
+        return f"RDATE lists {len(rdates)} dates (at most {MAX_RDATES})"
+    days = Counter(d[0] if isinstance(d, tuple) else d for d in rdates)
+    busiest = max(Counter(_day_of(d) for d in days).values(), default=0)
+    if busiest > MAX_PER_DAY:
+        return f"RDATE lists {busiest} times on one day; a meeting series does not"
+    return None
+
+
 def _rule_problem(rule: Any) -> tuple[str | None, int]:
     """Why an RRULE is nonsense (``INTERVAL=0``, ``BYHOUR=99``…), and its most occurrences
     on one day; nothing is expanded for that."""
     freqs = [str(f).upper() for f in rule.get("FREQ", [])]
     if not freqs:
         return "RRULE without FREQ", 0
-    freq = freqs[0]
+    problem = _scale_problem(rule, freqs[0]) or _count_problem(rule)
+    if problem:
+        return problem, 0
+    problem, sizes = _part_sizes(rule)
+    if problem or (problem := _weekday_problem(rule)):
+        return problem, 0
+    per_hour = max(sizes["BYMINUTE"], 1) * max(sizes["BYSECOND"], 1)
+    hours = sizes["BYHOUR"] or 1
+    if freqs[0] == "HOURLY":
+        hours = min(-(-24 // rule.get("INTERVAL", [1])[0]), sizes["BYHOUR"] or 24)
+    return None, hours * per_hour
+
+
+def _scale_problem(rule: Any, freq: str) -> str | None:
     if freq not in _FREQ_DAYS:
-        return f"RRULE frequency {short_text(freq, 20)!r} is not supported", 0
+        return f"RRULE frequency {short_text(freq, 20)!r} is not supported"
     for scale in rule.get("RSCALE", []):
         if str(scale).upper() != "GREGORIAN":
-            return f"RRULE calendar scale {short_text(str(scale), 20)} is not supported", 0
+            return f"RRULE calendar scale {short_text(str(scale), 20)} is not supported"
+    return None
+
+
+def _count_problem(rule: Any) -> str | None:
+    """INTERVAL and COUNT: one number each, an interval in range, a count above zero."""
     for key in ("INTERVAL", "COUNT"):
         numbers = rule.get(key, [])
         if len(numbers) > 1 or any(not isinstance(v, int) for v in numbers):
-            return f"RRULE {key} is not one number", 0
+            return f"RRULE {key} is not one number"
     interval = rule.get("INTERVAL", [1])[0]
     if not 1 <= interval <= MAX_INTERVAL:
-        return f"RRULE INTERVAL={interval} is not between 1 and {MAX_INTERVAL}", 0
+        return f"RRULE INTERVAL={interval} is not between 1 and {MAX_INTERVAL}"
     if rule.get("COUNT", [1])[0] == 0:
-        return "RRULE COUNT=0 has no occurrence", 0
+        return "RRULE COUNT=0 has no occurrence"
+    return None
+
+
+def _part_sizes(rule: Any) -> tuple[str | None, dict[str, int]]:
+    """How many distinct values each BY… number part holds, or why one is out of range."""
     sizes: dict[str, int] = {}
     for key, (low, high) in _RULE_RANGES.items():
         values: set[int] = set()
@@ -591,20 +656,20 @@ def _rule_problem(rule: Any) -> tuple[str | None, int]:
             try:
                 number = int(str(value))
             except ValueError:
-                return f"RRULE {key} value {short_text(str(value), 20)!r} is not a number", 0
+                return f"RRULE {key} value {short_text(str(value), 20)!r} is not a number", {}
             if not low <= number <= high or (number == 0 and low < 0):
-                return f"RRULE {key}={number} is out of range", 0
+                return f"RRULE {key}={number} is out of range", {}
             values.add(number)
         sizes[key] = len(values)
+    return None, sizes
+
+
+def _weekday_problem(rule: Any) -> str | None:
     for day in rule.get("BYDAY", []):
         match = _WEEKDAY.match(str(day).upper())
         if match is None or (match[2] and not 1 <= int(match[2]) <= 53):
-            return f"RRULE BYDAY value {short_text(str(day), 20)!r} is not a weekday", 0
-    per_hour = max(sizes["BYMINUTE"], 1) * max(sizes["BYSECOND"], 1)
-    hours = sizes["BYHOUR"] or 1
-    if freq == "HOURLY":
-        hours = min(-(-24 // interval), sizes["BYHOUR"] or 24)
-    return None, hours * per_hour
+            return f"RRULE BYDAY value {short_text(str(day), 20)!r} is not a weekday"
+    return None
 
 
 class _RuleParts:
@@ -737,8 +802,9 @@ def _rebased(start: date, freq: str, interval: int, target: date) -> date:
 def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
     """The IANA name of an aware DTSTART's zone; None for a custom VTIMEZONE we cannot place.
 
-    Exporters name zones their own way: Windows names (``Pacific Standard Time``) and
-    prefixed IANA names (``custom_America/New_York``, ``/citadel.org/.../Europe/Berlin``).
+    Exporters name zones their own way: Windows names (``Pacific Standard Time``, or
+    Outlook's display names, mapped by :mod:`~mentorpulse.connectors.zones`) and prefixed
+    IANA names (``custom_America/New_York``, ``/citadel.org/.../Europe/Berlin``).
     Such a guess is used only when its UTC offset at ``at`` agrees with the VTIMEZONE's.
     """
     key = getattr(zone, "key", None)
@@ -751,7 +817,7 @@ def _iana_name(zone: tzinfo, tzid: object, at: datetime) -> str | None:
     name = str(tzid)
     if known_zone(name) is not None:
         return _canonical(name)
-    guess = WINDOWS_TO_OLSON.get(name) or next(
+    guess = zones.lookup(name) or next(
         (
             candidate
             for candidate in _iana_names()

@@ -7,11 +7,12 @@ morning where they are, across DST changes.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from mentorpulse.config.schema import SendWindow
+from mentorpulse.model import known_zone
 
 log = structlog.get_logger(__name__)
 
@@ -25,14 +26,13 @@ def zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
     """The recipient's zone; an unknown name falls back (and says so) rather than fail."""
     for candidate in (name, fallback):
         if candidate:
-            try:
-                return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
-                log.warning("unknown_timezone", timezone=candidate)
+            if (found := known_zone(candidate)) is not None:
+                return found
+            log.warning("unknown_timezone", timezone=candidate)
     return ZoneInfo("UTC")
 
 
-def in_window(moment: datetime, tz: ZoneInfo, window: SendWindow) -> bool:
+def in_send_window(moment: datetime, tz: ZoneInfo, window: SendWindow) -> bool:
     """Whether ``moment`` falls inside the send window on the recipient's clock."""
     local = moment.astimezone(tz)
     clock = local.time().replace(tzinfo=None)
@@ -47,13 +47,13 @@ def in_window(moment: datetime, tz: ZoneInfo, window: SendWindow) -> bool:
 
 def next_send_time(moment: datetime, tz: ZoneInfo, window: SendWindow | None) -> datetime:
     """``moment`` if mail may go out then, else the next opening of the window (UTC)."""
-    if window is None or in_window(moment, tz, window):
+    if window is None or in_send_window(moment, tz, window):
         return moment.astimezone(UTC)
     local_day = moment.astimezone(tz).date()
     for offset in range(-1, 9):
         day = local_day + timedelta(days=offset)
         opening = datetime.combine(day, window.start, tzinfo=tz)
-        if opening > moment and in_window(opening, tz, window):
+        if opening > moment and in_send_window(opening, tz, window):
             return opening.astimezone(UTC)
     log.warning("send_window_never_open", days=window.days)  # e.g. days: [] - send anyway
     return moment.astimezone(UTC)

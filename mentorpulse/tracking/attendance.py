@@ -105,32 +105,10 @@ def fold_copies(
     The folded session keeps a key from ``keep`` (the keys already stored) when it has
     one, else the smallest: a session's id does not change when a late copy joins it.
     """
-    slots = []
-    for key, copies in groups.items():
-        newest = max(copies, key=_recency)
-        slots.append(
-            _Slot(
-                key,
-                newest.start,
-                newest.end,
-                newest.status is EventStatus.CANCELLED,
-                frozenset(c.calendar_owner or f"source:{c.source_id}" for c in copies),
-            )
-        )
-    slots.sort(key=lambda s: (s.start, s.end, s.key))
+    slots = sorted((_slot(key, copies) for key, copies in groups.items()), key=_slot_order)
     clusters: list[list[_Slot]] = []
     for slot in slots:
-        target = None
-        for cluster in reversed(clusters):  # clusters are in order of their first start
-            first = cluster[0]
-            if slot.start - first.start > FOLD_TOLERANCE:
-                break
-            if abs(slot.end - first.end) <= FOLD_TOLERANCE and all(
-                m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars)
-                for m in cluster
-            ):
-                target = cluster
-                break
+        target = _cluster_for(slot, clusters)
         if target is None:
             clusters.append([slot])
         else:
@@ -141,6 +119,34 @@ def fold_copies(
         chosen = next((k for k in keys if k in keep), keys[0])
         folded[chosen] = [copy for k in keys for copy in groups[k]]
     return folded
+
+
+def _slot(key: str, copies: Sequence[EventRecord]) -> _Slot:
+    newest = max(copies, key=_recency)
+    return _Slot(
+        key,
+        newest.start,
+        newest.end,
+        newest.status is EventStatus.CANCELLED,
+        frozenset(c.calendar_owner or f"source:{c.source_id}" for c in copies),
+    )
+
+
+def _slot_order(slot: _Slot) -> tuple[datetime, datetime, str]:
+    return (slot.start, slot.end, slot.key)
+
+
+def _cluster_for(slot: _Slot, clusters: list[list[_Slot]]) -> list[_Slot] | None:
+    """The cluster ``slot`` is a copy of, if any (see :func:`fold_copies`)."""
+    for cluster in reversed(clusters):  # clusters are in order of their first start
+        first = cluster[0]
+        if slot.start - first.start > FOLD_TOLERANCE:
+            return None
+        if abs(slot.end - first.end) <= FOLD_TOLERANCE and all(
+            m.cancelled == slot.cancelled or m.calendars.isdisjoint(slot.calendars) for m in cluster
+        ):
+            return cluster
+    return None
 
 
 def _recency(record: EventRecord) -> tuple[int, datetime, str, str]:
@@ -253,21 +259,7 @@ def judge(
 
     cancelled = _cancellation(copies, newest)
     if cancelled is not None:
-        by = cancelled.organizer or cancelled.calendar_owner
-        hours = None
-        if cancelled.updated is not None:
-            hours = round((start - cancelled.updated).total_seconds() / 3600, 2)
-        detail = f"cancelled by {by or 'unknown'}"
-        if hours is not None:
-            detail += f" {_hours_phrase(hours)}"
-        proof = Proof("cancelled", by, detail, STRENGTH_CALENDAR)
-        return Verdict(
-            Outcome.CANCELLED,
-            0.9,
-            _strongest_first([proof, *moved]),
-            cancelled_by=by,
-            cancelled_hours_before=hours,
-        )
+        return _cancelled_verdict(cancelled, start, moved)
 
     rsvps = [_rsvp(copies, mentor, "mentor"), _rsvp(copies, mentee, "mentee")]
     rsvp_proofs = [_rsvp_proof(r) for r in rsvps]
@@ -292,14 +284,38 @@ def judge(
             conference, mentor=mentor, mentee=mentee, start=start, end=end, calendar=calendar
         )
     if declined:
-        declined.sort(key=lambda r: not r.own)
-        decider = declined[0]
-        confidence = 0.8 if decider.own else 0.6
-        first = _rsvp_proof(decider)
-        rest = [p for p in calendar if p != first]
-        return Verdict(Outcome.MISSED, confidence, _strongest_first([first, *rest]))
+        return _declined_verdict(declined, calendar)
     confidence = 0.8 if both_accepted else 0.6
     return Verdict(Outcome.PRESUMED_HELD, confidence, _strongest_first(calendar))
+
+
+def _cancelled_verdict(cancelled: EventRecord, start: datetime, moved: list[Proof]) -> Verdict:
+    """Cancelled, by whom and how long before ``start`` when the copy says so."""
+    by = cancelled.organizer or cancelled.calendar_owner
+    hours = None
+    if cancelled.updated is not None:
+        hours = round((start - cancelled.updated).total_seconds() / 3600, 2)
+    detail = f"cancelled by {by or 'unknown'}"
+    if hours is not None:
+        detail += f" {_hours_phrase(hours)}"
+    proof = Proof("cancelled", by, detail, STRENGTH_CALENDAR)
+    return Verdict(
+        Outcome.CANCELLED,
+        0.9,
+        _strongest_first([proof, *moved]),
+        cancelled_by=by,
+        cancelled_hours_before=hours,
+    )
+
+
+def _declined_verdict(declined: list[_Rsvp], calendar: list[Proof]) -> Verdict:
+    """Missed: a past session someone declined; their own calendar's word counts most."""
+    declined.sort(key=lambda r: not r.own)
+    decider = declined[0]
+    confidence = 0.8 if decider.own else 0.6
+    first = _rsvp_proof(decider)
+    rest = [p for p in calendar if p != first]
+    return Verdict(Outcome.MISSED, confidence, _strongest_first([first, *rest]))
 
 
 def joined_enough(seconds: int, start: datetime, end: datetime) -> bool:

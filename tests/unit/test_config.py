@@ -316,3 +316,33 @@ def test_a_database_migrated_by_a_newer_version_is_a_user_error(tmp_path: Path) 
         f"database sqlite:///{tmp_path}/mentorpulse.db is at schema revision f00dfeedbeef, "
         "which this mentorpulse does not know"
     )
+
+
+# Names Python's zoneinfo cannot open, each in its own way: wrong case (not found), a
+# region without a city (a folder), one too long for a file name (OSError), a path.
+UNUSABLE_ZONES = ["europe/berlin", "Europe", "Europe/" + "x" * 300, "../etc/passwd"]
+
+
+@pytest.mark.parametrize("name", UNUSABLE_ZONES, ids=["case", "folder", "too-long", "path"])
+def test_an_unusable_zone_is_one_config_problem(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(f"timezone: '{name}'\n", encoding="utf-8")
+    assert _problems(path) == [
+        f"{path}:1: timezone: unknown time zone {name!r} (use an IANA name like Europe/Berlin)"
+    ]
+
+
+@pytest.mark.parametrize("name", UNUSABLE_ZONES, ids=["case", "folder", "too-long", "path"])
+def test_an_unusable_zone_is_one_roster_problem(tmp_path: Path, name: str) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(
+        "program,mentor_email,mentee_email,started_on,mentor_timezone\n"
+        f"engineering,a@example.org,b@example.org,2024-01-01,{name}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_roster(roster, load_config(EXAMPLE))
+    assert caught.value.problems == [
+        f"{roster}:2: mentor_timezone: {name!r} is not a time zone "
+        "(use an IANA name like Europe/Berlin)"
+    ]

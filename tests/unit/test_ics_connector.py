@@ -202,6 +202,43 @@ def test_windows_zone_names_map_to_iana(tmp_path: Path) -> None:
     assert rec.start == datetime(2024, 3, 5, 9, tzinfo=UTC)
 
 
+OUTLOOK_MOUNTAIN = """BEGIN:VTIMEZONE
+TZID:(UTC-07:00) Mountain Time (US & Canada)
+BEGIN:STANDARD
+DTSTART:16011104T020000
+TZOFFSETFROM:-0600
+TZOFFSETTO:-0700
+RRULE:FREQ=YEARLY;BYDAY=1SU;BYMONTH=11
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:16010311T020000
+TZOFFSETFROM:-0700
+TZOFFSETTO:-0600
+RRULE:FREQ=YEARLY;BYDAY=2SU;BYMONTH=3
+END:DAYLIGHT
+END:VTIMEZONE
+"""
+
+
+@pytest.mark.parametrize(
+    ("tzid", "expected"),
+    [
+        ("(UTC-07:00) Mountain Time (US & Canada)", "America/Denver"),  # Outlook's display name
+        ("mountain standard time", "America/Denver"),  # a Windows id in another case
+    ],
+)
+def test_outlook_zone_names_map_through_the_one_mapper(
+    tmp_path: Path, tzid: str, expected: str
+) -> None:
+    text = ics(
+        f'UID:o\nDTSTART;TZID="{tzid}":20240305T100000\nDTEND;TZID="{tzid}":20240305T110000',
+        extra=OUTLOOK_MOUNTAIN.replace("(UTC-07:00) Mountain Time (US & Canada)", tzid),
+    )
+    (rec,) = one_file(tmp_path, text)
+    assert rec.zone == expected
+    assert rec.start == datetime(2024, 3, 5, 17, tzinfo=UTC)
+
+
 def test_people_fields_are_normalised(tmp_path: Path) -> None:
     event = """
 UID:people

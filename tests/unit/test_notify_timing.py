@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mentorpulse.config.schema import MentorpulseConfig, SendWindow
-from mentorpulse.notify.timing import digest_due, in_window, next_send_time
+from mentorpulse.notify.timing import digest_due, in_send_window, next_send_time
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -33,7 +33,7 @@ def test_mail_outside_the_window_waits_for_the_next_opening(
     moment: datetime, expected: datetime
 ) -> None:
     assert next_send_time(moment, BERLIN, OFFICE) == expected
-    assert in_window(expected, BERLIN, OFFICE)
+    assert in_send_window(expected, BERLIN, OFFICE)
 
 
 def test_the_same_instant_is_night_in_tokyo_and_day_in_berlin() -> None:
@@ -44,9 +44,9 @@ def test_the_same_instant_is_night_in_tokyo_and_day_in_berlin() -> None:
 
 def test_an_overnight_window_belongs_to_the_day_it_starts() -> None:
     night = SendWindow(start=time(22), end=time(6), days=("fri",))
-    assert in_window(utc(2026, 3, 6, 22, 0), BERLIN, night)  # Fri 23:00
-    assert in_window(utc(2026, 3, 7, 3, 0), BERLIN, night)  # Sat 04:00, Friday's night
-    assert not in_window(utc(2026, 3, 6, 3, 0), BERLIN, night)  # Fri 04:00: Thursday's
+    assert in_send_window(utc(2026, 3, 6, 22, 0), BERLIN, night)  # Fri 23:00
+    assert in_send_window(utc(2026, 3, 7, 3, 0), BERLIN, night)  # Sat 04:00, Friday's night
+    assert not in_send_window(utc(2026, 3, 6, 3, 0), BERLIN, night)  # Fri 04:00: Thursday's
     assert next_send_time(utc(2026, 3, 6, 3, 0), BERLIN, night) == utc(2026, 3, 6, 21, 0)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+from tzlocal.windows_tz import win_tz
 
-from mentorpulse.connectors.windows_zones import to_iana
+from mentorpulse.connectors.zones import lookup, to_iana
 
 # Windows time zone ids as Outlook, Graph (``originalStartTimeZone``, mailbox settings) and
 # EWS send them, written out here, and the IANA zone a user in that place expects. Where
@@ -144,3 +146,39 @@ def test_unknown_zones_fall_back_to_the_mailbox_zone_with_a_warning(name: str | 
     mapping = to_iana(name, fallback="Asia/Tokyo")
     assert mapping.zone == "Asia/Tokyo"
     assert mapping.warning
+
+
+# Every name whose mapping changed when ics (icalendar's WINDOWS_TO_OLSON) and Graph (the
+# CLDR table tzlocal ships) moved to the one mapper: (old table, name) → (what that table
+# said, what the mapper says, why). Reviewed by hand; a library upgrade that changes either
+# table fails the test below until this list is reviewed again.
+CHANGED: dict[tuple[str, str], tuple[str | None, str, str]] = {
+    ("icalendar", "Alberta Standard Time"): (
+        None,
+        "America/Edmonton",
+        "a Windows id newer than the CLDR snapshot icalendar's table was generated from",
+    ),
+    ("icalendar", "British Columbia Standard Time"): (
+        None,
+        "America/Vancouver",
+        "a Windows id newer than the CLDR snapshot icalendar's table was generated from",
+    ),
+    ("icalendar", "Manitoba Standard Time"): (
+        None,
+        "America/Winnipeg",
+        "a Windows id newer than the CLDR snapshot icalendar's table was generated from",
+    ),
+}
+
+
+def test_the_union_of_both_old_tables_maps_as_they_did_except_the_listed_names() -> None:
+    old_tables = {"icalendar": WINDOWS_TO_OLSON, "cldr": win_tz}
+    names = set(WINDOWS_TO_OLSON) | set(win_tz)
+    changed = {
+        (table, name): (said.get(name), lookup(name))
+        for name in names
+        for table, said in old_tables.items()
+        if said.get(name) != lookup(name)
+    }
+    assert changed == {key: (old, new) for key, (old, new, _why) in CHANGED.items()}
+    assert all(lookup(name) is not None for name in names)  # nothing falls to a fallback

@@ -43,6 +43,7 @@ from mentorpulse.rules.engine import (
 )
 from mentorpulse.rules.kinds import SessionFact, Timeline
 from mentorpulse.stages.context import Context
+from mentorpulse.storage.batch import chunks
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
@@ -55,7 +56,6 @@ from mentorpulse.storage.models import (
     Silence,
     Source,
 )
-from mentorpulse.storage.repository import chunks
 
 log = structlog.get_logger(__name__)
 

@@ -132,12 +132,17 @@ def store_page(
     _write_events(db, plan)
     gone_ids = _gone_ids(db, source.id, page, existing, plan.kept)
     _flag_events_changed(db, plan.touched | _remove(db, gone_ids))
+    _note_page(source, page, plan.dropped)
+    return PageStats(plan.stored, plan.unchanged, plan.dropped, deleted=len(gone_ids))
+
+
+def _note_page(source: Source, page: SyncPage, dropped: int) -> None:
+    """The page's cursor, its dropped count and its item errors, on the source's row."""
     if page.cursor is not None:
         source.cursor = json.loads(json.dumps(page.cursor, default=str))
-    source.events_dropped = (source.events_dropped or 0) + plan.dropped
+    source.events_dropped = (source.events_dropped or 0) + dropped
     if page.errors:
         record_item_errors(source, page.errors)
-    return PageStats(plan.stored, plan.unchanged, plan.dropped, deleted=len(gone_ids))
 
 
 def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:

@@ -26,7 +26,7 @@ from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import load_roster
 from mentorpulse.sample import SCALES, read_manifest, write
 from mentorpulse.stages.context import Context
-from mentorpulse.storage import repository
+from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage.engine import make_engine, safe_url, session_factory
 from mentorpulse.storage.migrate import upgrade
 
@@ -187,7 +187,7 @@ def open_context(org: Path, url: str) -> Context:
     upgrade(engine)
     ctx = Context(config, roster, engine, session_factory(engine), clock=lambda: spec.now)
     with ctx.db.begin() as db:
-        repository.apply_roster(db, config, roster)
+        stored_roster.apply_roster(db, config, roster)
     return ctx
 
 

@@ -40,7 +40,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
 
     from mentorpulse.config.schema import sqlite_path
     from mentorpulse.errors import DatabaseUnavailable
-    from mentorpulse.storage import repository
+    from mentorpulse.storage import sources
     from mentorpulse.storage.engine import make_engine
     from mentorpulse.storage.migrate import revision_state
 
@@ -53,7 +53,7 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
         if current is None or current != head:
             return ""  # an older schema cannot hold the mark; `db upgrade` comes first
         with Db(engine) as db, db.begin():
-            cleared = repository.clear_needs_reauth(db, source_id)
+            cleared = sources.clear_needs_reauth(db, source_id)
     except (SQLAlchemyError, DatabaseUnavailable) as exc:  # the token is stored all the same
         log.warning("source_reauth_not_cleared", source=source_id, error=type(exc).__name__)
         return (

@@ -11,13 +11,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from rich.table import Table
-from sqlalchemy import func, select
 
 from mentorpulse import stages
 from mentorpulse.errors import UserError
 from mentorpulse.reports.export import write_report
 from mentorpulse.sample import write_demo
-from mentorpulse.storage.models import Finding
+from mentorpulse.storage import findings as stored_findings
 
 DEMO_SPAN = timedelta(days=91)  # the report covers the generated window, both sides of today
 MANIFEST = ".mentorpulse-demo.json"  # what the demo wrote here, so it overwrites only that
@@ -84,9 +83,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
             reports.append(path)
         _record(workdir, [Path(p.name) for p in reports_here])
         with ctx.db() as db:
-            findings: dict[str, int] = dict(
-                db.execute(select(Finding.state, func.count()).group_by(Finding.state)).all()
-            )
+            findings = stored_findings.state_counts(db)
     finally:
         ctx.engine.dispose()
     transport = ctx.config.notify.transport

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,6 +23,11 @@ from mentorpulse.cli.common import (
     with_context,
 )
 
+if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
+    from zoneinfo import ZoneInfo
+
+    from mentorpulse.storage.models import OutboxMessage
+
 outbox_app = typer.Typer(
     help="Inspect and operate the outbox of notifications.", no_args_is_help=True
 )
@@ -38,8 +43,8 @@ def notify(
     """Queue notifications for firing findings and the scheduled reports that are due, then
     deliver what is due."""
     from mentorpulse import stages
-    from mentorpulse.notify.outbox import counts
     from mentorpulse.stages.notify import preview
+    from mentorpulse.storage.outbox import counts
 
     def action(ctx: stages.Context) -> None:
         if dry_run:
@@ -98,11 +103,8 @@ def outbox_list(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show outbox rows: who, what, status, attempts, next attempt, last error."""
-    from sqlalchemy import select
-
     from mentorpulse import stages
-    from mentorpulse.notify.outbox import counts
-    from mentorpulse.storage.models import OutboxMessage
+    from mentorpulse.storage.outbox import counts, latest
 
     with user_errors():
         for s in status or ():
@@ -112,53 +114,58 @@ def outbox_list(
     def action(ctx: stages.Context) -> None:
         zone = view_zone(tz, ctx.config)
         with ctx.db() as db:
-            query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
-            if status:
-                query = query.where(OutboxMessage.status.in_(status))
-            rows = list(db.scalars(query))
+            rows = latest(db, statuses=status or (), limit=limit)
             totals = counts(db)
         if fmt is OutputFormat.json:
-            document = {
-                "zone": str(zone),
-                "messages": [
-                    {
-                        "id": row.id,
-                        "status": row.status,
-                        "recipient": row.recipient,
-                        "template": row.template,
-                        "attempts": row.attempts,
-                        "created_at": row.created_at,
-                        "next_attempt_at": row.next_attempt_at,
-                        "sent_at": row.sent_at,
-                        "last_error": row.last_error,
-                    }
-                    for row in rows
-                ],
-                "totals": dict(sorted(totals.items())),
-            }
-            print_json(document, zone=zone)
-            return
-        table = Table("id", "status", "to", "template", "tries", "sent / due", "error")
-        for column in table.columns:
-            column.overflow = "fold"  # an operator needs whole addresses and errors
-        for row in rows:
-            when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
-            table.add_row(
-                str(row.id),
-                row.status,
-                row.recipient,
-                row.template,
-                str(row.attempts),
-                local_time(when, zone),
-                (row.last_error or "")[:300],  # whole in --format json
-            )
-        out.print(table)
-        out.print(
-            ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "the outbox is empty",
-            highlight=False,
-        )
+            _print_rows_json(rows, totals, zone)
+        else:
+            _print_rows(rows, totals, zone)
 
     with_context(config, action, write=False)
+
+
+def _print_rows_json(rows: list[OutboxMessage], totals: dict[str, int], zone: ZoneInfo) -> None:
+    document = {
+        "zone": str(zone),
+        "messages": [
+            {
+                "id": row.id,
+                "status": row.status,
+                "recipient": row.recipient,
+                "template": row.template,
+                "attempts": row.attempts,
+                "created_at": row.created_at,
+                "next_attempt_at": row.next_attempt_at,
+                "sent_at": row.sent_at,
+                "last_error": row.last_error,
+            }
+            for row in rows
+        ],
+        "totals": dict(sorted(totals.items())),
+    }
+    print_json(document, zone=zone)
+
+
+def _print_rows(rows: list[OutboxMessage], totals: dict[str, int], zone: ZoneInfo) -> None:
+    table = Table("id", "status", "to", "template", "tries", "sent / due", "error")
+    for column in table.columns:
+        column.overflow = "fold"  # an operator needs whole addresses and errors
+    for row in rows:
+        when = row.sent_at if row.status == "sent" and row.sent_at else row.next_attempt_at
+        table.add_row(
+            str(row.id),
+            row.status,
+            row.recipient,
+            row.template,
+            str(row.attempts),
+            local_time(when, zone),
+            (row.last_error or "")[:300],  # whole in --format json
+        )
+    out.print(table)
+    out.print(
+        ", ".join(f"{n} {s}" for s, n in sorted(totals.items())) or "the outbox is empty",
+        highlight=False,
+    )
 
 
 @outbox_app.command("retry")
@@ -170,7 +177,7 @@ def outbox_retry(
 ) -> None:
     """Queue failed (and unknown) rows again, due now; the next `notify` sends them."""
     from mentorpulse import stages
-    from mentorpulse.notify.outbox import retry
+    from mentorpulse.storage.outbox import retry
 
     def action(ctx: stages.Context) -> None:
         with ctx.db.begin() as db:
@@ -192,13 +199,10 @@ def outbox_purge(
 ) -> None:
     """Delete delivered rows older than --older-than (rows of findings still firing and of
     the latest scheduled reports stay, so nothing is sent twice)."""
-    from sqlalchemy import select
-
     from mentorpulse import stages
-    from mentorpulse.notify.outbox import purge
     from mentorpulse.notify.route import Alert
     from mentorpulse.stages.reports import current_report_prefixes
-    from mentorpulse.storage.models import Finding
+    from mentorpulse.storage.outbox import firing_since, purge
 
     with user_errors():
         age = duration_option(older_than, "--older-than")
@@ -206,13 +210,8 @@ def outbox_purge(
     def action(ctx: stages.Context) -> None:
         statuses = ("sent", "digested", "cancelled", *(("failed", "unknown") if failed else ()))
         with ctx.db.begin() as db:
-            firing = db.execute(
-                select(Finding.fingerprint, Finding.firing_since).where(Finding.state == "firing")
-            )
             keep = [
-                Alert.episode_key(fingerprint, since)
-                for fingerprint, since in firing
-                if since is not None
+                Alert.episode_key(fingerprint, since) for fingerprint, since in firing_since(db)
             ]
             now = ctx.clock()
             n = purge(

@@ -54,7 +54,7 @@ class DispatchCounts:
 
 
 def dispatch(
-    session_factory: sessionmaker[Db],
+    database: sessionmaker[Db],
     transport: Transport,
     *,
     sender: str,
@@ -76,11 +76,11 @@ def dispatch(
     """
     total = DispatchCounts(sent=0, failed=0, retried=0)
     try:
-        with session_factory.begin() as db:
+        with database.begin() as db:
             compose_digests(db, now=now, domain=domain)
         while True:
             counts, more = _dispatch_batch(
-                session_factory,
+                database,
                 transport,
                 sender=sender,
                 now=now,
@@ -98,7 +98,7 @@ def dispatch(
 
 
 def _dispatch_batch(
-    session_factory: sessionmaker[Db],
+    database: sessionmaker[Db],
     transport: Transport,
     *,
     sender: str,
@@ -115,66 +115,88 @@ def _dispatch_batch(
         return clock() if clock is not None else now
 
     claimed_at = current()
-    with session_factory.begin() as db:
+    with database.begin() as db:
         claimed = claim_due(db, now=claimed_at, lease=lease, limit=limit)
         for row in claimed:
             db.expunge(row)  # detached, loaded copies: rendering needs no database
     lease_until = claimed_at + lease  # what claim_due gave the batch's at-least-once rows
-    sent = failed = retried = 0
+    counts = DispatchCounts(sent=0, failed=0, retried=0)
     for index, item in enumerate(claimed):
         if clock is not None and current() >= lease_until - send_budget:
-            # Too slow: another worker may take these rows soon. Hand them back unsent
-            # rather than race it (a race would only ever duplicate, never lose).
-            rest = [r for r in claimed[index:] if not r.at_most_once]  # never leased
-            with session_factory.begin() as db:
-                for row in rest:
-                    release(db, row.id, lease_until=lease_until)
-            log.warning(
-                "outbox_batch_released",
-                rows=len(rest),
-                lease=str(lease),
-                hint="sending is slower than notify.lease allows: raise notify.lease",
-            )
-            return DispatchCounts(sent, failed, retried, released=len(rest)), False
+            released = _release(database, claimed[index:], lease_until=lease_until, lease=lease)
+            return counts + DispatchCounts(0, 0, 0, released=released), False
         row_lease = lease_until
         if item.at_most_once:
             # Leased alone, right before its send: a crash now leaves one row in doubt.
-            with session_factory.begin() as db:
+            with database.begin() as db:
                 leased = claim_one(db, item.id, now=current(), lease=lease)
             if leased is None:
                 continue  # another worker has it
             row_lease = leased
             item.attempts += 1
         result = _send_one(item, transport, sender=sender, now=now, template_dir=template_dir)
-        with session_factory.begin() as db:
-            if result.ok:
-                mark_sent(db, item.id, now=current(), lease_until=row_lease)
-            else:
-                mark_failed(
-                    db,
-                    item.id,
-                    error=result.error or "unknown error",
-                    retryable=result.retryable,
-                    now=current(),
-                    lease_until=row_lease,
-                )
-        if result.ok:
-            sent += 1
-            log.info(
-                "notification_sent",
-                message_row=item.id,
-                recipient_domain=_domain(item.recipient),
-                attempt=item.attempts,
-            )
-        elif result.retryable:
-            retried += 1
-            log.warning(
-                "notification_retry", message_row=item.id, attempt=item.attempts, error=result.error
-            )
-        else:
-            failed += 1
-            log.error("notification_failed", message_row=item.id, error=result.error)
-    return DispatchCounts(sent=sent, failed=failed, retried=retried), len(claimed) == limit
+        with database.begin() as db:
+            _record(db, item, result, now=current(), lease_until=row_lease)
+        counts += _counted(item, result)
+    return counts, len(claimed) == limit
+
+
+def _release(
+    database: sessionmaker[Db],
+    rows: list[OutboxMessage],
+    *,
+    lease_until: datetime,
+    lease: timedelta,
+) -> int:
+    """Too slow: another worker may take these rows soon. Hand them back unsent rather
+    than race it (a race would only ever duplicate, never lose); returns how many."""
+    rest = [r for r in rows if not r.at_most_once]  # never leased
+    with database.begin() as db:
+        for row in rest:
+            release(db, row.id, lease_until=lease_until)
+    log.warning(
+        "outbox_batch_released",
+        rows=len(rest),
+        lease=str(lease),
+        hint="sending is slower than notify.lease allows: raise notify.lease",
+    )
+    return len(rest)
+
+
+def _record(
+    db: Db, item: OutboxMessage, result: SendResult, *, now: datetime, lease_until: datetime
+) -> None:
+    """Mark the row sent or failed, if it is still under the claim we made."""
+    if result.ok:
+        mark_sent(db, item.id, now=now, lease_until=lease_until)
+    else:
+        mark_failed(
+            db,
+            item.id,
+            error=result.error or "unknown error",
+            retryable=result.retryable,
+            now=now,
+            lease_until=lease_until,
+        )
+
+
+def _counted(item: OutboxMessage, result: SendResult) -> DispatchCounts:
+    """One send's outcome, logged and counted."""
+    if result.ok:
+        log.info(
+            "notification_sent",
+            message_row=item.id,
+            recipient_domain=_domain(item.recipient),
+            attempt=item.attempts,
+        )
+        return DispatchCounts(sent=1, failed=0, retried=0)
+    if result.retryable:
+        log.warning(
+            "notification_retry", message_row=item.id, attempt=item.attempts, error=result.error
+        )
+        return DispatchCounts(sent=0, failed=0, retried=1)
+    log.error("notification_failed", message_row=item.id, error=result.error)
+    return DispatchCounts(sent=0, failed=1, retried=0)
 
 
 def _send_one(

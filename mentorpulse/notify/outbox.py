@@ -21,13 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
-from mentorpulse.storage.locks import begin_write
+from mentorpulse.storage import outbox as stored
 from mentorpulse.storage.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -36,7 +34,6 @@ DEFAULT_DOMAIN = "mentorpulse.invalid"
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_CHARS = 2000
-BATCH = 200  # rows per INSERT: well under SQLite's bound-parameter limit
 _JITTER = random.Random()  # noqa: S311 - spreads retries apart; not cryptography
 
 
@@ -85,22 +82,7 @@ def enqueue(
     ]
     if not rows:
         return 0
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise NotImplementedError(f"outbox enqueue on {dialect!r} is not supported")
-    inserted = 0
-    for start in range(0, len(rows), BATCH):
-        stmt = (
-            insert(OutboxMessage)
-            .values(rows[start : start + BATCH])
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(OutboxMessage.id)  # rowcount is unreliable here; returned ids are not
-        )
-        inserted += len(db.execute(stmt).all())
+    inserted = stored.insert_new(db, rows)
     log.info("outbox_enqueued", offered=len(rows), inserted=inserted)
     return inserted
 
@@ -113,22 +95,8 @@ def claim_due(db: Db, *, now: datetime, lease: timedelta, limit: int = 100) -> l
     most one of them in doubt instead of the whole batch. The caller must commit before
     sending, so other workers see the lease.
     """
-    begin_write(db)  # SQLite: read and lease under one write lock, or two runs share rows
-    query = (
-        select(OutboxMessage)
-        .where(
-            or_(
-                and_(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now),
-                and_(OutboxMessage.status == "sending", OutboxMessage.lease_until < now),
-            )
-        )
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-        .limit(limit)
-    )
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
     rows = []
-    for row in db.scalars(query):
+    for row in stored.lock_due(db, now=now, limit=limit):
         if row.status == "sending":
             if row.at_most_once:
                 # It may or may not have gone out; sending again could duplicate it.
@@ -157,20 +125,9 @@ def claim_one(db: Db, message_id: int, *, now: datetime, lease: timedelta) -> da
     """Lease one listed at-most-once row for its send; returns the lease's end, or None if
     another worker took it (or it stopped being due) since it was listed.
 
-    One conditional UPDATE: atomic on both databases, no lock held beyond it.
     """
     until = now + lease
-    result = db.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == message_id,
-            OutboxMessage.status == "pending",
-            OutboxMessage.next_attempt_at <= now,
-        )
-        .values(status="sending", lease_until=until, attempts=OutboxMessage.attempts + 1),
-        execution_options={"synchronize_session": False},
-    )
-    return until if result.rowcount == 1 else None  # type: ignore[attr-defined]
+    return until if stored.lease_one(db, message_id, now=now, until=until) else None
 
 
 def mark_sent(
@@ -228,8 +185,7 @@ def release(db: Db, message_id: int, *, lease_until: datetime) -> bool:
 
 
 def _owned(db: Db, message_id: int, lease_until: datetime | None) -> OutboxMessage | None:
-    begin_write(db)  # the ownership check and the write it guards see the same row
-    row = _get(db, message_id)
+    row = stored.get_for_write(db, message_id)
     if lease_until is not None and (row.status != "sending" or row.lease_until != lease_until):
         log.warning("outbox_lease_lost", message_row=message_id, status=row.status)
         return None
@@ -244,16 +200,8 @@ def compose_digests(db: Db, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> i
     digest's key is derived from its items, so its Message-ID is stable across retries.
     An empty digest is never written: no due items, no row.
     """
-    query = (
-        select(OutboxMessage)
-        .where(OutboxMessage.status == "digest", OutboxMessage.next_attempt_at <= now)
-        .order_by(OutboxMessage.recipient, OutboxMessage.next_attempt_at, OutboxMessage.id)
-    )
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    begin_write(db)  # SQLite: two runs must not fold the same items into two digests
     groups: dict[str, list[OutboxMessage]] = {}
-    for row in db.scalars(query):
+    for row in stored.lock_due_digest_items(db, now=now):
         groups.setdefault(row.recipient.lower(), []).append(row)
     composed: list[Notification] = []
     for items in groups.values():
@@ -286,15 +234,8 @@ def cancel_stale(db: Db, live: Collection[str]) -> int:
     """Unsent rows of episodes that no longer notify (resolved, silenced, inhibited) are
     cancelled: a reminder held back by quiet hours or a digest window must not go out
     after its finding resolved. ``live`` holds the finding keys that still notify."""
-    rows = db.scalars(
-        select(OutboxMessage).where(
-            OutboxMessage.status.in_(("pending", "digest")),
-            OutboxMessage.finding_key.is_not(None),
-            OutboxMessage.template != RESOLVED,
-        )
-    )
     cancelled = 0
-    for row in rows:
+    for row in stored.unsent_of_findings(db, except_template=RESOLVED):
         if row.finding_key not in live:
             row.status = "cancelled"
             row.last_error = "its finding stopped notifying before this was sent"
@@ -306,79 +247,11 @@ def cancel_stale(db: Db, live: Collection[str]) -> int:
 
 def told(db: Db, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]]]:
     """Who was (or is about to be) told of each episode: address, and whether by digest."""
-    keys = list(finding_keys)
     out: dict[str, list[tuple[str, bool]]] = {}
-    if not keys:
-        return out
-    rows = db.execute(
-        select(OutboxMessage.finding_key, OutboxMessage.recipient, OutboxMessage.status)
-        .where(
-            OutboxMessage.finding_key.in_(keys),
-            OutboxMessage.status.not_in(("failed", "cancelled")),
-            OutboxMessage.template != RESOLVED,
-        )
-        .distinct()
-    )
+    rows = stored.recipients_of_findings(db, list(finding_keys), except_template=RESOLVED)
     for finding_key, recipient, status in rows:
-        assert finding_key is not None
         out.setdefault(finding_key, []).append((recipient, status in ("digest", "digested")))
     return out
-
-
-def retry(
-    db: Db,
-    *,
-    now: datetime,
-    ids: Iterable[int] = (),
-) -> int:
-    """Put failed (or unknown) rows back in the queue, due now; returns how many."""
-    query = update(OutboxMessage).where(OutboxMessage.status.in_(("failed", "unknown")))
-    id_list = list(ids)
-    if id_list:
-        query = query.where(OutboxMessage.id.in_(id_list))
-    result = db.execute(
-        query.values(status="pending", next_attempt_at=now, lease_until=None),
-        execution_options={"synchronize_session": False},
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def purge(
-    db: Db,
-    *,
-    before: datetime,
-    statuses: Iterable[str] = ("sent", "digested"),
-    keep: Iterable[str] = (),
-    keep_prefixes: Iterable[str] = (),
-) -> int:
-    """Delete finished rows older than ``before``; returns how many.
-
-    A purged key is forgotten, so rows of episodes still firing (``keep``: their finding
-    keys) stay, or their reminders would be sent again; so do rows whose idempotency key
-    starts with one of ``keep_prefixes`` (the scheduled reports of the current period).
-    """
-    query = delete(OutboxMessage).where(
-        OutboxMessage.status.in_(tuple(statuses)),
-        OutboxMessage.created_at < before,
-        *(~OutboxMessage.idempotency_key.startswith(p, autoescape=True) for p in keep_prefixes),
-    )
-    kept = list(keep)
-    if kept:
-        query = query.where(
-            or_(OutboxMessage.finding_key.is_(None), OutboxMessage.finding_key.not_in(kept))
-        )
-    result = db.execute(query, execution_options={"synchronize_session": False})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def counts(db: Db) -> dict[str, int]:
-    """Rows per status, for ``outbox list`` and metrics."""
-    return {
-        status: int(n)
-        for status, n in db.execute(
-            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-        )
-    }
 
 
 def backoff(attempts: int) -> timedelta:
@@ -386,10 +259,3 @@ def backoff(attempts: int) -> timedelta:
     base = min(BACKOFF_BASE * (1 << min(max(attempts, 0), 16)), BACKOFF_CAP)
     jitter = _JITTER.uniform(0.0, 0.1)
     return base * (1 + jitter)
-
-
-def _get(db: Db, message_id: int) -> OutboxMessage:
-    row = db.get(OutboxMessage, message_id)
-    if row is None:
-        raise LookupError(f"outbox row {message_id} does not exist")
-    return row

@@ -70,7 +70,7 @@ def report_note(db: Db, sources: Iterable[SourceBase], start: datetime) -> str |
 
 
 def write_report(
-    sessions: sessionmaker[Db],
+    database: sessionmaker[Db],
     *,
     first: date,
     last: date,
@@ -86,7 +86,7 @@ def write_report(
     a warning in the file, and the returned note says it for the caller to show.
     """
     start, end = day_range(first, last, zone)
-    with sessions() as db:
+    with database() as db:
         rows = pairing_figures(db, start=start, end=end, now=now)
         note = report_note(db, sources, start)
     if note:

@@ -1,8 +1,8 @@
-"""Attended-vs-scheduled figures per pairing: pure read-only queries, no rendering.
+"""Attended-vs-scheduled figures per pairing: computed from the report's rows, no rendering.
 
-A handful of aggregate queries (grouped by pairing and outcome) regardless of how many
-pairings there are, so an HR report over 10,000 pairings stays one round trip per figure,
-and the same ``select()`` runs on SQLite and PostgreSQL.
+The rows come from a handful of aggregate queries (:mod:`mentorpulse.storage.reports`),
+however many pairings there are, so an HR report over 10,000 pairings stays one round
+trip per figure.
 """
 
 from __future__ import annotations
@@ -13,19 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session as Db
-from sqlalchemy.orm import aliased
 
 from mentorpulse.model import attended_day
-from mentorpulse.storage.models import Event, Finding, MentoringSession, Pairing, Person, Source
+from mentorpulse.storage import reports as queries
+from mentorpulse.storage.reports import FigureRows
 
 log = structlog.get_logger(__name__)
 
-ATTENDED = ("held", "presumed_held")
 # Past sessions that were planned and not rebooked: what "scheduled" means to HR.
 SCHEDULED = ("held", "presumed_held", "missed", "cancelled", "unknown")
-OPEN_STATES = ("pending", "firing")
 
 COLUMNS: tuple[str, ...] = (
     "program",
@@ -98,78 +95,28 @@ def pairing_figures(
     for name, value in (("start", start), ("end", end), ("now", now)):
         if value.tzinfo is None:
             raise ValueError(f"{name} must be timezone-aware")
+    rows = figures_of(queries.figure_rows(db, start=start, end=end, now=now), start=start)
+    log.info("report_figures", pairings=len(rows), start=start.isoformat(), end=end.isoformat())
+    return rows
 
-    mentor = aliased(Person)
-    mentee = aliased(Person)
-    pairings = db.execute(
-        select(
-            Pairing.id,
-            Pairing.program_id,
-            mentor.email,
-            mentee.email,
-            mentor.name,
-            mentee.name,
-        )
-        .join(mentor, mentor.id == Pairing.mentor_id)
-        .join(mentee, mentee.id == Pairing.mentee_id)
-        .where(Pairing.active.is_(True))
-        .order_by(Pairing.program_id, mentor.email, mentee.email)
-    ).all()
 
-    active = and_(Pairing.id == MentoringSession.pairing_id, Pairing.active.is_(True))
-
-    counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for pairing_id, outcome, count in db.execute(
-        select(MentoringSession.pairing_id, MentoringSession.outcome, func.count())
-        .join(Pairing, active)
-        .where(MentoringSession.start >= start, MentoringSession.start < end)
-        .group_by(MentoringSession.pairing_id, MentoringSession.outcome)
-    ):
-        counts[pairing_id][outcome] = count
-
-    last_attended: dict[int, datetime] = dict(
-        db.execute(
-            select(MentoringSession.pairing_id, func.max(MentoringSession.start))
-            .join(Pairing, active)
-            .where(MentoringSession.outcome.in_(ATTENDED), MentoringSession.start < end)
-            .group_by(MentoringSession.pairing_id)
-        ).all()
-    )
-
-    next_scheduled: dict[int, datetime] = dict(
-        db.execute(
-            select(MentoringSession.pairing_id, func.min(MentoringSession.start))
-            .join(Pairing, active)
-            .where(MentoringSession.outcome == "upcoming", MentoringSession.start >= now)
-            .group_by(MentoringSession.pairing_id)
-        ).all()
-    )
-
-    open_findings: dict[int, int] = {
-        pairing_id: count
-        for pairing_id, count in db.execute(
-            select(Finding.pairing_id, func.count())
-            .join(Pairing, and_(Pairing.id == Finding.pairing_id, Pairing.active.is_(True)))
-            .where(Finding.state.in_(OPEN_STATES))
-            .group_by(Finding.pairing_id)
-        )
-        if pairing_id is not None
-    }
-
+def figures_of(found: FigureRows, *, start: datetime) -> list[PairingFigures]:
+    """One row of figures per pairing, in the order the pairings were read; days in
+    ``start``'s zone."""
     zone = start.tzinfo
     rows: list[PairingFigures] = []
-    for pairing_id, program, mentor_email, mentee_email, m_name, e_name in pairings:
-        by_outcome = counts.get(pairing_id, {})
+    for pairing in found.pairings:
+        by_outcome = found.counts.get(pairing.id, {})
         held = by_outcome.get("held", 0)
         presumed = by_outcome.get("presumed_held", 0)
         scheduled = sum(by_outcome.get(o, 0) for o in SCHEDULED)
         attended = held + presumed
-        last = last_attended.get(pairing_id)
+        last = found.last_attended.get(pairing.id)
         rows.append(
             PairingFigures(
-                program=program,
-                mentor_email=mentor_email,
-                mentee_email=mentee_email,
+                program=pairing.program,
+                mentor_email=pairing.mentor_email,
+                mentee_email=pairing.mentee_email,
                 scheduled=scheduled,
                 attended=attended,
                 held=held,
@@ -179,13 +126,12 @@ def pairing_figures(
                 rescheduled=by_outcome.get("rescheduled", 0),
                 attendance_rate=attended / scheduled if scheduled else None,
                 last_attended=attended_day(last, zone) if last else None,
-                next_scheduled=_utc(next_scheduled.get(pairing_id)),
-                open_findings=open_findings.get(pairing_id, 0),
-                mentor_name=m_name,
-                mentee_name=e_name,
+                next_scheduled=_utc(found.next_scheduled.get(pairing.id)),
+                open_findings=found.open_findings.get(pairing.id, 0),
+                mentor_name=pairing.mentor_name,
+                mentee_name=pairing.mentee_name,
             )
         )
-    log.info("report_figures", pairings=len(rows), start=start.isoformat(), end=end.isoformat())
     return rows
 
 
@@ -198,17 +144,8 @@ def covered_since(db: Db, windows: Mapping[str, timedelta]) -> dict[str, datetim
     that is older (the window reached it once). Conservative: a report may be told it is
     incomplete when it is not, never the other way round.
     """
-    ids = list(windows)
-    synced = dict(
-        db.execute(select(Source.id, Source.last_success_at).where(Source.id.in_(ids))).all()
-    )
-    earliest = dict(
-        db.execute(
-            select(Event.source_id, func.min(Event.start))
-            .where(Event.source_id.in_(ids))
-            .group_by(Event.source_id)
-        ).all()
-    )
+    synced = queries.last_successes(db, list(windows))
+    earliest = queries.earliest_events(db, list(windows))
     covered: dict[str, datetime | None] = {}
     for source_id, past in windows.items():
         last = synced.get(source_id)

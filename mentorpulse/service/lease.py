@@ -21,12 +21,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
-from mentorpulse.storage.models import Lease
+from mentorpulse.storage import runs
 
 log = structlog.get_logger(__name__)
 
@@ -34,12 +32,19 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class LeaseState:
     """The outcome of ``acquire()``: whether the caller holds the lease now, who does,
-    and until when; ``took_over`` names a dead holder on this machine it replaced."""
+    and until when; ``took_over`` names a dead holder on this machine it replaced.
+
+    True exactly when the caller holds the lease: ``if lease.acquire(...)`` reads "we
+    hold it", and a refusal is falsy whoever holds it instead.
+    """
 
     acquired: bool
     holder: str
     expires_at: datetime
     took_over: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.acquired
 
 
 def _process_space() -> str | None:
@@ -88,46 +93,33 @@ def _dead_here(holder: str) -> bool:
 
 
 def acquire(
-    sessions: sessionmaker[Db], name: str, holder: str, *, ttl: timedelta, now: datetime
+    database: sessionmaker[Db], name: str, holder: str, *, ttl: timedelta, now: datetime
 ) -> LeaseState:
-    """Take or renew ``name`` for ``ttl``; if another holds it, say who and until when."""
+    """Take or renew ``name`` for ``ttl``; if another holds it, say who and until when.
+
+    The result is true when ``holder`` holds the lease (see :class:`LeaseState`)."""
     expires = now + ttl
     mine = LeaseState(acquired=True, holder=holder, expires_at=expires)
     for _attempt in range(3):  # the holder may release it between our reads
-        with sessions.begin() as db:
-            try:
-                with db.begin_nested():
-                    db.execute(insert(Lease).values(name=name, holder=holder, expires_at=expires))
+        with database.begin() as db:
+            if runs.insert_lease(db, name, holder, expires):
                 return mine
-            except IntegrityError:
-                pass
-            taken = db.execute(
-                update(Lease)
-                .where(Lease.name == name, (Lease.expires_at < now) | (Lease.holder == holder))
-                .values(holder=holder, expires_at=expires)
-            )
-            if taken.rowcount:  # type: ignore[attr-defined]
+            if runs.take_lease(db, name, holder, expires, now=now, replacing=None):
                 return mine
-            current = db.execute(
-                select(Lease.holder, Lease.expires_at).where(Lease.name == name)
-            ).one_or_none()
+            current = runs.lease_holder(db, name)
             if current is None:
                 continue
             other, until = current
-            if _dead_here(other):
-                taken = db.execute(
-                    update(Lease)
-                    .where(Lease.name == name, Lease.holder == other)
-                    .values(holder=holder, expires_at=expires)
-                )
-                if taken.rowcount:  # type: ignore[attr-defined]
-                    log.warning("lease_taken_over", lease=name, dead_holder=other, holder=holder)
-                    return LeaseState(True, holder, expires, took_over=other)
-                continue  # another process took it over first: read who
-            return LeaseState(acquired=False, holder=other, expires_at=until)
+            if not _dead_here(other):
+                return LeaseState(acquired=False, holder=other, expires_at=until)
+            if runs.take_lease(db, name, holder, expires, now=now, replacing=other):
+                log.warning("lease_taken_over", lease=name, dead_holder=other, holder=holder)
+                return LeaseState(True, holder, expires, took_over=other)
+            # another process took it over first: read who
     return LeaseState(acquired=False, holder="unknown", expires_at=expires)
 
 
-def release(sessions: sessionmaker[Db], name: str, holder: str) -> None:
-    with sessions.begin() as db:
-        db.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+def release(database: sessionmaker[Db], name: str, holder: str) -> None:
+    """Give the lease up, if ``holder`` still holds it."""
+    with database.begin() as db:
+        runs.release_lease(db, name, holder)

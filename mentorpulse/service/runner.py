@@ -20,19 +20,21 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
 
 from mentorpulse import stages
 from mentorpulse.errors import UserError, code_trace
 from mentorpulse.service import lease
+from mentorpulse.storage import runs
 from mentorpulse.storage.locks import one_at_a_time
-from mentorpulse.storage.models import JobRun
 
 log = structlog.get_logger(__name__)
+
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 DAEMON_LEASE = "daemon"
 LEASE_TTL = timedelta(seconds=90)
@@ -44,7 +46,7 @@ def first_run_at(ctx: stages.Context, name: str, every: timedelta) -> datetime:
     """When a job is next due, from its last run kept in the database."""
     now = ctx.clock()
     with ctx.db() as db:
-        last = db.scalar(select(JobRun.last_run_at).where(JobRun.name == name))
+        last = runs.last_run_at(db, name)
     return now if last is None else max(now, last + every)
 
 
@@ -71,7 +73,7 @@ class _Lease:
         state = lease.acquire(
             self.ctx.db, DAEMON_LEASE, self.holder, ttl=LEASE_TTL, now=self.ctx.clock()
         )
-        if state.acquired:
+        if state:
             self.until = state.expires_at
         return state
 
@@ -143,9 +145,33 @@ def run_daemon(
     holder = lease.holder_name()
     held = _Lease(ctx, holder)
     state = held.renew()
-    if not state.acquired:
+    if not state:
         raise refusal(ctx, state)
     stop = stop or threading.Event()
+    scheduler = _scheduler(ctx, only, held, stop)
+    previous = _on_signals(stop)
+    scheduler.start()
+    log.info(
+        "daemon_started",
+        holder=holder,
+        jobs=len(scheduler.get_jobs()),
+        took_over_from=state.took_over,
+    )
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+        lease.release(ctx.db, DAEMON_LEASE, holder)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("daemon_stopped", holder=holder)
+
+
+def _scheduler(
+    ctx: stages.Context, only: frozenset[str] | set[str], held: _Lease, stop: threading.Event
+) -> BackgroundScheduler:
+    """The ticker with one job per source's sync and per stage in ``only``, and the
+    heartbeat that renews the daemon's lease (and stops the daemon if it lost it)."""
     misfire = int(ctx.config.schedule.misfire_grace.total_seconds())
     scheduler = BackgroundScheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire},
@@ -177,35 +203,24 @@ def run_daemon(
         try:
             state = held.renew()
         except Exception:  # the database is unreachable: jobs pause once the lease may lapse
-            log.exception("daemon_lease_not_renewed", holder=holder, held_until=held.until)
+            log.exception("daemon_lease_not_renewed", holder=held.holder, held_until=held.until)
             return
-        if not state.acquired:
-            log.error("daemon_lease_lost", holder=holder, now_held_by=state.holder)
+        if not state:
+            log.error("daemon_lease_lost", holder=held.holder, now_held_by=state.holder)
             stop.set()
 
     scheduler.add_job(heartbeat, "interval", seconds=HEARTBEAT.total_seconds(), id="heartbeat")
+    return scheduler
+
+
+def _on_signals(stop: threading.Event) -> dict[signal.Signals, _Handler]:
+    """SIGTERM and SIGINT stop the daemon (from the main thread only, where Python allows
+    handlers); returns the handlers they replaced."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("daemon_stopping", signal=signal.Signals(signum).name)
         stop.set()
 
-    previous = (
-        {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        if threading.current_thread() is threading.main_thread()
-        else {}
-    )
-    scheduler.start()
-    log.info(
-        "daemon_started",
-        holder=holder,
-        jobs=len(scheduler.get_jobs()),
-        took_over_from=state.took_over,
-    )
-    try:
-        stop.wait()
-    finally:
-        scheduler.shutdown(wait=True)
-        lease.release(ctx.db, DAEMON_LEASE, holder)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log.info("daemon_stopped", holder=holder)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

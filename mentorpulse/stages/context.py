@@ -19,11 +19,11 @@ from mentorpulse.config.roster import RosterPairing, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.errors import unexpected_summary
 from mentorpulse.rules.check import check_selectors
-from mentorpulse.storage import repository
+from mentorpulse.storage import roster as stored_roster
+from mentorpulse.storage import runs
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.locks import exclusive
 from mentorpulse.storage.migrate import open_read_only, upgrade
-from mentorpulse.storage.models import JobRun
 from mentorpulse.tracking.match import Matcher, PairingRef
 
 log = structlog.get_logger(__name__)
@@ -77,12 +77,12 @@ class Context:
         try:
             with self.db.begin() as db:
                 exclusive(db, "roster", sqlite=False)
-                repository.apply_roster(db, self.config, self.roster)
+                stored_roster.apply_roster(db, self.config, self.roster)
         except (IntegrityError, OperationalError) as exc:
             log.info("roster_write_conflict", error=type(exc.orig).__name__)
             with self.db.begin() as db:
                 exclusive(db, "roster")
-                repository.apply_roster(db, self.config, self.roster)
+                stored_roster.apply_roster(db, self.config, self.roster)
 
     def matcher(self) -> Matcher:
         refs = []
@@ -120,18 +120,7 @@ class Context:
 
     def _write_run(self, stage: str, error: str | None, now: datetime) -> bool:
         with self.db.begin() as db:
-            row = db.get(JobRun, stage)
-            if row is None:
-                row = JobRun(name=stage, last_run_at=now, failing=False)
-                db.add(row)
-            was_failing = bool(row.failing)
-            row.last_run_at = now
-            row.failing = error is not None
-            if error is None:
-                row.last_success_at = now
-            else:
-                row.last_error, row.last_error_at = error, now
-        return was_failing
+            return runs.record_run(db, stage, error, now)
 
 
 @dataclass

@@ -7,9 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as Db
-from sqlalchemy.orm import aliased
 
 from mentorpulse.notify.dispatch import DispatchCounts, dispatch
 from mentorpulse.notify.outbox import (
@@ -25,7 +23,7 @@ from mentorpulse.notify.route import INTERNAL_FACTS, Alert, Router
 from mentorpulse.notify.transport import build_transport
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.reports import queue_reports
-from mentorpulse.storage.models import Finding, Pairing, Person, Program
+from mentorpulse.storage import outbox as stored_outbox
 
 log = structlog.get_logger(__name__)
 
@@ -149,22 +147,9 @@ def _domain(ctx: Context) -> str:
 
 
 def _alerts(ctx: Context, db: Db, now: datetime) -> list[Alert]:
-    mentor = aliased(Person)
-    mentee = aliased(Person)
     wants_resolved = any(r.send_resolved for r in ctx.config.notify.routes)
-    states = Finding.state == "firing"
-    if wants_resolved:
-        states = or_(
-            states, (Finding.state == "resolved") & (Finding.until >= now - RESOLVED_HORIZON)
-        )
-    rows = db.execute(
-        select(Finding, Pairing, Program, mentor, mentee)
-        .join(Pairing, Pairing.id == Finding.pairing_id)
-        .join(Program, Program.id == Pairing.program_id)
-        .join(mentor, mentor.id == Pairing.mentor_id)
-        .join(mentee, mentee.id == Pairing.mentee_id)
-        .where(states)
-        .order_by(Finding.id)
+    rows = stored_outbox.findings_to_notify(
+        db, resolved_since=now - RESOLVED_HORIZON if wants_resolved else None
     )
     alerts = []
     for finding, pairing, program, mentor_row, mentee_row in rows:

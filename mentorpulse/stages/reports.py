@@ -18,7 +18,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.schema import MentorpulseConfig
@@ -35,7 +34,7 @@ from mentorpulse.reports.export import (
 from mentorpulse.reports.figures import pairing_figures, program_totals
 from mentorpulse.reports.render import format_percent
 from mentorpulse.stages.source_health import stale_sources
-from mentorpulse.storage.models import OutboxMessage
+from mentorpulse.storage import outbox as stored_outbox
 
 log = structlog.get_logger(__name__)
 
@@ -155,13 +154,7 @@ def _unsent(
     for schedule in config.reports.send:
         period = period_before(schedule.every, today)
         people = {report_key(period, p.email): p for p in router.report_recipients(schedule.to)}
-        queued = set(
-            db.scalars(
-                select(OutboxMessage.idempotency_key).where(
-                    OutboxMessage.idempotency_key.in_(list(people))
-                )
-            )
-        )
+        queued = stored_outbox.queued_keys(db, list(people))
         missing = [p for key, p in people.items() if key not in queued]
         if missing:
             due.append((period, missing))

@@ -6,22 +6,17 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session as Db
 
-from mentorpulse.model import AttendanceEvidence, EventRecord, Outcome
+from mentorpulse.model import AttendanceEvidence, EventRecord
 from mentorpulse.stages.context import Context
-from mentorpulse.storage import repository
-from mentorpulse.storage.models import (
-    Evidence,
-    MentoringSession,
-    Pairing,
-    Person,
-)
-from mentorpulse.storage.repository import chunks
+from mentorpulse.storage import attendance, events
+from mentorpulse.storage import sessions as stored
+from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.models import Pairing
 from mentorpulse.tracking.attendance import (
     Proof,
     Verdict,
@@ -53,140 +48,76 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     now = ctx.clock()
     stats = SessionStats()
     with ctx.db.begin() as db:
-        due = set(db.scalars(select(Pairing.id).where(Pairing.events_changed)))
-        due |= set(
-            db.scalars(
-                select(MentoringSession.pairing_id).where(
-                    MentoringSession.outcome == Outcome.UPCOMING.value, MentoringSession.end <= now
-                )
-            )
-        )
-        emails = dict(db.execute(select(Person.id, Person.email)).all())
-        ordered = sorted(due)
+        due = stored.pairings_to_rebuild(db, now)
+        emails = stored.person_emails(db)
         # A batch of pairings at a time, so memory follows the batch, not the history.
-        for batch in chunks(ordered, _BATCH):
-            pairings = {p.id: p for p in db.scalars(select(Pairing).where(Pairing.id.in_(batch)))}
-            copies = repository.events_of_pairings(db, batch)
-            logs = repository.conference_logs(db, batch)
-            stored = _stored_sessions(db, batch)
-            writes = _Writes()
-            for pairing_id, records in copies.items():
-                pairing = pairings[pairing_id]
-                program = ctx.config.program(pairing.program_id)
-                # A replacement booked within half a cadence interval is a rescheduling:
-                # nearer the cancelled slot than the next regular one, which it is not
-                # (README, "What a session's outcome means").
-                every = program.cadence.every if program else timedelta(days=14)
-                changed = _rebuild_pairing(
-                    writes,
-                    pairing,
-                    records,
-                    stored.get(pairing_id, {}),
-                    mentor=emails[pairing.mentor_id],
-                    mentee=emails[pairing.mentee_id],
-                    reschedule_window=every / 2,
-                    now=now,
-                    logs=logs,
-                )
-                pairing.events_changed = False
-                if changed:
-                    pairing.sessions_changed = True
-                    stats.changed += changed
-                stats.pairings += 1
-            writes.apply(db)
-            db.flush()
-            db.expunge_all()  # the batch's pairings are written; let them go
+        for batch in chunks(due, _BATCH):
+            _rebuild_batch(ctx, db, batch, emails=emails, now=now, stats=stats)
     with ctx.db() as db:
-        for outcome, count in db.execute(
-            select(MentoringSession.outcome, func.count()).group_by(MentoringSession.outcome)
-        ):
-            stats.outcomes[outcome] = count
+        stats.outcomes.update(stored.outcome_counts(db))
     log.info("sessions_rebuilt", pairings=stats.pairings, changed=stats.changed)
     return stats
 
 
 _BATCH = 250  # pairings rebuilt together: memory follows this, not the organisation
-_VALUES = (
-    "start",
-    "end",
-    "zone",
-    "outcome",
-    "confidence",
-    "cancelled_by",
-    "cancelled_hours_before",
-)
 
 
-def _stored_sessions(
-    db: Db, pairing_ids: Sequence[int]
-) -> dict[int, dict[str, tuple[int, dict[str, Any]]]]:
-    """pairing → session key → (row id, its judged values), read as plain rows."""
-    table = MentoringSession.__table__
-    columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in _VALUES)]
-    found: dict[int, dict[str, tuple[int, dict[str, Any]]]] = defaultdict(dict)
-    for chunk in chunks(pairing_ids):
-        for pairing_id, key, row_id, *values in db.execute(
-            select(*columns).where(table.c.pairing_id.in_(chunk))
-        ):
-            found[pairing_id][key] = (row_id, dict(zip(_VALUES, values, strict=True)))
-    return found
+def _rebuild_batch(
+    ctx: Context,
+    db: Db,
+    batch: Sequence[int],
+    *,
+    emails: Mapping[int, str],
+    now: datetime,
+    stats: SessionStats,
+) -> None:
+    """Rebuild one batch of pairings: read in one query per kind, written in batches."""
+    pairings = stored.pairings_by_id(db, batch)
+    copies = events.events_of_pairings(db, batch)
+    logs = attendance.conference_logs(db, batch)
+    sessions = stored.stored_sessions(db, batch)
+    writes = stored.SessionWrites()
+    for pairing_id, records in copies.items():
+        pairing = pairings[pairing_id]
+        program = ctx.config.program(pairing.program_id)
+        # A replacement booked within half a cadence interval is a rescheduling:
+        # nearer the cancelled slot than the next regular one, which it is not
+        # (README, "What a session's outcome means").
+        every = program.cadence.every if program else timedelta(days=14)
+        verdicts, folded = _judge_pairing(
+            records,
+            sessions.get(pairing_id, {}),
+            mentor=emails[pairing.mentor_id],
+            mentee=emails[pairing.mentee_id],
+            reschedule_window=every / 2,
+            now=now,
+            logs=logs,
+        )
+        changed = _write_pairing(
+            writes, pairing, verdicts, folded, sessions.get(pairing_id, {}), now=now
+        )
+        pairing.events_changed = False
+        if changed:
+            pairing.sessions_changed = True
+            stats.changed += changed
+        stats.pairings += 1
+    writes.apply(db)
+    db.flush()
+    db.expunge_all()  # the batch's pairings are written; let them go
 
 
-@dataclass
-class _Writes:
-    """Session changes collected over all pairings, written in batches by :meth:`apply`."""
-
-    inserts: list[dict[str, Any]] = field(default_factory=list)
-    new_evidence: dict[tuple[int, str], list[Proof]] = field(default_factory=dict)
-    updates: list[dict[str, Any]] = field(default_factory=list)
-    evidence: list[dict[str, Any]] = field(default_factory=list)
-    replaced: list[int] = field(default_factory=list)  # sessions whose evidence is redone
-    deleted: list[int] = field(default_factory=list)
-
-    def add_evidence(self, session_id: int, proofs: Sequence[Proof]) -> None:
-        self.evidence += [
-            {
-                "session_id": session_id,
-                "rank": rank,
-                "kind": proof.kind,
-                "party": proof.party,
-                "detail": proof.detail,
-            }
-            for rank, proof in enumerate(proofs)
-        ]
-
-    def apply(self, db: Db) -> None:
-        # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
-        table = cast(Table, MentoringSession.__table__)
-        if self.inserts:
-            returned = db.execute(
-                insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
-                self.inserts,
-            )
-            for session_id, pairing_id, key in returned:
-                self.add_evidence(session_id, self.new_evidence[(pairing_id, key)])
-        if self.updates:
-            db.execute(update(MentoringSession), self.updates)
-        for chunk in chunks(self.replaced + self.deleted):
-            db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
-        for chunk in chunks(self.deleted):
-            db.execute(delete(MentoringSession).where(MentoringSession.id.in_(chunk)))
-        if self.evidence:
-            db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)
-
-
-def _rebuild_pairing(
-    writes: _Writes,
-    pairing: Pairing,
+def _judge_pairing(
     records: list[EventRecord],
-    existing: dict[str, tuple[int, dict[str, Any]]],
+    existing: stored.StoredSessions,
     *,
     mentor: str,
     mentee: str,
     reschedule_window: timedelta,
     now: datetime,
     logs: Mapping[tuple[str, str], list[AttendanceEvidence]],
-) -> int:
+) -> tuple[dict[str, tuple[Verdict, EventRecord]], set[str]]:
+    """Each session of the pairing (by key): its verdict and its newest event copy; and
+    the keys folded into another key's session."""
     by_uid: dict[str, list[EventRecord]] = defaultdict(list)
     for record in records:
         by_uid[session_key(record)].append(record)
@@ -201,46 +132,67 @@ def _rebuild_pairing(
         [(k, newest.start, v) for k, (v, newest) in verdicts.items()], window=reschedule_window
     ).items():
         verdicts[key] = (replacement, verdicts[key][1])
+    return verdicts, set(by_uid.keys() - groups.keys())
 
+
+def _write_pairing(
+    writes: stored.SessionWrites,
+    pairing: Pairing,
+    verdicts: Mapping[str, tuple[Verdict, EventRecord]],
+    folded: set[str],
+    existing: stored.StoredSessions,
+    *,
+    now: datetime,
+) -> int:
+    """Queue the pairing's session changes; returns how many sessions changed."""
     existing = dict(existing)
     changed = 0
     for key, (verdict, newest) in verdicts.items():
         found = existing.pop(key, None)
-        values = {
-            "start": newest.start,
-            "end": newest.end,
-            "zone": newest.zone,
-            "outcome": verdict.outcome.value,
-            "confidence": verdict.confidence,
-            "cancelled_by": verdict.cancelled_by,
-            "cancelled_hours_before": verdict.cancelled_hours_before,
-        }
+        values = _judged(verdict, newest)
+        evidence = _evidence(verdict.evidence)
         if found is None:
-            writes.inserts.append(
-                {"pairing_id": pairing.id, "key": key, "updated_at": now, **values}
-            )
-            writes.new_evidence[(pairing.id, key)] = list(verdict.evidence)
+            row = {"pairing_id": pairing.id, "key": key, "updated_at": now, **values}
+            writes.add(row, evidence)
+        elif found[1] != values:
+            writes.change({"id": found[0], "updated_at": now, **values}, evidence)
         else:
-            session_id, stored = found
-            if stored == values:
-                continue
-            writes.updates.append({"id": session_id, "updated_at": now, **values})
-            writes.replaced.append(session_id)
-            writes.add_evidence(session_id, verdict.evidence)
+            continue
         changed += 1
-    for key in by_uid.keys() - groups.keys():
+    for key in folded:
         # Folded into another UID's session: a copy of that meeting, never a session.
         absorbed = existing.pop(key, None)
         if absorbed is not None:
             writes.deleted.append(absorbed[0])
             changed += 1
-    for session_id, stored in existing.values():
+    for session_id, values in existing.values():
         # Its event copies are gone. A future meeting was called off; a past one fell
         # out of the sync window or was tidied away: its history is kept as judged.
-        if stored["start"] >= now:
+        if values["start"] >= now:
             writes.deleted.append(session_id)
             changed += 1
     return changed
+
+
+def _judged(verdict: Verdict, newest: EventRecord) -> dict[str, Any]:
+    """A session's judged values (:data:`stored.JUDGED`), as stored."""
+    return {
+        "start": newest.start,
+        "end": newest.end,
+        "zone": newest.zone,
+        "outcome": verdict.outcome.value,
+        "confidence": verdict.confidence,
+        "cancelled_by": verdict.cancelled_by,
+        "cancelled_hours_before": verdict.cancelled_hours_before,
+    }
+
+
+def _evidence(proofs: Sequence[Proof]) -> list[dict[str, Any]]:
+    """The evidence rows of a verdict, strongest first."""
+    return [
+        {"rank": rank, "kind": proof.kind, "party": proof.party, "detail": proof.detail}
+        for rank, proof in enumerate(proofs)
+    ]
 
 
 def _conference(

@@ -31,7 +31,6 @@ import structlog
 from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.schema import GoogleSource, MicrosoftSource
@@ -47,9 +46,9 @@ from mentorpulse.connectors.base import (
 from mentorpulse.connectors.registry import build_connector
 from mentorpulse.errors import unexpected_summary
 from mentorpulse.stages.context import Context
-from mentorpulse.storage import repository
+from mentorpulse.storage import attendance, events, roster, sources
 from mentorpulse.storage.locks import one_at_a_time
-from mentorpulse.storage.models import Event, ResyncSeen, Source
+from mentorpulse.storage.models import Source
 from mentorpulse.tracking.match import Matcher
 
 log = structlog.get_logger(__name__)
@@ -119,7 +118,7 @@ def sync_sources(
     retry_reauth = bool(only) and not respect_backoff
     results = []
     matcher = ctx.matcher()
-    fingerprint_now = repository.roster_fingerprint(ctx.roster)
+    fingerprint_now = roster.roster_fingerprint(ctx.roster)
     with _progress() as progress:
         for source_config in ctx.config.sources:
             if only and source_config.id not in only:
@@ -202,7 +201,7 @@ def _sync_one(
     result = SourceResult(source_id=source_id, ok=True)
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     with ctx.db.begin() as db:
-        source = repository.ensure_source(db, source_id, kind)
+        source = sources.ensure_source(db, source_id, kind)
         if _waits_for_operator(db, source, source_config, result, retry=retry_reauth):
             return result
         if respect_backoff and source.next_attempt_at and source.next_attempt_at > now:
@@ -212,7 +211,7 @@ def _sync_one(
             # Events were filtered against another roster: read everything again, and
             # let go of those that no longer concern a pair once the reading completes.
             source.roster_fingerprint = roster_fp
-            if source.cursor is not None or _event_count(db, source_id):
+            if source.cursor is not None or sources.event_count(db, source_id):
                 _begin_resync(db, source, now)
         cursor = source.cursor
         was_healthy = source.healthy
@@ -223,27 +222,9 @@ def _sync_one(
         connector = build_connector(
             source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
         )
-        try:
-            _pull(
-                ctx, connector, source_id, cursor, matcher=matcher, result=result, progress=progress
-            )
-        except CursorExpired as expired:
-            log.warning("source_cursor_expired", source=source_id, error=expired.message)
-            with ctx.db.begin() as db:
-                _begin_resync(db, db.get_one(Source, source_id), now)
-            _pull(
-                ctx, connector, source_id, None, matcher=matcher, result=result, progress=progress
-            )
-        with ctx.db.begin() as db:
-            _finish(db, db.get_one(Source, source_id), result, now)
-    except _Held as held:
-        with ctx.db.begin() as db:
-            _hold(db, db.get_one(Source, source_id), held, now=now, result=result)
-    except ConnectorError as error:
-        _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
+        _read(ctx, connector, cursor, matcher=matcher, result=result, progress=progress, now=now)
     except Exception as exc:  # whatever a source holds, the next one runs
-        unexpected = _unexpected(exc, source_id)
-        _failed(ctx, source_id, unexpected, was_healthy=was_healthy, now=now, result=result)
+        _record_failure(ctx, exc, was_healthy=was_healthy, now=now, result=result)
     finally:
         progress.stop()
 
@@ -255,6 +236,42 @@ def _sync_one(
             closing()
 
 
+def _read(
+    ctx: Context,
+    connector: Connector,
+    cursor: dict[str, object] | None,
+    *,
+    matcher: Matcher,
+    result: SourceResult,
+    progress: _Reporter,
+    now: datetime,
+) -> None:
+    """Pull from the cursor (from scratch if it expired), then reconcile and mark healthy."""
+    source_id = result.source_id
+    try:
+        _pull(ctx, connector, source_id, cursor, matcher=matcher, result=result, progress=progress)
+    except CursorExpired as expired:
+        log.warning("source_cursor_expired", source=source_id, error=expired.message)
+        with ctx.db.begin() as db:
+            _begin_resync(db, sources.get_source(db, source_id), now)
+        _pull(ctx, connector, source_id, None, matcher=matcher, result=result, progress=progress)
+    with ctx.db.begin() as db:
+        _finish(db, sources.get_source(db, source_id), result, now)
+
+
+def _record_failure(
+    ctx: Context, exc: Exception, *, was_healthy: bool, now: datetime, result: SourceResult
+) -> None:
+    """A held mass deletion, a typed connector error, or anything else a source raised."""
+    source_id = result.source_id
+    if isinstance(exc, _Held):
+        with ctx.db.begin() as db:
+            _hold(db, sources.get_source(db, source_id), exc, now=now, result=result)
+        return
+    error = exc if isinstance(exc, ConnectorError) else _unexpected(exc, source_id)
+    _failed(ctx, source_id, error, was_healthy=was_healthy, now=now, result=result)
+
+
 def _waits_for_operator(
     db: Db, source: Source, source_config: BaseModel, result: SourceResult, *, retry: bool
 ) -> bool:
@@ -263,7 +280,7 @@ def _waits_for_operator(
     if (
         source.needs_reauth_at is not None
         and source.config_fingerprint != config_fingerprint(source_config)
-        and repository.clear_needs_reauth(db, source.id)
+        and sources.clear_needs_reauth(db, source.id)
     ):
         log.info("source_reauth_cleared", source=source.id, reason="config_changed")
     if source.needs_reauth_at is None or retry:
@@ -333,15 +350,15 @@ def _pull(
 ) -> None:
     ids = None
     with ctx.db() as db:
-        total = _event_count(db, source_id)
+        total = sources.event_count(db, source_id)
     deleted_so_far = 0
     for page in connector.sync(cursor):
         page = sanitise_page(page)  # noqa: PLW2901 - only the fit-to-store copy is used
         with ctx.db.begin() as db:
             if ids is None:
-                ids = repository.pairing_ids(db)
-            source = db.get_one(Source, source_id)
-            stats = repository.store_page(
+                ids = roster.pairing_ids(db)
+            source = sources.get_source(db, source_id)
+            stats = events.store_page(
                 db,
                 source,
                 page,
@@ -353,7 +370,7 @@ def _pull(
             if source.held_deletions is None and _is_mass_deletion(proposed, total):
                 raise _Held(proposed, total)  # leaving the block rolls the page back
             if source.resync_started_at is not None:
-                repository.stage_seen(db, source_id, [r.provider_id for r in page.records])
+                sources.stage_seen(db, source_id, [r.provider_id for r in page.records])
         deleted_so_far += stats.deleted
         progress.page(source_id, len(page.records))
         result.pages += 1
@@ -368,36 +385,23 @@ def _is_mass_deletion(deleted: int, total: int) -> bool:
     return deleted >= MASS_DELETION_MIN and deleted > total * MASS_DELETION_SHARE
 
 
-def _event_count(db: Db, source_id: str) -> int:
-    return db.scalar(select(func.count()).where(Event.source_id == source_id)) or 0
-
-
 def _begin_resync(db: Db, source: Source, now: datetime) -> None:
     source.cursor = None
     source.resync_started_at = now
-    db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source.id))
+    sources.clear_staged(db, source.id)
     log.info("source_resync_started", source=source.id)
 
 
 def _finish(db: Db, source: Source, result: SourceResult, now: datetime) -> None:
     """The listing completed: reconcile a resync, then mark the source healthy."""
     if source.resync_started_at is not None:
-        unseen = list(
-            db.scalars(
-                select(Event.provider_id).where(
-                    Event.source_id == source.id,
-                    Event.provider_id.not_in(
-                        select(ResyncSeen.provider_id).where(ResyncSeen.source_id == source.id)
-                    ),
-                )
-            )
-        )
-        total = _event_count(db, source.id)
+        unseen = sources.unseen_events(db, source.id)
+        total = sources.event_count(db, source.id)
         if source.held_deletions is None and _is_mass_deletion(len(unseen), total):
             raise _Held(len(unseen), total)
         if unseen:
-            result.deleted += repository.delete_events(db, source.id, unseen)
-        db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source.id))
+            result.deleted += events.delete_events(db, source.id, unseen)
+        sources.clear_staged(db, source.id)
         source.resync_started_at = None
         result.resynced = True
         log.info("source_resync_completed", source=source.id, removed=len(unseen))
@@ -464,7 +468,7 @@ def _failed(
     result.ok = False
     result.error = error.message
     with ctx.db.begin() as db:
-        source = db.get_one(Source, source_id)
+        source = sources.get_source(db, source_id)
         source.healthy = False
         source.last_error = error.message
         source.failures = (source.failures or 0) + 1
@@ -489,7 +493,7 @@ def _refused(
     source_config = next(s for s in ctx.config.sources if s.id == source_id)
     step = reauth_step(source_config)
     with ctx.db.begin() as db:
-        source = db.get_one(Source, source_id)
+        source = sources.get_source(db, source_id)
         first = source.needs_reauth_at is None
         source.healthy = False
         source.last_error = error.message
@@ -557,7 +561,7 @@ def _collect_attendance(
 ) -> int:
     """Ask the conference system who joined the source's recently ended meetings."""
     with ctx.db() as db:
-        due = repository.events_due_for_attendance(
+        due = attendance.events_due_for_attendance(
             db,
             source_id,
             ended_before=now - ATTENDANCE_SETTLE,
@@ -579,7 +583,7 @@ def _collect_attendance(
             )
             break
         with ctx.db.begin() as db:
-            repository.store_attendance(db, event_id, evidence, checked_at=now)
+            attendance.store_attendance(db, event_id, evidence, checked_at=now)
         checked += 1
     if checked:
         log.info("attendance_checked", source=source_id, events=checked)

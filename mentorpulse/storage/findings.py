@@ -10,13 +10,13 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import ERROR, FIRING, OPEN, RESOLVED, FindingState
+from mentorpulse.storage.batch import chunks
 from mentorpulse.storage.models import Finding, JobRun, Pairing, Person, Silence
-from mentorpulse.storage.repository import chunks
 
 # The pairing's key rides along in a finding's stored facts (notify shows the facts, and
 # drops this one); the engine's FindingState carries it as a field of its own.
@@ -85,6 +85,11 @@ def fire(row: Finding, rule_id: str, severity: str, facts: dict[str, str], now: 
     row.rule_id, row.severity, row.state = rule_id, severity, FIRING
     row.since = row.firing_since = now
     row.until, row.reason, row.facts, row.last_evaluated_at = None, None, facts, now
+
+
+def state_counts(db: Db) -> dict[str, int]:
+    """How many findings are in each state (``firing``, ``resolved`` …)."""
+    return dict(db.execute(select(Finding.state, func.count()).group_by(Finding.state)).tuples())
 
 
 def failing_rules(db: Db) -> list[tuple[str, str, str | None]]:

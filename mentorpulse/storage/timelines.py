@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import Outcome
+from mentorpulse.storage.batch import chunks
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
@@ -26,7 +27,6 @@ from mentorpulse.storage.models import (
     Person,
     Source,
 )
-from mentorpulse.storage.repository import chunks
 
 
 @dataclass(frozen=True, slots=True)

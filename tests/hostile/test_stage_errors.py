@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mentorpulse import stages
 from mentorpulse.cli import app
 from mentorpulse.stages import sync as sync_stage
-from mentorpulse.storage import repository
+from mentorpulse.storage import events
 from mentorpulse.storage.models import Event, Source
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -57,14 +57,14 @@ def config(tmp_path: Path, database_url: str) -> Path:
 
 def _refuse_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """The database refuses the first source's page, quoting the value, as PostgreSQL does."""
-    real = repository.store_page
+    real = events.store_page
 
     def store_page(db: Any, source: Source, *args: Any, **kwargs: Any) -> Any:
         if source.id == "first":
             raise DataError(f"INSERT INTO events … '{LEAK}'", {"uid": LEAK}, ValueError(LEAK))
         return real(db, source, *args, **kwargs)
 
-    monkeypatch.setattr(repository, "store_page", store_page)
+    monkeypatch.setattr(events, "store_page", store_page)
 
 
 def test_an_untyped_error_fails_its_source_only_and_status_says_so(

@@ -24,10 +24,11 @@ from sqlalchemy.orm import sessionmaker
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 from mentorpulse.notify.dispatch import dispatch
-from mentorpulse.notify.outbox import enqueue, retry, told
+from mentorpulse.notify.outbox import enqueue, told
 from mentorpulse.notify.route import Notification, Router, notifications_for
 from mentorpulse.notify.transport import SendResult, SmtpTransport
 from mentorpulse.storage.models import Base, OutboxMessage
+from mentorpulse.storage.outbox import retry
 from tests.notify_support import FIRED, alert
 from tests.servers.smtpd import PASSWORD, SmtpServer, smtp_server
 

@@ -16,7 +16,7 @@ from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.model import Attendee, EventRecord, ItemError, Response, SyncPage
 from mentorpulse.service import lease
-from mentorpulse.storage import repository
+from mentorpulse.storage import events, roster, sources
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import revision_state, upgrade
 from mentorpulse.storage.models import Base, Event, Pairing, Source
@@ -56,12 +56,12 @@ def match(record: EventRecord) -> list[str]:
     return [p.key for p in ROSTER if {p.mentor_email, p.mentee_email} <= people]
 
 
-def store(db: sessionmaker[Db], page: SyncPage) -> repository.PageStats:
+def store(db: sessionmaker[Db], page: SyncPage) -> events.PageStats:
     with db.begin() as session:
-        repository.apply_roster(session, CONFIG, ROSTER)
-        source = repository.ensure_source(session, "cal", "ics")
-        ids = repository.pairing_ids(session)
-        return repository.store_page(
+        roster.apply_roster(session, CONFIG, ROSTER)
+        source = sources.ensure_source(session, "cal", "ics")
+        ids = roster.pairing_ids(session)
+        return events.store_page(
             session, source, page, match=match, pairing_ids=ids, store_titles=False
         )
 
@@ -151,7 +151,7 @@ def test_incremental_deletions(db: sessionmaker[Db]) -> None:
 def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Db]) -> None:
     store(db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),)))
     with db.begin() as session:
-        repository.apply_roster(session, CONFIG, ROSTER[:1])
+        roster.apply_roster(session, CONFIG, ROSTER[:1])
     with db() as session:
         active = dict(session.execute(select(Pairing.key, Pairing.active)).all())
     assert active == {"eng:ana@x.org:ben@x.org": True, "eng:cy@x.org:dee@x.org": False}
@@ -168,6 +168,18 @@ def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Db]) -> None:
     assert lease.acquire(db, "daemon", "host:2", ttl=ttl, now=expired).acquired
     lease.release(db, "daemon", "host:2")
     assert lease.acquire(db, "daemon", "host:3", ttl=ttl, now=expired).acquired
+
+
+def test_a_lease_reads_true_only_when_held(db: sessionmaker[Db]) -> None:
+    """``if lease.acquire(...)`` means "we hold it": a refusal is falsy, whoever holds it."""
+    ttl = timedelta(seconds=90)
+    held = lease.acquire(db, "daemon", "host:1", ttl=ttl, now=T0)
+    refused = lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0)
+    assert held
+    assert not refused
+    assert refused.holder == "host:1"
+    lease.release(db, "daemon", "host:2")  # not its holder: nothing released
+    assert not lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0)
 
 
 def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(

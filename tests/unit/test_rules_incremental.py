@@ -22,7 +22,8 @@ from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.model import Outcome
 from mentorpulse.stages import Context, evaluate_rules
-from mentorpulse.storage import repository
+from mentorpulse.storage import roster as stored_roster
+from mentorpulse.storage import sources
 from mentorpulse.storage.engine import session_factory
 from mentorpulse.storage.models import Base, Finding, MentoringSession, Pairing, Source
 
@@ -102,8 +103,8 @@ def _context(clock: list[datetime]) -> Context:
     Base.metadata.create_all(engine)
     ctx = Context(CONFIG, ROSTER, engine, session_factory(engine), lambda: clock[0])
     with ctx.db.begin() as db:
-        repository.apply_roster(db, CONFIG, ROSTER)
-        source = repository.ensure_source(db, "cal", "ics")
+        stored_roster.apply_roster(db, CONFIG, ROSTER)
+        source = sources.ensure_source(db, "cal", "ics")
         source.last_success_at = START
     return ctx
 

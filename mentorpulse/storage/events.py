@@ -1,0 +1,350 @@
+"""Events: pages of occurrence records stored with their cursor, read back as records.
+
+Each function works inside the caller's transaction; the caller commits. That is what
+lets a sync page and its cursor land together, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session as Db
+
+from mentorpulse.model import Attendee, EventRecord, EventStatus, Response, SyncPage
+from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.models import ConferenceAttendance, Event, EventPairing, Pairing, Source
+from mentorpulse.storage.sources import record_item_errors
+
+
+@dataclass(frozen=True, slots=True)
+class PageStats:
+    stored: int  # events inserted or changed
+    unchanged: int
+    dropped: int  # not about any rostered pair
+    deleted: int
+
+
+def _event_values(record: EventRecord, scope: str | None, store_titles: bool) -> dict[str, Any]:
+    return {
+        "scope": scope,
+        "ical_uid": record.ical_uid,
+        "series_id": record.series_id,
+        "original_start": record.original_start,
+        "start": record.start,
+        "end": record.end,
+        "all_day": record.all_day,
+        "zone": record.zone,
+        "status": record.status.value,
+        "organizer": record.organizer,
+        "attendees": [
+            {"email": a.email, "response": a.response.value, "optional": a.optional}
+            for a in record.attendees
+        ],
+        "calendar_owner": record.calendar_owner,
+        "categories": list(record.categories),
+        "conference_id": record.conference_id,
+        "title": record.title if store_titles else None,
+        "updated": record.updated,
+        "sequence": record.sequence,
+        "etag": record.etag,
+    }
+
+
+@dataclass
+class _Plan:
+    """What one page changes, collected before any write so each kind is one batch."""
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    new_links: dict[str, set[int]] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    link_rows: list[dict[str, int]] = field(default_factory=list)
+    unlinks: list[tuple[int, set[int]]] = field(default_factory=list)
+    kept: set[str] = field(default_factory=set)
+    touched: set[int] = field(default_factory=set)
+    stored: int = 0
+    unchanged: int = 0
+    dropped: int = 0
+
+    def add(self, event: dict[str, Any], ids: set[int]) -> None:
+        self.inserts.append(event)
+        self.new_links[event["provider_id"]] = ids
+        self.touched |= ids
+        self.stored += 1
+
+    def change(
+        self, event_id: int, values: dict[str, Any] | None, ids: set[int], old: set[int]
+    ) -> None:
+        if values is not None:
+            self.updates.append({"id": event_id, **values})
+        self.link_rows += [{"event_id": event_id, "pairing_id": p} for p in sorted(ids - old)]
+        if old - ids:
+            self.unlinks.append((event_id, old - ids))
+        self.touched |= ids | old
+        self.stored += 1
+
+
+def store_page(
+    db: Db,
+    source: Source,
+    page: SyncPage,
+    *,
+    match: Callable[[EventRecord], list[str]],
+    pairing_ids: Mapping[str, int],
+    store_titles: bool,
+) -> PageStats:
+    """Apply one page: upsert matched records, drop the rest, delete what is gone.
+
+    Pairings whose events changed are flagged so their sessions get rebuilt. The
+    page's cursor is stored with it; the caller commits both at once.
+
+    Statements are batched per page (one ``executemany`` for the new rows, one for the
+    changed ones) and stored rows are compared as plain values, not ORM objects: a full
+    ingest writes hundreds of thousands of rows, and a per-row flush made storing an
+    order of magnitude slower than inserting the same rows.
+    """
+    # One row per provider id; a page that repeats one keeps its last version.
+    records = list({r.provider_id: r for r in page.records}.values())
+    existing = _stored_events(db, source.id, [r.provider_id for r in records])
+    links = _links(db, [event_id for event_id, _values in existing.values()])
+    plan = _Plan()
+    for record in records:
+        ids = {pairing_ids[k] for k in match(record) if k in pairing_ids}
+        if not ids:
+            plan.dropped += 1
+            continue  # a deleted row below, if it used to match
+        plan.kept.add(record.provider_id)
+        values = _event_values(record, page.replaces_scope, store_titles)
+        found = existing.get(record.provider_id)
+        if found is None:
+            plan.add({"source_id": source.id, "provider_id": record.provider_id, **values}, ids)
+            continue
+        event_id, stored_values = found
+        old = links.get(event_id, set())
+        if stored_values == values and old == ids:
+            plan.unchanged += 1
+        else:
+            plan.change(event_id, None if stored_values == values else values, ids, old)
+    _write_events(db, plan)
+    gone_ids = _gone_ids(db, source.id, page, existing, plan.kept)
+    _flag_events_changed(db, plan.touched | _remove(db, gone_ids))
+    _note_page(source, page, plan.dropped)
+    return PageStats(plan.stored, plan.unchanged, plan.dropped, deleted=len(gone_ids))
+
+
+def _note_page(source: Source, page: SyncPage, dropped: int) -> None:
+    """The page's cursor, its dropped count and its item errors, on the source's row."""
+    if page.cursor is not None:
+        source.cursor = json.loads(json.dumps(page.cursor, default=str))
+    source.events_dropped = (source.events_dropped or 0) + dropped
+    if page.errors:
+        record_item_errors(source, page.errors)
+
+
+def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:
+    """Delete events (with their links and logs); returns the pairings they concerned."""
+    touched: set[int] = set()
+    if not event_ids:
+        return touched
+    for ids in _links(db, event_ids).values():
+        touched |= ids
+    for chunk in chunks(event_ids):
+        db.execute(delete(ConferenceAttendance).where(ConferenceAttendance.event_id.in_(chunk)))
+        db.execute(delete(EventPairing).where(EventPairing.event_id.in_(chunk)))
+        db.execute(delete(Event).where(Event.id.in_(chunk)))
+    return touched
+
+
+def _flag_events_changed(db: Db, pairing_ids: set[int]) -> None:
+    """Mark pairings whose events changed, so the sessions stage rebuilds them."""
+    for chunk in chunks(sorted(pairing_ids)):
+        db.execute(_FLAG_PAIRINGS, {"pairing_ids": list(chunk)})
+
+
+def flag_event_changed(db: Db, event_id: int) -> None:
+    """An event's evidence changed: its pairings' sessions are rebuilt."""
+    _flag_events_changed(db, _links(db, [event_id]).get(event_id, set()))
+
+
+def delete_events(db: Db, source_id: str, provider_ids: Sequence[str]) -> int:
+    """Remove a source's events by provider id (a resync found them gone); returns how many."""
+    ids = _event_ids(db, source_id, provider_ids)
+    _flag_events_changed(db, _remove(db, ids))
+    return len(ids)
+
+
+def _write_events(db: Db, plan: _Plan) -> None:
+    """Removed links, new rows, changed rows and new pairing links: one executemany each."""
+    for event_id, gone in plan.unlinks:
+        db.execute(
+            delete(EventPairing).where(
+                EventPairing.event_id == event_id, EventPairing.pairing_id.in_(gone)
+            )
+        )
+    link_rows = list(plan.link_rows)
+    # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
+    if plan.inserts:
+        returned = db.execute(_INSERT_EVENTS, plan.inserts)
+        for event_id, provider_id in returned:
+            link_rows += [
+                {"event_id": event_id, "pairing_id": p} for p in sorted(plan.new_links[provider_id])
+            ]
+    if plan.updates:
+        db.execute(update(Event), plan.updates)
+    if link_rows:
+        db.execute(_INSERT_LINKS, link_rows)
+
+
+def _gone_ids(
+    db: Db,
+    source_id: str,
+    page: SyncPage,
+    existing: Mapping[str, tuple[int, dict[str, Any]]],
+    kept: set[str],
+) -> list[int]:
+    """Rows the page removes: the rest of its scope, or what it deleted or stopped matching."""
+    if page.replaces_scope is not None:
+        in_scope = db.execute(
+            _EVENTS_OF_SCOPE, {"source_id": source_id, "scope": page.replaces_scope}
+        )
+        return [event_id for event_id, provider_id in in_scope if provider_id not in kept]
+    deleted = set(page.deleted)
+    gone = [existing[p][0] for p in sorted((set(existing) - kept) | (deleted & set(existing)))]
+    return gone + _event_ids(db, source_id, sorted(deleted - set(existing)))
+
+
+def _event_ids(db: Db, source_id: str, provider_ids: Sequence[str]) -> list[int]:
+    """The stored ids of a source's events, by provider id."""
+    found: list[int] = []
+    for chunk in chunks(provider_ids):
+        rows = db.execute(_EVENT_IDS, {"source_id": source_id, "provider_ids": list(chunk)})
+        found += [event_id for (event_id,) in rows]
+    return found
+
+
+_COMPARED = (
+    "scope",
+    "ical_uid",
+    "series_id",
+    "original_start",
+    "start",
+    "end",
+    "all_day",
+    "zone",
+    "status",
+    "organizer",
+    "attendees",
+    "calendar_owner",
+    "categories",
+    "conference_id",
+    "title",
+    "updated",
+    "sequence",
+    "etag",
+)
+
+
+_EVENTS = cast(Table, Event.__table__)
+_LINKS = cast(Table, EventPairing.__table__)
+# Built once: constructing and cache-keying a statement for every page cost more CPU
+# than running it. IN lists are expanding parameters: one statement serves any length.
+_STORED_EVENTS = select(
+    _EVENTS.c.id, _EVENTS.c.provider_id, *(_EVENTS.c[name] for name in _COMPARED)
+).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
+_EVENT_IDS = select(_EVENTS.c.id).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
+_EVENTS_OF_SCOPE = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
+    _EVENTS.c.source_id == bindparam("source_id"), _EVENTS.c.scope == bindparam("scope")
+)
+_LINKS_OF = select(_LINKS.c.event_id, _LINKS.c.pairing_id).where(
+    _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True))
+)
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.provider_id)
+_INSERT_LINKS = insert(_LINKS)
+_FLAG_PAIRINGS = (
+    update(Pairing)
+    .where(
+        Pairing.id.in_(bindparam("pairing_ids", expanding=True)),
+        Pairing.events_changed.is_(False),
+    )
+    .values(events_changed=True)
+)
+
+
+def _stored_events(
+    db: Db, source_id: str, provider_ids: Sequence[str]
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """provider id → (row id, the values :func:`_event_values` would write) as stored."""
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    for chunk in chunks(provider_ids):
+        rows = db.execute(_STORED_EVENTS, {"source_id": source_id, "provider_ids": list(chunk)})
+        for row in rows:
+            event_id, provider_id, *values = row
+            found[provider_id] = (event_id, dict(zip(_COMPARED, values, strict=True)))
+    return found
+
+
+def _links(db: Db, event_ids: Sequence[int]) -> dict[int, set[int]]:
+    links: dict[int, set[int]] = {}
+    if not event_ids:
+        return links
+    for chunk in chunks(event_ids):
+        for event_id, pairing_id in db.execute(_LINKS_OF, {"event_ids": list(chunk)}):
+            links.setdefault(event_id, set()).add(pairing_id)
+    return links
+
+
+def record_from_row(row: Event | Row[Any]) -> EventRecord:
+    """The stored occurrence (an ORM row or a plain row of ``events``), as a record."""
+    return EventRecord(
+        source_id=row.source_id,
+        provider_id=row.provider_id,
+        ical_uid=row.ical_uid,
+        start=row.start,
+        end=row.end,
+        series_id=row.series_id,
+        original_start=row.original_start,
+        all_day=row.all_day,
+        zone=row.zone,
+        status=EventStatus(row.status),
+        organizer=row.organizer,
+        attendees=tuple(
+            Attendee(email=a["email"], response=Response(a["response"]), optional=a["optional"])
+            for a in row.attendees
+        ),
+        calendar_owner=row.calendar_owner,
+        categories=tuple(row.categories or ()),
+        conference_id=row.conference_id,
+        title=row.title,
+        updated=row.updated,
+        sequence=row.sequence,
+        etag=row.etag,
+    )
+
+
+def events_of_pairings(db: Db, ids: Sequence[int]) -> dict[int, list[EventRecord]]:
+    """Every stored event copy of each pairing, in the contract's form.
+
+    Read as plain rows, not ORM objects: the sessions stage reads every event of the
+    organisation on its first run.
+    """
+    found: dict[int, list[EventRecord]] = {i: [] for i in ids}
+    table = _EVENTS
+    for chunk in chunks(ids):
+        rows = db.execute(
+            select(EventPairing.pairing_id, *table.c)
+            .join(table, table.c.id == EventPairing.event_id)
+            .where(EventPairing.pairing_id.in_(chunk))
+        )
+        for row in rows:
+            found[row.pairing_id].append(record_from_row(row))
+    return found

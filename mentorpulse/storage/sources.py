@@ -1,0 +1,95 @@
+"""Sync state of each source: its row (cursor, health, backoff) and a resync's staged ids.
+
+Each function works inside the caller's transaction; the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session as Db
+
+from mentorpulse.model import ItemError
+from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.models import Event, ResyncSeen, Source
+
+MAX_ITEM_ERRORS = 200  # per source; the newest are kept
+
+
+def ensure_source(db: Db, source_id: str, kind: str) -> Source:
+    """The source's row, created healthy on its first sync."""
+    source = db.get(Source, source_id)
+    if source is None:
+        source = Source(id=source_id, kind=kind, healthy=True, events_dropped=0, item_errors=[])
+        db.add(source)
+        db.flush()
+    return source
+
+
+def get_source(db: Db, source_id: str) -> Source:
+    """A source's row, which must exist (its sync began by ensuring it)."""
+    return db.get_one(Source, source_id)
+
+
+def sources(db: Db) -> dict[str, Source]:
+    """Every stored source by id."""
+    return {s.id: s for s in db.scalars(select(Source))}
+
+
+def clear_needs_reauth(db: Db, source_id: str) -> bool:
+    """The operator acted on refused credentials (signed in again, changed the config):
+    the source is tried again at its next poll. False if it was not waiting for that."""
+    source = db.get(Source, source_id)
+    if source is None or source.needs_reauth_at is None:
+        return False
+    source.needs_reauth_at = None
+    source.next_attempt_at = None
+    return True
+
+
+def record_item_errors(source: Source, errors: Iterable[ItemError]) -> None:
+    """Keep the newest item errors of a source, for ``status``."""
+    merged = list(source.item_errors or []) + [
+        {"item": e.item, "message": e.message} for e in errors
+    ]
+    source.item_errors = merged[-MAX_ITEM_ERRORS:]
+
+
+def event_count(db: Db, source_id: str) -> int:
+    """How many events the source has stored."""
+    return db.scalar(select(func.count()).where(Event.source_id == source_id)) or 0
+
+
+def event_counts(db: Db) -> dict[str, int]:
+    """Stored events per source id."""
+    return dict(db.execute(select(Event.source_id, func.count()).group_by(Event.source_id)).all())
+
+
+def clear_staged(db: Db, source_id: str) -> None:
+    """Forget the ids a resync of the source staged as seen."""
+    db.execute(delete(ResyncSeen).where(ResyncSeen.source_id == source_id))
+
+
+def stage_seen(db: Db, source_id: str, provider_ids: Iterable[str]) -> None:
+    """Remember, for a resync in progress, that these events are still at the provider."""
+    rows = [{"source_id": source_id, "provider_id": p} for p in sorted(set(provider_ids))]
+    if not rows:
+        return
+    dialect_insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for chunk in chunks(rows):
+        db.execute(dialect_insert(ResyncSeen).on_conflict_do_nothing(), list(chunk))
+
+
+def unseen_events(db: Db, source_id: str) -> list[str]:
+    """Provider ids of the source's stored events that the resync did not stage as seen."""
+    staged = select(ResyncSeen.provider_id).where(ResyncSeen.source_id == source_id)
+    return list(
+        db.scalars(
+            select(Event.provider_id).where(
+                Event.source_id == source_id, Event.provider_id.not_in(staged)
+            )
+        )
+    )

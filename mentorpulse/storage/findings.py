@@ -89,7 +89,8 @@ def fire(row: Finding, rule_id: str, severity: str, facts: dict[str, str], now: 
 
 def state_counts(db: Db) -> dict[str, int]:
     """How many findings are in each state (``firing``, ``resolved`` …)."""
-    return dict(db.execute(select(Finding.state, func.count()).group_by(Finding.state)).tuples())
+    query = select(Finding.state, func.count()).group_by(Finding.state)
+    return {state: count for state, count in db.execute(query)}
 
 
 def failing_rules(db: Db) -> list[tuple[str, str, str | None]]:

@@ -15,7 +15,6 @@ transaction, so each item is carried by exactly one digest email.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as Db
 
+from mentorpulse.backoff import OUTBOX_BACKOFF
 from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
 from mentorpulse.storage.locks import begin_write
@@ -33,11 +33,8 @@ from mentorpulse.storage.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 DEFAULT_DOMAIN = "mentorpulse.invalid"
-BACKOFF_BASE = timedelta(minutes=1)
-BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_CHARS = 2000
 BATCH = 200  # rows per INSERT: well under SQLite's bound-parameter limit
-_JITTER = random.Random()  # noqa: S311 - spreads retries apart; not cryptography
 
 
 def sender_domain(sender: str) -> str:
@@ -382,10 +379,8 @@ def counts(db: Db) -> dict[str, int]:
 
 
 def backoff(attempts: int) -> timedelta:
-    """1 min · 2^attempts, capped at 1 h, with up to 10% jitter so workers do not align."""
-    base = min(BACKOFF_BASE * (1 << min(max(attempts, 0), 16)), BACKOFF_CAP)
-    jitter = _JITTER.uniform(0.0, 0.1)
-    return base * (1 + jitter)
+    """The wait after a row's ``attempts``-th failed send (see :mod:`mentorpulse.backoff`)."""
+    return OUTBOX_BACKOFF.delay(attempts)
 
 
 def _get(db: Db, message_id: int) -> OutboxMessage:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as Db
 
+from mentorpulse.backoff import SOURCE_BACKOFF
 from mentorpulse.config.schema import GoogleSource, MicrosoftSource
 from mentorpulse.connectors.base import (
     AttendanceSource,
@@ -58,8 +58,6 @@ log = structlog.get_logger(__name__)
 # is held until confirmed.
 MASS_DELETION_SHARE = 0.5
 MASS_DELETION_MIN = 10
-BACKOFF_FIRST = timedelta(minutes=1)
-BACKOFF_MAX = timedelta(hours=1)
 PROGRESS_LOG_EVERY = 25  # pages, when not on a terminal
 
 # Conference logs: asked for once a meeting has settled, re-asked until a day after it
@@ -96,15 +94,6 @@ class _Held(Exception):
         super().__init__(f"{proposed} of {total}")
         self.proposed = proposed
         self.total = total
-
-
-def backoff(failures: int, retry_after: float | None = None) -> timedelta:
-    """Exponential with full jitter, never sooner than the provider asked."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, failures - 1))
-    wait: timedelta = ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-    if retry_after is not None:
-        wait = max(wait, timedelta(seconds=retry_after))
-    return wait
 
 
 def sync_sources(
@@ -468,7 +457,7 @@ def _failed(
         source.healthy = False
         source.last_error = error.message
         source.failures = (source.failures or 0) + 1
-        source.next_attempt_at = now + backoff(source.failures, retry_after)
+        source.next_attempt_at = SOURCE_BACKOFF.next_attempt(now, source.failures, retry_after)
         result.waiting_until = source.next_attempt_at
     if was_healthy:
         log.error(

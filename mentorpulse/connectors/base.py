@@ -43,9 +43,10 @@ class TransientError(ConnectorError):
         self.retry_after = retry_after
 
 
-class Throttled(TransientError):
-    """The provider asked to slow down (429, 503, 504, a rate-limit reason): worth retrying
-    within this run, after ``retry_after`` when it said so."""
+class TryAgain(TransientError):
+    """Worth trying again within this run, after ``retry_after`` when the provider said
+    so: it asked to slow down (429, 503, 504, a rate-limit reason), or its documentation
+    says a retry now will likely succeed (Google's 5xx, a dropped connection)."""
 
 
 class CursorExpired(ConnectorError):
@@ -222,7 +223,7 @@ def status_error(
     if status == 410 or cursor_gone:
         return CursorExpired(source_id, expired or said)
     if status in THROTTLING or throttled:
-        return Throttled(source_id, said, retry_after=retry_after)
+        return TryAgain(source_id, said, retry_after=retry_after)
     if status == 401 or (status == 403 and not item):
         return AuthError(source_id, refused or said)
     if item and 400 <= status < 500:

@@ -35,7 +35,6 @@ from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors.base import (
-    AuthError,
     TransientError,
     Window,
     cursor_entries,
@@ -43,6 +42,7 @@ from mentorpulse.connectors.base import (
     known_zone,
     retry_after_seconds,
     short_text,
+    status_error,
 )
 from mentorpulse.connectors.http import (
     BoundedClient,
@@ -1131,17 +1131,16 @@ class IcsConnector:
             raise TransientError(self.source_id, str(exc)) from None
 
         status = response.status
-        if status in (401, 403):
-            raise AuthError(
-                self.source_id,
-                f"{scope} refused the credentials (HTTP {status}); check the feed URL",
-            )
-        if status == 304 or 200 <= status < 300:
-            return response
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.now)
-        raise TransientError(
-            self.source_id, f"{scope} answered HTTP {status}", retry_after=retry_after
+        error = status_error(
+            self.source_id,
+            status,
+            f"{scope} answered HTTP {status}",
+            retry_after=retry_after_seconds(response.headers.get("Retry-After"), self.now),
+            refused=f"{scope} refused the credentials (HTTP {status}); check the feed URL",
         )
+        if error is not None:
+            raise error
+        return response
 
 
 class _Unread(Exception):

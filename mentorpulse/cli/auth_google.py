@@ -8,13 +8,16 @@ the google connector reads it from there. Nothing secret is printed or logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
 from mentorpulse.cli.common import ConfigOption, out, user_errors
 from mentorpulse.errors import UserError
+
+if TYPE_CHECKING:
+    from mentorpulse.config.schema import GoogleSource, MentorpulseConfig
 
 log = structlog.get_logger(__name__)
 
@@ -64,15 +67,28 @@ def sign_in(
 ) -> tuple[Path, str]:
     """Run the consent flow for one google source; returns where the token was stored and
     the source's id."""
-    from google_auth_oauthlib.flow import InstalledAppFlow
-
     from mentorpulse.config.loader import config_path, load_config
-    from mentorpulse.config.schema import GoogleSource
-    from mentorpulse.connectors.google import TOKEN_NAME, oauth_client_info, scopes_for
+    from mentorpulse.connectors.google import TOKEN_NAME, oauth_client_info
     from mentorpulse.credentials import TokenStore, require_key
 
     path = config_path(config)
     loaded = load_config(path)
+    chosen = _chosen(loaded, path, source_id)
+    client_file = loaded.resolve(chosen.oauth_client or "")
+    oauth_client_info(client_file)  # a clear error for a wrong file before the browser opens
+    require_key()  # before the browser opens, not after the person consented
+    store = TokenStore(loaded.resolve(chosen.token_store))
+    store.load(TOKEN_NAME.format(source_id=chosen.id))  # the key fits the store
+    refresh = _consent(chosen, client_file, port=port, open_browser=open_browser, browser=browser)
+    store.save(TOKEN_NAME.format(source_id=chosen.id), refresh)
+    log.info("google_signed_in", source=chosen.id, store=str(store.path))
+    return store.path, chosen.id
+
+
+def _chosen(loaded: MentorpulseConfig, path: Path, source_id: str | None) -> GoogleSource:
+    """The google source to sign in for: the one named, or the only one."""
+    from mentorpulse.config.schema import GoogleSource
+
     candidates = [
         s
         for s in loaded.sources
@@ -89,11 +105,16 @@ def sign_in(
             f"source {chosen.id}: uses a service account; only sources with oauth_client "
             "sign in interactively"
         )
-    client_file = loaded.resolve(chosen.oauth_client)
-    oauth_client_info(client_file)  # a clear error for a wrong file before the browser opens
-    require_key()  # before the browser opens, not after the person consented
-    store = TokenStore(loaded.resolve(chosen.token_store))
-    store.load(TOKEN_NAME.format(source_id=chosen.id))  # the key fits the store
+    return chosen
+
+
+def _consent(
+    chosen: GoogleSource, client_file: Path, *, port: int, open_browser: bool, browser: str | None
+) -> str:
+    """The refresh token of a consent given in the browser."""
+    from google_auth_oauthlib.flow import InstalledAppFlow
+
+    from mentorpulse.connectors.google import scopes_for
 
     flow = InstalledAppFlow.from_client_secrets_file(str(client_file), scopes=scopes_for(chosen))
     try:
@@ -115,6 +136,4 @@ def sign_in(
             f"source {chosen.id}: Google returned no refresh token; remove mentorpulse's "
             "access in your Google account's third-party connections and sign in again"
         )
-    store.save(TOKEN_NAME.format(source_id=chosen.id), str(refresh))
-    log.info("google_signed_in", source=chosen.id, store=str(store.path))
-    return store.path, chosen.id
+    return str(refresh)

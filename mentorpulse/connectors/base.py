@@ -8,15 +8,21 @@ last stored page. Everything provider-specific stays inside the provider's modul
 from __future__ import annotations
 
 import hashlib
+import random
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, TypeVar, runtime_checkable
+
+import structlog
+import tenacity
 
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
-from mentorpulse.model import known_zone as known_zone  # noqa: PLC0414 - google.py imports it here
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class ConnectorError(Exception):
@@ -36,12 +42,24 @@ class TransientError(ConnectorError):
         self.retry_after = retry_after
 
 
+class TryAgain(TransientError):
+    """Worth trying again within this run, after ``retry_after`` when the provider said
+    so: it asked to slow down (429, 503, 504, a rate-limit reason), or its documentation
+    says a retry now will likely succeed (Google's 5xx, a dropped connection)."""
+
+
 class CursorExpired(ConnectorError):
     """The provider rejected the cursor: drop it and resync fully, without duplicates."""
 
 
 class AuthError(ConnectorError):
     """Credentials were refused: stop this source and tell the operator."""
+
+
+class BadItem(ConnectorError):
+    """An HTTP refusal that concerns one item among many (one user's calendar), as
+    :func:`status_error` types it: the connector skips that item and reports it as an
+    :class:`~mentorpulse.model.ItemError` in the page, the one way a skipped item is told."""
 
 
 @runtime_checkable
@@ -163,6 +181,116 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+# --------------------------------------------------------------------------------------
+# HTTP answers and retries: what a status means is decided here, for every connector.
+
+THROTTLING = frozenset({429, 503, 504})  # "slow down": retried after Retry-After
+
+
+def status_error(
+    source_id: str,
+    status: int,
+    said: str,
+    *,
+    retry_after: float | None = None,
+    refused: str | None = None,
+    expired: str | None = None,
+    cursor_gone: bool = False,
+    throttled: bool = False,
+    item: bool = False,
+) -> ConnectorError | None:
+    """The typed error an HTTP ``status`` means, or None for a 2xx or 304 answer.
+
+    ``said`` describes the failure; ``refused`` and ``expired`` replace it for refused
+    credentials and an expired cursor, whose next steps differ. The provider's own
+    words, where it has them, arrive as flags: ``cursor_gone`` (Graph's
+    syncStateNotFound, CalDAV's valid-sync-token), ``throttled`` (Google's 403
+    rateLimitExceeded). ``item``: the refusal concerns one item among many (one user's
+    calendar, not the credentials), so a 403, a 404 or another 4xx skips that item
+    (:class:`BadItem`) instead of failing the source.
+    """
+    if 200 <= status < 300 or status == 304:
+        return None
+    if status == 410 or cursor_gone:
+        return CursorExpired(source_id, expired or said)
+    if status in THROTTLING or throttled:
+        return TryAgain(source_id, said, retry_after=retry_after)
+    if status == 401 or (status == 403 and not item):
+        return AuthError(source_id, refused or said)
+    if item and 400 <= status < 500:
+        return BadItem(source_id, said)
+    return TransientError(source_id, said, retry_after=retry_after)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries of one request (or one batch request) while a sync waits.
+
+    Waits double from ``first`` (at most ``cap``), times ``0.5 + jitter()`` so clients
+    do not retry in step, and are never shorter than the provider's Retry-After. At most
+    ``attempts`` tries and ``budget`` seconds of waiting in all; a wait longer than
+    ``longest`` is not waited at all. Giving up raises the last error with the wait it
+    would have needed as ``retry_after``: the scheduler's persisted backoff
+    (:mod:`mentorpulse.backoff`) takes over from there.
+    """
+
+    attempts: int
+    first: float = 1.0
+    cap: float = 60.0
+    longest: float = 60.0
+    budget: float = 300.0
+    retry_on: tuple[type[TransientError], ...] = (TransientError,)
+    jitter: Callable[[], float] = field(default=random.random, compare=False)
+
+    def wait(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number ``retry`` (0 for the first)."""
+        backoff = min(self.cap, self.first * 2**retry * (0.5 + self.jitter()))
+        return float(max(backoff, retry_after or 0.0))
+
+    def run(self, attempt: Callable[[], T], *, sleep: Callable[[float], None], event: str) -> T:
+        """``attempt()`` until it returns or raises something not in ``retry_on``; each
+        retry is logged as ``event``."""
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome else None
+            after = failure.retry_after if isinstance(failure, TransientError) else None
+            return self.wait(state.attempt_number - 1, after)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return (
+                state.attempt_number >= self.attempts
+                or state.upcoming_sleep > self.longest
+                or state.idle_for + state.upcoming_sleep > self.budget
+            )
+
+        def logged(state: tenacity.RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            log.info(event, seconds=round(state.upcoming_sleep, 2), error=str(failure))
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(self.retry_on),
+            wait=wait,
+            stop=stop,
+            sleep=sleep,
+            before_sleep=logged,
+            retry_error_callback=_gave_up,
+        )
+        return retrying(attempt)
+
+
+def _gave_up(state: tenacity.RetryCallState) -> NoReturn:
+    """The last error of a retried call, with how long the provider wants us away."""
+    assert state.outcome is not None
+    failure = state.outcome.exception()
+    if isinstance(failure, TransientError):
+        raise TransientError(
+            failure.source_id,
+            failure.message,
+            retry_after=max(state.upcoming_sleep, failure.retry_after or 0.0),
+        ) from None
+    raise failure if failure else AssertionError("gave up without an error")
 
 
 # --------------------------------------------------------------------------------------

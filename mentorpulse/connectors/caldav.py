@@ -38,13 +38,13 @@ from lxml import etree
 
 from mentorpulse.config.schema import CaldavCalendar, CaldavSource
 from mentorpulse.connectors.base import (
-    AuthError,
     ConnectorError,
     CursorExpired,
     TransientError,
     Window,
     cursor_entries,
     describe,
+    status_error,
 )
 from mentorpulse.connectors.http import (
     BoundedClient,
@@ -239,19 +239,18 @@ class CaldavConnector:
                     f"{self.server} asked us to slow down (HTTP {status}) while {doing}",
                     retry_after=exc.retry_after_seconds,
                 ) from None
-            if isinstance(exc, dav_error.AuthorizationError) or status in (401, 403):
-                raise AuthError(
-                    self.source_id,
-                    f"{self.server} refused user {self.source.username!r} (HTTP {status}) "
-                    f"while {doing}; check the username, the password or app password, "
-                    "and that the account may read the calendar",
-                ) from None
-            if isinstance(exc, dav_error.NotFoundError) or status == 404:
-                raise TransientError(
-                    self.source_id, f"not found on {self.server} while {doing}"
-                ) from None
+            if status is None and isinstance(exc, dav_error.AuthorizationError):
+                status = 401
             what = f"HTTP {status}" if status else type(exc).__name__
-            raise TransientError(
+            error = status_error(
+                self.source_id,
+                status or 500,  # the library could not tell: a failed server
+                f"{self.server} failed ({what}) while {doing}",
+                refused=f"{self.server} refused user {self.source.username!r} (HTTP {status}) "
+                f"while {doing}; check the username, the password or app password, "
+                "and that the account may read the calendar",
+            )
+            raise error or TransientError(
                 self.source_id, f"{self.server} failed ({what}) while {doing}"
             ) from None
         if isinstance(exc, http.exceptions.Timeout):

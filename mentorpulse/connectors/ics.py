@@ -35,13 +35,13 @@ from dateutil.rrule import rrule, rrulestr
 from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors import zones
 from mentorpulse.connectors.base import (
-    AuthError,
     TransientError,
     Window,
     cursor_entries,
     describe,
     retry_after_seconds,
     short_text,
+    status_error,
 )
 from mentorpulse.connectors.http import (
     BoundedClient,
@@ -1197,17 +1197,16 @@ class IcsConnector:
             raise TransientError(self.source_id, str(exc)) from None
 
         status = response.status
-        if status in (401, 403):
-            raise AuthError(
-                self.source_id,
-                f"{scope} refused the credentials (HTTP {status}); check the feed URL",
-            )
-        if status == 304 or 200 <= status < 300:
-            return response
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.now)
-        raise TransientError(
-            self.source_id, f"{scope} answered HTTP {status}", retry_after=retry_after
+        error = status_error(
+            self.source_id,
+            status,
+            f"{scope} answered HTTP {status}",
+            retry_after=retry_after_seconds(response.headers.get("Retry-After"), self.now),
+            refused=f"{scope} refused the credentials (HTTP {status}); check the feed URL",
         )
+        if error is not None:
+            raise error
+        return response
 
 
 class _Unread(Exception):

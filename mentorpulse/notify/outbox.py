@@ -15,7 +15,6 @@ transaction, so each item is carried by exactly one digest email.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session as Db
 
+from mentorpulse.backoff import OUTBOX_BACKOFF
 from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
 from mentorpulse.storage import outbox as stored
@@ -31,10 +31,7 @@ from mentorpulse.storage.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 DEFAULT_DOMAIN = "mentorpulse.invalid"
-BACKOFF_BASE = timedelta(minutes=1)
-BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_CHARS = 2000
-_JITTER = random.Random()  # noqa: S311 - spreads retries apart; not cryptography
 
 
 def sender_domain(sender: str) -> str:
@@ -255,7 +252,5 @@ def told(db: Db, finding_keys: Iterable[str]) -> dict[str, list[tuple[str, bool]
 
 
 def backoff(attempts: int) -> timedelta:
-    """1 min · 2^attempts, capped at 1 h, with up to 10% jitter so workers do not align."""
-    base = min(BACKOFF_BASE * (1 << min(max(attempts, 0), 16)), BACKOFF_CAP)
-    jitter = _JITTER.uniform(0.0, 0.1)
-    return base * (1 + jitter)
+    """The wait after a row's ``attempts``-th failed send (see :mod:`mentorpulse.backoff`)."""
+    return OUTBOX_BACKOFF.delay(attempts)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session as Db
 
+from mentorpulse.backoff import SOURCE_BACKOFF
 from mentorpulse.config.schema import GoogleSource, MicrosoftSource
 from mentorpulse.connectors.base import (
     AttendanceSource,
@@ -57,8 +57,6 @@ log = structlog.get_logger(__name__)
 # is held until confirmed.
 MASS_DELETION_SHARE = 0.5
 MASS_DELETION_MIN = 10
-BACKOFF_FIRST = timedelta(minutes=1)
-BACKOFF_MAX = timedelta(hours=1)
 PROGRESS_LOG_EVERY = 25  # pages, when not on a terminal
 
 # Conference logs: asked for once a meeting has settled, re-asked until a day after it
@@ -95,15 +93,6 @@ class _Held(Exception):
         super().__init__(f"{proposed} of {total}")
         self.proposed = proposed
         self.total = total
-
-
-def backoff(failures: int, retry_after: float | None = None) -> timedelta:
-    """Exponential with full jitter, never sooner than the provider asked."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, failures - 1))
-    wait: timedelta = ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-    if retry_after is not None:
-        wait = max(wait, timedelta(seconds=retry_after))
-    return wait
 
 
 def sync_sources(
@@ -472,7 +461,7 @@ def _failed(
         source.healthy = False
         source.last_error = error.message
         source.failures = (source.failures or 0) + 1
-        source.next_attempt_at = now + backoff(source.failures, retry_after)
+        source.next_attempt_at = SOURCE_BACKOFF.next_attempt(now, source.failures, retry_after)
         result.waiting_until = source.next_attempt_at
     if was_healthy:
         log.error(

@@ -90,7 +90,8 @@ def fire(row: Finding, rule_id: str, severity: str, facts: dict[str, str], now: 
 def state_counts(db: Db) -> dict[str, int]:
     """How many findings are in each state (``firing``, ``resolved`` …)."""
     query = select(Finding.state, func.count()).group_by(Finding.state)
-    return {state: count for state, count in db.execute(query)}
+    counts: dict[str, int] = dict(db.execute(query).all())
+    return counts
 
 
 def failing_rules(db: Db) -> list[tuple[str, str, str | None]]:

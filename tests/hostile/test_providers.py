@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 
 from mentorpulse import stages
 from mentorpulse.connectors import base, ics
-from mentorpulse.connectors.base import known_zone, short_text, stable_id
-from mentorpulse.model import EventRecord
+from mentorpulse.connectors.base import short_text, stable_id
+from mentorpulse.model import EventRecord, known_zone
 from mentorpulse.storage.models import Event, MentoringSession, Source
 from tests.fakes import google_api
 from tests.fakes.google_api import GoogleFake, RunningFake, instance_id, rfc3339

@@ -210,7 +210,7 @@ def test_each_kind_of_change_arrives_incrementally(google: RunningFake, key_file
 def test_paging_resumes_mid_calendar_after_a_crash(
     google: RunningFake, key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mentorpulse.connectors.google as module
+    import mentorpulse.connectors.google.sync as module
 
     fake = google.fake
     fake.add_user(MENTOR)
@@ -561,7 +561,7 @@ def test_meet_attendance_evidence(
     sync(connector, store)
     assert isinstance(connector, AttendanceSource)
 
-    import mentorpulse.connectors.google as module
+    import mentorpulse.connectors.google.meet as module
 
     monkeypatch.setattr(module, "MEET_PAGE_SIZE", 1)  # every list takes several pages
     evidence = connector.attendance_evidence(store.records[f"{MENTEE}/kickoff"])

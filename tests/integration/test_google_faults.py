@@ -172,7 +172,7 @@ class GoogleSync(RuleBasedStateMachine):
 
     @rule(page_size=st.sampled_from([2, 7, 2500]))
     def poll(self, page_size: int) -> None:
-        import mentorpulse.connectors.google as module
+        import mentorpulse.connectors.google.sync as module
 
         module.PAGE_SIZE, original = page_size, module.PAGE_SIZE
         try:

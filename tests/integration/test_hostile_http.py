@@ -409,7 +409,7 @@ def test_graph_and_google_clients_have_a_total_deadline_and_a_size_cap(
 ) -> None:
     import httpx
 
-    from mentorpulse.connectors.google import _BoundedHttp
+    from mentorpulse.connectors.google.http import BoundedHttp as _BoundedHttp
     from mentorpulse.connectors.http import BoundedTransport
 
     def graph(path: str) -> None:

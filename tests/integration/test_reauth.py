@@ -271,7 +271,7 @@ def google() -> Iterator[RunningFake]:
 def test_a_revoked_google_sign_in_waits_for_auth_google(
     google: RunningFake, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mentorpulse.connectors import google as google_module
+    from mentorpulse.connectors.google import auth as google_module
     from mentorpulse.credentials import generate_key
 
     # Tokens cached by the process for another test's fake (another port) stay out.

@@ -8,9 +8,9 @@ source's account by delegation; Xandikos has one principal, holding both.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import httpx
@@ -86,8 +86,11 @@ class LiveCaldav(LiveSource):
     """The mentor's and the mentee's calendar on one server; each calendar's cursor comes
     with its last page, so a listing of the two has a page with a cursor mid-way."""
 
-    def __init__(self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch, method: str = "auto"
+    ) -> None:
         self.server = server
+        self.method = method
         self.calendars = [
             (new_calendar(server, user=person if server.people else None), person)
             for person in (MENTOR, MENTEE)
@@ -108,6 +111,7 @@ class LiveCaldav(LiveSource):
             "url": self.server.url,
             "username": self.server.username,
             "password": f"${{{self.password_variable}}}",
+            "sync": self.method,
             "calendars": [
                 {"url": str(calendar.url), "owner": owner} for calendar, owner in self.calendars
             ],
@@ -182,3 +186,26 @@ class TestCaldav(ConnectorContract):
     @pytest.fixture
     def live(self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch) -> LiveCaldav:
         return LiveCaldav(server, monkeypatch)
+
+
+class LiveCaldavEtags(LiveCaldav):
+    """The same calendars compared by CTag and ETags, as on a server without RFC 6578."""
+
+    not_applicable: ClassVar[Mapping[str, str]] = {
+        "cursor_expiry": "CTags and ETags are no server-side sync state that could expire",
+        "cursor_expiry_resync_interrupted": "no sync state to expire (CTags and ETags)",
+    }
+
+
+@pytest.fixture(scope="module")
+def xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.CaldavServer]:
+    with servers.xandikos(tmp_path_factory.mktemp("xandikos-etags")) as running:
+        yield running
+
+
+class TestCaldavEtags(ConnectorContract):
+    @pytest.fixture
+    def live(
+        self, xandikos: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch
+    ) -> LiveCaldavEtags:
+        return LiveCaldavEtags(xandikos, monkeypatch, method="etag")

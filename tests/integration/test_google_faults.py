@@ -1,8 +1,10 @@
-"""Whatever the calendars do and however the API fails, sync converges to the fake's state."""
+"""Whatever the calendars do and however the API fails, what the sync stage stores
+converges to the fake's state."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,15 +14,18 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, rule
+from sqlalchemy import select
 
-from mentorpulse.config.schema import GoogleSource
-from mentorpulse.connectors.base import CursorExpired, TransientError
+from mentorpulse import stages
+from mentorpulse.connectors.base import Window
 from mentorpulse.connectors.google import GoogleConnector
-from mentorpulse.model import EventRecord, SyncPage
+from mentorpulse.stages import sync as sync_stage
+from mentorpulse.storage.models import Event, Source
 from tests.fakes.google_api import Fault, GoogleFake, RunningFake, serve
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 USERS = ["ann@example.org", "bo@example.org", "cy@example.org"]
+WINDOW = {"window_past": "180d", "window_future": "120d"}
 FAULTS = [
     Fault(403, "rateLimitExceeded"),
     Fault(403, "userRateLimitExceeded"),
@@ -56,8 +61,7 @@ class GoogleSync(RuleBasedStateMachine):
         self.fake = self.running.fake
         for user in USERS:
             self.fake.add_user(user)
-        self.records: dict[str, EventRecord] = {}
-        self.cursor: dict[str, Any] | None = None
+        self.ctx: stages.Context | None = None
         self.counter = 0
         self.clean = False  # the last poll ran to the end
 
@@ -78,7 +82,7 @@ class GoogleSync(RuleBasedStateMachine):
             event_id=f"m{self.counter}",
             start=start,
             organizer=organizer,
-            attendees=dict.fromkeys(owners, "needsAction"),
+            attendees=dict.fromkeys({*owners, _partner(organizer)}, "needsAction"),
         )
         self._then(then)
 
@@ -93,7 +97,7 @@ class GoogleSync(RuleBasedStateMachine):
             first=NOW + timedelta(days=day),
             count=count,
             organizer=owner,
-            attendees={owner: "accepted"},
+            attendees={owner: "accepted", _partner(owner): "accepted"},
         )
         self._then(then)
 
@@ -143,79 +147,98 @@ class GoogleSync(RuleBasedStateMachine):
         self.fake.faults = [f for f in self.fake.faults if f.times > 0] + [copy]
         self._then(then)
 
-    # -- polls ---------------------------------------------------------------------------
+    # -- polls: the real sync stage and store --------------------------------------------
 
     def _then(self, page_size: int | None) -> None:
         if page_size is not None:
             self.poll(page_size)
 
-    def _connector(self) -> GoogleConnector:
-        source = GoogleSource.model_validate(
-            {
-                "id": "gw",
-                "kind": "google",
-                "users": USERS,
-                "service_account_key": str(self.key_file),
-                "api_root": self.running.url,
-                "batch_size": 2,
-            }
-        )
-        return GoogleConnector(
-            source, base_dir=self.key_file.parent, now=NOW, sleep=lambda _s: None
-        )
+    def _source(self) -> dict[str, Any]:
+        return {
+            "id": "gw",
+            "kind": "google",
+            "users": USERS,
+            "service_account_key": str(self.key_file),
+            "api_root": self.running.url,
+            "batch_size": 2,
+            **WINDOW,
+        }
 
-    def _apply(self, page: SyncPage, into: dict[str, EventRecord]) -> None:
-        for key in page.deleted:
-            into.pop(key, None)
-        for record in page.records:
-            into[record.provider_id] = record
+    def _context(self) -> stages.Context:
+        if self.ctx is None:
+            folder = Path(tempfile.mkdtemp(dir=self.key_file.parent))
+            pairs = [(a, b) for n, a in enumerate(USERS) for b in USERS[n + 1 :]]
+            (folder / "roster.csv").write_text(
+                "program,mentor_email,mentee_email,started_on\n"
+                + "".join(f"eng,{mentor},{mentee},2026-01-05\n" for mentor, mentee in pairs)
+            )
+            config = {
+                "database": f"sqlite:///{folder / 'mentorpulse.db'}",
+                "sources": [self._source()],
+                "roster": {"path": "roster.csv"},
+                "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+            }
+            (folder / "mentorpulse.yaml").write_text(json.dumps(config))
+            self.ctx = stages.Context.open(folder / "mentorpulse.yaml", clock=lambda: NOW)
+        return self.ctx
 
     @rule(page_size=st.sampled_from([2, 7, 2500]))
     def poll(self, page_size: int) -> None:
+        """``sync --once``: an expired token, a resync and what fails are the stage's."""
         import mentorpulse.connectors.google.sync as module
 
         module.PAGE_SIZE, original = page_size, module.PAGE_SIZE
         try:
-            try:
-                for _pass in range(2):
-                    resumed = _mid_listing(self.cursor)
-                    for page in self._connector().sync(self.cursor):
-                        self._apply(page, self.records)
-                        self.cursor = json.loads(json.dumps(page.cursor))
-                    # A listing resumed from a page token finishes the snapshot it began
-                    # in (as Google's does); changes made since come with the next poll.
-                    if not resumed:
-                        break
-                self.clean = True
-            except CursorExpired:
-                # What the sync stage does: resync from scratch into a staging area,
-                # then reconcile (here: replace) once it completed.
-                staged: dict[str, EventRecord] = {}
-                cursor = None
-                for page in self._connector().sync(None):
-                    self._apply(page, staged)
-                    cursor = json.loads(json.dumps(page.cursor))
-                self.records, self.cursor, self.clean = staged, cursor, True
-            self.converged()
-        except (TransientError, CursorExpired):
-            self.clean = False  # retried at the next poll; nothing half-applied is checked
+            ctx = self._context()
+            for _pass in range(2):
+                resumed = _mid_listing(self._cursor())
+                (result,) = stages.sync_sources(ctx)
+                # A listing resumed from a page token finishes the snapshot it began in
+                # (as Google's does); changes made since come with the next poll.
+                if not result.ok or not resumed:
+                    break
+            self.clean = result.ok  # a failure is retried at the next poll
+            if self.clean:
+                self.converged()
         finally:
             module.PAGE_SIZE = original
 
+    def _cursor(self) -> dict[str, Any] | None:
+        with self._context().db() as db:
+            source = db.get(Source, "gw")
+            return None if source is None else source.cursor
+
     def converged(self) -> None:
         """After a poll that ran to the end, with no change since: exactly the fake."""
-        window = self._connector().window
+        window = Window.around(NOW, timedelta(days=180), timedelta(days=120))
         expected: dict[str, datetime] = {}
         for owner in USERS:
             for event in self.fake.live_events(owner).values():
                 start = datetime.fromisoformat(event["start"]["dateTime"].replace("Z", "+00:00"))
                 end = datetime.fromisoformat(event["end"]["dateTime"].replace("Z", "+00:00"))
-                if start < window.end and end > window.start:
+                if start < window.end and end > window.start and _of_a_pair(event):
                     expected[f"{owner}/{event['id']}"] = start
-        assert {k: r.start for k, r in self.records.items()} == expected
+        with self._context().db() as db:
+            stored = {e.provider_id: e.start.replace(tzinfo=UTC) for e in db.scalars(select(Event))}
+        assert stored == expected
 
     def teardown(self) -> None:
         self.fake.faults = []
+        if self.ctx is not None:
+            self.ctx.engine.dispose()
+
+
+def _partner(user: str) -> str:
+    """Another of USERS: every two of them are a pair of the roster."""
+    return USERS[(USERS.index(user) + 1) % len(USERS)]
+
+
+def _of_a_pair(event: dict[str, Any]) -> bool:
+    """Whether the event involves two of USERS, so the store keeps it (the rest is
+    dropped at ingest: a respond rule may leave an event to its owner alone)."""
+    people = {a.get("email") for a in event.get("attendees") or []}
+    people.add((event.get("organizer") or {}).get("email"))
+    return len(people & set(USERS)) >= 2
 
 
 def _mid_listing(cursor: dict[str, Any] | None) -> bool:
@@ -224,7 +247,19 @@ def _mid_listing(cursor: dict[str, Any] | None) -> bool:
     return any("page_token" in state for state in calendars.values())
 
 
-def test_faults_converge_to_the_fakes_state(running: RunningFake, tmp_path: Path) -> None:
+@pytest.fixture
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage's connectors retry without sleeping (the faults are many, the waits real)."""
+
+    def build(source: Any, **kwargs: Any) -> GoogleConnector:
+        return GoogleConnector(source, sleep=lambda _s: None, **kwargs)
+
+    monkeypatch.setattr(sync_stage, "build_connector", build)
+
+
+def test_faults_converge_to_the_fakes_state(
+    running: RunningFake, tmp_path: Path, no_waiting: None
+) -> None:
     key_file = tmp_path / "sa.json"
     key_file.write_text(json.dumps(running.service_account))
     GoogleSync.running = running

@@ -1,0 +1,211 @@
+"""The connector contract for CalDAV, on two real servers: Radicale and Xandikos.
+
+Calendars are written over CalDAV itself (PUT of raw iCalendar, one object per meeting),
+the mentor's and the mentee's: on Radicale each in its owner's own home, read by the
+source's account by delegation; Xandikos has one principal, holding both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import unquote
+
+import httpx
+import pytest
+from caldav.collection import Calendar
+from caldav.davclient import DAVClient
+from sqlalchemy.orm import Session as Db
+
+from mentorpulse.connectors.caldav import CaldavConnector
+from mentorpulse.model import Response
+from mentorpulse.storage.models import Source
+from tests.connectors.contract import (
+    ACCEPTED,
+    MENTEE,
+    MENTOR,
+    SOURCE,
+    ConnectorContract,
+    Harness,
+    LiveSource,
+)
+from tests.connectors.ical import Meetings
+from tests.servers import caldav as servers
+
+PASSWORD_VARIABLE = "MP_CONTRACT_CALDAV_PASSWORD"
+WRONG_PASSWORD_VARIABLE = "MP_CONTRACT_CALDAV_WRONG_PASSWORD"
+
+
+def new_calendar(server: servers.CaldavServer, user: str | None = None) -> Calendar:
+    """A new calendar in the home of ``user`` (default: the account the sources use)."""
+    slug = f"cal-{uuid.uuid4().hex[:8]}"
+    client = DAVClient(
+        url=server.url,
+        username=user or server.username,
+        password=server.password,
+        timeout=30,
+        auth_type="basic",
+    )
+    calendar = client.principal().make_calendar(name=slug, cal_id=slug)
+    assert calendar.url is not None
+    return calendar
+
+
+def owner_login(calendar: Calendar) -> tuple[str, str]:
+    """The account whose home holds ``calendar``: only it may write there."""
+    assert calendar.url is not None
+    home = unquote(calendar.url.path).strip("/").split("/")[0]
+    return (home if home in servers.PEOPLE else servers.USER, servers.PASSWORD)
+
+
+def object_url(calendar: Calendar, name: str) -> str:
+    assert calendar.url is not None
+    return str(calendar.url.join(name))
+
+
+def put(calendar: Calendar, name: str, body: str | bytes) -> int:
+    """PUT raw iCalendar as ``name``; returns the HTTP status (the server may refuse)."""
+    data = body if isinstance(body, bytes) else body.replace("\n", "\r\n").encode()
+    response = httpx.put(
+        object_url(calendar, name),
+        content=data,
+        headers={"Content-Type": "text/calendar; charset=utf-8"},
+        auth=owner_login(calendar),
+    )
+    return response.status_code
+
+
+def remove(calendar: Calendar, name: str) -> None:
+    response = httpx.delete(object_url(calendar, name), auth=owner_login(calendar))
+    assert response.status_code < 300
+
+
+class LiveCaldav(LiveSource):
+    """The mentor's and the mentee's calendar on one server; each calendar's cursor comes
+    with its last page, so a listing of the two has a page with a cursor mid-way."""
+
+    def __init__(
+        self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch, method: str = "auto"
+    ) -> None:
+        self.server = server
+        self.method = method
+        self.calendars = [
+            (new_calendar(server, user=person if server.people else None), person)
+            for person in (MENTOR, MENTEE)
+        ]
+        self.meetings = Meetings()
+        self.password_variable = PASSWORD_VARIABLE
+        monkeypatch.setenv(PASSWORD_VARIABLE, server.password)
+        monkeypatch.setenv(WRONG_PASSWORD_VARIABLE, "not-the-password-4711")
+
+    @property
+    def connector_class(self) -> type:
+        return CaldavConnector
+
+    def source(self) -> dict[str, Any]:
+        return {
+            "id": SOURCE,
+            "kind": "caldav",
+            "url": self.server.url,
+            "username": self.server.username,
+            "password": f"${{{self.password_variable}}}",
+            "sync": self.method,
+            "calendars": [
+                {"url": str(calendar.url), "owner": owner} for calendar, owner in self.calendars
+            ],
+        }
+
+    def _write(self, name: str) -> None:
+        for calendar, _owner in self.calendars:
+            status = put(calendar, f"{name}.ics", self.meetings.object(name))
+            assert status < 300, f"{self.server.kind} refused {name}.ics: HTTP {status}"
+
+    def add_meeting(self, name: str, start: datetime, response: Response = ACCEPTED) -> None:
+        self.meetings.add(name, [start], response)
+        self._write(name)
+
+    def add_series(self, name: str, starts: list[datetime]) -> None:
+        self.meetings.add(name, starts, ACCEPTED)
+        self._write(name)
+
+    def respond(self, name: str, response: Response) -> None:
+        self.meetings.respond(name, response)
+        self._write(name)
+
+    def move_occurrence(self, name: str, original: datetime, start: datetime) -> None:
+        self.meetings.move(name, original, start)
+        self._write(name)
+
+    def cancel_occurrence(self, name: str, original: datetime) -> None:
+        self.meetings.cancel(name, original)
+        self._write(name)
+
+    def delete(self, name: str) -> None:
+        self.meetings.delete(name)
+        for calendar, _owner in self.calendars:
+            remove(calendar, f"{name}.ics")
+
+    def add_bad_item(self, name: str, start: datetime) -> None:
+        self.meetings.add_bad(name, start)
+        self._write(name)
+
+    def expire_cursor(self, harness: Harness) -> None:
+        """The server forgets our sync tokens (restored from a backup, say)."""
+        with Db(harness.engine) as db, db.begin():
+            source = db.get_one(Source, SOURCE)
+            cursor: Any = source.cursor
+            entries = cursor["calendars"]
+            assert all("sync_token" in entry for entry in entries.values()), entries
+            source.cursor = {
+                **cursor,
+                "calendars": {
+                    key: {**entry, "sync_token": f"urn:forgotten-{n}"}
+                    for n, (key, entry) in enumerate(entries.items())
+                },
+            }
+
+    def break_auth(self) -> None:
+        self.password_variable = WRONG_PASSWORD_VARIABLE  # the operator mistyped it
+
+    def mend_auth(self) -> None:
+        self.password_variable = PASSWORD_VARIABLE
+
+
+@pytest.fixture(scope="module", params=servers.SERVERS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.CaldavServer]:
+    kind = str(request.param)
+    with servers.start(kind, tmp_path_factory.mktemp(kind)) as running:
+        yield running
+
+
+class TestCaldav(ConnectorContract):
+    @pytest.fixture
+    def live(self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch) -> LiveCaldav:
+        return LiveCaldav(server, monkeypatch)
+
+
+class LiveCaldavEtags(LiveCaldav):
+    """The same calendars compared by CTag and ETags, as on a server without RFC 6578."""
+
+    not_applicable: ClassVar[Mapping[str, str]] = {
+        "cursor_expiry": "CTags and ETags are no server-side sync state that could expire",
+        "cursor_expiry_resync_interrupted": "no sync state to expire (CTags and ETags)",
+    }
+
+
+@pytest.fixture(scope="module")
+def xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.CaldavServer]:
+    with servers.xandikos(tmp_path_factory.mktemp("xandikos-etags")) as running:
+        yield running
+
+
+class TestCaldavEtags(ConnectorContract):
+    @pytest.fixture
+    def live(
+        self, xandikos: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch
+    ) -> LiveCaldavEtags:
+        return LiveCaldavEtags(xandikos, monkeypatch, method="etag")

@@ -138,6 +138,7 @@ def sync(
 ) -> None:
     """Pull the calendars into the database (without --once: keep polling until stopped)."""
     from mentorpulse import stages
+    from mentorpulse.cli.progress import sync_progress
     from mentorpulse.service import runner
 
     with user_errors():
@@ -155,7 +156,8 @@ def sync(
         if not once:
             runner.run_daemon(ctx, only={"sync"})
             return
-        results = stages.sync_sources(ctx, source)
+        with sync_progress() as progress:
+            results = stages.sync_sources(ctx, source, progress=progress)
         table = Table("source", "ok", "pages", "stored", "deleted", "dropped", "item errors")
         for r in results:
             note = " (full resync)" if r.resynced else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mentorpulse import stages
+from mentorpulse.cli.progress import sync_progress
 from mentorpulse.errors import UserError
 from mentorpulse.reports.export import write_report
 from mentorpulse.sample import write_demo
@@ -64,7 +65,8 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     ctx = stages.Context.open(workdir / "mentorpulse.yaml")
     _record(workdir, [Path(DATABASE)])
     try:
-        synced = stages.sync_sources(ctx)
+        with sync_progress() as progress:
+            synced = stages.sync_sources(ctx, progress=progress)
         sessions = stages.rebuild_sessions(ctx)
         stages.evaluate_rules(ctx)
         sent = stages.send_notifications(ctx)

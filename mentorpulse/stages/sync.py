@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, SecretStr
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.backoff import SOURCE_BACKOFF
@@ -96,83 +92,73 @@ class _Held(Exception):
 
 
 def sync_sources(
-    ctx: Context, only: Sequence[str] | None = None, *, respect_backoff: bool = False
+    ctx: Context,
+    only: Sequence[str] | None = None,
+    *,
+    respect_backoff: bool = False,
+    progress: SyncProgress | None = None,
 ) -> list[SourceResult]:
     """Pull every configured source; each page is stored with its cursor in one commit.
 
     ``respect_backoff`` (the daemon) skips a source until its next attempt is due; an
     operator running ``sync --once`` tries at once. A source whose credentials were refused
     is skipped by both, except when named (``sync --once --source ID``): retrying by hand.
+    ``progress`` hears of every stored page (by default, a log line every few pages).
     """
     retry_reauth = bool(only) and not respect_backoff
     results = []
     matcher = ctx.matcher()
     fingerprint_now = roster.roster_fingerprint(ctx.roster)
-    with _progress() as progress:
-        for source_config in ctx.config.sources:
-            if only and source_config.id not in only:
-                continue
-            # One process at a time per source: a second waits, then reads only what changed.
-            with one_at_a_time(ctx.engine, f"sync:{source_config.id}"):
-                results.append(
-                    _sync_one(
-                        ctx,
-                        source_config.id,
-                        source_config.kind,
-                        matcher=matcher,
-                        roster_fp=fingerprint_now,
-                        progress=progress,
-                        respect_backoff=respect_backoff,
-                        retry_reauth=retry_reauth,
-                    )
+    progress = progress or LoggedProgress()
+    for source_config in ctx.config.sources:
+        if only and source_config.id not in only:
+            continue
+        # One process at a time per source: a second waits, then reads only what changed.
+        with one_at_a_time(ctx.engine, f"sync:{source_config.id}"):
+            results.append(
+                _sync_one(
+                    ctx,
+                    source_config.id,
+                    source_config.kind,
+                    matcher=matcher,
+                    roster_fp=fingerprint_now,
+                    progress=progress,
+                    respect_backoff=respect_backoff,
+                    retry_reauth=retry_reauth,
                 )
+            )
     return results
 
 
-class _Reporter:
-    """Progress of long syncs: a bar on a terminal, a log line every few pages otherwise."""
+class SyncProgress(Protocol):
+    """What a long sync tells whoever watches it: the CLI draws a bar (cli/progress.py),
+    everything else logs (:class:`LoggedProgress`). Stages never draw."""
 
-    def __init__(self, bar: Progress | None) -> None:
-        self.bar = bar
-        self.task: TaskID | None = None
+    def start(self, source_id: str) -> None: ...
+
+    def page(self, source_id: str, records: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class LoggedProgress:
+    """Progress for the daemon and a non-terminal: a log line every few pages."""
+
+    def __init__(self) -> None:
         self.pages = 0
         self.records = 0
 
     def start(self, source_id: str) -> None:
         self.pages = self.records = 0
-        if self.bar is not None:
-            self.task = self.bar.add_task(source_id, total=None)
 
     def page(self, source_id: str, records: int) -> None:
         self.pages += 1
         self.records += records
-        if self.bar is not None and self.task is not None:
-            self.bar.update(
-                self.task, advance=records, description=f"{source_id}: {self.records} events"
-            )
-        elif self.pages % PROGRESS_LOG_EVERY == 0:
+        if self.pages % PROGRESS_LOG_EVERY == 0:
             log.info("sync_progress", source=source_id, pages=self.pages, events=self.records)
 
     def stop(self) -> None:
-        if self.bar is not None and self.task is not None:
-            self.bar.remove_task(self.task)
-            self.task = None
-
-
-@contextmanager
-def _progress() -> Iterator[_Reporter]:
-    if not sys.stderr.isatty():
-        yield _Reporter(None)
-        return
-    bar = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", markup=False),  # source ids are data
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    with bar:
-        yield _Reporter(bar)
+        """Nothing to take down: the log lines stand."""
 
 
 def _sync_one(
@@ -182,7 +168,7 @@ def _sync_one(
     *,
     matcher: Matcher,
     roster_fp: str,
-    progress: _Reporter,
+    progress: SyncProgress,
     respect_backoff: bool,
     retry_reauth: bool = False,
 ) -> SourceResult:
@@ -232,7 +218,7 @@ def _read(
     *,
     matcher: Matcher,
     result: SourceResult,
-    progress: _Reporter,
+    progress: SyncProgress,
     now: datetime,
 ) -> None:
     """Pull from the cursor (from scratch if it expired), then reconcile and mark healthy."""
@@ -335,7 +321,7 @@ def _pull(
     *,
     matcher: Matcher,
     result: SourceResult,
-    progress: _Reporter,
+    progress: SyncProgress,
 ) -> None:
     ids = None
     with ctx.db() as db:

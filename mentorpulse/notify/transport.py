@@ -23,6 +23,7 @@ from typing import Protocol
 
 import structlog
 
+from mentorpulse.backoff import Backoff
 from mentorpulse.config.schema import NotifyConfig, resolve_path
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 
@@ -107,7 +108,13 @@ class SmtpTransport:
         self.config = config
         self.ca_file = ca_file
         self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        # The one doubling formula of the house; the pauses only spread upwards (+25%).
+        self._backoff = Backoff(
+            first=config.backoff,
+            cap=config.backoff * 2**16,
+            spread=(1.0, 1.25),
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
+        )
         self._client: smtplib.SMTP | None = None
 
     def _context(self) -> ssl.SSLContext:
@@ -153,8 +160,7 @@ class SmtpTransport:
             if result.ok or not result.retryable:
                 return result
             if attempt + 1 < attempts:
-                delay = self.config.backoff.total_seconds() * (2**attempt)
-                self._sleep(delay * (1 + self._rng.uniform(0.0, 0.25)))
+                self._sleep(self._backoff.delay(attempt + 1).total_seconds())
         return result
 
     def _send_once(self, message: EmailMessage) -> SendResult:

@@ -217,13 +217,6 @@ def view_zone(tz: str | None, config: MentorpulseConfig) -> ZoneInfo:
     return ZoneInfo(tz or config.timezone)
 
 
-def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
-    """``moment`` as a reader of the view sees it (``—`` when there is none)."""
-    if moment is None:
-        return "—"
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M %Z}"
-
-
 def print_json(document: Mapping[str, Any], *, zone: ZoneInfo | None = None) -> None:
     """One JSON document on standard output (a script reads it with one json.load).
 

@@ -15,13 +15,13 @@ from mentorpulse.cli.common import (
     TzOption,
     duration_option,
     err,
-    local_time,
     out,
     print_json,
     user_errors,
     view_zone,
     with_context,
 )
+from mentorpulse.text import local_time
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from zoneinfo import ZoneInfo

@@ -21,13 +21,13 @@ from mentorpulse.cli.common import (
     day_option,
     duration_option,
     heading,
-    local_time,
     out,
     print_json,
     user_errors,
     view_zone,
     with_context,
 )
+from mentorpulse.text import local_time
 
 rules_app = typer.Typer(help="Try rules against stored history.", no_args_is_help=True)
 silence_app = typer.Typer(

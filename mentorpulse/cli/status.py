@@ -16,12 +16,12 @@ from mentorpulse.cli.common import (
     FormatOption,
     OutputFormat,
     TzOption,
-    local_time,
     out,
     print_json,
     view_zone,
     with_context,
 )
+from mentorpulse.text import local_time
 
 if TYPE_CHECKING:  # the stages load lazily, so `--help` stays fast
     from zoneinfo import ZoneInfo

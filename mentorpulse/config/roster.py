@@ -16,6 +16,7 @@ import structlog
 from mentorpulse.config.schema import MentorpulseConfig, check_address, parse_duration
 from mentorpulse.errors import ConfigError
 from mentorpulse.model import known_zone
+from mentorpulse.text import has_control
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,6 @@ OPTIONAL_COLUMNS = (
 _COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 NAME_MAX = 200  # Person.name's column: a longer name would fail every write on PostgreSQL
 # NUL (refused by PostgreSQL), line breaks and other C0/C1 controls, Unicode line breaks.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOOLEAN = {
     "": False,
     "no": False,
@@ -255,7 +255,7 @@ def _check_addresses(cells: dict[str, str], bad: _Bad) -> None:
 
 def _check_names_and_zones(cells: dict[str, str], bad: _Bad) -> None:
     for name in ("mentor_name", "mentee_name"):
-        if _CONTROL.search(cells[name]):
+        if has_control(cells[name]):
             shown = cells[name][:60] + ("…" if len(cells[name]) > 60 else "")
             bad(name, f"{shown!r} holds a control character (a NUL, tab or line break)")
         elif len(cells[name]) > NAME_MAX:

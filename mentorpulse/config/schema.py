@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from mentorpulse.model import known_zone, unknown_zone
+from mentorpulse.text import has_control
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -111,7 +112,7 @@ Timeout = Annotated[PositiveDuration, _at_most(timedelta(hours=1))]
 
 
 def _identifier(value: str) -> str:
-    if not 1 <= len(value) <= 100 or value != value.strip() or _CONTROL.search(value):
+    if not 1 <= len(value) <= 100 or value != value.strip() or has_control(value):
         raise ValueError(
             "an id of 1 to 100 characters, without control characters or surrounding spaces"
         )
@@ -119,12 +120,11 @@ def _identifier(value: str) -> str:
 
 
 def _label(value: str) -> str:
-    if len(value) > 200 or _CONTROL.search(value):
+    if len(value) > 200 or has_control(value):
         raise ValueError("at most 200 characters, without control characters")
     return value
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Ids are keys in the database (100 characters there) and in logs and metrics.
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Label = Annotated[str, AfterValidator(_label)]

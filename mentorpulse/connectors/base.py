@@ -20,6 +20,7 @@ import structlog
 import tenacity
 
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
+from mentorpulse.text import clean_text
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -160,11 +161,6 @@ def utc_from_iso(text: str) -> datetime:
     digits, which Python 3.11 truncates); one without an offset is UTC."""
     moment = datetime.fromisoformat(text)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def rfc3339_utc(moment: datetime) -> str:
-    """``2026-11-23T10:00:00Z``: how the providers' query parameters want a time."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -311,16 +307,6 @@ ATTENDEES_MAX = 1000
 SEQUENCE_MAX = 2**31 - 1  # a 32-bit INTEGER column
 ITEM_MAX = 200  # an item error's name and message, as stored and logged
 MESSAGE_MAX = 400
-
-# C0 and C1 control characters and lone surrogates (PostgreSQL refuses NUL in text, and
-# psycopg cannot encode a surrogate); tabs and line breaks become one space instead.
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_BREAK = re.compile("[\t\n\x0b\x0c\r]+")
-
-
-def clean_text(text: str) -> str:
-    """``text`` without control characters; tabs and line breaks become spaces."""
-    return _CONTROL.sub("", _BREAK.sub(" ", text))
 
 
 def short_text(text: str, limit: int) -> str:

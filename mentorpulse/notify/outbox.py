@@ -23,10 +23,10 @@ import structlog
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.backoff import OUTBOX_BACKOFF
-from mentorpulse.notify.render import header_safe
 from mentorpulse.notify.route import DIGEST, RESOLVED, Notification
 from mentorpulse.storage import outbox as stored
 from mentorpulse.storage.models import OutboxMessage
+from mentorpulse.text import one_line
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +160,7 @@ def mark_failed(
         return False
     # A server's reply may hold anything; PostgreSQL refuses a NUL, and a failed write
     # here would strand the row in "sending".
-    row.last_error = header_safe(error)[:MAX_ERROR_CHARS]
+    row.last_error = one_line(error)[:MAX_ERROR_CHARS]
     row.lease_until = None
     if retryable:
         row.status = "pending"

@@ -10,7 +10,6 @@ and ``report``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
@@ -23,17 +22,11 @@ import jinja2
 
 from mentorpulse.config.schema import check_address
 from mentorpulse.storage.models import OutboxMessage
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
+from mentorpulse.text import one_line
 
 
 class RenderError(Exception):
     """A row cannot become an email (bad template, bad address): retrying will not help."""
-
-
-def header_safe(value: object) -> str:
-    """One line of text: CR, LF and other control characters become single spaces."""
-    return _CONTROL.sub(" ", str(value)).strip()
 
 
 @lru_cache(maxsize=8)
@@ -114,7 +107,7 @@ def _render(
     context: dict[str, object] = {**payload, "_payload": payload}
     env = environment(template_dir)
     try:
-        subject = header_safe(env.get_template(f"{row.template}.subject.j2").render(context))
+        subject = one_line(env.get_template(f"{row.template}.subject.j2").render(context))
         context["subject"] = subject
         text = env.get_template(f"{row.template}.txt.j2").render(context)
         html = env.get_template(f"{row.template}.html.j2").render(context)
@@ -125,7 +118,7 @@ def _render(
     message["From"] = _address(sender, None)
     message["To"] = _address(row.recipient, _text(payload.get("recipient_name")))
     message["Subject"] = subject
-    message["Message-ID"] = header_safe(row.message_id)
+    message["Message-ID"] = one_line(row.message_id)
     if now is not None:
         message["Date"] = format_datetime(now)
     # RFC 3834: out-of-office robots must not answer us (no mail loops).
@@ -136,7 +129,7 @@ def _render(
         message.add_attachment(
             attachment["text"],
             subtype=attachment["content_type"].partition("/")[2] or "plain",
-            filename=header_safe(attachment["filename"]),
+            filename=one_line(attachment["filename"]),
         )
     message.as_bytes()  # what the email package cannot write fails here, not in a transport
     return message
@@ -152,7 +145,7 @@ def _attachments(payload: Mapping[str, object]) -> list[dict[str, str]]:
 
 def _address(addr_spec: str, display_name: str | None) -> Address:
     """An address header value; the display name is quoted/encoded by the email package."""
-    return Address(display_name=header_safe(display_name or ""), addr_spec=header_safe(addr_spec))
+    return Address(display_name=one_line(display_name or ""), addr_spec=one_line(addr_spec))
 
 
 def _text(value: object) -> str | None:

@@ -15,6 +15,7 @@ from typing import TextIO
 import jinja2
 
 from mentorpulse.reports.figures import COLUMNS, PairingFigures, program_totals
+from mentorpulse.text import local_time, rfc3339_utc
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -40,7 +41,7 @@ def format_percent(rate: float | None) -> str:
 
 def format_utc(value: datetime | None) -> str:
     """ISO 8601 in UTC with a ``Z``, or empty."""
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if value is None else rfc3339_utc(value)
 
 
 def _cell(value: object) -> str:
@@ -118,11 +119,11 @@ def render_html(
         first_day=start.astimezone(zone).date().isoformat(),
         last_day=last_day.isoformat(),
         zone_name=_zone_name(zone),
-        generated_at=generated_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        generated_at=local_time(generated_at, zone),
         note=note,
         totals=program_totals(rows),
         by_program=dict(sorted(by_program.items())),
         low_rate=LOW_RATE,
         pct=format_percent,
-        local=lambda value: value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        local=lambda value: local_time(value, zone),
     )

@@ -34,6 +34,7 @@ from mentorpulse.model import (
     Outcome,
     attended_day,
 )
+from mentorpulse.text import local_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +136,6 @@ def add_local(moment: datetime, delta: timedelta, zone: ZoneInfo) -> datetime:
     return local.astimezone(UTC) + rest
 
 
-def local_text(moment: datetime, zone: ZoneInfo) -> str:
-    local = moment.astimezone(zone)
-    return f"{local:%Y-%m-%d %H:%M %Z}"
-
-
 _NOT_SCHEDULED = frozenset({Outcome.CANCELLED, Outcome.RESCHEDULED})
 _NOT_HELD = frozenset({Outcome.MISSED, Outcome.CANCELLED})
 
@@ -225,7 +221,7 @@ class CadenceGap(RuleKind[CadenceGapRule]):
         every = self.every(timeline)
         deadline = add_local(anchor, every + self.grace, zone)
         upcoming = [s for s in timeline.sessions if s.end > now and s.outcome not in _NOT_SCHEDULED]
-        next_text = local_text(min(s.start for s in upcoming), zone) if upcoming else "none"
+        next_text = local_time(min(s.start for s in upcoming), zone) if upcoming else "none"
         holds = now >= deadline
         return Condition(
             rule_id=self.rule.id,
@@ -236,7 +232,7 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             facts={
                 LAST_ATTENDED_FACT: last_text,
                 "anchor": "last attended session" if attended else "pairing start",
-                "deadline": local_text(deadline, zone),
+                "deadline": local_time(deadline, zone),
                 "every": format_duration(every),
                 "grace": format_duration(self.grace),
                 "next_scheduled": next_text,
@@ -256,7 +252,7 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
         facts = {
             "started_on": timeline.started_on.isoformat(),
             "within": format_duration(self.rule.within),
-            "deadline": local_text(deadline, zone),
+            "deadline": local_time(deadline, zone),
             "first_attended": (
                 min(s.end for s in attended).astimezone(zone).date().isoformat()
                 if attended
@@ -300,8 +296,8 @@ class NoUpcoming(RuleKind[NoUpcomingRule]):
             next_deadline=clears,
             facts={
                 "horizon": format_duration(self.rule.horizon),
-                "next_scheduled": local_text(future[0], zone) if future else "none",
-                "last_scheduled": local_text(max(past), zone) if past else "never",
+                "next_scheduled": local_time(future[0], zone) if future else "none",
+                "last_scheduled": local_time(max(past), zone) if past else "never",
             },
         )
 
@@ -333,7 +329,7 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
                 "count": str(self.rule.count),
                 "misses_in_a_row": str(len(run)),
                 "missed": ", ".join(
-                    f"{local_text(s.start, zone)} {s.outcome.value}" for s in run[-5:]
+                    f"{local_time(s.start, zone)} {s.outcome.value}" for s in run[-5:]
                 )
                 or "none",
             },

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.orm import Session as Db
@@ -24,6 +24,7 @@ from mentorpulse.rules.engine import fingerprint
 from mentorpulse.storage import findings as stored
 from mentorpulse.storage.models import Source
 from mentorpulse.storage.timelines import sources_by_id, sources_of_pairings
+from mentorpulse.text import local_time
 
 log = structlog.get_logger(__name__)
 
@@ -51,14 +52,14 @@ def _staleness(row: Source | None, limit: datetime) -> str | None:
     if row.held_deletions is not None:
         return f"deletions held for confirmation ({row.last_error})"
     if row.resync_started_at is not None:
-        started = f"{row.resync_started_at:%Y-%m-%d %H:%M} UTC"
+        started = local_time(row.resync_started_at, UTC)
         return f"a full resync started at {started} has not completed"
     if not row.healthy:
-        return f"failing since its last success at {row.last_success_at:%Y-%m-%d %H:%M} UTC" + (
+        return f"failing since its last success at {local_time(row.last_success_at, UTC)}" + (
             f" ({row.last_error})" if row.last_error else ""
         )
     if row.last_success_at < limit:
-        return f"no successful sync since {row.last_success_at:%Y-%m-%d %H:%M} UTC"
+        return f"no successful sync since {local_time(row.last_success_at, UTC)}"
     return None
 
 

@@ -24,6 +24,7 @@ from mentorpulse.model import (
     Response,
     zone_or_utc,
 )
+from mentorpulse.text import rfc3339_utc
 
 STRENGTH_CONFERENCE = 3
 STRENGTH_PARTICIPANT = 2
@@ -56,10 +57,6 @@ class Verdict:
     cancelled_hours_before: float | None = None
 
 
-def _utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def session_key(record: EventRecord) -> str:
     """Identity of a meeting across the mentor's and the mentee's calendar copies.
 
@@ -71,7 +68,7 @@ def session_key(record: EventRecord) -> str:
         original = record.start
     if original is None:
         return record.ical_uid
-    return f"{record.ical_uid}#{_utc_iso(original)}"
+    return f"{record.ical_uid}#{rfc3339_utc(original)}"
 
 
 # Copies of one meeting under different UIDs start and end within this of each other.

@@ -10,10 +10,11 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.http import HttpRequest
 
-from mentorpulse.connectors.base import rfc3339_utc, utc_from_iso
+from mentorpulse.connectors.base import utc_from_iso
 from mentorpulse.connectors.google.auth import SCOPE_CALENDAR, SCOPE_MEET
 from mentorpulse.connectors.google.calls import GoogleCalls
 from mentorpulse.model import AttendanceEvidence, EventRecord
+from mentorpulse.text import rfc3339_utc
 
 MEET_PAGE_SIZE = 100  # the documented maximum of the Meet lists
 _Spans = dict[str, list[tuple[datetime, datetime]]]

@@ -31,7 +31,6 @@ from mentorpulse.connectors.base import (
     Window,
     cursor_entries,
     describe,
-    rfc3339_utc,
     utc_from_iso,
 )
 from mentorpulse.connectors.google.auth import GoogleAuth, NoCalendar
@@ -50,6 +49,7 @@ from mentorpulse.model import (
     SyncPage,
     known_zone,
 )
+from mentorpulse.text import rfc3339_utc
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,6 @@ from mentorpulse.connectors.base import (
     Window,
     cursor_entries,
     describe,
-    rfc3339_utc,
     utc_from_iso,
 )
 from mentorpulse.connectors.microsoft import teams
@@ -45,6 +44,7 @@ from mentorpulse.model import (
     Response,
     SyncPage,
 )
+from mentorpulse.text import rfc3339_utc
 
 log = structlog.get_logger(__name__)
 

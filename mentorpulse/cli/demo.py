@@ -7,17 +7,18 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
-from mentorpulse import stages
-from mentorpulse.cli.progress import sync_progress
+from mentorpulse.cli.common import (
+    out,
+    user_errors,
+)
 from mentorpulse.errors import UserError
-from mentorpulse.reports.export import write_report
-from mentorpulse.sample import write_demo
-from mentorpulse.storage import findings as stored_findings
 
 DEMO_SPAN = timedelta(days=91)  # the report covers the generated window, both sides of today
 MANIFEST = ".mentorpulse-demo.json"  # what the demo wrote here, so it overwrites only that
@@ -62,6 +63,11 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
     """
     reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html")]
     pairs = _write_sample(workdir, today=today, force=force, reports=reports_here)
+    from mentorpulse import stages  # the stack loads when the demo runs, not for --help
+    from mentorpulse.cli.progress import sync_progress
+    from mentorpulse.reports.export import write_report
+    from mentorpulse.storage import findings as stored_findings
+
     ctx = stages.Context.open(workdir / "mentorpulse.yaml")
     _record(workdir, [Path(DATABASE)])
     try:
@@ -111,6 +117,8 @@ def _write_sample(workdir: Path, *, today: date, force: bool, reports: list[Path
     except OSError as exc:
         raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror})", code=2) from None
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".demo-") as staging:
+        from mentorpulse.sample import write_demo
+
         planted = write_demo(Path(staging), today=today)
         written = sorted(p.relative_to(staging) for p in Path(staging).rglob("*") if p.is_file())
         if not force:
@@ -176,3 +184,22 @@ def _record(workdir: Path, relatives: list[Path]) -> None:
             known[str(relative)] = None if str(relative) == DATABASE else _digest(path)
     document = {"written_by": "mentorpulse demo", "files": dict(sorted(known.items()))}
     (workdir / MANIFEST).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the sample deployment (created if missing).")
+    ] = Path("mentorpulse-demo"),
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite files in --workdir that an earlier demo did not write."
+        ),
+    ] = False,
+) -> None:
+    """Write a sample organisation and run the whole flow on it, on SQLite."""
+    from mentorpulse.cli.demo import run_demo
+
+    with user_errors():
+        summary = run_demo(workdir, today=datetime.now(UTC).date(), force=force)
+    out.print(summary.table())

@@ -44,12 +44,22 @@ def org_dir(scale: str) -> Path:
     """The organisation of ``scale``, generated once and reused while its spec holds."""
     spec = SCALES[scale]
     out = workdir() / f"org-{scale}"
-    manifest = out / "manifest.json"
-    if manifest.exists() and read_manifest(out).spec == spec:
+    if _current(out, spec):
         return out
     forget_ingested(scale)
     write(spec, out)
     return out
+
+
+def _current(out: Path, spec: object) -> bool:
+    """Whether ``out`` holds the organisation of ``spec`` (one an older generator wrote,
+    whose manifest this one cannot read, is not: it is written again)."""
+    if not (out / "manifest.json").exists():
+        return False
+    try:
+        return read_manifest(out).spec == spec
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def fresh_org(scale: str, name: str) -> Path:

@@ -19,6 +19,7 @@ from typing import NoReturn, Protocol, TypeVar, runtime_checkable
 import structlog
 import tenacity
 
+from mentorpulse.errors import UserError
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
 from mentorpulse.text import clean_text
 
@@ -61,6 +62,25 @@ class BadItem(ConnectorError):
     """An HTTP refusal that concerns one item among many (one user's calendar), as
     :func:`status_error` types it: the connector skips that item and reports it as an
     :class:`~mentorpulse.model.ItemError` in the page, the one way a skipped item is told."""
+
+
+class _Secrets(Protocol):
+    def load(self, name: str) -> str | None: ...
+
+
+def signed_in_token(store: _Secrets, name: str, source_id: str, provider: str) -> str:
+    """The refresh token a person stored with ``mentorpulse auth <provider>``: an unreadable
+    store or nobody signed in yet refuses the source, with the command that mends it."""
+    try:
+        refresh = store.load(name)
+    except UserError as exc:
+        raise AuthError(source_id, exc.message) from None
+    if refresh is None:
+        raise AuthError(
+            source_id,
+            f"nobody signed in yet: run `mentorpulse auth {provider} --source {source_id}`",
+        )
+    return refresh
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
 from mentorpulse.config.schema import GoogleSource, resolve_path
-from mentorpulse.connectors.base import AuthError, ConnectorError, TransientError
+from mentorpulse.connectors.base import AuthError, ConnectorError, TransientError, signed_in_token
 from mentorpulse.connectors.google.http import BoundedHttp
 from mentorpulse.connectors.http import BoundedClient
 
@@ -82,16 +82,11 @@ class GoogleAuth:
         assert self.source.oauth_client is not None  # the schema demands one of the two
         try:
             client = oauth_client_info(self._path(self.source.oauth_client))
-            refresh = TokenStore(self._path(self.source.token_store), self._token_key).load(
-                TOKEN_NAME.format(source_id=self.source_id)
-            )
         except UserError as exc:
             raise AuthError(self.source_id, exc.message) from None
-        if refresh is None:
-            raise AuthError(
-                self.source_id,
-                f"nobody signed in yet: run `mentorpulse auth google --source {self.source_id}`",
-            )
+        store = TokenStore(self._path(self.source.token_store), self._token_key)
+        name = TOKEN_NAME.format(source_id=self.source_id)
+        refresh = signed_in_token(store, name, self.source_id, "google")
         return user_credentials.Credentials(  # type: ignore[no-untyped-call]
             None,
             refresh_token=refresh,

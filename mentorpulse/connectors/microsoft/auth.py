@@ -15,7 +15,7 @@ import httpx
 import structlog
 
 from mentorpulse.config.schema import MicrosoftSource, resolve_path
-from mentorpulse.connectors.base import AuthError, TransientError
+from mentorpulse.connectors.base import AuthError, TransientError, signed_in_token
 from mentorpulse.connectors.http import BoundedClient, FetchError, FetchTimeout
 
 log = structlog.get_logger(__name__)
@@ -138,15 +138,7 @@ class GraphSignIn:
         from mentorpulse.errors import UserError
 
         store = TokenStore(self._path(self.source.token_store))
-        try:
-            refresh = store.load(token_name(self.source))
-        except UserError as error:
-            raise AuthError(self.source_id, error.message) from None
-        if refresh is None:
-            raise AuthError(
-                self.source_id,
-                f"nobody signed in yet: run `mentorpulse auth microsoft --source {self.source_id}`",
-            )
+        refresh = signed_in_token(store, token_name(self.source), self.source_id, "microsoft")
         result: dict[str, Any] = self._app.acquire_token_by_refresh_token(
             refresh, scopes=delegated_scopes(self.source)
         )

@@ -138,7 +138,25 @@ def run(
     With ``json_out`` the results so far are written after each figure, so a long run
     that is stopped still leaves what it measured.
     """
+    from bench import common
+
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "figures": {}}
+    results["run"] = common.run_id()  # the figures started below inherit it
+    try:
+        _measure_all(results, scale, only, backends, json_out)
+    finally:
+        common.forget_run([scale])
+    results["targets"] = targets_of(results["figures"])
+    return results
+
+
+def _measure_all(
+    results: dict[str, Any],
+    scale: str,
+    only: list[str] | None,
+    backends: list[str],
+    json_out: Path | None,
+) -> None:
     figures = [f for f in FIGURES if not only or f.name in only]
     for figure in figures:
         if importlib.util.find_spec(f"bench.{figure.name}") is None:
@@ -155,12 +173,13 @@ def run(
             if column in measured:
                 continue
             print(f"measuring {figure.name} on {column} ...", file=sys.stderr, flush=True)
-            measured[column] = measure_in_child(figure.name, scale, target)
+            load = round(os.getloadavg()[0], 2)  # what else the machine did as it started
+            measured[column] = {"load_average_1m": load} | measure_in_child(
+                figure.name, scale, target
+            )
             results["targets"] = targets_of(results["figures"])
             if json_out is not None:
                 json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    results["targets"] = targets_of(results["figures"])
-    return results
 
 
 def _get(figures: dict[str, Any], name: str, backend: str, key: str) -> Any:

@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +110,30 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
         admin.dispose()
 
 
+RUN_ENV = "MENTORPULSE_BENCH_RUN"
+
+
+def run_id() -> str:
+    """This run's name: ``bench run`` sets it for the figures it starts, a figure run alone
+    makes its own. Kept databases carry it, so two runs on one server never share one."""
+    return os.environ.setdefault(RUN_ENV, uuid.uuid4().hex[:8])
+
+
 def _cache_name(scale: str) -> str:
-    return f"mentorpulse_bench_cache_{scale}"
+    return f"mentorpulse_bench_cache_{scale}_{run_id()}"
+
+
+def forget_run(scales: Iterable[str]) -> None:
+    """Drop what this run kept on PostgreSQL (its ingested copies), at the end of the run."""
+    try:
+        admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for scale in scales:
+                name = _cache_name(scale)
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    except sa.exc.OperationalError:
+        pass  # no PostgreSQL here: nothing kept there either
 
 
 def forget_ingested(scale: str) -> None:
@@ -268,4 +290,7 @@ def figure_main(
     parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
     args = parser.parse_args()
     quiet()
-    print(json.dumps(measure(args.scale, args.backend), indent=2))
+    try:
+        print(json.dumps(measure(args.scale, args.backend), indent=2))
+    finally:
+        forget_run([args.scale])

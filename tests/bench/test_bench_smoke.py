@@ -91,15 +91,30 @@ def test_small_scale_runs_and_counts_match_on_sqlite() -> None:
 
 
 @pytest.mark.postgres
-def test_small_scale_ingest_counts_match_on_postgresql() -> None:
+def test_small_scale_ingest_counts_match_on_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts are right, and the ingested copy kept for later figures is this run's own:
+    another run on the same server neither sees nor drops it, and the run's end drops it."""
     from tests.conftest import _pg_admin_url
 
     _pg_admin_url()  # skips with the suite's message when PostgreSQL is not configured
+    monkeypatch.setenv(common.RUN_ENV, "smokea")
     expected = read_manifest(common.org_dir("small")).counts
-    ingested = ingest.measure("small", "postgresql")
-    assert ingested["events_stored"] == expected["events_stored"]
-    assert ingested["events_dropped"] == expected["events_dropped"]
-    assert ingested["floor_rows"] == 2 * expected["events_stored"]
+    try:
+        ingested = ingest.measure("small", "postgresql")
+        assert ingested["events_stored"] == expected["events_stored"]
+        assert ingested["events_dropped"] == expected["events_dropped"]
+        assert ingested["floor_rows"] == 2 * expected["events_stored"]
+        kept = common._cache_name("small")
+        assert kept.endswith("_smokea")
+        assert common._pg_has(kept)
+        monkeypatch.setenv(common.RUN_ENV, "smokeb")
+        common.forget_run(["small"])  # the other run ends
+        assert common._cache_name("small") != kept
+        assert common._pg_has(kept)
+    finally:
+        monkeypatch.setenv(common.RUN_ENV, "smokea")
+        common.forget_run(["small"])
+    assert not common._pg_has(kept)
 
 
 def test_run_says_which_figures_are_not_yet_measured(monkeypatch: pytest.MonkeyPatch) -> None:

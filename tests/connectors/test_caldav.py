@@ -7,16 +7,11 @@ source's account by delegation; Xandikos has one principal, holding both.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import unquote
 
-import httpx
 import pytest
-from caldav.collection import Calendar
-from caldav.davclient import DAVClient
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.connectors.caldav import CaldavConnector
@@ -33,53 +28,10 @@ from tests.connectors.contract import (
 )
 from tests.connectors.ical import Meetings
 from tests.servers import caldav as servers
+from tests.servers.caldav import new_calendar, put, remove
 
 PASSWORD_VARIABLE = "MP_CONTRACT_CALDAV_PASSWORD"
 WRONG_PASSWORD_VARIABLE = "MP_CONTRACT_CALDAV_WRONG_PASSWORD"
-
-
-def new_calendar(server: servers.CaldavServer, user: str | None = None) -> Calendar:
-    """A new calendar in the home of ``user`` (default: the account the sources use)."""
-    slug = f"cal-{uuid.uuid4().hex[:8]}"
-    client = DAVClient(
-        url=server.url,
-        username=user or server.username,
-        password=server.password,
-        timeout=30,
-        auth_type="basic",
-    )
-    calendar = client.principal().make_calendar(name=slug, cal_id=slug)
-    assert calendar.url is not None
-    return calendar
-
-
-def owner_login(calendar: Calendar) -> tuple[str, str]:
-    """The account whose home holds ``calendar``: only it may write there."""
-    assert calendar.url is not None
-    home = unquote(calendar.url.path).strip("/").split("/")[0]
-    return (home if home in servers.PEOPLE else servers.USER, servers.PASSWORD)
-
-
-def object_url(calendar: Calendar, name: str) -> str:
-    assert calendar.url is not None
-    return str(calendar.url.join(name))
-
-
-def put(calendar: Calendar, name: str, body: str | bytes) -> int:
-    """PUT raw iCalendar as ``name``; returns the HTTP status (the server may refuse)."""
-    data = body if isinstance(body, bytes) else body.replace("\n", "\r\n").encode()
-    response = httpx.put(
-        object_url(calendar, name),
-        content=data,
-        headers={"Content-Type": "text/calendar; charset=utf-8"},
-        auth=owner_login(calendar),
-    )
-    return response.status_code
-
-
-def remove(calendar: Calendar, name: str) -> None:
-    response = httpx.delete(object_url(calendar, name), auth=owner_login(calendar))
-    assert response.status_code < 300
 
 
 class LiveCaldav(LiveSource):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 import pytest
 import yaml
 from caldav.collection import Calendar
@@ -32,6 +31,7 @@ from mentorpulse.connectors.caldav import CaldavConnector
 from mentorpulse.model import EventRecord, ItemError, SyncPage
 from mentorpulse.storage.models import Event, Evidence, MentoringSession, Source
 from tests.servers import caldav as servers
+from tests.servers.caldav import new_calendar, put, remove
 from tests.servers.ports import free_port
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -66,45 +66,6 @@ def client_for(server: servers.CaldavServer, user: str | None = None) -> Countin
         timeout=30,
         auth_type="basic",
     )
-
-
-def new_calendar(
-    server: servers.CaldavServer, name: str | None = None, user: str | None = None
-) -> Calendar:
-    """A new calendar in the home of ``user`` (default: the account the sources use)."""
-    slug = name or f"cal-{uuid.uuid4().hex[:8]}"
-    calendar = client_for(server, user).principal().make_calendar(name=slug, cal_id=slug)
-    assert calendar.url is not None
-    return calendar
-
-
-def put(calendar: Calendar, name: str, body: str | bytes) -> int:
-    """PUT raw iCalendar as ``name``; returns the HTTP status (the server may refuse)."""
-    data = body if isinstance(body, bytes) else body.replace("\n", "\r\n").encode()
-    response = httpx.put(
-        object_url(calendar, name),
-        content=data,
-        headers={"Content-Type": "text/calendar; charset=utf-8"},
-        auth=owner_login(calendar),
-    )
-    return response.status_code
-
-
-def remove(calendar: Calendar, name: str) -> None:
-    response = httpx.delete(object_url(calendar, name), auth=owner_login(calendar))
-    assert response.status_code < 300
-
-
-def owner_login(calendar: Calendar) -> tuple[str, str]:
-    """The account whose home holds ``calendar``: only it may write there."""
-    assert calendar.url is not None
-    home = unquote(calendar.url.path).strip("/").split("/")[0]
-    return (home if home in servers.PEOPLE else servers.USER, servers.PASSWORD)
-
-
-def object_url(calendar: Calendar, name: str) -> str:
-    assert calendar.url is not None
-    return str(calendar.url.join(name))
 
 
 def source(

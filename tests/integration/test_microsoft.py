@@ -533,11 +533,23 @@ def test_a_refused_attendance_permission_says_what_to_grant(graph: GraphFake) ->
 # ------------------------------------------------------------------ through the sync stage
 
 
-def write_deployment(tmp_path: Path, fake: GraphFake, database_url: str) -> Path:
+def write_deployment(
+    tmp_path: Path,
+    fake: GraphFake,
+    database_url: str,
+    *,
+    device_code: bool = False,
+    pair: tuple[str, str] = (MENTOR, MENTEE),
+) -> Path:
+    """A roster of one pair and a config with one Graph source on the fake reading both
+    mailboxes: signed in as the app (its secret in $MP_GRAPH_SECRET) or, with
+    ``device_code``, by a person."""
+    mentor, mentee = pair
     (tmp_path / "roster.csv").write_text(
-        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
+        f"program,mentor_email,mentee_email,started_on\neng,{mentor},{mentee},2026-09-01\n"
     )
     config = tmp_path / "mentorpulse.yaml"
+    sign_in = "auth: device_code" if device_code else "client_secret: ${MP_GRAPH_SECRET}"
     config.write_text(
         f"""database: {database_url}
 timezone: Europe/Berlin
@@ -546,8 +558,8 @@ sources:
     kind: microsoft
     tenant_id: {fake.tenant}
     client_id: {fake.client_id}
-    client_secret: ${{MP_GRAPH_SECRET}}
-    mailboxes: [{MENTOR}, {MENTEE}]
+    {sign_in}
+    mailboxes: [{mentor}, {mentee}]
     authority_host: {fake.url}
     graph_url: {fake.url}/v1.0
     ca_bundle: {fake.ca_path}

@@ -28,6 +28,7 @@ from mentorpulse.storage.models import Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.fakes.graph_api import GraphFake
 from tests.integration.test_caldav import write_config
+from tests.integration.test_microsoft import write_deployment
 from tests.servers import caldav as servers
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -171,34 +172,6 @@ def graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphFake
     yield from fake.serve()
 
 
-def write_graph_config(folder: Path, fake: GraphFake, database_url: str) -> Path:
-    (folder / "roster.csv").write_text(
-        f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
-    )
-    config = folder / "mentorpulse.yaml"
-    config.write_text(
-        f"""database: {database_url}
-timezone: Europe/Berlin
-sources:
-  - id: m365
-    kind: microsoft
-    auth: device_code
-    tenant_id: {fake.tenant}
-    client_id: {fake.client_id}
-    mailboxes: [{MENTOR}, {MENTEE}]
-    authority_host: {fake.url}
-    graph_url: {fake.url}/v1.0
-    ca_bundle: {fake.ca_path}
-    window_past: 30d
-    window_future: 30d
-programs:
-  - id: eng
-    cadence: {{every: 14d}}
-"""
-    )
-    return config
-
-
 def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
     graph: GraphFake, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,7 +179,9 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
 
     monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
     graph.auto_approve = MENTOR
-    config = write_graph_config(tmp_path, graph, database_url)
+    config = write_deployment(
+        tmp_path, graph, database_url, device_code=True, pair=(MENTOR, MENTEE)
+    )
     runner = CliRunner()
     sign_in = ["auth", "microsoft", "--source", "m365", "--config", str(config)]
     assert runner.invoke(app, sign_in).exit_code == 0
@@ -360,7 +335,7 @@ def test_a_sign_in_with_the_database_down_still_stores_the_token_and_says_what_n
     monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
     graph.auto_approve = MENTOR
     down = f"postgresql://postgres@127.0.0.1:{free_port()}/mentorpulse"  # nothing listens
-    config = write_graph_config(tmp_path, graph, down)
+    config = write_deployment(tmp_path, graph, down, device_code=True, pair=(MENTOR, MENTEE))
     result = CliRunner().invoke(app, ["auth", "microsoft", "--source", "m365", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert "signed in" in result.output

@@ -18,12 +18,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import unquote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import httpx
+from caldav import Calendar, DAVClient
 
 from tests.servers.ports import free_port
 
@@ -246,3 +251,54 @@ if __name__ == "__main__":  # pragma: no cover - a manual aid: run a server and 
         print(running, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait(float(os.environ.get("SERVE_SECONDS", "3600")))
+
+
+# -- seeding a server as its users would: calendars made, objects PUT and DELETEd ----------
+
+
+def new_calendar(
+    server: CaldavServer,
+    name: str | None = None,
+    user: str | None = None,
+) -> Calendar:
+    """A new calendar in the home of ``user`` (default: the account the sources use)."""
+    slug = name or f"cal-{uuid.uuid4().hex[:8]}"
+    client = DAVClient(
+        url=server.url,
+        username=user or server.username,
+        password=server.password,
+        timeout=30,
+        auth_type="basic",
+    )
+    calendar = client.principal().make_calendar(name=slug, cal_id=slug)
+    assert calendar.url is not None
+    return calendar
+
+
+def owner_login(calendar: Calendar) -> tuple[str, str]:
+    """The account whose home holds ``calendar``: only it may write there."""
+    assert calendar.url is not None
+    home = unquote(calendar.url.path).strip("/").split("/")[0]
+    return (home if home in PEOPLE else USER, PASSWORD)
+
+
+def object_url(calendar: Calendar, name: str) -> str:
+    assert calendar.url is not None
+    return str(calendar.url.join(name))
+
+
+def put(calendar: Calendar, name: str, body: str | bytes) -> int:
+    """PUT raw iCalendar as ``name``; returns the HTTP status (the server may refuse)."""
+    data = body if isinstance(body, bytes) else body.replace("\n", "\r\n").encode()
+    response = httpx.put(
+        object_url(calendar, name),
+        content=data,
+        headers={"Content-Type": "text/calendar; charset=utf-8"},
+        auth=owner_login(calendar),
+    )
+    return response.status_code
+
+
+def remove(calendar: Calendar, name: str) -> None:
+    response = httpx.delete(object_url(calendar, name), auth=owner_login(calendar))
+    assert response.status_code < 300

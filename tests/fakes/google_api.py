@@ -33,10 +33,12 @@ import re
 import threading
 import time
 import uuid
+import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
@@ -853,3 +855,39 @@ def serve(fake: GoogleFake) -> Iterator[RunningFake]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the installed-app sign-in (`mentorpulse auth google`) against this fake ---------------
+
+
+class ConsentingBrowser(webbrowser.BaseBrowser):
+    """A person who opens Google's consent page and agrees (the fake redirects back)."""
+
+    def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+        import httpx
+
+        threading.Thread(
+            target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
+        ).start()
+        return True
+
+
+def consent_in_browser() -> None:
+    """Make the browser the sign-in opens one whose user agrees at once."""
+    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+
+
+def write_installed_client(folder: Path, fake_url: str) -> Path:
+    """The OAuth client file an admin downloads for an installed app, pointing at the fake."""
+    client = {
+        "installed": {
+            "client_id": "cid.apps.googleusercontent.com",
+            "client_secret": "GOCSPX-client-secret",
+            "auth_uri": f"{fake_url}/o/oauth2/auth",
+            "token_uri": f"{fake_url}/token",
+            "redirect_uris": ["http://localhost"],
+        }
+    }
+    path = folder / "client.json"
+    path.write_text(json.dumps(client))
+    return path

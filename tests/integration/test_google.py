@@ -16,7 +16,15 @@ from mentorpulse.config.schema import GoogleSource
 from mentorpulse.connectors.base import AttendanceSource, AuthError, CursorExpired, TransientError
 from mentorpulse.connectors.google import GoogleConnector
 from mentorpulse.model import EventRecord, Response, SyncPage
-from tests.fakes.google_api import Fault, GoogleFake, RunningFake, instance_id, serve
+from tests.fakes.google_api import (
+    Fault,
+    GoogleFake,
+    RunningFake,
+    consent_in_browser,
+    instance_id,
+    serve,
+    write_installed_client,
+)
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MENTOR = "mira@example.org"
@@ -552,41 +560,17 @@ def write_config(tmp_path: Path, database_url: str, source: dict[str, Any]) -> P
 def test_auth_google_stores_the_refresh_token_encrypted(
     google: RunningFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-    import webbrowser
 
-    import httpx
     from typer.testing import CliRunner
 
     from mentorpulse.cli import app
     from mentorpulse.credentials import TokenStore, generate_key
 
-    class ConsentingBrowser(webbrowser.BaseBrowser):
-        """A person who opens the consent page and agrees (the fake redirects back)."""
-
-        def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
-            threading.Thread(
-                target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
-            ).start()
-            return True
-
-    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+    consent_in_browser()
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain http
     key = generate_key()
     monkeypatch.setenv("MENTORPULSE_SECRET_KEY", key)
-    (tmp_path / "client.json").write_text(
-        json.dumps(
-            {
-                "installed": {
-                    "client_id": "cid.apps.googleusercontent.com",
-                    "client_secret": "GOCSPX-client-secret",
-                    "auth_uri": f"{google.url}/o/oauth2/auth",
-                    "token_uri": f"{google.url}/token",
-                    "redirect_uris": ["http://localhost"],
-                }
-            }
-        )
-    )
+    write_installed_client(tmp_path, google.url)
     path = write_config(
         tmp_path,
         "sqlite:///mp.db",

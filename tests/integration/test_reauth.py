@@ -10,13 +10,10 @@ wrong password) and the Graph fake (a revoked sign-in).
 from __future__ import annotations
 
 import json
-import threading
-import webbrowser
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from caldav.davclient import DAVClient
 from structlog.testing import capture_logs
@@ -25,7 +22,13 @@ from typer.testing import CliRunner
 from mentorpulse import stages
 from mentorpulse.cli import app
 from mentorpulse.storage.models import Source
-from tests.fakes.google_api import GoogleFake, RunningFake, serve
+from tests.fakes.google_api import (
+    GoogleFake,
+    RunningFake,
+    consent_in_browser,
+    serve,
+    write_installed_client,
+)
 from tests.fakes.graph_api import GraphFake
 from tests.integration.test_caldav import write_config
 from tests.integration.test_microsoft import write_deployment
@@ -228,16 +231,6 @@ def test_a_revoked_microsoft_sign_in_waits_for_auth_microsoft(
         ctx.engine.dispose()
 
 
-class ConsentingBrowser(webbrowser.BaseBrowser):
-    """A person who opens Google's consent page and agrees (the fake redirects back)."""
-
-    def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
-        threading.Thread(
-            target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True
-        ).start()
-        return True
-
-
 @pytest.fixture
 def google() -> Iterator[RunningFake]:
     yield from serve(GoogleFake())
@@ -251,22 +244,10 @@ def test_a_revoked_google_sign_in_waits_for_auth_google(
 
     # Tokens cached by the process for another test's fake (another port) stay out.
     monkeypatch.setattr(google_module, "_CREDENTIALS", {})
-    webbrowser.register("mentorpulse-consent", None, ConsentingBrowser("consent"))
+    consent_in_browser()
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain http
     monkeypatch.setenv("MENTORPULSE_SECRET_KEY", generate_key())
-    (tmp_path / "client.json").write_text(
-        json.dumps(
-            {
-                "installed": {
-                    "client_id": "cid.apps.googleusercontent.com",
-                    "client_secret": "GOCSPX-client-secret",
-                    "auth_uri": f"{google.url}/o/oauth2/auth",
-                    "token_uri": f"{google.url}/token",
-                    "redirect_uris": ["http://localhost"],
-                }
-            }
-        )
-    )
+    write_installed_client(tmp_path, google.url)
     (tmp_path / "roster.csv").write_text(
         f"program,mentor_email,mentee_email,started_on\neng,{MENTOR},{MENTEE},2026-09-01\n"
     )

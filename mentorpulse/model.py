@@ -189,16 +189,40 @@ class ItemError:
 class SyncPage:
     """A unit of sync that is stored atomically together with ``cursor``.
 
-    ``replaces_scope`` says: the records of this page are the whole content of that scope
-    (a file of a folder, a calendar); anything stored earlier under the scope and not in
-    this page is gone. ``deleted`` lists provider ids removed by an incremental sync.
+    ``replaces_scopes`` says: the records of this page are the whole content of these
+    scopes (files of a folder, objects of a CalDAV calendar); anything stored earlier
+    under one of them and not in this page is gone. A page groups many scopes so that a
+    transaction carries a useful amount of work: ``scope_sizes`` then says how many of
+    ``records``, in order, each scope holds (empty: every record is the content of the
+    page's one scope). ``deleted`` lists provider ids removed by an incremental sync.
     """
 
     records: tuple[EventRecord, ...] = ()
     deleted: tuple[str, ...] = ()
     cursor: Mapping[str, object] | None = None
-    replaces_scope: str | None = None
+    replaces_scopes: tuple[str, ...] = ()
     errors: tuple[ItemError, ...] = ()
+    scope_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scope_sizes:
+            if len(self.scope_sizes) != len(self.replaces_scopes):
+                raise ValueError("scope_sizes needs one size per scope")
+            if sum(self.scope_sizes) != len(self.records):
+                raise ValueError("scope_sizes must add up to the page's records")
+        elif len(self.replaces_scopes) > 1 and self.records:
+            raise ValueError("records of several scopes need scope_sizes")
+
+    def record_scopes(self) -> list[str | None]:
+        """The scope each record (same order) is stored under; ``None``: no scope."""
+        if not self.replaces_scopes:
+            return [None] * len(self.records)
+        if not self.scope_sizes:
+            return [self.replaces_scopes[0]] * len(self.records)
+        scopes: list[str | None] = []
+        for scope, size in zip(self.replaces_scopes, self.scope_sizes, strict=True):
+            scopes += [scope] * size
+        return scopes
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ stored: a vanished calendar is more often a sharing glitch than a deletion.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from mentorpulse.config.schema import CaldavCalendar, CaldavSource
 from mentorpulse.connectors.base import (
     ConnectorError,
     CursorExpired,
+    PageGroup,
     TransientError,
     Window,
     cursor_entries,
@@ -408,9 +410,15 @@ class CaldavConnector:
         if changes is None:
             log.debug("caldav_calendar_unchanged", source=self.source_id, calendar=calendar.key)
             return
-        for path in changes.deleted:
-            yield SyncPage(replaces_scope=path)
-        yield from self._download(calendar, changes.changed)
+        # Objects grouped into pages sized by work; only the last carries the calendar's
+        # new entry, so a crash inside the calendar reads it again from the old one (its
+        # pages replace their objects: reading one twice stores it once).
+        group = PageGroup()
+        deletions = (SyncPage(replaces_scopes=(path,)) for path in changes.deleted)
+        for page in itertools.chain(deletions, self._download(calendar, changes.changed)):
+            if not group.fits(page):
+                yield group.page()
+            group.add(page)
         entries[calendar.key] = changes.entry
         log.info(
             "caldav_calendar_synced",
@@ -419,7 +427,7 @@ class CaldavConnector:
             changed=len(changes.changed),
             deleted=len(changes.deleted),
         )
-        yield SyncPage(cursor=self._cursor(entries))
+        yield group.page(cursor=self._cursor(entries))
 
     def _changes(self, calendar: _Calendar, entry: dict[str, object] | None) -> _Changes | None:
         """What to download and delete; ``None`` when the calendar is unchanged."""
@@ -524,7 +532,7 @@ class CaldavConnector:
     # -- downloading and parsing ------------------------------------------------------
 
     def _download(self, calendar: _Calendar, paths: list[str]) -> Iterator[SyncPage]:
-        """One page per object, fetched in calendar-multiget batches."""
+        """One page per object (the caller groups them), fetched in calendar-multiget batches."""
         total = len(paths)
         started = last_report = time.monotonic()
         for offset in range(0, total, MULTIGET_BATCH):
@@ -535,7 +543,7 @@ class CaldavConnector:
                 if path in broken:  # keep what an earlier version of it gave
                     yield SyncPage(errors=(broken[path],))
                 elif data is None:  # listed as changed, gone by now: deleted meanwhile
-                    yield SyncPage(replaces_scope=path)
+                    yield SyncPage(replaces_scopes=(path,))
                 else:
                     yield self._page(calendar, path, data)
             now = time.monotonic()
@@ -633,7 +641,7 @@ class CaldavConnector:
         else:
             return SyncPage(
                 records=tuple(records),
-                replaces_scope=path,
+                replaces_scopes=(path,),
                 errors=tuple(errors),
             )
         # Unparseable: report it, and keep whatever an earlier version of it gave.

@@ -35,6 +35,7 @@ from dateutil.rrule import rrule, rrulestr
 from mentorpulse.config.schema import IcsSource, format_duration
 from mentorpulse.connectors import zones
 from mentorpulse.connectors.base import (
+    PageGroup,
     TransientError,
     Window,
     cursor_entries,
@@ -67,7 +68,6 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 CURSOR_VERSION = 1
-CHECKPOINT_EVERY = 50  # pages (files) between stored cursors of a folder source
 # RRULEs this dense are not meetings; expanding them over months would only burn memory.
 _REJECTED_FREQS = frozenset({"SECONDLY", "MINUTELY"})
 # Bounds on what one event may cost (see ``_Expander._bound``). A series recurring more
@@ -976,39 +976,37 @@ class IcsConnector:
     # -- sync ---------------------------------------------------------------------------
 
     def sync(self, cursor: Mapping[str, object] | None) -> Iterator[SyncPage]:
-        """One page per new, changed or vanished file; nothing when nothing changed."""
+        """Pages of new, changed or vanished files, grouped; nothing when nothing changed."""
         entries = self._entries(cursor)
         if self.source.url is not None:
             yield from self._sync_url(self.source.url, entries)
         else:
             assert self.source.path is not None  # the schema demands path or url
-            pages = self._sync_path(Path(self.source.path), entries)
-            yield from self._checkpointed(pages, entries)
+            yield from self._grouped(self._sync_path(Path(self.source.path), entries), entries)
 
-    def _checkpointed(
-        self, pages: Iterator[SyncPage], entries: Mapping[str, Mapping[str, object]]
+    def _grouped(
+        self, files: Iterator[_FilePage], entries: dict[str, dict[str, object]]
     ) -> Iterator[SyncPage]:
-        """Give every ``CHECKPOINT_EVERY``-th page and the last one the cursor, no other.
+        """Files' pages grouped into pages sized by work (see :class:`PageGroup`), each
+        with the cursor of the files it holds and those before it.
 
-        The cursor names every file of the folder, so building and storing it with each
-        page made a full read quadratic; a crash now re-reads at most that many files
-        (their pages replace their scopes, so re-reading changes nothing). The cursor is
-        taken as each page arrives (``entries`` then include it and nothing after it);
-        the last page's is the final one: files after it were unchanged.
+        A file's entry enters the cursor only when its page joins a group, so the cursor
+        of a group never names a file of the next one: a crash between groups resumes
+        after the last stored group, and a file read again replaces its scope.
         """
-        held: SyncPage | None = None
-        for number, page in enumerate(pages, start=1):
-            if held is not None:
-                yield held
-            held = page
-            if number % CHECKPOINT_EVERY == 0:
-                held = replace(page, cursor=self._cursor(entries))
-        if held is not None:
-            yield replace(held, cursor=self._cursor(entries))
+        group = PageGroup()
+        for file in files:
+            if not group.fits(file.page):
+                yield group.page(cursor=self._cursor(entries))
+            group.add(file.page)
+            if file.gone:
+                entries.pop(file.scope, None)
+            elif file.entry is not None:
+                entries[file.scope] = file.entry
+        if group:
+            yield group.page(cursor=self._cursor(entries))
 
-    def _sync_path(
-        self, configured: Path, entries: dict[str, dict[str, object]]
-    ) -> Iterator[SyncPage]:
+    def _sync_path(self, configured: Path, entries: Mapping[str, object]) -> Iterator[_FilePage]:
         root = configured if configured.is_absolute() else self.base_dir / configured
         inside: Path | None = None  # files of a folder must stay in it, links or not
         if root.is_dir():
@@ -1023,19 +1021,18 @@ class IcsConnector:
         for scope in sorted(set(files) | set(entries)):
             path = files.get(scope)
             if path is None:
-                del entries[scope]
                 log.info("ics_file_gone", source=self.source_id, scope=scope)
-                yield SyncPage(replaces_scope=scope)
+                yield _FilePage(SyncPage(replaces_scopes=(scope,)), scope=scope, gone=True)
                 continue
             try:
                 data = self._read(path, inside)
             except _Unread as unread:
-                yield self._unreadable(scope, str(unread))
+                yield _FilePage(self._unreadable(scope, str(unread)), scope=scope)
                 continue
             owner = _owner_from_name(path) or self.source.owner
-            page = self._page(scope, data, owner, entries)
-            if page is not None:
-                yield page
+            found = self._page(scope, data, owner, entries.get(scope))
+            if found is not None:
+                yield _FilePage(*found, scope=scope)
 
     def _read(self, path: Path, inside: Path | None) -> bytes:
         """The bytes of a regular file of at most ``max_bytes``, and, for a folder, one
@@ -1085,11 +1082,13 @@ class IcsConnector:
         scope: str,
         data: bytes,
         owner: str | None,
-        entries: dict[str, dict[str, object]],
+        entry: object,
         **validators: object,
-    ) -> SyncPage | None:
+    ) -> tuple[SyncPage, dict[str, object] | None] | None:
+        """The file's page and its new cursor entry (``None``: unreadable, the old entry
+        stays); ``None`` when the file is unchanged since ``entry``."""
         digest = hashlib.sha256(data).hexdigest()
-        if self._unchanged(entries.get(scope), digest):
+        if isinstance(entry, Mapping) and self._unchanged(entry, digest):
             return None
         try:
             records, errors = records_from_ical(
@@ -1101,7 +1100,7 @@ class IcsConnector:
                 default_zone=self.default_zone,
             )
         except IcsParseError as exc:
-            return self._unreadable(scope, str(exc))
+            return self._unreadable(scope, str(exc)), None
         except Exception as exc:  # a bug of ours or the library's: one file, not the sync
             log.error(
                 "ics_file_failed",
@@ -1110,8 +1109,7 @@ class IcsConnector:
                 error=unexpected_summary(exc, "reading a file"),
                 trace=code_trace(exc),
             )
-            return self._unreadable(scope, f"unexpected error ({describe(exc)})")
-        entries[scope] = self._entry(digest, **validators)
+            return self._unreadable(scope, f"unexpected error ({describe(exc)})"), None
         log.info(
             "ics_file_read",
             source=self.source_id,
@@ -1119,14 +1117,15 @@ class IcsConnector:
             records=len(records),
             errors=len(errors),
         )
-        return SyncPage(records=tuple(records), replaces_scope=scope, errors=tuple(errors))
+        page = SyncPage(records=tuple(records), replaces_scopes=(scope,), errors=tuple(errors))
+        return page, self._entry(digest, **validators)
 
     def _unreadable(self, scope: str, message: str) -> SyncPage:
         """A page that reports ``scope`` but neither replaces it nor advances its entry.
 
         Pages come without a cursor: the caller adds one where it is stored."""
         log.warning("ics_item_rejected", source=self.source_id, item=scope, error=message)
-        return SyncPage(replaces_scope=None, errors=(ItemError(item=scope, message=message),))
+        return SyncPage(errors=(ItemError(item=scope, message=message),))
 
     # -- http feeds ---------------------------------------------------------------------
 
@@ -1145,7 +1144,7 @@ class IcsConnector:
         # The feed's URL changed in the config: what the old one gave is gone.
         for stale in sorted(set(entries) - {scope}):
             del entries[stale]
-            yield SyncPage(cursor=self._cursor(entries), replaces_scope=stale)
+            yield SyncPage(cursor=self._cursor(entries), replaces_scopes=(stale,))
         if response.status == 304:
             log.info("ics_feed_not_modified", source=self.source_id, url=scope)
             return
@@ -1158,15 +1157,18 @@ class IcsConnector:
                 f"{len(response.content):,} bytes); check the feed URL",
             )
             return
-        page = self._page(
+        found = self._page(
             scope,
             response.content,
             self.source.owner,
-            entries,
+            entry,
             etag=_header_value(response.headers.get("ETag")),
             last_modified=_header_value(response.headers.get("Last-Modified")),
         )
-        if page is not None:
+        if found is not None:
+            page, new_entry = found
+            if new_entry is not None:
+                entries[scope] = new_entry
             yield replace(page, cursor=self._cursor(entries))
 
     def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> Fetched:
@@ -1207,6 +1209,16 @@ class IcsConnector:
         if error is not None:
             raise error
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class _FilePage:
+    """A file's page and what it does to the file's cursor entry once stored."""
+
+    page: SyncPage
+    entry: dict[str, object] | None = None  # the file's new entry; None: unchanged
+    scope: str = ""
+    gone: bool = False  # the file vanished: its entry goes
 
 
 class _Unread(Exception):

@@ -323,28 +323,31 @@ def _pull(
     result: SourceResult,
     progress: SyncProgress,
 ) -> None:
-    ids = None
+    """Store each page of the connector with its cursor, one transaction per page.
+
+    The source's row is read once: its pages only add to it (one UPDATE each)."""
+    held: tuple[sources.SyncState, dict[str, int]] | None = None
     with ctx.db() as db:
         total = sources.event_count(db, source_id)
     deleted_so_far = 0
     for page in connector.sync(cursor):
         page = sanitise_page(page)  # noqa: PLW2901 - only the fit-to-store copy is used
         with ctx.db.begin() as db:
-            if ids is None:
-                ids = roster.pairing_ids(db)
-            source = sources.get_source(db, source_id)
+            if held is None:  # read with the first page: a sync without any reads nothing
+                held = sources.sync_state(db, source_id), roster.pairing_ids(db)
+            state, ids = held
             stats = events.store_page(
                 db,
-                source,
+                state,
                 page,
                 match=matcher.match,
                 pairing_ids=ids,
                 store_titles=ctx.config.privacy.store_titles,
             )
             proposed = deleted_so_far + stats.deleted
-            if source.held_deletions is None and _is_mass_deletion(proposed, total):
+            if state.held_deletions is None and _is_mass_deletion(proposed, total):
                 raise _Held(proposed, total)  # leaving the block rolls the page back
-            if source.resync_started_at is not None:
+            if state.resync_started_at is not None:
                 sources.stage_seen(db, source_id, [r.provider_id for r in page.records])
         deleted_so_far += stats.deleted
         progress.page(source_id, len(page.records))

@@ -6,7 +6,6 @@ lets a sync page and its cursor land together, or not at all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -17,8 +16,8 @@ from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import Attendee, EventRecord, EventStatus, Response, SyncPage
 from mentorpulse.storage.batch import chunks
-from mentorpulse.storage.models import ConferenceAttendance, Event, EventPairing, Pairing, Source
-from mentorpulse.storage.sources import record_item_errors
+from mentorpulse.storage.models import ConferenceAttendance, Event, EventPairing, Pairing
+from mentorpulse.storage.sources import SyncState, note_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,7 @@ class _Plan:
 
 def store_page(
     db: Db,
-    source: Source,
+    source: SyncState,
     page: SyncPage,
     *,
     match: Callable[[EventRecord], list[str]],
@@ -100,7 +99,8 @@ def store_page(
     """Apply one page: upsert matched records, drop the rest, delete what is gone.
 
     Pairings whose events changed are flagged so their sessions get rebuilt. The
-    page's cursor is stored with it; the caller commits both at once.
+    page's cursor is stored with it (one UPDATE of the source's row, from what the
+    caller holds in ``source``); the caller commits both at once.
 
     Statements are batched per page (one ``executemany`` for the new rows, one for the
     changed ones) and stored rows are compared as plain values, not ORM objects: a full
@@ -108,17 +108,18 @@ def store_page(
     order of magnitude slower than inserting the same rows.
     """
     # One row per provider id; a page that repeats one keeps its last version.
-    records = list({r.provider_id: r for r in page.records}.values())
-    existing = _stored_events(db, source.id, [r.provider_id for r in records])
+    scopes = page.record_scopes()
+    scoped = {r.provider_id: (r, s) for r, s in zip(page.records, scopes, strict=True)}
+    existing = _stored_events(db, source.id, list(scoped))
     links = _links(db, [event_id for event_id, _values in existing.values()])
     plan = _Plan()
-    for record in records:
+    for record, scope in scoped.values():
         ids = {pairing_ids[k] for k in match(record) if k in pairing_ids}
         if not ids:
             plan.dropped += 1
             continue  # a deleted row below, if it used to match
         plan.kept.add(record.provider_id)
-        values = _event_values(record, page.replaces_scope, store_titles)
+        values = _event_values(record, scope, store_titles)
         found = existing.get(record.provider_id)
         if found is None:
             plan.add({"source_id": source.id, "provider_id": record.provider_id, **values}, ids)
@@ -132,17 +133,8 @@ def store_page(
     _write_events(db, plan)
     gone_ids = _gone_ids(db, source.id, page, existing, plan.kept)
     _flag_events_changed(db, plan.touched | _remove(db, gone_ids))
-    _note_page(source, page, plan.dropped)
+    note_page(db, source, cursor=page.cursor, dropped=plan.dropped, errors=page.errors)
     return PageStats(plan.stored, plan.unchanged, plan.dropped, deleted=len(gone_ids))
-
-
-def _note_page(source: Source, page: SyncPage, dropped: int) -> None:
-    """The page's cursor, its dropped count and its item errors, on the source's row."""
-    if page.cursor is not None:
-        source.cursor = json.loads(json.dumps(page.cursor, default=str))
-    source.events_dropped = (source.events_dropped or 0) + dropped
-    if page.errors:
-        record_item_errors(source, page.errors)
 
 
 def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:
@@ -206,12 +198,14 @@ def _gone_ids(
     existing: Mapping[str, tuple[int, dict[str, Any]]],
     kept: set[str],
 ) -> list[int]:
-    """Rows the page removes: the rest of its scope, or what it deleted or stopped matching."""
-    if page.replaces_scope is not None:
-        in_scope = db.execute(
-            _EVENTS_OF_SCOPE, {"source_id": source_id, "scope": page.replaces_scope}
-        )
-        return [event_id for event_id, provider_id in in_scope if provider_id not in kept]
+    """Rows the page removes: the rest of its scopes, or what it deleted or stopped matching."""
+    if page.replaces_scopes:
+        gone: list[int] = []
+        for chunk in chunks(page.replaces_scopes):
+            params = {"source_id": source_id, "scopes": list(chunk)}
+            in_scopes = db.execute(_EVENTS_OF_SCOPES, params)
+            gone += [event_id for event_id, provider_id in in_scopes if provider_id not in kept]
+        return gone
     deleted = set(page.deleted)
     gone = [existing[p][0] for p in sorted((set(existing) - kept) | (deleted & set(existing)))]
     return gone + _event_ids(db, source_id, sorted(deleted - set(existing)))
@@ -262,8 +256,9 @@ _EVENT_IDS = select(_EVENTS.c.id).where(
     _EVENTS.c.source_id == bindparam("source_id"),
     _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
 )
-_EVENTS_OF_SCOPE = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
-    _EVENTS.c.source_id == bindparam("source_id"), _EVENTS.c.scope == bindparam("scope")
+_EVENTS_OF_SCOPES = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.scope.in_(bindparam("scopes", expanding=True)),
 )
 _LINKS_OF = select(_LINKS.c.event_id, _LINKS.c.pairing_id).where(
     _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True))

@@ -5,9 +5,13 @@ Each function works inside the caller's transaction; the caller commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session as Db
@@ -50,12 +54,61 @@ def clear_needs_reauth(db: Db, source_id: str) -> bool:
     return True
 
 
-def record_item_errors(source: Source, errors: Iterable[ItemError]) -> None:
-    """Keep the newest item errors of a source, for ``status``."""
-    merged = list(source.item_errors or []) + [
-        {"item": e.item, "message": e.message} for e in errors
-    ]
-    source.item_errors = merged[-MAX_ITEM_ERRORS:]
+def _newest_item_errors(
+    kept: Iterable[dict[str, str]], errors: Iterable[ItemError]
+) -> list[dict[str, str]]:
+    """The newest item errors of a source, for ``status``."""
+    merged = list(kept) + [{"item": e.item, "message": e.message} for e in errors]
+    return merged[-MAX_ITEM_ERRORS:]
+
+
+@dataclass
+class SyncState:
+    """What a sync holds of its source's row between pages: storing a page then writes
+    the row with one UPDATE instead of loading it again (a first sync of thousands of
+    CalDAV objects spent a sixth of its time re-reading it)."""
+
+    id: str
+    held_deletions: int | None
+    resync_started_at: datetime | None
+    item_errors: list[dict[str, str]]
+
+
+def sync_state(db: Db, source_id: str) -> SyncState:
+    """The parts of a source's row (which must exist) that a sync's pages need."""
+    row = db.execute(
+        select(Source.held_deletions, Source.resync_started_at, Source.item_errors).where(
+            Source.id == source_id
+        )
+    ).one()
+    return SyncState(source_id, row.held_deletions, row.resync_started_at, row.item_errors or [])
+
+
+def note_page(
+    db: Db,
+    state: SyncState,
+    *,
+    cursor: Mapping[str, object] | None,
+    dropped: int,
+    errors: Iterable[ItemError],
+) -> None:
+    """A stored page's cursor, dropped count and item errors: one UPDATE of the row.
+
+    ``state`` is updated too; a page rolled back ends the sync that held it."""
+    values: dict[str, Any] = {}
+    if cursor is not None:
+        values["cursor"] = json.loads(json.dumps(cursor, default=str))  # as it reads back
+    if dropped:
+        values["events_dropped"] = func.coalesce(_SOURCES.c.events_dropped, 0) + dropped
+    errors = list(errors)
+    if errors:
+        state.item_errors = _newest_item_errors(state.item_errors, errors)
+        values["item_errors"] = state.item_errors
+    if values:
+        db.execute(update(_SOURCES).where(_SOURCES.c.id == state.id).values(values))
+
+
+_SOURCES = cast(Table, Source.__table__)
 
 
 def event_count(db: Db, source_id: str) -> int:

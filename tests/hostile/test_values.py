@@ -103,13 +103,13 @@ def test_a_page_keeps_its_deletions_and_scope_matching_its_records() -> None:
         SyncPage(
             records=(record(provider_id=long_id),),
             deleted=(long_id, "gone\x00"),
-            replaces_scope="dir/" + "f" * 2000,
+            replaces_scopes=("dir/" + "f" * 2000,),
             errors=(ItemError(item="f.ics: UID \x00" + "u" * 900, message="bad\x1b[2J" * 200),),
         )
     )
     assert page.deleted == (page.records[0].provider_id, "gone")
-    assert page.replaces_scope is not None
-    assert len(page.replaces_scope) <= base.ID_MAX
+    (scope,) = page.replaces_scopes
+    assert len(scope) <= base.ID_MAX
     (error,) = page.errors
     assert len(error.item) <= base.ITEM_MAX
     assert "\x00" not in error.item

@@ -158,9 +158,7 @@ def test_an_unchanged_calendar_costs_one_request(server: servers.CaldavServer, m
     later = CaldavConnector(config, now=NOW + timedelta(days=1), client=client_for(server))
     moved_on = listed(later, cursor_of(first))
     assert [r.ical_uid for r in records(moved_on)] == ["once"]
-    assert [p.replaces_scope for p in moved_on if p.records] == [
-        p.replaces_scope for p in first if p.records
-    ]
+    assert [p.replaces_scopes for p in moved_on] == [p.replaces_scopes for p in first]
 
 
 def test_a_server_without_sync_collection_is_compared_by_ctag_and_etags(
@@ -190,12 +188,14 @@ def test_a_server_without_sync_collection_is_compared_by_ctag_and_etags(
         remove(calendar, "other.ics")
         changed = listed(CaldavConnector(config, now=NOW, client=client_for(server)), cursor)
         assert [r.start for r in records(changed)] == [utc("20261118T160000Z")]
-        # The changed object, the deleted one (its scope replaced by nothing), the cursor.
-        assert [(p.replaces_scope, len(p.records)) for p in changed] == [
+        # One page: the deleted object (its scope replaced by nothing), the changed one,
+        # and the cursor.
+        (page,) = changed
+        assert list(zip(page.replaces_scopes, page.scope_sizes, strict=True)) == [
             (f"{calendar.url.path}other.ics", 0),
             (f"{calendar.url.path}once.ics", 1),
-            (None, 0),
         ]
+        assert page.cursor is not None
 
 
 def test_a_rejected_sync_token_raises_cursor_expired_and_a_full_sync_restores_all(
@@ -330,7 +330,7 @@ def test_a_calendar_no_longer_listed_is_dropped_from_the_cursor_but_deletes_noth
     one = source(server, [{"url": str(kept.url)}])
     with capture_logs() as logs:
         pages = listed(CaldavConnector(one, now=NOW, client=client_for(server)), cursor_of(first))
-    assert not [p for p in pages if p.replaces_scope or p.deleted]  # nothing let go of
+    assert not [p for p in pages if p.replaces_scopes or p.deleted]  # nothing let go of
     cursor = cursor_of(pages)
     assert cursor is not None
     assert list(dict(cursor["calendars"])) == [unquote(kept.url.path)]
@@ -378,7 +378,7 @@ def test_every_realworld_file_the_server_accepts_is_read_or_reported(
     config = source(server, [{"url": str(calendar.url)}], window_past="9000d")
     pages = listed(CaldavConnector(config, now=NOW, client=client_for(server)))
     assert records(pages), "real-world files gave no occurrence at all"
-    read = {str(p.replaces_scope).rsplit("/", 1)[-1] for p in pages if p.records}
+    read = {s.rsplit("/", 1)[-1] for p in pages for s in p.record_scopes() if s is not None}
     reported = {e.item.split(":")[0].rsplit("/", 1)[-1] for e in item_errors(pages)}
     assert read | reported <= accepted
     assert all(r.start.tzinfo is UTC or r.start.utcoffset() == timedelta(0) for r in records(pages))

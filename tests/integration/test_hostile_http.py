@@ -391,7 +391,9 @@ def test_a_folder_reads_no_link_out_of_it_nor_a_fifo_nor_an_oversized_file(
     assert "not a regular file" in errors["pipe@example.org.ics"]
     assert "max_bytes" in errors["big@example.org.ics"]
     assert "cannot read" in errors["team/loop.ics"]
-    stored = {p.replaces_scope for p in pages if p.records}
+    stored = {
+        s for p in pages for s, size in zip(p.replaces_scopes, p.scope_sizes, strict=True) if size
+    }
     assert stored == {"alice@example.org.ics", "inside@example.org.ics"}
     assert SECRET not in repr(pages)
     assert SECRET not in repr(logs)

@@ -59,10 +59,11 @@ def match(record: EventRecord) -> list[str]:
 def store(db: sessionmaker[Db], page: SyncPage) -> events.PageStats:
     with db.begin() as session:
         roster.apply_roster(session, CONFIG, ROSTER)
-        source = sources.ensure_source(session, "cal", "ics")
+        sources.ensure_source(session, "cal", "ics")
+        state = sources.sync_state(session, "cal")
         ids = roster.pairing_ids(session)
         return events.store_page(
-            session, source, page, match=match, pairing_ids=ids, store_titles=False
+            session, state, page, match=match, pairing_ids=ids, store_titles=False
         )
 
 
@@ -87,7 +88,7 @@ def test_page_is_stored_with_its_cursor_and_unrostered_events_are_dropped(
             meeting("noise", "ana@x.org", "zed@x.org"),
         ),
         cursor={"token": "abc"},
-        replaces_scope="ana.ics",
+        replaces_scopes=("ana.ics",),
         errors=(ItemError("ana.ics: UID broken", "no DTSTART"),),
     )
     stats = store(db, page)
@@ -103,7 +104,7 @@ def test_page_is_stored_with_its_cursor_and_unrostered_events_are_dropped(
 
 
 def test_same_page_twice_writes_nothing(db: sessionmaker[Db]) -> None:
-    page = SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a")
+    page = SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scopes=("a",))
     store(db, page)
     with db.begin() as session:
         session.execute(Pairing.__table__.update().values(events_changed=False))
@@ -123,14 +124,16 @@ def test_replacing_a_scope_deletes_what_is_gone_and_flags_the_pairing(
                 meeting("m1", "ana@x.org", "ben@x.org"),
                 meeting("m2", "cy@x.org", "dee@x.org"),
             ),
-            replaces_scope="a",
+            replaces_scopes=("a",),
         ),
     )
-    store(db, SyncPage(records=(meeting("other", "ana@x.org", "ben@x.org"),), replaces_scope="b"))
+    store(
+        db, SyncPage(records=(meeting("other", "ana@x.org", "ben@x.org"),), replaces_scopes=("b",))
+    )
     with db.begin() as session:
         session.execute(Pairing.__table__.update().values(events_changed=False))
     stats = store(
-        db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scope="a")
+        db, SyncPage(records=(meeting("m1", "ana@x.org", "ben@x.org"),), replaces_scopes=("a",))
     )
     assert stats.deleted == 1
     with db() as session:
@@ -182,6 +185,36 @@ def test_a_lease_reads_true_only_when_held(db: sessionmaker[Db]) -> None:
     assert not lease.acquire(db, "daemon", "host:2", ttl=ttl, now=T0)
 
 
+def test_a_grouped_page_replaces_each_of_its_scopes_by_its_own_records(
+    db: sessionmaker[Db],
+) -> None:
+    """Objects grouped in one page: each scope keeps exactly its records; one emptied
+    by the page loses what it held, and a scope the page does not name keeps its own."""
+    store(db, SyncPage(records=(meeting("a1", "ana@x.org", "ben@x.org"),), replaces_scopes=("a",)))
+    store(db, SyncPage(records=(meeting("c1", "ana@x.org", "ben@x.org"),), replaces_scopes=("c",)))
+    grouped = SyncPage(
+        records=(
+            meeting("a2", "ana@x.org", "ben@x.org"),
+            meeting("b1", "ana@x.org", "ben@x.org"),
+            meeting("b2", "ana@x.org", "ben@x.org"),
+        ),
+        replaces_scopes=("a", "b", "gone"),
+        scope_sizes=(1, 2, 0),
+        errors=(ItemError("b: UID x", "no DTSTART"),),
+        cursor={"token": "t2"},
+    )
+    stats = store(db, grouped)
+    assert (stats.stored, stats.deleted) == (3, 1)
+    with db() as session:
+        rows = session.execute(select(Event.provider_id, Event.scope)).all()
+        source = session.get_one(Source, "cal")
+        assert source.cursor == {"token": "t2"}
+        assert source.item_errors == [{"item": "b: UID x", "message": "no DTSTART"}]
+    assert sorted(rows) == [("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c")]
+    with pytest.raises(ValueError, match="scope_sizes"):
+        SyncPage(records=grouped.records, replaces_scopes=("a", "b"))
+
+
 def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(
     db: sessionmaker[Db],
 ) -> None:
@@ -189,12 +222,12 @@ def test_a_page_larger_than_one_batch_is_stored_updated_and_trimmed(
     many = [
         meeting(f"m{i}", "ana@x.org", "ben@x.org", T0 + timedelta(hours=i)) for i in range(6000)
     ]
-    assert store(db, SyncPage(records=tuple(many), replaces_scope="a")).stored == 6000
-    again = store(db, SyncPage(records=tuple(many), replaces_scope="a"))
+    assert store(db, SyncPage(records=tuple(many), replaces_scopes=("a",))).stored == 6000
+    again = store(db, SyncPage(records=tuple(many), replaces_scopes=("a",)))
     assert (again.stored, again.unchanged) == (0, 6000)
 
     moved = [replace(r, end=r.end + timedelta(minutes=15)) for r in many[:10]]
-    trimmed = store(db, SyncPage(records=tuple(moved + many[10:3000]), replaces_scope="a"))
+    trimmed = store(db, SyncPage(records=tuple(moved + many[10:3000]), replaces_scopes=("a",)))
     assert (trimmed.stored, trimmed.unchanged, trimmed.deleted) == (10, 2990, 3000)
     with db() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 3000

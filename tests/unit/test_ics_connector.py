@@ -15,6 +15,7 @@ import icalendar
 import pytest
 import recurring_ical_events
 
+import mentorpulse.connectors.base as connector_base
 import mentorpulse.connectors.ics as ics_module
 from mentorpulse.config.schema import IcsSource
 from mentorpulse.connectors.base import AuthError, Connector, TransientError
@@ -308,7 +309,12 @@ def test_owner_comes_from_an_email_file_name_else_the_source(tmp_path: Path) -> 
     (tmp_path / "team").mkdir()
     (tmp_path / "team" / "shared.ics").write_text(ics("UID:b\nDTSTART:20240306T090000Z"))
     pages = sync(source(tmp_path, owner="hr@example.org"))
-    assert {p.replaces_scope: p.records[0].calendar_owner for p in pages} == {
+    owners = {
+        s: r.calendar_owner
+        for p in pages
+        for r, s in zip(p.records, p.record_scopes(), strict=True)
+    }
+    assert owners == {
         "Alice@Example.org.ics": "alice@example.org",
         "team/shared.ics": "hr@example.org",
     }
@@ -333,7 +339,7 @@ def test_unchanged_folder_costs_nothing_and_changes_replace_one_file(tmp_path: P
     (tmp_path / ".a.ics.swp").write_text("editor junk")
     src = source(tmp_path)
     first = sync(src)
-    assert [p.replaces_scope for p in first] == ["a.ics", "b.ics"]
+    assert [p.replaces_scopes for p in first] == [("a.ics", "b.ics")]  # one grouped page
     cursor = first[-1].cursor
     assert cursor is not None
     json.dumps(cursor)  # the caller stores it as JSON
@@ -342,32 +348,61 @@ def test_unchanged_folder_costs_nothing_and_changes_replace_one_file(tmp_path: P
 
     (tmp_path / "b.ics").write_text(ics("UID:b\nDTSTART:20240307T090000Z"))
     (changed,) = sync(src, cursor)
-    assert changed.replaces_scope == "b.ics"
+    assert changed.replaces_scopes == ("b.ics",)
     assert [r.start for r in changed.records] == [datetime(2024, 3, 7, 9, tzinfo=UTC)]
     assert changed.cursor is not None
     assert sync(src, changed.cursor) == []
 
     (tmp_path / "a.ics").unlink()
     (gone,) = sync(src, changed.cursor)
-    assert gone.replaces_scope == "a.ics"
+    assert gone.replaces_scopes == ("a.ics",)
     assert gone.records == ()
     assert gone.cursor is not None
     assert sync(src, gone.cursor) == []
 
 
-def test_checkpoints_carry_the_cursor_to_resume_from(
+def test_grouped_pages_carry_the_cursor_to_resume_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ics_module, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(connector_base, "PAGE_SCOPES", 2)
     for name in "abcde":
         (tmp_path / f"{name}.ics").write_text(ics(f"UID:{name}\nDTSTART:20240305T090000Z"))
     src = source(tmp_path)
     pages = sync(src)
-    # Not every page writes the folder-wide cursor: every second one and the last do.
-    assert [p.cursor is not None for p in pages] == [False, True, False, True, True]
-    # Crash after storing page 3: resume from the checkpoint of page 2, re-reading c.
-    assert [p.replaces_scope for p in sync(src, pages[1].cursor)] == ["c.ics", "d.ics", "e.ics"]
+    # Files grouped two by two; each group carries the cursor of what it and those
+    # before it hold, and nothing of the next group.
+    assert [p.replaces_scopes for p in pages] == [
+        ("a.ics", "b.ics"),
+        ("c.ics", "d.ics"),
+        ("e.ics",),
+    ]
+    assert [len(p.records) for p in pages] == [2, 2, 1]
+    assert all(p.cursor is not None for p in pages)
+    # A crash after storing the first group resumes with the second.
+    assert [p.replaces_scopes for p in sync(src, pages[0].cursor)] == [
+        ("c.ics", "d.ics"),
+        ("e.ics",),
+    ]
     assert sync(src, pages[-1].cursor) == []
+
+
+def test_a_group_is_bounded_by_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connector_base, "PAGE_RECORDS", 3)
+    for name in "abc":
+        (tmp_path / f"{name}.ics").write_text(
+            ics(f"UID:{name}\nDTSTART:20240305T090000Z\nRRULE:FREQ=DAILY;COUNT=2")
+        )
+    (tmp_path / "d.ics").write_text(
+        ics("UID:d\nDTSTART:20240305T090000Z\nRRULE:FREQ=DAILY;COUNT=5")
+    )
+    pages = sync(source(tmp_path))
+    # A file is never split: one larger than the bound is a page of its own.
+    assert [(p.replaces_scopes, p.scope_sizes) for p in pages] == [
+        (("a.ics",), (2,)),
+        (("b.ics",), (2,)),
+        (("c.ics",), (2,)),
+        (("d.ics",), (5,)),
+    ]
 
 
 def test_a_new_day_moves_the_window_and_rereads_every_file(tmp_path: Path) -> None:
@@ -376,7 +411,7 @@ def test_a_new_day_moves_the_window_and_rereads_every_file(tmp_path: Path) -> No
     cursor = sync(src)[-1].cursor
     assert sync(src, cursor, now=NOW + timedelta(hours=6)) == []
     (again,) = sync(src, cursor, now=NOW + timedelta(days=1))
-    assert again.replaces_scope == "a.ics"
+    assert again.replaces_scopes == ("a.ics",)
     assert len(again.records) == 1
 
 
@@ -388,14 +423,14 @@ def test_unparseable_file_reports_without_wiping_or_advancing(tmp_path: Path) ->
 
     (tmp_path / "a.ics").write_text("BEGIN:VCALENDAR\nthis is not\n\x00 ical at all")
     (broken,) = sync(src, cursor)
-    assert broken.replaces_scope is None  # what a.ics held stays stored
+    assert broken.replaces_scopes == ()  # what a.ics held stays stored
     assert broken.records == ()
     assert [e.item for e in broken.errors] == ["a.ics"]
     assert broken.cursor == cursor  # not advanced: retried next time
 
     (tmp_path / "a.ics").write_text("")  # half-written: not an empty calendar
     (empty,) = sync(src, cursor)
-    assert empty.replaces_scope is None
+    assert empty.replaces_scopes == ()
     assert "empty" in empty.errors[0].message
 
     (tmp_path / "a.ics").write_text(good)
@@ -412,7 +447,7 @@ def test_a_bad_event_is_skipped_and_named(tmp_path: Path) -> None:
     )
     (tmp_path / "x.ics").write_text(text)
     (page,) = sync(source(tmp_path / "x.ics"))
-    assert page.replaces_scope == "x.ics"
+    assert page.replaces_scopes == ("x.ics",)
     assert [r.ical_uid for r in page.records] == ["good"]
     assert sorted(e.item for e in page.errors) == [
         "x.ics: UID bad-date",
@@ -429,7 +464,7 @@ def test_relative_path_and_missing_root(tmp_path: Path) -> None:
     (tmp_path / "cals").mkdir()
     (tmp_path / "cals" / "a.ics").write_text(ics("UID:a\nDTSTART:20240305T090000Z"))
     (page,) = sync(source("cals"), base_dir=tmp_path)
-    assert page.replaces_scope == "a.ics"
+    assert page.replaces_scopes == ("a.ics",)
     with pytest.raises(TransientError, match="does not exist"):
         sync(source("nowhere"), base_dir=tmp_path)
 
@@ -720,7 +755,7 @@ def test_feed_uses_etag_and_a_304_yields_nothing(feed: tuple[type[FeedHandler], 
     handler.headers_out = {"ETag": '"v1"', "Content-Type": "text/calendar"}
     src = source(url=f"{base}/team.ics?token=s3cret", owner="Mentor@example.org")
     (page,) = sync(src)
-    assert page.replaces_scope == f"{base}/team.ics"  # no query string: it may hold a token
+    assert page.replaces_scopes == (f"{base}/team.ics",)  # no query string: it may hold a token
     assert [r.provider_id for r in page.records] == [f"{base}/team.ics#f#"]
     assert page.records[0].calendar_owner == "Mentor@example.org"
 
@@ -769,5 +804,5 @@ def test_broken_feed_body_does_not_wipe(feed: tuple[type[FeedHandler], str]) -> 
     handler, base = feed
     handler.body = b"<html>maintenance</html>"
     (page,) = sync(source(url=f"{base}/cal.ics"))
-    assert page.replaces_scope is None
+    assert page.replaces_scopes == ()
     assert page.errors[0].item == f"{base}/cal.ics"

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import abc
 import json
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +35,7 @@ from sqlalchemy.orm import Session as Db
 from mentorpulse import stages
 from mentorpulse.model import EventStatus, Response, SyncPage
 from mentorpulse.stages.sync import SourceResult
-from mentorpulse.storage.models import Event, ResyncSeen, Source
+from mentorpulse.storage.models import Event, EventPairing, ResyncSeen, Source
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday
 MENTOR = "ana@example.org"
@@ -61,6 +64,10 @@ class LiveSource(abc.ABC):
     in each of them (``copies``); ``name`` identifies it across calls."""
 
     copies: ClassVar[int] = 2
+    # A connector grouping objects (calendar objects, files) into pages: how many a page
+    # holds when a scenario kills the sync between two of them (base.PAGE_SCOPES); None
+    # for one whose pages are the provider's.
+    objects_per_page: ClassVar[int | None] = None
     # Scenario (test name without ``test_``) → why this kind of source cannot express it.
     not_applicable: ClassVar[Mapping[str, str]] = {}
 
@@ -174,6 +181,46 @@ class Harness:
             with pytest.raises(Crash):
                 self.sync()
 
+    def killed_sync(self) -> None:
+        """``mentorpulse sync --once`` in a process of its own, SIGKILLed right after it
+        stored its first page, with pages grouped ``objects_per_page`` objects at most."""
+        self.context()  # writes mentorpulse.yaml as the source stands now
+        connector_class = self.live.connector_class
+        died = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _KILLED_AFTER_FIRST_PAGE,
+                str(self.folder / "mentorpulse.yaml"),
+                connector_class.__module__,
+                connector_class.__name__,
+                NOW.isoformat(),
+                str(self.live.objects_per_page),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+
+    def snapshot(self) -> Counter[tuple[Any, ...]]:
+        """Every stored row of the source as plain values (no row id), counted."""
+        columns = [c for c in Event.__table__.c if c.name not in ("id", "updated_at")]
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(*columns).where(Event.source_id == SOURCE)).all()
+        return Counter(json.dumps(list(row), default=str, sort_keys=True) for row in rows)
+
+    def forget_source(self) -> None:
+        """Drop what the source stored (events, links, its row): the next sync is clean."""
+        with self.engine.begin() as connection:
+            ids = select(Event.id).where(Event.source_id == SOURCE).scalar_subquery()
+            connection.execute(
+                EventPairing.__table__.delete().where(EventPairing.event_id.in_(ids))
+            )
+            connection.execute(Event.__table__.delete().where(Event.source_id == SOURCE))
+            connection.execute(Source.__table__.delete().where(Source.id == SOURCE))
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
@@ -223,6 +270,28 @@ class Harness:
         self.close_context()
         if self._engine is not None:
             self._engine.dispose()
+
+
+# Run by :meth:`Harness.killed_sync`: the process dies (SIGKILL, nothing cleans up) when
+# the stage asks for the second page, i.e. right after committing the first one.
+_KILLED_AFTER_FIRST_PAGE = """
+import importlib, os, signal, sys
+from datetime import datetime
+from pathlib import Path
+from mentorpulse import stages
+from mentorpulse.connectors import base
+config, module, name, now, per_page = sys.argv[1:]
+base.PAGE_SCOPES = int(per_page)
+connector_class = getattr(importlib.import_module(module), name)
+listing = connector_class.sync
+def sync(connector, cursor):
+    for page in listing(connector, cursor):
+        yield page
+        os.kill(os.getpid(), signal.SIGKILL)
+connector_class.sync = sync
+moment = datetime.fromisoformat(now)
+stages.sync_sources(stages.Context.open(Path(config), clock=lambda: moment))
+"""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -385,6 +454,31 @@ class ConnectorContract:
         assert harness.stored() == expected
         # Resumed from the stored cursor: what the first run stored is not read again.
         assert result.stored + result.unchanged <= harness.rows() - half.total()
+
+    def test_kill_between_grouped_pages_resumes(self, harness: Harness) -> None:
+        """The process is killed between two grouped pages; the next sync stores exactly
+        what a clean sync stores: no duplicate, nothing lost."""
+        if harness.live.objects_per_page is None:
+            pytest.skip(f"{type(harness.live).__name__} pages are the provider's own")
+        harness.live.add_meeting("kickoff", KICKOFF)
+        harness.live.add_meeting("catch-up", CATCH_UP)
+        harness.live.add_meeting("later", LATER)
+        harness.live.add_series("weekly", SERIES)
+        everything = {KICKOFF: ACCEPTED, CATCH_UP: ACCEPTED, LATER: ACCEPTED}
+        expected = harness.expect({**everything, **dict.fromkeys(SERIES, ACCEPTED)})
+        harness.killed_sync()
+        half = harness.stored()
+        assert half, "the first grouped page was stored"
+        assert half != expected, "the listing had more pages when the process was killed"
+        result = harness.sync()
+        assert result.ok, result.error
+        assert harness.stored() == expected
+        resumed = harness.snapshot()
+        assert resumed.total() == harness.rows() == expected.total()  # nothing twice
+        harness.forget_source()
+        clean = harness.sync()
+        assert clean.ok, clean.error
+        assert harness.snapshot() == resumed
 
     # -- failures ------------------------------------------------------------------------
 

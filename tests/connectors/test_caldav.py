@@ -38,6 +38,8 @@ class LiveCaldav(LiveSource):
     """The mentor's and the mentee's calendar on one server; each calendar's cursor comes
     with its last page, so a listing of the two has a page with a cursor mid-way."""
 
+    objects_per_page = 2  # four meetings a calendar: two grouped pages each
+
     def __init__(
         self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch, method: str = "auto"
     ) -> None:

@@ -83,6 +83,7 @@ class LiveFolder(LiveIcs):
         "cursor_expiry_resync_interrupted": NO_SYNC_STATE,
         "auth_failure": "a folder of files has no credentials to refuse",
     }
+    objects_per_page = 1  # two files: grouped one by one, so there is a page between
 
     def __init__(self, folder: Path) -> None:
         super().__init__()
@@ -134,6 +135,7 @@ class LiveFeed(LiveIcs):
         "cursor_expiry": NO_SYNC_STATE,
         "cursor_expiry_resync_interrupted": NO_SYNC_STATE,
         "crash_between_pages_resumes": "a feed is one document, read as one page",
+        "kill_between_grouped_pages_resumes": "a feed is one document, read as one page",
     }
 
     def __init__(self, url: str) -> None:

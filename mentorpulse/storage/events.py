@@ -178,10 +178,13 @@ def _write_events(db: Db, plan: _Plan) -> None:
             )
         )
     link_rows = list(plan.link_rows)
-    # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
+    # Core inserts, not ORM bulk ones: those split a batch wherever a value is None. No
+    # RETURNING: with it, PostgreSQL's driver parsed one statement of every row's values
+    # per page (most of storing's CPU); a plain executemany then one SELECT of the ids.
     if plan.inserts:
-        returned = db.execute(_INSERT_EVENTS, plan.inserts)
-        for event_id, provider_id in returned:
+        db.execute(_INSERT_EVENTS, plan.inserts)
+        source_id = plan.inserts[0]["source_id"]
+        for event_id, provider_id in _ids_by_provider(db, source_id, list(plan.new_links)):
             link_rows += [
                 {"event_id": event_id, "pairing_id": p} for p in sorted(plan.new_links[provider_id])
             ]
@@ -211,13 +214,18 @@ def _gone_ids(
     return gone + _event_ids(db, source_id, sorted(deleted - set(existing)))
 
 
+def _ids_by_provider(db: Db, source_id: str, provider_ids: Sequence[str]) -> list[tuple[int, str]]:
+    """(row id, provider id) of a source's stored events, by provider id."""
+    found: list[tuple[int, str]] = []
+    for chunk in chunks(provider_ids):
+        rows = db.execute(_IDS_BY_PROVIDER, {"source_id": source_id, "provider_ids": list(chunk)})
+        found += [(event_id, provider_id) for event_id, provider_id in rows]
+    return found
+
+
 def _event_ids(db: Db, source_id: str, provider_ids: Sequence[str]) -> list[int]:
     """The stored ids of a source's events, by provider id."""
-    found: list[int] = []
-    for chunk in chunks(provider_ids):
-        rows = db.execute(_EVENT_IDS, {"source_id": source_id, "provider_ids": list(chunk)})
-        found += [event_id for (event_id,) in rows]
-    return found
+    return [event_id for event_id, _provider_id in _ids_by_provider(db, source_id, provider_ids)]
 
 
 _COMPARED = (
@@ -252,10 +260,6 @@ _STORED_EVENTS = select(
     _EVENTS.c.source_id == bindparam("source_id"),
     _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
 )
-_EVENT_IDS = select(_EVENTS.c.id).where(
-    _EVENTS.c.source_id == bindparam("source_id"),
-    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
-)
 _EVENTS_OF_SCOPES = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
     _EVENTS.c.source_id == bindparam("source_id"),
     _EVENTS.c.scope.in_(bindparam("scopes", expanding=True)),
@@ -263,7 +267,11 @@ _EVENTS_OF_SCOPES = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
 _LINKS_OF = select(_LINKS.c.event_id, _LINKS.c.pairing_id).where(
     _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True))
 )
-_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.provider_id)
+_INSERT_EVENTS = insert(_EVENTS)
+_IDS_BY_PROVIDER = select(_EVENTS.c.id, _EVENTS.c.provider_id).where(
+    _EVENTS.c.source_id == bindparam("source_id"),
+    _EVENTS.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
 _INSERT_LINKS = insert(_LINKS)
 _FLAG_PAIRINGS = (
     update(Pairing)

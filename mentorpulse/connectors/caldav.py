@@ -1,7 +1,8 @@
 """The CalDAV connector (``kind: caldav``): calendars on a CalDAV server, polled incrementally.
 
-Each calendar object resource (one ``.ics`` on the server) is one *scope*: its page
-replaces what was stored under it, so a modified series, a moved or cancelled
+Each calendar object resource (one ``.ics`` on the server) is one *scope*: its records
+replace what was stored under it (objects are grouped into pages sized by work,
+connectors/base.PageGroup), so a modified series, a moved or cancelled
 occurrence and a deleted object need no per-occurrence diff. Parsing and recurrence
 expansion are :func:`mentorpulse.connectors.ics.records_from_ical`'s, over our own window
 (the server's expansion is not relied upon).

@@ -1,7 +1,9 @@
 """The iCalendar connector (``kind: ics``): a .ics file, a folder of them, or an http(s) feed.
 
-Each file (or the feed) is one *scope*: its page replaces everything stored under it, so
-a re-read file needs no per-event diff. The cursor remembers a sha256 per file and the
+Each file (or the feed) is one *scope*: its records replace everything stored under it, so
+a re-read file needs no per-event diff; a folder's files are grouped into pages sized by
+work (connectors/base.PageGroup), each carrying the cursor of what it and those before
+it hold. The cursor remembers a sha256 per file and the
 window it was expanded over, so an unchanged folder costs one hash per file and yields
 nothing. Files are third-party data: a broken file or event becomes an :class:`ItemError`,
 never a crashed sync, and a file that cannot be parsed never wipes what it held before.

@@ -18,7 +18,14 @@ import structlog
 
 from mentorpulse.config.schema import Program, RuleBase
 from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
-from mentorpulse.rules.kinds import Condition, Timeline, TimelineView, kind_for, start_of, view_of
+from mentorpulse.rules.kinds import (
+    Condition,
+    Timeline,
+    TimelineView,
+    kind_for,
+    start_of,
+    view_of,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -46,8 +46,6 @@ class Session(Protocol):
     300,000 of them at 10,000 pairings)."""
 
     @property
-    def key(self) -> str: ...
-    @property
     def start(self) -> datetime: ...
     @property
     def end(self) -> datetime: ...
@@ -202,7 +200,7 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
     last: Session | None = None
     first_end: datetime | None = None
     attended: list[datetime] = []
-    due: list[datetime] = []
+    not_held: list[datetime] = []
     run: list[Session] = []
     acts: list[tuple[str | None, datetime]] = []
     called_off: list[Session] = []
@@ -210,36 +208,37 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
     last_scheduled: datetime | None = None
     next_scheduled: datetime | None = None
     next_unfinished: datetime | None = None
+    # In order of start, the first session ahead is the earliest, the last one by now the
+    # latest; a session over by now is known (only what was known then counts).
     for s in sorted(timeline.sessions, key=_START):
         outcome, start, end = s.outcome, s.start, s.end
+        if outcome in _NOT_SCHEDULED:
+            if s.cancelled_hours_before is not None:
+                called_off.append(s)
+        elif start <= now:
+            last_scheduled = start
+        elif next_scheduled is None:
+            next_scheduled = start
         if start > now:
             moments.append(start)
         if end > now:
             moments.append(end)
-        if outcome in _NOT_SCHEDULED:
-            if s.cancelled_hours_before is not None:
-                called_off.append(s)
-        else:
-            if start <= now:
-                last_scheduled = start if last_scheduled is None else max(last_scheduled, start)
-            elif next_scheduled is None or start < next_scheduled:
-                next_scheduled = start
-            if end > now and (next_unfinished is None or start < next_unfinished):
+            if next_unfinished is None and outcome not in _NOT_SCHEDULED:
                 next_unfinished = start
-        if outcome is Outcome.CANCELLED or outcome is Outcome.MISSED:
-            acts.append(_act(s))
-        if end > now:
-            continue
-        if outcome in ATTENDED:
+            if outcome in _NOT_HELD:
+                acts.append(_act(s))
+        elif outcome in ATTENDED:
             attended.append(end)
-            due.append(end)
-            run = []
+            if run:
+                run = []
             if last is None or end > last.end:
                 last = s
-            first_end = end if first_end is None else min(first_end, end)
+            if first_end is None or end < first_end:
+                first_end = end
         elif outcome in _NOT_HELD:
-            due.append(end)
+            not_held.append(end)
             run.append(s)
+            acts.append(_act(s))
     return TimelineView(
         timeline=timeline,
         now=now,
@@ -248,7 +247,7 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
         last_attended=last,
         first_attended_end=first_end,
         attended_ends=tuple(sorted(attended)),
-        due_ends=tuple(sorted(due)),
+        due_ends=tuple(sorted(attended + not_held)),
         misses_run=tuple(run),
         last_scheduled=last_scheduled,
         next_scheduled=next_scheduled,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
 
 from sqlalchemy.orm import Session as Db
 
@@ -81,9 +82,12 @@ def timeline_for(
         started_on=row.started_on,
         ended_on=row.ended_on,
         zone=row.mentor_timezone or config.timezone,
-        sessions=tuple(sorted(sessions, key=lambda s: s.start)),
+        sessions=tuple(sorted(sessions, key=_START)),
         cadence=cadence,
     )
+
+
+_START = attrgetter("start")
 
 
 def override(program: Program | None, entry: RosterPairing | None) -> tuple[timedelta | None, bool]:

@@ -48,11 +48,9 @@ class PairingRow(NamedTuple):
 
 
 class SessionRow(NamedTuple):
-    """A stored session with what the rules and ``explain`` read of it. The first seven
-    fields are the rules' own (``rules.SessionFact``, in its order), so a slice of the row
-    is what the rules see of it."""
+    """A stored session with what the rules (``rules.kinds.Session``) and ``explain`` read
+    of it: the rules judge these rows as they are."""
 
-    key: str
     start: datetime
     end: datetime
     outcome: Outcome
@@ -136,7 +134,6 @@ def pairing_ids_of(db: Db, mentor_email: str, mentee_email: str) -> list[int]:
 _SESSION_COLUMNS = (
     MentoringSession.id,
     MentoringSession.pairing_id,
-    MentoringSession.key,
     type_coerce(MentoringSession.start, DateTime(timezone=True)),
     type_coerce(MentoringSession.end, DateTime(timezone=True)),
     MentoringSession.outcome,
@@ -155,17 +152,17 @@ def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow
     for chunk in chunks(pairing_ids):
         query = select(*_SESSION_COLUMNS).where(MentoringSession.pairing_id.in_(chunk))
         rows += connection.execute(query).all()
-    missed = _deciding_party(db, [row[0] for row in rows if row[5] == Outcome.MISSED])
+    missed = _deciding_party(db, [row[0] for row in rows if row[4] == Outcome.MISSED])
     found: dict[int, list[SessionRow]] = defaultdict(list)
-    outcomes, make = _OUTCOMES, SessionRow._make
-    for id_, pairing_id, key, began, ended, outcome, confidence, by, notice in rows:
+    outcomes, new = _OUTCOMES, tuple.__new__  # SessionRow._make without its Python frame
+    for id_, pairing_id, began, ended, outcome, confidence, by, notice in rows:
         start, end = began, ended
         if start.tzinfo is None:  # SQLite keeps UTC without its zone
             start, end = start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
         elif start.tzinfo is not UTC:
             start, end = start.astimezone(UTC), end.astimezone(UTC)
-        fields = (key, start, end, outcomes[outcome], by, notice, missed.get(id_))
-        found[pairing_id].append(make((*fields, id_, pairing_id, confidence)))
+        fields = (start, end, outcomes[outcome], by, notice, missed.get(id_))
+        found[pairing_id].append(new(SessionRow, (*fields, id_, pairing_id, confidence)))
     return found
 
 

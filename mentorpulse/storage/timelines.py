@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, Select, bindparam, or_, select, type_coerce, update
+from sqlalchemy import (
+    DateTime,
+    Select,
+    String,
+    bindparam,
+    case,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
@@ -129,52 +139,70 @@ def pairing_ids_of(db: Db, mentor_email: str, mentee_email: str) -> list[int]:
     return list(db.scalars(query))
 
 
-# Session times are read without the UtcDateTime decorator (two Python calls per value,
-# 600,000 values at 10,000 pairings) and made aware UTC as it would, inline.
-_SESSION_COLUMNS = (
-    MentoringSession.id,
-    MentoringSession.pairing_id,
-    type_coerce(MentoringSession.start, DateTime(timezone=True)),
-    type_coerce(MentoringSession.end, DateTime(timezone=True)),
-    MentoringSession.outcome,
-    MentoringSession.confidence,
-    MentoringSession.cancelled_by,
-    MentoringSession.cancelled_hours_before,
-)
 _OUTCOMES = {o.value: o for o in Outcome}
+_UTC_ZONE_NAMES = frozenset({"UTC", "Etc/UTC"})
+
+
+def _session_query(db: Db) -> tuple[Select[Any], bool]:
+    """The session columns the rules and ``explain`` read, with who missed a ``missed``
+    one (asked of those few only), and whether times come as SQLite text.
+
+    Times are read raw: the UtcDateTime decorator costs two Python calls per value
+    (600,000 values at 10,000 pairings), so :func:`sessions_of` makes them aware UTC. On
+    SQLite the query appends the zone to the stored UTC text, one parse per value.
+    """
+    text = db.get_bind().dialect.name == "sqlite"
+    start: Any = type_coerce(MentoringSession.start, DateTime(timezone=True))
+    end: Any = type_coerce(MentoringSession.end, DateTime(timezone=True))
+    if text:
+        start = type_coerce(MentoringSession.start, String()).concat("+00:00")
+        end = type_coerce(MentoringSession.end, String()).concat("+00:00")
+    deciding = select(Evidence.party).where(
+        Evidence.session_id == MentoringSession.id, Evidence.rank == 0
+    )
+    missed_by = case(
+        (MentoringSession.outcome == Outcome.MISSED.value, deciding.scalar_subquery()),
+        else_=None,
+    )
+    query = select(
+        MentoringSession.id,
+        MentoringSession.pairing_id,
+        start,
+        end,
+        MentoringSession.outcome,
+        MentoringSession.confidence,
+        MentoringSession.cancelled_by,
+        MentoringSession.cancelled_hours_before,
+        missed_by,
+    )
+    return query, text
 
 
 def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow]]:
-    """The sessions of the pairings, by pairing id. Who missed a ``missed`` session is
-    looked up for those few sessions only."""
-    rows: list[Any] = []
+    """The sessions of the pairings, by pairing id, times aware UTC (PostgreSQL's own UTC
+    zone object is kept as it comes)."""
+    query, text = _session_query(db)
     connection = db.connection()  # Core rows: the ORM's result machinery adds nothing here
-    for chunk in chunks(pairing_ids):
-        query = select(*_SESSION_COLUMNS).where(MentoringSession.pairing_id.in_(chunk))
-        rows += connection.execute(query).all()
-    missed = _deciding_party(db, [row[0] for row in rows if row[4] == Outcome.MISSED])
     found: dict[int, list[SessionRow]] = defaultdict(list)
-    outcomes, new = _OUTCOMES, tuple.__new__  # SessionRow._make without its Python frame
-    for id_, pairing_id, began, ended, outcome, confidence, by, notice in rows:
-        start, end = began, ended
-        if start.tzinfo is None:  # SQLite keeps UTC without its zone
-            start, end = start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
-        elif start.tzinfo is not UTC:
-            start, end = start.astimezone(UTC), end.astimezone(UTC)
-        fields = (start, end, outcomes[outcome], by, notice, missed.get(id_))
-        found[pairing_id].append(new(SessionRow, (*fields, id_, pairing_id, confidence)))
+    outcomes, parse = _OUTCOMES, datetime.fromisoformat
+    for chunk in chunks(pairing_ids):
+        rows = connection.execute(query.where(MentoringSession.pairing_id.in_(chunk))).all()
+        convert = not text and bool(rows) and not _is_utc(rows[0][2].tzinfo)
+        for id_, pairing_id, began, ended, outcome, confidence, by, notice, party in rows:
+            if text:
+                start, end = parse(began), parse(ended)
+            elif convert:
+                start, end = began.astimezone(UTC), ended.astimezone(UTC)
+            else:
+                start, end = began, ended
+            row = (start, end, outcomes[outcome], by, notice, party, id_, pairing_id)
+            found[pairing_id].append(SessionRow(*row, confidence))
     return found
 
 
-def _deciding_party(db: Db, session_ids: Sequence[int]) -> dict[int, str | None]:
-    """The party of the evidence that decided each session's outcome."""
-    found: dict[int, str | None] = {}
-    for chunk in chunks(session_ids):
-        query = select(Evidence.session_id, Evidence.party).where(
-            Evidence.session_id.in_(chunk), Evidence.rank == 0
-        )
-        found.update((session_id, party) for session_id, party in db.execute(query))
-    return found
+def _is_utc(zone: tzinfo | None) -> bool:
+    """Whether the driver's zone is UTC (PostgreSQL's connection zone, by its name)."""
+    return zone is UTC or getattr(zone, "key", None) in _UTC_ZONE_NAMES
 
 
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
@@ -63,20 +63,7 @@ def finding_states_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str,
     for chunk in chunks(pairing_ids):
         query = select(*_STATE_COLUMNS).where(Finding.pairing_id.in_(chunk)).order_by(Finding.id)
         for row in db.execute(query):
-            facts = row.facts
-            state = FindingState(
-                fingerprint=row.fingerprint,
-                rule_id=row.rule_id,
-                pairing_key=facts.get(_PAIRING_FACT, ""),
-                severity=row.severity,
-                state=row.state,
-                since=row.since,
-                firing_since=row.firing_since,
-                until=row.until,
-                facts={k: v for k, v in facts.items() if k != _PAIRING_FACT},
-                reason=row.reason,
-            )
-            found[row.pairing_id][row.fingerprint] = StoredFinding(row.id, state)
+            found[row.pairing_id][row.fingerprint] = StoredFinding(row.id, state_of(row))
     return found
 
 
@@ -151,8 +138,8 @@ def _columns(state: FindingState, now: datetime) -> dict[str, Any]:
     }
 
 
-def state_of(row: Finding) -> FindingState:
-    """A stored finding as the engine sees it."""
+def state_of(row: Finding | Row[Any]) -> FindingState:
+    """A stored finding (ORM object or Core row of its columns) as the engine sees it."""
     return FindingState(
         fingerprint=row.fingerprint,
         rule_id=row.rule_id,
@@ -167,22 +154,11 @@ def state_of(row: Finding) -> FindingState:
     )
 
 
-def write_state(row: Finding, state: FindingState, now: datetime) -> None:
-    """Store the engine's verdict on a finding row."""
-    for name, value in _columns(state, now).items():
-        setattr(row, name, value)
-
-
 def add_finding(db: Db, fingerprint: str, pairing_id: int | None) -> Finding:
     """A new finding row (its state is written by the caller)."""
     row = Finding(fingerprint=fingerprint, pairing_id=pairing_id)
     db.add(row)
     return row
-
-
-def remove_finding(db: Db, row: Finding) -> None:
-    """Forget a finding nobody was told of (pending, cleared before it fired)."""
-    db.delete(row)
 
 
 def resolve(row: Finding, now: datetime, reason: str | None = None) -> None:

@@ -195,10 +195,10 @@ class TimelineView:
 
 
 def view_of(timeline: Timeline, now: datetime) -> TimelineView:
-    """The one pass over ``timeline`` at ``now`` that every rule kind reads."""
+    """The one pass over ``timeline`` at ``now`` that every rule kind reads. In order of
+    start, the first session ahead is the earliest, the last one by now the latest."""
     zone = ZoneInfo(timeline.zone)
     last: Session | None = None
-    first_end: datetime | None = None
     attended: list[datetime] = []
     not_held: list[datetime] = []
     run: list[Session] = []
@@ -208,8 +208,6 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
     last_scheduled: datetime | None = None
     next_scheduled: datetime | None = None
     next_unfinished: datetime | None = None
-    # In order of start, the first session ahead is the earliest, the last one by now the
-    # latest; a session over by now is known (only what was known then counts).
     for s in sorted(timeline.sessions, key=_START):
         outcome, start, end = s.outcome, s.start, s.end
         if outcome in _NOT_SCHEDULED:
@@ -233,8 +231,6 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
                 run = []
             if last is None or end > last.end:
                 last = s
-            if first_end is None or end < first_end:
-                first_end = end
         elif outcome in _NOT_HELD:
             not_held.append(end)
             run.append(s)
@@ -245,7 +241,7 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
         zone=zone,
         start=start_of(timeline, zone),
         last_attended=last,
-        first_attended_end=first_end,
+        first_attended_end=min(attended, default=None),
         attended_ends=tuple(sorted(attended)),
         due_ends=tuple(sorted(attended + not_held)),
         misses_run=tuple(run),

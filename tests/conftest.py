@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
 from mentorpulse.config.schema import CadenceGapRule
-from mentorpulse.rules import Condition, RuleKind, Timeline, kinds, register
+from mentorpulse.rules import Condition, RuleKind, kinds, register
+from mentorpulse.rules.kinds import TimelineView
 from mentorpulse.storage.models import Base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ class FailingRule(CadenceGapRule):
 
 
 class _FailingKind(RuleKind[FailingRule]):
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
+    def evaluate(self, view: TimelineView) -> Condition:
         raise RuntimeError("bad rule")
 
 

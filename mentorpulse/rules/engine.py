@@ -18,7 +18,14 @@ import structlog
 
 from mentorpulse.config.schema import Program, RuleBase
 from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
-from mentorpulse.rules.kinds import Condition, Timeline, kind_for, start_of
+from mentorpulse.rules.kinds import (
+    Condition,
+    Timeline,
+    TimelineView,
+    kind_for,
+    start_of,
+    view_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -65,25 +72,36 @@ def evaluate(
     A rule that raises yields an errored condition (:attr:`Condition.error`), so one
     broken rule never hides the verdicts of the others.
     """
+    return _conditions(timeline, program, now, program.rules if rules is None else rules)[0]
+
+
+def _conditions(
+    timeline: Timeline, program: Program, now: datetime, rules: Sequence[RuleBase]
+) -> tuple[list[Condition], TimelineView | None]:
+    """The selected rules' conditions, and the one view of the timeline they shared (None
+    when no rule judged it)."""
     if not is_active(timeline, now):
-        return []
-    return [
-        _judged_by(rule, program, timeline, now)
-        for rule in (program.rules if rules is None else rules)
-        if selects(rule, timeline)
-    ]
+        return [], None
+    selected = [rule for rule in rules if selects(rule, timeline)]
+    if not selected:
+        return [], None
+    view = view_of(timeline, now)
+    return [_judged_by(rule, program, view) for rule in selected], view
 
 
-def _judged_by(rule: RuleBase, program: Program, timeline: Timeline, now: datetime) -> Condition:
+def _judged_by(rule: RuleBase, program: Program, view: TimelineView) -> Condition:
     """One rule's condition; a rule that raises gives an errored one, logged once."""
     try:
-        return kind_for(rule, program).evaluate(timeline, now)
+        return kind_for(rule, program).evaluate(view)
     except Exception as exc:  # a rule bug must not stop the other rules
         marker = (program.id, rule.id, type(exc).__name__)
         if marker not in _reported_failures:
             _reported_failures.add(marker)
             log.exception(
-                "rule_failed", program=program.id, rule=rule.id, pairing=timeline.pairing_key
+                "rule_failed",
+                program=program.id,
+                rule=rule.id,
+                pairing=view.timeline.pairing_key,
             )
         return Condition(
             rule_id=rule.id,
@@ -176,7 +194,7 @@ def judge(
     by_id = {r.id: r for r in rules}
     states: dict[str, FindingState | None] = {}
     deadlines: list[datetime] = []
-    conditions = evaluate(timeline, program, now, rules)
+    conditions, view = _conditions(timeline, program, now, rules)
     for condition in conditions:
         rule = by_id[condition.rule_id]
         before = previous.get(condition.rule_id)
@@ -197,7 +215,7 @@ def judge(
             deadlines.append(condition.next_deadline)
         if state is not None and state.firing_since is None and state.state != RESOLVED:
             deadlines.append(state.since + rule.for_)
-    deadlines += _timeline_moments(timeline, now, judged=bool(conditions))
+    deadlines += _timeline_moments(timeline, now, view)
     return Judgement(states, min(deadlines, default=None))
 
 
@@ -224,9 +242,12 @@ def _errored(
     )
 
 
-def _timeline_moments(timeline: Timeline, now: datetime, *, judged: bool) -> list[datetime]:
+def _timeline_moments(
+    timeline: Timeline, now: datetime, view: TimelineView | None
+) -> list[datetime]:
     """Moments after ``now`` when the pairing itself changes the verdict: its first day,
-    the day after its last, and (when any rule judged it) each session's start and end."""
+    the day after its last, and (when any rule judged it: ``view``) each session's start
+    and end."""
     moments: list[datetime] = []
     zone = ZoneInfo(timeline.zone)
     if timeline.started_on > now.astimezone(zone).date():
@@ -235,10 +256,8 @@ def _timeline_moments(timeline: Timeline, now: datetime, *, judged: bool) -> lis
         after = datetime.combine(timeline.ended_on + timedelta(days=1), time(0), tzinfo=zone)
         if after > now:
             moments.append(after.astimezone(UTC))
-    if judged:
-        moments.extend(
-            moment for s in timeline.sessions for moment in (s.start, s.end) if moment > now
-        )
+    if view is not None:
+        moments.extend(view.moments)
     return moments
 
 

@@ -1,17 +1,20 @@
 """Rule kinds: one small class per ``kind:`` of rule, looked up by its config model.
 
-A kind turns a pairing's session timeline into a :class:`Condition` at a moment ``now``;
-it never stores or sends anything. New kinds register themselves with :func:`register`
-for their pydantic model, so adding one never touches the engine.
+A kind turns a pairing's session timeline, seen at a moment ``now`` through one shared
+:class:`TimelineView`, into a :class:`Condition`; it never stores or sends anything. New
+kinds register themselves with :func:`register` for their pydantic model, so adding one
+never touches the engine.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Generic, TypeVar
+from operator import attrgetter
+from typing import Any, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from mentorpulse.config.schema import (
@@ -35,6 +38,25 @@ from mentorpulse.model import (
     attended_day,
 )
 from mentorpulse.text import local_time
+
+
+class Session(Protocol):
+    """What the rules read of one session: a :class:`SessionFact`, or a stored row with
+    the same fields (evaluation hands the rules its rows as they are, rather than copy
+    300,000 of them at 10,000 pairings)."""
+
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def cancelled_by(self) -> str | None: ...
+    @property
+    def cancelled_hours_before(self) -> float | None: ...
+    @property
+    def missed_by(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +83,7 @@ class Timeline:
     started_on: date
     ended_on: date | None
     zone: str  # the pairing's time zone (mentor's zone, else program/global)
-    sessions: tuple[SessionFact, ...]  # sorted by start
+    sessions: tuple[Session, ...]  # sorted by start
     cadence: timedelta | None = None  # this pairing's own cadence (roster or YAML override)
 
 
@@ -97,8 +119,8 @@ class RuleKind(ABC, Generic[R]):
         self.program = program
 
     @abstractmethod
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        """The rule's verdict on ``timeline`` at ``now`` (aware)."""
+    def evaluate(self, view: TimelineView) -> Condition:
+        """The rule's verdict on ``view.timeline`` at ``view.now`` (aware)."""
 
 
 _KINDS: dict[type[RuleBase], type[RuleKind[Any]]] = {}
@@ -145,10 +167,104 @@ def start_of(timeline: Timeline, zone: ZoneInfo) -> datetime:
     return datetime.combine(timeline.started_on, time(0), tzinfo=zone).astimezone(UTC)
 
 
-def known(timeline: Timeline, now: datetime) -> list[SessionFact]:
-    """Sessions over by ``now``: only what was known then counts, so a backtest over past
-    data sees the timeline the daemon saw at the time."""
-    return [s for s in timeline.sessions if s.end <= now]
+@dataclass(frozen=True, slots=True)
+class TimelineView:
+    """A pairing's timeline as every rule kind reads it at ``now``, walked once.
+
+    Eight kinds each walking the sessions cost eight passes per pairing; the view is the
+    one pass they share. Only sessions over by ``now`` count as known (so a backtest over
+    past data sees the timeline the daemon saw at the time); sequences of sessions keep
+    their order by start.
+    """
+
+    timeline: Timeline
+    now: datetime
+    zone: ZoneInfo
+    start: datetime  # midnight of the pairing's first day, in its zone
+    last_attended: Session | None  # the known attended session that ended last
+    first_attended_end: datetime | None
+    attended_ends: tuple[datetime, ...]  # known attended sessions' ends, sorted
+    due_ends: tuple[datetime, ...]  # known attended, missed or cancelled: ends, sorted
+    misses_run: tuple[Session, ...]  # missed or cancelled since the last attended one
+    last_scheduled: datetime | None  # latest start by ``now`` of a session not called off
+    next_scheduled: datetime | None  # earliest start after ``now`` of one not called off
+    next_unfinished: datetime | None  # earliest start of one not called off nor over
+    party_acts: tuple[tuple[str | None, datetime], ...]  # (who, when) missed or cancelled
+    called_off: tuple[Session, ...]  # cancelled or rescheduled, with the notice known
+    moments: tuple[datetime, ...]  # starts and ends after ``now``
+
+
+def view_of(timeline: Timeline, now: datetime) -> TimelineView:
+    """The one pass over ``timeline`` at ``now`` that every rule kind reads. In order of
+    start, the first session ahead is the earliest, the last one by now the latest."""
+    zone = ZoneInfo(timeline.zone)
+    last: Session | None = None
+    attended: list[datetime] = []
+    not_held: list[datetime] = []
+    run: list[Session] = []
+    acts: list[tuple[str | None, datetime]] = []
+    called_off: list[Session] = []
+    moments: list[datetime] = []
+    last_scheduled: datetime | None = None
+    next_scheduled: datetime | None = None
+    next_unfinished: datetime | None = None
+    for s in sorted(timeline.sessions, key=_START):
+        outcome, start, end = s.outcome, s.start, s.end
+        if outcome in _NOT_SCHEDULED:
+            if s.cancelled_hours_before is not None:
+                called_off.append(s)
+        elif start <= now:
+            last_scheduled = start
+        elif next_scheduled is None:
+            next_scheduled = start
+        if start > now:
+            moments.append(start)
+        if end > now:
+            moments.append(end)
+            if next_unfinished is None and outcome not in _NOT_SCHEDULED:
+                next_unfinished = start
+            if outcome in _NOT_HELD:
+                acts.append(_act(s))
+        elif outcome in ATTENDED:
+            attended.append(end)
+            if run:
+                run = []
+            if last is None or end > last.end:
+                last = s
+        elif outcome in _NOT_HELD:
+            not_held.append(end)
+            run.append(s)
+            acts.append(_act(s))
+    return TimelineView(
+        timeline=timeline,
+        now=now,
+        zone=zone,
+        start=start_of(timeline, zone),
+        last_attended=last,
+        first_attended_end=min(attended, default=None),
+        attended_ends=tuple(sorted(attended)),
+        due_ends=tuple(sorted(attended + not_held)),
+        misses_run=tuple(run),
+        last_scheduled=last_scheduled,
+        next_scheduled=next_scheduled,
+        next_unfinished=next_unfinished,
+        party_acts=tuple(acts),
+        called_off=tuple(called_off),
+        moments=tuple(moments),
+    )
+
+
+_START = attrgetter("start")
+
+
+def _act(s: Session) -> tuple[str | None, datetime]:
+    """Who called off or missed a session, and from when it is known: a cancellation from
+    when it was made, a no-show once it is over."""
+    if s.outcome is Outcome.CANCELLED:
+        if s.cancelled_hours_before is not None:
+            return s.cancelled_by, s.start - timedelta(hours=max(s.cancelled_hours_before, 0))
+        return s.cancelled_by, s.end
+    return s.missed_by, s.end
 
 
 # Wall-clock days and elapsed time differ by at most a DST shift; beyond this slack the
@@ -165,6 +281,18 @@ def in_window(moment: datetime, window: timedelta, now: datetime, zone: ZoneInfo
     if moment <= now - window - _DST_SLACK:
         return False
     return now < add_local(moment, window, zone)
+
+
+def within(
+    moments: Sequence[datetime], window: timedelta, now: datetime, zone: ZoneInfo
+) -> Sequence[datetime]:
+    """The sorted ``moments`` that lie :func:`in_window`, found by bisection: only those
+    within the DST slack of the window's start are checked one by one."""
+    end = bisect_right(moments, now)
+    sure = min(bisect_right(moments, now - window + _DST_SLACK), end)
+    out = min(bisect_right(moments, now - window - _DST_SLACK), sure)
+    edge = [m for m in moments[out:sure] if in_window(m, window, now, zone)]
+    return [*edge, *moments[sure:end]] if edge else moments[sure:end]
 
 
 def leaves_window(
@@ -208,21 +336,18 @@ class CadenceGap(RuleKind[CadenceGapRule]):
     def grace(self) -> timedelta:
         return self.rule.grace if self.rule.grace is not None else self.program.cadence.grace
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        attended = [s for s in known(timeline, now) if s.outcome in ATTENDED]
-        if attended:
-            last = max(attended, key=lambda s: s.end)
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, last = view.zone, view.last_attended
+        if last is not None:
             anchor = last.end
             last_text = attended_day(last.start, zone).isoformat()
         else:
-            anchor = start_of(timeline, zone)
+            anchor = view.start
             last_text = NEVER_ATTENDED
-        every = self.every(timeline)
+        every = self.every(view.timeline)
         deadline = add_local(anchor, every + self.grace, zone)
-        upcoming = [s for s in timeline.sessions if s.end > now and s.outcome not in _NOT_SCHEDULED]
-        next_text = local_time(min(s.start for s in upcoming), zone) if upcoming else "none"
-        holds = now >= deadline
+        upcoming = view.next_unfinished
+        holds = view.now >= deadline
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
@@ -231,11 +356,11 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             next_deadline=None if holds else deadline,
             facts={
                 LAST_ATTENDED_FACT: last_text,
-                "anchor": "last attended session" if attended else "pairing start",
+                "anchor": "last attended session" if last is not None else "pairing start",
                 "deadline": local_time(deadline, zone),
                 "every": format_duration(every),
                 "grace": format_duration(self.grace),
-                "next_scheduled": next_text,
+                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
             },
         )
 
@@ -244,19 +369,16 @@ class CadenceGap(RuleKind[CadenceGapRule]):
 class FirstMeeting(RuleKind[FirstMeetingRule]):
     """No attended session within ``within`` of the pairing's start; clears once they meet."""
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        attended = [s for s in known(timeline, now) if s.outcome in ATTENDED]
-        deadline = add_local(start_of(timeline, zone), self.rule.within, zone)
-        holds = not attended and now >= deadline
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, first = view.zone, view.first_attended_end
+        deadline = add_local(view.start, self.rule.within, zone)
+        holds = first is None and view.now >= deadline
         facts = {
-            "started_on": timeline.started_on.isoformat(),
+            "started_on": view.timeline.started_on.isoformat(),
             "within": format_duration(self.rule.within),
             "deadline": local_time(deadline, zone),
             "first_attended": (
-                min(s.end for s in attended).astimezone(zone).date().isoformat()
-                if attended
-                else "never"
+                first.astimezone(zone).date().isoformat() if first is not None else "never"
             ),
         }
         return Condition(
@@ -264,7 +386,7 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
             severity=self.rule.severity,
             holds=holds,
             since=deadline if holds else None,
-            next_deadline=deadline if not attended and not holds else None,
+            next_deadline=deadline if first is None and not holds else None,
             facts=facts,
         )
 
@@ -273,20 +395,17 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
 class NoUpcoming(RuleKind[NoUpcomingRule]):
     """Nothing scheduled to start within ``horizon`` of now."""
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        scheduled = [s for s in timeline.sessions if s.outcome not in _NOT_SCHEDULED]
-        future = sorted(s.start for s in scheduled if s.start > now)
-        horizon_end = add_local(now, self.rule.horizon, zone)
-        holds = not future or future[0] > horizon_end
-        past = [s.start for s in scheduled if s.start <= now]
-        since = max([start_of(timeline, zone), *past])
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, upcoming, past = view.zone, view.next_scheduled, view.last_scheduled
+        horizon_end = add_local(view.now, self.rule.horizon, zone)
+        holds = upcoming is None or upcoming > horizon_end
+        since = view.start if past is None else max(view.start, past)
         # While it holds, it clears by itself when the first future session comes into
         # the horizon; while it does not, it can change only when that session starts.
         clears = None
-        if holds and future:
-            clears = add_local(future[0], -self.rule.horizon, zone)
-            while add_local(clears, self.rule.horizon, zone) < future[0]:
+        if holds and upcoming is not None:
+            clears = add_local(upcoming, -self.rule.horizon, zone)
+            while add_local(clears, self.rule.horizon, zone) < upcoming:
                 clears += timedelta(hours=1)  # the skipped hour of a DST change
         return Condition(
             rule_id=self.rule.id,
@@ -296,8 +415,8 @@ class NoUpcoming(RuleKind[NoUpcomingRule]):
             next_deadline=clears,
             facts={
                 "horizon": format_duration(self.rule.horizon),
-                "next_scheduled": local_time(future[0], zone) if future else "none",
-                "last_scheduled": local_time(max(past), zone) if past else "never",
+                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
+                "last_scheduled": local_time(past, zone) if past else "never",
             },
         )
 
@@ -310,14 +429,8 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
     outcomes neither break nor extend the run.
     """
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        run: list[SessionFact] = []
-        for s in sorted(known(timeline, now), key=lambda s: s.start):
-            if s.outcome in ATTENDED:
-                run = []
-            elif s.outcome in _NOT_HELD:
-                run.append(s)
+    def evaluate(self, view: TimelineView) -> Condition:
+        run = view.misses_run
         holds = len(run) >= self.rule.count
         return Condition(
             rule_id=self.rule.id,
@@ -329,7 +442,7 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
                 "count": str(self.rule.count),
                 "misses_in_a_row": str(len(run)),
                 "missed": ", ".join(
-                    f"{local_time(s.start, zone)} {s.outcome.value}" for s in run[-5:]
+                    f"{local_time(s.start, view.zone)} {s.outcome.value}" for s in run[-5:]
                 )
                 or "none",
             },
@@ -344,22 +457,11 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
     mentee-side from mentor-side disengagement.
     """
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
+    def evaluate(self, view: TimelineView) -> Condition:
+        timeline, zone, window = view.timeline, view.zone, self.rule.window
         acts: dict[str, list[datetime]] = {timeline.mentor: [], timeline.mentee: []}
-        for s in timeline.sessions:
-            if s.outcome is Outcome.CANCELLED:
-                who = s.cancelled_by
-            elif s.outcome is Outcome.MISSED:
-                who = s.missed_by
-            else:
-                continue
-            # A cancellation is known from when it was made; a no-show once it is over.
-            if s.outcome is Outcome.CANCELLED and s.cancelled_hours_before is not None:
-                at = s.start - timedelta(hours=max(s.cancelled_hours_before, 0))
-            else:
-                at = s.end
-            if who in acts and in_window(at, self.rule.window, now, zone):
+        for who, at in view.party_acts:
+            if who in acts and in_window(at, window, view.now, zone):
                 acts[who].append(at)
         parties = [p for p in (timeline.mentor, timeline.mentee) if len(acts[p]) >= self.rule.count]
         holds = bool(parties)
@@ -372,7 +474,7 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
             holds=holds,
             since=since,
             next_deadline=leaves_window(
-                acts[timeline.mentor] + acts[timeline.mentee], self.rule.window, now, zone
+                acts[timeline.mentor] + acts[timeline.mentee], window, view.now, zone
             ),
             facts={
                 "party": " and ".join(_who(timeline, p) for p in parties) or "none",
@@ -380,7 +482,7 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
                 "mentor_count": str(len(acts[timeline.mentor])),
                 "mentee_count": str(len(acts[timeline.mentee])),
                 "count": str(self.rule.count),
-                "window": format_duration(self.rule.window),
+                "window": format_duration(window),
             },
         )
 
@@ -392,30 +494,29 @@ class LateCancellations(RuleKind[LateCancellationsRule]):
     A rescheduled session counts too: the slot was still dropped at short notice.
     """
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, window = view.zone, self.rule.window
         notice_hours = self.rule.notice.total_seconds() / 3600
         late = [
             s
-            for s in timeline.sessions
-            if s.outcome in _NOT_SCHEDULED
-            and s.cancelled_hours_before is not None
+            for s in view.called_off
+            if s.cancelled_hours_before is not None
             and s.cancelled_hours_before < notice_hours
-            and in_window(s.start, self.rule.window, now, zone)
+            and in_window(s.start, window, view.now, zone)
         ]
         holds = len(late) >= self.rule.count
-        by = sorted({_who(timeline, s.cancelled_by) for s in late})
+        by = sorted({_who(view.timeline, s.cancelled_by) for s in late})
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
             holds=holds,
             since=late[-self.rule.count].start if holds else None,
-            next_deadline=leaves_window([s.start for s in late], self.rule.window, now, zone),
+            next_deadline=leaves_window([s.start for s in late], window, view.now, zone),
             facts={
                 "late_cancellations": str(len(late)),
                 "count": str(self.rule.count),
                 "notice": format_duration(self.rule.notice),
-                "window": format_duration(self.rule.window),
+                "window": format_duration(window),
                 "cancelled_by": ", ".join(by) or "none",
             },
         )
@@ -429,29 +530,24 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
     is replaced by its rebooking and ``unknown`` ones are not judged.
     """
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        due = [
-            s
-            for s in known(timeline, now)
-            if (s.outcome in ATTENDED or s.outcome in _NOT_HELD)
-            and in_window(s.end, self.rule.window, now, zone)
-        ]
-        attended = sum(1 for s in due if s.outcome in ATTENDED)
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, window, now = view.zone, self.rule.window, view.now
+        due = within(view.due_ends, window, now, zone)
+        attended = len(within(view.attended_ends, window, now, zone))
         rate = attended / len(due) if due else 1.0
         holds = len(due) >= self.rule.min_sessions and rate < self.rule.threshold
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
             holds=holds,
-            since=max(s.end for s in due) if holds else None,
-            next_deadline=leaves_window([s.end for s in due], self.rule.window, now, zone),
+            since=due[-1] if holds else None,
+            next_deadline=leaves_window(list(due), window, now, zone),
             facts={
                 "attended": str(attended),
                 "scheduled": str(len(due)),
                 "rate": f"{rate:.0%}",
                 "threshold": f"{self.rule.threshold:.0%}",
-                "window": format_duration(self.rule.window),
+                "window": format_duration(window),
             },
         )
 
@@ -460,25 +556,17 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
 class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
     """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
 
-    def evaluate(self, timeline: Timeline, now: datetime) -> Condition:
-        zone = ZoneInfo(timeline.zone)
-        window = self.rule.window
-        ends = [s.end for s in known(timeline, now) if s.outcome in ATTENDED]
-        recent = [e for e in ends if in_window(e, window, now, zone)]
-        earlier = [
-            e
-            for e in ends
-            if not in_window(e, window, now, zone) and in_window(e, window + window, now, zone)
-        ]
-        holds = len(earlier) >= self.rule.min_previous and len(recent) < self.rule.ratio * len(
-            earlier
-        )
-        moments = [*recent, *earlier]
+    def evaluate(self, view: TimelineView) -> Condition:
+        zone, window, now = view.zone, self.rule.window, view.now
+        both = within(view.attended_ends, window + window, now, zone)
+        recent = len(within(both, window, now, zone))
+        earlier = len(both) - recent
+        holds = earlier >= self.rule.min_previous and recent < self.rule.ratio * earlier
         changes = [
             d
             for d in (
-                leaves_window(moments, window, now, zone),
-                leaves_window(moments, window + window, now, zone),
+                leaves_window(list(both), window, now, zone),
+                leaves_window(list(both), window + window, now, zone),
             )
             if d is not None
         ]
@@ -486,11 +574,11 @@ class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
             rule_id=self.rule.id,
             severity=self.rule.severity,
             holds=holds,
-            since=max(recent + earlier) if holds else None,
+            since=both[-1] if holds else None,
             next_deadline=min(changes, default=None),
             facts={
-                "recent": str(len(recent)),
-                "previous": str(len(earlier)),
+                "recent": str(recent),
+                "previous": str(earlier),
                 "ratio": f"{self.rule.ratio:g}",
                 "window": format_duration(window),
             },

@@ -110,7 +110,7 @@ def _load(
     db: Db, config: MentorpulseConfig, roster: Sequence[RosterPairing], ids: Sequence[int]
 ) -> _Loaded:
     rows = stored_timelines.pairings(db, ids)
-    ids = [row.pairing.id for row in rows]
+    ids = [row.id for row in rows]
     sessions = stored_timelines.sessions_of(db, ids)
     session_ids = [s.id for of_pairing in sessions.values() for s in of_pairing]
     findings = stored.findings_of_pairings(db, ids)

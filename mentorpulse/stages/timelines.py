@@ -8,16 +8,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
 
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig, Program
-from mentorpulse.model import Outcome
 from mentorpulse.rules.engine import pair_matches
-from mentorpulse.rules.kinds import SessionFact, Timeline
+from mentorpulse.rules.kinds import Session, Timeline
 from mentorpulse.storage import timelines as stored
-from mentorpulse.storage.models import Pairing
 from mentorpulse.storage.timelines import PairingRow, SessionRow
 
 
@@ -31,8 +30,8 @@ class Judged:
     timeline: Timeline | None
 
     @property
-    def pairing(self) -> Pairing:
-        return self.row.pairing
+    def pairing(self) -> PairingRow:
+        return self.row
 
 
 def load_timelines(
@@ -43,7 +42,7 @@ def load_timelines(
 ) -> list[Judged]:
     """Pairings (all, or the ids given), by key, with their timelines under ``config``."""
     rows = stored.pairings(db, pairing_ids)
-    sessions = stored.sessions_of(db, [row.pairing.id for row in rows])
+    sessions = stored.sessions_of(db, [row.id for row in rows])
     return timelines(rows, sessions, config, roster)
 
 
@@ -57,50 +56,38 @@ def timelines(
     entries = {e.key: e for e in roster}
     judged = []
     for row in rows:
-        entry = entries.get(row.pairing.key)
-        facts = [session_fact(s) for s in sessions.get(row.pairing.id, ())]
-        judged.append(Judged(row, entry, timeline_for(row, entry, facts, config)))
+        entry = entries.get(row.key)
+        # A stored row is a Session as the rules read it: no copy of each.
+        of_pairing = sessions.get(row.id, ())
+        judged.append(Judged(row, entry, timeline_for(row, entry, of_pairing, config)))
     return judged
 
 
 def timeline_for(
     row: PairingRow,
     entry: RosterPairing | None,
-    sessions: Sequence[SessionFact],
+    sessions: Sequence[Session],
     config: MentorpulseConfig,
 ) -> Timeline | None:
     """The pairing as the rules see it; None when it is not judged (inactive, paused)."""
-    program = config.program(row.pairing.program_id)
+    program = config.program(row.program_id)
     cadence, paused = override(program, entry)
-    if not row.pairing.active or program is None or paused:
+    if not row.active or program is None or paused:
         return None
     return Timeline(
-        pairing_key=row.pairing.key,
-        program=row.pairing.program_id,
-        mentor=row.mentor.email,
-        mentee=row.mentee.email,
-        started_on=row.pairing.started_on,
-        ended_on=row.pairing.ended_on,
-        zone=row.mentor.timezone or config.timezone,
-        sessions=tuple(sorted(sessions, key=lambda s: s.start)),
+        pairing_key=row.key,
+        program=row.program_id,
+        mentor=row.mentor_email,
+        mentee=row.mentee_email,
+        started_on=row.started_on,
+        ended_on=row.ended_on,
+        zone=row.mentor_timezone or config.timezone,
+        sessions=tuple(sorted(sessions, key=_START)),
         cadence=cadence,
     )
 
 
-_OUTCOMES = {o.value: o for o in Outcome}
-
-
-def session_fact(row: SessionRow) -> SessionFact:
-    """A stored session as the rules see it."""
-    return SessionFact(
-        key=row.key,
-        start=row.start,
-        end=row.end,
-        outcome=_OUTCOMES[row.outcome],
-        cancelled_by=row.cancelled_by,
-        cancelled_hours_before=row.cancelled_hours_before,
-        missed_by=row.missed_by,
-    )
+_START = attrgetter("start")
 
 
 def override(program: Program | None, entry: RosterPairing | None) -> tuple[timedelta | None, bool]:
@@ -115,7 +102,7 @@ def override(program: Program | None, entry: RosterPairing | None) -> tuple[time
     return cadence, paused
 
 
-def why_not_judged(pairing: Pairing, program: Program | None, paused: bool) -> str:
+def why_not_judged(pairing: PairingRow, program: Program | None, paused: bool) -> str:
     """Why the rules no longer judge a pairing (the reason its open findings resolve)."""
     if not pairing.active:
         return "pairing left the roster"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
@@ -33,8 +35,111 @@ def findings_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[s
     return found
 
 
-def state_of(row: Finding) -> FindingState:
-    """A stored finding as the engine sees it."""
+class StoredFinding(NamedTuple):
+    """A pairing's finding as evaluation reads it: its row and the engine's view of it."""
+
+    id: int
+    state: FindingState
+
+
+_STATE_COLUMNS = (
+    Finding.id,
+    Finding.pairing_id,
+    Finding.fingerprint,
+    Finding.rule_id,
+    Finding.severity,
+    Finding.state,
+    Finding.since,
+    Finding.firing_since,
+    Finding.until,
+    Finding.facts,
+    Finding.reason,
+)
+
+
+def finding_states_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str, StoredFinding]]:
+    """The findings of the pairings as Core rows, by pairing id and fingerprint."""
+    found: dict[int, dict[str, StoredFinding]] = defaultdict(dict)
+    for chunk in chunks(pairing_ids):
+        query = select(*_STATE_COLUMNS).where(Finding.pairing_id.in_(chunk)).order_by(Finding.id)
+        for row in db.execute(query):
+            found[row.pairing_id][row.fingerprint] = StoredFinding(row.id, state_of(row))
+    return found
+
+
+@dataclass
+class FindingWrites:
+    """What an evaluation batch changes in the findings table, written at once by
+    :func:`write_findings` (one statement per kind of change, no per-row flush)."""
+
+    added: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+    def add(self, fingerprint: str, pairing_id: int, state: FindingState, now: datetime) -> None:
+        row = {"fingerprint": fingerprint, "pairing_id": pairing_id}
+        self.added.append({**row, **_columns(state, now)})
+
+    def change(self, row_id: int, state: FindingState, now: datetime) -> None:
+        self.changed.append({"row_id": row_id, **_columns(state, now)})
+
+    def resolve(self, row_id: int, now: datetime, reason: str | None) -> None:
+        self.resolved.append({"row_id": row_id, "until": now, "reason": reason})
+
+    def remove(self, row_id: int) -> None:
+        self.removed.append(row_id)
+
+
+def write_findings(db: Db, writes: FindingWrites, now: datetime) -> None:
+    """Store a batch's finding changes (see :class:`FindingWrites`)."""
+    connection = db.connection()
+    by_id = Finding.id == bindparam("row_id")
+    for chunk in chunks(writes.removed):
+        connection.execute(delete(Finding).where(Finding.id.in_(chunk)))
+    if writes.added:
+        connection.execute(insert(Finding), writes.added)
+    if writes.changed:
+        values: dict[str, Any] = {name: bindparam(name) for name in _COLUMN_NAMES}
+        connection.execute(update(Finding).where(by_id).values(values), writes.changed)
+    if writes.resolved:
+        resolved = update(Finding).where(by_id)
+        values = {"until": bindparam("until"), "reason": bindparam("reason")}
+        connection.execute(
+            resolved.values(state=RESOLVED, last_evaluated_at=now, **values), writes.resolved
+        )
+
+
+_COLUMN_NAMES = (
+    "rule_id",
+    "severity",
+    "state",
+    "since",
+    "firing_since",
+    "until",
+    "facts",
+    "reason",
+    "last_evaluated_at",
+)
+
+
+def _columns(state: FindingState, now: datetime) -> dict[str, Any]:
+    """The engine's verdict as a finding row's columns: the one mapping of the two."""
+    return {
+        "rule_id": state.rule_id,
+        "severity": state.severity,
+        "state": state.state,
+        "since": state.since,
+        "firing_since": state.firing_since,
+        "until": state.until,
+        "facts": {**state.facts, _PAIRING_FACT: state.pairing_key},
+        "reason": state.reason,
+        "last_evaluated_at": now,
+    }
+
+
+def state_of(row: Finding | Row[Any]) -> FindingState:
+    """A stored finding (ORM object or Core row of its columns) as the engine sees it."""
     return FindingState(
         fingerprint=row.fingerprint,
         rule_id=row.rule_id,
@@ -49,29 +154,11 @@ def state_of(row: Finding) -> FindingState:
     )
 
 
-def write_state(row: Finding, state: FindingState, now: datetime) -> None:
-    """Store the engine's verdict on a finding row."""
-    row.rule_id = state.rule_id
-    row.severity = state.severity
-    row.state = state.state
-    row.since = state.since
-    row.firing_since = state.firing_since
-    row.until = state.until
-    row.facts = {**state.facts, _PAIRING_FACT: state.pairing_key}
-    row.reason = state.reason
-    row.last_evaluated_at = now
-
-
 def add_finding(db: Db, fingerprint: str, pairing_id: int | None) -> Finding:
     """A new finding row (its state is written by the caller)."""
     row = Finding(fingerprint=fingerprint, pairing_id=pairing_id)
     db.add(row)
     return row
-
-
-def remove_finding(db: Db, row: Finding) -> None:
-    """Forget a finding nobody was told of (pending, cleared before it fired)."""
-    db.delete(row)
 
 
 def resolve(row: Finding, now: datetime, reason: str | None = None) -> None:

@@ -1,17 +1,29 @@
 """What a pairing's timeline is made of: the pairing with its people, its sessions, the
 evidence behind them, and the sources that cover it. Read by evaluation, backtest and
 ``explain``; one query per kind of row (chunked), never one per pairing or session.
+
+Rows are Core rows (plain tuples), not ORM objects: evaluation reads every session of
+every pairing, and building an object per row cost more than judging it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import (
+    DateTime,
+    Select,
+    String,
+    bindparam,
+    case,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
@@ -29,62 +41,81 @@ from mentorpulse.storage.models import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PairingRow:
-    """A pairing with its mentor's and mentee's rows."""
+class PairingRow(NamedTuple):
+    """A pairing with what the rules and ``explain`` read of it and of its people."""
 
-    pairing: Pairing
-    mentor: Person
-    mentee: Person
+    id: int
+    key: str
+    program_id: str
+    started_on: date
+    ended_on: date | None
+    active: bool
+    next_deadline: datetime | None
+    sessions_changed: bool
+    mentor_email: str
+    mentee_email: str
+    mentor_timezone: str | None
 
 
 class SessionRow(NamedTuple):
-    """A stored session with what the rules and ``explain`` read of it."""
+    """A stored session with what the rules (``rules.kinds.Session``) and ``explain`` read
+    of it: the rules judge these rows as they are."""
 
-    id: int
-    pairing_id: int
-    key: str
     start: datetime
     end: datetime
-    outcome: str
-    confidence: float
+    outcome: Outcome
     cancelled_by: str | None
     cancelled_hours_before: float | None
     missed_by: str | None  # the party of the evidence that decided a ``missed`` verdict
+    id: int
+    pairing_id: int
+    confidence: float
 
 
 def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
     """Pairings (all, or the ids given) with their people, by key."""
     query = _with_people().order_by(Pairing.key)
     if ids is None:
-        return [PairingRow(*row) for row in db.execute(query)]
+        return [PairingRow._make(row) for row in db.execute(query)]
     found: list[PairingRow] = []
     for chunk in chunks(sorted(ids)):
-        found += [PairingRow(*row) for row in db.execute(query.where(Pairing.id.in_(chunk)))]
-    return sorted(found, key=lambda row: row.pairing.key)
+        found += [PairingRow._make(row) for row in db.execute(query.where(Pairing.id.in_(chunk)))]
+    return sorted(found, key=lambda row: row.key)
 
 
-def pairings_due(
+def pairing_ids_due(
     db: Db, now: datetime, *, everything: bool, judged_states: Collection[str]
-) -> list[PairingRow]:
-    """The pairings to judge at ``now``: with ``everything``, all of them; else those whose
-    sessions changed, whose next deadline has passed, or that hold a finding in one of
-    ``judged_states`` (whose data went stale or recovered since)."""
-    query = _with_people()
+) -> list[int]:
+    """The pairings to judge at ``now``, by id: with ``everything``, all of them; else those
+    whose sessions changed, whose next deadline has passed, or that hold a finding in one
+    of ``judged_states`` (whose data went stale or recovered since)."""
+    query = select(Pairing.id).order_by(Pairing.id)
     if not everything:
         holding = select(Finding.pairing_id).where(Finding.state.in_(sorted(judged_states)))
         # A subquery: there may be more such pairings than one statement takes parameters.
         query = query.where(
             or_(Pairing.sessions_changed, Pairing.next_deadline <= now, Pairing.id.in_(holding))
         )
-    return [PairingRow(*row) for row in db.execute(query)]
+    return list(db.scalars(query))
 
 
-def _with_people() -> Select[Pairing, Person, Person]:
+def _with_people() -> Select[*tuple[Any, ...]]:
     mentor = aliased(Person)
     mentee = aliased(Person)
     return (
-        select(Pairing, mentor, mentee)
+        select(
+            Pairing.id,
+            Pairing.key,
+            Pairing.program_id,
+            Pairing.started_on,
+            Pairing.ended_on,
+            Pairing.active,
+            Pairing.next_deadline,
+            Pairing.sessions_changed,
+            mentor.email,
+            mentee.email,
+            mentor.timezone,
+        )
         .join(mentor, mentor.id == Pairing.mentor_id)
         .join(mentee, mentee.id == Pairing.mentee_id)
     )
@@ -108,42 +139,70 @@ def pairing_ids_of(db: Db, mentor_email: str, mentee_email: str) -> list[int]:
     return list(db.scalars(query))
 
 
-_SESSION_COLUMNS = (
-    MentoringSession.id,
-    MentoringSession.pairing_id,
-    MentoringSession.key,
-    MentoringSession.start,
-    MentoringSession.end,
-    MentoringSession.outcome,
-    MentoringSession.confidence,
-    MentoringSession.cancelled_by,
-    MentoringSession.cancelled_hours_before,
-)
+_OUTCOMES = {o.value: o for o in Outcome}
+_UTC_ZONE_NAMES = frozenset({"UTC", "Etc/UTC"})
+
+
+def _session_query(db: Db) -> tuple[Select[Any], bool]:
+    """The session columns the rules and ``explain`` read, with who missed a ``missed``
+    one (asked of those few only), and whether times come as SQLite text.
+
+    Times are read raw: the UtcDateTime decorator costs two Python calls per value
+    (600,000 values at 10,000 pairings), so :func:`sessions_of` makes them aware UTC. On
+    SQLite the query appends the zone to the stored UTC text, one parse per value.
+    """
+    text = db.get_bind().dialect.name == "sqlite"
+    start: Any = type_coerce(MentoringSession.start, DateTime(timezone=True))
+    end: Any = type_coerce(MentoringSession.end, DateTime(timezone=True))
+    if text:
+        start = type_coerce(MentoringSession.start, String()).concat("+00:00")
+        end = type_coerce(MentoringSession.end, String()).concat("+00:00")
+    deciding = select(Evidence.party).where(
+        Evidence.session_id == MentoringSession.id, Evidence.rank == 0
+    )
+    missed_by = case(
+        (MentoringSession.outcome == Outcome.MISSED.value, deciding.scalar_subquery()),
+        else_=None,
+    )
+    query = select(
+        MentoringSession.id,
+        MentoringSession.pairing_id,
+        start,
+        end,
+        MentoringSession.outcome,
+        MentoringSession.confidence,
+        MentoringSession.cancelled_by,
+        MentoringSession.cancelled_hours_before,
+        missed_by,
+    )
+    return query, text
 
 
 def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow]]:
-    """The sessions of the pairings, by pairing id. Who missed a ``missed`` session is
-    looked up for those few sessions only."""
-    rows: list[Any] = []
-    for chunk in chunks(pairing_ids):
-        query = select(*_SESSION_COLUMNS).where(MentoringSession.pairing_id.in_(chunk))
-        rows += db.execute(query).all()
-    missed_by = _deciding_party(db, [row.id for row in rows if row.outcome == Outcome.MISSED])
+    """The sessions of the pairings, by pairing id, times aware UTC (PostgreSQL's own UTC
+    zone object is kept as it comes)."""
+    query, text = _session_query(db)
+    connection = db.connection()  # Core rows: the ORM's result machinery adds nothing here
     found: dict[int, list[SessionRow]] = defaultdict(list)
-    for row in rows:
-        found[row.pairing_id].append(SessionRow._make((*row, missed_by.get(row.id))))
+    outcomes, parse = _OUTCOMES, datetime.fromisoformat
+    for chunk in chunks(pairing_ids):
+        rows = connection.execute(query.where(MentoringSession.pairing_id.in_(chunk))).all()
+        convert = not text and bool(rows) and not _is_utc(rows[0][2].tzinfo)
+        for id_, pairing_id, began, ended, outcome, confidence, by, notice, party in rows:
+            if text:
+                start, end = parse(began), parse(ended)
+            elif convert:
+                start, end = began.astimezone(UTC), ended.astimezone(UTC)
+            else:
+                start, end = began, ended
+            row = (start, end, outcomes[outcome], by, notice, party, id_, pairing_id)
+            found[pairing_id].append(SessionRow(*row, confidence))
     return found
 
 
-def _deciding_party(db: Db, session_ids: Sequence[int]) -> dict[int, str | None]:
-    """The party of the evidence that decided each session's outcome."""
-    found: dict[int, str | None] = {}
-    for chunk in chunks(session_ids):
-        query = select(Evidence.session_id, Evidence.party).where(
-            Evidence.session_id.in_(chunk), Evidence.rank == 0
-        )
-        found.update((session_id, party) for session_id, party in db.execute(query))
-    return found
+def _is_utc(zone: tzinfo | None) -> bool:
+    """Whether the driver's zone is UTC (PostgreSQL's connection zone, by its name)."""
+    return zone is UTC or getattr(zone, "key", None) in _UTC_ZONE_NAMES
 
 
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -180,7 +239,18 @@ def sources_by_id(db: Db) -> dict[str, Source]:
     return {s.id: s for s in db.scalars(select(Source))}
 
 
-def mark_judged(pairing: Pairing, next_deadline: datetime | None) -> None:
-    """The rules judged the pairing's sessions as they are; look again at the deadline."""
-    pairing.next_deadline = next_deadline
-    pairing.sessions_changed = False
+def mark_judged(db: Db, deadlines: Sequence[tuple[PairingRow, datetime | None]]) -> None:
+    """The rules judged these pairings' sessions as they are; look again at each one's
+    deadline. One statement for the batch, and only rows that change are written."""
+    changed = [
+        {"pid": row.id, "deadline": deadline}
+        for row, deadline in deadlines
+        if row.sessions_changed or row.next_deadline != deadline
+    ]
+    if changed:
+        statement = (
+            update(Pairing)
+            .where(Pairing.id == bindparam("pid"))
+            .values(next_deadline=bindparam("deadline"), sessions_changed=False)
+        )
+        db.connection().execute(statement, changed)

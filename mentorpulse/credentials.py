@@ -13,16 +13,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
 
 from mentorpulse.errors import UserError
+
+if TYPE_CHECKING:  # cryptography loads when a token is sealed or opened, not with the CLI
+    from cryptography.fernet import MultiFernet
 
 KEY_ENV = "MENTORPULSE_SECRET_KEY"
 
 
 def generate_key() -> str:
     """A new random key for ``$MENTORPULSE_SECRET_KEY``."""
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode("ascii")
 
 
@@ -33,6 +37,8 @@ def require_key() -> None:
 
 
 def _cipher(key: str | None) -> MultiFernet:
+    from cryptography.fernet import Fernet, MultiFernet
+
     value = key if key is not None else os.environ.get(KEY_ENV, "")
     keys = [part.strip() for part in value.split(",") if part.strip()]
     if not keys:
@@ -69,6 +75,8 @@ class TokenStore:
 
     def load(self, name: str) -> str | None:
         """The secret saved under ``name``, or None if nobody signed in for it yet."""
+        from cryptography.fernet import InvalidToken
+
         sealed = self._read().get(name)
         if sealed is None:
             return None

@@ -28,7 +28,6 @@ def sync(
     """Pull the calendars into the database (without --once: keep polling until stopped)."""
     from mentorpulse import stages
     from mentorpulse.cli.progress import sync_progress
-    from mentorpulse.service import runner
 
     with user_errors():
         if source and not once:
@@ -43,6 +42,8 @@ def sync(
                 f"(sources: {', '.join(known) or 'none'})"
             )
         if not once:
+            from mentorpulse.service import runner
+
             runner.run_daemon(ctx, only={"sync"})
             return
         with sync_progress() as progress:

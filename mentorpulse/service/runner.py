@@ -20,17 +20,19 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from mentorpulse import stages
 from mentorpulse.errors import UserError, code_trace
 from mentorpulse.service import lease
 from mentorpulse.storage import runs
 from mentorpulse.storage.locks import one_at_a_time
+
+if TYPE_CHECKING:  # APScheduler loads when a daemon starts, not for a one-shot command
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +174,8 @@ def _scheduler(
 ) -> BackgroundScheduler:
     """The ticker with one job per source's sync and per stage in ``only``, and the
     heartbeat that renews the daemon's lease (and stops the daemon if it lost it)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     misfire = int(ctx.config.schedule.misfire_grace.total_seconds())
     scheduler = BackgroundScheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire},

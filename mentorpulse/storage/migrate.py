@@ -1,27 +1,36 @@
-"""Schema migrations with Alembic, run from inside the package (no alembic.ini to ship)."""
+"""Schema migrations with Alembic, run from inside the package (no alembic.ini to ship).
+
+Alembic (and the migration scripts) load only when a database is behind: a command on a
+database already at :data:`HEAD_REVISION` checks that with one query and goes on.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, String, column, event, inspect, select, table
 
 from mentorpulse.config.schema import sqlite_path
 from mentorpulse.errors import UserError
 from mentorpulse.storage.engine import make_engine, resolve_url, safe_url
 from mentorpulse.storage.locks import exclusive
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+# The newest migration's revision id, known without loading Alembic; a test keeps it
+# equal to the head of migrations/versions (a new migration updates it).
+HEAD_REVISION = "source_reauth"
+VERSION_TABLE = "alembic_version"  # Alembic's default name, which migrations/env.py keeps
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -38,6 +47,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         current, head = revision_state(engine)
         if current == head:
             return
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     config = _config()
     with engine.begin() as connection:
         exclusive(connection, "migrate")
@@ -47,7 +59,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         except CommandError as error:
             if "Can't locate revision" not in str(error):
                 raise
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = current_revision(connection)
             raise _unknown_revision(engine, current) from None
 
 
@@ -60,12 +72,27 @@ def _unknown_revision(engine: Engine, current: str | None) -> UserError:
     )
 
 
-def revision_state(engine: Engine) -> tuple[str | None, str | None]:
+def revision_state(engine: Engine) -> tuple[str | None, str]:
     """(current revision of the database, newest revision we ship)."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
+        current = current_revision(connection)
+    return current, HEAD_REVISION
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The schema revision Alembic recorded in the database; None for a database
+    without a schema yet. Read without Alembic: one row of its version table."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    version = select(column("version_num", String)).select_from(table(VERSION_TABLE))
+    return connection.execute(version).scalar()
+
+
+def shipped_revisions() -> set[str]:
+    """Every revision id of migrations/versions (loads Alembic and the scripts)."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
 
 
 UPGRADE_STEP = "run `mentorpulse db upgrade`"
@@ -92,8 +119,7 @@ def open_read_only(url: str, base_dir: Path, *, empty_ok: bool = False) -> Engin
     try:
         current, head = revision_state(engine)
         if current != head and not (current is None and empty_ok):
-            known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
-            if current is not None and current not in known:
+            if current is not None and current not in shipped_revisions():
                 raise _unknown_revision(engine, current)
             state = f"is at schema revision {current}" if current else "has no schema yet"
             raise UserError(
@@ -120,6 +146,8 @@ def _refuse_writes(dbapi_connection: Any, _record: object) -> None:
 
 def autogenerate(engine: Engine, message: str) -> None:
     """Write a new migration from the models (developers only)."""
+    from alembic import command
+
     config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -85,6 +85,24 @@ def lease_one(db: Db, message_id: int, *, now: datetime, until: datetime) -> boo
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def finish_sent(db: Db, message_id: int, *, now: datetime, lease_until: datetime | None) -> bool:
+    """Mark a row sent in one conditional UPDATE (with ``lease_until``: only while it is
+    still ``sending`` under that lease); False if no row matched.
+
+    One statement and no read before it: the dispatcher commits this once per message,
+    so its round trips are the dispatch rate's floor on PostgreSQL.
+    """
+    conditions = [OutboxMessage.id == message_id]
+    if lease_until is not None:
+        conditions += [OutboxMessage.status == "sending", OutboxMessage.lease_until == lease_until]
+    result = db.execute(
+        update(OutboxMessage)
+        .where(*conditions)
+        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def get_for_write(db: Db, message_id: int) -> OutboxMessage:
     """A row, read under the write lock the change that follows needs."""
     begin_write(db)  # the ownership check and the write it guards see the same row

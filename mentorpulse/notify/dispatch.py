@@ -9,12 +9,14 @@ one of them ``unknown``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
@@ -76,25 +78,40 @@ def dispatch(
     """
     total = DispatchCounts(sent=0, failed=0, retried=0)
     try:
-        with database.begin() as db:
-            compose_digests(db, now=now, domain=domain)
-        while True:
-            counts, more = _dispatch_batch(
-                database,
-                transport,
-                sender=sender,
-                now=now,
-                lease=lease,
-                template_dir=template_dir,
-                limit=limit,
-                clock=clock,
-                send_budget=send_budget,
-            )
-            total += counts
-            if not more:
-                return total
+        with _one_connection(database) as held:
+            with held.begin() as db:
+                compose_digests(db, now=now, domain=domain)
+            while True:
+                counts, more = _dispatch_batch(
+                    held,
+                    transport,
+                    sender=sender,
+                    now=now,
+                    lease=lease,
+                    template_dir=template_dir,
+                    limit=limit,
+                    clock=clock,
+                    send_budget=send_budget,
+                )
+                total += counts
+                if not more:
+                    return total
     finally:
         transport.close()
+
+
+@contextmanager
+def _one_connection(database: sessionmaker[Db]) -> Iterator[sessionmaker[Db]]:
+    """Every transaction of one dispatch call on one database connection, each still
+    committed on its own: taking a connection from the pool per message cost PostgreSQL a
+    liveness ping each (a round trip, as dear as the UPDATE). If the database goes away
+    mid-call, the call fails and the unrecorded row is resent after its lease."""
+    engine = database.kw.get("bind")
+    if not isinstance(engine, Engine):
+        yield database  # bound to something else already: use it as it is
+        return
+    with engine.connect() as connection:
+        yield sessionmaker(class_=database.class_, **{**database.kw, "bind": connection})
 
 
 def _dispatch_batch(

@@ -135,14 +135,10 @@ def mark_sent(
     With ``lease_until``, only if the row is still under the claim we made (else another
     worker took it over and owns its outcome); returns whether the row was updated.
     """
-    row = _owned(db, message_id, lease_until)
-    if row is None:
-        return False
-    row.status = "sent"
-    row.sent_at = now
-    row.lease_until = None
-    row.last_error = None
-    return True
+    if stored.finish_sent(db, message_id, now=now, lease_until=lease_until):
+        return True
+    _owned(db, message_id, lease_until)  # a lost lease, logged (or LookupError: no row)
+    return False
 
 
 def mark_failed(

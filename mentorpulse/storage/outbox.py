@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
@@ -83,6 +83,31 @@ def lease_one(db: Db, message_id: int, *, now: datetime, until: datetime) -> boo
         execution_options={"synchronize_session": False},
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish_sent(db: Db, message_id: int, *, now: datetime, lease_until: datetime | None) -> bool:
+    """Mark a row sent in one conditional UPDATE (with ``lease_until``: only while it is
+    still ``sending`` under that lease); False if no row matched.
+
+    One statement and no read before it: the dispatcher commits this once per message,
+    so its round trips are the dispatch rate's floor on PostgreSQL. It runs on the
+    session's connection, not through the ORM (a third less CPU): a copy of the row
+    loaded in this session keeps its old values until refreshed.
+    """
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
+        # No wait for the WAL flush: a server crash in the next instant could lose the
+        # mark, and the row is then resent with its Message-ID, as after a lost lease.
+        connection.execute(text("SET LOCAL synchronous_commit = off"))
+    conditions = [OutboxMessage.id == message_id]
+    if lease_until is not None:
+        conditions += [OutboxMessage.status == "sending", OutboxMessage.lease_until == lease_until]
+    result = connection.execute(
+        update(OutboxMessage)
+        .where(*conditions)
+        .values(status="sent", sent_at=now, lease_until=None, last_error=None)
+    )
+    return result.rowcount == 1
 
 
 def get_for_write(db: Db, message_id: int) -> OutboxMessage:

@@ -1,0 +1,130 @@
+"""What a recipient gets from render(): the same bytes the email package's own
+set_content + add_alternative build writes, and the decoded headers and bodies a mail
+reader shows, for plain, non-ASCII, quoted and folding values."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import pytest
+
+from mentorpulse.notify.outbox import message_id_for
+from mentorpulse.notify.render import environment, render
+from mentorpulse.notify.route import notifications_for
+from mentorpulse.storage.models import OutboxMessage
+from tests.notify_support import FIRED, alert
+
+SENDER = "mentorpulse@example.org"
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+LONG = "Maximiliane Theodora Wilhelmina von und zu Hohenzollern-Sigmaringen"
+
+CASES = {
+    "plain": {},
+    "non-ascii names": {"mentor_name": "Zoë Ñúñez", "mentee_name": "Łukasz Żółć"},
+    "long subject folds": {"mentee_name": LONG},
+    "long non-ascii subject folds": {"mentee_name": "Ærøskøbing " * 6 + "Å"},
+    "quoted display name": {"mentor_name": "O'Brien, Ann (R&D)"},
+    "double space in name": {"mentor_name": "Ann  Lee"},
+    "encoded-word look-alike": {"mentee_name": "=?utf-8?q?Ben?="},
+    "long display name": {"mentor_name": LONG + " " + LONG},
+    "non-ascii program": {"program_name": "Ingeniería \u2013 mentoría"},
+}
+
+
+def _row(n: int, **changes: object) -> OutboxMessage:
+    [note] = [
+        note
+        for note in notifications_for([alert(n, **changes)], now=FIRED)
+        if note.recipient == f"mentor{n}@example.org"
+    ]
+    return OutboxMessage(
+        id=n,
+        recipient=note.recipient,
+        template=note.template,
+        payload=note.payload,
+        attempts=0,
+        message_id=message_id_for(note.idempotency_key, "example.org"),
+    )
+
+
+def _email_package_build(row: OutboxMessage, boundary: str) -> EmailMessage:
+    """The message as the email package builds it from the same row and templates."""
+    payload: dict[str, object] = {**row.payload, "template": row.template}
+    context: dict[str, object] = {**payload, "_payload": payload}
+    env = environment(None)
+    subject = env.get_template(f"{row.template}.subject.j2").render(context).strip()
+    context["subject"] = subject
+    message = EmailMessage()
+    message["From"] = Address(addr_spec=SENDER)
+    name = str(row.payload.get("recipient_name") or "")
+    message["To"] = Address(display_name=name, addr_spec=row.recipient)
+    message["Subject"] = subject
+    message["Message-ID"] = row.message_id
+    message["Date"] = email.utils.format_datetime(NOW)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(env.get_template(f"{row.template}.txt.j2").render(context))
+    message.add_alternative(
+        env.get_template(f"{row.template}.html.j2").render(context), subtype="html"
+    )
+    message.set_boundary(boundary)
+    return message
+
+
+def _as_read(raw: bytes) -> dict[str, object]:
+    """What a mail reader shows: decoded headers, and each part's type, charset,
+    transfer encoding and decoded text."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    headers = {name: str(value) for name, value in message.items()}
+    parts = [
+        (p.get_content_type(), p.get_content_charset(), p["Content-Transfer-Encoding"])
+        for p in message.iter_parts()
+    ]
+    bodies = [p.get_content() for p in message.iter_parts() if isinstance(p, EmailMessage)]
+    return {"headers": headers, "parts": parts, "bodies": bodies}
+
+
+@pytest.mark.parametrize("changes", CASES.values(), ids=CASES.keys())
+def test_render_writes_what_the_email_package_writes(changes: dict[str, object]) -> None:
+    row = _row(7, **changes)
+    message = render(row, sender=SENDER, now=NOW)
+    boundary = message.get_boundary()
+    assert boundary is not None
+    expected = _email_package_build(row, boundary)
+    for linesep in ("\n", "\r\n"):  # a file, and the SMTP wire
+        policy = email.policy.default.clone(linesep=linesep)
+        assert message.as_bytes(policy=policy) == expected.as_bytes(policy=policy)
+    assert _as_read(message.as_bytes()) == _as_read(expected.as_bytes())
+    assert message["Subject"] == expected["Subject"]
+    assert message["To"].addresses == expected["To"].addresses
+
+
+def test_non_ascii_and_folded_headers_read_back_as_written() -> None:
+    row = _row(3, mentor_name="Zoë Ñúñez", mentee_name=LONG)
+    read = _as_read(render(row, sender=SENDER, now=NOW).as_bytes())
+    headers = read["headers"]
+    assert isinstance(headers, dict)
+    assert headers["From"] == SENDER
+    assert headers["To"] == "Zoë Ñúñez <mentor3@example.org>"
+    assert headers["Subject"] == f"Mentoring: you and {LONG} have not met since 10 Feb 2026"
+    assert headers["Message-ID"] == row.message_id
+    assert headers["Date"] == "Mon, 02 Mar 2026 09:00:00 +0000"
+    assert headers["Auto-Submitted"] == "auto-generated"
+    assert read["parts"] == [
+        ("text/plain", "utf-8", "quoted-printable"),
+        ("text/html", "utf-8", "quoted-printable"),
+    ]
+    text, html = read["bodies"]  # type: ignore[misc]
+    assert text.startswith("Hello Zoë Ñúñez,\n")
+    assert f"<strong>{LONG}</strong>" in html
+
+
+def test_plain_headers_are_written_on_one_line() -> None:
+    raw = render(_row(1), sender=SENDER, now=NOW).as_bytes()
+    head = raw.split(b"\n\n", 1)[0].decode("ascii")
+    assert "To: Mentor 1 <mentor1@example.org>\n" in head
+    assert "Subject: Mentoring: you and Mentee 1 have not met since 10 Feb 2026\n" in head

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -20,6 +22,7 @@ from mentorpulse.config.schema import Program, RuleBase
 from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
 from mentorpulse.rules.kinds import (
     Condition,
+    RuleKind,
     Timeline,
     TimelineView,
     kind_for,
@@ -34,6 +37,9 @@ log = structlog.get_logger(__name__)
 _reported_failures: set[tuple[str, str, str]] = set()
 
 
+# Memoized: the engine and the evaluate stage both ask for each finding's fingerprint, one
+# right after the other; a small cache answers the second from the first.
+@lru_cache(maxsize=4096)
 def fingerprint(rule_id: str, pairing_key: str) -> str:
     """Stable identity of a finding across evaluations, restarts and workers."""
     return hashlib.sha256(f"{rule_id}\x00{pairing_key}".encode()).hexdigest()[:16]
@@ -89,10 +95,28 @@ def _conditions(
     return [_judged_by(rule, program, view) for rule in selected], view
 
 
+# Kind instances by (rule, program) identity, with the rule and program they were made of
+# (kept alive, so an id is never reused while cached): one instance per rule and run, not
+# one per rule and pairing. Cleared when a new configuration fills it.
+_kinds: dict[tuple[int, int], tuple[RuleBase, Program, RuleKind[Any]]] = {}
+
+
+def _kind_of(rule: RuleBase, program: Program) -> RuleKind[Any]:
+    """The kind instance judging ``rule`` of ``program`` (see :func:`kind_for`)."""
+    cached = _kinds.get((id(rule), id(program)))
+    if cached is not None and cached[0] is rule and cached[1] is program:
+        return cached[2]
+    if len(_kinds) >= 1024:
+        _kinds.clear()
+    kind = kind_for(rule, program)
+    _kinds[(id(rule), id(program))] = (rule, program, kind)
+    return kind
+
+
 def _judged_by(rule: RuleBase, program: Program, view: TimelineView) -> Condition:
     """One rule's condition; a rule that raises gives an errored one, logged once."""
     try:
-        return kind_for(rule, program).evaluate(view)
+        return _kind_of(rule, program).evaluate(view)
     except Exception as exc:  # a rule bug must not stop the other rules
         marker = (program.id, rule.id, type(exc).__name__)
         if marker not in _reported_failures:

@@ -14,14 +14,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
-from typing import NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar, runtime_checkable
 
 import structlog
-import tenacity
 
 from mentorpulse.errors import UserError
 from mentorpulse.model import AttendanceEvidence, Attendee, EventRecord, ItemError, SyncPage
 from mentorpulse.text import clean_text
+
+if TYPE_CHECKING:
+    import tenacity
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -268,6 +270,7 @@ class RetryPolicy:
     def run(self, attempt: Callable[[], T], *, sleep: Callable[[float], None], event: str) -> T:
         """``attempt()`` until it returns or raises something not in ``retry_on``; each
         retry is logged as ``event``."""
+        import tenacity  # only a source that retries pays for it
 
         def wait(state: tenacity.RetryCallState) -> float:
             failure = state.outcome.exception() if state.outcome else None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, available_timezones
 
 import icalendar
@@ -46,15 +46,6 @@ from mentorpulse.connectors.base import (
     short_text,
     status_error,
 )
-from mentorpulse.connectors.http import (
-    BoundedClient,
-    Fetched,
-    FetchError,
-    FetchTimeout,
-    Refused,
-    TooLarge,
-    safe_url,
-)
 from mentorpulse.errors import code_trace, unexpected_summary
 from mentorpulse.model import (
     Attendee,
@@ -65,6 +56,9 @@ from mentorpulse.model import (
     SyncPage,
     known_zone,
 )
+
+if TYPE_CHECKING:
+    from mentorpulse.connectors.http import Fetched
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -1132,6 +1126,8 @@ class IcsConnector:
     # -- http feeds ---------------------------------------------------------------------
 
     def _sync_url(self, url: str, entries: dict[str, dict[str, object]]) -> Iterator[SyncPage]:
+        from mentorpulse.connectors.http import safe_url  # httpx only for feeds
+
         scope = safe_url(url)
         entry = entries.get(scope)
         headers: dict[str, str] = {"Accept": "text/calendar, */*;q=0.5"}
@@ -1176,6 +1172,14 @@ class IcsConnector:
     def _fetch(self, url: str, scope: str, headers: dict[str, str]) -> Fetched:
         """GET the feed within the source's deadline and size cap, every hop's address
         checked; every failure becomes the typed error the scheduler acts on."""
+        from mentorpulse.connectors.http import (
+            BoundedClient,
+            FetchError,
+            FetchTimeout,
+            Refused,
+            TooLarge,
+        )
+
         client = BoundedClient(
             url,
             timeout=self.source.timeout.total_seconds(),

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Insert, Table, delete, func, select, update
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import ItemError
@@ -131,9 +129,18 @@ def stage_seen(db: Db, source_id: str, provider_ids: Iterable[str]) -> None:
     rows = [{"source_id": source_id, "provider_id": p} for p in sorted(set(provider_ids))]
     if not rows:
         return
-    dialect_insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # The dialect's module is imported on first use: SQLite never loads PostgreSQL's.
+    statement: Insert
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(ResyncSeen).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(ResyncSeen).on_conflict_do_nothing()
     for chunk in chunks(rows):
-        db.execute(dialect_insert(ResyncSeen).on_conflict_do_nothing(), list(chunk))
+        db.execute(statement, list(chunk))
 
 
 def unseen_events(db: Db, source_id: str) -> list[str]:

@@ -19,6 +19,8 @@ from mentorpulse.model import Response
 from mentorpulse.storage.models import Source
 from tests.connectors.contract import (
     ACCEPTED,
+    CATCH_UP,
+    KICKOFF,
     MENTEE,
     MENTOR,
     SOURCE,
@@ -140,6 +142,31 @@ class TestCaldav(ConnectorContract):
     @pytest.fixture
     def live(self, server: servers.CaldavServer, monkeypatch: pytest.MonkeyPatch) -> LiveCaldav:
         return LiveCaldav(server, monkeypatch)
+
+    def test_unchanged_calendars_need_no_library_client(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Nothing changed: one sync-collection REPORT per calendar through our own client
+        tells, and the caldav library's client is not made; a change still goes through it."""
+        harness.live.add_meeting("kickoff", KICKOFF)
+        assert harness.sync().ok
+        connected: list[str] = []
+        real_connect = CaldavConnector._connect
+
+        def counted(connector: CaldavConnector) -> Any:
+            connected.append(connector.source_id)
+            return real_connect(connector)
+
+        monkeypatch.setattr(CaldavConnector, "_connect", counted)
+        again = harness.sync()
+        assert again.ok, again.error
+        assert (again.stored, again.deleted, connected) == (0, 0, [])
+        harness.live.add_meeting("catch-up", CATCH_UP)
+        changed = harness.sync()
+        assert changed.ok, changed.error
+        assert changed.stored > 0
+        assert set(connected) == {SOURCE}  # the change went through the library
+        assert harness.stored() == harness.expect({KICKOFF: ACCEPTED, CATCH_UP: ACCEPTED})
 
 
 class LiveCaldavEtags(LiveCaldav):

@@ -320,12 +320,10 @@ class _Expander:
         usable = [event for event in group if self._usable(uid, event)]
         if not usable:
             return
-        calendar = icalendar.Calendar()
         for component in (*timezones, *usable):
             if "UID" not in component:
                 component["UID"] = uid
-            calendar.add_component(component)
-        expanded = self._expanded(uid, usable, calendar, deadline)
+        expanded = self._expanded(uid, usable, (*timezones, *usable), deadline)
         if expanded is None:
             return
         records, cuts = expanded
@@ -348,7 +346,7 @@ class _Expander:
         self,
         uid: str,
         usable: list[icalendar.Component],
-        calendar: icalendar.Calendar,
+        calendar: tuple[icalendar.Component, ...],
         deadline: float,
     ) -> tuple[list[EventRecord], list[str]] | None:
         """The records of one UID and the notes on rules cut short; None once rejected."""
@@ -362,9 +360,7 @@ class _Expander:
                     cuts += self._bound(event)
             budget = ITEM_CPU_SECONDS
             with _cpu_budget(min(deadline, clock.thread_time() + budget)):
-                occurrences = recurring_ical_events.of(calendar).between(
-                    self.window.start, self.window.end
-                )
+                occurrences = _occurrences(calendar, self.window)
                 records = [self._record(uid, o, is_series=is_series) for o in occurrences]
         except _Rejected as exc:
             self.reject(uid, str(exc))
@@ -919,6 +915,23 @@ def _sequence(value: object) -> int:
         return int(str(value)) if value is not None else 0
     except ValueError:
         return 0
+
+
+def _occurrences(calendar: Iterable[icalendar.Component], window: Window) -> list[Any]:
+    """``recurring_ical_events.of(cal).between(window)`` for a calendar of these top-level
+    components, without building that calendar: the same series, occurrences and order
+    (the calendar has no X-WR-TIMEZONE, which is all ``of`` would correct).
+
+    Building a Calendar and walking it cost a third of the expansion of a single event.
+    """
+    series_of: dict[str, list[Any]] = {}
+    for top in calendar:
+        for component in top.walk("VEVENT"):
+            adapter = recurring_ical_events.EventAdapter(component)
+            series_of.setdefault(adapter.uid, []).append(adapter)
+    series = [recurring_ical_events.Series(adapters) for adapters in series_of.values()]
+    found = [o for one in series for o in one.between(window.start, window.end)]
+    return [occurrence.as_component(False) for occurrence in found]
 
 
 # --------------------------------------------------------------------------------------

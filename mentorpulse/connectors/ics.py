@@ -738,10 +738,11 @@ class _RuleParts:
                 f"{MAX_COUNT_STEPS})"
             )
         last: datetime | None = None
+        seen = 0  # the occurrences up to ``last``: all the rule has when fewer than COUNT
         until = highest if self.until is None else min(self.until, highest)
-        for last in self._dateutil(start, until, self.count):  # noqa: B007 - only the last
+        for seen, last in enumerate(self._dateutil(start, until, self.count), 1):  # noqa: B007
             pass
-        if last is None or sum(1 for _ in self._dateutil(start, last, self.count)) < self.count:
+        if last is None or seen < self.count:
             return until
         return _until_like(start, last)
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm import sessionmaker
 from mentorpulse import logs
 from mentorpulse.config.schema import SmtpTransport as SmtpConfig
 from mentorpulse.notify.dispatch import dispatch
-from mentorpulse.notify.outbox import enqueue, message_id_for
+from mentorpulse.notify.outbox import enqueue, outbox_row
 from mentorpulse.notify.render import render
 from mentorpulse.notify.route import notifications_for
 from mentorpulse.notify.transport import SmtpTransport
@@ -127,14 +127,7 @@ def _with_server(
 def _messages(emails: int) -> list[EmailMessage]:
     """The messages the dispatcher sends, rendered from the same rows, outside the timing."""
     rows = [
-        OutboxMessage(
-            id=n,
-            recipient=note.recipient,
-            template=note.template,
-            payload=note.payload,
-            attempts=0,
-            message_id=message_id_for(note.idempotency_key, "example.org"),
-        )
+        OutboxMessage(id=n, **outbox_row(note, now=NOW, domain="example.org"))
         for n, note in enumerate(notifications_for([alert(n) for n in range(emails)], now=NOW))
     ]
     return [render(row, sender=SENDER, now=NOW) for row in rows]

@@ -45,6 +45,27 @@ def message_id_for(key: str, domain: str = DEFAULT_DOMAIN) -> str:
     return f"<{digest}@{domain}>"
 
 
+def outbox_row(n: Notification, *, now: datetime, domain: str = DEFAULT_DOMAIN) -> dict[str, Any]:
+    """The outbox row a notification becomes: its Message-ID is fixed here, once."""
+    return {
+        "idempotency_key": n.idempotency_key,
+        "recipient": n.recipient,
+        "template": n.template,
+        "payload": n.payload,
+        "status": "digest" if n.digest else "pending",
+        "attempts": 0,
+        "next_attempt_at": n.due or now,
+        "lease_until": None,
+        "message_id": message_id_for(n.idempotency_key, domain),
+        "created_at": now,
+        "sent_at": None,
+        "last_error": None,
+        "finding_key": n.finding_key,
+        "digest_key": None,
+        "at_most_once": n.at_most_once,
+    }
+
+
 def enqueue(
     db: Db,
     notifications: Iterable[Notification],
@@ -57,26 +78,7 @@ def enqueue(
     ``domain`` is the right-hand side of the Message-ID, fixed at enqueue time so that
     every retry carries the same one. Returns how many rows were actually inserted.
     """
-    rows: list[dict[str, Any]] = [
-        {
-            "idempotency_key": n.idempotency_key,
-            "recipient": n.recipient,
-            "template": n.template,
-            "payload": n.payload,
-            "status": "digest" if n.digest else "pending",
-            "attempts": 0,
-            "next_attempt_at": n.due or now,
-            "lease_until": None,
-            "message_id": message_id_for(n.idempotency_key, domain),
-            "created_at": now,
-            "sent_at": None,
-            "last_error": None,
-            "finding_key": n.finding_key,
-            "digest_key": None,
-            "at_most_once": n.at_most_once,
-        }
-        for n in notifications
-    ]
+    rows = [outbox_row(n, now=now, domain=domain) for n in notifications]
     if not rows:
         return 0
     inserted = stored.insert_new(db, rows)

@@ -28,6 +28,7 @@ from mentorpulse.notify.outbox import (
     mark_failed,
     mark_sent,
     message_id_for,
+    outbox_row,
 )
 from mentorpulse.notify.render import render
 from mentorpulse.notify.route import (
@@ -612,12 +613,7 @@ def test_digest_html_escapes_every_item() -> None:
 
 
 def row_of(note: Notification) -> OutboxMessage:
-    return OutboxMessage(
-        recipient=note.recipient,
-        template=note.template,
-        message_id=message_id_for(note.idempotency_key),
-        payload=note.payload,
-    )
+    return OutboxMessage(**outbox_row(note, now=FIRED))
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from mentorpulse.notify.outbox import message_id_for
+from mentorpulse.notify.outbox import outbox_row
 from mentorpulse.notify.render import environment, render
 from mentorpulse.notify.route import notifications_for
 from mentorpulse.storage.models import OutboxMessage
@@ -41,14 +41,7 @@ def _row(n: int, **changes: object) -> OutboxMessage:
         for note in notifications_for([alert(n, **changes)], now=FIRED)
         if note.recipient == f"mentor{n}@example.org"
     ]
-    return OutboxMessage(
-        id=n,
-        recipient=note.recipient,
-        template=note.template,
-        payload=note.payload,
-        attempts=0,
-        message_id=message_id_for(note.idempotency_key, "example.org"),
-    )
+    return OutboxMessage(id=n, **outbox_row(note, now=NOW, domain="example.org"))
 
 
 def _email_package_build(row: OutboxMessage, boundary: str) -> EmailMessage:

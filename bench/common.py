@@ -89,6 +89,8 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
         finally:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+            for lock in folder.glob(f"{path.name}.*.lock"):  # storage.locks' file locks
+                lock.unlink(missing_ok=True)
         return
     admin_url = make_url(pg_admin_url())
     name = f"mentorpulse_bench_{uuid.uuid4().hex[:10]}"

@@ -939,6 +939,11 @@ def _occurrences(events: Iterable[icalendar.Component], window: Window) -> list[
     return [occurrence.as_component(False) for occurrence in found]
 
 
+# A folder's cursor is stored with a group once this many files were read since the last
+# stored one, and at least an eighth of the files it names (a crash re-reads at most that).
+CHECKPOINT_FILES = 50
+CHECKPOINT_SHARE = 8
+
 # --------------------------------------------------------------------------------------
 # The connector: files and feeds, hashes and cursors.
 
@@ -1012,13 +1017,19 @@ class IcsConnector:
 
         A file's entry enters the cursor only when its page joins a group, so the cursor
         of a group never names a file of the next one: a crash between groups resumes
-        after the last stored group, and a file read again replaces its scope.
+        after the last stored cursor, and a file read again replaces its scope. The cursor
+        names every file, so a group carries it only once the files read since the last
+        one are at least :data:`CHECKPOINT_FILES` and an eighth of the cursor: the bytes
+        written grow with the folder, not with its square (the last group always has it).
         """
-        group = PageGroup()
+        group, since_cursor = PageGroup(), 0
         for file in files:
             if not group.fits(file.page):
-                yield group.page(cursor=self._cursor(entries))
+                due = since_cursor >= max(CHECKPOINT_FILES, len(entries) // CHECKPOINT_SHARE)
+                yield group.page(cursor=self._cursor(entries) if due else None)
+                since_cursor = 0 if due else since_cursor
             group.add(file.page)
+            since_cursor += 1
             if file.gone:
                 entries.pop(file.scope, None)
             elif file.entry is not None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 import mentorpulse.connectors.base as connector_base
+import mentorpulse.connectors.ics as ics_module
 from mentorpulse.connectors.ics import IcsConnector
 from mentorpulse.model import Response
 from tests.connectors.contract import (
@@ -157,6 +158,7 @@ class TestIcsFolder(ConnectorContract):
     @pytest.fixture
     def live(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LiveFolder:
         monkeypatch.setattr(connector_base, "PAGE_SCOPES", 1)  # a file a page: crashes between
+        monkeypatch.setattr(ics_module, "CHECKPOINT_FILES", 1)  # and each page with its cursor
         return LiveFolder(tmp_path / "calendars")
 
 

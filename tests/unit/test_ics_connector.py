@@ -365,6 +365,7 @@ def test_grouped_pages_carry_the_cursor_to_resume_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connector_base, "PAGE_SCOPES", 2)
+    monkeypatch.setattr(ics_module, "CHECKPOINT_FILES", 1)
     for name in "abcde":
         (tmp_path / f"{name}.ics").write_text(ics(f"UID:{name}\nDTSTART:20240305T090000Z"))
     src = source(tmp_path)
@@ -382,6 +383,26 @@ def test_grouped_pages_carry_the_cursor_to_resume_from(
     assert [p.replaces_scopes for p in sync(src, pages[0].cursor)] == [
         ("c.ics", "d.ics"),
         ("e.ics",),
+    ]
+    assert sync(src, pages[-1].cursor) == []
+
+
+def test_a_large_folder_stores_its_cursor_at_checkpoints_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cursor names every file: stored with every group, its bytes would grow with
+    # the square of the folder. Groups between checkpoints carry none; a crash there
+    # resumes from the last checkpoint and reads those files again.
+    monkeypatch.setattr(connector_base, "PAGE_SCOPES", 2)
+    monkeypatch.setattr(ics_module, "CHECKPOINT_FILES", 3)
+    for name in "abcdefg":
+        (tmp_path / f"{name}.ics").write_text(ics(f"UID:{name}\nDTSTART:20240305T090000Z"))
+    src = source(tmp_path)
+    pages = sync(src)
+    assert [p.cursor is not None for p in pages] == [False, True, False, True]
+    assert [p.replaces_scopes for p in sync(src, pages[1].cursor)] == [
+        ("e.ics", "f.ics"),
+        ("g.ics",),
     ]
     assert sync(src, pages[-1].cursor) == []
 

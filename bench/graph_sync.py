@@ -27,7 +27,8 @@ NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 def _populate(fake: GraphFake, mailboxes: int, events: int) -> list[str]:
     addresses = [f"person{n:05d}@contoso.example" for n in range(mailboxes)]
     for index, address in enumerate(addresses):
-        partner = addresses[index ^ 1] if mailboxes > 1 else address
+        # Pairs of neighbours; with an odd count the last mailbox meets itself.
+        partner = addresses[index ^ 1] if index ^ 1 < mailboxes else address
         fake.mailbox(address)
         for week in range(events):
             start = NOW - timedelta(weeks=week, hours=index % 24)

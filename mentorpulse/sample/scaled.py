@@ -193,9 +193,17 @@ def _mentoring(spec: Spec, rng: random.Random, index: int, pair: Pair) -> list[M
         series.rrule["count"] = len(starts)
         meetings.append(series)
     if rng.random() < CATCH_UP:
+        # A catch-up never starts with another meeting of the pair: the sessions stage
+        # rightly folds two same-slot meetings of a pair into one session, so the manifest
+        # would count one session too many. Moved an hour on (no RNG draw: the rest of
+        # the plan stays as it was).
+        taken = {o.actual for m in meetings for o in m.occurrences if not o.deleted}
         for n in range(rng.randint(1, 2)):
             day = spec.history_start + timedelta(days=rng.randrange(7, 30 * spec.months))
             start = datetime.combine(day, time(rng.randrange(9, 17)), tz)
+            while start in taken:
+                start += timedelta(hours=1)
+            taken.add(start)
             meetings.append(
                 booking.meeting(
                     f"catch-up-{short}-{n}", "Mentoring catch-up", [Occurrence(start)], 30

@@ -47,14 +47,36 @@ def org_dir(scale: str) -> Path:
     if _current(out, spec):
         return out
     forget_ingested(scale)
+    if out.exists():  # no file of the older organisation may stay among the new ones
+        import shutil
+
+        shutil.rmtree(out)
     write(spec, out)
+    (out / GENERATOR_FILE).write_text(_generator_digest())
     return out
 
 
+GENERATOR_FILE = "generator.sha256"
+
+
+def _generator_digest() -> str:
+    """A digest of the generator's source: the same spec from another generator is
+    another organisation."""
+    import hashlib
+
+    import mentorpulse.sample as sample
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(sample.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _current(out: Path, spec: object) -> bool:
-    """Whether ``out`` holds the organisation of ``spec`` (one an older generator wrote,
-    whose manifest this one cannot read, is not: it is written again)."""
-    if not (out / "manifest.json").exists():
+    """Whether ``out`` holds the organisation of ``spec`` as this generator writes it (one
+    another generator wrote, or whose manifest this one cannot read, is written again)."""
+    written_by = out / GENERATOR_FILE
+    if not written_by.exists() or written_by.read_text() != _generator_digest():
         return False
     try:
         return read_manifest(out).spec == spec

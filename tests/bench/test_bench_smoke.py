@@ -133,3 +133,19 @@ def test_figures_of_other_modules_get_the_sizes_of_the_scale() -> None:
         "database_url": "postgresql://x/db",
     }
     assert runner.offered_arguments(dispatch, "small", None, None) == {}
+
+
+def test_an_organisation_from_another_generator_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same spec from a changed generator is another organisation: reusing the old
+    # files would measure (and count against) a plan the generator no longer makes.
+    monkeypatch.setenv("MENTORPULSE_BENCH_DIR", str(tmp_path))
+    monkeypatch.setitem(SCALES, "tiny", TINY)
+    out = common.org_dir("tiny")
+    (out / "calendars" / "marker.ics").write_text("kept while the generator is the same")
+    assert common.org_dir("tiny") == out
+    assert (out / "calendars" / "marker.ics").exists()
+    (out / common.GENERATOR_FILE).write_text("an older generator")
+    common.org_dir("tiny")
+    assert not (out / "calendars" / "marker.ics").exists()

@@ -498,8 +498,97 @@ class CaldavSource(SourceBase):
         return tuple(dict.fromkeys(o.lower() for o in found if o))
 
 
+# EWS schema versions by the Exchange release that introduced them (Subscription Edition
+# speaks 2019's); the Exchange connector maps each to exchangelib's build.
+ExchangeVersion = Literal["Exchange2013", "Exchange2013_SP1", "Exchange2016", "Exchange2019"]
+
+
+class ExchangeSource(SourceBase):
+    """On-premises Exchange Server 2013 to Subscription Edition through EWS (exchangelib).
+
+    Exchange Online refuses EWS to third-party apps since October 2026: Microsoft 365
+    mailboxes are read with ``kind: microsoft``. EWS keeps no conference logs, so there
+    is no ``attendance`` here.
+    """
+
+    kind: Literal["exchange"]
+    url: HttpUrl | None = Field(
+        None, description="The EWS endpoint, e.g. https://mail.example.org/EWS/Exchange.asmx."
+    )
+    autodiscover: bool = Field(
+        False, description="Find the EWS endpoint by autodiscover instead of giving url."
+    )
+    autodiscover_email: EmailAddress | None = Field(
+        None, description="Address to discover from; default: the username if it is one."
+    )
+    auth: Literal["ntlm", "basic"] = Field(
+        "ntlm", description="HTTP authentication: ntlm (the on-premises default) or basic."
+    )
+    username: str = Field(description="The service account (DOMAIN\\user or user@domain).")
+    password: SecretStr = Field(
+        description="Its password; write ${ENV_NAME}, never the value itself."
+    )
+    access: Literal["impersonation", "delegate"] = Field(
+        "impersonation",
+        description="impersonation: ApplicationImpersonation scoped to the members; "
+        "delegate: calendars shared with the service account.",
+    )
+    mailboxes: tuple[str, ...] = Field(
+        (), description="Mailboxes (primary SMTP address) whose calendars are read."
+    )
+    version: ExchangeVersion | None = Field(
+        None, description="The server's EWS version; default: asked of the server."
+    )
+    ca_bundle: str | None = Field(
+        None, description="CA bundle (PEM) that signed the server's certificate (internal CA)."
+    )
+    allow_insecure: bool = Field(
+        False, description="Accept an http:// endpoint (the password then crosses in clear)."
+    )
+    view_limit: int = Field(
+        1000,
+        ge=2,
+        le=1000,
+        description="Most items one CalendarView may return (the server's EWSFindCountLimit); "
+        "a fuller window is split.",
+    )
+    timeout: Timeout = Field(timedelta(seconds=60), description="Per HTTP request.")
+
+    def owners(self) -> tuple[str, ...]:
+        return self.mailboxes
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _lower_mailboxes(cls, mailboxes: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(m.strip().lower() for m in mailboxes)
+        for index, mailbox in enumerate(lowered):
+            if "@" not in mailbox:
+                raise ConfigValueError(f"{mailbox!r} is not a mailbox address", at=(index,))
+            if mailbox in lowered[:index]:
+                raise ConfigValueError(f"duplicate mailbox {mailbox!r}", at=(index,))
+        return lowered
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ExchangeSource:
+        if (self.url is None) == (not self.autodiscover):
+            raise ValueError("give exactly one of url or autodiscover: true")
+        if self.autodiscover and self.autodiscover_email is None and "@" not in self.username:
+            raise ValueError("autodiscover needs autodiscover_email (the username is no address)")
+        insecure = self.url is not None and self.url.lower().startswith("http://")
+        if insecure and not self.allow_insecure:
+            raise ConfigValueError(
+                "an http:// endpoint sends the password in clear; use https:// "
+                "(ca_bundle for an internal CA) or set allow_insecure: true",
+                at=("url",),
+            )
+        if not self.mailboxes:
+            raise ValueError("list the mailboxes to read")
+        return self
+
+
 Source = Annotated[
-    IcsSource | CaldavSource | GoogleSource | MicrosoftSource, Field(discriminator="kind")
+    IcsSource | CaldavSource | GoogleSource | MicrosoftSource | ExchangeSource,
+    Field(discriminator="kind"),
 ]
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from mentorpulse.config.schema import CaldavSource, GoogleSource, IcsSource, MicrosoftSource
+from mentorpulse.config.schema import (
+    CaldavSource,
+    ExchangeSource,
+    GoogleSource,
+    IcsSource,
+    MicrosoftSource,
+)
 from mentorpulse.connectors.base import Connector
 
-SourceConfig = IcsSource | CaldavSource | GoogleSource | MicrosoftSource
+SourceConfig = IcsSource | CaldavSource | GoogleSource | MicrosoftSource | ExchangeSource
 
 
 def build_connector(
@@ -31,4 +37,8 @@ def build_connector(
         from mentorpulse.connectors.caldav import CaldavConnector
 
         return CaldavConnector(source, now=now, default_zone=default_zone)
+    if source.kind == "exchange":
+        from mentorpulse.connectors.exchange import ExchangeConnector
+
+        return ExchangeConnector(source, base_dir=base_dir, now=now, default_zone=default_zone)
     raise AssertionError(f"unknown source kind {source.kind!r}")  # the schema rejects it

@@ -1,0 +1,350 @@
+"""The one module that talks to exchangelib: a narrow, typed surface over an untyped library.
+
+exchangelib builds and parses every SOAP message; this module chooses the operations (one
+``SyncFolderItems`` per mailbox as the change probe, ``FindItem`` with a ``CalendarView``
+for the occurrences of a window, ``GetItem`` for their properties), addresses the calendar
+by its distinguished id (so no ``GetFolder`` round trip per mailbox), and turns the
+library's exceptions into the connector contract's typed errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests.adapters
+import structlog
+
+from mentorpulse.config.schema import ExchangeSource
+from mentorpulse.connectors.base import (
+    AuthError,
+    BadItem,
+    ConnectorError,
+    CursorExpired,
+    TransientError,
+    TryAgain,
+    describe,
+)
+
+log = structlog.get_logger(__name__)
+
+# What GetItem asks for each occurrence: no body, no attachments, no extended property.
+ITEM_FIELDS = (
+    "uid",
+    "subject",
+    "start",
+    "end",
+    "original_start",
+    "is_all_day",
+    "is_cancelled",
+    "type",
+    "my_response_type",
+    "organizer",
+    "required_attendees",
+    "optional_attendees",
+    "resources",
+    "categories",
+    "last_modified_time",
+    "appointment_sequence_number",
+    "_start_timezone",
+)
+SYNC_CHANGES = 512  # the most SyncFolderItems returns in one answer
+GET_CHUNK = 100  # occurrences per GetItem request
+
+# The schema versions the config names, as exchangelib's builds.
+_BUILDS = {
+    "Exchange2013": (15, 0, 0, 0),
+    "Exchange2013_SP1": (15, 0, 847, 0),
+    "Exchange2016": (15, 1, 0, 0),
+    "Exchange2019": (15, 2, 0, 0),
+}
+
+
+class _TrustAdapter(requests.adapters.HTTPAdapter):
+    """exchangelib's HTTP adapter, verifying each endpoint against the CA bundle its source
+    names (exchangelib has one adapter class for every session: this is its one hook)."""
+
+    bundles: dict[str, str] = {}  # scheme://host:port → CA bundle path
+    sent: dict[str, int] = {}  # requests sent per endpoint, for the figures
+    _lock = threading.Lock()
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        origin = _origin(str(request.url))
+        bundle = self.bundles.get(origin)
+        if bundle is not None:
+            kwargs["verify"] = bundle
+        with self._lock:
+            self.sent[origin] = self.sent.get(origin, 0) + 1
+        return super().send(request, *args, **kwargs)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What SyncFolderItems said since the stored state: whether anything changed."""
+
+    changes: int
+    state: str
+
+
+class Ews:
+    """One source's EWS endpoint: a protocol shared by all its mailboxes."""
+
+    def __init__(self, source: ExchangeSource, *, base_dir: Path, server_version: str | None):
+        import exchangelib
+        from exchangelib.protocol import BaseProtocol
+
+        self.source = source
+        self.source_id = source.id
+        BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
+        BaseProtocol.USERAGENT = "mentorpulse"
+        self.endpoint = source.url or self._discover()
+        if source.ca_bundle:
+            bundle = Path(source.ca_bundle).expanduser()
+            bundle = bundle if bundle.is_absolute() else base_dir / bundle
+            _TrustAdapter.bundles[_origin(self.endpoint)] = str(bundle)
+        self._sent_before = self.sent
+        self.config = exchangelib.Configuration(
+            service_endpoint=self.endpoint,
+            credentials=exchangelib.Credentials(
+                source.username, source.password.get_secret_value()
+            ),
+            auth_type=exchangelib.NTLM if source.auth == "ntlm" else exchangelib.BASIC,
+            version=self._version(server_version),
+            retry_policy=exchangelib.FailFast(),
+        )
+        self._accounts: dict[str, Any] = {}
+
+    @property
+    def sent(self) -> int:
+        return _TrustAdapter.sent.get(_origin(self.endpoint), 0)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent to the endpoint by this client (for the bench and the logs)."""
+        return self.sent - self._sent_before
+
+    def _version(self, discovered: str | None) -> Any:
+        from exchangelib.version import Build, Version
+
+        if self.source.version is not None:
+            return Version(build=Build(*_BUILDS[self.source.version]))
+        if discovered:
+            try:
+                parts = [int(p) for p in discovered.split(".")]
+                return Version(build=Build(*parts[:4]))
+            except (TypeError, ValueError):
+                return None  # asked of the server again
+        return None
+
+    def server_version(self) -> str | None:
+        """The build the server reported (kept in the cursor, so it is asked only once)."""
+        version = self.config.version
+        build = getattr(version, "build", None)
+        if build is None:
+            return None
+        parts = (build.major_version, build.minor_version, build.major_build, build.minor_build)
+        return ".".join(str(p) for p in parts)
+
+    def _discover(self) -> str:
+        from exchangelib.autodiscover import Autodiscovery
+        from exchangelib.credentials import Credentials
+
+        email = self.source.autodiscover_email or self.source.username
+        credentials = Credentials(self.source.username, self.source.password.get_secret_value())
+        with self.errors(f"autodiscover for {email}"):
+            _, protocol = Autodiscovery(email=email, credentials=credentials).discover()
+        return str(protocol.service_endpoint)
+
+    def _calendar(self, mailbox: str) -> Any:
+        """The mailbox's calendar by its distinguished id: no GetFolder round trip."""
+        found = self._accounts.get(mailbox)
+        if found is not None:
+            return found
+        import exchangelib
+        from exchangelib.folders import Calendar, Root
+        from exchangelib.properties import DistinguishedFolderId, Mailbox
+
+        account = exchangelib.Account(
+            primary_smtp_address=mailbox,
+            config=self.config,
+            autodiscover=False,
+            access_type=exchangelib.IMPERSONATION
+            if self.source.access == "impersonation"
+            else exchangelib.DELEGATE,
+            locale="en_US",
+            default_timezone=exchangelib.EWSTimeZone("UTC"),
+        )
+        account.protocol.TIMEOUT = self.source.timeout.total_seconds()
+        root = Root(
+            account=account,
+            _distinguished_id=DistinguishedFolderId(
+                id=Root.DISTINGUISHED_FOLDER_ID, mailbox=Mailbox(email_address=mailbox)
+            ),
+        )
+        calendar = Calendar(
+            root=root,
+            _distinguished_id=DistinguishedFolderId(
+                id=Calendar.DISTINGUISHED_FOLDER_ID, mailbox=Mailbox(email_address=mailbox)
+            ),
+        )
+        self._accounts[mailbox] = calendar
+        return calendar
+
+    # -- the three operations ------------------------------------------------------------
+
+    def probe(self, mailbox: str, state: str | None) -> Probe:
+        """SyncFolderItems on the calendar from ``state`` (None: from the beginning), drained:
+        one request when nothing changed."""
+        calendar = self._calendar(mailbox)
+        changes = 0
+        with self.errors(f"the calendar of {mailbox}", mailbox=mailbox, cursor=state is not None):
+            for _ in calendar.sync_items(
+                sync_state=state, only_fields=[], max_changes_returned=SYNC_CHANGES
+            ):
+                changes += 1
+        new_state = calendar.item_sync_state
+        if not new_state:
+            raise TransientError(self.source_id, f"EWS gave no sync state for {mailbox}")
+        return Probe(changes=changes, state=str(new_state))
+
+    def view(self, mailbox: str, start: datetime, end: datetime, limit: int) -> list[str]:
+        """The ids of the occurrences in ``[start, end)``, at most ``limit`` (CalendarView)."""
+        from exchangelib import EWSDateTime
+
+        calendar = self._calendar(mailbox)
+        with self.errors(f"the calendar of {mailbox}", mailbox=mailbox):
+            found = calendar.view(
+                start=EWSDateTime.from_datetime(start),
+                end=EWSDateTime.from_datetime(end),
+                max_items=limit,
+            ).values_list("id", flat=True)
+            return [str(item_id) for item_id in found]
+
+    def items(self, mailbox: str, ids: Sequence[str]) -> Iterator[tuple[str, Any]]:
+        """``(id, CalendarItem or the error for it)`` for each id (GetItem)."""
+        calendar = self._calendar(mailbox)
+        with self.errors(f"the calendar of {mailbox}", mailbox=mailbox):
+            fetched = calendar.account.fetch(
+                ids=[(i, None) for i in ids],
+                folder=calendar,
+                only_fields=list(ITEM_FIELDS),
+                chunk_size=GET_CHUNK,
+            )
+            yield from zip(ids, fetched, strict=True)
+
+    # -- errors --------------------------------------------------------------------------
+
+    def errors(self, what: str, *, mailbox: str | None = None, cursor: bool = False) -> _Errors:
+        return _Errors(self, what, mailbox, cursor)
+
+
+_MAILBOX_DENIED = frozenset(
+    {"ErrorAccessDenied", "ErrorImpersonateUserDenied", "ErrorImpersonationDenied"}
+)
+_MAILBOX_MISSING = frozenset({"ErrorNonExistentMailbox", "ErrorMailboxMoveInProgress"})
+_CURSOR_GONE = frozenset({"ErrorInvalidSyncStateData", "ErrorSyncFolderNotFound"})
+_BUSY = frozenset({"ErrorServerBusy", "ErrorTooManyObjectsOpened", "ErrorMailboxStoreUnavailable"})
+
+
+class MailboxRefused(BadItem):
+    """The server will not show this one mailbox (no rights on it, or it does not exist)."""
+
+    def __init__(self, source_id: str, message: str, mailbox: str, *, denied: bool) -> None:
+        super().__init__(source_id, message)
+        self.mailbox = mailbox
+        self.denied = denied
+
+
+class _Errors:
+    """Maps what exchangelib raises inside a ``with`` to the contract's typed errors."""
+
+    def __init__(self, ews: Ews, what: str, mailbox: str | None, cursor: bool) -> None:
+        self.ews, self.what, self.mailbox, self.cursor = ews, what, mailbox, cursor
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        if isinstance(error, Exception) and not isinstance(error, ConnectorError):
+            raise self.typed(error) from None
+
+    def typed(self, error: Exception) -> ConnectorError:
+        from exchangelib import errors as ews_errors
+
+        source_id = self.ews.source_id
+        code = type(error).__name__
+        said = f"{self.what}: {describe(error)}"
+        if isinstance(error, ews_errors.UnauthorizedError):
+            return AuthError(
+                source_id,
+                f"EWS refused the credentials of {self.ews.source.username!r} "
+                f"({self.ews.source.auth}) at {self.ews.endpoint}",
+            )
+        if code in _MAILBOX_DENIED and self.mailbox is not None:
+            return MailboxRefused(
+                source_id,
+                f"the service account may not read the calendar of {self.mailbox} ({code}): "
+                + _grant_hint(self.ews.source.access),
+                self.mailbox,
+                denied=True,
+            )
+        if code in _MAILBOX_MISSING and self.mailbox is not None:
+            return MailboxRefused(
+                source_id,
+                f"no mailbox {self.mailbox} on this server ({code})",
+                self.mailbox,
+                denied=False,
+            )
+        if code in _CURSOR_GONE and self.cursor:
+            return CursorExpired(source_id, f"the sync state of {self.mailbox} expired ({code})")
+        if code in _BUSY:
+            back_off = getattr(error, "back_off", None)
+            return TryAgain(
+                source_id,
+                f"{said} (the server asked to back off)",
+                retry_after=float(back_off) if back_off else None,
+            )
+        if isinstance(error, ews_errors.TransportError) and _is_tls(error):
+            return TransientError(
+                source_id,
+                f"TLS failure talking to {self.ews.endpoint}: {describe(error)}; if the server's "
+                "certificate comes from an internal CA, name its PEM file in ca_bundle",
+            )
+        if isinstance(error, ews_errors.RedirectError):
+            return TransientError(source_id, f"{said}: EWS redirected; check url")
+        # Timeouts, dropped connections, 5xx, an answer exchangelib could not read.
+        return TransientError(source_id, said)
+
+
+def _is_tls(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in ("ssl", "certificate", "tls"))
+
+
+def _grant_hint(access: str) -> str:
+    if access == "impersonation":
+        return "add it to the ApplicationImpersonation management scope"
+    return "share the calendar with the service account (Add-MailboxFolderPermission)"
+
+
+def as_utc(value: object) -> datetime | None:
+    """An exchangelib EWSDateTime (or a date, for an all-day item) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise TypeError(f"not a time: {type(value).__name__}")

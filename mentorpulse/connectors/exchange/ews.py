@@ -343,8 +343,10 @@ def as_utc(value: object) -> datetime | None:
     """An exchangelib EWSDateTime (or a date, for an all-day item) as an aware UTC datetime."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    if isinstance(value, datetime):  # EWSDateTime refuses a stdlib zone in astimezone()
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(value.timestamp(), tz=UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     raise TypeError(f"not a time: {type(value).__name__}")

@@ -342,12 +342,11 @@ class EwsFake:
         limit_elem = request.find(f"{{{M}}}MaxChangesReturned")
         limit = int(limit_elem.text) if limit_elem is not None and limit_elem.text else 100
         latest: dict[str, tuple[int, str]] = {}
-        for seq, kind, item_id in box.changes:
+        for seq, change, item_id in box.changes:
             if seq > since:
                 first = latest.get(item_id)
-                if kind == "Update" and first is not None and first[1] == "Create":
-                    kind = "Create"
-                latest[item_id] = (seq, kind)
+                created = change == "Update" and first is not None and first[1] == "Create"
+                latest[item_id] = (seq, "Create" if created else change)
         if since == 0:  # from the beginning: what is there now, each once
             latest = {i: (s, "Create") for i, (s, _) in latest.items() if i in box.items}
         pending = sorted(latest.items(), key=lambda entry: entry[1][0])
@@ -412,7 +411,8 @@ class EwsFake:
         )
         complete = "true" if len(found) <= limit else "false"
         return (
-            '<m:FindItemResponse><m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success">'
+            "<m:FindItemResponse><m:ResponseMessages>"
+            '<m:FindItemResponseMessage ResponseClass="Success">'
             "<m:ResponseCode>NoError</m:ResponseCode>"
             f'<m:RootFolder TotalItemsInView="{len(found)}" IncludesLastItemInRange="{complete}">'
             f"<t:Items>{items}</t:Items></m:RootFolder>"
@@ -442,7 +442,8 @@ class EwsFake:
             ):
                 messages.append(
                     '<m:GetItemResponseMessage ResponseClass="Error">'
-                    "<m:MessageText>The specified object was not found in the store.</m:MessageText>"
+                    "<m:MessageText>The specified object was not found in the store."
+                    "</m:MessageText>"
                     "<m:ResponseCode>ErrorItemNotFound</m:ResponseCode>"
                     "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey><m:Items/>"
                     "</m:GetItemResponseMessage>"
@@ -499,7 +500,8 @@ def _calendar_item(
     for group_kind, tag in groups.items():
         members = [
             f"<t:Attendee>{_mailbox_xml(email)}"
-            f"<t:ResponseType>{_RESPONSE_TYPES.get(response, 'NoResponseReceived')}</t:ResponseType>"
+            f"<t:ResponseType>{_RESPONSE_TYPES.get(response, 'NoResponseReceived')}"
+            "</t:ResponseType>"
             "</t:Attendee>"
             for email, kind_of, response in item.attendees
             if kind_of == group_kind
@@ -576,11 +578,17 @@ def _envelope(body: str) -> str:
 
 
 def _error_response(operation: str, code: str, text: str) -> str:
+    # Exchange's SyncFolderItems errors still carry an empty state and the range flag.
+    sync = (
+        "<m:SyncState/><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"
+        if operation == "SyncFolderItems"
+        else ""
+    )
     return (
         f"<m:{operation}Response><m:ResponseMessages>"
         f'<m:{operation}ResponseMessage ResponseClass="Error">'
         f"<m:MessageText>{escape(text)}</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
-        f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey></m:{operation}ResponseMessage>"
+        f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{sync}</m:{operation}ResponseMessage>"
         f"</m:ResponseMessages></m:{operation}Response>"
     )
 

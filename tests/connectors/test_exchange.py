@@ -1,0 +1,329 @@
+"""The connector contract for on-premises Exchange: exchangelib against the EWS fake, plus
+what only EWS does (impersonation refused per mailbox, ErrorServerBusy's back-off, and a
+pair's two mailboxes telling one session)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mentorpulse import stages
+from mentorpulse.config.schema import ExchangeSource
+from mentorpulse.connectors.base import AuthError, CursorExpired, TransientError, TryAgain
+from mentorpulse.connectors.exchange import ExchangeConnector
+from mentorpulse.model import Response
+from mentorpulse.storage.models import Evidence, MentoringSession
+from tests.connectors.contract import (
+    ACCEPTED,
+    KICKOFF,
+    LATER,
+    MENTEE,
+    MENTOR,
+    NOW,
+    SOURCE,
+    ConnectorContract,
+    Harness,
+    LiveSource,
+)
+from tests.fakes.ews_api import CalendarItem, EwsFake, Occurrence
+
+MAILBOXES = [MENTOR, MENTEE]
+ANSWERS = {Response.ACCEPTED: "accepted", Response.DECLINED: "declined"}
+MY_RESPONSE = {"accepted": "Accept", "declined": "Decline", "tentative": "Tentative"}
+PASSWORD_VARIABLE = "MP_CONTRACT_EWS_PASSWORD"
+
+
+@dataclass
+class Meeting:
+    """One meeting's copies, by mailbox (a series is one item with its occurrences)."""
+
+    copies: dict[str, CalendarItem] = field(default_factory=dict)
+
+
+class LiveExchange(LiveSource):
+    """Both people's mailboxes on the fake server, read by a service account with
+    ApplicationImpersonation over Basic auth; a CalendarView holds at most 3 items, so a
+    window with more is split."""
+
+    def __init__(self, fake: EwsFake, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fake = fake
+        self.meetings: dict[str, Meeting] = {}
+        self.saved_password = fake.password
+        monkeypatch.setenv(PASSWORD_VARIABLE, fake.password)
+
+    @property
+    def connector_class(self) -> type:
+        return ExchangeConnector
+
+    def source(self) -> dict[str, Any]:
+        return {
+            "id": SOURCE,
+            "kind": "exchange",
+            "url": self.fake.url,
+            "auth": "basic",
+            "username": self.fake.username,
+            "password": f"${{{PASSWORD_VARIABLE}}}",
+            "mailboxes": MAILBOXES,
+            "ca_bundle": str(self.fake.ca_path),
+            "view_limit": 3,
+        }
+
+    def _put(self, name: str, start: datetime, answer: str, **fields: Any) -> Meeting:
+        meeting = Meeting()
+        for mailbox in MAILBOXES:
+            meeting.copies[mailbox] = self.fake.put(
+                mailbox,
+                CalendarItem(
+                    id=self.fake.next_id(),
+                    uid=name,
+                    subject="Mentoring",
+                    organizer=MENTOR,
+                    start=start,
+                    end=start + timedelta(hours=1),
+                    attendees=[(MENTEE, "required", answer)],
+                    my_response="Organizer"
+                    if mailbox == MENTOR
+                    else MY_RESPONSE.get(answer, "NoResponseReceived"),
+                    **fields,
+                ),
+            )
+        self.meetings[name] = meeting
+        return meeting
+
+    def add_meeting(self, name: str, start: datetime, response: Response = ACCEPTED) -> None:
+        self._put(name, start, ANSWERS[response])
+
+    def add_series(self, name: str, starts: list[datetime]) -> None:
+        # Each copy has occurrences of its own (a mailbox's copy changes on its own).
+        meeting = self._put(name, starts[0], "accepted")
+        for mailbox, item in meeting.copies.items():
+            item.occurrences = [Occurrence(s, s, s + timedelta(hours=1)) for s in starts]
+            self.fake.put(mailbox, item)
+
+    def _change(self, name: str) -> Iterator[tuple[str, CalendarItem]]:
+        for mailbox, item in self.meetings[name].copies.items():
+            yield mailbox, item
+            self.fake.put(mailbox, item)
+
+    def respond(self, name: str, response: Response) -> None:
+        for mailbox, item in self._change(name):
+            item.attendees = [(MENTEE, "required", ANSWERS[response])]
+            if mailbox == MENTEE:
+                item.my_response = MY_RESPONSE[ANSWERS[response]]
+
+    def _occurrence(self, item: CalendarItem, original: datetime) -> Occurrence:
+        assert item.occurrences is not None
+        return next(o for o in item.occurrences if o.original_start == original)
+
+    def move_occurrence(self, name: str, original: datetime, start: datetime) -> None:
+        for _, item in self._change(name):
+            occurrence = self._occurrence(item, original)
+            occurrence.start, occurrence.end = start, start + timedelta(hours=1)
+            occurrence.changed = True
+
+    def cancel_occurrence(self, name: str, original: datetime) -> None:
+        # As Exchange does it: gone from the organizer's series, cancelled in the
+        # attendee's copy (until they remove it from their calendar).
+        for mailbox, item in self._change(name):
+            occurrence = self._occurrence(item, original)
+            if mailbox == MENTOR:
+                occurrence.deleted = True
+            else:
+                occurrence.cancelled = True
+
+    def delete(self, name: str) -> None:
+        for mailbox, item in self.meetings.pop(name).copies.items():
+            self.fake.delete(mailbox, item.id)
+
+    def add_bad_item(self, name: str, start: datetime) -> None:
+        self._put(name, start, "accepted", unreadable=True)
+
+    def expire_cursor(self, harness: Harness) -> None:
+        for mailbox in MAILBOXES:
+            self.fake.expire_sync_state(mailbox)
+
+    def break_auth(self) -> None:
+        self.fake.password = "Rotated-By-The-Domain-Admin-2!"  # ours is refused now
+
+    def mend_auth(self) -> None:
+        self.fake.password = self.saved_password
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EwsFake]:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    server = EwsFake(tmp_path)
+    for mailbox in MAILBOXES:
+        server.mailbox(mailbox)
+    yield from server.serve()
+
+
+class TestExchange(ConnectorContract):
+    @pytest.fixture
+    def live(self, fake: EwsFake, monkeypatch: pytest.MonkeyPatch) -> LiveExchange:
+        return LiveExchange(fake, monkeypatch)
+
+    def test_a_quiet_poll_is_one_request_per_mailbox(self, harness: Harness) -> None:
+        live = harness.live
+        assert isinstance(live, LiveExchange)
+        live.add_series("weekly", [KICKOFF + timedelta(weeks=n) for n in range(3)])
+        assert harness.sync().ok
+        live.fake.log.clear()
+        again = harness.sync()
+        assert again.ok, again.error
+        assert (again.stored, again.deleted) == (0, 0)
+        assert [r.operation for r in live.fake.requests()] == ["SyncFolderItems"] * 2
+
+
+# -------------------------------------------------------------------- EWS's own cases
+
+
+def _source(fake: EwsFake, **overrides: Any) -> ExchangeSource:
+    return ExchangeSource.model_validate(
+        {
+            "id": SOURCE,
+            "kind": "exchange",
+            "url": fake.url,
+            "auth": "basic",
+            "username": fake.username,
+            "password": fake.password,
+            "mailboxes": MAILBOXES,
+            "ca_bundle": str(fake.ca_path),
+            "window_past": "60d",
+            "window_future": "60d",
+            **overrides,
+        }
+    )
+
+
+def _sync(source: ExchangeSource, tmp_path: Path, cursor: Any = None) -> list[Any]:
+    return list(ExchangeConnector(source, base_dir=tmp_path, now=NOW).sync(cursor))
+
+
+def test_a_mailbox_outside_the_impersonation_scope_is_an_item_error(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = LiveExchange(fake, monkeypatch)
+    live.add_meeting("kickoff", KICKOFF)
+    fake.impersonation_scope = {MENTOR}
+    pages = _sync(_source(fake), tmp_path)
+    read = [p for p in pages if p.replaces_scopes]
+    assert [p.replaces_scopes for p in read] == [(MENTOR,)]
+    assert len(read[0].records) == 1
+    [error] = [e for p in pages for e in p.errors]
+    assert error.item == MENTEE
+    assert "ErrorImpersonateUserDenied" in error.message
+    assert "ApplicationImpersonation" in error.message
+    # Every mailbox refused: the source's access is wrong, not one mailbox.
+    fake.impersonation_scope = set()
+    with pytest.raises(AuthError, match="none of the 2 mailboxes"):
+        _sync(_source(fake), tmp_path)
+
+
+def test_delegate_access_reads_the_calendars_shared_with_the_account(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    fake.delegates = {MENTOR}
+    pages = _sync(_source(fake, access="delegate"), tmp_path)
+    assert [p.replaces_scopes for p in pages if p.replaces_scopes] == [(MENTOR,)]
+    [error] = [e for p in pages for e in p.errors]
+    assert error.item == MENTEE
+    assert "Add-MailboxFolderPermission" in error.message
+    assert all(r.impersonated is None for r in fake.requests())
+
+
+def test_server_busy_asks_to_come_back_after_its_back_off(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = LiveExchange(fake, monkeypatch)
+    live.add_meeting("kickoff", KICKOFF)
+    cursor = _sync(_source(fake), tmp_path)[-1].cursor
+    live.add_meeting("later", LATER)
+    fake.busy(times=1, back_off_ms=45_000)
+    with pytest.raises(TryAgain) as busy:
+        _sync(_source(fake), tmp_path, cursor)
+    assert busy.value.retry_after == 45.0
+    again = _sync(_source(fake), tmp_path, cursor)  # the server is back
+    assert sum(len(p.records) for p in again) == 4
+
+
+def test_an_expired_sync_state_is_a_cursor_expiry(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    cursor = _sync(_source(fake), tmp_path)[-1].cursor
+    fake.expire_sync_state(MENTEE)
+    with pytest.raises(CursorExpired, match=MENTEE):
+        _sync(_source(fake), tmp_path, cursor)
+
+
+@pytest.mark.parametrize("fault", ["drop", "500"])
+def test_a_dropped_connection_or_a_500_is_transient(
+    fault: str, fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    if fault == "drop":
+        fake.drop_next("GetItem")
+    else:
+        fake.fail_next("FindItem", 500)
+    with pytest.raises(TransientError) as failed:
+        _sync(_source(fake), tmp_path)
+    assert not isinstance(failed.value, AuthError | CursorExpired)
+    assert fake.password not in str(failed.value)
+
+
+def test_an_untrusted_certificate_names_ca_bundle(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    with pytest.raises(TransientError, match="ca_bundle"):
+        _sync(_source(fake, ca_bundle=None), tmp_path)
+
+
+def test_a_full_window_is_split_until_no_view_reaches_the_limit(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = LiveExchange(fake, monkeypatch)
+    starts = [KICKOFF - timedelta(days=40) + timedelta(days=4 * n) for n in range(20)]
+    live.add_series("weekly", starts)
+    fake.find_limit = 4  # the server's EWSFindCountLimit, lower than view_limit
+    pages = _sync(_source(fake, view_limit=4), tmp_path)
+    mentor = next(p for p in pages if p.replaces_scopes == (MENTOR,))
+    assert sorted(r.start for r in mentor.records) == starts
+    assert len(fake.requests("FindItem")) > 2
+
+
+def test_a_pair_in_two_mailboxes_is_one_session_with_both_answers(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The organizer's copy has not heard from the mentee yet (NoResponseReceived); the
+    mentee's own copy says Tentative (MyResponseType), which wins for the mentee."""
+    live = LiveExchange(fake, monkeypatch)
+    live._put("pair", LATER, "none")
+    live.meetings["pair"].copies[MENTEE].my_response = "Tentative"
+    fake.put(MENTEE, live.meetings["pair"].copies[MENTEE])
+    harness = Harness(live, database_url, tmp_path, monkeypatch)
+    try:
+        result = harness.sync()
+        assert result.ok, result.error
+        assert result.stored == 2  # one copy in each mailbox
+        ctx = harness.context()
+        stages.rebuild_sessions(ctx)
+        with ctx.db() as db:
+            [session] = db.scalars(select(MentoringSession)).all()
+            evidence = db.scalars(select(Evidence).where(Evidence.session_id == session.id))
+            said = {(e.party, e.kind, e.detail) for e in evidence}
+        assert session.outcome == "upcoming"
+        parties = {party for party, _, _ in said}
+        assert {MENTOR, MENTEE} <= parties, said
+        assert any(p == MENTEE and "tentative" in d.lower() for p, _, d in said), said
+    finally:
+        harness.close()

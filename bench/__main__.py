@@ -45,6 +45,7 @@ FIGURES = (
     Figure("caldav_sync", "CalDAV sync against Radicale/Xandikos (issue 5)"),
     Figure("google_sync", "Google Calendar sync against the fake (issue 6)"),
     Figure("graph_sync", "Microsoft Graph sync against the fake (issue 7)"),
+    Figure("exchange_sync", "on-premises Exchange (EWS) sync against the fake (issue 16)"),
 )
 NOT_MEASURED = "not yet measured"
 

@@ -31,7 +31,7 @@ from tests.connectors.contract import (
     Harness,
     LiveSource,
 )
-from tests.fakes.ews_api import CalendarItem, EwsFake, Occurrence
+from tests.fakes.ews_api import OUTLOOK_ZONES, CalendarItem, EwsFake, Occurrence
 
 MAILBOXES = [MENTOR, MENTEE]
 ANSWERS = {Response.ACCEPTED: "accepted", Response.DECLINED: "declined"}
@@ -327,3 +327,38 @@ def test_a_pair_in_two_mailboxes_is_one_session_with_both_answers(
         assert any(p == MENTEE and "tentative" in d.lower() for p, _, d in said), said
     finally:
         harness.close()
+
+
+def test_outlook_zone_names_are_mapped_and_an_unknown_one_falls_back_with_a_warning(
+    fake: EwsFake, tmp_path: Path
+) -> None:
+    served = {
+        "by-id": ("Romance Standard Time", None),
+        "by-display-name": ("", OUTLOOK_ZONES["AUS Eastern Standard Time"][0]),
+        "custom": ("tzone://Microsoft/Custom", "Customized Time Zone"),
+    }
+    for offset, (uid, (zone, name)) in enumerate(served.items()):
+        start = KICKOFF + timedelta(hours=offset)
+        fake.put(
+            MENTOR,
+            CalendarItem(
+                id=fake.next_id(),
+                uid=uid,
+                subject="Mentoring",
+                organizer=MENTOR,
+                start=start,
+                end=start + timedelta(hours=1),
+                attendees=[(MENTEE, "required", "accepted")],
+                zone=zone,
+                zone_name=name,
+            ),
+        )
+    pages = _sync(_source(fake, mailboxes=[MENTOR]), tmp_path)
+    zones = {r.ical_uid: r.zone for p in pages for r in p.records}
+    assert zones == {
+        "by-id": OUTLOOK_ZONES["Romance Standard Time"][1],
+        "by-display-name": OUTLOOK_ZONES["AUS Eastern Standard Time"][1],
+        "custom": "UTC",  # the config's timezone stands in for the mailbox's
+    }
+    [warning] = [e for p in pages for e in p.errors]
+    assert "custom time zone" in warning.message

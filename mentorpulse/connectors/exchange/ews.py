@@ -9,7 +9,9 @@ library's exceptions into the connector contract's typed errors.
 
 from __future__ import annotations
 
+import re
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -83,9 +85,39 @@ class _TrustAdapter(requests.adapters.HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+# Exchange's own zone markers. exchangelib reads a StartTimeZone Id with a "/" as an IANA
+# key, and "tzone://Microsoft/Custom" then fails the whole GetItem answer (ValueError, not
+# its UnknownTimeZone); entered in its translation table (the extension point it names) as
+# a key that does not exist, they reach its "unknown zone" warning, whose name
+# :meth:`Ews.items` hands to the one mapper.
+EXCHANGE_MARKERS = ("tzone://Microsoft/Custom", "tzone://Microsoft/Utc")
+_NO_SUCH_ZONE = "Etc/Unknown"
+
+
+def _unknown_to_exchangelib(markers: Sequence[str]) -> None:
+    from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP
+
+    for marker in markers:
+        MS_TIMEZONE_TO_IANA_MAP.setdefault(marker, _NO_SUCH_ZONE)
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+# How exchangelib (fields.TimeZoneField) says it could not read a zone name.
+_ZONE_WARNING = re.compile(r"Cannot convert value (['\"])(.*?)\1 on field '_start_timezone'")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One GetItem answer: the item (or the error for it) and, when exchangelib could
+    not read its StartTimeZone, the name it had."""
+
+    item_id: str
+    item: Any
+    unread_zone: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +139,7 @@ class Ews:
         self.source_id = source.id
         BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
         BaseProtocol.USERAGENT = "mentorpulse"
+        _unknown_to_exchangelib(EXCHANGE_MARKERS)
         self.endpoint = source.url or self._discover()
         if source.ca_bundle:
             bundle = Path(source.ca_bundle).expanduser()
@@ -230,17 +263,32 @@ class Ews:
             ).values_list("id", flat=True)
             return [str(item_id) for item_id in found]
 
-    def items(self, mailbox: str, ids: Sequence[str]) -> Iterator[tuple[str, Any]]:
-        """``(id, CalendarItem or the error for it)`` for each id (GetItem)."""
+    def items(self, mailbox: str, ids: Sequence[str]) -> Iterator[Fetched]:
+        """Each id's CalendarItem, or the error the server gave for it (GetItem).
+
+        exchangelib maps a StartTimeZone to a zone itself and, for a name it does not know
+        (a display name, a custom zone), only warns and drops it; the warning raised while
+        an item is parsed gives that name back, for the one mapper (connectors/zones.py)."""
         calendar = self._calendar(mailbox)
         with self.errors(f"the calendar of {mailbox}", mailbox=mailbox):
-            fetched = calendar.account.fetch(
-                ids=[(i, None) for i in ids],
-                folder=calendar,
-                only_fields=list(ITEM_FIELDS),
-                chunk_size=GET_CHUNK,
+            fetched = iter(
+                calendar.account.fetch(
+                    ids=[(i, None) for i in ids],
+                    folder=calendar,
+                    only_fields=list(ITEM_FIELDS),
+                    chunk_size=GET_CHUNK,
+                )
             )
-            yield from zip(ids, fetched, strict=True)
+            for item_id in ids:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    item = next(fetched)
+                names = [
+                    found.group(2)
+                    for warned in caught
+                    if (found := _ZONE_WARNING.search(str(warned.message)))
+                ]
+                yield Fetched(item_id, item, names[-1] if names else None)
 
     # -- errors --------------------------------------------------------------------------
 

@@ -182,13 +182,13 @@ class ExchangeConnector:
         assert self._ews is not None
         ids, errors = self._occurrence_ids(mailbox, self.window.start, self.window.end)
         records: list[EventRecord] = []
-        for item_id, item in self._ews.items(mailbox, ids):
-            provider_id = f"{mailbox}/{item_id}"
-            if isinstance(item, Exception):
-                errors.append(ItemError(item=provider_id, message=describe(item)))
+        for fetched in self._ews.items(mailbox, ids):
+            provider_id = f"{mailbox}/{fetched.item_id}"
+            if isinstance(fetched.item, Exception):
+                errors.append(ItemError(item=provider_id, message=describe(fetched.item)))
                 continue
             try:
-                record, warning = self._record(mailbox, item)
+                record, warning = self._record(mailbox, fetched.item, fetched.unread_zone)
             except (AttributeError, KeyError, TypeError, ValueError) as error:
                 message = f"unreadable calendar item ({describe(error)})"
                 log.warning(
@@ -228,9 +228,14 @@ class ExchangeConnector:
         second, second_errors = self._occurrence_ids(mailbox, middle, end)
         return list(dict.fromkeys([*first, *second])), [*first_errors, *second_errors]
 
-    def _record(self, mailbox: str, item: Any) -> tuple[EventRecord, str | None]:
+    def _record(
+        self, mailbox: str, item: Any, unread_zone: str | None
+    ) -> tuple[EventRecord, str | None]:
+        """The record of one occurrence; a warning when its zone had to be guessed (the
+        config's ``timezone`` stands in for the mailbox's, which EWS does not give)."""
         timezone = getattr(item, "_start_timezone", None)
-        mapping = to_iana(getattr(timezone, "ms_id", None), fallback=self.default_zone)
+        name = getattr(timezone, "ms_id", None) or unread_zone
+        mapping = to_iana(name, fallback=self.default_zone)
         organizer = _email(item.organizer)
         start, end = as_utc(item.start), as_utc(item.end)
         if start is None or end is None:

@@ -362,3 +362,16 @@ def test_outlook_zone_names_are_mapped_and_an_unknown_one_falls_back_with_a_warn
     }
     [warning] = [e for p in pages for e in p.errors]
     assert "custom time zone" in warning.message
+
+
+def test_ntlm_signs_in_and_a_wrong_password_is_refused(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTLM as IIS asks for it (exchangelib through requests_ntlm, pyspnego's acceptor)."""
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    monkeypatch.setenv("NTLM_USER_FILE", str(fake.use_ntlm(tmp_path)))
+    pages = _sync(_source(fake, auth="ntlm", username=fake.username), tmp_path)
+    assert sum(len(p.records) for p in pages) == 2
+    with pytest.raises(AuthError) as refused:
+        _sync(_source(fake, auth="ntlm", username=fake.username, password="wrong"), tmp_path)
+    assert "wrong" not in str(refused.value)

@@ -23,12 +23,10 @@ as documented on learn.microsoft.com (EWS reference):
   with ``ErrorImpersonateUserDenied``; without the header (delegate access), a mailbox that
   did not share its calendar (``delegates``) is ``ErrorAccessDenied``, an unknown one
   ``ErrorNonExistentMailbox``;
-- HTTP Basic authentication (401 with ``WWW-Authenticate: Basic`` otherwise).
-
-NTLM is not served: its server side needs the NTLM challenge-response computed by a
-domain controller (or pyspnego's server with a credential file), which the connector's
-flow does not depend on; exchangelib's NTLM client (requests_ntlm) is exercised only as
-far as choosing it.
+- HTTP Basic authentication (401 with ``WWW-Authenticate: Basic`` otherwise), or, after
+  ``use_ntlm()``, NTLM as IIS does it: a connection-bound negotiate / challenge /
+  authenticate handshake, answered by pyspnego's NTLM acceptor against a credential file
+  (``NTLM_USER_FILE``, which the caller sets to the path ``use_ntlm`` returns).
 
 Fault injection: ``busy(times, back_off_ms)`` answers the next requests with the SOAP fault
 ``ErrorServerBusy`` carrying ``BackOffMilliseconds``; ``expire_sync_state(mailbox)``;
@@ -156,6 +154,7 @@ class EwsFake:
         self.impersonation_scope: set[str] | None = None  # None: every mailbox
         self.delegates: set[str] = set()  # mailboxes that shared their calendar
         self.find_limit = 1000  # EWSFindCountLimit
+        self.ntlm = False
         self.log: list[Logged] = []
         self._busy: list[int] = []
         self._drop: list[str] = []
@@ -199,6 +198,16 @@ class EwsFake:
         """Every sync state handed out for this mailbox so far is refused from now on."""
         with self._lock:
             self.mailbox(address).epoch += 1
+
+    def use_ntlm(self, tmp_path: Path, domain: str = "CONTOSO") -> Path:
+        """Ask for NTLM instead of Basic; the account is ``DOMAIN\\user`` from now on.
+        Returns the credential file pyspnego's acceptor reads (set ``NTLM_USER_FILE``)."""
+        user = self.username.split("@")[0].split("\\")[-1]
+        self.username = f"{domain}\\{user}"
+        self.ntlm = True
+        path = tmp_path / "ntlm-users"
+        path.write_text(f"{domain}:{user}:{self.password}\n")
+        return path
 
     def busy(self, times: int = 1, back_off_ms: int = 3000) -> None:
         with self._lock:
@@ -615,6 +624,8 @@ def _handler(fake: EwsFake) -> type[BaseHTTPRequestHandler]:
 
         def setup(self) -> None:
             super().setup()
+            self.ntlm_context: Any = None  # NTLM authenticates a connection, not a request
+            self.ntlm_user: str | None = None
             # Headers and body go out in two writes: without this, each answer waits for
             # the client's delayed ACK (40 ms), which the figures would count as ours.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -628,13 +639,40 @@ def _handler(fake: EwsFake) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _ntlm(self) -> bool:
+            """Whether this connection is signed in; else one handshake step is answered."""
+            if self.ntlm_user is not None:
+                return True
+            header = self.headers.get("Authorization") or ""
+            challenge = "NTLM"
+            if header.startswith("NTLM "):
+                import spnego
+                from spnego.exceptions import SpnegoError
+
+                if self.ntlm_context is None:
+                    self.ntlm_context = spnego.server(protocol="ntlm")
+                try:
+                    answer = self.ntlm_context.step(base64.b64decode(header[5:]))
+                except SpnegoError:  # a wrong password: start again
+                    self.ntlm_context = None
+                else:
+                    if self.ntlm_context.complete:
+                        self.ntlm_user = str(self.ntlm_context.client_principal)
+                        return True
+                    challenge = f"NTLM {base64.b64encode(answer or b'').decode()}"
+            self._send(401, b"", "text/html", {"WWW-Authenticate": challenge})
+            return False
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             if self.path.split("?")[0].lower() != PATH.lower():
                 self._send(404, b"Not Found", "text/plain", {})
                 return
-            if not fake.authorised(self.headers.get("Authorization")):
+            if fake.ntlm:
+                if not self._ntlm():
+                    return
+            elif not fake.authorised(self.headers.get("Authorization")):
                 self._send(
                     401,
                     b"",

@@ -233,6 +233,13 @@ class Ews:
         self._accounts[mailbox] = calendar
         return calendar
 
+    def close(self) -> None:
+        """Close the connections (a poll every few minutes finds them closed anyway)."""
+        for calendar in self._accounts.values():
+            calendar.account.protocol.close()
+            break  # one protocol serves every mailbox of the endpoint
+        self._accounts.clear()
+
     # -- the three operations ------------------------------------------------------------
 
     def probe(self, mailbox: str, state: str | None) -> Probe:

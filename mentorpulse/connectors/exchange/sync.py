@@ -146,6 +146,7 @@ class ExchangeConnector:
                     f"(first: {refused[0]}); grant {self.source.access} access",
                 )
         finally:
+            self._ews.close()
             log.info("ews_sync_done", source=self.source_id, requests=self.requests)
 
     def _mailbox(self, mailbox: str, boxes: dict[str, dict[str, object]]) -> SyncPage | None:

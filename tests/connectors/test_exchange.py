@@ -55,6 +55,7 @@ class LiveExchange(LiveSource):
         self.fake = fake
         self.meetings: dict[str, Meeting] = {}
         self.saved_password = fake.password
+        self.read = MAILBOXES  # the mailboxes the source lists
         monkeypatch.setenv(PASSWORD_VARIABLE, fake.password)
 
     @property
@@ -69,7 +70,7 @@ class LiveExchange(LiveSource):
             "auth": "basic",
             "username": self.fake.username,
             "password": f"${{{PASSWORD_VARIABLE}}}",
-            "mailboxes": MAILBOXES,
+            "mailboxes": self.read,
             "ca_bundle": str(self.fake.ca_path),
             "view_limit": 3,
         }
@@ -375,3 +376,28 @@ def test_ntlm_signs_in_and_a_wrong_password_is_refused(
     with pytest.raises(AuthError) as refused:
         _sync(_source(fake, auth="ntlm", username=fake.username, password="wrong"), tmp_path)
     assert "wrong" not in str(refused.value)
+
+
+def test_a_calendar_that_empties_at_once_is_held_until_a_second_sync_confirms(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The sync stage's guard, source-wide as for every source: with one page per
+    mailbox, a mailbox that empties at once is held until the next full listing."""
+    live = LiveExchange(fake, monkeypatch)
+    live.read = [MENTOR]
+    for n in range(12):
+        live.add_meeting(f"m{n}", KICKOFF - timedelta(days=n))
+    harness = Harness(live, database_url, tmp_path, monkeypatch)
+    try:
+        assert harness.sync().ok
+        for n in range(12):
+            live.delete(f"m{n}")  # the calendar looks empty (say, a broken scope)
+        held = harness.sync()
+        assert not held.ok
+        assert held.held_deletions == 12
+        assert harness.rows() == 12  # reported, not applied
+        confirmed = harness.sync()
+        assert confirmed.ok, confirmed.error
+        assert harness.rows() == 0
+    finally:
+        harness.close()

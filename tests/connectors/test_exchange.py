@@ -401,3 +401,30 @@ def test_a_calendar_that_empties_at_once_is_held_until_a_second_sync_confirms(
         assert harness.rows() == 0
     finally:
         harness.close()
+
+
+def test_a_series_with_a_moved_and_a_cancelled_occurrence(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exchange's own shapes: the moved instance is an exception keeping its original
+    start; the cancelled one is gone from the organizer's series and cancelled (by the
+    organizer, when the cancellation arrived) in the attendee's copy."""
+    live = LiveExchange(fake, monkeypatch)
+    starts = [KICKOFF + timedelta(weeks=n) for n in range(3)]
+    live.add_series("weekly", starts)
+    moved_to = starts[1] + timedelta(days=1)
+    live.move_occurrence("weekly", starts[1], moved_to)
+    live.cancel_occurrence("weekly", starts[2])
+    pages = _sync(_source(fake), tmp_path)
+    by_mailbox = {p.replaces_scopes[0]: p.records for p in pages if p.replaces_scopes}
+    organizer = sorted((r.original_start, r.start, r.status) for r in by_mailbox[MENTOR])
+    assert organizer == [
+        (starts[0], starts[0], "confirmed"),
+        (starts[1], moved_to, "confirmed"),
+    ]
+    [cancelled] = [r for r in by_mailbox[MENTEE] if r.status == "cancelled"]
+    assert cancelled.original_start == starts[2]
+    assert cancelled.series_id == "weekly"
+    assert cancelled.organizer == MENTOR
+    assert cancelled.updated is not None
+    assert {r.series_id for p in pages for r in p.records} == {"weekly"}

@@ -428,3 +428,18 @@ def test_a_series_with_a_moved_and_a_cancelled_occurrence(
     assert cancelled.organizer == MENTOR
     assert cancelled.updated is not None
     assert {r.series_id for p in pages for r in p.records} == {"weekly"}
+
+
+def test_the_server_version_is_asked_once_and_kept_in_the_cursor(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exchangelib.protocol import close_connections  # forgets exchangelib's protocols
+
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    cursor = _sync(_source(fake), tmp_path)[-1].cursor
+    assert cursor["server_version"] == "15.1.2507.6"
+    assert len(fake.requests("ConvertId")) == 1  # exchangelib's version probe
+    close_connections()  # as a new process would start
+    fake.log.clear()
+    _sync(_source(fake), tmp_path, cursor)
+    assert [r.operation for r in fake.requests()] == ["SyncFolderItems"] * 2

@@ -140,7 +140,9 @@ class Ews:
         BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
         BaseProtocol.USERAGENT = "mentorpulse"
         _unknown_to_exchangelib(EXCHANGE_MARKERS)
-        self.endpoint = source.url or self._discover()
+        self.endpoint = source.url or ""  # named by errors during discovery too
+        if not self.endpoint:
+            self.endpoint = self._discover()
         if source.ca_bundle:
             bundle = Path(source.ca_bundle).expanduser()
             bundle = bundle if bundle.is_absolute() else base_dir / bundle
@@ -180,8 +182,14 @@ class Ews:
         return None
 
     def server_version(self) -> str | None:
-        """The build the server reported (kept in the cursor, so it is asked only once)."""
-        version = self.config.version
+        """The build the server reported (kept in the cursor, so it is asked only once).
+
+        exchangelib shares one protocol per endpoint and credentials between clients:
+        the version it learnt is that protocol's, not necessarily our configuration's."""
+        version = next(
+            (c.account.protocol.config.version for c in self._accounts.values()),
+            self.config.version,
+        )
         build = getattr(version, "build", None)
         if build is None:
             return None

@@ -17,7 +17,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import ExchangeSource
 from mentorpulse.connectors.base import AuthError, CursorExpired, TransientError, TryAgain
 from mentorpulse.connectors.exchange import ExchangeConnector
-from mentorpulse.model import Response
+from mentorpulse.model import Response, SyncPage
 from mentorpulse.storage.models import Evidence, MentoringSession
 from tests.connectors.contract import (
     ACCEPTED,
@@ -204,6 +204,13 @@ def _source(fake: EwsFake, **overrides: Any) -> ExchangeSource:
     )
 
 
+def _mailbox_of(page: SyncPage) -> str:
+    """The mailbox a page read: its scopes are that mailbox's days of the window."""
+    mailboxes = {scope.rpartition("/")[0] for scope in page.replaces_scopes}
+    assert len(mailboxes) == 1, mailboxes
+    return mailboxes.pop()
+
+
 def _sync(source: ExchangeSource, tmp_path: Path, cursor: Any = None) -> list[Any]:
     return list(ExchangeConnector(source, base_dir=tmp_path, now=NOW).sync(cursor))
 
@@ -216,7 +223,7 @@ def test_a_mailbox_outside_the_impersonation_scope_is_an_item_error(
     fake.impersonation_scope = {MENTOR}
     pages = _sync(_source(fake), tmp_path)
     read = [p for p in pages if p.replaces_scopes]
-    assert [p.replaces_scopes for p in read] == [(MENTOR,)]
+    assert [_mailbox_of(p) for p in read] == [MENTOR]
     assert len(read[0].records) == 1
     [error] = [e for p in pages for e in p.errors]
     assert error.item == MENTEE
@@ -234,7 +241,7 @@ def test_delegate_access_reads_the_calendars_shared_with_the_account(
     LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
     fake.delegates = {MENTOR}
     pages = _sync(_source(fake, access="delegate"), tmp_path)
-    assert [p.replaces_scopes for p in pages if p.replaces_scopes] == [(MENTOR,)]
+    assert [_mailbox_of(p) for p in pages if p.replaces_scopes] == [MENTOR]
     [error] = [e for p in pages for e in p.errors]
     assert error.item == MENTEE
     assert "Add-MailboxFolderPermission" in error.message
@@ -297,7 +304,7 @@ def test_a_full_window_is_split_until_no_view_reaches_the_limit(
     live.add_series("weekly", starts)
     fake.find_limit = 4  # the server's EWSFindCountLimit, lower than view_limit
     pages = _sync(_source(fake, view_limit=4), tmp_path)
-    mentor = next(p for p in pages if p.replaces_scopes == (MENTOR,))
+    mentor = next(p for p in pages if p.replaces_scopes and _mailbox_of(p) == MENTOR)
     assert sorted(r.start for r in mentor.records) == starts
     assert len(fake.requests("FindItem")) > 2
 
@@ -416,7 +423,7 @@ def test_a_series_with_a_moved_and_a_cancelled_occurrence(
     live.move_occurrence("weekly", starts[1], moved_to)
     live.cancel_occurrence("weekly", starts[2])
     pages = _sync(_source(fake), tmp_path)
-    by_mailbox = {p.replaces_scopes[0]: p.records for p in pages if p.replaces_scopes}
+    by_mailbox = {_mailbox_of(p): p.records for p in pages if p.replaces_scopes}
     organizer = sorted((r.original_start, r.start, r.status) for r in by_mailbox[MENTOR])
     assert organizer == [
         (starts[0], starts[0], "confirmed"),
@@ -443,3 +450,29 @@ def test_the_server_version_is_asked_once_and_kept_in_the_cursor(
     fake.log.clear()
     _sync(_source(fake), tmp_path, cursor)
     assert [r.operation for r in fake.requests()] == ["SyncFolderItems"] * 2
+
+
+def test_meetings_behind_a_moved_window_are_kept_and_deletions_within_it_seen(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    live = LiveExchange(fake, monkeypatch)
+    live.read = [MENTOR]
+    old = NOW - timedelta(days=59)  # inside the 60-day window today, behind it next week
+    live.add_meeting("old", old)
+    live.add_meeting("kickoff", KICKOFF)
+    live.add_meeting("later", LATER)
+    harness = Harness(live, database_url, tmp_path, monkeypatch)
+    try:
+        assert harness.sync().ok
+        assert harness.rows() == 3
+        live.delete("later")
+        harness.close_context()
+        later = NOW + timedelta(days=7)  # the window moved a week on
+        harness._ctx = stages.Context.open(harness.folder / "mentorpulse.yaml", clock=lambda: later)
+        harness._ctx_config = harness.config()
+        moved = harness.sync()
+        assert moved.ok, moved.error
+        starts = {start for start, _ in harness.stored()}
+        assert starts == {old, KICKOFF}  # history kept, the deletion applied
+    finally:
+        harness.close()

@@ -5,14 +5,15 @@ read over. A poll asks each mailbox's calendar what changed since its state (one
 when nothing did); a mailbox that changed, is new, or whose window moved has the
 occurrences of the window read afresh (CalendarView for their ids, window halves until
 no view reaches the server's item limit; GetItem for their properties) and stored as the
-whole content of that mailbox (``replaces_scopes``), which tells deleted occurrences and
-deleted meetings without a tombstone.
+whole content of that mailbox's days in the window (``replaces_scopes``: one scope per
+mailbox and UTC day), which tells deleted occurrences and deleted meetings without a
+tombstone, and leaves alone the days that fell out of the back of the window (history).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +171,29 @@ class ExchangeConnector:
             changes=probe.changes,
             records=len(kept),
         )
+        by_day = self._by_day(mailbox, kept)
         return SyncPage(
-            records=tuple(kept),
+            records=tuple(r for day in by_day.values() for r in day),
             cursor=self._cursor(boxes),
-            replaces_scopes=(mailbox,),
+            replaces_scopes=tuple(by_day),
+            scope_sizes=tuple(len(day) for day in by_day.values()),
             errors=(*errors, *bad),
         )
+
+    def _by_day(self, mailbox: str, records: list[EventRecord]) -> dict[str, list[EventRecord]]:
+        """The mailbox's records under one scope per UTC day of the window, every day of
+        it present: a view of the window is the whole content of those days, so what
+        they held before and no longer do is gone, while the days that fell out of the
+        back of the window are left alone (history). An occurrence that began before the
+        window is filed under its first day."""
+        first, last = self.window.first_day, self.window.last_day
+        days: dict[str, list[EventRecord]] = {
+            scope_of(mailbox, first + timedelta(days=n)): [] for n in range((last - first).days + 1)
+        }
+        for record in records:
+            day = min(max(record.start.date(), first), last)
+            days[scope_of(mailbox, day)].append(record)
+        return days
 
     # -- reading a mailbox ----------------------------------------------------------------
 
@@ -264,6 +282,11 @@ class ExchangeConnector:
             etag=item.changekey,
         )
         return record, mapping.warning
+
+
+def scope_of(mailbox: str, day: date) -> str:
+    """The scope of a mailbox's occurrences that start on ``day`` (UTC)."""
+    return f"{mailbox}/{day.isoformat()}"
 
 
 def _email(mailbox: object) -> str | None:

@@ -2,16 +2,18 @@
 
     python -m bench.exchange_sync [--mailboxes 2000] [--events 5]
 
-Prints the HTTP requests each sync sent to EWS (the figure that scales with the
-organisation: a quiet poll should cost one SyncFolderItems per mailbox and yield no
-record, so the sync stage writes no event row), the records and pages yielded, and the
-time and CPU taken. The fake runs in-process over HTTPS on loopback, so the seconds
-measure mentorpulse, exchangelib and the fake together, not a real server's latency.
+Each sync is ``mentorpulse sync --once`` through the real sync stage on SQLite. Prints
+the HTTP requests it sent to EWS, per operation and per mailbox (the figure that scales
+with the organisation: a quiet poll should cost one SyncFolderItems per mailbox), the
+event rows it wrote (none for a quiet poll), and the time and CPU taken. The fake runs
+in-process over HTTPS on loopback, so the seconds measure mentorpulse, exchangelib and
+the fake together, not a real server's latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import tempfile
@@ -19,8 +21,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mentorpulse.config.schema import ExchangeSource
-from mentorpulse.connectors.exchange import ExchangeConnector
 from tests.fakes.ews_api import CalendarItem, EwsFake, Occurrence
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -57,52 +57,75 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _deployment(folder: Path, fake: EwsFake, addresses: list[str]) -> Path:
+    """mentorpulse.yaml (SQLite) reading every mailbox, and a roster of neighbour pairs."""
+    roster = ["program,mentor_email,mentee_email,started_on"]
+    roster += [
+        f"eng,{a},{b},2026-01-05" for a, b in zip(addresses[::2], addresses[1::2], strict=False)
+    ]
+    (folder / "roster.csv").write_text("\n".join(roster) + "\n")
+    config = {
+        "database": f"sqlite:///{folder / 'mentorpulse.db'}",
+        "sources": [
+            {
+                "id": "exchange",
+                "kind": "exchange",
+                "url": fake.url,
+                "auth": "basic",
+                "username": fake.username,
+                "password": "${MP_BENCH_EWS_PASSWORD}",
+                "mailboxes": addresses,
+                "ca_bundle": str(fake.ca_path),
+                "window_past": "90d",
+                "window_future": "30d",
+            }
+        ],
+        "roster": {"path": "roster.csv"},
+        "programs": [{"id": "eng", "cadence": {"every": "14d"}}],
+    }
+    path = folder / "mentorpulse.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
 def measure(mailboxes: int = 2000, events: int = 5) -> dict[str, float | int]:
-    """Figures of one full sync and one no-change sync of ``mailboxes`` mailboxes."""
+    """Figures of one full and one no-change ``sync --once`` of ``mailboxes`` mailboxes
+    through the real sync stage on SQLite."""
+    from bench.common import RowCounter
+    from mentorpulse import stages
+
     os.environ.pop("REQUESTS_CA_BUNDLE", None)
     with tempfile.TemporaryDirectory() as tmp:
-        fake = EwsFake(Path(tmp))
+        folder = Path(tmp)
+        fake = EwsFake(folder)
         addresses = _populate(fake, mailboxes, events)
+        os.environ["MP_BENCH_EWS_PASSWORD"] = fake.password
         server = fake.serve()
         next(server)
         try:
-            source = ExchangeSource.model_validate(
-                {
-                    "id": "bench",
-                    "kind": "exchange",
-                    "url": fake.url,
-                    "auth": "basic",
-                    "username": fake.username,
-                    "password": fake.password,
-                    "mailboxes": addresses,
-                    "ca_bundle": str(fake.ca_path),
-                    "window_past": "90d",
-                    "window_future": "30d",
-                }
-            )
+            ctx = stages.Context.open(_deployment(folder, fake, addresses), clock=lambda: NOW)
             figures: dict[str, float | int] = {"mailboxes": mailboxes, "events": events}
-            cursor = None
             for phase in ("full", "no_change"):
-                connector = ExchangeConnector(source, base_dir=Path(tmp), now=NOW)
                 logged_before = len(fake.log)
-                began, cpu_began = time.perf_counter(), _cpu()
-                records = pages = pages_with_records = 0
-                for page in connector.sync(cursor):
-                    records += len(page.records)
-                    pages += 1
-                    pages_with_records += bool(page.records or page.deleted)
-                    cursor = page.cursor
-                figures[f"{phase}_seconds"] = round(time.perf_counter() - began, 2)
-                figures[f"{phase}_cpu_seconds"] = round(_cpu() - cpu_began, 2)
-                figures[f"{phase}_http_requests"] = connector.requests
-                figures[f"{phase}_requests_per_mailbox"] = round(connector.requests / mailboxes, 3)
+                counter = RowCounter()
+                with counter.attached(ctx.engine):
+                    began, cpu_began = time.perf_counter(), _cpu()
+                    [result] = stages.sync_sources(ctx)
+                    figures[f"{phase}_seconds"] = round(time.perf_counter() - began, 2)
+                    figures[f"{phase}_cpu_seconds"] = round(_cpu() - cpu_began, 2)
+                assert result.ok, result.error
+                requests = len(fake.log) - logged_before
+                figures[f"{phase}_http_requests"] = requests
+                figures[f"{phase}_requests_per_mailbox"] = round(requests / mailboxes, 3)
                 for operation in ("ConvertId", "SyncFolderItems", "FindItem", "GetItem"):
                     figures[f"{phase}_{operation}"] = sum(
                         r.operation == operation for r in fake.log[logged_before:]
                     )
-                figures[f"{phase}_records"] = records
-                figures[f"{phase}_pages"] = pages
-                figures[f"{phase}_pages_with_changes"] = pages_with_records
+                figures[f"{phase}_events_stored"] = result.stored
+                figures[f"{phase}_pages"] = result.pages
+                figures[f"{phase}_event_rows_written"] = counter.of("events", "event_pairings")
+                figures[f"{phase}_bookkeeping_rows_written"] = counter.of("sources")
+            ctx.engine.dispose()
             return figures
         finally:
             server.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -474,5 +474,25 @@ def test_meetings_behind_a_moved_window_are_kept_and_deletions_within_it_seen(
         assert moved.ok, moved.error
         starts = {start for start, _ in harness.stored()}
         assert starts == {old, KICKOFF}  # history kept, the deletion applied
+    finally:
+        harness.close()
+
+
+def test_server_busy_puts_the_next_attempt_after_the_back_off(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    live = LiveExchange(fake, monkeypatch)
+    live.add_meeting("kickoff", KICKOFF)
+    harness = Harness(live, database_url, tmp_path, monkeypatch)
+    try:
+        assert harness.sync().ok
+        fake.busy(times=1, back_off_ms=600_000)
+        busy = harness.sync()
+        assert not busy.ok
+        assert not busy.needs_reauth
+        row = harness.source_row()
+        assert row.next_attempt_at is not None
+        next_attempt = row.next_attempt_at.replace(tzinfo=row.next_attempt_at.tzinfo or UTC)
+        assert next_attempt >= NOW + timedelta(minutes=10)
     finally:
         harness.close()

@@ -496,3 +496,28 @@ def test_server_busy_puts_the_next_attempt_after_the_back_off(
         assert next_attempt >= NOW + timedelta(minutes=10)
     finally:
         harness.close()
+
+
+def test_cli_sync_with_a_wrong_password_is_one_clear_line(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mentorpulse.cli import app
+
+    live = LiveExchange(fake, monkeypatch)
+    live.add_meeting("kickoff", KICKOFF)
+    harness = Harness(live, f"sqlite:///{tmp_path / 'mp.db'}", tmp_path, monkeypatch)
+    try:
+        harness.context()  # writes mentorpulse.yaml and the roster
+        harness.close_context()
+        wrong = "Not-The-Service-Password-9!"
+        monkeypatch.setenv(PASSWORD_VARIABLE, wrong)
+        config = str(tmp_path / "mentorpulse.yaml")
+        result = CliRunner().invoke(app, ["--log-json", "sync", "--once", "--config", config])
+        assert result.exit_code == 1
+        assert "EWS refused the credentials" in result.output
+        assert "Traceback" not in result.output
+        assert wrong not in result.output
+    finally:
+        harness.close()

@@ -12,7 +12,7 @@ import re
 from datetime import time, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 import email_validator
@@ -319,7 +319,35 @@ class IcsSource(SourceBase):
         return self
 
 
-class MicrosoftSource(SourceBase):
+class MailboxSource(SourceBase):
+    """A source that reads the calendars of listed mailboxes (Microsoft 365, Exchange)."""
+
+    mailboxes: tuple[str, ...] = Field(
+        (), description="Mailboxes (primary SMTP address or UPN) to read, at least one."
+    )
+
+    def owners(self) -> tuple[str, ...]:
+        return self.mailboxes
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _lower_mailboxes(cls, mailboxes: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(m.strip().lower() for m in mailboxes)
+        for index, mailbox in enumerate(lowered):
+            if "@" not in mailbox:
+                raise ConfigValueError(f"{mailbox!r} is not a mailbox address", at=(index,))
+            if mailbox in lowered[:index]:
+                raise ConfigValueError(f"duplicate mailbox {mailbox!r}", at=(index,))
+        return lowered
+
+    @model_validator(mode="after")
+    def _some_mailboxes(self) -> Self:
+        if not self.mailboxes:
+            raise ValueError("list the mailboxes to read")
+        return self
+
+
+class MicrosoftSource(MailboxSource):
     """Microsoft 365 calendars through Microsoft Graph (``calendarView/delta`` per mailbox).
 
     ``auth: app`` (client credentials, app-only) reads every listed mailbox; ``auth:
@@ -341,9 +369,6 @@ class MicrosoftSource(SourceBase):
     certificate_thumbprint: str | None = Field(
         None, description="SHA-1 thumbprint (hex) of that certificate."
     )
-    mailboxes: tuple[str, ...] = Field(
-        (), description="Mailboxes (UPN / SMTP address) to read, at least one."
-    )
     attendance: bool = Field(
         False, description="Read Teams attendance reports as evidence (extra permissions)."
     )
@@ -363,18 +388,6 @@ class MicrosoftSource(SourceBase):
         "TLS-inspecting proxy.",
     )
 
-    def owners(self) -> tuple[str, ...]:
-        return self.mailboxes
-
-    @field_validator("mailboxes")
-    @classmethod
-    def _lower_mailboxes(cls, mailboxes: tuple[str, ...]) -> tuple[str, ...]:
-        lowered = tuple(m.strip().lower() for m in mailboxes)
-        for index, mailbox in enumerate(lowered):
-            if mailbox in lowered[:index]:
-                raise ConfigValueError(f"duplicate mailbox {mailbox!r}", at=(index,))
-        return lowered
-
     @model_validator(mode="after")
     def _credentials(self) -> MicrosoftSource:
         if self.auth == "app":
@@ -382,8 +395,6 @@ class MicrosoftSource(SourceBase):
                 raise ValueError("auth: app needs exactly one of client_secret or certificate_path")
             if self.certificate_path is not None and not self.certificate_thumbprint:
                 raise ValueError("certificate_path needs certificate_thumbprint")
-        if not self.mailboxes:
-            raise ValueError("list the mailboxes to read")
         return self
 
 
@@ -503,7 +514,7 @@ class CaldavSource(SourceBase):
 ExchangeVersion = Literal["Exchange2013", "Exchange2013_SP1", "Exchange2016", "Exchange2019"]
 
 
-class ExchangeSource(SourceBase):
+class ExchangeSource(MailboxSource):
     """On-premises Exchange Server 2013 to Subscription Edition through EWS (exchangelib).
 
     Exchange Online refuses EWS to third-party apps since October 2026: Microsoft 365
@@ -533,9 +544,6 @@ class ExchangeSource(SourceBase):
         description="impersonation: ApplicationImpersonation scoped to the members; "
         "delegate: calendars shared with the service account.",
     )
-    mailboxes: tuple[str, ...] = Field(
-        (), description="Mailboxes (primary SMTP address) whose calendars are read."
-    )
     version: ExchangeVersion | None = Field(
         None, description="The server's EWS version; default: asked of the server."
     )
@@ -554,20 +562,6 @@ class ExchangeSource(SourceBase):
     )
     timeout: Timeout = Field(timedelta(seconds=60), description="Per HTTP request.")
 
-    def owners(self) -> tuple[str, ...]:
-        return self.mailboxes
-
-    @field_validator("mailboxes")
-    @classmethod
-    def _lower_mailboxes(cls, mailboxes: tuple[str, ...]) -> tuple[str, ...]:
-        lowered = tuple(m.strip().lower() for m in mailboxes)
-        for index, mailbox in enumerate(lowered):
-            if "@" not in mailbox:
-                raise ConfigValueError(f"{mailbox!r} is not a mailbox address", at=(index,))
-            if mailbox in lowered[:index]:
-                raise ConfigValueError(f"duplicate mailbox {mailbox!r}", at=(index,))
-        return lowered
-
     @model_validator(mode="after")
     def _endpoint(self) -> ExchangeSource:
         if (self.url is None) == (not self.autodiscover):
@@ -581,8 +575,6 @@ class ExchangeSource(SourceBase):
                 "(ca_bundle for an internal CA) or set allow_insecure: true",
                 at=("url",),
             )
-        if not self.mailboxes:
-            raise ValueError("list the mailboxes to read")
         return self
 
 

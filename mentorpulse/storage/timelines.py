@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -140,7 +140,6 @@ def pairing_ids_of(db: Db, mentor_email: str, mentee_email: str) -> list[int]:
 
 
 _OUTCOMES = {o.value: o for o in Outcome}
-_UTC_ZONE_NAMES = frozenset({"UTC", "Etc/UTC"})
 
 
 def _session_query(db: Db) -> tuple[Select[Any], bool]:
@@ -179,8 +178,8 @@ def _session_query(db: Db) -> tuple[Select[Any], bool]:
 
 
 def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow]]:
-    """The sessions of the pairings, by pairing id, times aware UTC (PostgreSQL's own UTC
-    zone object is kept as it comes)."""
+    """The sessions of the pairings, by pairing id, times aware UTC (``datetime.UTC``:
+    PostgreSQL connections speak UTC, see ``storage.engine``)."""
     query, text = _session_query(db)
     connection = db.connection()  # Core rows: the ORM's result machinery adds nothing here
     found: dict[int, list[SessionRow]] = defaultdict(list)
@@ -191,7 +190,7 @@ def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow
             # The driver's own tuples: no column here needs SQLAlchemy's result processing
             # (times are made aware below), and Row objects cost 0.2-0.3 s at 300k rows.
             rows = result.cursor.fetchall()
-        convert = not text and bool(rows) and not _is_utc(rows[0][2].tzinfo)
+        convert = not text and bool(rows) and rows[0][2].tzinfo is not UTC
         for id_, pairing_id, began, ended, outcome, confidence, by, notice, party in rows:
             if text:
                 start, end = parse(began), parse(ended)
@@ -202,11 +201,6 @@ def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow
             row = (start, end, outcomes[outcome], by, notice, party, id_, pairing_id, confidence)
             found[pairing_id].append(new(SessionRow, row))
     return found
-
-
-def _is_utc(zone: tzinfo | None) -> bool:
-    """Whether the driver's zone is UTC (PostgreSQL's connection zone, by its name)."""
-    return zone is UTC or getattr(zone, "key", None) in _UTC_ZONE_NAMES
 
 
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -122,6 +122,13 @@ class RuleKind(ABC, Generic[R]):
     @abstractmethod
     def evaluate(self, view: TimelineView) -> Condition:
         """The rule's verdict on ``view.timeline`` at ``view.now`` (aware)."""
+
+    @property
+    def lookback(self) -> timedelta | None:
+        """How long before ``now`` a session that ended may still count for this kind,
+        beyond the view's anchors (see :func:`holds_anchors`): evaluation leaves out the
+        sessions that ended earlier. None, the default: it may read all of them."""
+        return None
 
 
 _KINDS: dict[type[RuleBase], type[RuleKind[Any]]] = {}
@@ -261,6 +268,32 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
 
 _START = attrgetter("start")
 
+# Beyond the longest lookback: ``in_window`` counts whole days on the wall clock, which
+# may reach a DST shift (``_DST_SLACK``) further back than the elapsed lookback.
+_LOOKBACK_MARGIN = timedelta(days=1)
+
+
+def read_since(kinds: Iterable[RuleKind[Any]], now: datetime) -> datetime | None:
+    """The earliest end of a session that ``kinds`` may read at ``now`` beyond the view's
+    anchors (see :func:`holds_anchors`); None when one of them may read every session."""
+    lookbacks = [kind.lookback for kind in kinds]
+    longest = max((b for b in lookbacks if b is not None), default=None)
+    if longest is None or None in lookbacks:
+        return None
+    return now - longest - _LOOKBACK_MARGIN
+
+
+def holds_anchors(sessions: Iterable[Session], since: datetime, now: datetime) -> bool:
+    """Whether a timeline's sessions that end after ``since``, with its first attended
+    one, give the same :func:`view_of` at ``now`` as all of its sessions.
+
+    They do when one of them was attended, started after ``since`` and is over by
+    ``now``: every session left out starts before it, so the last attended session, the
+    run of misses since it and the last scheduled start are among them; the kinds' windows
+    hold ends after ``since`` only (:func:`read_since`); what lies ahead ends after ``now``.
+    """
+    return any(s.outcome in ATTENDED and s.start > since and s.end <= now for s in sessions)
+
 
 def _act(s: Session) -> tuple[str | None, datetime]:
     """Who called off or missed a session, and from when it is known: a cancellation from
@@ -341,6 +374,10 @@ class CadenceGap(RuleKind[CadenceGapRule]):
     def grace(self) -> timedelta:
         return self.rule.grace if self.rule.grace is not None else self.program.cadence.grace
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the last attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, last = view.zone, view.last_attended
         if last is not None:
@@ -374,6 +411,10 @@ class CadenceGap(RuleKind[CadenceGapRule]):
 class FirstMeeting(RuleKind[FirstMeetingRule]):
     """No attended session within ``within`` of the pairing's start; clears once they meet."""
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the first attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, first = view.zone, view.first_attended_end
         deadline = add_local(view.start, self.rule.within, zone)
@@ -399,6 +440,10 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
 @register(NoUpcomingRule)
 class NoUpcoming(RuleKind[NoUpcomingRule]):
     """Nothing scheduled to start within ``horizon`` of now."""
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the last and next scheduled sessions: anchors
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, upcoming, past = view.zone, view.next_scheduled, view.last_scheduled
@@ -434,6 +479,10 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
     outcomes neither break nor extend the run.
     """
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the run of misses since the last attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         run = view.misses_run
         holds = len(run) >= self.rule.count
@@ -461,6 +510,10 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
     The finding names the party (``mentor`` or ``mentee``, or both), which tells
     mentee-side from mentor-side disengagement.
     """
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window  # (acts are known from their time, within the window)
 
     def evaluate(self, view: TimelineView) -> Condition:
         timeline, zone, window = view.timeline, view.zone, self.rule.window
@@ -499,6 +552,10 @@ class LateCancellations(RuleKind[LateCancellationsRule]):
     A rescheduled session counts too: the slot was still dropped at short notice.
     """
 
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window  # (a session starting within it ends after its start)
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window = view.zone, self.rule.window
         notice_hours = self.rule.notice.total_seconds() / 3600
@@ -535,6 +592,10 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
     is replaced by its rebooking and ``unknown`` ones are not judged.
     """
 
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window, now = view.zone, self.rule.window, view.now
         due = within(view.due_ends, window, now, zone)
@@ -560,6 +621,10 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
 @register(DecliningFrequencyRule)
 class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
     """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window + self.rule.window  # the window and the one before
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window, now = view.zone, self.rule.window, view.now

@@ -17,17 +17,20 @@ from sqlalchemy import (
     DateTime,
     Select,
     String,
+    and_,
     bindparam,
     case,
+    func,
     or_,
     select,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
-from mentorpulse.model import Outcome
+from mentorpulse.model import ATTENDED, Outcome
 from mentorpulse.storage.batch import chunks
 from mentorpulse.storage.models import (
     Event,
@@ -177,16 +180,27 @@ def _session_query(db: Db) -> tuple[Select[Any], bool]:
     return query, text
 
 
-def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow]]:
+def sessions_of(
+    db: Db, pairing_ids: Sequence[int], *, ending_after: datetime | None = None
+) -> dict[int, list[SessionRow]]:
     """The sessions of the pairings, by pairing id, times aware UTC (``datetime.UTC``:
-    PostgreSQL connections speak UTC, see ``storage.engine``)."""
+    PostgreSQL connections speak UTC, see ``storage.engine``).
+
+    With ``ending_after``, only those that end after it, and each pairing's first attended
+    session if it ended earlier: what the rules read when none looks back further
+    (``rules.kinds.holds_anchors`` says when that is the whole story).
+    """
     query, text = _session_query(db)
     connection = db.connection()  # Core rows: the ORM's result machinery adds nothing here
     found: dict[int, list[SessionRow]] = defaultdict(list)
     outcomes, parse = _OUTCOMES, datetime.fromisoformat
     new = tuple.__new__  # SessionRow(...) adds a Python call per row (0.3 s at 300k rows)
     for chunk in chunks(pairing_ids):
-        with connection.execute(query.where(MentoringSession.pairing_id.in_(chunk))) as result:
+        if ending_after is None:
+            statement: Any = query.where(MentoringSession.pairing_id.in_(chunk))
+        else:
+            statement = _ending_after(query, chunk, ending_after)
+        with connection.execute(statement) as result:
             # The driver's own tuples: no column here needs SQLAlchemy's result processing
             # (times are made aware below), and Row objects cost 0.2-0.3 s at 300k rows.
             rows = result.cursor.fetchall()
@@ -201,6 +215,31 @@ def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow
             row = (start, end, outcomes[outcome], by, notice, party, id_, pairing_id, confidence)
             found[pairing_id].append(new(SessionRow, row))
     return found
+
+
+_ATTENDED = sorted(o.value for o in ATTENDED)
+
+
+def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) -> Any:
+    """``query`` for the sessions of ``chunk`` that end after ``moment``, and for each
+    pairing's first attended session (by end) that ended by then."""
+    session = MentoringSession
+    first = (
+        select(session.pairing_id, func.min(session.end).label("end"))
+        .where(
+            session.pairing_id.in_(chunk),
+            session.outcome.in_(_ATTENDED),
+            session.end <= moment,
+        )
+        .group_by(session.pairing_id)
+        .subquery("first_attended")
+    )
+    return union_all(
+        query.where(session.pairing_id.in_(chunk), session.end > moment),
+        query.join(
+            first, and_(first.c.pairing_id == session.pairing_id, first.c.end == session.end)
+        ).where(session.outcome.in_(_ATTENDED)),
+    )
 
 
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:

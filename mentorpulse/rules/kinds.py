@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -88,6 +88,34 @@ class Timeline:
     cadence: timedelta | None = None  # this pairing's own cadence (roster or YAML override)
 
 
+class Facts(Mapping[str, str]):
+    """A verdict's facts, worked out when first read: evaluation reads them only for a
+    finding (a few in a hundred conditions at 10,000 pairings), explain always."""
+
+    __slots__ = ("_facts", "_work")
+
+    def __init__(self, work: Callable[[], dict[str, str]]) -> None:
+        self._work: Callable[[], dict[str, str]] | None = work
+        self._facts: dict[str, str] = {}
+
+    def _worked(self) -> dict[str, str]:
+        if self._work is not None:
+            self._facts, self._work = self._work(), None
+        return self._facts
+
+    def __getitem__(self, name: str) -> str:
+        return self._worked()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._worked())
+
+    def __len__(self) -> int:
+        return len(self._worked())
+
+    def __repr__(self) -> str:
+        return repr(self._worked())
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A rule's verdict on one pairing at ``now``."""
@@ -97,7 +125,7 @@ class Condition:
     holds: bool
     since: datetime | None  # when the condition started to hold (the missed deadline)
     next_deadline: datetime | None  # when the verdict could next change without new data
-    facts: dict[str, str] = field(default_factory=dict)  # human-readable, for explain
+    facts: Mapping[str, str] = field(default_factory=dict)  # human-readable, for explain
     # The rule raised on this pairing: a verdict of its own (it neither holds nor clears).
     error: str | None = None
 
@@ -396,14 +424,16 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             holds=holds,
             since=deadline if holds else None,
             next_deadline=None if holds else deadline,
-            facts={
-                LAST_ATTENDED_FACT: last_text,
-                "anchor": "last attended session" if last is not None else "pairing start",
-                "deadline": local_time(deadline, zone),
-                "every": format_duration(every),
-                "grace": format_duration(self.grace),
-                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
-            },
+            facts=Facts(
+                lambda: {
+                    LAST_ATTENDED_FACT: last_text,
+                    "anchor": "last attended session" if last is not None else "pairing start",
+                    "deadline": local_time(deadline, zone),
+                    "every": format_duration(every),
+                    "grace": format_duration(self.grace),
+                    "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
+                }
+            ),
         )
 
 
@@ -419,14 +449,16 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
         zone, first = view.zone, view.first_attended_end
         deadline = add_local(view.start, self.rule.within, zone)
         holds = first is None and view.now >= deadline
-        facts = {
-            "started_on": view.timeline.started_on.isoformat(),
-            "within": format_duration(self.rule.within),
-            "deadline": local_time(deadline, zone),
-            "first_attended": (
-                first.astimezone(zone).date().isoformat() if first is not None else "never"
-            ),
-        }
+        facts = Facts(
+            lambda: {
+                "started_on": view.timeline.started_on.isoformat(),
+                "within": format_duration(self.rule.within),
+                "deadline": local_time(deadline, zone),
+                "first_attended": (
+                    first.astimezone(zone).date().isoformat() if first is not None else "never"
+                ),
+            }
+        )
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
@@ -463,11 +495,13 @@ class NoUpcoming(RuleKind[NoUpcomingRule]):
             holds=holds,
             since=since if holds else None,
             next_deadline=clears,
-            facts={
-                "horizon": format_duration(self.rule.horizon),
-                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
-                "last_scheduled": local_time(past, zone) if past else "never",
-            },
+            facts=Facts(
+                lambda: {
+                    "horizon": format_duration(self.rule.horizon),
+                    "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
+                    "last_scheduled": local_time(past, zone) if past else "never",
+                }
+            ),
         )
 
 
@@ -492,14 +526,16 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
             holds=holds,
             since=run[self.rule.count - 1].end if holds else None,
             next_deadline=None,
-            facts={
-                "count": str(self.rule.count),
-                "misses_in_a_row": str(len(run)),
-                "missed": ", ".join(
-                    f"{local_time(s.start, view.zone)} {s.outcome.value}" for s in run[-5:]
-                )
-                or "none",
-            },
+            facts=Facts(
+                lambda: {
+                    "count": str(self.rule.count),
+                    "misses_in_a_row": str(len(run)),
+                    "missed": ", ".join(
+                        f"{local_time(s.start, view.zone)} {s.outcome.value}" for s in run[-5:]
+                    )
+                    or "none",
+                }
+            ),
         )
 
 
@@ -534,14 +570,16 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
             next_deadline=leaves_window(
                 acts[timeline.mentor] + acts[timeline.mentee], window, view.now, zone
             ),
-            facts={
-                "party": " and ".join(_who(timeline, p) for p in parties) or "none",
-                "party_email": ", ".join(parties) or "none",
-                "mentor_count": str(len(acts[timeline.mentor])),
-                "mentee_count": str(len(acts[timeline.mentee])),
-                "count": str(self.rule.count),
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "party": " and ".join(_who(timeline, p) for p in parties) or "none",
+                    "party_email": ", ".join(parties) or "none",
+                    "mentor_count": str(len(acts[timeline.mentor])),
+                    "mentee_count": str(len(acts[timeline.mentee])),
+                    "count": str(self.rule.count),
+                    "window": format_duration(window),
+                }
+            ),
         )
 
 
@@ -567,20 +605,24 @@ class LateCancellations(RuleKind[LateCancellationsRule]):
             and in_window(s.start, window, view.now, zone)
         ]
         holds = len(late) >= self.rule.count
-        by = sorted({_who(view.timeline, s.cancelled_by) for s in late})
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
             holds=holds,
             since=late[-self.rule.count].start if holds else None,
             next_deadline=leaves_window([s.start for s in late], window, view.now, zone),
-            facts={
-                "late_cancellations": str(len(late)),
-                "count": str(self.rule.count),
-                "notice": format_duration(self.rule.notice),
-                "window": format_duration(window),
-                "cancelled_by": ", ".join(by) or "none",
-            },
+            facts=Facts(
+                lambda: {
+                    "late_cancellations": str(len(late)),
+                    "count": str(self.rule.count),
+                    "notice": format_duration(self.rule.notice),
+                    "window": format_duration(window),
+                    "cancelled_by": ", ".join(
+                        sorted({_who(view.timeline, s.cancelled_by) for s in late})
+                    )
+                    or "none",
+                }
+            ),
         )
 
 
@@ -608,13 +650,15 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
             holds=holds,
             since=due[-1] if holds else None,
             next_deadline=leaves_window(list(due), window, now, zone),
-            facts={
-                "attended": str(attended),
-                "scheduled": str(len(due)),
-                "rate": f"{rate:.0%}",
-                "threshold": f"{self.rule.threshold:.0%}",
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "attended": str(attended),
+                    "scheduled": str(len(due)),
+                    "rate": f"{rate:.0%}",
+                    "threshold": f"{self.rule.threshold:.0%}",
+                    "window": format_duration(window),
+                }
+            ),
         )
 
 
@@ -646,10 +690,12 @@ class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
             holds=holds,
             since=both[-1] if holds else None,
             next_deadline=min(changes, default=None),
-            facts={
-                "recent": str(recent),
-                "previous": str(earlier),
-                "ratio": f"{self.rule.ratio:g}",
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "recent": str(recent),
+                    "previous": str(earlier),
+                    "ratio": f"{self.rule.ratio:g}",
+                    "window": format_duration(window),
+                }
+            ),
         )

@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.roster import RosterPairing
-from mentorpulse.config.schema import MentorpulseConfig, Program
+from mentorpulse.config.schema import MentorpulseConfig, Program, RuleBase
 from mentorpulse.model import (
     ERROR,
     FIRING,
@@ -134,6 +134,14 @@ class _Run:
     stats: EvaluationStats = field(default_factory=EvaluationStats)
     suppressed_by: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batch: _Batch = field(default_factory=_Batch)
+    _rules: dict[str, tuple[RuleBase, ...]] = field(default_factory=dict)
+
+    def rules_of(self, program: Program) -> tuple[RuleBase, ...]:
+        """The rules judging ``program``'s pairings, worked out once per run."""
+        rules = self._rules.get(program.id)
+        if rules is None:
+            rules = self._rules[program.id] = self.config.rules_for(program)
+        return rules
 
 
 def _judge_batch(
@@ -194,12 +202,15 @@ def _store_verdict(
     timeline = judged.timeline
     assert timeline is not None
     run.stats.pairings += 1
-    reason = "; ".join(f"source {s}: {why}" for s, why in sorted(stale.items())) or None
+    reason = None
+    if stale:
+        reason = "; ".join(f"source {s}: {why}" for s, why in sorted(stale.items()))
     previous = {f.state.rule_id: f.state for f in mine.values()}
-    rules = run.config.rules_for(program)
-    verdict = judge(timeline, program, rules, run.now, previous, stale=reason)
+    verdict = judge(timeline, program, run.rules_of(program), run.now, previous, stale=reason)
     seen: set[str] = set()
     for rule_id, state in verdict.states.items():
+        if state is None and rule_id not in previous:
+            continue  # no finding before nor after (most rules on most pairings)
         key = fingerprint(rule_id, timeline.pairing_key)
         seen.add(key)
         before = (mine.get(key), previous.get(rule_id))

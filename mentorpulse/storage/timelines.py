@@ -222,7 +222,8 @@ _ATTENDED = sorted(o.value for o in ATTENDED)
 
 def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) -> Any:
     """``query`` for the sessions of ``chunk`` that end after ``moment``, and for each
-    pairing's first attended session (by end) that ended by then."""
+    pairing's first attended session (by end) that ended by then. Both halves name the
+    chunk: PostgreSQL does not carry it across the join, and scanned every session."""
     session = MentoringSession
     first = (
         select(session.pairing_id, func.min(session.end).label("end"))
@@ -238,7 +239,7 @@ def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) ->
         query.where(session.pairing_id.in_(chunk), session.end > moment),
         query.join(
             first, and_(first.c.pairing_id == session.pairing_id, first.c.end == session.end)
-        ).where(session.outcome.in_(_ATTENDED)),
+        ).where(session.pairing_id.in_(chunk), session.outcome.in_(_ATTENDED)),
     )
 
 

@@ -75,7 +75,12 @@ class SessionFact:
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """Everything a rule may look at for one pairing."""
+    """Everything a rule may look at for one pairing.
+
+    Evaluation leaves out the sessions no configured kind reads (older than the longest
+    :attr:`RuleKind.lookback`, save the anchors of :func:`holds_anchors`); ``explain`` and
+    the backtest hand over every session.
+    """
 
     pairing_key: str
     program: str

@@ -317,8 +317,8 @@ def read_since(kinds: Iterable[RuleKind[Any]], now: datetime) -> datetime | None
 
 
 def holds_anchors(sessions: Iterable[Session], since: datetime, now: datetime) -> bool:
-    """Whether a timeline's sessions that end after ``since``, with its first attended
-    one, give the same :func:`view_of` at ``now`` as all of its sessions.
+    """Whether a timeline's sessions that end or start after ``since``, with its first
+    attended one, give the same :func:`view_of` at ``now`` as all of its sessions.
 
     They do when one of them was attended, started after ``since`` and is over by
     ``now``: every session left out starts before it, so the last attended session, the

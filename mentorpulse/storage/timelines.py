@@ -186,8 +186,8 @@ def sessions_of(
     """The sessions of the pairings, by pairing id, times aware UTC (``datetime.UTC``:
     PostgreSQL connections speak UTC, see ``storage.engine``).
 
-    With ``ending_after``, only those that end after it, and each pairing's first attended
-    session if it ended earlier: what the rules read when none looks back further
+    With ``ending_after``, only those that end (or start) after it, and each pairing's
+    first attended session if it ended earlier: what the rules read when none looks back further
     (``rules.kinds.holds_anchors`` says when that is the whole story).
     """
     query, text = _session_query(db)
@@ -221,8 +221,9 @@ _ATTENDED = sorted(o.value for o in ATTENDED)
 
 
 def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) -> Any:
-    """``query`` for the sessions of ``chunk`` that end after ``moment``, and for each
-    pairing's first attended session (by end) that ended by then. Both halves name the
+    """``query`` for the sessions of ``chunk`` that end (or start: whatever a calendar
+    said of the end) after ``moment``, and for each pairing's first attended session (by
+    end) that ended by then, if the first half does not hold it. Both halves name the
     chunk: PostgreSQL does not carry it across the join, and scanned every session."""
     session = MentoringSession
     first = (
@@ -236,10 +237,16 @@ def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) ->
         .subquery("first_attended")
     )
     return union_all(
-        query.where(session.pairing_id.in_(chunk), session.end > moment),
+        query.where(
+            session.pairing_id.in_(chunk), or_(session.end > moment, session.start > moment)
+        ),
         query.join(
             first, and_(first.c.pairing_id == session.pairing_id, first.c.end == session.end)
-        ).where(session.pairing_id.in_(chunk), session.outcome.in_(_ATTENDED)),
+        ).where(
+            session.pairing_id.in_(chunk),
+            session.outcome.in_(_ATTENDED),
+            session.start <= moment,
+        ),
     )
 
 

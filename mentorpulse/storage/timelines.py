@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ColumnElement,
     DateTime,
     Select,
     String,
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import ATTENDED, Outcome
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import among, chunks
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
@@ -82,7 +83,8 @@ def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
         return [PairingRow._make(row) for row in db.execute(query)]
     found: list[PairingRow] = []
     for chunk in chunks(sorted(ids)):
-        found += [PairingRow._make(row) for row in db.execute(query.where(Pairing.id.in_(chunk)))]
+        rows = db.execute(query.where(among(db, Pairing.id, chunk)))
+        found += [PairingRow._make(row) for row in rows]
     return sorted(found, key=lambda row: row.key)
 
 
@@ -197,9 +199,11 @@ def sessions_of(
     new = tuple.__new__  # SessionRow(...) adds a Python call per row (0.3 s at 300k rows)
     for chunk in chunks(pairing_ids):
         if ending_after is None:
-            statement: Any = query.where(MentoringSession.pairing_id.in_(chunk))
+            statement: Any = query.where(among(db, MentoringSession.pairing_id, chunk))
         else:
-            statement = _ending_after(query, chunk, ending_after)
+            statement = _ending_after(
+                query, among(db, MentoringSession.pairing_id, chunk), ending_after
+            )
         with connection.execute(statement) as result:
             # The driver's own tuples: no column here needs SQLAlchemy's result processing
             # (times are made aware below), and Row objects cost 0.2-0.3 s at 300k rows.
@@ -220,16 +224,17 @@ def sessions_of(
 _ATTENDED = sorted(o.value for o in ATTENDED)
 
 
-def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) -> Any:
+def _ending_after(query: Select[Any], in_chunk: ColumnElement[bool], moment: datetime) -> Any:
     """``query`` for the sessions of ``chunk`` that end (or start: whatever a calendar
     said of the end) after ``moment``, and for each pairing's first attended session (by
-    end) that ended by then, if the first half does not hold it. Both halves name the
-    chunk: PostgreSQL does not carry it across the join, and scanned every session."""
+    end) that ended by then, if the first half does not hold it (``in_chunk``: the
+    pairings). Both halves name the chunk: PostgreSQL does not carry it across the join,
+    and scanned every session."""
     session = MentoringSession
     first = (
         select(session.pairing_id, func.min(session.end).label("end"))
         .where(
-            session.pairing_id.in_(chunk),
+            in_chunk,
             session.outcome.in_(_ATTENDED),
             session.end <= moment,
         )
@@ -237,13 +242,11 @@ def _ending_after(query: Select[Any], chunk: Sequence[int], moment: datetime) ->
         .subquery("first_attended")
     )
     return union_all(
-        query.where(
-            session.pairing_id.in_(chunk), or_(session.end > moment, session.start > moment)
-        ),
+        query.where(in_chunk, or_(session.end > moment, session.start > moment)),
         query.join(
             first, and_(first.c.pairing_id == session.pairing_id, first.c.end == session.end)
         ).where(
-            session.pairing_id.in_(chunk),
+            in_chunk,
             session.outcome.in_(_ATTENDED),
             session.start <= moment,
         ),

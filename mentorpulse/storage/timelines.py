@@ -14,8 +14,10 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     DateTime,
+    Integer,
     Select,
     String,
     and_,
@@ -289,16 +291,34 @@ def sources_by_id(db: Db) -> dict[str, Source]:
 
 def mark_judged(db: Db, deadlines: Sequence[tuple[PairingRow, datetime | None]]) -> None:
     """The rules judged these pairings' sessions as they are; look again at each one's
-    deadline. One statement for the batch, and only rows that change are written."""
+    deadline. One statement for the batch, and only rows that change are written: on
+    PostgreSQL one UPDATE over two arrays, as psycopg spends ~20 us of CPU on each row
+    of an executemany (0.2 s when a first evaluation sets 10,000 deadlines)."""
     changed = [
-        {"pid": row.id, "deadline": deadline}
+        (row.id, deadline)
         for row, deadline in deadlines
         if row.sessions_changed or row.next_deadline != deadline
     ]
-    if changed:
-        statement = (
+    if not changed:
+        return
+    if db.get_bind().dialect.name == "postgresql":
+        ids = bindparam("ids", [pid for pid, _ in changed], type_=ARRAY(Integer))
+        moments = [deadline for _, deadline in changed]
+        when = bindparam("deadlines", moments, type_=ARRAY(DateTime(timezone=True)))
+        judged = select(
+            func.unnest(ids).label("pid"), func.unnest(when).label("deadline")
+        ).subquery("judged")
+        statement: Any = (
             update(Pairing)
-            .where(Pairing.id == bindparam("pid"))
-            .values(next_deadline=bindparam("deadline"), sessions_changed=False)
+            .where(Pairing.id == judged.c.pid)
+            .values(next_deadline=judged.c.deadline, sessions_changed=False)
         )
-        db.connection().execute(statement, changed)
+        db.connection().execute(statement)
+        return
+    statement = (
+        update(Pairing)
+        .where(Pairing.id == bindparam("pid"))
+        .values(next_deadline=bindparam("deadline"), sessions_changed=False)
+    )
+    rows = [{"pid": pid, "deadline": deadline} for pid, deadline in changed]
+    db.connection().execute(statement, rows)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from mentorpulse.config.schema import Program, RuleBase
+from mentorpulse.config.schema import MentorpulseConfig, Program, RuleBase
 from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
 from mentorpulse.rules.kinds import (
     Condition,
@@ -26,6 +26,7 @@ from mentorpulse.rules.kinds import (
     Timeline,
     TimelineView,
     kind_for,
+    read_since,
     start_of,
     view_of,
 )
@@ -111,6 +112,23 @@ def _kind_of(rule: RuleBase, program: Program) -> RuleKind[Any]:
     kind = kind_for(rule, program)
     _kinds[(id(rule), id(program))] = (rule, program, kind)
     return kind
+
+
+def sessions_read_since(config: MentorpulseConfig, now: datetime) -> datetime | None:
+    """The earliest end of a session any configured rule may read at ``now`` beyond the
+    view's anchors (see :func:`~mentorpulse.rules.kinds.holds_anchors`): evaluation need not
+    load the sessions that ended earlier. None when a rule may read them all, or its kind
+    cannot be made (judging it reports that).
+    """
+    try:
+        kinds = [
+            _kind_of(rule, program)
+            for program in config.programs
+            for rule in config.rules_for(program)
+        ]
+        return read_since(kinds, now)
+    except Exception:  # a plug-in kind's bug: read everything, let judging report it
+        return None
 
 
 def _judged_by(rule: RuleBase, program: Program, view: TimelineView) -> Condition:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -75,7 +75,12 @@ class SessionFact:
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """Everything a rule may look at for one pairing."""
+    """Everything a rule may look at for one pairing.
+
+    Evaluation leaves out the sessions no configured kind reads (older than the longest
+    :attr:`RuleKind.lookback`, save the anchors of :func:`holds_anchors`); ``explain`` and
+    the backtest hand over every session.
+    """
 
     pairing_key: str
     program: str
@@ -88,6 +93,34 @@ class Timeline:
     cadence: timedelta | None = None  # this pairing's own cadence (roster or YAML override)
 
 
+class Facts(Mapping[str, str]):
+    """A verdict's facts, worked out when first read: evaluation reads them only for a
+    finding (a few in a hundred conditions at 10,000 pairings), explain always."""
+
+    __slots__ = ("_facts", "_work")
+
+    def __init__(self, work: Callable[[], dict[str, str]]) -> None:
+        self._work: Callable[[], dict[str, str]] | None = work
+        self._facts: dict[str, str] = {}
+
+    def _worked(self) -> dict[str, str]:
+        if self._work is not None:
+            self._facts, self._work = self._work(), None
+        return self._facts
+
+    def __getitem__(self, name: str) -> str:
+        return self._worked()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._worked())
+
+    def __len__(self) -> int:
+        return len(self._worked())
+
+    def __repr__(self) -> str:
+        return repr(self._worked())
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A rule's verdict on one pairing at ``now``."""
@@ -97,7 +130,7 @@ class Condition:
     holds: bool
     since: datetime | None  # when the condition started to hold (the missed deadline)
     next_deadline: datetime | None  # when the verdict could next change without new data
-    facts: dict[str, str] = field(default_factory=dict)  # human-readable, for explain
+    facts: Mapping[str, str] = field(default_factory=dict)  # human-readable, for explain
     # The rule raised on this pairing: a verdict of its own (it neither holds nor clears).
     error: str | None = None
 
@@ -122,6 +155,13 @@ class RuleKind(ABC, Generic[R]):
     @abstractmethod
     def evaluate(self, view: TimelineView) -> Condition:
         """The rule's verdict on ``view.timeline`` at ``view.now`` (aware)."""
+
+    @property
+    def lookback(self) -> timedelta | None:
+        """How long before ``now`` a session that ended may still count for this kind,
+        beyond the view's anchors (see :func:`holds_anchors`): evaluation leaves out the
+        sessions that ended earlier. None, the default: it may read all of them."""
+        return None
 
 
 _KINDS: dict[type[RuleBase], type[RuleKind[Any]]] = {}
@@ -261,6 +301,32 @@ def view_of(timeline: Timeline, now: datetime) -> TimelineView:
 
 _START = attrgetter("start")
 
+# Beyond the longest lookback: ``in_window`` counts whole days on the wall clock, which
+# may reach a DST shift (``_DST_SLACK``) further back than the elapsed lookback.
+_LOOKBACK_MARGIN = timedelta(days=1)
+
+
+def read_since(kinds: Iterable[RuleKind[Any]], now: datetime) -> datetime | None:
+    """The earliest end of a session that ``kinds`` may read at ``now`` beyond the view's
+    anchors (see :func:`holds_anchors`); None when one of them may read every session."""
+    lookbacks = [kind.lookback for kind in kinds]
+    longest = max((b for b in lookbacks if b is not None), default=None)
+    if longest is None or None in lookbacks:
+        return None
+    return now - longest - _LOOKBACK_MARGIN
+
+
+def holds_anchors(sessions: Iterable[Session], since: datetime, now: datetime) -> bool:
+    """Whether a timeline's sessions that end or start after ``since``, with its first
+    attended one, give the same :func:`view_of` at ``now`` as all of its sessions.
+
+    They do when one of them was attended, started after ``since`` and is over by
+    ``now``: every session left out starts before it, so the last attended session, the
+    run of misses since it and the last scheduled start are among them; the kinds' windows
+    hold ends after ``since`` only (:func:`read_since`); what lies ahead ends after ``now``.
+    """
+    return any(s.outcome in ATTENDED and s.start > since and s.end <= now for s in sessions)
+
 
 def _act(s: Session) -> tuple[str | None, datetime]:
     """Who called off or missed a session, and from when it is known: a cancellation from
@@ -341,6 +407,10 @@ class CadenceGap(RuleKind[CadenceGapRule]):
     def grace(self) -> timedelta:
         return self.rule.grace if self.rule.grace is not None else self.program.cadence.grace
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the last attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, last = view.zone, view.last_attended
         if last is not None:
@@ -359,14 +429,16 @@ class CadenceGap(RuleKind[CadenceGapRule]):
             holds=holds,
             since=deadline if holds else None,
             next_deadline=None if holds else deadline,
-            facts={
-                LAST_ATTENDED_FACT: last_text,
-                "anchor": "last attended session" if last is not None else "pairing start",
-                "deadline": local_time(deadline, zone),
-                "every": format_duration(every),
-                "grace": format_duration(self.grace),
-                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
-            },
+            facts=Facts(
+                lambda: {
+                    LAST_ATTENDED_FACT: last_text,
+                    "anchor": "last attended session" if last is not None else "pairing start",
+                    "deadline": local_time(deadline, zone),
+                    "every": format_duration(every),
+                    "grace": format_duration(self.grace),
+                    "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
+                }
+            ),
         )
 
 
@@ -374,18 +446,24 @@ class CadenceGap(RuleKind[CadenceGapRule]):
 class FirstMeeting(RuleKind[FirstMeetingRule]):
     """No attended session within ``within`` of the pairing's start; clears once they meet."""
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the first attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         zone, first = view.zone, view.first_attended_end
         deadline = add_local(view.start, self.rule.within, zone)
         holds = first is None and view.now >= deadline
-        facts = {
-            "started_on": view.timeline.started_on.isoformat(),
-            "within": format_duration(self.rule.within),
-            "deadline": local_time(deadline, zone),
-            "first_attended": (
-                first.astimezone(zone).date().isoformat() if first is not None else "never"
-            ),
-        }
+        facts = Facts(
+            lambda: {
+                "started_on": view.timeline.started_on.isoformat(),
+                "within": format_duration(self.rule.within),
+                "deadline": local_time(deadline, zone),
+                "first_attended": (
+                    first.astimezone(zone).date().isoformat() if first is not None else "never"
+                ),
+            }
+        )
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
@@ -399,6 +477,10 @@ class FirstMeeting(RuleKind[FirstMeetingRule]):
 @register(NoUpcomingRule)
 class NoUpcoming(RuleKind[NoUpcomingRule]):
     """Nothing scheduled to start within ``horizon`` of now."""
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the last and next scheduled sessions: anchors
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, upcoming, past = view.zone, view.next_scheduled, view.last_scheduled
@@ -418,11 +500,13 @@ class NoUpcoming(RuleKind[NoUpcomingRule]):
             holds=holds,
             since=since if holds else None,
             next_deadline=clears,
-            facts={
-                "horizon": format_duration(self.rule.horizon),
-                "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
-                "last_scheduled": local_time(past, zone) if past else "never",
-            },
+            facts=Facts(
+                lambda: {
+                    "horizon": format_duration(self.rule.horizon),
+                    "next_scheduled": local_time(upcoming, zone) if upcoming else "none",
+                    "last_scheduled": local_time(past, zone) if past else "never",
+                }
+            ),
         )
 
 
@@ -434,6 +518,10 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
     outcomes neither break nor extend the run.
     """
 
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(0)  # the run of misses since the last attended session: an anchor
+
     def evaluate(self, view: TimelineView) -> Condition:
         run = view.misses_run
         holds = len(run) >= self.rule.count
@@ -443,14 +531,16 @@ class ConsecutiveMisses(RuleKind[ConsecutiveMissesRule]):
             holds=holds,
             since=run[self.rule.count - 1].end if holds else None,
             next_deadline=None,
-            facts={
-                "count": str(self.rule.count),
-                "misses_in_a_row": str(len(run)),
-                "missed": ", ".join(
-                    f"{local_time(s.start, view.zone)} {s.outcome.value}" for s in run[-5:]
-                )
-                or "none",
-            },
+            facts=Facts(
+                lambda: {
+                    "count": str(self.rule.count),
+                    "misses_in_a_row": str(len(run)),
+                    "missed": ", ".join(
+                        f"{local_time(s.start, view.zone)} {s.outcome.value}" for s in run[-5:]
+                    )
+                    or "none",
+                }
+            ),
         )
 
 
@@ -461,6 +551,10 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
     The finding names the party (``mentor`` or ``mentee``, or both), which tells
     mentee-side from mentor-side disengagement.
     """
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window  # (acts are known from their time, within the window)
 
     def evaluate(self, view: TimelineView) -> Condition:
         timeline, zone, window = view.timeline, view.zone, self.rule.window
@@ -481,14 +575,16 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
             next_deadline=leaves_window(
                 acts[timeline.mentor] + acts[timeline.mentee], window, view.now, zone
             ),
-            facts={
-                "party": " and ".join(_who(timeline, p) for p in parties) or "none",
-                "party_email": ", ".join(parties) or "none",
-                "mentor_count": str(len(acts[timeline.mentor])),
-                "mentee_count": str(len(acts[timeline.mentee])),
-                "count": str(self.rule.count),
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "party": " and ".join(_who(timeline, p) for p in parties) or "none",
+                    "party_email": ", ".join(parties) or "none",
+                    "mentor_count": str(len(acts[timeline.mentor])),
+                    "mentee_count": str(len(acts[timeline.mentee])),
+                    "count": str(self.rule.count),
+                    "window": format_duration(window),
+                }
+            ),
         )
 
 
@@ -498,6 +594,10 @@ class LateCancellations(RuleKind[LateCancellationsRule]):
 
     A rescheduled session counts too: the slot was still dropped at short notice.
     """
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window  # (a session starting within it ends after its start)
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window = view.zone, self.rule.window
@@ -510,20 +610,24 @@ class LateCancellations(RuleKind[LateCancellationsRule]):
             and in_window(s.start, window, view.now, zone)
         ]
         holds = len(late) >= self.rule.count
-        by = sorted({_who(view.timeline, s.cancelled_by) for s in late})
         return Condition(
             rule_id=self.rule.id,
             severity=self.rule.severity,
             holds=holds,
             since=late[-self.rule.count].start if holds else None,
             next_deadline=leaves_window([s.start for s in late], window, view.now, zone),
-            facts={
-                "late_cancellations": str(len(late)),
-                "count": str(self.rule.count),
-                "notice": format_duration(self.rule.notice),
-                "window": format_duration(window),
-                "cancelled_by": ", ".join(by) or "none",
-            },
+            facts=Facts(
+                lambda: {
+                    "late_cancellations": str(len(late)),
+                    "count": str(self.rule.count),
+                    "notice": format_duration(self.rule.notice),
+                    "window": format_duration(window),
+                    "cancelled_by": ", ".join(
+                        sorted({_who(view.timeline, s.cancelled_by) for s in late})
+                    )
+                    or "none",
+                }
+            ),
         )
 
 
@@ -534,6 +638,10 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
     Scheduled counts held, presumed held, missed and cancelled sessions; a rescheduled one
     is replaced by its rebooking and ``unknown`` ones are not judged.
     """
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window, now = view.zone, self.rule.window, view.now
@@ -547,19 +655,25 @@ class AttendanceRate(RuleKind[AttendanceRateRule]):
             holds=holds,
             since=due[-1] if holds else None,
             next_deadline=leaves_window(list(due), window, now, zone),
-            facts={
-                "attended": str(attended),
-                "scheduled": str(len(due)),
-                "rate": f"{rate:.0%}",
-                "threshold": f"{self.rule.threshold:.0%}",
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "attended": str(attended),
+                    "scheduled": str(len(due)),
+                    "rate": f"{rate:.0%}",
+                    "threshold": f"{self.rule.threshold:.0%}",
+                    "window": format_duration(window),
+                }
+            ),
         )
 
 
 @register(DecliningFrequencyRule)
 class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
     """Attended sessions in the last ``window`` fewer than ``ratio`` x the window before."""
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window + self.rule.window  # the window and the one before
 
     def evaluate(self, view: TimelineView) -> Condition:
         zone, window, now = view.zone, self.rule.window, view.now
@@ -581,10 +695,12 @@ class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
             holds=holds,
             since=both[-1] if holds else None,
             next_deadline=min(changes, default=None),
-            facts={
-                "recent": str(recent),
-                "previous": str(earlier),
-                "ratio": f"{self.rule.ratio:g}",
-                "window": format_duration(window),
-            },
+            facts=Facts(
+                lambda: {
+                    "recent": str(recent),
+                    "previous": str(earlier),
+                    "ratio": f"{self.rule.ratio:g}",
+                    "window": format_duration(window),
+                }
+            ),
         )

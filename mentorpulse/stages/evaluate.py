@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.roster import RosterPairing
-from mentorpulse.config.schema import MentorpulseConfig, Program
+from mentorpulse.config.schema import MentorpulseConfig, Program, RuleBase
 from mentorpulse.model import (
     ERROR,
     FIRING,
@@ -30,11 +30,17 @@ from mentorpulse.model import (
     SUPPRESSED,
     FindingState,
 )
-from mentorpulse.rules.engine import fingerprint, judge
+from mentorpulse.rules.engine import fingerprint, judge, sessions_read_since
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.silences import apply_silences
 from mentorpulse.stages.source_health import coverage, operator_findings, stale_sources
-from mentorpulse.stages.timelines import Judged, override, timelines, why_not_judged
+from mentorpulse.stages.timelines import (
+    Judged,
+    override,
+    sessions_read,
+    timelines,
+    why_not_judged,
+)
 from mentorpulse.storage import findings as stored
 from mentorpulse.storage import timelines as stored_timelines
 from mentorpulse.storage.batch import chunks
@@ -90,7 +96,7 @@ def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
         # Data that went stale or recovered re-judges the pairings it suppressed or let fire.
         states = [PENDING, FIRING, SUPPRESSED] if stale else [SUPPRESSED]
         due = stored_timelines.pairing_ids_due(db, now, everything=full, judged_states=states)
-        run = _Run(db, ctx.config, now)
+        run = _Run(db, ctx.config, now, sessions_read_since(ctx.config, now))
         for batch in chunks(due, _BATCH):
             _judge_batch(run, batch, ctx.roster, stale)
         run.stats.changed += operator_findings(db, stale, run.suppressed_by, now)
@@ -124,9 +130,18 @@ class _Run:
     db: Db
     config: MentorpulseConfig
     now: datetime
+    since: datetime | None  # sessions that ended earlier are read only as anchors
     stats: EvaluationStats = field(default_factory=EvaluationStats)
     suppressed_by: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batch: _Batch = field(default_factory=_Batch)
+    _rules: dict[str, tuple[RuleBase, ...]] = field(default_factory=dict)
+
+    def rules_of(self, program: Program) -> tuple[RuleBase, ...]:
+        """The rules judging ``program``'s pairings, worked out once per run."""
+        rules = self._rules.get(program.id)
+        if rules is None:
+            rules = self._rules[program.id] = self.config.rules_for(program)
+        return rules
 
 
 def _judge_batch(
@@ -141,7 +156,7 @@ def _judge_batch(
     people = {row.id: (row.mentor_email, row.mentee_email) for row in rows}
     covered = coverage(run.db, run.config, people) if stale else {}
     findings = stored.finding_states_of(run.db, ids)
-    sessions = stored_timelines.sessions_of(run.db, ids)
+    sessions = sessions_read(run.db, ids, run.since, run.now)
     batch = run.batch = _Batch()
     for judged in timelines(rows, sessions, run.config, roster):
         pairing_id = judged.pairing.id
@@ -187,12 +202,15 @@ def _store_verdict(
     timeline = judged.timeline
     assert timeline is not None
     run.stats.pairings += 1
-    reason = "; ".join(f"source {s}: {why}" for s, why in sorted(stale.items())) or None
+    reason = None
+    if stale:
+        reason = "; ".join(f"source {s}: {why}" for s, why in sorted(stale.items()))
     previous = {f.state.rule_id: f.state for f in mine.values()}
-    rules = run.config.rules_for(program)
-    verdict = judge(timeline, program, rules, run.now, previous, stale=reason)
+    verdict = judge(timeline, program, run.rules_of(program), run.now, previous, stale=reason)
     seen: set[str] = set()
     for rule_id, state in verdict.states.items():
+        if state is None and rule_id not in previous:
+            continue  # no finding before nor after (most rules on most pairings)
         key = fingerprint(rule_id, timeline.pairing_key)
         seen.add(key)
         before = (mine.get(key), previous.get(rule_id))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from operator import attrgetter
 
 from sqlalchemy.orm import Session as Db
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session as Db
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig, Program
 from mentorpulse.rules.engine import pair_matches
-from mentorpulse.rules.kinds import Session, Timeline
+from mentorpulse.rules.kinds import Session, Timeline, holds_anchors
 from mentorpulse.storage import timelines as stored
 from mentorpulse.storage.timelines import PairingRow, SessionRow
 
@@ -44,6 +44,23 @@ def load_timelines(
     rows = stored.pairings(db, pairing_ids)
     sessions = stored.sessions_of(db, [row.id for row in rows])
     return timelines(rows, sessions, config, roster)
+
+
+def sessions_read(
+    db: Db, pairing_ids: Sequence[int], since: datetime | None, now: datetime
+) -> Mapping[int, Sequence[SessionRow]]:
+    """The sessions of the pairings that the rules read at ``now``, by pairing id: with
+    ``since`` (``rules.engine.sessions_read_since``), those ending after it and the
+    anchors; all of them for a pairing whose anchors may lie earlier. The same verdicts
+    as all sessions, from two fifths of the rows at a year of history (120-day windows).
+    """
+    if since is None:
+        return stored.sessions_of(db, pairing_ids)
+    found = stored.sessions_of(db, pairing_ids, ending_after=since)
+    earlier = [p for p in pairing_ids if not holds_anchors(found.get(p, ()), since, now)]
+    if earlier:
+        found.update(stored.sessions_of(db, earlier))
+    return found
 
 
 def timelines(

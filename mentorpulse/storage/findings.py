@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import ERROR, FIRING, OPEN, RESOLVED, FindingState
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import among, chunks
 from mentorpulse.storage.models import Finding, JobRun, Pairing, Person, Silence
 
 # The pairing's key rides along in a finding's stored facts (notify shows the facts, and
@@ -61,7 +61,8 @@ def finding_states_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str,
     """The findings of the pairings as Core rows, by pairing id and fingerprint."""
     found: dict[int, dict[str, StoredFinding]] = defaultdict(dict)
     for chunk in chunks(pairing_ids):
-        query = select(*_STATE_COLUMNS).where(Finding.pairing_id.in_(chunk)).order_by(Finding.id)
+        query = select(*_STATE_COLUMNS).where(among(db, Finding.pairing_id, chunk))
+        query = query.order_by(Finding.id)
         for row in db.execute(query):
             found[row.pairing_id][row.fingerprint] = StoredFinding(row.id, state_of(row))
     return found

@@ -4,7 +4,9 @@ Two real SQLite databases receive the same session edits (as the sessions stage 
 them: rows written, ``sessions_changed`` set) and the same changes of their calendar
 source's health (failing, recovering, going stale), and are evaluated at the same moments, one
 incrementally (only pairings that changed or whose deadline passed), one in full. Their
-findings must be identical after every step.
+findings must be identical after every step, and identical to those of a third database
+whose rules look back over every session (evaluation otherwise leaves out the sessions that
+ended before the rules' longest window, save the anchors the view needs).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.pool import StaticPool
 
 from mentorpulse.config.roster import RosterPairing
-from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.config.schema import AttendanceRateRule, MentorpulseConfig
 from mentorpulse.model import Outcome
 from mentorpulse.stages import Context, evaluate_rules
 from mentorpulse.storage import roster as stored_roster
@@ -50,6 +52,24 @@ CONFIG = MentorpulseConfig.model_validate(
                 ],
             }
         ],
+    }
+)
+# The same rules and one that never holds (it would need 1,000 sessions) but looks back
+# ten years: beside it, evaluation reads every session of this test.
+READING_ALL = CONFIG.model_copy(
+    update={
+        "programs": [
+            CONFIG.programs[0].model_copy(
+                update={
+                    "rules": (
+                        *CONFIG.programs[0].rules,
+                        AttendanceRateRule(
+                            id="all", kind="attendance_rate", window="3650d", min_sessions=1000
+                        ),
+                    )
+                }
+            )
+        ]
     }
 )
 MENTORS = ("a@x.org", "b@x.org", "c@x.org")
@@ -97,11 +117,11 @@ steps = st.lists(
 )
 
 
-def _context(clock: list[datetime]) -> Context:
+def _context(clock: list[datetime], config: MentorpulseConfig = CONFIG) -> Context:
     # One in-memory SQLite database per side: the real schema and queries, no disk waits.
     engine = create_engine("sqlite://", poolclass=StaticPool)
     Base.metadata.create_all(engine)
-    ctx = Context(CONFIG, ROSTER, engine, session_factory(engine), lambda: clock[0])
+    ctx = Context(config, ROSTER, engine, session_factory(engine), lambda: clock[0])
     with ctx.db.begin() as db:
         stored_roster.apply_roster(db, CONFIG, ROSTER)
         source = sources.ensure_source(db, "cal", "ics")
@@ -175,18 +195,21 @@ def test_incremental_evaluation_equals_full(
     clock = [START]
     incremental = _context(clock)
     full = _context(clock)
+    everything = _context(clock, READING_ALL)
+    sides = (incremental, full, everything)
     try:
         for hours, changes, change in plan:
             clock[0] += timedelta(hours=hours)
-            _health(incremental, change, clock[0])
-            _health(full, change, clock[0])
-            for edit in changes:
-                _apply(incremental, edit)
-                _apply(full, edit)
+            for side in sides:
+                _health(side, change, clock[0])
+                for edit in changes:
+                    _apply(side, edit)
             evaluate_rules(incremental)
             evaluate_rules(full, full=True)
+            evaluate_rules(everything, full=True)
             assert _findings(incremental) == _findings(full), clock[0]
+            assert _findings(everything) == _findings(full), clock[0]
             assert evaluate_rules(incremental).changed == 0, "evaluating twice changes nothing"
     finally:
-        incremental.engine.dispose()
-        full.engine.dispose()
+        for side in sides:
+            side.engine.dispose()

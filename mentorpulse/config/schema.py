@@ -7,7 +7,6 @@ and key at fault instead of "not valid under any of the given schemas".
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from datetime import time, timedelta
@@ -230,10 +229,6 @@ def _check_zone(value: str) -> str:
 TimeZoneName = Annotated[str, BeforeValidator(lambda v: _check_zone(str(v)))]
 
 
-# Memoized: a mentor with many mentees is named on many roster lines, and each check costs
-# ~0.05 ms (a roster of 1,000 pairings names ~700 people in 2,000 cells). A refused
-# address raises every time: exceptions are not cached.
-@functools.lru_cache(maxsize=65536)
 def check_address(value: str) -> str:
     """An email address as a mail server reads it (email-validator's syntax; no DNS).
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from mentorpulse.stages.sync import LoggedProgress, SyncProgress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class SyncBar:
@@ -47,6 +48,9 @@ def sync_progress() -> Iterator[SyncProgress]:
     if not sys.stderr.isatty():
         yield LoggedProgress()
         return
+    from rich.console import Console  # a bar is drawn on a terminal only: loaded for it
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", markup=False),  # source ids are data

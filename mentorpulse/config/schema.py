@@ -1109,3 +1109,9 @@ def _no_duplicates(what: str, values: list[str], at: tuple[str | int, ...] = ())
         if value in seen:
             raise ConfigValueError(f"duplicate {what} {value!r}", at=(*at, index, "id"))
         seen.add(value)
+
+
+def pair_matches(mentor: str, mentee: str, pattern: str) -> bool:
+    """Whether a ``MENTOR:MENTEE`` glob (``*@sales.example.org:*``) names this pair; the
+    one matcher of rule selectors, overrides and the config check."""
+    return fnmatchcase(f"{mentor}:{mentee}", pattern.lower())

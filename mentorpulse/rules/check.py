@@ -7,9 +7,8 @@ from pathlib import Path
 
 from mentorpulse.config.loader import format_key_path, key_line
 from mentorpulse.config.roster import RosterPairing
-from mentorpulse.config.schema import MentorpulseConfig
+from mentorpulse.config.schema import MentorpulseConfig, pair_matches
 from mentorpulse.errors import ConfigError
-from mentorpulse.rules.engine import pair_matches
 
 
 def check_selectors(

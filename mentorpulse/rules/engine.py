@@ -11,14 +11,13 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
-from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from mentorpulse.config.schema import MentorpulseConfig, Program, RuleBase
+from mentorpulse.config.schema import MentorpulseConfig, Program, RuleBase, pair_matches
 from mentorpulse.model import ERROR, FIRING, PENDING, RESOLVED, SUPPRESSED, FindingState
 from mentorpulse.rules.kinds import (
     Condition,
@@ -52,12 +51,6 @@ def is_active(timeline: Timeline, now: datetime) -> bool:
     if timeline.started_on > today:
         return False
     return timeline.ended_on is None or timeline.ended_on >= today
-
-
-def pair_matches(mentor: str, mentee: str, pattern: str) -> bool:
-    """Whether a ``MENTOR:MENTEE`` glob (``*@sales.example.org:*``) names this pair; the
-    one matcher of rule selectors, overrides and the config check."""
-    return fnmatchcase(f"{mentor}:{mentee}", pattern.lower())
 
 
 def selects(rule: RuleBase, timeline: Timeline) -> bool:

@@ -13,8 +13,7 @@ from operator import attrgetter
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.config.roster import RosterPairing
-from mentorpulse.config.schema import MentorpulseConfig, Program
-from mentorpulse.rules.engine import pair_matches
+from mentorpulse.config.schema import MentorpulseConfig, Program, pair_matches
 from mentorpulse.rules.kinds import Session, Timeline, holds_anchors
 from mentorpulse.storage import timelines as stored
 from mentorpulse.storage.timelines import PairingRow, SessionRow

@@ -30,6 +30,7 @@ from mentorpulse.connectors.base import AuthError, CursorExpired, TransientError
 from mentorpulse.connectors.caldav import CaldavConnector
 from mentorpulse.model import EventRecord, ItemError, SyncPage
 from mentorpulse.storage.models import Event, Evidence, MentoringSession, Source
+from tests.loaded_modules import loaded_by
 from tests.servers import caldav as servers
 from tests.servers.caldav import new_calendar, put, remove
 from tests.servers.ports import free_port
@@ -467,6 +468,37 @@ def test_a_pair_whose_two_calendars_hold_one_meeting_has_one_session_with_both_r
             ("accepted", MENTEE),
         }
     ctx.engine.dispose()
+
+
+def test_a_sync_of_an_unchanged_calendar_loads_no_caldav_library_nor_parser(
+    server: servers.CaldavServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sync --once`` asks an unchanged calendar one REPORT through our own client: the
+    caldav library (and its niquests), the iCalendar parser and the rule kinds stay
+    unloaded. The first sync, which reads the bodies, loads the parser."""
+    calendar = new_calendar(server)
+    put(calendar, "meet.ics", ics(vevent("meet", "20261118T150000Z", MENTEE_ACCEPTED)))
+    monkeypatch.setenv("MP_TEST_CALDAV_PASSWORD", server.password)
+    command = [
+        "sync",
+        "--once",
+        "--config",
+        str(write_config(tmp_path, server, database_url, [calendar])),
+    ]
+    unused = (
+        "caldav",
+        "niquests",
+        "icalendar",
+        "recurring_ical_events",
+        "alembic",
+        "mentorpulse.rules.kinds",
+        "rich.progress",
+    )
+    assert loaded_by(command, ("icalendar",)) == (0, ["icalendar"])  # the first sync
+    assert loaded_by(command, unused) == (0, [])
 
 
 def test_wrong_password_marks_the_source_unhealthy_with_a_clear_message(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun
 from tests.integration.test_daemon import Daemon, _wait
+from tests.loaded_modules import loaded_by
 
 REPO = Path(__file__).resolve().parents[2]
 cli = CliRunner()
@@ -236,34 +236,16 @@ def test_help_does_not_load_the_database_stack() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def _loaded_by(args: list[str], modules: tuple[str, ...]) -> tuple[int, list[str]]:
-    """Run ``mentorpulse ARGS`` in a fresh interpreter: its exit code, and which of
-    ``modules`` it imported (by presence, not by time: timings are bench's business)."""
-    probe = (
-        "import json, sys\n"
-        "from mentorpulse.cli import main\n"
-        f"sys.argv = ['mentorpulse', *{args!r}]\n"
-        "code = 0\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as done:\n"
-        "    code = done.code or 0\n"
-        f"print(json.dumps([code, sorted(m for m in {modules!r} if m in sys.modules)]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    return code, loaded
-
-
 def test_sync_help_does_not_load_the_database_stack() -> None:
     heavy = ("sqlalchemy", "alembic", "icalendar", "cryptography", "apscheduler", "exchangelib")
-    assert _loaded_by(["sync", "--help"], heavy) == (0, [])
+    assert loaded_by(["sync", "--help"], heavy) == (0, [])
 
 
 def test_a_sync_with_nothing_to_do_loads_only_what_it_uses(tmp_path: Path) -> None:
     """A one-shot sync on an up-to-date database runs no migration and loads neither the
-    other stages (notify's templates, reports), the daemon's scheduler nor the token
-    cipher; the first one, on an empty database, creates the schema with Alembic."""
+    other stages (notify's templates, reports), the rule kinds, the daemon's scheduler,
+    the token cipher nor, its folder unchanged, an iCalendar parser; the first one, on an
+    empty database, creates the schema with Alembic."""
     write_demo(tmp_path, today=date(2026, 11, 23))
     command = ["sync", "--once", "--config", str(tmp_path / "mentorpulse.yaml")]
     unused = (
@@ -275,6 +257,10 @@ def test_a_sync_with_nothing_to_do_loads_only_what_it_uses(tmp_path: Path) -> No
         "mentorpulse.reports",
         "mentorpulse.stages.evaluate",
         "exchangelib",  # only an exchange source loads it
+        "mentorpulse.rules.kinds",  # the config's selectors are checked without them
+        "icalendar",  # unchanged files are hashed, not parsed
+        "recurring_ical_events",
+        "rich.progress",  # no terminal: log lines, no bar
     )
-    assert _loaded_by(command, ("alembic",)) == (0, ["alembic"])  # a new database: migrate
-    assert _loaded_by(command, unused) == (0, [])
+    assert loaded_by(command, ("alembic",)) == (0, ["alembic"])  # a new database: migrate
+    assert loaded_by(command, unused) == (0, [])

@@ -17,23 +17,29 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+import trustme
 from sqlalchemy import MetaData, create_engine, select
 
 from mentorpulse.config.schema import IcsSource
 from mentorpulse.connectors.http import (
     AddressPolicy,
     BoundedClient,
+    FetchError,
     Refused,
     address_class,
 )
@@ -360,6 +366,70 @@ def test_metadata_redirect_is_refused_before_any_connection(
     with BoundedClient(METADATA_URL, timeout=5) as client, pytest.raises(Refused):
         client.get(METADATA_URL)
     assert attempted == ["127.0.0.1"]
+
+
+@contextmanager
+def _tls_behind_a_redirect(folder: Path) -> Iterator[tuple[str, Path]]:
+    """A plain-http URL that redirects to an https server whose certificate a throwaway
+    CA signed; yields the http URL and the CA's file."""
+    authority = trustme.CA()
+    ca_file = folder / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            """Quiet."""
+
+    secure = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    https_url = f"https://127.0.0.1:{secure.server_address[1]}/feed.ics"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", https_url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            """Quiet."""
+
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for running in (secure, plain):
+        threading.Thread(target=running.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{plain.server_address[1]}/feed.ics", ca_file
+    finally:
+        for running in (secure, plain):
+            running.shutdown()
+            running.server_close()
+
+
+def test_a_plain_http_source_redirected_to_tls_still_verifies_the_certificate(
+    tmp_path: Path,
+) -> None:
+    """A plain-http source needs no CA certificates until a redirect leads it to TLS:
+    there the server's certificate is checked as for an https source (refused when its
+    CA is unknown, accepted with the CA configured)."""
+    with _tls_behind_a_redirect(tmp_path) as (url, ca_file):
+        with BoundedClient(url, timeout=10) as client, pytest.raises(FetchError) as refused:
+            client.get(url)
+        causes: list[BaseException] = []
+        cause: BaseException | None = refused.value
+        while cause is not None:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
+        with BoundedClient(url, timeout=10, verify=str(ca_file)) as client:
+            assert client.get(url).content == b"ok"
 
 
 # -- folder sources ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from mentorpulse.service import lease
 from mentorpulse.storage import events, roster, sources
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.migrate import revision_state, upgrade
-from mentorpulse.storage.models import Base, Event, Pairing, Source
+from mentorpulse.storage.models import Base, Event, Pairing, Person, Program, Source
 
 T0 = datetime(2026, 11, 2, 10, tzinfo=UTC)
 CONFIG = MentorpulseConfig.model_validate(
@@ -158,6 +158,53 @@ def test_leaving_the_roster_keeps_the_pairing_inactive(db: sessionmaker[Db]) -> 
     with db() as session:
         active = dict(session.execute(select(Pairing.key, Pairing.active)).all())
     assert active == {"eng:ana@x.org:ben@x.org": True, "eng:cy@x.org:dee@x.org": False}
+
+
+def _stored_roster(db: sessionmaker[Db]) -> tuple[object, ...]:
+    with db() as session:
+        return tuple(
+            sorted(tuple(row) for row in session.execute(select(*table.__table__.columns)))
+            for table in (Program, Person, Pairing)
+        )
+
+
+def test_a_roster_applied_again_changes_nothing_and_every_change_is_written(
+    db: sessionmaker[Db],
+) -> None:
+    """Applying an unchanged roster is a read (every command does it); each kind of change
+    after it still reaches the database, exactly as on a first apply."""
+    with db.begin() as session:
+        roster.apply_roster(session, CONFIG, ROSTER)
+    first = _stored_roster(db)
+    with db.begin() as session:
+        roster.apply_roster(session, CONFIG, ROSTER)
+    assert _stored_roster(db) == first
+    named = MentorpulseConfig.model_validate(
+        {"programs": [{"id": "eng", "name": "Engineering", "cadence": {"every": "14d"}}]}
+    )
+    changes: list[tuple[MentorpulseConfig, list[RosterPairing]]] = [
+        (named, ROSTER),  # a program's name
+        (CONFIG, [replace(ROSTER[0], mentor_name="Ana"), ROSTER[1]]),  # a person's name
+        (CONFIG, [replace(ROSTER[0], mentee_timezone="Asia/Tokyo"), ROSTER[1]]),  # a zone
+        (CONFIG, [replace(ROSTER[0], ended_on=date(2026, 12, 1)), ROSTER[1]]),  # an end
+        (CONFIG, ROSTER[:1]),  # a pairing left
+        (CONFIG, ROSTER),  # ... and came back
+        (CONFIG, [*ROSTER, RosterPairing("eng", "ana@x.org", "eve@x.org", date(2026, 10, 1))]),
+    ]
+    for config, pairings in changes:
+        with db.begin() as session:
+            roster.apply_roster(session, config, pairings)
+        written = _stored_roster(db)
+        assert written != first, (config, pairings)
+        first = written
+    _programs, people, stored_pairings = written  # the name went back with CONFIG
+    assert ("ana@x.org", "Ana") in {(p[1], p[2]) for p in people}
+    assert ("ben@x.org", "Asia/Tokyo") in {(p[1], p[3]) for p in people}
+    assert {p[1]: p[7] for p in stored_pairings} == {
+        "eng:ana@x.org:ben@x.org": True,
+        "eng:cy@x.org:dee@x.org": True,
+        "eng:ana@x.org:eve@x.org": True,
+    }
 
 
 def test_second_holder_cannot_take_a_live_lease(db: sessionmaker[Db]) -> None:

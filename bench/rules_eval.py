@@ -14,8 +14,9 @@ sessions, and is judged by eight rules (one of each kind). Figures:
   the same database (evaluation streams pairings in batches: it should stay flat as
   pairings and months of history grow).
 
-Run: ``python -m bench.rules_eval [PAIRINGS] [DATABASE_URL] [MONTHS]`` (default SQLite in
-a temporary folder, 12 months of history).
+Run: ``python -m bench.rules_eval [PAIRINGS] [postgresql | DATABASE_URL] [MONTHS]``
+(default SQLite in a temporary folder, 12 months of history; ``postgresql``: a scratch
+database made and dropped by the figure; a URL's database must be empty).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 
+from bench.common import scratch_database
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.stages import Context, evaluate_rules
@@ -228,9 +230,14 @@ def main() -> None:
         _full_rss(sys.argv[2], sys.argv[3])
         return
     pairings = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    url = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "-" else None
+    where = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "-" else None
     months = int(sys.argv[3]) if len(sys.argv) > 3 else 12
-    for name, value in measure(pairings, url, months).items():
+    if where == "postgresql":  # a scratch database, dropped afterwards
+        with scratch_database("postgresql", Path(tempfile.gettempdir())) as url:
+            figures = measure(pairings, url, months)
+    else:  # a URL is used as given: its database must be empty
+        figures = measure(pairings, where, months)
+    for name, value in figures.items():
         print(f"{name}: {value}")
 
 

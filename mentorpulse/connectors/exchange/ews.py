@@ -67,22 +67,37 @@ _BUILDS = {
 }
 
 
+class _Discovery(threading.local):
+    """The autodiscovery under way in this thread: its hosts are not known beforehand
+    (the domain, autodiscover.<domain>, an SRV target, a redirect), so the source's CA
+    bundle applies to every request made meanwhile, and a TLS failure is remembered
+    (exchangelib only moves on to its next step)."""
+
+    bundle: str | None = None
+    tls_error: str | None = None
+
+
 class _TrustAdapter(requests.adapters.HTTPAdapter):
     """exchangelib's HTTP adapter, verifying each endpoint against the CA bundle its source
     names (exchangelib has one adapter class for every session: this is its one hook)."""
 
     bundles: dict[str, str] = {}  # scheme://host:port → CA bundle path
     sent: dict[str, int] = {}  # requests sent per endpoint, for the figures
+    discovery = _Discovery()
     _lock = threading.Lock()
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         origin = _origin(str(request.url))
-        bundle = self.bundles.get(origin)
+        bundle = self.bundles.get(origin) or self.discovery.bundle
         if bundle is not None:
             kwargs["verify"] = bundle
         with self._lock:
             self.sent[origin] = self.sent.get(origin, 0) + 1
-        return super().send(request, *args, **kwargs)
+        try:
+            return super().send(request, *args, **kwargs)
+        except requests.exceptions.SSLError as error:
+            self.discovery.tls_error = f"{origin}: {describe(error)}"
+            raise
 
 
 # Exchange's own zone markers. exchangelib reads a StartTimeZone Id with a "/" as an IANA
@@ -140,13 +155,15 @@ class Ews:
         BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
         BaseProtocol.USERAGENT = "mentorpulse"
         _unknown_to_exchangelib(EXCHANGE_MARKERS)
+        bundle: str | None = None
+        if source.ca_bundle:
+            path = Path(source.ca_bundle).expanduser()
+            bundle = str(path if path.is_absolute() else base_dir / path)
         self.endpoint = source.url or ""  # named by errors during discovery too
         if not self.endpoint:
-            self.endpoint = self._discover()
-        if source.ca_bundle:
-            bundle = Path(source.ca_bundle).expanduser()
-            bundle = bundle if bundle.is_absolute() else base_dir / bundle
-            _TrustAdapter.bundles[_origin(self.endpoint)] = str(bundle)
+            self.endpoint = self._discover(bundle)
+        if bundle is not None:
+            _TrustAdapter.bundles[_origin(self.endpoint)] = bundle
         self._sent_before = self.sent
         self.config = exchangelib.Configuration(
             service_endpoint=self.endpoint,
@@ -196,15 +213,40 @@ class Ews:
         parts = (build.major_version, build.minor_version, build.major_build, build.minor_build)
         return ".".join(str(p) for p in parts)
 
-    def _discover(self) -> str:
+    def _discover(self, bundle: str | None) -> str:
+        """The EWS endpoint exchangelib's autodiscover finds for the source's address,
+        every discovery request trusting the source's ``ca_bundle``."""
         from exchangelib.autodiscover import Autodiscovery
         from exchangelib.credentials import Credentials
+        from exchangelib.errors import AutoDiscoverFailed
 
         email = self.source.autodiscover_email or self.source.username
         credentials = Credentials(self.source.username, self.source.password.get_secret_value())
-        with self.errors(f"autodiscover for {email}"):
-            _, protocol = Autodiscovery(email=email, credentials=credentials).discover()
+        discovery = _TrustAdapter.discovery
+        discovery.bundle, discovery.tls_error = bundle, None
+        try:
+            with self.errors(f"autodiscover for {email}"):
+                try:
+                    _, protocol = Autodiscovery(email=email, credentials=credentials).discover()
+                except AutoDiscoverFailed:
+                    raise TransientError(self.source_id, self._not_discovered(email)) from None
+        finally:
+            discovery.bundle = None
         return str(protocol.service_endpoint)
+
+    def _not_discovered(self, email: str) -> str:
+        tls = _TrustAdapter.discovery.tls_error
+        if tls is not None:
+            return (
+                f"autodiscover for {email} failed on TLS ({tls}); if the server's certificate "
+                "comes from an internal CA, name its PEM file in ca_bundle"
+            )
+        domain = email.rpartition("@")[2]
+        return (
+            f"autodiscover for {email} found no EWS endpoint (neither {domain} nor "
+            f"autodiscover.{domain} answered, no _autodiscover._tcp.{domain} SRV record); "
+            "give the endpoint as url instead"
+        )
 
     def _calendar(self, mailbox: str) -> Any:
         """The mailbox's calendar by its distinguished id: no GetFolder round trip."""

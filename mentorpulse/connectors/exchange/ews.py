@@ -414,11 +414,12 @@ class _Errors:
             )
         if code in _CURSOR_GONE and self.cursor:
             return CursorExpired(source_id, f"the sync state of {self.mailbox} expired ({code})")
-        if code in _BUSY:
-            back_off = getattr(error, "back_off", None)
+        busy = _busy(error)
+        if busy is not None:
+            back_off = getattr(busy, "back_off", None)
             return TryAgain(
                 source_id,
-                f"{said} (the server asked to back off)",
+                f"{self.what}: {describe(busy)} (the server asked to back off)",
                 retry_after=float(back_off) if back_off else None,
             )
         if isinstance(error, ews_errors.TransportError) and _is_tls(error):
@@ -431,6 +432,20 @@ class _Errors:
             return TransientError(source_id, f"{said}: EWS redirected; check url")
         # Timeouts, dropped connections, 5xx, an answer exchangelib could not read.
         return TransientError(source_id, said)
+
+
+def _busy(error: BaseException) -> BaseException | None:
+    """The server's "busy" error, also where exchangelib wrapped it: its version probe (the
+    first request to a server whose version is not yet known) raises a plain
+    TransportError while handling it, which would lose BackOffMilliseconds."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the probe's wrapping is one level deep; a chain is short
+        if seen is None:
+            return None
+        if type(seen).__name__ in _BUSY:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_tls(error: Exception) -> bool:

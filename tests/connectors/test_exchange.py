@@ -484,14 +484,21 @@ def test_meetings_behind_a_moved_window_are_kept_and_deletions_within_it_seen(
         harness.close()
 
 
+@pytest.mark.parametrize("first_sync", [False, True], ids=["later-sync", "first-sync"])
 def test_server_busy_puts_the_next_attempt_after_the_back_off(
-    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+    first_sync: bool,
+    fake: EwsFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
+    """A later sync meets it on SyncFolderItems; the first, on exchangelib's version probe."""
     live = LiveExchange(fake, monkeypatch)
     live.add_meeting("kickoff", KICKOFF)
     harness = Harness(live, database_url, tmp_path, monkeypatch)
     try:
-        assert harness.sync().ok
+        if not first_sync:
+            assert harness.sync().ok
         fake.busy(times=1, back_off_ms=600_000)
         busy = harness.sync()
         assert not busy.ok
@@ -582,3 +589,18 @@ def test_a_failed_autodiscover_is_one_clear_message_naming_the_source(
     assert discovery.password not in message
     with pytest.raises(TransientError, match="ca_bundle"):  # an internal CA not named
         _sync(_discovering(discovery, ca_bundle=None), tmp_path)
+
+
+def test_server_busy_on_the_first_sync_asks_to_come_back_after_its_back_off(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a server version is known, exchangelib's version probe is the first request:
+    its ErrorServerBusy keeps BackOffMilliseconds too."""
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    fake.busy(times=1, back_off_ms=45_000)
+    with pytest.raises(TryAgain) as busy:
+        _sync(_source(fake), tmp_path)
+    assert busy.value.retry_after == 45.0
+    assert [r.operation for r in fake.requests()] == ["ConvertId"]
+    pages = _sync(_source(fake), tmp_path)  # the server is back
+    assert sum(len(p.records) for p in pages) == 2

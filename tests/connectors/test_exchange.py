@@ -573,6 +573,14 @@ def test_autodiscover_finds_the_endpoint_and_the_mailboxes_are_read(
         assert harness.rows() == 2  # the meeting in both mailboxes
         assert [r.mailbox for r in fake.requests("GetUserSettings")] == [f"mentor@{fake.domain}"]
         assert {r.mailbox for r in fake.requests("SyncFolderItems")} == set(MAILBOXES)
+        fake.log.clear()
+        quiet = harness.sync()  # the endpoint is asked again each sync, one request
+        assert (quiet.ok, quiet.stored, quiet.deleted) == (True, 0, 0), quiet.error
+        assert sorted(r.operation for r in fake.requests()) == [
+            "GetUserSettings",
+            "SyncFolderItems",
+            "SyncFolderItems",
+        ]
     finally:
         harness.close()
 

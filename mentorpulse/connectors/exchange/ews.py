@@ -9,6 +9,7 @@ library's exceptions into the connector contract's typed errors.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import warnings
@@ -116,6 +117,22 @@ def _unknown_to_exchangelib(markers: Sequence[str]) -> None:
         MS_TIMEZONE_TO_IANA_MAP.setdefault(marker, _NO_SUCH_ZONE)
 
 
+@functools.cache  # exchangelib is imported when a source needs it, not with this module
+def _endpoint_only() -> type:
+    from exchangelib.autodiscover import Autodiscovery
+
+    class EndpointOnly(Autodiscovery):  # type: ignore[misc]
+        """exchangelib's discovery, without the protocol it would build from the answer:
+        exchangelib caches that protocol by endpoint and credentials, so our Account would
+        get it instead of the source's configuration (its auth, its version; the server's
+        build never asked, a guess from the schema name kept instead)."""
+
+        def _build_response(self, ad_response: Any) -> tuple[Any, None]:
+            return ad_response, None
+
+    return EndpointOnly
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
@@ -216,7 +233,6 @@ class Ews:
     def _discover(self, bundle: str | None) -> str:
         """The EWS endpoint exchangelib's autodiscover finds for the source's address,
         every discovery request trusting the source's ``ca_bundle``."""
-        from exchangelib.autodiscover import Autodiscovery
         from exchangelib.credentials import Credentials
         from exchangelib.errors import AutoDiscoverFailed
 
@@ -227,12 +243,18 @@ class Ews:
         try:
             with self.errors(f"autodiscover for {email}"):
                 try:
-                    _, protocol = Autodiscovery(email=email, credentials=credentials).discover()
+                    answer, _ = _endpoint_only()(email=email, credentials=credentials).discover()
                 except AutoDiscoverFailed:
                     raise TransientError(self.source_id, self._not_discovered(email)) from None
         finally:
             discovery.bundle = None
-        return str(protocol.service_endpoint)
+        # A server without external access publishes only its internal URL.
+        endpoint = answer.ews_url or answer.user_settings.get("internal_ews_url")
+        if not endpoint:
+            raise TransientError(
+                self.source_id, f"autodiscover for {email} gave no EWS URL; give it as url"
+            )
+        return str(endpoint)
 
     def _not_discovered(self, email: str) -> str:
         tls = _TrustAdapter.discovery.tls_error

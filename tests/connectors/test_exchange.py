@@ -573,6 +573,9 @@ def test_autodiscover_finds_the_endpoint_and_the_mailboxes_are_read(
         assert harness.rows() == 2  # the meeting in both mailboxes
         assert [r.mailbox for r in fake.requests("GetUserSettings")] == [f"mentor@{fake.domain}"]
         assert {r.mailbox for r in fake.requests("SyncFolderItems")} == set(MAILBOXES)
+        # The source's own configuration talks to the endpoint found: the server's build
+        # asked of it (not guessed from the schema names discovery listed).
+        assert harness.source_row().cursor["server_version"] == "15.1.2507.6"
         fake.log.clear()
         quiet = harness.sync()  # the endpoint is asked again each sync, one request
         assert (quiet.ok, quiet.stored, quiet.deleted) == (True, 0, 0), quiet.error
@@ -611,4 +614,15 @@ def test_server_busy_on_the_first_sync_asks_to_come_back_after_its_back_off(
     assert busy.value.retry_after == 45.0
     assert [r.operation for r in fake.requests()] == ["ConvertId"]
     pages = _sync(_source(fake), tmp_path)  # the server is back
+    assert sum(len(p.records) for p in pages) == 2
+
+
+def test_autodiscover_takes_the_internal_url_when_no_external_one_is_published(
+    discovery: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An on-premises server without external access publishes only InternalEwsUrl."""
+    discovery.external_access = False
+    discovery.mailbox(f"mentor@{discovery.domain}")
+    LiveExchange(discovery, monkeypatch).add_meeting("kickoff", KICKOFF)
+    pages = _sync(_discovering(discovery), tmp_path)
     assert sum(len(p.records) for p in pages) == 2

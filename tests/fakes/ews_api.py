@@ -33,7 +33,8 @@ Autodiscover as exchangelib 5 does it (SOAP ``GetUserSettings`` at
 server answers for the hosts ``autodiscover.<domain>`` and ``mail.<domain>`` (its
 certificate names them), while ``<domain>`` itself has no address, so a client walks from
 step 1 to step 2 as against a typical on-premises setup; the answer gives the mailbox's
-``ExternalEwsUrl`` on ``mail.<domain>``, an unknown address is ``InvalidUser``.
+``ExternalEwsUrl`` on ``mail.<domain>`` (only ``InternalEwsUrl`` without
+``external_access``), an unknown address is ``InvalidUser``.
 ``resolve_hosts(monkeypatch)`` points those names (DNS A/SRV lookups and connections to
 port 443) at the loopback server: the test's stand-in for the organisation's DNS.
 
@@ -181,6 +182,7 @@ class EwsFake:
         self.port = 0
         self.domain = "contoso.example"  # the mailboxes' domain, for autodiscover
         self.hosts = {f"autodiscover.{self.domain}", f"mail.{self.domain}"}  # have an address
+        self.external_access = True  # False: autodiscover publishes only InternalEwsUrl
 
     # -- server state ------------------------------------------------------------------
 
@@ -313,7 +315,7 @@ class EwsFake:
                     continue
                 settings = {
                     "AutoDiscoverSMTPAddress": user,
-                    "ExternalEwsUrl": self.discovered_url,
+                    **({"ExternalEwsUrl": self.discovered_url} if self.external_access else {}),
                     "InternalEwsUrl": self.discovered_url,
                     "CasVersion": "15.01.2507.006",
                     "EwsSupportedSchemas": "Exchange2007, Exchange2007_SP1, Exchange2010, "

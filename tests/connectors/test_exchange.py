@@ -56,6 +56,7 @@ class LiveExchange(LiveSource):
         self.meetings: dict[str, Meeting] = {}
         self.saved_password = fake.password
         self.read = MAILBOXES  # the mailboxes the source lists
+        self.discover_from: str | None = None  # autodiscover from this address, not url
         monkeypatch.setenv(PASSWORD_VARIABLE, fake.password)
 
     @property
@@ -63,10 +64,15 @@ class LiveExchange(LiveSource):
         return ExchangeConnector
 
     def source(self) -> dict[str, Any]:
+        endpoint: dict[str, Any] = (
+            {"autodiscover": True, "autodiscover_email": self.discover_from}
+            if self.discover_from
+            else {"url": self.fake.url}
+        )
         return {
             "id": SOURCE,
             "kind": "exchange",
-            "url": self.fake.url,
+            **endpoint,
             "auth": "basic",
             "username": self.fake.username,
             "password": f"${{{PASSWORD_VARIABLE}}}",
@@ -478,14 +484,21 @@ def test_meetings_behind_a_moved_window_are_kept_and_deletions_within_it_seen(
         harness.close()
 
 
+@pytest.mark.parametrize("first_sync", [False, True], ids=["later-sync", "first-sync"])
 def test_server_busy_puts_the_next_attempt_after_the_back_off(
-    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+    first_sync: bool,
+    fake: EwsFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
+    """A later sync meets it on SyncFolderItems; the first, on exchangelib's version probe."""
     live = LiveExchange(fake, monkeypatch)
     live.add_meeting("kickoff", KICKOFF)
     harness = Harness(live, database_url, tmp_path, monkeypatch)
     try:
-        assert harness.sync().ok
+        if not first_sync:
+            assert harness.sync().ok
         fake.busy(times=1, back_off_ms=600_000)
         busy = harness.sync()
         assert not busy.ok
@@ -521,3 +534,95 @@ def test_cli_sync_with_a_wrong_password_is_one_clear_line(
         assert wrong not in result.output
     finally:
         harness.close()
+
+
+@pytest.fixture
+def discovery(fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EwsFake:
+    """The fake reachable by its organisation's names, with exchangelib's autodiscover
+    cache (in memory and its file) this test's own."""
+    from exchangelib.autodiscover import cache
+
+    monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE", tmp_path / "autodiscover")
+    monkeypatch.setattr(cache.autodiscover_cache, "_protocols", {})
+    fake.resolve_hosts(monkeypatch)
+    return fake
+
+
+def _discovering(fake: EwsFake, **overrides: Any) -> ExchangeSource:
+    return _source(
+        fake,
+        **{"url": None, "autodiscover": True, "autodiscover_email": f"mentor@{fake.domain}"}
+        | overrides,
+    )
+
+
+def test_autodiscover_finds_the_endpoint_and_the_mailboxes_are_read(
+    discovery: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """exchangelib's own discovery (step 1's domain has no address, step 2's
+    autodiscover host answers GetUserSettings), trusting the source's ca_bundle."""
+    fake = discovery
+    live = LiveExchange(fake, monkeypatch)
+    live.add_meeting("kickoff", KICKOFF)
+    live.discover_from = f"mentor@{fake.domain}"
+    fake.mailbox(live.discover_from)
+    harness = Harness(live, database_url, tmp_path, monkeypatch)
+    try:
+        result = harness.sync()
+        assert result.ok, result.error
+        assert harness.rows() == 2  # the meeting in both mailboxes
+        assert [r.mailbox for r in fake.requests("GetUserSettings")] == [f"mentor@{fake.domain}"]
+        assert {r.mailbox for r in fake.requests("SyncFolderItems")} == set(MAILBOXES)
+        # The source's own configuration talks to the endpoint found: the server's build
+        # asked of it (not guessed from the schema names discovery listed).
+        assert harness.source_row().cursor["server_version"] == "15.1.2507.6"
+        fake.log.clear()
+        quiet = harness.sync()  # the endpoint is asked again each sync, one request
+        assert (quiet.ok, quiet.stored, quiet.deleted) == (True, 0, 0), quiet.error
+        assert sorted(r.operation for r in fake.requests()) == [
+            "GetUserSettings",
+            "SyncFolderItems",
+            "SyncFolderItems",
+        ]
+    finally:
+        harness.close()
+
+
+def test_a_failed_autodiscover_is_one_clear_message_naming_the_source(
+    discovery: EwsFake, tmp_path: Path
+) -> None:
+    with pytest.raises(TransientError) as unknown_domain:
+        _sync(_discovering(discovery, autodiscover_email="mentor@elsewhere.example"), tmp_path)
+    message = str(unknown_domain.value)
+    assert unknown_domain.value.source_id == SOURCE
+    assert "autodiscover for mentor@elsewhere.example found no EWS endpoint" in message
+    assert "give the endpoint as url" in message
+    assert discovery.password not in message
+    with pytest.raises(TransientError, match="ca_bundle"):  # an internal CA not named
+        _sync(_discovering(discovery, ca_bundle=None), tmp_path)
+
+
+def test_server_busy_on_the_first_sync_asks_to_come_back_after_its_back_off(
+    fake: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a server version is known, exchangelib's version probe is the first request:
+    its ErrorServerBusy keeps BackOffMilliseconds too."""
+    LiveExchange(fake, monkeypatch).add_meeting("kickoff", KICKOFF)
+    fake.busy(times=1, back_off_ms=45_000)
+    with pytest.raises(TryAgain) as busy:
+        _sync(_source(fake), tmp_path)
+    assert busy.value.retry_after == 45.0
+    assert [r.operation for r in fake.requests()] == ["ConvertId"]
+    pages = _sync(_source(fake), tmp_path)  # the server is back
+    assert sum(len(p.records) for p in pages) == 2
+
+
+def test_autodiscover_takes_the_internal_url_when_no_external_one_is_published(
+    discovery: EwsFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An on-premises server without external access publishes only InternalEwsUrl."""
+    discovery.external_access = False
+    discovery.mailbox(f"mentor@{discovery.domain}")
+    LiveExchange(discovery, monkeypatch).add_meeting("kickoff", KICKOFF)
+    pages = _sync(_discovering(discovery), tmp_path)
+    assert sum(len(p.records) for p in pages) == 2

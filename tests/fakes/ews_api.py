@@ -28,6 +28,16 @@ as documented on learn.microsoft.com (EWS reference):
   authenticate handshake, answered by pyspnego's NTLM acceptor against a credential file
   (``NTLM_USER_FILE``, which the caller sets to the path ``use_ntlm`` returns).
 
+Autodiscover as exchangelib 5 does it (SOAP ``GetUserSettings`` at
+``/autodiscover/autodiscover.svc``, not the POX ``Autodiscover.xml`` of older clients): the
+server answers for the hosts ``autodiscover.<domain>`` and ``mail.<domain>`` (its
+certificate names them), while ``<domain>`` itself has no address, so a client walks from
+step 1 to step 2 as against a typical on-premises setup; the answer gives the mailbox's
+``ExternalEwsUrl`` on ``mail.<domain>`` (only ``InternalEwsUrl`` without
+``external_access``), an unknown address is ``InvalidUser``.
+``resolve_hosts(monkeypatch)`` points those names (DNS A/SRV lookups and connections to
+port 443) at the loopback server: the test's stand-in for the organisation's DNS.
+
 Fault injection: ``busy(times, back_off_ms)`` answers the next requests with the SOAP fault
 ``ErrorServerBusy`` carrying ``BackOffMilliseconds``; ``expire_sync_state(mailbox)``;
 ``password`` changed refuses the credentials (401); ``drop_next(operation)`` closes the
@@ -56,7 +66,10 @@ SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 E = "http://schemas.microsoft.com/exchange/services/2006/errors"
+ANS = "http://schemas.microsoft.com/exchange/2010/Autodiscover"
+WSA = "http://www.w3.org/2005/08/addressing"
 PATH = "/EWS/Exchange.asmx"
+AUTODISCOVER_PATH = "/autodiscover/autodiscover.svc"
 
 # Windows zones as Outlook writes them into StartTimeZone (Id and Name, from real items),
 # with the IANA zone each means written out here: not read from the mapper under test.
@@ -166,6 +179,10 @@ class EwsFake:
         self.ca_path = tmp_path / "ews-fake-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_path))
         self.url = ""
+        self.port = 0
+        self.domain = "contoso.example"  # the mailboxes' domain, for autodiscover
+        self.hosts = {f"autodiscover.{self.domain}", f"mail.{self.domain}"}  # have an address
+        self.external_access = True  # False: autodiscover publishes only InternalEwsUrl
 
     # -- server state ------------------------------------------------------------------
 
@@ -231,13 +248,14 @@ class EwsFake:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        self._ca.issue_cert("127.0.0.1", "localhost", *sorted(self.hosts)).configure_cert(context)
         # The handshake happens in the request's thread, not in the accepting one.
         server.socket = context.wrap_socket(
             server.socket, server_side=True, do_handshake_on_connect=False
         )
         server.block_on_close = False
-        self.url = f"https://127.0.0.1:{server.server_address[1]}{PATH}"
+        self.port = server.server_address[1]
+        self.url = f"https://127.0.0.1:{self.port}{PATH}"
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -245,6 +263,93 @@ class EwsFake:
         finally:
             server.shutdown()
             server.server_close()
+
+    @property
+    def discovered_url(self) -> str:
+        """The EWS endpoint autodiscover hands out (reached through ``resolve_hosts``)."""
+        return f"https://mail.{self.domain}{PATH}"
+
+    def resolve_hosts(self, monkeypatch: Any) -> None:
+        """The organisation's DNS, for this test: the names in ``hosts`` have an address
+        (dnspython's A lookups, which exchangelib's autodiscover makes first) and
+        connections to them on port 443 reach the loopback server; every other name of
+        the domain, and every SRV record, does not exist."""
+        import dns.resolver
+
+        real_getaddrinfo = socket.getaddrinfo
+        real_resolve = dns.resolver.Resolver.resolve
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(host, str) and host.lower() in self.hosts and int(port or 0) == 443:
+                return real_getaddrinfo("127.0.0.1", self.port, *args, **kwargs)
+            return real_getaddrinfo(host, port, *args, **kwargs)
+
+        def resolve(resolver: Any, name: Any, kind: Any = "A", *args: Any, **kwargs: Any) -> Any:
+            host = str(name).rstrip(".").lower()
+            if host.endswith(self.domain) or host == self.domain:
+                if kind == "A" and host in self.hosts:
+                    return [host]
+                raise dns.resolver.NXDOMAIN(qnames=[str(name)])
+            return real_resolve(resolver, name, kind, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(dns.resolver.Resolver, "resolve", resolve)
+
+    def autodiscover(self, body: bytes) -> str:
+        """A GetUserSettings answer: the asked mailbox's EWS endpoint and schemas."""
+        envelope = ET.fromstring(body)
+        users = [
+            (mailbox.text or "").strip().lower() for mailbox in envelope.iter(f"{{{ANS}}}Mailbox")
+        ]
+        responses = []
+        with self._lock:
+            for user in users:
+                self.log.append(Logged("GetUserSettings", user, None))
+                if user not in self.mailboxes and user != self.username.lower():
+                    responses.append(
+                        "<UserResponse><ErrorCode>InvalidUser</ErrorCode>"
+                        f"<ErrorMessage>Invalid user: '{escape(user)}'</ErrorMessage>"
+                        '<RedirectTarget i:nil="true"/><UserSettingErrors/><UserSettings/>'
+                        "</UserResponse>"
+                    )
+                    continue
+                settings = {
+                    "AutoDiscoverSMTPAddress": user,
+                    **({"ExternalEwsUrl": self.discovered_url} if self.external_access else {}),
+                    "InternalEwsUrl": self.discovered_url,
+                    "CasVersion": "15.01.2507.006",
+                    "EwsSupportedSchemas": "Exchange2007, Exchange2007_SP1, Exchange2010, "
+                    "Exchange2010_SP1, Exchange2010_SP2, Exchange2013, Exchange2013_SP1, "
+                    "Exchange2016",
+                }
+                values = "".join(
+                    f'<UserSetting i:type="StringSetting"><Name>{name}</Name>'
+                    f"<Value>{escape(value)}</Value></UserSetting>"
+                    for name, value in settings.items()
+                )
+                responses.append(
+                    "<UserResponse><ErrorCode>NoError</ErrorCode>"
+                    '<ErrorMessage>No error.</ErrorMessage><RedirectTarget i:nil="true"/>'
+                    f"<UserSettingErrors/><UserSettings>{values}</UserSettings></UserResponse>"
+                )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<s:Envelope xmlns:s="{SOAP}" xmlns:a="{WSA}"><s:Header>'
+            '<a:Action s:mustUnderstand="1">'
+            "http://schemas.microsoft.com/exchange/2010/Autodiscover/Autodiscover/"
+            "GetUserSettingsResponse</a:Action>"
+            f'<h:ServerVersionInfo xmlns:h="{ANS}" '
+            'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+            "<h:MajorVersion>15</h:MajorVersion><h:MinorVersion>1</h:MinorVersion>"
+            "<h:MajorBuildNumber>2507</h:MajorBuildNumber>"
+            "<h:MinorBuildNumber>6</h:MinorBuildNumber><h:Version>Exchange2015</h:Version>"
+            "</h:ServerVersionInfo></s:Header><s:Body>"
+            f'<GetUserSettingsResponseMessage xmlns="{ANS}">'
+            '<Response xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+            "<ErrorCode>NoError</ErrorCode><ErrorMessage/>"
+            f"<UserResponses>{''.join(responses)}</UserResponses>"
+            "</Response></GetUserSettingsResponseMessage></s:Body></s:Envelope>"
+        )
 
     # -- SOAP ---------------------------------------------------------------------------
 
@@ -666,7 +771,8 @@ def _handler(fake: EwsFake) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            if self.path.split("?")[0].lower() != PATH.lower():
+            path = self.path.split("?")[0].lower()
+            if path not in (PATH.lower(), AUTODISCOVER_PATH):
                 self._send(404, b"Not Found", "text/plain", {})
                 return
             if fake.ntlm:
@@ -679,6 +785,9 @@ def _handler(fake: EwsFake) -> type[BaseHTTPRequestHandler]:
                     "text/html",
                     {"WWW-Authenticate": 'Basic realm="mail.contoso.example"'},
                 )
+                return
+            if path == AUTODISCOVER_PATH:
+                self._send(200, fake.autodiscover(raw).encode(), "text/xml; charset=utf-8", {})
                 return
             status, envelope = fake.answer(raw)
             if envelope is None:  # the connection drops mid-request

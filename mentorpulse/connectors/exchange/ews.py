@@ -9,6 +9,7 @@ library's exceptions into the connector contract's typed errors.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import warnings
@@ -67,22 +68,37 @@ _BUILDS = {
 }
 
 
+class _Discovery(threading.local):
+    """The autodiscovery under way in this thread: its hosts are not known beforehand
+    (the domain, autodiscover.<domain>, an SRV target, a redirect), so the source's CA
+    bundle applies to every request made meanwhile, and a TLS failure is remembered
+    (exchangelib only moves on to its next step)."""
+
+    bundle: str | None = None
+    tls_error: str | None = None
+
+
 class _TrustAdapter(requests.adapters.HTTPAdapter):
     """exchangelib's HTTP adapter, verifying each endpoint against the CA bundle its source
     names (exchangelib has one adapter class for every session: this is its one hook)."""
 
     bundles: dict[str, str] = {}  # scheme://host:port → CA bundle path
     sent: dict[str, int] = {}  # requests sent per endpoint, for the figures
+    discovery = _Discovery()
     _lock = threading.Lock()
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         origin = _origin(str(request.url))
-        bundle = self.bundles.get(origin)
+        bundle = self.bundles.get(origin) or self.discovery.bundle
         if bundle is not None:
             kwargs["verify"] = bundle
         with self._lock:
             self.sent[origin] = self.sent.get(origin, 0) + 1
-        return super().send(request, *args, **kwargs)
+        try:
+            return super().send(request, *args, **kwargs)
+        except requests.exceptions.SSLError as error:
+            self.discovery.tls_error = f"{origin}: {describe(error)}"
+            raise
 
 
 # Exchange's own zone markers. exchangelib reads a StartTimeZone Id with a "/" as an IANA
@@ -99,6 +115,22 @@ def _unknown_to_exchangelib(markers: Sequence[str]) -> None:
 
     for marker in markers:
         MS_TIMEZONE_TO_IANA_MAP.setdefault(marker, _NO_SUCH_ZONE)
+
+
+@functools.cache  # exchangelib is imported when a source needs it, not with this module
+def _endpoint_only() -> type:
+    from exchangelib.autodiscover import Autodiscovery
+
+    class EndpointOnly(Autodiscovery):  # type: ignore[misc]
+        """exchangelib's discovery, without the protocol it would build from the answer:
+        exchangelib caches that protocol by endpoint and credentials, so our Account would
+        get it instead of the source's configuration (its auth, its version; the server's
+        build never asked, a guess from the schema name kept instead)."""
+
+        def _build_response(self, ad_response: Any) -> tuple[Any, None]:
+            return ad_response, None
+
+    return EndpointOnly
 
 
 def _origin(url: str) -> str:
@@ -140,13 +172,15 @@ class Ews:
         BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
         BaseProtocol.USERAGENT = "mentorpulse"
         _unknown_to_exchangelib(EXCHANGE_MARKERS)
+        bundle: str | None = None
+        if source.ca_bundle:
+            path = Path(source.ca_bundle).expanduser()
+            bundle = str(path if path.is_absolute() else base_dir / path)
         self.endpoint = source.url or ""  # named by errors during discovery too
         if not self.endpoint:
-            self.endpoint = self._discover()
-        if source.ca_bundle:
-            bundle = Path(source.ca_bundle).expanduser()
-            bundle = bundle if bundle.is_absolute() else base_dir / bundle
-            _TrustAdapter.bundles[_origin(self.endpoint)] = str(bundle)
+            self.endpoint = self._discover(bundle)
+        if bundle is not None:
+            _TrustAdapter.bundles[_origin(self.endpoint)] = bundle
         self._sent_before = self.sent
         self.config = exchangelib.Configuration(
             service_endpoint=self.endpoint,
@@ -196,15 +230,45 @@ class Ews:
         parts = (build.major_version, build.minor_version, build.major_build, build.minor_build)
         return ".".join(str(p) for p in parts)
 
-    def _discover(self) -> str:
-        from exchangelib.autodiscover import Autodiscovery
+    def _discover(self, bundle: str | None) -> str:
+        """The EWS endpoint exchangelib's autodiscover finds for the source's address,
+        every discovery request trusting the source's ``ca_bundle``."""
         from exchangelib.credentials import Credentials
+        from exchangelib.errors import AutoDiscoverFailed
 
         email = self.source.autodiscover_email or self.source.username
         credentials = Credentials(self.source.username, self.source.password.get_secret_value())
-        with self.errors(f"autodiscover for {email}"):
-            _, protocol = Autodiscovery(email=email, credentials=credentials).discover()
-        return str(protocol.service_endpoint)
+        discovery = _TrustAdapter.discovery
+        discovery.bundle, discovery.tls_error = bundle, None
+        try:
+            with self.errors(f"autodiscover for {email}"):
+                try:
+                    answer, _ = _endpoint_only()(email=email, credentials=credentials).discover()
+                except AutoDiscoverFailed:
+                    raise TransientError(self.source_id, self._not_discovered(email)) from None
+        finally:
+            discovery.bundle = None
+        # A server without external access publishes only its internal URL.
+        endpoint = answer.ews_url or answer.user_settings.get("internal_ews_url")
+        if not endpoint:
+            raise TransientError(
+                self.source_id, f"autodiscover for {email} gave no EWS URL; give it as url"
+            )
+        return str(endpoint)
+
+    def _not_discovered(self, email: str) -> str:
+        tls = _TrustAdapter.discovery.tls_error
+        if tls is not None:
+            return (
+                f"autodiscover for {email} failed on TLS ({tls}); if the server's certificate "
+                "comes from an internal CA, name its PEM file in ca_bundle"
+            )
+        domain = email.rpartition("@")[2]
+        return (
+            f"autodiscover for {email} found no EWS endpoint (neither {domain} nor "
+            f"autodiscover.{domain} answered, no _autodiscover._tcp.{domain} SRV record); "
+            "give the endpoint as url instead"
+        )
 
     def _calendar(self, mailbox: str) -> Any:
         """The mailbox's calendar by its distinguished id: no GetFolder round trip."""
@@ -372,11 +436,12 @@ class _Errors:
             )
         if code in _CURSOR_GONE and self.cursor:
             return CursorExpired(source_id, f"the sync state of {self.mailbox} expired ({code})")
-        if code in _BUSY:
-            back_off = getattr(error, "back_off", None)
+        busy = _busy(error)
+        if busy is not None:
+            back_off = getattr(busy, "back_off", None)
             return TryAgain(
                 source_id,
-                f"{said} (the server asked to back off)",
+                f"{self.what}: {describe(busy)} (the server asked to back off)",
                 retry_after=float(back_off) if back_off else None,
             )
         if isinstance(error, ews_errors.TransportError) and _is_tls(error):
@@ -389,6 +454,20 @@ class _Errors:
             return TransientError(source_id, f"{said}: EWS redirected; check url")
         # Timeouts, dropped connections, 5xx, an answer exchangelib could not read.
         return TransientError(source_id, said)
+
+
+def _busy(error: BaseException) -> BaseException | None:
+    """The server's "busy" error, also where exchangelib wrapped it: its version probe (the
+    first request to a server whose version is not yet known) raises a plain
+    TransportError while handling it, which would lose BackOffMilliseconds."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the probe's wrapping is one level deep; a chain is short
+        if seen is None:
+            return None
+        if type(seen).__name__ in _BUSY:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_tls(error: Exception) -> bool:

@@ -1083,7 +1083,12 @@ class IcsConnector:
                 info = os.fstat(file.fileno())
                 if not stat.S_ISREG(info.st_mode):
                     raise _Unread("not a regular file; it is not read")
-                data = file.read(limit + 1)
+                # read(n) allocates n bytes before reading: ask for the file's size (one
+                # more, to see it grew), not for max_bytes (50 MB per file by default).
+                wanted = min(limit, info.st_size) + 1
+                data = file.read(wanted)
+                if len(data) == wanted <= limit:  # it grew since fstat: read on, to the limit
+                    data += file.read(limit + 1 - wanted)
         except OSError as exc:
             raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
         if len(data) > limit:

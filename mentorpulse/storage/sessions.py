@@ -15,7 +15,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import Outcome
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import in_lists
 from mentorpulse.storage.models import Evidence, MentoringSession, Pairing, Person
 
 # The judged values of a session, compared with a new verdict to tell what changed.
@@ -60,7 +60,7 @@ def stored_sessions(db: Db, pairing_ids: Sequence[int]) -> dict[int, StoredSessi
     table = cast(Table, MentoringSession.__table__)
     columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in JUDGED)]
     found: dict[int, StoredSessions] = defaultdict(dict)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         for pairing_id, key, row_id, *values in db.execute(
             select(*columns).where(table.c.pairing_id.in_(chunk))
         ):
@@ -117,9 +117,9 @@ class SessionWrites:
                 self._add_evidence(session_id, self.new_evidence[(pairing_id, key)])
         if self.updates:
             db.execute(update(MentoringSession), self.updates)
-        for chunk in chunks(self.replaced + self.deleted):
+        for chunk in in_lists(self.replaced + self.deleted):
             db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
-        for chunk in chunks(self.deleted):
+        for chunk in in_lists(self.deleted):
             db.execute(delete(MentoringSession).where(MentoringSession.id.in_(chunk)))
         if self.evidence:
             db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)

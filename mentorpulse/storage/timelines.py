@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import Outcome
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import in_lists
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
@@ -78,7 +78,7 @@ def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
     if ids is None:
         return [PairingRow._make(row) for row in db.execute(query)]
     found: list[PairingRow] = []
-    for chunk in chunks(sorted(ids)):
+    for chunk in in_lists(sorted(ids)):
         found += [PairingRow._make(row) for row in db.execute(query.where(Pairing.id.in_(chunk)))]
     return sorted(found, key=lambda row: row.key)
 
@@ -186,7 +186,7 @@ def sessions_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[SessionRow
     found: dict[int, list[SessionRow]] = defaultdict(list)
     outcomes, parse = _OUTCOMES, datetime.fromisoformat
     new = tuple.__new__  # SessionRow(...) adds a Python call per row (0.3 s at 300k rows)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         with connection.execute(query.where(MentoringSession.pairing_id.in_(chunk))) as result:
             # The driver's own tuples: no column here needs SQLAlchemy's result processing
             # (times are made aware below), and Row objects cost 0.2-0.3 s at 300k rows.
@@ -212,7 +212,7 @@ def _is_utc(zone: tzinfo | None) -> bool:
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:
     """Each session's evidence, strongest first, as the words ``explain`` shows."""
     found: dict[int, list[str]] = defaultdict(list)
-    for chunk in chunks(session_ids):
+    for chunk in in_lists(session_ids):
         query = (
             select(Evidence.session_id, Evidence.detail)
             .where(Evidence.session_id.in_(chunk))
@@ -226,7 +226,7 @@ def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:
 def sources_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, set[str]]:
     """The sources holding an event of each pairing."""
     found: dict[int, set[str]] = defaultdict(set)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         query = (
             select(EventPairing.pairing_id, Event.source_id)
             .join(Event, Event.id == EventPairing.event_id)

@@ -338,12 +338,15 @@ def events_of_pairings(db: Db, ids: Sequence[int]) -> dict[int, list[EventRecord
     """Every stored event copy of each pairing, in the contract's form.
 
     Read as plain rows, not ORM objects: the sessions stage reads every event of the
-    organisation on its first run.
+    organisation on its first run. Through the connection, so that each row becomes a
+    record as it is fetched: the session's ``execute`` fetched a batch's every row first,
+    and both copies were half of the sessions stage's peak.
     """
     found: dict[int, list[EventRecord]] = {i: [] for i in ids}
     table = _EVENTS
+    connection = db.connection()
     for chunk in in_lists(ids):
-        rows = db.execute(
+        rows = connection.execute(
             select(EventPairing.pairing_id, *table.c)
             .join(table, table.c.id == EventPairing.event_id)
             .where(EventPairing.pairing_id.in_(chunk))

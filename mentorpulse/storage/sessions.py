@@ -109,12 +109,19 @@ class SessionWrites:
         # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
         table = cast(Table, MentoringSession.__table__)
         if self.inserts:
-            returned = db.execute(
-                insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
-                self.inserts,
-            )
-            for session_id, pairing_id, key in returned:
-                self._add_evidence(session_id, self.new_evidence[(pairing_id, key)])
+            # A plain executemany, then the new ids in one SELECT: with RETURNING, rows
+            # went as INSERTs of up to 1,000 rows' values, one statement text per batch
+            # length, which SQLite's statement cache kept (16 MB at medium scale).
+            db.execute(insert(table), self.inserts)
+            pairing_ids = sorted({row["pairing_id"] for row in self.inserts})
+            for chunk in in_lists(pairing_ids):
+                query = select(table.c.id, table.c.pairing_id, table.c.key)
+                for session_id, pairing_id, key in db.execute(
+                    query.where(table.c.pairing_id.in_(chunk))
+                ):
+                    evidence = self.new_evidence.get((pairing_id, key))
+                    if evidence is not None:
+                        self._add_evidence(session_id, evidence)
         if self.updates:
             db.execute(update(MentoringSession), self.updates)
         for chunk in in_lists(self.replaced + self.deleted):

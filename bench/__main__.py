@@ -74,7 +74,7 @@ def offered_arguments(
     figure about 10,000 pairings.
     """
     from bench import common
-    from mentorpulse.sample import SCALES, read_manifest
+    from mentorpulse.sample import SCALES
 
     spec = SCALES[scale]
     offered: dict[str, Any] = {"scale": scale, "pairings": spec.pairs}
@@ -83,7 +83,7 @@ def offered_arguments(
     wanted = set(inspect.signature(fn).parameters)
     if {"org", "org_dir", "workdir", "calendars", "mailboxes"} & wanted:
         org = common.org_dir(scale)
-        people = read_manifest(org).counts["people"]
+        people = common.summary(org).counts["people"]
         offered |= {"org": org, "org_dir": org, "workdir": common.workdir()}
         offered |= {"calendars": people, "mailboxes": people}
     return _arguments(fn, offered)

@@ -22,7 +22,6 @@ import sqlalchemy as sa
 
 from bench import common
 from mentorpulse.model import SyncPage
-from mentorpulse.sample import read_manifest
 from mentorpulse.stages import sync as sync_job
 from mentorpulse.storage.models import Event, EventPairing, Source
 
@@ -103,10 +102,11 @@ def _cursor_bytes(ctx: Any) -> int:
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
     org = common.org_dir(scale)
-    expected = read_manifest(org).counts
+    expected = common.summary(org).counts
     with common.scratch_database(backend, common.workdir()) as url:
         ctx = common.open_context(org, url)
         try:
+            common.reset_peak_rss()  # the ingest's own peak, not the setup's
             total, clock, results = timed_sync(ctx)
             rss = common.peak_rss_mb()
             events = common.table_count(ctx, "events")

@@ -15,13 +15,12 @@ from datetime import timedelta
 from bench import common
 from mentorpulse.reports.export import day_range, write_report
 from mentorpulse.reports.figures import pairing_figures
-from mentorpulse.sample import read_manifest
 from mentorpulse.stages import evaluate_rules, rebuild_sessions
 
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:
     org = common.org_dir(scale)
-    spec = read_manifest(org).spec
+    spec = common.summary(org).spec
     first, last = spec.day - timedelta(days=91), spec.day - timedelta(days=1)
     figures: dict[str, float | int] = {}
     with common.ingested_database(scale, backend, org) as url:

@@ -986,6 +986,8 @@ class IcsConnector:
         self.now = now.astimezone(UTC)
         self.default_zone = default_zone
         self.window = Window.around(now, source.window_past, source.window_future)
+        # One copy of the stamp's texts for every file's entry (16,000 files: 2 MB less).
+        self._stamp = self.window.stamp()
 
     # -- cursor -------------------------------------------------------------------------
 
@@ -993,17 +995,21 @@ class IcsConnector:
         return cursor_entries(cursor, CURSOR_VERSION, "files")
 
     def _cursor(self, entries: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
-        """A JSON-serialisable snapshot: the caller stores it with the page."""
+        """A JSON-serialisable snapshot: the caller stores it with the page.
+
+        The entries themselves are shared, not copied: a file's entry is replaced when
+        the file is read again, never changed in place (a copy of each was 3 MB of a
+        large folder's checkpoint)."""
         return {
             "version": CURSOR_VERSION,
-            **self.window.stamp(),
-            "files": {scope: dict(entry) for scope, entry in sorted(entries.items())},
+            **self._stamp,
+            "files": dict(sorted(entries.items())),
         }
 
     def _entry(self, digest: str, **extra: object) -> dict[str, object]:
         return {
             "sha256": digest,
-            **self.window.stamp(),
+            **self._stamp,
             **{k: v for k, v in extra.items() if v is not None},
         }
 
@@ -1095,7 +1101,12 @@ class IcsConnector:
                 info = os.fstat(file.fileno())
                 if not stat.S_ISREG(info.st_mode):
                     raise _Unread("not a regular file; it is not read")
-                data = file.read(limit + 1)
+                # read(n) allocates n bytes before reading: ask for the file's size (one
+                # more, to see it grew), not for max_bytes (50 MB per file by default).
+                wanted = min(limit, info.st_size) + 1
+                data = file.read(wanted)
+                if len(data) == wanted <= limit:  # it grew since fstat: read on, to the limit
+                    data += file.read(limit + 1 - wanted)
         except OSError as exc:
             raise _Unread(f"cannot read the file ({type(exc).__name__})") from None
         if len(data) > limit:

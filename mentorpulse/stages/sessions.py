@@ -59,7 +59,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     return stats
 
 
-_BATCH = 250  # pairings rebuilt together: memory follows this, not the organisation
+_BATCH = 100  # pairings rebuilt together: memory follows this, not the organisation
 
 
 def _rebuild_batch(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import Attendee, EventRecord, EventStatus, Response, SyncPage
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import in_lists
 from mentorpulse.storage.models import ConferenceAttendance, Event, EventPairing, Pairing
 from mentorpulse.storage.sources import SyncState, note_page
 
@@ -144,7 +144,7 @@ def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:
         return touched
     for ids in _links(db, event_ids).values():
         touched |= ids
-    for chunk in chunks(event_ids):
+    for chunk in in_lists(event_ids):
         db.execute(delete(ConferenceAttendance).where(ConferenceAttendance.event_id.in_(chunk)))
         db.execute(delete(EventPairing).where(EventPairing.event_id.in_(chunk)))
         db.execute(delete(Event).where(Event.id.in_(chunk)))
@@ -153,8 +153,8 @@ def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:
 
 def _flag_events_changed(db: Db, pairing_ids: set[int]) -> None:
     """Mark pairings whose events changed, so the sessions stage rebuilds them."""
-    for chunk in chunks(sorted(pairing_ids)):
-        db.execute(_FLAG_PAIRINGS, {"pairing_ids": list(chunk)})
+    for chunk in in_lists(sorted(pairing_ids)):
+        db.execute(_FLAG_PAIRINGS, {"pairing_ids": chunk})
 
 
 def flag_event_changed(db: Db, event_id: int) -> None:
@@ -204,8 +204,8 @@ def _gone_ids(
     """Rows the page removes: the rest of its scopes, or what it deleted or stopped matching."""
     if page.replaces_scopes:
         gone: list[int] = []
-        for chunk in chunks(page.replaces_scopes):
-            params = {"source_id": source_id, "scopes": list(chunk)}
+        for chunk in in_lists(page.replaces_scopes):
+            params = {"source_id": source_id, "scopes": chunk}
             in_scopes = db.execute(_EVENTS_OF_SCOPES, params)
             gone += [event_id for event_id, provider_id in in_scopes if provider_id not in kept]
         return gone
@@ -217,8 +217,8 @@ def _gone_ids(
 def _ids_by_provider(db: Db, source_id: str, provider_ids: Sequence[str]) -> list[tuple[int, str]]:
     """(row id, provider id) of a source's stored events, by provider id."""
     found: list[tuple[int, str]] = []
-    for chunk in chunks(provider_ids):
-        rows = db.execute(_IDS_BY_PROVIDER, {"source_id": source_id, "provider_ids": list(chunk)})
+    for chunk in in_lists(provider_ids):
+        rows = db.execute(_IDS_BY_PROVIDER, {"source_id": source_id, "provider_ids": chunk})
         found += [(event_id, provider_id) for event_id, provider_id in rows]
     return found
 
@@ -288,8 +288,8 @@ def _stored_events(
 ) -> dict[str, tuple[int, dict[str, Any]]]:
     """provider id → (row id, the values :func:`_event_values` would write) as stored."""
     found: dict[str, tuple[int, dict[str, Any]]] = {}
-    for chunk in chunks(provider_ids):
-        rows = db.execute(_STORED_EVENTS, {"source_id": source_id, "provider_ids": list(chunk)})
+    for chunk in in_lists(provider_ids):
+        rows = db.execute(_STORED_EVENTS, {"source_id": source_id, "provider_ids": chunk})
         for row in rows:
             event_id, provider_id, *values = row
             found[provider_id] = (event_id, dict(zip(_COMPARED, values, strict=True)))
@@ -300,8 +300,8 @@ def _links(db: Db, event_ids: Sequence[int]) -> dict[int, set[int]]:
     links: dict[int, set[int]] = {}
     if not event_ids:
         return links
-    for chunk in chunks(event_ids):
-        for event_id, pairing_id in db.execute(_LINKS_OF, {"event_ids": list(chunk)}):
+    for chunk in in_lists(event_ids):
+        for event_id, pairing_id in db.execute(_LINKS_OF, {"event_ids": chunk}):
             links.setdefault(event_id, set()).add(pairing_id)
     return links
 
@@ -338,12 +338,15 @@ def events_of_pairings(db: Db, ids: Sequence[int]) -> dict[int, list[EventRecord
     """Every stored event copy of each pairing, in the contract's form.
 
     Read as plain rows, not ORM objects: the sessions stage reads every event of the
-    organisation on its first run.
+    organisation on its first run. Through the connection, so that each row becomes a
+    record as it is fetched: the session's ``execute`` fetched a batch's every row first,
+    and both copies were half of the sessions stage's peak.
     """
     found: dict[int, list[EventRecord]] = {i: [] for i in ids}
     table = _EVENTS
-    for chunk in chunks(ids):
-        rows = db.execute(
+    connection = db.connection()
+    for chunk in in_lists(ids):
+        rows = connection.execute(
             select(EventPairing.pairing_id, *table.c)
             .join(table, table.c.id == EventPairing.event_id)
             .where(EventPairing.pairing_id.in_(chunk))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import ERROR, FIRING, OPEN, RESOLVED, FindingState
-from mentorpulse.storage.batch import among, chunks
+from mentorpulse.storage.batch import among, in_lists
 from mentorpulse.storage.models import Finding, JobRun, Pairing, Person, Silence
 
 # The pairing's key rides along in a finding's stored facts (notify shows the facts, and
@@ -28,7 +28,7 @@ _PAIRING_FACT = "pairing"
 def findings_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str, Finding]]:
     """The findings of the pairings, by pairing id and fingerprint."""
     found: dict[int, dict[str, Finding]] = defaultdict(dict)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         query = select(Finding).where(Finding.pairing_id.in_(chunk)).order_by(Finding.id)
         for finding in db.scalars(query):
             found[finding.pairing_id or 0][finding.fingerprint] = finding
@@ -60,7 +60,7 @@ _STATE_COLUMNS = (
 def finding_states_of(db: Db, pairing_ids: Sequence[int]) -> dict[int, dict[str, StoredFinding]]:
     """The findings of the pairings as Core rows, by pairing id and fingerprint."""
     found: dict[int, dict[str, StoredFinding]] = defaultdict(dict)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         query = select(*_STATE_COLUMNS).where(among(db, Finding.pairing_id, chunk))
         query = query.order_by(Finding.id)
         for row in db.execute(query):
@@ -96,7 +96,7 @@ def write_findings(db: Db, writes: FindingWrites, now: datetime) -> None:
     """Store a batch's finding changes (see :class:`FindingWrites`)."""
     connection = db.connection()
     by_id = Finding.id == bindparam("row_id")
-    for chunk in chunks(writes.removed):
+    for chunk in in_lists(writes.removed):
         connection.execute(delete(Finding).where(Finding.id.in_(chunk)))
     if writes.added:
         connection.execute(insert(Finding), writes.added)
@@ -230,7 +230,7 @@ def silences(db: Db, now: datetime, *, expired: bool = False) -> list[Silence]:
 
 def silences_by_id(db: Db, ids: Collection[int]) -> dict[int, Silence]:
     found: dict[int, Silence] = {}
-    for chunk in chunks(sorted(ids)):
+    for chunk in in_lists(sorted(ids)):
         found.update((s.id, s) for s in db.scalars(select(Silence).where(Silence.id.in_(chunk))))
     return found
 

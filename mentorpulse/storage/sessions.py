@@ -15,7 +15,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import Outcome
-from mentorpulse.storage.batch import chunks
+from mentorpulse.storage.batch import in_lists
 from mentorpulse.storage.models import Evidence, MentoringSession, Pairing, Person
 
 # The judged values of a session, compared with a new verdict to tell what changed.
@@ -60,7 +60,7 @@ def stored_sessions(db: Db, pairing_ids: Sequence[int]) -> dict[int, StoredSessi
     table = cast(Table, MentoringSession.__table__)
     columns = [table.c.pairing_id, table.c.key, table.c.id, *(table.c[n] for n in JUDGED)]
     found: dict[int, StoredSessions] = defaultdict(dict)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         for pairing_id, key, row_id, *values in db.execute(
             select(*columns).where(table.c.pairing_id.in_(chunk))
         ):
@@ -109,17 +109,24 @@ class SessionWrites:
         # Core inserts, not ORM bulk ones: those split a batch wherever a value is None.
         table = cast(Table, MentoringSession.__table__)
         if self.inserts:
-            returned = db.execute(
-                insert(table).returning(table.c.id, table.c.pairing_id, table.c.key),
-                self.inserts,
-            )
-            for session_id, pairing_id, key in returned:
-                self._add_evidence(session_id, self.new_evidence[(pairing_id, key)])
+            # A plain executemany, then the new ids in one SELECT: with RETURNING, rows
+            # went as INSERTs of up to 1,000 rows' values, one statement text per batch
+            # length, which SQLite's statement cache kept (16 MB at medium scale).
+            db.execute(insert(table), self.inserts)
+            pairing_ids = sorted({row["pairing_id"] for row in self.inserts})
+            for chunk in in_lists(pairing_ids):
+                query = select(table.c.id, table.c.pairing_id, table.c.key)
+                for session_id, pairing_id, key in db.execute(
+                    query.where(table.c.pairing_id.in_(chunk))
+                ):
+                    evidence = self.new_evidence.get((pairing_id, key))
+                    if evidence is not None:
+                        self._add_evidence(session_id, evidence)
         if self.updates:
             db.execute(update(MentoringSession), self.updates)
-        for chunk in chunks(self.replaced + self.deleted):
+        for chunk in in_lists(self.replaced + self.deleted):
             db.execute(delete(Evidence).where(Evidence.session_id.in_(chunk)))
-        for chunk in chunks(self.deleted):
+        for chunk in in_lists(self.deleted):
             db.execute(delete(MentoringSession).where(MentoringSession.id.in_(chunk)))
         if self.evidence:
             db.execute(insert(cast(Table, Evidence.__table__)), self.evidence)

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
 from mentorpulse.model import ATTENDED, Outcome
-from mentorpulse.storage.batch import among, chunks
+from mentorpulse.storage.batch import among, in_lists
 from mentorpulse.storage.models import (
     Event,
     EventPairing,
@@ -84,7 +84,7 @@ def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
     if ids is None:
         return [PairingRow._make(row) for row in db.execute(query)]
     found: list[PairingRow] = []
-    for chunk in chunks(sorted(ids)):
+    for chunk in in_lists(sorted(ids)):
         rows = db.execute(query.where(among(db, Pairing.id, chunk)))
         found += [PairingRow._make(row) for row in rows]
     return sorted(found, key=lambda row: row.key)
@@ -199,7 +199,7 @@ def sessions_of(
     found: dict[int, list[SessionRow]] = defaultdict(list)
     outcomes, parse = _OUTCOMES, datetime.fromisoformat
     new = tuple.__new__  # SessionRow(...) adds a Python call per row (0.3 s at 300k rows)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         if ending_after is None:
             statement: Any = query.where(among(db, MentoringSession.pairing_id, chunk))
         else:
@@ -258,7 +258,7 @@ def _ending_after(query: Select[Any], in_chunk: ColumnElement[bool], moment: dat
 def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:
     """Each session's evidence, strongest first, as the words ``explain`` shows."""
     found: dict[int, list[str]] = defaultdict(list)
-    for chunk in chunks(session_ids):
+    for chunk in in_lists(session_ids):
         query = (
             select(Evidence.session_id, Evidence.detail)
             .where(Evidence.session_id.in_(chunk))
@@ -272,7 +272,7 @@ def evidence_of(db: Db, session_ids: Sequence[int]) -> dict[int, list[str]]:
 def sources_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, set[str]]:
     """The sources holding an event of each pairing."""
     found: dict[int, set[str]] = defaultdict(set)
-    for chunk in chunks(pairing_ids):
+    for chunk in in_lists(pairing_ids):
         query = (
             select(EventPairing.pairing_id, Event.source_id)
             .join(Event, Event.id == EventPairing.event_id)

@@ -559,8 +559,13 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
     def evaluate(self, view: TimelineView) -> Condition:
         timeline, zone, window = view.timeline, view.zone, self.rule.window
         acts: dict[str, list[datetime]] = {timeline.mentor: [], timeline.mentee: []}
+        ahead: list[datetime] = []  # a cancellation dated after now counts from its time
         for who, at in view.party_acts:
-            if who in acts and in_window(at, window, view.now, zone):
+            if who not in acts:
+                continue
+            if at > view.now:
+                ahead.append(at)
+            elif in_window(at, window, view.now, zone):
                 acts[who].append(at)
         parties = [p for p in (timeline.mentor, timeline.mentee) if len(acts[p]) >= self.rule.count]
         holds = bool(parties)
@@ -572,8 +577,17 @@ class PartyDisengagement(RuleKind[PartyDisengagementRule]):
             severity=self.rule.severity,
             holds=holds,
             since=since,
-            next_deadline=leaves_window(
-                acts[timeline.mentor] + acts[timeline.mentee], window, view.now, zone
+            next_deadline=min(
+                filter(
+                    None,
+                    (
+                        leaves_window(
+                            acts[timeline.mentor] + acts[timeline.mentee], window, view.now, zone
+                        ),
+                        min(ahead, default=None),
+                    ),
+                ),
+                default=None,
             ),
             facts=Facts(
                 lambda: {

@@ -86,6 +86,15 @@ def create_connection(address, *args, **kwargs):
         raise OSError(101, "the test jail has no network beyond loopback")
     return real_connect(address, *args, **kwargs)
 
+def peak_rss_mb():
+    # This process's own high-water mark: VmHWM starts again at exec, while getrusage's
+    # ru_maxrss carries the parent's (pytest's, hundreds of MB late in a suite) across it.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 socket.getaddrinfo, socket.create_connection = getaddrinfo, create_connection
 sys.argv = ["mentorpulse", "--log-json", "sync", "--once", "-c", os.environ["HOSTILE_CONFIG"]]
 code = 0
@@ -98,7 +107,7 @@ finally:
         json.dump({
             "code": code,
             "seconds": time.monotonic() - started,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "attempts": attempts,
         }, out)
 """

@@ -53,7 +53,15 @@ class TryAgain(TransientError):
 
 
 class CursorExpired(ConnectorError):
-    """The provider rejected the cursor: drop it and resync fully, without duplicates."""
+    """The provider rejected the cursor: drop it and resync fully, without duplicates.
+
+    ``calendar`` names the one calendar (the key of its cursor entry: a Google user, a
+    mailbox) whose token was rejected, when the connector knows: only that calendar is
+    then read again. None: the whole cursor."""
+
+    def __init__(self, source_id: str, message: str, calendar: str | None = None) -> None:
+        super().__init__(source_id, message)
+        self.calendar = calendar
 
 
 class AuthError(ConnectorError):

@@ -310,7 +310,9 @@ class GoogleConnector:
     def _failed(self, outcome: Outcome, state: _Calendar) -> ItemError:
         """One call's final error: raised for the source, or this calendar skipped."""
         error = outcome.error
-        if isinstance(error, CursorExpired | AuthError):
+        if isinstance(error, CursorExpired):  # this calendar's token only
+            raise CursorExpired(self.source_id, error.message, calendar=outcome.user)
+        if isinstance(error, AuthError):
             raise error
         if isinstance(error, NoCalendar):
             return self._skip(outcome.user, error.reason)

@@ -256,6 +256,12 @@ def _narrowed(source_config: SourceConfig, calendars: Sequence[str]) -> SourceCo
     return source_config
 
 
+def stored_cursor(db: Db, source_config: SourceConfig) -> dict[str, object] | None:
+    """The source's whole cursor as stored (the first shard's part and every calendar's
+    entry), as its connector would read it: for tools and tests."""
+    return sources.stored_cursor(db, source_config.id, _entries_key(source_config))
+
+
 def _split(
     cursor: Mapping[str, object], key: str | None, calendars: Sequence[str]
 ) -> tuple[dict[str, object], dict[str, object | None]]:

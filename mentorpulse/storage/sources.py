@@ -330,13 +330,10 @@ def stored_cursor(db: Db, source_id: str, entries_key: str | None) -> dict[str, 
     rest = shard_cursor(db, source_id, f"{source_id}#0")
     if entries_key is None:
         return rest
-    entries: dict[str, Any] = dict(
-        db.execute(
-            select(SyncCursor.calendar, SyncCursor.entry).where(
-                SyncCursor.source_id == source_id, SyncCursor.entry.is_not(None)
-            )
-        ).tuples()
+    rows = db.execute(
+        select(SyncCursor.calendar, SyncCursor.entry).where(SyncCursor.source_id == source_id)
     )
+    entries: dict[str, Any] = {calendar: entry for calendar, entry in rows if entry is not None}
     if rest is None and not entries:
         return None
     return {**(rest or {}), entries_key: entries}

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session as Db
 
 from mentorpulse.connectors.caldav import CaldavConnector
 from mentorpulse.model import Response
-from mentorpulse.storage.models import Source
+from mentorpulse.storage.models import SyncShard
 from tests.connectors.contract import (
     ACCEPTED,
     CATCH_UP,
@@ -110,11 +110,11 @@ class LiveCaldav(LiveSource):
     def expire_cursor(self, harness: Harness) -> None:
         """The server forgets our sync tokens (restored from a backup, say)."""
         with Db(harness.engine) as db, db.begin():
-            source = db.get_one(Source, SOURCE)
-            cursor: Any = source.cursor
+            shard = db.get_one(SyncShard, (SOURCE, f"{SOURCE}#0"))  # CalDAV: one shard
+            cursor: Any = shard.cursor
             entries = cursor["calendars"]
             assert all("sync_token" in entry for entry in entries.values()), entries
-            source.cursor = {
+            shard.cursor = {
                 **cursor,
                 "calendars": {
                     key: {**entry, "sync_token": f"urn:forgotten-{n}"}

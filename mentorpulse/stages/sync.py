@@ -450,7 +450,8 @@ def _read(
     held_now: set[str] = set()
     expired: set[str] = set()
     connector: Connector | None = None
-    while active := [c for c in calendars if c not in held_now]:
+    pending = list(calendars)  # those still to read in this run
+    while active := [c for c in pending if c not in held_now]:
         _close(connector)
         connector = build_connector(
             _narrowed(source_config, active),
@@ -471,7 +472,8 @@ def _read(
             )
             break
         except CursorExpired as gone:
-            again = [gone.calendar] if gone.calendar in active else active
+            named = [c for c in gone.calendars if c in active]
+            again = named or active
             if expired.issuperset(again):
                 raise  # read from scratch already in this run: a fault, not an expiry
             expired.update(again)
@@ -479,13 +481,16 @@ def _read(
                 "source_cursor_expired",
                 source=shard.source_id,
                 shard=shard.key,
-                calendar=gone.calendar,
+                calendars=len(again),
+                calendar=again[0] if named else None,
                 error=gone.message,
             )
             with ctx.db.begin() as db:
                 sources.lock_source(db, shard.source_id)
-                _begin_resync(db, shard, again, now, whole=gone.calendar not in active)
+                _begin_resync(db, shard, again, now, whole=not named)
                 _aggregate(db, source_config)
+            if named and gone.others_complete:
+                pending = named  # the rest were read to the end
         except _Held as held:
             with ctx.db.begin() as db:
                 sources.lock_source(db, shard.source_id)

@@ -23,13 +23,26 @@ MAX_ITEM_ERRORS = 200  # per source; the newest are kept
 
 
 def ensure_source(db: Db, source_id: str, kind: str) -> Source:
-    """The source's row, created healthy on its first sync."""
+    """The source's row, created healthy on its first sync (by whichever of its shards
+    comes first: the others find it)."""
     source = db.get(Source, source_id)
     if source is None:
-        source = Source(id=source_id, kind=kind, healthy=True, events_dropped=0, item_errors=[])
-        db.add(source)
-        db.flush()
+        row = {"id": source_id, "kind": kind, "healthy": True, "events_dropped": 0}
+        db.execute(_insert_ignoring(db, Source), [{**row, "item_errors": [], "failures": 0}])
+        source = db.get_one(Source, source_id)
     return source
+
+
+def _insert_ignoring(db: Db, model: type[Source | ResyncSeen]) -> Insert:
+    """An INSERT that skips rows whose key exists (someone else inserted them)."""
+    # The dialect's module is imported on first use: SQLite never loads PostgreSQL's.
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model).on_conflict_do_nothing()
 
 
 def get_source(db: Db, source_id: str) -> Source:
@@ -377,16 +390,7 @@ def stage_seen(db: Db, source_id: str, provider_ids: Iterable[str], calendar: st
     ]
     if not rows:
         return
-    # The dialect's module is imported on first use: SQLite never loads PostgreSQL's.
-    statement: Insert
-    if db.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement = pg_insert(ResyncSeen).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(ResyncSeen).on_conflict_do_nothing()
+    statement = _insert_ignoring(db, ResyncSeen)
     for chunk in chunks(rows):
         db.execute(statement, list(chunk))
 

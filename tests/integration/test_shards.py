@@ -188,7 +188,8 @@ def test_shards_of_a_thousand_calendars_sync_each_calendar_once(
     assert _full(google.fake, before) == Counter()
     assert _stored(ctx) == _expected(google, users)
     source = _source(ctx)
-    assert source.healthy and source.last_success_at == NOW
+    assert source.healthy
+    assert source.last_success_at == NOW
 
 
 @pytest.mark.postgres
@@ -242,12 +243,14 @@ def test_an_expired_token_resyncs_only_its_calendar(
 
     (result,) = stages.sync_sources(ctx)
     assert result.ok, result.error
-    assert result.resynced and result.deleted == 1
+    assert result.resynced
+    assert result.deleted == 1
     assert _full(google.fake, before) == Counter({expired: 1})
     assert _requests(google.fake, before) == Counter({**dict.fromkeys(users, 1), expired: 2})
     assert _stored(ctx) == _expected(google, users)
     source = _source(ctx)
-    assert source.resync_started_at is None and source.healthy
+    assert source.resync_started_at is None
+    assert source.healthy
 
 
 class Crash(BaseException):
@@ -324,12 +327,14 @@ def test_mass_deletion_of_one_calendar_is_held_while_the_others_apply(
     (held,) = stages.sync_sources(ctx)
     assert not held.ok
     assert held.held_deletions == 12
-    assert held.error is not None and f"calendar {emptied} would delete 12 of its 12" in held.error
+    assert held.error is not None
+    assert f"calendar {emptied} would delete 12 of its 12" in held.error
     stored = _stored(ctx)
     assert kept <= stored  # held back
     assert {f"{users[2]}/new", f"{users[4]}/other"} <= stored  # the others went through
     source = _source(ctx)
-    assert not source.healthy and source.held_deletions == 12
+    assert not source.healthy
+    assert source.held_deletions == 12
     with ctx.db() as db:
         assert "deletions held" in stale_sources(db, ctx.config, NOW)["gw"]
         rows = dict(db.execute(select(SyncCursor.calendar, SyncCursor.held_deletions)).all())
@@ -342,7 +347,8 @@ def test_mass_deletion_of_one_calendar_is_held_while_the_others_apply(
     assert _full(google.fake, before) == Counter({emptied: 1})  # the confirming listing
     assert _stored(ctx) == _expected(google, users)
     source = _source(ctx)
-    assert source.healthy and source.held_deletions is None
+    assert source.healthy
+    assert source.held_deletions is None
 
 
 def test_a_failing_shard_makes_the_source_unhealthy(
@@ -356,14 +362,17 @@ def test_a_failing_shard_makes_the_source_unhealthy(
     assert stages.sync_shard(ctx, shard0).ok  # the last to run succeeded...
     source = _source(ctx)
     assert not source.healthy  # ...and the source still says a shard fails
-    assert source.last_error is not None and "gw#1" in source.last_error
+    assert source.last_error is not None
+    assert "gw#1" in source.last_error
     assert source.last_success_at is None  # shard 1 never synced
     with ctx.db() as db:
         assert "gw" in stale_sources(db, ctx.config, NOW)
     google.fake.faults.clear()
     assert stages.sync_shard(ctx, shard1).ok
     source = _source(ctx)
-    assert source.healthy and source.last_error is None and source.last_success_at == NOW
+    assert source.healthy
+    assert source.last_error is None
+    assert source.last_success_at == NOW
 
 
 def test_resharding_keeps_every_cursor_entry(
@@ -388,3 +397,65 @@ def test_resharding_keeps_every_cursor_entry(
         count = db.scalar(select(func.count()).select_from(Event))
     assert shards == {"gw#0", "gw#1", "gw#2"}
     assert count == len(_expected(google, users))
+
+
+def test_migration_moves_each_calendars_cursor_entry(database_url: str) -> None:
+    """A database synced before shards keeps every cursor entry: per calendar for a Google
+    source, whole in its one shard for an ICS one; the health moves to the first shard."""
+    from sqlalchemy import insert
+
+    from mentorpulse.storage.engine import make_engine
+    from mentorpulse.storage.migrate import upgrade
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine, "source_reauth")
+        google_cursor = {
+            "version": 1,
+            "calendars": {"a@example.org": {"sync_token": "ta"}, "b@example.org": {}},
+            "dense_series": ["a@example.org/s1"],
+        }
+        ics_cursor = {"version": 3, "files": {"x.ics": "digest"}}
+        with engine.begin() as connection:
+            connection.execute(
+                insert(Source.__table__),
+                [
+                    _legacy_row("gw", "google", google_cursor, healthy=False, error="quota"),
+                    _legacy_row("ics", "ics", ics_cursor, healthy=True, error=None),
+                ],
+            )
+        upgrade(engine)
+        with engine.connect() as connection:
+            entries = {
+                (r.source_id, r.calendar): r.entry
+                for r in connection.execute(select(SyncCursor.__table__))
+            }
+            shards = {r.shard: r for r in connection.execute(select(SyncShard.__table__))}
+            left = set(connection.scalars(select(Source.__table__.c.cursor)))
+        assert entries == {
+            ("gw", "a@example.org"): {"sync_token": "ta"},
+            ("gw", "b@example.org"): {},
+            ("ics", ""): None,
+        }
+        assert shards["gw#0"].cursor == {"version": 1, "dense_series": ["a@example.org/s1"]}
+        assert (shards["gw#0"].healthy, shards["gw#0"].last_error) == (False, "quota")
+        assert shards["ics#0"].cursor == ics_cursor
+        assert left == {None}
+    finally:
+        engine.dispose()
+
+
+def _legacy_row(
+    source_id: str, kind: str, cursor: dict[str, Any], *, healthy: bool, error: str | None
+) -> dict[str, Any]:
+    return {
+        "id": source_id,
+        "kind": kind,
+        "cursor": cursor,
+        "healthy": healthy,
+        "last_error": error,
+        "last_success_at": NOW,
+        "events_dropped": 0,
+        "item_errors": [],
+        "failures": 0 if healthy else 2,
+    }

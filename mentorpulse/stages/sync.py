@@ -43,7 +43,7 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.backoff import SOURCE_BACKOFF
-from mentorpulse.config.schema import GoogleSource, MailboxSource, MicrosoftSource
+from mentorpulse.config.schema import CaldavSource, GoogleSource, MailboxSource, MicrosoftSource
 from mentorpulse.connectors.base import (
     AttendanceSource,
     AuthError,
@@ -472,25 +472,8 @@ def _read(
             )
             break
         except CursorExpired as gone:
-            named = [c for c in gone.calendars if c in active]
-            again = named or active
-            if expired.issuperset(again):
-                raise  # read from scratch already in this run: a fault, not an expiry
-            expired.update(again)
-            log.warning(
-                "source_cursor_expired",
-                source=shard.source_id,
-                shard=shard.key,
-                calendars=len(again),
-                calendar=again[0] if named else None,
-                error=gone.message,
-            )
-            with ctx.db.begin() as db:
-                sources.lock_source(db, shard.source_id)
-                _begin_resync(db, shard, again, now, whole=not named)
-                _aggregate(db, source_config)
-            if named and gone.others_complete:
-                pending = named  # the rest were read to the end
+            again = _expired(ctx, shard, source_config, active, gone, expired=expired, now=now)
+            pending = again or pending
         except _Held as held:
             with ctx.db.begin() as db:
                 sources.lock_source(db, shard.source_id)
@@ -499,9 +482,63 @@ def _read(
             held_now.add(held.calendar)
     with ctx.db.begin() as db:
         sources.lock_source(db, shard.source_id)
-        _finish(db, shard, [c for c in calendars if c not in held_now], result, now)
+        reading = [c for c in calendars if c not in held_now]
+        _finish(db, shard, source_config, reading, result=result, now=now)
         _aggregate(db, source_config)
     return connector
+
+
+def _expired(
+    ctx: Context,
+    shard: Shard,
+    source_config: SourceConfig,
+    active: Sequence[str],
+    gone: CursorExpired,
+    *,
+    expired: set[str],
+    now: datetime,
+) -> list[str] | None:
+    """Begin the resync an expired cursor calls for: of the calendars it names, else of
+    all ``active``. Returns what is left to read in this run (None: ``active`` again)."""
+    named = [c for c in gone.calendars if c in active]
+    # A CalDAV calendar, found while reading: its events are those under its path.
+    inner = [c for c in gone.calendars if c] if not named and _scoped(source_config) else []
+    again = named or inner or list(active)
+    if expired.issuperset(again):
+        raise gone  # read from scratch already in this run: a fault, not an expiry
+    expired.update(again)
+    log.warning(
+        "source_cursor_expired",
+        source=shard.source_id,
+        shard=shard.key,
+        calendars=len(again),
+        calendar=again[0] if named or inner else None,
+        error=gone.message,
+    )
+    with ctx.db.begin() as db:
+        sources.lock_source(db, shard.source_id)
+        sources.calendar_states(db, shard.source_id, again)  # their rows, if new
+        _begin_resync(db, shard, again, now, whole=not (named or inner))
+        _forget_entries(db, shard, inner)
+        _aggregate(db, source_config)
+    return named if named and gone.others_complete else None
+
+
+def _scoped(source_config: SourceConfig) -> bool:
+    """Whether the source's calendars are found while reading and each event's scope
+    begins with its calendar's key (CalDAV: the calendar's path, then the object's)."""
+    return isinstance(source_config, CaldavSource)
+
+
+def _forget_entries(db: Db, shard: Shard, calendars: Sequence[str]) -> None:
+    """Drop these calendars' entries from the shard's part of the cursor (where a source
+    whose calendars are found while reading keeps them): they are read from scratch."""
+    rest = sources.shard_cursor(db, shard.source_id, shard.key)
+    entries = rest.get("calendars") if rest else None
+    if not calendars or rest is None or not isinstance(entries, dict):
+        return
+    kept = {k: v for k, v in entries.items() if k not in calendars}
+    sources.write_shard_cursor(db, shard.source_id, shard.key, {**rest, "calendars": kept})
 
 
 def _aggregate(db: Db, source_config: SourceConfig) -> None:
@@ -608,7 +645,8 @@ def _pull(
     with ctx.db.begin() as db:
         states = sources.calendar_states(db, source_id, calendars)
         totals = sources.event_counts_by_calendar(db, source_id, calendars)
-        rest = sources.shard_cursor(db, source_id, shard.key)
+        rest: Mapping[str, object] | None = sources.shard_cursor(db, source_id, shard.key)
+        inner = _inner_resyncs(db, source_config)
     written: dict[str, object | None] = {c: s.entry for c, s in states.items()}
     resyncing = {c for c, s in states.items() if s.resync_started_at is not None}
     holding = {c for c, s in states.items() if s.held_deletions is not None}
@@ -634,16 +672,10 @@ def _pull(
                 total = totals.get(calendar, 0)
                 if calendar not in holding and _is_mass_deletion(proposed, total):
                     raise _Held(calendar, proposed, total)  # leaving the block rolls back
-            if resyncing:
-                _stage(db, source_id, page, resyncing, split=key is not None)
+            if resyncing or inner:
+                _stage(db, source_id, page, resyncing, inner, split=key is not None)
             if page.cursor is not None:
-                new_rest, entries = _split(page.cursor, key, calendars)
-                changed = {c: e for c, e in entries.items() if e != written.get(c)}
-                sources.write_entries(db, source_id, changed)
-                written.update(changed)
-                if new_rest != rest:
-                    sources.write_shard_cursor(db, source_id, shard.key, new_rest)
-                    rest = new_rest
+                rest = _store_cursor(db, shard, page.cursor, key, written=written, rest=rest)
         deleted_so_far.update(deleted)
         progress.page(source_id, len(page.records))
         result.pages += 1
@@ -654,6 +686,27 @@ def _pull(
         result.item_errors += len(page.errors)
 
 
+def _store_cursor(
+    db: Db,
+    shard: Shard,
+    cursor: Mapping[str, object],
+    key: str | None,
+    *,
+    written: dict[str, object | None],
+    rest: Mapping[str, object] | None,
+) -> Mapping[str, object]:
+    """A page's cursor: the entries of the calendars it changed, and the shard's part if it
+    changed. ``written`` (each calendar's entry as stored) is kept up to date; returns
+    the shard's part as stored now."""
+    new_rest, entries = _split(cursor, key, list(written))
+    changed = {c: e for c, e in entries.items() if e != written.get(c)}
+    sources.write_entries(db, shard.source_id, changed)
+    written.update(changed)
+    if new_rest != rest:
+        sources.write_shard_cursor(db, shard.source_id, shard.key, new_rest)
+    return new_rest
+
+
 def _per_calendar(by_owner: Mapping[str | None, int], *, split: bool) -> dict[str, int]:
     """Deletions by calendar; a source without calendar entries is one calendar (``""``)."""
     if not split:
@@ -662,15 +715,32 @@ def _per_calendar(by_owner: Mapping[str | None, int], *, split: bool) -> dict[st
     return {owner: n for owner, n in by_owner.items() if owner is not None}
 
 
-def _stage(db: Db, source_id: str, page: SyncPage, resyncing: set[str], *, split: bool) -> None:
+def _inner_resyncs(db: Db, source_config: SourceConfig) -> list[str]:
+    """The calendars of a CalDAV source being read from scratch (see :func:`_scoped`)."""
+    if not _scoped(source_config):
+        return []
+    return [c for c in sources.resyncing(db, source_config.id) if c]
+
+
+def _stage(
+    db: Db,
+    source_id: str,
+    page: SyncPage,
+    resyncing: set[str],
+    inner: Sequence[str],
+    *,
+    split: bool,
+) -> None:
     """Stage the page's records of the calendars being read from scratch as seen."""
-    if not split:
-        sources.stage_seen(db, source_id, [r.provider_id for r in page.records])
-        return
     by_calendar: dict[str, list[str]] = {}
-    for record in page.records:
-        if record.calendar_owner in resyncing:
+    for record, scope in zip(page.records, page.record_scopes(), strict=True):
+        if not split and "" in resyncing:
+            by_calendar.setdefault("", []).append(record.provider_id)
+        if split and record.calendar_owner in resyncing:
             by_calendar.setdefault(record.calendar_owner, []).append(record.provider_id)
+        for calendar in inner:
+            if scope is not None and scope.startswith(calendar):
+                by_calendar.setdefault(calendar, []).append(record.provider_id)
     for calendar, ids in by_calendar.items():
         sources.stage_seen(db, source_id, ids, calendar)
 
@@ -697,38 +767,36 @@ def _begin_resync(
 
 
 def _finish(
-    db: Db, shard: Shard, calendars: Sequence[str], result: SourceResult, now: datetime
+    db: Db,
+    shard: Shard,
+    source_config: SourceConfig,
+    calendars: Sequence[str],
+    *,
+    result: SourceResult,
+    now: datetime,
 ) -> None:
     """The listing completed: reconcile each calendar's resync (holding a mass deletion
     for confirmation), then mark the shard healthy unless deletions are held."""
     source_id = shard.source_id
-    states = sources.calendar_states(db, source_id, calendars)
+    inner = _inner_resyncs(db, source_config)
+    states = sources.calendar_states(db, source_id, [*calendars, *inner])
     resyncing = [c for c, s in states.items() if s.resync_started_at is not None]
-    totals = sources.event_counts_by_calendar(db, source_id, resyncing) if resyncing else {}
+    totals = sources.event_counts_by_calendar(
+        db, source_id, [c for c in resyncing if c not in inner]
+    )
+    for calendar in inner:
+        totals[calendar] = sources.event_count_under(db, source_id, calendar)
     for calendar in resyncing:
-        state = states[calendar]
-        unseen = sources.unseen_events(db, source_id, calendar)
-        total = totals.get(calendar, 0)
-        if state.held_deletions is None and _is_mass_deletion(len(unseen), total):
-            _hold(db, shard, _Held(calendar, len(unseen), total), now=now, result=result)
-            continue
-        if unseen:
-            result.deleted += events.delete_events(db, source_id, unseen)
-        if state.held_deletions is not None:
-            log.warning(
-                "source_deletions_confirmed",
-                source=source_id,
-                calendar=calendar or None,
-                held=state.held_deletions,
-                deleted=len(unseen),
-            )
-        sources.resync_done(db, source_id, calendar)
-        result.resynced = True
-        log.info(
-            "source_resync_completed",
-            source=source_id,
-            calendar=calendar or None,
-            removed=len(unseen),
+        unseen = sources.unseen_events(db, source_id, calendar, by_scope=calendar in inner)
+        _reconcile(
+            db,
+            shard,
+            calendar,
+            states[calendar],
+            unseen=unseen,
+            total=totals[calendar],
+            result=result,
+            now=now,
         )
     row = sources.ensure_shard(db, source_id, shard.key)
     if result.held_deletions is not None:
@@ -743,6 +811,43 @@ def _finish(
     row.next_attempt_at = None
 
 
+def _reconcile(
+    db: Db,
+    shard: Shard,
+    calendar: str,
+    state: sources.CalendarState,
+    *,
+    unseen: list[str],
+    total: int,
+    result: SourceResult,
+    now: datetime,
+) -> None:
+    """A calendar read from scratch: remove what the listing did not see, unless that is
+    most of it and not yet confirmed (then it is held, and read from scratch again)."""
+    source_id = shard.source_id
+    if state.held_deletions is None and _is_mass_deletion(len(unseen), total):
+        _hold(db, shard, _Held(calendar, len(unseen), total), now=now, result=result)
+        return
+    if unseen:
+        result.deleted += events.delete_events(db, source_id, unseen)
+    if state.held_deletions is not None:
+        log.warning(
+            "source_deletions_confirmed",
+            source=source_id,
+            calendar=calendar or None,
+            held=state.held_deletions,
+            deleted=len(unseen),
+        )
+    sources.resync_done(db, source_id, calendar)
+    result.resynced = True
+    log.info(
+        "source_resync_completed",
+        source=source_id,
+        calendar=calendar or None,
+        removed=len(unseen),
+    )
+
+
 def _hold(db: Db, shard: Shard, held: _Held, *, now: datetime, result: SourceResult) -> None:
     """Report a mass deletion of one calendar instead of applying it; a second full
     listing of that calendar decides."""
@@ -755,6 +860,7 @@ def _hold(db: Db, shard: Shard, held: _Held, *, now: datetime, result: SourceRes
     sources.hold_deletions(db, shard.source_id, calendar, proposed, now)
     if not calendar:  # the source is one calendar: its whole cursor lives in the shard
         sources.write_shard_cursor(db, shard.source_id, shard.key, None)
+    _forget_entries(db, shard, [calendar])  # a CalDAV calendar's lives there too
     result.ok = False
     result.error = message if result.error is None else f"{result.error}; {message}"
     result.held_deletions = (result.held_deletions or 0) + proposed

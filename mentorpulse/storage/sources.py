@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import ItemError
@@ -395,13 +395,40 @@ def stage_seen(db: Db, source_id: str, provider_ids: Iterable[str], calendar: st
         db.execute(statement, list(chunk))
 
 
-def unseen_events(db: Db, source_id: str, calendar: str = "") -> list[str]:
-    """Provider ids of the calendar's stored events (``""``: the source's) that its resync
-    did not stage as seen."""
+def resyncing(db: Db, source_id: str) -> list[str]:
+    """The source's calendars being read from scratch."""
+    return list(
+        db.scalars(
+            select(SyncCursor.calendar).where(
+                SyncCursor.source_id == source_id, SyncCursor.resync_started_at.is_not(None)
+            )
+        )
+    )
+
+
+def _under(prefix: str) -> ColumnElement[bool]:
+    """Events whose scope begins with ``prefix`` (no LIKE: a path may hold ``_`` or ``%``)."""
+    return func.substr(Event.scope, 1, len(prefix)) == prefix
+
+
+def event_count_under(db: Db, source_id: str, prefix: str) -> int:
+    """How many of the source's events have a scope that begins with ``prefix``."""
+    query = select(func.count()).where(Event.source_id == source_id, _under(prefix))
+    return db.scalar(query) or 0
+
+
+def unseen_events(
+    db: Db, source_id: str, calendar: str = "", *, by_scope: bool = False
+) -> list[str]:
+    """Provider ids of the calendar's stored events (``""``: the source's; ``by_scope``:
+    those whose scope begins with ``calendar``, else those it owns) that its resync did
+    not stage as seen."""
     staged = select(ResyncSeen.provider_id).where(
         ResyncSeen.source_id == source_id, ResyncSeen.calendar == calendar
     )
     mine = Event.source_id == source_id
-    if calendar:
+    if by_scope:
+        mine = mine & _under(calendar)
+    elif calendar:
         mine = mine & (Event.calendar_owner == calendar)
     return list(db.scalars(select(Event.provider_id).where(mine, Event.provider_id.not_in(staged))))

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mentorpulse import stages
 from mentorpulse.connectors.google import GoogleConnector
 from mentorpulse.model import SyncPage
 from mentorpulse.stages import sync as sync_stage
 from mentorpulse.stages.source_health import stale_sources
+from mentorpulse.storage.locks import one_at_a_time
 from mentorpulse.storage.models import Event, Source, SyncCursor, SyncShard
 from tests.fakes.google_api import Fault, GoogleFake, RunningFake, serve
 
@@ -226,6 +228,50 @@ def test_two_shards_at_once_lose_no_cursor_entry(
         shards = {s.shard: s.healthy for s in db.scalars(select(SyncShard))}
     assert shards == {"gw#0": True, "gw#1": True}
     assert _source(ctx).healthy
+
+
+@pytest.mark.postgres
+def test_a_second_run_of_the_same_shard_waits_for_the_first(
+    google: RunningFake, tmp_path: Path, pg_url: str, opened: list[stages.Context]
+) -> None:
+    users = organisation(google, 4)
+    path = deploy(google, tmp_path, pg_url, users, 2)
+    ctx = open_context(path, opened)
+    [shard0, shard1] = stages.sync_plan(ctx)
+    second = open_context(path, opened)
+    results: list[stages.SourceResult] = []
+    with one_at_a_time(ctx.engine, f"sync:{shard0.key}"):  # a first run holds shard 0
+        waiting = threading.Thread(target=lambda: results.append(stages.sync_shard(second, shard0)))
+        waiting.start()
+        _until(lambda: _advisory_waiters(ctx) == 1)
+        assert stages.sync_shard(ctx, shard1).ok  # another shard is not held up
+        assert set(_requests(google.fake)) == set(users[2:])  # shard 0's read nothing
+        assert not results
+    waiting.join(timeout=120)
+    assert [r.ok for r in results] == [True]
+    assert _requests(google.fake) == Counter(dict.fromkeys(users, 1))
+
+
+def _advisory_waiters(ctx: stages.Context) -> int:
+    """Sessions of this test's database waiting for an advisory lock."""
+    with ctx.engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            )
+            or 0
+        )
+
+
+def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.05)
 
 
 def test_an_expired_token_resyncs_only_its_calendar(

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import func, select, text
@@ -117,25 +116,15 @@ def open_context(path: Path, contexts: list[stages.Context]) -> stages.Context:
     return ctx
 
 
-def _calendar_calls(fake: GoogleFake) -> list[tuple[str, Mapping[str, str]]]:
-    """(calendar, query) of each events.list call so far."""
-    found = []
-    for path, query in fake.calls:
-        parts = path.split("/calendars/")
-        if len(parts) == 2 and parts[1].endswith("/events"):
-            found.append((unquote(parts[1][: -len("/events")]), query))
-    return found
-
-
 def _requests(fake: GoogleFake, since: int = 0) -> Counter[str]:
     """Calls per calendar, from the ``since``-th call on."""
-    return Counter(c for c, _q in _calendar_calls(fake)[since:])
+    return Counter(c for c, _q in fake.calendar_calls()[since:])
 
 
 def _full(fake: GoogleFake, since: int = 0) -> Counter[str]:
     """Full listings started per calendar (no sync token, no page token)."""
     return Counter(
-        c for c, q in _calendar_calls(fake)[since:] if "syncToken" not in q and "pageToken" not in q
+        c for c, q in fake.calendar_calls()[since:] if "syncToken" not in q and "pageToken" not in q
     )
 
 
@@ -181,7 +170,7 @@ def test_shards_of_a_thousand_calendars_sync_each_calendar_once(
     assert len(_entries(ctx)) == CALENDARS
 
     # The CLI's pass: every shard again, one result for the source; nothing changed.
-    before = len(_calendar_calls(google.fake))
+    before = len(google.fake.calendar_calls())
     meet(google, users[10], users[11], "late", NOW - timedelta(days=1))
     (result,) = stages.sync_sources(ctx)
     assert result.ok, result.error
@@ -285,7 +274,7 @@ def test_an_expired_token_resyncs_only_its_calendar(
     with google.fake.lock:
         del google.fake.calendars[expired].events["p4-1"]
     google.fake.expire_sync_tokens(expired)
-    before = len(_calendar_calls(google.fake))
+    before = len(google.fake.calendar_calls())
 
     (result,) = stages.sync_sources(ctx)
     assert result.ok, result.error
@@ -347,10 +336,10 @@ def test_an_interrupted_calendar_resync_resumes(
     assert resyncing == {expired}
     assert f"{expired}/p2-5" in _stored(ctx)  # nothing removed before the listing completes
 
-    before = len(_calendar_calls(google.fake))
+    before = len(google.fake.calendar_calls())
     (result,) = stages.sync_sources(ctx)
     assert result.ok, result.error
-    resumed = [q for c, q in _calendar_calls(google.fake)[before:] if c == expired]
+    resumed = [q for c, q in google.fake.calendar_calls()[before:] if c == expired]
     assert "pageToken" in resumed[0], "the listing resumed where it stopped"
     assert _full(google.fake, before) == Counter()
     assert _stored(ctx) == _expected(google, users)
@@ -386,7 +375,7 @@ def test_mass_deletion_of_one_calendar_is_held_while_the_others_apply(
         rows = dict(db.execute(select(SyncCursor.calendar, SyncCursor.held_deletions)).all())
     assert {c: h for c, h in rows.items() if h is not None} == {emptied: 12}
 
-    before = len(_calendar_calls(google.fake))
+    before = len(google.fake.calendar_calls())
     (confirmed,) = stages.sync_sources(ctx)
     assert confirmed.ok, confirmed.error
     assert confirmed.deleted == 12
@@ -433,7 +422,7 @@ def test_resharding_keeps_every_cursor_entry(
     path.write_text(json.dumps(config))
     ctx = open_context(path, opened)
     assert len(stages.sync_plan(ctx)) == 3
-    before = len(_calendar_calls(google.fake))
+    before = len(google.fake.calendar_calls())
     (result,) = stages.sync_sources(ctx)
     assert result.ok, result.error
     assert _full(google.fake, before) == Counter()  # every calendar went on from its token

@@ -99,12 +99,14 @@ class Pairing(Base):
 
 
 class Source(Base):
-    """A configured calendar source, its resume cursor and its health."""
+    """A configured calendar source and its health: the aggregate of its shards'
+    (:class:`SyncShard`) and calendars' (:class:`SyncCursor`), which hold its cursor."""
 
     __tablename__ = "sources"
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
+    # Unused since the sync_shards migration moved it into SyncCursor and SyncShard rows.
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     roster_fingerprint: Mapped[str | None] = mapped_column(String(64))
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -182,6 +184,7 @@ class SyncShard(Base):
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
     )
     shard: Mapped[str] = mapped_column(String(120), primary_key=True)  # Shard.key
+    # Unused since the sync_shards migration moved it into SyncCursor and SyncShard rows.
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     roster_fingerprint: Mapped[str | None] = mapped_column(String(64))
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -319,11 +319,20 @@ class IcsSource(SourceBase):
         return self
 
 
+# Calendars (users, mailboxes) per unit of sync work: a few seconds' worth (bench/README).
+SHARD_SIZE = 200
+
+
 class MailboxSource(SourceBase):
     """A source that reads the calendars of listed mailboxes (Microsoft 365, Exchange)."""
 
     mailboxes: tuple[str, ...] = Field(
         (), description="Mailboxes (primary SMTP address or UPN) to read, at least one."
+    )
+    shard_size: int = Field(
+        SHARD_SIZE,
+        ge=1,
+        description="Mailboxes per shard: the unit of sync work a worker takes (sorted chunks).",
     )
 
     def owners(self) -> tuple[str, ...]:
@@ -429,6 +438,11 @@ class GoogleSource(SourceBase):
         ge=1,
         le=1000,
         description="Calls per batch request (Google allows 1,000; big ones hit rate limits).",
+    )
+    shard_size: int = Field(
+        SHARD_SIZE,
+        ge=1,
+        description="Calendars per shard: the unit of sync work a worker takes (sorted chunks).",
     )
     quota_share: float = Field(
         0.5, gt=0, le=1, description="Share of the API quotas this poller may use."

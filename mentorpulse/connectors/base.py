@@ -53,7 +53,30 @@ class TryAgain(TransientError):
 
 
 class CursorExpired(ConnectorError):
-    """The provider rejected the cursor: drop it and resync fully, without duplicates."""
+    """The provider rejected the cursor: drop it and resync fully, without duplicates.
+
+    ``calendars`` names the calendars (the keys of their cursor entries: Google users,
+    mailboxes) whose tokens were rejected, when the connector knows: only those are then
+    read again; empty: the whole cursor. ``others_complete``: the connector read every
+    other calendar to the end before raising, so only those need reading again now."""
+
+    def __init__(
+        self,
+        source_id: str,
+        message: str,
+        calendar: str | None = None,
+        *,
+        calendars: tuple[str, ...] = (),
+        others_complete: bool = False,
+    ) -> None:
+        super().__init__(source_id, message)
+        self.calendars = calendars or ((calendar,) if calendar is not None else ())
+        self.others_complete = others_complete
+
+    @property
+    def calendar(self) -> str | None:
+        """The (first) calendar whose token was rejected; None: the whole cursor."""
+        return self.calendars[0] if self.calendars else None
 
 
 class AuthError(ConnectorError):

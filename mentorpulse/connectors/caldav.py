@@ -161,7 +161,7 @@ class CaldavConnector:
             self._client = dav_client(self.source)
         return self._client
 
-    def _fail(self, exc: Exception, doing: str) -> NoReturn:
+    def _fail(self, exc: Exception, doing: str, calendar: str | None = None) -> NoReturn:
         """Raise the typed error for a failed request. Library messages are not quoted:
         they may carry response bodies or URLs, and a URL may carry credentials."""
         from caldav.elements import dav
@@ -176,7 +176,9 @@ class CaldavConnector:
             status = exc.status
             if dav.ValidSyncToken.tag in exc.preconditions:
                 raise CursorExpired(
-                    self.source_id, f"{self.server} rejected the sync-token while {doing}"
+                    self.source_id,
+                    f"{self.server} rejected the sync-token while {doing}",
+                    calendar,  # this calendar's only: the others' tokens stand
                 ) from None
             if isinstance(exc, dav_error.RateLimitError):
                 raise TransientError(
@@ -486,7 +488,7 @@ class CaldavConnector:
             )
             if unsupported:
                 raise _Unsupported from None
-            self._fail(exc, f"syncing {calendar.key}")
+            self._fail(exc, f"syncing {calendar.key}", calendar.key)
         if not result.sync_token:
             raise _Unsupported
         deleted = {_path(url) for url in result.deleted_urls}

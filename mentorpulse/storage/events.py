@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session as Db
 
@@ -26,6 +26,8 @@ class PageStats:
     unchanged: int
     dropped: int  # not about any rostered pair
     deleted: int
+    # Deleted events by calendar owner (the mass-deletion guard is per calendar).
+    deleted_by_owner: Mapping[str | None, int] = field(default_factory=dict)
 
 
 def _event_values(record: EventRecord, scope: str | None, store_titles: bool) -> dict[str, Any]:
@@ -132,9 +134,24 @@ def store_page(
             plan.change(event_id, None if stored_values == values else values, ids, old)
     _write_events(db, plan)
     gone_ids = _gone_ids(db, source.id, page, existing, plan.kept)
+    by_owner = _owners(db, gone_ids)
     _flag_events_changed(db, plan.touched | _remove(db, gone_ids))
     note_page(db, source, cursor=page.cursor, dropped=plan.dropped, errors=page.errors)
-    return PageStats(plan.stored, plan.unchanged, plan.dropped, deleted=len(gone_ids))
+    return PageStats(plan.stored, plan.unchanged, plan.dropped, len(gone_ids), by_owner)
+
+
+def _owners(db: Db, event_ids: Sequence[int]) -> dict[str | None, int]:
+    """How many of these events each calendar owner has."""
+    counts: dict[str | None, int] = {}
+    for chunk in in_lists(event_ids):
+        rows = db.execute(
+            select(Event.calendar_owner, func.count())
+            .where(Event.id.in_(chunk))
+            .group_by(Event.calendar_owner)
+        )
+        for owner, count in rows:
+            counts[owner] = counts.get(owner, 0) + count
+    return counts
 
 
 def _remove(db: Db, event_ids: Sequence[int]) -> set[int]:

@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 # The newest migration's revision id, known without loading Alembic; a test keeps it
 # equal to the head of migrations/versions (a new migration updates it).
-HEAD_REVISION = "source_reauth"
+HEAD_REVISION = "sync_shards"
 VERSION_TABLE = "alembic_version"  # Alembic's default name, which migrations/env.py keeps
 
 

@@ -99,12 +99,14 @@ class Pairing(Base):
 
 
 class Source(Base):
-    """A configured calendar source, its resume cursor and its health."""
+    """A configured calendar source and its health: the aggregate of its shards'
+    (:class:`SyncShard`) and calendars' (:class:`SyncCursor`), which hold its cursor."""
 
     __tablename__ = "sources"
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
+    # Unused since the sync_shards migration moved it into SyncCursor and SyncShard rows.
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     roster_fingerprint: Mapped[str | None] = mapped_column(String(64))
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -133,6 +135,7 @@ class ResyncSeen(Base):
 
     Written with each page, so a resync interrupted by a crash resumes instead of
     starting again, and reconciliation knows what vanished while the cursor was stale.
+    Per calendar (see :class:`SyncCursor`): one calendar's resync leaves the others be.
     """
 
     __tablename__ = "resync_seen"
@@ -141,6 +144,55 @@ class ResyncSeen(Base):
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
     )
     provider_id: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    calendar: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+
+
+class SyncCursor(Base):
+    """One calendar's sync state: its entry of the connector's cursor, its resync and its
+    held deletions.
+
+    ``calendar`` is the key of the connector's per-calendar entries (a Google user, a
+    mailbox); ``""`` stands for the whole source where the connector has no such entries
+    (ICS, CalDAV), whose cursor then lives whole in its one :class:`SyncShard`. A row per
+    calendar, not per shard: shards of one source never write the same row, and a change
+    of ``shard_size`` or of the calendars listed loses no entry.
+    """
+
+    __tablename__ = "sync_cursors"
+
+    source_id: Mapped[str] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    calendar: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    entry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Set while a full resync of this calendar is under way (see Source.resync_started_at).
+    resync_started_at: Mapped[datetime | None]
+    # Deletions of most of this calendar's events, held until a second listing confirms.
+    held_deletions: Mapped[int | None] = mapped_column(Integer)
+
+
+class SyncShard(Base):
+    """One shard of a source's sync (see stages/sync.py ``Shard``): its health, and the
+    parts of the connector's cursor that are not per calendar (version, window stamps).
+
+    The source's row carries the aggregate the rest of the program reads (``status``,
+    staleness): unhealthy while any shard is."""
+
+    __tablename__ = "sync_shards"
+
+    source_id: Mapped[str] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[str] = mapped_column(String(120), primary_key=True)  # Shard.key
+    # Unused since the sync_shards migration moved it into SyncCursor and SyncShard rows.
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    roster_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
 
 
 class Event(Base):
@@ -150,6 +202,7 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "provider_id"),
         Index("ix_events_source_scope", "source_id", "scope"),
+        Index("ix_events_source_calendar_owner", "source_id", "calendar_owner"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -34,8 +34,15 @@ from sqlalchemy.orm import Session as Db
 
 from mentorpulse import stages
 from mentorpulse.model import EventStatus, Response, SyncPage
-from mentorpulse.stages.sync import SourceResult
-from mentorpulse.storage.models import Event, EventPairing, ResyncSeen, Source
+from mentorpulse.stages.sync import SourceResult, stored_cursor
+from mentorpulse.storage.models import (
+    Event,
+    EventPairing,
+    ResyncSeen,
+    Source,
+    SyncCursor,
+    SyncShard,
+)
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)  # a Monday
 MENTOR = "ana@example.org"
@@ -219,6 +226,8 @@ class Harness:
                 EventPairing.__table__.delete().where(EventPairing.event_id.in_(ids))
             )
             connection.execute(Event.__table__.delete().where(Event.source_id == SOURCE))
+            for table in (ResyncSeen, SyncCursor, SyncShard):
+                connection.execute(table.__table__.delete().where(table.source_id == SOURCE))
             connection.execute(Source.__table__.delete().where(Source.id == SOURCE))
 
     @property
@@ -255,6 +264,12 @@ class Harness:
             row = db.get_one(Source, SOURCE)
             db.expunge(row)
         return row
+
+    def cursor(self) -> dict[str, object] | None:
+        """The source's cursor as the stage stores it (per shard and per calendar)."""
+        with Db(self.engine) as db:
+            [source] = [s for s in self.context().config.sources if s.id == SOURCE]
+            return stored_cursor(db, source)
 
     def staged(self) -> int:
         with self.engine.connect() as connection:
@@ -347,7 +362,7 @@ class ConnectorContract:
         expected = {KICKOFF: DECLINED, **dict.fromkeys(SERIES, ACCEPTED)}
         assert harness.stored() == harness.expect(expected)
         assert result.stored == harness.rows()
-        assert harness.source_row().cursor is not None
+        assert harness.cursor() is not None
         # Nothing changed: a second sync stores nothing again and deletes nothing.
         again = harness.sync()
         assert again.ok, again.error

@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
+from structlog.testing import capture_logs
 
 from mentorpulse.connectors.caldav import CaldavConnector
 from mentorpulse.model import Response
-from mentorpulse.storage.models import Source
+from mentorpulse.storage.models import Event, SyncShard
 from tests.connectors.contract import (
     ACCEPTED,
     CATCH_UP,
@@ -110,11 +112,11 @@ class LiveCaldav(LiveSource):
     def expire_cursor(self, harness: Harness) -> None:
         """The server forgets our sync tokens (restored from a backup, say)."""
         with Db(harness.engine) as db, db.begin():
-            source = db.get_one(Source, SOURCE)
-            cursor: Any = source.cursor
+            shard = db.get_one(SyncShard, (SOURCE, f"{SOURCE}#0"))  # CalDAV: one shard
+            cursor: Any = shard.cursor
             entries = cursor["calendars"]
             assert all("sync_token" in entry for entry in entries.values()), entries
-            source.cursor = {
+            shard.cursor = {
                 **cursor,
                 "calendars": {
                     key: {**entry, "sync_token": f"urn:forgotten-{n}"}
@@ -167,6 +169,55 @@ class TestCaldav(ConnectorContract):
         assert changed.stored > 0
         assert set(connected) == {SOURCE}  # the change went through the library
         assert harness.stored() == harness.expect({KICKOFF: ACCEPTED, CATCH_UP: ACCEPTED})
+
+    def test_one_calendars_rejected_token_resyncs_that_calendar_only(
+        self, harness: Harness
+    ) -> None:
+        """The server forgets one calendar's sync token: only that calendar is read from
+        scratch (staged), and what it lost meanwhile goes; the other one is untouched."""
+        harness.live.add_meeting("kickoff", KICKOFF)
+        harness.live.add_meeting("catch-up", CATCH_UP)
+        assert harness.sync().ok
+        mentors = _calendar_key(harness, MENTOR)
+        with Db(harness.engine) as db, db.begin():
+            shard = db.get_one(SyncShard, (SOURCE, f"{SOURCE}#0"))
+            cursor: Any = shard.cursor
+            entries = dict(cursor["calendars"])
+            entries[mentors] = {**entries[mentors], "sync_token": "urn:forgotten"}
+            shard.cursor = {**cursor, "calendars": entries}
+        mentor_calendar = harness.live.calendars[0][0]
+        remove(mentor_calendar, "catch-up.ics")  # gone while its token was stale
+        before = _scopes(harness)
+        with capture_logs() as logs:
+            result = harness.sync()
+        assert result.ok, result.error
+        assert result.resynced
+        started = [e for e in logs if e["event"] == "source_resync_started"]
+        assert [e["calendar"] for e in started] == [mentors]
+        after = _scopes(harness)
+        gone = {s for s in before - after if s.startswith(mentors)}
+        assert gone
+        assert all("catch-up" in s for s in gone)
+        assert before - after == gone  # the mentee's calendar kept everything
+        assert harness.source_row().resync_started_at is None
+        assert harness.staged() == 0
+
+
+def _scopes(harness: Harness) -> set[str]:
+    with Db(harness.engine) as db:
+        return {s for s in db.scalars(select(Event.scope).where(Event.source_id == SOURCE)) if s}
+
+
+def _calendar_key(harness: Harness, owner: str) -> str:
+    """The key of ``owner``'s calendar in the cursor (its events' scopes begin with it)."""
+    with Db(harness.engine) as db:
+        shard = db.get_one(SyncShard, (SOURCE, f"{SOURCE}#0"))
+        keys = list((shard.cursor or {})["calendars"])
+        scopes = db.scalars(
+            select(Event.scope).where(Event.source_id == SOURCE, Event.calendar_owner == owner)
+        ).all()
+    [key] = [k for k in keys if any(s and s.startswith(k) for s in scopes)]
+    return key
 
 
 class LiveCaldavEtags(LiveCaldav):

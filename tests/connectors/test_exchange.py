@@ -575,7 +575,9 @@ def test_autodiscover_finds_the_endpoint_and_the_mailboxes_are_read(
         assert {r.mailbox for r in fake.requests("SyncFolderItems")} == set(MAILBOXES)
         # The source's own configuration talks to the endpoint found: the server's build
         # asked of it (not guessed from the schema names discovery listed).
-        assert harness.source_row().cursor["server_version"] == "15.1.2507.6"
+        cursor = harness.cursor()
+        assert cursor is not None
+        assert cursor["server_version"] == "15.1.2507.6"
         fake.log.clear()
         quiet = harness.sync()  # the endpoint is asked again each sync, one request
         assert (quiet.ok, quiet.stored, quiet.deleted) == (True, 0, 0), quiet.error

@@ -322,6 +322,18 @@ class GoogleFake:
         with self.lock:
             self.calendars[calendar].valid_from = self._bump()
 
+    def calendar_calls(self) -> list[tuple[str, dict[str, str]]]:
+        """(calendar id, query) of every events call so far, in order: what a test counts
+        requests (or full listings: no syncToken, no pageToken) per calendar from."""
+        with self.lock:
+            calls = list(self.calls)
+        found = []
+        for path, query in calls:
+            match = re.fullmatch(rf"{CALENDAR_PREFIX}calendars/([^/]+)/events", path)
+            if match:
+                found.append((unquote(match.group(1)), query))
+        return found
+
     def live_events(self, calendar: str) -> dict[str, dict[str, Any]]:
         with self.lock:
             return {

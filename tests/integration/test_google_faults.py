@@ -20,7 +20,7 @@ from mentorpulse import stages
 from mentorpulse.connectors.base import Window
 from mentorpulse.connectors.google import GoogleConnector
 from mentorpulse.stages import sync as sync_stage
-from mentorpulse.storage.models import Event, Source
+from mentorpulse.storage.models import Event
 from tests.fakes.google_api import Fault, GoogleFake, RunningFake, serve
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -204,9 +204,9 @@ class GoogleSync(RuleBasedStateMachine):
             module.PAGE_SIZE = original
 
     def _cursor(self) -> dict[str, Any] | None:
-        with self._context().db() as db:
-            source = db.get(Source, "gw")
-            return None if source is None else source.cursor
+        ctx = self._context()
+        with ctx.db() as db:
+            return sync_stage.stored_cursor(db, ctx.config.sources[0])
 
     def converged(self) -> None:
         """After a poll that ran to the end, with no change since: exactly the fake."""

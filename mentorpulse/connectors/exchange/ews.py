@@ -435,7 +435,9 @@ class _Errors:
                 denied=False,
             )
         if code in _CURSOR_GONE and self.cursor:
-            return CursorExpired(source_id, f"the sync state of {self.mailbox} expired ({code})")
+            return CursorExpired(
+                source_id, f"the sync state of {self.mailbox} expired ({code})", self.mailbox
+            )
         busy = _busy(error)
         if busy is not None:
             back_off = getattr(busy, "back_off", None)

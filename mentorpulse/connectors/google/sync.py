@@ -132,6 +132,7 @@ class GoogleConnector:
         meet_root = (source.api_root or MEET_ROOT).rstrip("/")
         self._meet = MeetReader(self.calls, events=self._events, meet_root=meet_root)
         self._bound = SeriesBound(None)
+        self._expired: dict[str, str] = {}  # calendars whose token was rejected: why
 
     @property
     def http_requests(self) -> int:
@@ -167,18 +168,29 @@ class GoogleConnector:
             cursor if cursor and cursor.get("version") == CURSOR_VERSION else None
         )
         done: set[str] = set()
+        self._expired = {}
         self.auth.warm(list(states))
         while True:
             calls, skipped = self._due_calls(states, done)
             if skipped:
                 yield SyncPage(cursor=self._cursor(states), errors=tuple(skipped))
             if not calls:
-                return
+                break
             for start in range(0, len(calls), self.source.batch_size):
                 chunk = calls[start : start + self.source.batch_size]
                 page = self._apply(self.calls.execute(chunk), states, done)
                 if page is not None:
                     yield page
+        if self._expired:  # told once every other calendar is read: only these again
+            message = next(iter(self._expired.values()))
+            raise CursorExpired(
+                self.source_id,
+                message
+                if len(self._expired) == 1
+                else f"{message} (and {len(self._expired) - 1} more)",
+                calendars=tuple(self._expired),
+                others_complete=True,
+            )
 
     def _due_calls(
         self, states: dict[str, _Calendar], done: set[str]
@@ -246,6 +258,10 @@ class GoogleConnector:
         changed = False
         for outcome in outcomes:
             state = states[outcome.user]
+            if isinstance(outcome.error, CursorExpired):  # this calendar's token only
+                self._expired[outcome.user] = outcome.error.message
+                done.add(outcome.user)
+                continue
             if outcome.error is not None:
                 errors.append(self._failed(outcome, state))
                 done.add(outcome.user)
@@ -310,7 +326,7 @@ class GoogleConnector:
     def _failed(self, outcome: Outcome, state: _Calendar) -> ItemError:
         """One call's final error: raised for the source, or this calendar skipped."""
         error = outcome.error
-        if isinstance(error, CursorExpired | AuthError):
+        if isinstance(error, AuthError):
             raise error
         if isinstance(error, NoCalendar):
             return self._skip(outcome.user, error.reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import structlog
 from mentorpulse.config.schema import MicrosoftSource
 from mentorpulse.connectors.base import (
     AuthError,
+    CursorExpired,
     SeriesBound,
     TransientError,
     Window,
@@ -240,7 +242,8 @@ class MicrosoftConnector:
         """The delta page behind each mailbox's link: one GET, or a batch for several."""
         if len(links) == 1:
             [(mailbox, link)] = links
-            body = self.graph.get(link, f"the calendar of {mailbox}", self._prefer())
+            with _expiry_of(mailbox):
+                body = self.graph.get(link, f"the calendar of {mailbox}", self._prefer())
             return {mailbox: body if isinstance(body, dict) else {}}
         answers = self.graph.batch(
             [(m, link, f"the calendar of {m}") for m, link in links], self._prefer()
@@ -250,7 +253,8 @@ class MicrosoftConnector:
             answer = answers.get(mailbox)
             if answer is None:
                 raise TransientError(self.source_id, f"$batch answered nothing for {mailbox}")
-            self.graph.check(answer, f"the calendar of {mailbox}")
+            with _expiry_of(mailbox):
+                self.graph.check(answer, f"the calendar of {mailbox}")
             bodies[mailbox] = answer.body if isinstance(answer.body, dict) else {}
         return bodies
 
@@ -467,3 +471,15 @@ def _graph_time(value: Mapping[str, Any], zone: str) -> datetime:
     local = utc_from_iso(str(value["dateTime"])).replace(tzinfo=None)
     name = str(value.get("timeZone") or "UTC")
     return local.replace(tzinfo=ZoneInfo(_iana(name, zone).zone)).astimezone(UTC)
+
+
+@contextmanager
+def _expiry_of(mailbox: str) -> Iterator[None]:
+    """A rejected delta link concerns this mailbox only: say which, so that only its
+    calendar is read again."""
+    try:
+        yield
+    except CursorExpired as expired:
+        if expired.calendar is not None:
+            raise
+        raise CursorExpired(expired.source_id, expired.message, calendar=mailbox) from None

@@ -16,7 +16,14 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -36,6 +43,7 @@ DATABASE_SCOPE = {"scope": "database"}
 WORKER_STALLED_AFTER = timedelta(minutes=2)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: none needed
 PROCESS = CollectorRegistry()  # this process's own figures, whatever serves them
 
 JOB_DURATION = Histogram(

@@ -211,6 +211,7 @@ def _reload(
         return
     health.reload_result(ok=True, at=ctx.clock())
     jobs = _jobs(ctx, only)
+    rescheduled = []
     for name in before.keys() - jobs.keys():
         scheduler.remove_job(name)
     for name, (every, stage) in jobs.items():
@@ -218,6 +219,7 @@ def _reload(
             _add(scheduler, ctx, name, (every, stage), held)
         elif every != before[name]:
             scheduler.reschedule_job(name, trigger="interval", seconds=every.total_seconds())
+            rescheduled.append(name)
     log.info(
         "config_reloaded",
         config=str(ctx.config_path),
@@ -225,6 +227,7 @@ def _reload(
         pairings=len(ctx.roster),
         jobs_added=sorted(jobs.keys() - before.keys()),
         jobs_removed=sorted(before.keys() - jobs.keys()),
+        jobs_rescheduled=rescheduled,
     )
 
 

@@ -15,7 +15,18 @@ from mentorpulse.storage.models import Finding, OutboxMessage
 
 # Why a row's last send attempt failed, from its status: the outbox keeps no other record.
 FAILURE_KINDS = {"pending": "retrying", "failed": "permanent", "unknown": "delivery_unknown"}
-QUEUED = ("pending", "sending")  # waiting to go out (or going out now)
+QUEUED = ("pending", "sending")
+# Every status notify gives a row, so each is exported (0 included) before it first occurs.
+OUTBOX_STATUSES = (
+    "digest",
+    "pending",
+    "sending",
+    "sent",
+    "digested",
+    "failed",
+    "unknown",
+    "cancelled",
+)  # waiting to go out (or going out now)
 PROCRASTINATE_WORKERS = "procrastinate_workers"
 
 
@@ -30,9 +41,9 @@ def findings_by_rule_and_state(db: Db) -> list[tuple[str, str, int]]:
 
 
 def outbox_by_status(db: Db) -> dict[str, int]:
-    """How many outbox rows are in each status."""
+    """How many outbox rows are in each status (every known status, 0 included)."""
     rows = db.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
-    return dict(rows.tuples().all())
+    return dict.fromkeys(OUTBOX_STATUSES, 0) | dict(rows.tuples().all())
 
 
 def send_failures_by_kind(db: Db) -> dict[str, int]:

@@ -43,7 +43,7 @@ def findings_by_rule_and_state(db: Db) -> list[tuple[str, str, int]]:
 def outbox_by_status(db: Db) -> dict[str, int]:
     """How many outbox rows are in each status (every known status, 0 included)."""
     rows = db.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
-    return dict.fromkeys(OUTBOX_STATUSES, 0) | dict(rows.tuples().all())
+    return dict.fromkeys(OUTBOX_STATUSES, 0) | dict(rows.all())
 
 
 def send_failures_by_kind(db: Db) -> dict[str, int]:

@@ -203,6 +203,7 @@ def _reload(
     """SIGHUP: the new config and roster, or the old ones kept and the refusal logged;
     the jobs follow sources and intervals that changed."""
     before = {name: every for name, (every, _stage) in _jobs(ctx, only).items()}
+    serving = ctx.config.service.http
     try:
         ctx.reload()
     except UserError as exc:
@@ -210,6 +211,8 @@ def _reload(
         health.reload_result(ok=False, at=ctx.clock())
         return
     health.reload_result(ok=True, at=ctx.clock())
+    if ctx.config.service.http != serving:
+        log.warning("config_reload_needs_restart", setting="service.http")
     jobs = _jobs(ctx, only)
     rescheduled = []
     for name in before.keys() - jobs.keys():

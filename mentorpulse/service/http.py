@@ -54,7 +54,7 @@ class Health:
         self.stuck_after = stuck_after.total_seconds()
         self._clock = clock
         self._last_beat = clock()
-        self.reload_result(ok=True, at=loaded_at)
+        self.reload_result(True, loaded_at)
 
     def beat(self) -> None:
         """The process loop is alive."""
@@ -67,7 +67,7 @@ class Health:
     def alive(self) -> bool:
         return self.silent_for() <= self.stuck_after
 
-    def reload_result(self, *, ok: bool, at: datetime) -> None:
+    def reload_result(self, ok: bool, at: datetime) -> None:
         """A reload (SIGHUP) succeeded, or failed and the old config stays in force."""
         metrics.observe_reload(ok=ok, at=at)
 

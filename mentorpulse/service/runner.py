@@ -193,6 +193,23 @@ def run_daemon(
         log.info("daemon_stopped", holder=holder)
 
 
+def reload_config(ctx: stages.Context, health: http.Health) -> bool:
+    """SIGHUP in any long-running process: the new config and roster put in force, or
+    refused with file:line in the log and the old ones kept; /metrics says which.
+    Returns whether the new ones are in force."""
+    serving = ctx.config.service.http
+    try:
+        ctx.reload()
+    except UserError as exc:
+        log.error("config_reload_failed", config=str(ctx.config_path), error=exc.message)
+        health.reload_result(False, ctx.clock())
+        return False
+    health.reload_result(True, ctx.clock())
+    if ctx.config.service.http != serving:
+        log.warning("config_reload_needs_restart", setting="service.http")
+    return True
+
+
 def _reload(
     ctx: stages.Context,
     scheduler: BackgroundScheduler,
@@ -200,19 +217,11 @@ def _reload(
     held: _Lease,
     health: http.Health,
 ) -> None:
-    """SIGHUP: the new config and roster, or the old ones kept and the refusal logged;
-    the jobs follow sources and intervals that changed."""
+    """SIGHUP in the embedded daemon: :func:`reload_config`, then the jobs follow the
+    sources and intervals that changed."""
     before = {name: every for name, (every, _stage) in _jobs(ctx, only).items()}
-    serving = ctx.config.service.http
-    try:
-        ctx.reload()
-    except UserError as exc:
-        log.error("config_reload_failed", config=str(ctx.config_path), error=exc.message)
-        health.reload_result(ok=False, at=ctx.clock())
+    if not reload_config(ctx, health):
         return
-    health.reload_result(ok=True, at=ctx.clock())
-    if ctx.config.service.http != serving:
-        log.warning("config_reload_needs_restart", setting="service.http")
     jobs = _jobs(ctx, only)
     rescheduled = []
     for name in before.keys() - jobs.keys():

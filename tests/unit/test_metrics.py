@@ -1,11 +1,14 @@
-"""The database-wide figures when the database cannot be read: left out, said once."""
+"""The database-wide figures: left out (and said once) when the database cannot be read;
+live workers from Procrastinate's heartbeats."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from mentorpulse import stages
@@ -47,3 +50,33 @@ def test_an_unreadable_database_leaves_its_figures_out_and_is_logged_once(
     with capture_logs() as logs:
         assert _families(registry).keys() == readable.keys()
     assert [entry["event"] for entry in logs] == ["metrics_database_readable"]
+
+
+@pytest.mark.postgres
+def test_workers_alive_counts_procrastinate_heartbeats_newer_than_the_stalled_timeout(
+    pg_url: str, tmp_path: Path
+) -> None:
+    write_demo(tmp_path, today=date(2026, 11, 23))
+    config = tmp_path / "mentorpulse.yaml"
+    config.write_text(
+        config.read_text().replace("database: sqlite:///mentorpulse.db", f"database: {pg_url}")
+    )
+    ctx = stages.Context.open(config)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseFigures(ctx))
+    assert _families(registry)["mentorpulse_workers_alive"] == 1  # no pool: this process
+    with ctx.engine.begin() as connection:  # Procrastinate's table, as its schema makes it
+        connection.execute(
+            text(
+                "CREATE TABLE procrastinate_workers (id bigint PRIMARY KEY GENERATED ALWAYS "
+                "AS IDENTITY, last_heartbeat timestamp with time zone NOT NULL DEFAULT NOW())"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (NOW()), "
+                "(NOW() - interval '30 seconds'), (NOW() - interval '10 minutes')"
+            )
+        )
+    assert _families(registry)["mentorpulse_workers_alive"] == 2
+    ctx.engine.dispose()

@@ -12,6 +12,7 @@ Two kinds, so that figures from several workers add up (README, "Metrics"):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
@@ -143,17 +144,16 @@ class DatabaseFigures(Collector):
         yield from figures
 
     def _read(self) -> Iterator[Metric]:
-        ctx, now = self.ctx, self.ctx.clock()
-        config = ctx.config
-        with ctx.db() as db:
+        now = self.ctx.clock()
+        return itertools.chain(self._sources(now), self._work(now))
+
+    def _sources(self, now: datetime) -> Iterator[Metric]:
+        """Each configured source's health, as the evaluation stage judges it."""
+        config = self.ctx.config
+        with self.ctx.db() as db:
             rows = stored_sources.sources(db)
             events = stored_sources.event_counts(db)
             stale = stale_sources(db, config, now)
-            findings = stored.findings_by_rule_and_state(db)
-            outbox = stored.outbox_by_status(db)
-            failures = stored.send_failures_by_kind(db)
-            oldest = stored.oldest_queued_at(db)
-            workers = stored.live_workers(db, now=now, stalled_after=WORKER_STALLED_AFTER)
         configured = [source.id for source in config.sources]
         succeeded = {
             source_id: row.last_success_at
@@ -191,6 +191,15 @@ class DatabaseFigures(Collector):
             [([s, st], float(states[s] == st)) for s in configured for st in SOURCE_STATES],
             ["source", "state"],
         )
+
+    def _work(self, now: datetime) -> Iterator[Metric]:
+        """Findings, the outbox, the workers."""
+        with self.ctx.db() as db:
+            findings = stored.findings_by_rule_and_state(db)
+            outbox = stored.outbox_by_status(db)
+            failures = stored.send_failures_by_kind(db)
+            oldest = stored.oldest_queued_at(db)
+            workers = stored.live_workers(db, now=now, stalled_after=WORKER_STALLED_AFTER)
         yield _gauge(
             "findings",
             "Findings by rule and state.",

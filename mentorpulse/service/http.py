@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 import structlog
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -36,7 +37,6 @@ log = structlog.get_logger(__name__)
 STUCK_AFTER = timedelta(seconds=60)  # no heartbeat for this long: /healthz says 503
 READY_TIMEOUT = 5.0  # seconds the readiness query may take before the database counts as down
 START_TIMEOUT = 10.0  # seconds for uvicorn to start serving
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Health:
@@ -114,7 +114,7 @@ def create_app(
 
     async def metrics_page(_request: Request) -> Response:
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition, served)
-        return Response(body, media_type=PROMETHEUS_TEXT)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     base = [
         Route("/healthz", healthz),

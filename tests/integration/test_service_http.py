@@ -314,13 +314,16 @@ def test_sighup_refuses_a_broken_config_and_applies_a_fixed_one(
     assert _get(f"{base}/readyz") == (200, "ready\n")  # the old config is still in force
 
     second = "  - id: second-calendars\n    kind: ics\n    path: calendars\n    poll_every: 1s\n"
-    config.write_text(good.replace("roster:\n", second + "roster:\n", 1))
+    fixed = good.replace("roster:\n", second + "roster:\n", 1)
+    fixed = fixed.replace("\nnotify:\n  every: 1s\n", "\nnotify:\n  every: 1h\n", 1)
+    config.write_text(fixed)
     daemon.process.send_signal(signal.SIGHUP)
     reloaded = _until(
         lambda: next((line for line in daemon.lines if '"config_reloaded"' in line), None),
         "the fixed config is reloaded",
     )
     assert json.loads(reloaded)["jobs_added"] == ["sync:second-calendars"]
+    assert json.loads(reloaded)["jobs_rescheduled"] == ["notify"]
     samples = _until(
         lambda: (
             (s := _scrape(base))

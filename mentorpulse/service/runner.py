@@ -167,8 +167,8 @@ def run_daemon(
     reload = reload or threading.Event()
     health = http.Health(ctx.clock())
     previous: dict[signal.Signals, _Handler] = {}
-    scheduler: BackgroundScheduler | None = None
     try:
+        # The HTTP service outlives the jobs: it answers until the last one has finished.
         with http.serving(ctx, health):
             scheduler = _scheduler(ctx, only, held, stop)
             previous = _on_signals(stop, reload)
@@ -179,14 +179,15 @@ def run_daemon(
                 jobs=len(scheduler.get_jobs()),
                 took_over_from=state.took_over,
             )
-            while not stop.wait(BEAT):
-                health.beat()
-                if reload.is_set():
-                    reload.clear()
-                    _reload(ctx, scheduler, only, held, health)
+            try:
+                while not stop.wait(BEAT):
+                    health.beat()
+                    if reload.is_set():
+                        reload.clear()
+                        _reload(ctx, scheduler, only, held, health)
+            finally:
+                scheduler.shutdown(wait=True)
     finally:
-        if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=True)
         lease.release(ctx.db, DAEMON_LEASE, holder)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -967,6 +967,20 @@ class ScheduleConfig(Strict):
     misfire_grace: PositiveDuration = timedelta(hours=1)
 
 
+class HttpConfig(Strict):
+    """Where a long-running process serves /healthz, /readyz and /metrics."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(9464, ge=0, le=65535, description="TCP port; 0: any free one (logged).")
+
+
+class ServiceConfig(Strict):
+    """How `mentorpulse run` runs unattended."""
+
+    http: HttpConfig = HttpConfig()
+
+
 class MentorpulseConfig(Strict):
     """The whole of mentorpulse.yaml."""
 
@@ -984,6 +998,7 @@ class MentorpulseConfig(Strict):
     notify: NotifyConfig = NotifyConfig()
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    service: ServiceConfig = ServiceConfig()
     rules: tuple[Rule, ...] = Field(
         (), description="Rules for several programs at once (select them with `programs`)."
     )

@@ -17,6 +17,7 @@ import functools
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
@@ -31,8 +32,10 @@ from mentorpulse.service import lease
 from mentorpulse.storage import runs
 from mentorpulse.storage.locks import one_at_a_time
 
-if TYPE_CHECKING:  # APScheduler loads when a daemon starts, not for a one-shot command
+if TYPE_CHECKING:  # APScheduler and the HTTP service load when a daemon starts
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    from mentorpulse.service import http
 
 log = structlog.get_logger(__name__)
 
@@ -93,21 +96,25 @@ def _guarded(
     """A job that records its run (and failure) and logs its own failure, never killing
     the ticker; it starts nothing while the daemon is unsure it still holds its lease.
     A failure is logged with its traceback when it starts, then in one line per run,
-    and the recovery once."""
+    and the recovery once. Its duration goes to /metrics."""
+    from mentorpulse.service import metrics
 
     def run() -> None:
         if not held():
             log.warning("job_skipped", job=name, reason="daemon lease not renewed")
             return
+        started = time.monotonic()
         try:
             with ctx.recorded(name) as recorded:
                 stage()
         except Exception as exc:
+            metrics.observe_job(name, time.monotonic() - started, ok=False)
             if recorded.was_failing:
                 log.warning("job_still_failing", job=name, error=recorded.error)
             else:
                 log.error("job_failed", job=name, error=recorded.error, trace=code_trace(exc))
             return
+        metrics.observe_job(name, time.monotonic() - started, ok=True)
         if recorded.was_failing:
             log.info("job_recovered", job=name)
 
@@ -137,36 +144,142 @@ def job_names(ctx: stages.Context) -> list[str]:
     return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
 
 
+BEAT = 1.0  # seconds between two turns of the daemon's loop (heartbeat, SIGHUP)
+
+
 def run_daemon(
     ctx: stages.Context,
     *,
     only: frozenset[str] | set[str] = STAGES,
     stop: threading.Event | None = None,
+    reload: threading.Event | None = None,
 ) -> None:
-    """Block until SIGTERM/SIGINT (or ``stop`` is set), running the stages in ``only``."""
+    """Block until SIGTERM/SIGINT (or ``stop`` is set), running the stages in ``only``
+    and serving ``service.http``. SIGHUP (or setting ``reload``) reloads the config."""
+    from mentorpulse.service import http
+
     holder = lease.holder_name()
     held = _Lease(ctx, holder)
     state = held.renew()
     if not state:
         raise refusal(ctx, state)
     stop = stop or threading.Event()
-    scheduler = _scheduler(ctx, only, held, stop)
-    previous = _on_signals(stop)
-    scheduler.start()
-    log.info(
-        "daemon_started",
-        holder=holder,
-        jobs=len(scheduler.get_jobs()),
-        took_over_from=state.took_over,
-    )
+    reload = reload or threading.Event()
+    health = http.Health(ctx.clock())
+    previous: dict[signal.Signals, _Handler] = {}
     try:
-        stop.wait()
+        # The HTTP service outlives the jobs: it answers until the last one has finished.
+        with http.serving(ctx, health):
+            scheduler = _scheduler(ctx, only, held, stop)
+            previous = _on_signals(stop, reload)
+            scheduler.start()
+            log.info(
+                "daemon_started",
+                holder=holder,
+                jobs=len(scheduler.get_jobs()),
+                took_over_from=state.took_over,
+            )
+            try:
+                while not stop.wait(BEAT):
+                    health.beat()
+                    if reload.is_set():
+                        reload.clear()
+                        _reload(ctx, scheduler, only, held, health)
+            finally:
+                scheduler.shutdown(wait=True)
     finally:
-        scheduler.shutdown(wait=True)
         lease.release(ctx.db, DAEMON_LEASE, holder)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("daemon_stopped", holder=holder)
+
+
+def reload_config(ctx: stages.Context, health: http.Health) -> bool:
+    """SIGHUP in any long-running process: the new config and roster put in force, or
+    refused with file:line in the log and the old ones kept; /metrics says which.
+    Returns whether the new ones are in force."""
+    serving = ctx.config.service.http
+    try:
+        ctx.reload()
+    except UserError as exc:
+        log.error("config_reload_failed", config=str(ctx.config_path), error=exc.message)
+        health.reload_result(False, ctx.clock())
+        return False
+    health.reload_result(True, ctx.clock())
+    if ctx.config.service.http != serving:
+        log.warning("config_reload_needs_restart", setting="service.http")
+    return True
+
+
+def _reload(
+    ctx: stages.Context,
+    scheduler: BackgroundScheduler,
+    only: frozenset[str] | set[str],
+    held: _Lease,
+    health: http.Health,
+) -> None:
+    """SIGHUP in the embedded daemon: :func:`reload_config`, then the jobs follow the
+    sources and intervals that changed."""
+    before = {name: every for name, (every, _stage) in _jobs(ctx, only).items()}
+    if not reload_config(ctx, health):
+        return
+    jobs = _jobs(ctx, only)
+    rescheduled = []
+    for name in before.keys() - jobs.keys():
+        scheduler.remove_job(name)
+    for name, (every, stage) in jobs.items():
+        if name not in before:
+            _add(scheduler, ctx, name, (every, stage), held)
+        elif every != before[name]:
+            scheduler.reschedule_job(name, trigger="interval", seconds=every.total_seconds())
+            rescheduled.append(name)
+    log.info(
+        "config_reloaded",
+        config=str(ctx.config_path),
+        sources=len(ctx.config.sources),
+        pairings=len(ctx.roster),
+        jobs_added=sorted(jobs.keys() - before.keys()),
+        jobs_removed=sorted(before.keys() - jobs.keys()),
+        jobs_rescheduled=rescheduled,
+    )
+
+
+def _jobs(
+    ctx: stages.Context, only: frozenset[str] | set[str]
+) -> dict[str, tuple[timedelta, Callable[[], object]]]:
+    """The daemon's jobs for the config in force: name → (interval, stage)."""
+    from mentorpulse.service import metrics
+
+    def sync(source_id: str) -> None:
+        results = stages.sync_sources(ctx, [source_id], respect_backoff=True)
+        metrics.observe_sync(results)
+
+    jobs: dict[str, tuple[timedelta, Callable[[], object]]] = {}
+    if "sync" in only:
+        for source in ctx.config.sources:
+            jobs[sync_job(source.id)] = (source.poll_every, functools.partial(sync, source.id))
+    if "evaluate" in only:
+        jobs["evaluate"] = (ctx.config.schedule.evaluate_every, lambda: pipeline(ctx))
+    if "notify" in only:
+        jobs["notify"] = (ctx.config.notify.every, lambda: stages.send_notifications(ctx))
+    return jobs
+
+
+def _add(
+    scheduler: BackgroundScheduler,
+    ctx: stages.Context,
+    name: str,
+    job: tuple[timedelta, Callable[[], object]],
+    held: _Lease,
+) -> None:
+    every, stage = job
+    scheduler.add_job(
+        _guarded(ctx, name, stage, held.sure),
+        "interval",
+        seconds=every.total_seconds(),
+        next_run_time=first_run_at(ctx, name, every),
+        id=name,
+    )
 
 
 def _scheduler(
@@ -181,27 +294,8 @@ def _scheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire},
         timezone="UTC",
     )
-
-    def add(name: str, every: timedelta, stage: Callable[[], object]) -> None:
-        scheduler.add_job(
-            _guarded(ctx, name, stage, held.sure),
-            "interval",
-            seconds=every.total_seconds(),
-            next_run_time=first_run_at(ctx, name, every),
-            id=name,
-        )
-
-    if "sync" in only:
-        for source in ctx.config.sources:
-            add(
-                sync_job(source.id),
-                source.poll_every,
-                functools.partial(stages.sync_sources, ctx, [source.id], respect_backoff=True),
-            )
-    if "evaluate" in only:
-        add("evaluate", ctx.config.schedule.evaluate_every, lambda: pipeline(ctx))
-    if "notify" in only:
-        add("notify", ctx.config.notify.every, lambda: stages.send_notifications(ctx))
+    for name, job in _jobs(ctx, only).items():
+        _add(scheduler, ctx, name, job, held)
 
     def heartbeat() -> None:
         try:
@@ -217,14 +311,20 @@ def _scheduler(
     return scheduler
 
 
-def _on_signals(stop: threading.Event) -> dict[signal.Signals, _Handler]:
-    """SIGTERM and SIGINT stop the daemon (from the main thread only, where Python allows
-    handlers); returns the handlers they replaced."""
+def _on_signals(stop: threading.Event, reload: threading.Event) -> dict[signal.Signals, _Handler]:
+    """SIGTERM and SIGINT stop the daemon, SIGHUP asks its loop to reload the config
+    (from the main thread only, where Python allows handlers); returns the handlers they
+    replaced."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("daemon_stopping", signal=signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        reload.set()  # the loop reloads: nothing heavy runs inside a signal handler
+
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    return previous

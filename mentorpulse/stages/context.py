@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from mentorpulse.config.loader import load_config
 from mentorpulse.config.roster import RosterPairing, load_roster
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.errors import unexpected_summary
+from mentorpulse.errors import UserError, unexpected_summary
 from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage import runs
@@ -44,6 +44,7 @@ class Context:
     engine: Engine
     db: sessionmaker[Db]
     clock: Clock = utcnow
+    config_path: Path | None = None  # what :meth:`reload` reads again
 
     @classmethod
     def open(
@@ -58,13 +59,38 @@ class Context:
         check_selectors(config, roster, config_path)
         if not write:
             engine = open_read_only(config.database, config.base_dir)
-            return cls(config, roster, engine, session_factory(engine), clock)
+            return cls(config, roster, engine, session_factory(engine), clock, config_path)
         engine = make_engine(config.database, config.base_dir)
         if migrate:
             upgrade(engine)
-        context = cls(config, roster, engine, session_factory(engine), clock)
+        context = cls(config, roster, engine, session_factory(engine), clock, config_path)
         context.apply_roster()
         return context
+
+    def reload(self) -> None:
+        """Read the config file and the roster again (SIGHUP) and put them in force.
+
+        They are checked as :meth:`open` checks them; anything wrong raises
+        :class:`UserError` (with the same file:line messages) and the config and roster
+        in force stay. A new ``database`` needs a restart: it is refused too.
+        """
+        if self.config_path is None:
+            raise UserError("this process was not started from a config file: nothing to reload")
+        config = load_config(self.config_path)
+        roster = load_roster(config.resolve(config.roster.path), config)
+        check_selectors(config, roster, self.config_path)
+        if (config.database, config.base_dir) != (self.config.database, self.config.base_dir):
+            raise UserError(
+                f"{self.config_path}: `database` changed: restart mentorpulse to use the new "
+                "database (the config in force stays until then)"
+            )
+        in_force = self.config, self.roster
+        self.config, self.roster = config, roster
+        try:
+            self.apply_roster()
+        except Exception as exc:
+            self.config, self.roster = in_force
+            raise UserError(unexpected_summary(exc, "writing the new roster")) from None
 
     def apply_roster(self) -> None:
         """Write the programs, people and pairings of the roster into the database.

@@ -57,9 +57,9 @@ class Context:
         roster = load_roster(config.resolve(config.roster.path), config)
         check_selectors(config, roster, config_path)
         if not write:
-            engine = open_read_only(config.database, config.base_dir)
+            engine = open_read_only(config.database, config.state_dir)
             return cls(config, roster, engine, session_factory(engine), clock)
-        engine = make_engine(config.database, config.base_dir)
+        engine = make_engine(config.database, config.state_dir)
         if migrate:
             upgrade(engine)
         context = cls(config, roster, engine, session_factory(engine), clock)

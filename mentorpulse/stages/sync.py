@@ -195,7 +195,10 @@ def _sync_one(
     connector: Connector | None = None
     try:
         connector = build_connector(
-            source_config, base_dir=ctx.config.base_dir, now=now, default_zone=ctx.config.timezone
+            ctx.config.with_state_paths(source_config),
+            base_dir=ctx.config.base_dir,
+            now=now,
+            default_zone=ctx.config.timezone,
         )
         _read(ctx, connector, cursor, matcher=matcher, result=result, progress=progress, now=now)
     except Exception as exc:  # whatever a source holds, the next one runs

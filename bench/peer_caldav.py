@@ -200,7 +200,7 @@ def mentorpulse_runs(
     command = [sys.executable, "-m", "mentorpulse", "sync", "--once", "--config"]
     for run in range(runs):
         config = _mentorpulse_config(folder / f"mentorpulse-{run}", server, calendar)
-        env = {**os.environ, "MENTORPULSE_DATA": str(config.parent)}
+        env = {**os.environ, "MENTORPULSE_DATA_DIR": str(config.parent)}
         for sync in ("first", "no-change"):
             timing, output = timed_child([*command, str(config)], env=env)
             stored = _stored(output)

@@ -37,9 +37,11 @@ def _own_data_folder(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No test reads or writes this machine's own state (``~/.local/share/mentorpulse``,
-    where the example config keeps its database): a stale database there made the
-    example's `config check` fail. A test of the default itself unsets the variable."""
-    monkeypatch.setenv("MENTORPULSE_DATA", str(tmp_path_factory.mktemp("data")))
+    the example config's ``data_dir``): a stale database there made the example's `config
+    check` fail. So ``~`` is a fresh folder, and a ``MENTORPULSE_DATA_DIR`` of the shell
+    that runs the tests moves no test's files (a test of it sets its own)."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("MENTORPULSE_DATA_DIR", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -53,10 +53,10 @@ def signed_in(loaded: MentorpulseConfig, source_id: str) -> str:
     from mentorpulse.storage.engine import make_engine
     from mentorpulse.storage.migrate import revision_state
 
-    file = sqlite_path(loaded.database, loaded.base_dir)
+    file = sqlite_path(loaded.database, loaded.state_dir)
     if file is not None and not file.is_file():
         return ""  # no database yet: nothing waits, and a sign-in creates none
-    engine = make_engine(loaded.database, loaded.base_dir)
+    engine = make_engine(loaded.database, loaded.state_dir)
     try:
         current, head = revision_state(engine)
         if current is None or current != head:
@@ -135,7 +135,7 @@ def sign_in(
     client_file = loaded.resolve(chosen.oauth_client or "")
     oauth_client_info(client_file)  # a clear error for a wrong file before the browser opens
     require_key()  # before the browser opens, not after the person consented
-    store = TokenStore(loaded.resolve(chosen.token_store))
+    store = TokenStore(loaded.resolve_state(chosen.token_store))
     store.load(TOKEN_NAME.format(source_id=chosen.id))  # the key fits the store
     refresh = _consent(chosen, client_file, port=port, open_browser=open_browser, browser=browser)
     store.save(TOKEN_NAME.format(source_id=chosen.id), refresh)
@@ -218,7 +218,7 @@ def auth_microsoft(
         loaded = load_config(config_path(config))
         found = _device_code_source(loaded, source)
         path = device_code_sign_in(
-            found,
+            loaded.with_state_paths(found),
             base_dir=loaded.base_dir,
             show=lambda message: err.print(message, markup=False, highlight=False),
         )

@@ -39,10 +39,10 @@ def config_check(config: ConfigOption = None) -> None:
         highlight=False,
     )
     with user_errors():
-        database = check_connection(loaded.database, loaded.base_dir)
-        existing = sqlite_path(loaded.database, loaded.base_dir)
+        database = check_connection(loaded.database, loaded.state_dir)
+        existing = sqlite_path(loaded.database, loaded.state_dir)
         if existing is None or existing.exists():  # its schema: not behind, not migrated
-            open_read_only(loaded.database, loaded.base_dir, empty_ok=True).dispose()
+            open_read_only(loaded.database, loaded.state_dir, empty_ok=True).dispose()
     out.print(f"database: {database}", highlight=False, markup=False, soft_wrap=True)
 
 

@@ -22,7 +22,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     with user_errors():
         loaded = load_config(config_path(config))
-        engine = make_engine(loaded.database, loaded.base_dir)
+        engine = make_engine(loaded.database, loaded.state_dir)
         upgrade(engine)
         current, _head = revision_state(engine)
     out.print(f"{safe_url(str(engine.url))}: schema at revision {current}", highlight=False)

@@ -77,7 +77,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
         stages.evaluate_rules(ctx)
         sent = stages.send_notifications(ctx)
         # The monthly HR report the notify stage just mailed, and the whole span's.
-        reports = sorted(ctx.config.resolve(ctx.config.reports.out_dir).glob("report-*"))
+        reports = sorted(ctx.config.resolve_state(ctx.config.reports.out_dir).glob("report-*"))
         for path in reports_here:
             write_report(
                 ctx.db,
@@ -96,7 +96,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
         ctx.engine.dispose()
     transport = ctx.config.notify.transport
     assert transport.kind == "file"  # the demo writes its own config
-    outbox = ctx.config.resolve(transport.path)
+    outbox = ctx.config.resolve_state(transport.path)
     return DemoSummary(
         workdir=workdir,
         pairs=pairs,

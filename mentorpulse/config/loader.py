@@ -29,9 +29,9 @@ from mentorpulse.config.schema import (
     ConfigValueError,
     IcsSource,
     MentorpulseConfig,
-    data_dir,
     format_duration,
     sqlite_path,
+    state_dir,
 )
 from mentorpulse.errors import ConfigError
 
@@ -146,16 +146,19 @@ def _lines(path: str, _mtime_ns: int, _size: int) -> dict[KeyPath, int]:
 
 
 def _check_paths(data: dict[str, Any], base_dir: Path, built: _Builder) -> list[str]:
-    """The database's folder must exist: checked now, at its line, rather than at the
-    first connection. Reads the raw data, so it is reported with every other problem of
-    the file. (Source paths are checked by `config check` only: a calendar folder that
-    goes missing while mentorpulse runs is that source failing, which `status` shows.)"""
+    """The database's folder must exist (the data folder itself is made on first use):
+    checked now, at its line, rather than at the first connection. Reads the raw data, so
+    it is reported with every other problem of the file. (Source paths are checked by
+    `config check` only: a calendar folder that goes missing while mentorpulse runs is
+    that source failing, which `status` shows.)"""
     database = data.get("database")
-    sqlite = sqlite_path(database, base_dir) if isinstance(database, str) else None
+    configured = data.get("data_dir")
+    state = state_dir(base_dir, configured if isinstance(configured, str) else None)
+    sqlite = sqlite_path(database, state) if isinstance(database, str) else None
     if sqlite is None:
         return []
     folder = sqlite.parent
-    if folder.is_dir() or folder.resolve() == data_dir().resolve():
+    if folder.is_dir() or folder.resolve() == state.resolve():
         return []
     return [
         built.problem(

@@ -12,7 +12,7 @@ import re
 from datetime import time, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import email_validator
@@ -192,15 +192,22 @@ def check_database_url(value: str) -> str:
     return value
 
 
-DATA_ENV = "MENTORPULSE_DATA"
+DATA_DIR_ENV = "MENTORPULSE_DATA_DIR"
+_SourceT = TypeVar("_SourceT", bound="SourceBase")
 
 
-def data_dir() -> Path:
-    """mentorpulse's own state folder: ``$MENTORPULSE_DATA``, else
-    ``~/.local/share/mentorpulse``. A database there gets its folder made on first use;
-    a folder the admin names must exist."""
-    configured = os.environ.get(DATA_ENV, "").strip()
-    return Path(configured or "~/.local/share/mentorpulse").expanduser()
+def state_dir(base_dir: Path, configured: str | None) -> Path:
+    """Where the relative paths of what mentorpulse *writes* live (the SQLite file and its
+    lock files, the outbox folder, report files, token stores), so the config folder may
+    be read-only: ``$MENTORPULSE_DATA_DIR`` (relative to the working directory), else the
+    config's ``data_dir`` (relative to the config file's folder), else that folder itself.
+    Inputs it only reads (roster, calendars, keys, templates) stay next to the config."""
+    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser().absolute()
+    if configured:
+        return resolve_path(base_dir, configured)
+    return base_dir
 
 
 def sqlite_path(url: str, base_dir: Path) -> Path | None:
@@ -986,8 +993,14 @@ class MentorpulseConfig(Strict):
 
     database: Annotated[str, AfterValidator(check_database_url)] = Field(
         "sqlite:///mentorpulse.db",
-        description="SQLAlchemy URL (sqlite or postgresql); relative SQLite paths are "
-        "relative to this file, ~ is the home folder.",
+        description="SQLAlchemy URL (sqlite or postgresql); a relative SQLite path is "
+        "relative to data_dir, ~ is the home folder.",
+    )
+    data_dir: str | None = Field(
+        None,
+        description="Folder for what mentorpulse writes when its path is relative (the "
+        "SQLite file, the outbox, reports, token stores); $MENTORPULSE_DATA_DIR overrides "
+        "it. Default: this file's folder. Made on first use.",
     )
     timezone: TimeZoneName = "UTC"
     privacy: PrivacyConfig = PrivacyConfig()
@@ -1118,8 +1131,25 @@ class MentorpulseConfig(Strict):
         return "@" in name or name in self.contacts
 
     def resolve(self, path: str) -> Path:
-        """A path from the file, made absolute against the file's folder."""
+        """A path mentorpulse reads, made absolute against the file's folder."""
         return resolve_path(self.base_dir, path)
+
+    @property
+    def state_dir(self) -> Path:
+        """The data folder (:func:`state_dir`) of this config."""
+        return state_dir(self.base_dir, self.data_dir)
+
+    def resolve_state(self, path: str) -> Path:
+        """A path mentorpulse writes, made absolute against the data folder."""
+        return resolve_path(self.state_dir, path)
+
+    def with_state_paths(self, source: _SourceT) -> _SourceT:
+        """``source`` with its token store (the one file a connector writes) made absolute
+        in the data folder; connectors resolve what they read against the config folder."""
+        token_store = getattr(source, "token_store", None)
+        if not isinstance(token_store, str):
+            return source
+        return source.model_copy(update={"token_store": str(self.resolve_state(token_store))})
 
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)

@@ -210,10 +210,11 @@ def _quietly_close(client: smtplib.SMTP) -> None:
         client.close()
 
 
-def build_transport(config: NotifyConfig, base_dir: Path) -> Transport:
-    """The transport the config asks for; relative paths are relative to the config file."""
+def build_transport(config: NotifyConfig, base_dir: Path, data_dir: Path) -> Transport:
+    """The transport the config asks for: the outbox folder it writes is relative to the
+    data folder, the CA file it reads to the config file's folder."""
     transport = config.transport
     if transport.kind == "file":
-        return FileTransport(resolve_path(base_dir, transport.path))
+        return FileTransport(resolve_path(data_dir, transport.path))
     ca_file = resolve_path(base_dir, transport.ca_file) if transport.ca_file else None
     return SmtpTransport(transport, ca_file=ca_file)

@@ -58,9 +58,9 @@ class Context:
         roster = load_roster(config.resolve(config.roster.path), config)
         check_selectors(config, roster, config_path)
         if not write:
-            engine = open_read_only(config.database, config.base_dir)
+            engine = open_read_only(config.database, config.state_dir)
             return cls(config, roster, engine, session_factory(engine), clock, config_path)
-        engine = make_engine(config.database, config.base_dir)
+        engine = make_engine(config.database, config.state_dir)
         if migrate:
             upgrade(engine)
         context = cls(config, roster, engine, session_factory(engine), clock, config_path)
@@ -79,7 +79,7 @@ class Context:
         config = load_config(self.config_path)
         roster = load_roster(config.resolve(config.roster.path), config)
         check_selectors(config, roster, self.config_path)
-        if (config.database, config.base_dir) != (self.config.database, self.config.base_dir):
+        if (config.database, config.state_dir) != (self.config.database, self.config.state_dir):
             raise UserError(
                 f"{self.config_path}: `database` changed: restart mentorpulse to use the new "
                 "database (the config in force stays until then)"

@@ -57,7 +57,7 @@ def send_notifications(ctx: Context) -> NotifyStats:
     now = ctx.clock()
     with ctx.db.begin() as db:
         queued = queue_notifications(ctx, db, now)
-    transport = build_transport(ctx.config.notify, ctx.config.base_dir)
+    transport = build_transport(ctx.config.notify, ctx.config.base_dir, ctx.config.state_dir)
     counts: DispatchCounts = dispatch(
         ctx.db,
         transport,
@@ -95,7 +95,7 @@ def queue_notifications(ctx: Context, db: Db, now: datetime, *, files: bool = Tr
     resolved = [a for a in alerts if a.state == "resolved"]
     if resolved:
         notes += router.resolved_notices(resolved, told(db, [a.episode for a in resolved]), now=now)
-    out_dir = ctx.config.resolve(ctx.config.reports.out_dir) if files else None
+    out_dir = ctx.config.resolve_state(ctx.config.reports.out_dir) if files else None
     queued = enqueue(db, notes, now=now, domain=_domain(ctx))
     return queued + queue_reports(ctx.config, router, db, now, out_dir=out_dir)
 

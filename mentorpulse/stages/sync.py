@@ -454,7 +454,7 @@ def _read(
     while active := [c for c in pending if c not in held_now]:
         _close(connector)
         connector = build_connector(
-            _narrowed(source_config, active),
+            ctx.config.with_state_paths(_narrowed(source_config, active)),
             base_dir=ctx.config.base_dir,
             now=now,
             default_zone=ctx.config.timezone,

@@ -19,7 +19,7 @@ from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
-from mentorpulse.config.schema import data_dir, sqlite_path
+from mentorpulse.config.schema import sqlite_path
 from mentorpulse.errors import DatabaseUnavailable
 
 # Seconds to wait for a PostgreSQL server to answer: an unreachable host otherwise holds
@@ -28,8 +28,8 @@ CONNECT_TIMEOUT = 10
 
 
 def resolve_url(url: str, base_dir: Path) -> str:
-    """Make a relative SQLite path relative to the config file's folder, not the cwd
-    (``~`` is the home folder).
+    """Make a relative SQLite path relative to ``base_dir`` (the config's data folder,
+    ``MentorpulseConfig.state_dir``), never the cwd (``~`` is the home folder).
 
     A bare ``postgresql://`` URL gets the psycopg 3 driver, the one we ship.
     """
@@ -49,7 +49,7 @@ def make_engine(url: str, base_dir: Path = Path(".")) -> Engine:
     url = resolve_url(url, base_dir)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        _make_data_dir(parsed.database)
+        _make_data_dir(parsed.database, base_dir)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
@@ -67,13 +67,13 @@ def make_engine(url: str, base_dir: Path = Path(".")) -> Engine:
     return engine
 
 
-def _make_data_dir(database: str | None) -> None:
-    """mentorpulse's own state folder is made on first use (private to its user); any
-    other folder the admin names must exist (the config loader says so at its line)."""
+def _make_data_dir(database: str | None, data_dir: Path) -> None:
+    """The data folder holding the database is made on first use (private to its user);
+    any other folder the admin names must exist (the config loader says so at its line)."""
     if database is None or database == ":memory:":
         return
     folder = Path(database).parent
-    if not folder.exists() and folder == data_dir().resolve():
+    if not folder.exists() and folder == data_dir.resolve():
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 

@@ -36,7 +36,6 @@ def _problems(path: Path) -> list[str]:
 
 
 def test_example_config_and_roster_load_together(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MENTORPULSE_DATA", raising=False)
     config = load_config(EXAMPLE)
     program = config.program("engineering")
     assert program is not None
@@ -46,11 +45,12 @@ def test_example_config_and_roster_load_together(monkeypatch: pytest.MonkeyPatch
     assert [r.kind for r in config.rules_for(program)][3:] == ["first_meeting", "no_upcoming"]
     assert config.sources[0].path == "calendars"
     assert config.notify.transport.kind == "file"
-    # State is kept outside the checkout, in $MENTORPULSE_DATA.
-    data = "~/.local/share/mentorpulse"
-    assert config.notify.transport.path == f"{data}/outbox"
-    assert config.reports.out_dir == f"{data}/reports"
-    assert config.database == f"sqlite:///{data}/mentorpulse.db"
+    # State is kept outside the checkout, in data_dir.
+    state = Path.home() / ".local/share/mentorpulse"
+    assert config.state_dir == state
+    assert config.resolve_state(config.notify.transport.path) == state / "outbox"
+    assert config.resolve_state(config.reports.out_dir) == state / "reports"
+    assert config.database == "sqlite:///mentorpulse.db"
     assert config.base_dir == EXAMPLE.parent
     pairings = load_roster(config.resolve(config.roster.path), config)
     assert {p.program for p in pairings} == {"engineering"}
@@ -271,9 +271,8 @@ def test_sqlite_paths_expand_home_and_the_data_folder_is_made_private(
     from mentorpulse.storage.engine import make_engine, resolve_url
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("MENTORPULSE_DATA", str(tmp_path / "state"))
     assert resolve_url("sqlite:///~/x.db", Path("/elsewhere")) == f"sqlite:///{tmp_path}/x.db"
-    engine = make_engine(f"sqlite:///{tmp_path / 'state'}/x.db")
+    engine = make_engine("sqlite:///x.db", tmp_path / "state")
     engine.dispose()
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
 

@@ -417,11 +417,11 @@ def test_file_transport_keeps_its_mail_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-def test_build_transport_resolves_the_folder_against_the_config(tmp_path: Path) -> None:
+def test_build_transport_resolves_the_folder_against_the_data_folder(tmp_path: Path) -> None:
     config = NotifyConfig.model_validate({"transport": {"kind": "file", "path": "out"}})
-    transport = build_transport(config, tmp_path)
+    transport = build_transport(config, tmp_path / "config", tmp_path / "data")
     assert isinstance(transport, FileTransport)
-    assert transport.folder == tmp_path / "out"
+    assert transport.folder == tmp_path / "data" / "out"
 
 
 @pytest.mark.postgres

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mentorpulse.stages.evaluate import EvaluationStats, evaluate_rules
     from mentorpulse.stages.notify import NotifyStats, send_notifications
     from mentorpulse.stages.sessions import SessionStats, rebuild_sessions
-    from mentorpulse.stages.sync import SourceResult, sync_sources
+    from mentorpulse.stages.sync import Shard, SourceResult, sync_plan, sync_shard, sync_sources
 
 _HOMES = {
     "Clock": "context",
@@ -31,7 +31,10 @@ _HOMES = {
     "send_notifications": "notify",
     "SessionStats": "sessions",
     "rebuild_sessions": "sessions",
+    "Shard": "sync",
     "SourceResult": "sync",
+    "sync_plan": "sync",
+    "sync_shard": "sync",
     "sync_sources": "sync",
 }
 
@@ -41,10 +44,13 @@ __all__ = [
     "EvaluationStats",
     "NotifyStats",
     "SessionStats",
+    "Shard",
     "SourceResult",
     "evaluate_rules",
     "rebuild_sessions",
     "send_notifications",
+    "sync_plan",
+    "sync_shard",
     "sync_sources",
     "utcnow",
 ]

@@ -566,3 +566,37 @@ def _collect_attendance(
     if checked:
         log.info("attendance_checked", source=source_id, events=checked)
     return checked
+
+
+# TEMPORARY (pool branch): replaced by the shards branch
+# One shard per source until the shards helper lands the real split; same contract.
+@dataclass(frozen=True)
+class Shard:
+    """A slice of a source's calendars: one unit of sync work."""
+
+    source_id: str
+    index: int
+    count: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.source_id}#{self.index}"
+
+
+def sync_plan(ctx: Context) -> list[Shard]:
+    """Every shard of every configured source."""
+    return [Shard(source.id, 0, 1) for source in ctx.config.sources]
+
+
+def sync_shard(
+    ctx: Context,
+    shard: Shard,
+    *,
+    respect_backoff: bool = False,
+    progress: SyncProgress | None = None,
+) -> SourceResult:
+    """Sync one shard (here: its whole source)."""
+    (result,) = sync_sources(
+        ctx, [shard.source_id], respect_backoff=respect_backoff, progress=progress
+    )
+    return result

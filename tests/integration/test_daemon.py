@@ -286,7 +286,7 @@ def test_two_db_upgrades_at_once_both_succeed(database_url: str, tmp_path: Path)
         for p in upgrades:
             p.kill()
     assert [p.returncode for p in upgrades] == [0, 0], outputs
-    assert all("schema at revision source_reauth" in o for o in outputs), outputs
+    assert all("schema at revision procrastinate" in o for o in outputs), outputs
 
 
 def test_a_daemon_unsure_of_its_lease_starts_no_job(tmp_path: Path) -> None:

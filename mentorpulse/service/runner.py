@@ -6,8 +6,10 @@ first run of each job is due at ``last run + interval``: nothing is repeated or 
 A failed run is kept there too (time and a short error), and ``status`` reports it.
 
 One daemon per database: it holds the ``daemon`` lease, renewed every 30 s for 90 s. A
-second one refuses to start (exit 3), saying who holds it and when it expires, unless the
-holder is a process of this machine that has exited: then it takes over at once. A daemon
+second one refuses to start (exit 3), saying who holds it, when it expires and, for a
+holder on this host, that its process is alive; a holder of this machine that has exited
+is taken over at once. (On PostgreSQL, `mentorpulse run` is a worker of the pool instead:
+service/pool.py.) A daemon
 that cannot renew its lease starts no job once it is no longer sure it still holds it.
 """
 
@@ -56,10 +58,19 @@ def refusal(ctx: stages.Context, held: lease.LeaseState) -> UserError:
     """The second daemon's message: who runs, until when its lease holds, what to do."""
     expires = held.expires_at.astimezone(ZoneInfo(ctx.config.timezone))
     seconds = max(0, math.ceil((held.expires_at - ctx.clock()).total_seconds()))
+    shown = lease.display(held.holder)
+    pid = shown.rpartition(":")[2]
+    alive = lease.alive_here(held.holder)
+    if alive is None:
+        process = f"it runs on another host ({shown.rpartition(':')[0]})"
+    elif alive:
+        process = f"its process {pid} is alive on this host"
+    else:
+        process = f"its process {pid} on this host has exited"
     return UserError(
-        f"another mentorpulse daemon ({lease.display(held.holder)}) is running on this "
-        f"database; its lease expires at {expires:%Y-%m-%d %H:%M:%S %Z} (in {seconds} s) "
-        "unless it renews it: stop it first, or start this one once it has stopped",
+        f"another mentorpulse daemon ({shown}) is running on this database; its lease "
+        f"expires at {expires:%Y-%m-%d %H:%M:%S %Z} (in {seconds} s) unless it renews it; "
+        f"{process}: stop it first, or start this one once it has stopped",
         code=LEASE_HELD_EXIT,
     )
 

@@ -274,6 +274,7 @@ def _job(ctx: stages.Context, name: str) -> Iterator[None]:
     """A job's run recorded in ``job_runs`` and logged: its failure in full the first time,
     then one line per run, and the recovery once (as the embedded runner does). A shard
     handed back at shutdown is neither: it is not over."""
+    log.info("pool_job_started", job=name)
     try:
         with ctx.recorded(name) as run:
             yield
@@ -341,6 +342,8 @@ async def _serve(ctx: stages.Context) -> None:
     running: list[asyncio.Task[None]] = []
 
     def stop(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            return
         log.info("worker_stopping", signal=signum.name)
         stopping.set()
         for task in running:

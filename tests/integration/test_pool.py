@@ -1,0 +1,321 @@
+"""The worker pool on PostgreSQL: three `mentorpulse run` processes of the real CLI share
+1,000 Google calendars (the loopback fake, counting requests per calendar), one is
+SIGKILLed in the middle of a shard and another finishes it, the rest stop on SIGTERM.
+
+What is checked is what an operator would see: each calendar read exactly once per poll,
+every worker having done some of the work, the killed shard finished elsewhere, no
+duplicate event, session or outbox row, each email received once by a real SMTP server.
+
+Until the shards branch lands, a shard is a whole source: the 1,000 calendars are split
+over ``SOURCES`` sources so that there is work to spread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session as Db
+from sqlalchemy.orm import sessionmaker
+
+from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
+from tests.fakes.google_api import GoogleFake, RunningFake, serve
+from tests.servers.smtpd import SmtpServer
+
+pytestmark = pytest.mark.postgres
+
+CALENDARS = 1000
+SOURCES = 10  # shards (one per source until the shards branch: see the module docstring)
+PER_SOURCE = CALENDARS // SOURCES
+PAIRS = 40  # the first 80 users are 40 pairings; every other one has met
+BATCH = 10  # calls per batch request: ten requests a shard, slow enough to act mid-shard
+POLL = timedelta(seconds=20)
+GRACE = 5.0  # service.pool.shutdown_grace
+WAIT = 60.0  # seconds, for what a loaded 2-core machine may take
+
+
+T = TypeVar("T")
+
+
+def _until(condition: Callable[[], T | None], timeout: float = WAIT, what: str = "") -> T:
+    """Poll ``condition`` until it returns something true; fail with ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what or condition}")
+
+
+class Worker:
+    """A `mentorpulse run` subprocess whose JSON log lines are read as they come."""
+
+    def __init__(self, config: Path) -> None:
+        env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in list(self.lines):
+            if f'"{name}"' in line:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("event") == name:
+                    found.append(entry)
+        return found
+
+    def jobs(self, event: str) -> Counter[str]:
+        return Counter(str(e["job"]) for e in self.events(event))
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=WAIT)
+        self.reader.join(timeout=WAIT)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Every worker a test starts is stopped at its end, whatever happened."""
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture
+def google() -> Iterator[RunningFake]:
+    running = serve(GoogleFake())
+    yield next(running)
+    running.close()
+
+
+def _users() -> list[str]:
+    return [f"user{n:04d}@example.org" for n in range(CALENDARS)]
+
+
+def _source_users(index: int) -> list[str]:
+    return _users()[index * PER_SOURCE : (index + 1) * PER_SOURCE]
+
+
+def _populate(fake: GoogleFake, now: datetime) -> None:
+    users = _users()
+    for user in users:
+        fake.add_user(user)
+    for k in range(0, PAIRS, 2):
+        mentor, mentee = users[2 * k], users[2 * k + 1]
+        fake.meeting(
+            [mentor, mentee],
+            event_id=f"met{k}",
+            start=now - timedelta(days=3),
+            organizer=mentor,
+            attendees={mentor: "accepted", mentee: "accepted"},
+        )
+
+
+def _config(tmp_path: Path, database: str, google: RunningFake, smtp: SmtpServer) -> Path:
+    users = _users()
+    key = tmp_path / "service-account.json"
+    key.write_text(json.dumps(google.service_account))
+    roster = ["program,mentor_email,mentee_email,started_on"]
+    roster += [f"eng,{users[2 * k]},{users[2 * k + 1]},2025-01-06" for k in range(PAIRS)]
+    (tmp_path / "roster.csv").write_text("\n".join(roster) + "\n")
+    sources = [
+        {
+            "id": f"g{index}",
+            "kind": "google",
+            "users": _source_users(index),
+            "service_account_key": str(key),
+            "api_root": google.url,
+            "batch_size": BATCH,
+            "quota_share": 1,
+            "project_quota_per_minute": 1_000_000,
+            "user_quota_per_minute": 100_000,
+            "poll_every": f"{int(POLL.total_seconds())}s",
+        }
+        for index in range(SOURCES)
+    ]
+    config = {
+        "database": database,
+        "timezone": "Europe/Berlin",
+        "sources": sources,
+        "roster": {"path": "roster.csv"},
+        "programs": [
+            {
+                "id": "eng",
+                "cadence": {"every": "14d"},
+                "rules": [{"id": "first", "kind": "first_meeting", "within": "21d"}],
+            }
+        ],
+        "notify": {
+            "sender": "mentorpulse@example.org",
+            "transport": smtp.config(),
+            "every": "2s",
+            "lease": "2m",
+        },
+        "schedule": {"evaluate_every": "2s"},
+        "service": {
+            "pool": {
+                "tick": "1s",
+                "concurrency": 2,
+                "buckets": 3,
+                "stalled_after": "3s",
+                "shutdown_grace": f"{int(GRACE)}s",
+            }
+        },
+    }
+    path = tmp_path / "mentorpulse.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def _shard(index: int) -> str:
+    return f"sync:g{index}#0"
+
+
+def _last_runs(db: sessionmaker[Db]) -> dict[str, datetime]:
+    with db() as session:
+        rows = session.execute(select(JobRun.name, JobRun.last_success_at))
+        return {name: at for name, at in rows if name.startswith("sync:") and at is not None}
+
+
+def test_three_workers_share_the_calendars_and_finish_a_killed_workers_shard(
+    pg_url: str,
+    tmp_path: Path,
+    google: RunningFake,
+    server: SmtpServer,
+    workers: list[Worker],
+) -> None:
+    fake = google.fake
+    _populate(fake, datetime.now(UTC))
+    fake.delay = 0.25  # per request: a shard takes a few seconds
+    config = _config(tmp_path, pg_url, google, server)
+    workers.extend(Worker(config) for _ in range(3))
+    engine = create_engine(pg_url)
+    db = sessionmaker(engine)
+
+    # A worker that has finished some job already and is in the middle of a shard (some
+    # of its batches served, not all) is killed.
+    def mid_shard() -> tuple[Worker, int] | None:
+        served = fake.requests_per_calendar()
+        for worker in workers:
+            if not worker.events("pool_job_done"):
+                continue
+            running = worker.jobs("pool_job_started") - worker.jobs("pool_job_done")
+            for index in range(SOURCES):
+                if running[_shard(index)]:
+                    read = sum(1 for user in _source_users(index) if served[user])
+                    if BATCH <= read <= PER_SOURCE - 2 * BATCH:
+                        return worker, index
+        return None
+
+    victim, killed = _until(mid_shard, what="a worker in the middle of a shard")
+    victim.process.kill()
+    victim.process.wait(timeout=WAIT)
+    # It may have been running a second job (concurrency 2): that one is retried as well.
+    in_hand = victim.jobs("pool_job_started") - victim.jobs("pool_job_done")
+    survivors = [w for w in workers if w is not victim]
+
+    # Every shard synced once, the killed one by a survivor after the stalled timeout.
+    _until(lambda: len(_last_runs(db)) == SOURCES, what="every shard synced")
+    after_first = fake.requests_per_calendar()
+    finished_by = [w for w in survivors if w.jobs("pool_job_done")[_shard(killed)]]
+    assert finished_by, [w.log for w in workers]
+    assert any(w.events("pool_job_started") for w in survivors)
+    retried = [e["job"] for w in survivors for e in w.events("pool_stalled_job_retried")]
+    assert _shard(killed) in retried, retried
+    assert set(retried) <= set(in_hand), (retried, in_hand)
+    for index in range(SOURCES):
+        counts = Counter(after_first[user] for user in _source_users(index))
+        if _shard(index) in in_hand:  # stored batches resumed after; the one in flight asked again
+            assert set(counts) <= {1, 2}, counts
+            assert counts[2] <= 3 * BATCH, counts  # a batch or two in flight at the kill
+        else:
+            assert counts == {1: PER_SOURCE}, (index, counts)
+    # Every worker did some of the work (the victim before it was killed).
+    assert all(w.events("pool_job_done") for w in workers), [w.log for w in workers]
+
+    # Findings fire once every source is synced: one email per pairing that never met,
+    # each received once, however many workers ran the notify job.
+    never_met = PAIRS // 2
+    _until(lambda: len(server.recorder.message_ids()) >= never_met, what="the emails")
+    with db() as session:
+        outbox = session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.status)).all()
+    assert len(outbox) == never_met
+    assert len({key for key, _status in outbox}) == never_met
+    received = server.recorder.message_ids()
+    assert len(received) == len(set(received)) == never_met
+    mentors = sorted(m["To"].addresses[0].addr_spec for m in server.recorder.messages)
+    assert mentors == sorted(_users()[2 * k] for k in range(1, PAIRS, 2))
+
+    # The next poll reads every calendar exactly once more (sync tokens, nothing changed).
+    first_runs = _last_runs(db)
+    _until(
+        lambda: (
+            all(at > first_runs[name] for name, at in _last_runs(db).items())
+            and len(_last_runs(db)) == SOURCES
+        ),
+        what="a second poll of every shard",
+    )
+    second = fake.requests_per_calendar() - after_first
+    assert {second[user] for user in _users()} == {1}
+
+    # Nothing stored twice, nothing lost: each meeting's copy in both calendars, one
+    # session per pairing that met, every source healthy.
+    with db() as session:
+        events = session.execute(select(Event.source_id, Event.provider_id)).all()
+        sessions = session.execute(select(MentoringSession.pairing_id, MentoringSession.key)).all()
+        healthy = session.scalars(select(func.count()).where(Source.healthy)).one()
+    assert len(events) == len(set(events)) == 2 * (PAIRS // 2)
+    assert len(sessions) == len(set(sessions)) == PAIRS // 2
+    assert healthy == SOURCES
+
+    # SIGTERM: no new job, exit 0 within the grace period (plus a start-up's margin).
+    for worker in survivors:
+        worker.process.send_signal(signal.SIGTERM)
+    for worker in survivors:
+        started = time.monotonic()
+        assert worker.process.wait(timeout=GRACE + 15) == 0, worker.log
+        assert time.monotonic() - started < GRACE + 15
+        assert worker.events("worker_stopped"), worker.log
+        assert "Traceback" not in worker.log, worker.log
+    engine.dispose()

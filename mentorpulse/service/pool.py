@@ -376,6 +376,8 @@ async def _serve(ctx: stages.Context) -> None:
                         running.clear()
                 except Exception as exc:  # the database went away (or never answered)
                     running.clear()
+                    with suppress(Exception):  # a pool half-opened: start afresh next time
+                        await connector.close_async()
                     if stopping.is_set():
                         break
                     if not lost:

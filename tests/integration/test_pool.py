@@ -12,9 +12,12 @@ over ``SOURCES`` sources so that there is work to spread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,9 +30,11 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
 
+from mentorpulse.sample import write_demo
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
@@ -319,3 +324,115 @@ def test_three_workers_share_the_calendars_and_finish_a_killed_workers_shard(
         assert worker.events("worker_stopped"), worker.log
         assert "Traceback" not in worker.log, worker.log
     engine.dispose()
+
+
+class Proxy:
+    """A TCP relay to PostgreSQL that can be cut: while cut, it closes every connection it
+    has and hangs up on new ones at once (counting them), as a database that went away."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.cut = threading.Event()
+        self.refused = 0
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                with self.lock:
+                    self.refused += 1
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def go_down(self) -> None:
+        self.cut.set()
+        with self.lock:
+            connections, self.open = self.open, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def come_back(self) -> None:
+        self.cut.clear()
+
+    def close(self) -> None:
+        self.go_down()
+        self.listener.close()
+
+
+def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
+    pg_url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    url = make_url(pg_url)
+    proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
+    secret = "pool-dsn-s3cret"  # trust authentication ignores it; no log may show it
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port, password=secret)
+    write_demo(tmp_path, today=datetime.now(UTC).date())
+    config = tmp_path / "mentorpulse.yaml"
+    text = config.read_text()
+    text = re.sub(
+        r"(?m)^database:.*$",
+        f"database: {through_proxy.render_as_string(hide_password=False)}",
+        text,
+        count=1,
+    )
+    config.write_text(
+        text
+        + "\nschedule:\n  evaluate_every: 1s\n"
+        + "service:\n  pool:\n    tick: 1s\n    stalled_after: 5s\n    shutdown_grace: 5s\n"
+    )
+    worker = Worker(config)
+    workers.append(worker)
+    try:
+        _until(lambda: worker.events("pool_job_done"), what=f"a first job: {worker.log}")
+        proxy.go_down()
+        _until(lambda: worker.events("pool_database_lost"), what=f"the loss: {worker.log}")
+        # Several attempts to reconnect meet a closed door before it opens again.
+        _until(lambda: proxy.refused >= 3, what="attempts to reconnect")
+        done_before = len(worker.events("pool_job_done"))
+        proxy.come_back()
+        _until(lambda: worker.events("pool_database_back"), what=f"the return: {worker.log}")
+        _until(
+            lambda: len(worker.events("pool_job_done")) > done_before,
+            what=f"work after the return: {worker.log}",
+        )
+        assert len(worker.events("pool_database_lost")) == 1, worker.log
+        assert len(worker.events("pool_database_back")) == 1, worker.log
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=GRACE + 15) == 0, worker.log
+        worker.reader.join(timeout=WAIT)
+        assert secret not in "".join(worker.lines)
+        # The attempts themselves are not logged (psycopg's pool would, once each).
+        assert not [line for line in worker.lines if "connecting" in line], worker.log
+    finally:
+        proxy.close()

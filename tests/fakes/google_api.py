@@ -166,14 +166,15 @@ class GoogleFake:
         self.calls: list[tuple[str, dict[str, str]]] = []  # (path, query) per API call
         self.delay = 0.0  # seconds each outer HTTP request takes (a slow API, to act mid-sync)
 
-    def requests_per_calendar(self) -> Counter[str]:
-        """Events-list calls served per calendar id (each call inside a batch counts)."""
+    def requests_per_calendar(self, *, full_only: bool = False) -> Counter[str]:
+        """Events-list calls served per calendar id (each call inside a batch counts);
+        ``full_only``: only full listings, not the incremental calls with a sync token."""
         with self.lock:
-            paths = [path for path, _query in self.calls]
+            calls = list(self.calls)
         counts: Counter[str] = Counter()
-        for path in paths:
+        for path, query in calls:
             found = re.fullmatch(CALENDAR_PREFIX + r"calendars/([^/]+)/events", path)
-            if found:
+            if found and not (full_only and "syncToken" in query):
                 counts[unquote(found.group(1))] += 1
         return counts
 

@@ -52,6 +52,7 @@ from sqlalchemy.engine import URL, make_url
 from mentorpulse import stages
 from mentorpulse.config.schema import PoolConfig
 from mentorpulse.errors import UserError, code_trace
+from mentorpulse.service.runner import bucket_job, shard_job
 from mentorpulse.stages.sessions import Bucket
 from mentorpulse.stages.sync import LoggedProgress
 from mentorpulse.storage import runs
@@ -114,16 +115,7 @@ class Due:
     kwargs: dict[str, Any]
 
 
-def sync_run(shard: stages.Shard) -> str:
-    """The ``job_runs`` name (and lock) of a shard's sync."""
-    return f"sync:{shard.key}"
-
-
-def evaluate_run(bucket: Bucket) -> str:
-    return f"evaluate:{bucket}"
-
-
-NOTIFY_RUN = "notify"
+NOTIFY_RUN = "notify"  # the same job name as the embedded daemon's
 
 
 def due_work(ctx: stages.Context) -> list[Due]:
@@ -134,13 +126,13 @@ def due_work(ctx: stages.Context) -> list[Due]:
     every = {source.id: source.poll_every for source in ctx.config.sources}
     for shard in stages.sync_plan(ctx):
         kwargs = {"source_id": shard.source_id, "index": shard.index, "count": shard.count}
-        wanted.append((Due("sync_shard", sync_run(shard), kwargs), every[shard.source_id]))
+        wanted.append((Due("sync_shard", shard_job(shard), kwargs), every[shard.source_id]))
     for index in range(pool.buckets):
         bucket = Bucket(index, pool.buckets)
         kwargs = {"index": index, "count": pool.buckets}
         wanted.append(
             (
-                Due("evaluate_bucket", evaluate_run(bucket), kwargs),
+                Due("evaluate_bucket", bucket_job(bucket), kwargs),
                 ctx.config.schedule.evaluate_every,
             )
         )
@@ -209,7 +201,7 @@ def sync_shard(context: JobContext, source_id: str, index: int, count: int) -> b
     """Sync one shard; True when it succeeded (a failing source backs off as always)."""
     ctx = _context(context)
     shard = stages.Shard(source_id, index, count)
-    with _job(ctx, sync_run(shard)):
+    with _job(ctx, shard_job(shard)):
         result = stages.sync_shard(
             ctx, shard, respect_backoff=True, progress=_AbortablePages(context)
         )
@@ -221,7 +213,7 @@ def evaluate_bucket(context: JobContext, index: int, count: int) -> int:
     """Sessions, then rules, for one bucket of pairings; returns the pairings judged."""
     ctx = _context(context)
     bucket = Bucket(index, count)
-    with _job(ctx, evaluate_run(bucket)):
+    with _job(ctx, bucket_job(bucket)):
         stages.rebuild_sessions(ctx, bucket=bucket)
         stats = stages.evaluate_rules(ctx, bucket=bucket)
     return stats.pairings

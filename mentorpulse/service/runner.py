@@ -30,6 +30,7 @@ import structlog
 from mentorpulse import stages
 from mentorpulse.errors import UserError, code_trace
 from mentorpulse.service import lease
+from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage import runs
 from mentorpulse.storage.locks import one_at_a_time
 
@@ -143,9 +144,30 @@ def sync_job(source_id: str) -> str:
     return f"sync:{source_id}"
 
 
+def shard_job(shard: stages.Shard) -> str:
+    """The worker pool's name (in ``job_runs``, and its lock) of a shard's sync."""
+    return f"sync:{shard.key}"
+
+
+def bucket_job(bucket: Bucket) -> str:
+    """The worker pool's name of an evaluation bucket's job."""
+    return f"evaluate:{bucket}"
+
+
 def job_names(ctx: stages.Context) -> list[str]:
-    """The names of the daemon's jobs, as kept in ``job_runs`` (one sync job per source)."""
-    return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
+    """The names of the jobs, as kept in ``job_runs``: the embedded daemon's (one sync job
+    per source; `sync` without --once runs it on either database), and on PostgreSQL the
+    worker pool's too (one per shard and per evaluation bucket)."""
+    embedded = [sync_job(source.id) for source in ctx.config.sources]
+    if ctx.engine.dialect.name != "postgresql":
+        return embedded + list(STAGE_JOBS)
+    buckets = ctx.config.service.pool.buckets
+    return (
+        embedded
+        + [shard_job(shard) for shard in stages.sync_plan(ctx)]
+        + [bucket_job(Bucket(index, buckets)) for index in range(buckets)]
+        + list(STAGE_JOBS)
+    )
 
 
 def run_daemon(

@@ -33,8 +33,13 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
+from typer.testing import CliRunner
 
+from mentorpulse.cli import app
 from mentorpulse.sample import write_demo
+from mentorpulse.service import runner
+from mentorpulse.stages import Context
+from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
@@ -514,3 +519,23 @@ def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
         events = session.execute(select(Event.source_id, Event.provider_id)).all()
     assert len(events) == len(set(events)) == 2 * (PAIRS // 2)
     engine.dispose()
+
+
+def test_status_names_a_failing_pool_job(pg_url: str, tmp_path: Path) -> None:
+    """A bucket's or shard's job that failed is a problem `status` names (exit 1), as
+    the embedded daemon's stages are; one that succeeded since is not."""
+    write_demo(tmp_path, today=datetime.now(UTC).date())
+    config = tmp_path / "mentorpulse.yaml"
+    config.write_text(re.sub(r"(?m)^database:.*$", f"database: {pg_url}", config.read_text()))
+    ctx = Context.open(config)
+    bucket = runner.bucket_job(Bucket(1, ctx.config.service.pool.buckets))
+    with contextlib.suppress(RuntimeError), ctx.recorded(bucket):
+        raise RuntimeError("boom")
+    done = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "400"})
+    assert done.exit_code == 1, done.output
+    assert f"stage {bucket}: its last run failed" in done.output
+    with ctx.recorded(bucket):
+        pass
+    done = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "400"})
+    assert f"stage {bucket}" not in done.output, done.output
+    ctx.engine.dispose()

@@ -983,9 +983,10 @@ class PoolConfig(Strict):
         "modulo buckets), each a job of its own that any worker may take.",
     )
     stalled_after: Annotated[PositiveDuration, _at_most(timedelta(minutes=30))] = Field(
-        timedelta(minutes=2),
+        timedelta(seconds=90),
         description="A worker whose heartbeat is older than this is presumed dead: its "
-        "running jobs are retried by another worker.",
+        "running jobs are retried by another worker at the next tick (so within "
+        "stalled_after + tick: 1m45s by default).",
     )
     shutdown_grace: Annotated[PositiveDuration, _at_most(timedelta(hours=1))] = Field(
         timedelta(seconds=30),

@@ -35,7 +35,7 @@ import yaml
 from bench.common import org_dir, quiet, scratch_database
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.sync import sync_plan
-from mentorpulse.storage.models import JobRun
+from mentorpulse.storage.models import Event, JobRun
 from tests.fakes.google_api import GoogleFake, serve
 
 SHARDS = 12  # one source per shard until the shards branch splits sources itself
@@ -186,6 +186,10 @@ def measure(
                 figures[f"{name}_seconds"] = round(result["seconds"], 2)
                 figures[f"{name}_calendars_per_s"] = round(len(users) / result["seconds"], 1)
                 figures[f"{name}_requests"] = result["requests"]
+                with engine.connect() as connection:
+                    figures[f"{name}_events_stored"] = connection.execute(
+                        sa.select(sa.func.count()).select_from(Event)
+                    ).scalar_one()
             busy = [
                 sum(
                     b'"pool_job_done"' in line and b'"sync:' in line
@@ -229,6 +233,8 @@ def main() -> None:
         running_server.close()
     cores = os.cpu_count()
     print(f"{args.scale}: {len(users)} Google calendars, {rows[0]['shards']} shards, {cores} cores")
+    stored = rows[0]["first_events_stored"]
+    print(f"events stored by the first sync: {stored}")
     print(f"{'workers':>7} | {'first sync':>18} | {'no change':>18} | shards per worker")
     for row in rows:
         first = f"{row['first_seconds']:>7.1f} s {row['first_calendars_per_s']:>6.1f}/s"

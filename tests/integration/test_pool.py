@@ -12,6 +12,7 @@ over ``SOURCES`` sources so that there is work to spread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,22 +30,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from procrastinate import JobContext
+from procrastinate.jobs import Job
+from procrastinate.testing import InMemoryConnector
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import sessionmaker
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from mentorpulse.cli import app
 from mentorpulse.sample import write_demo
-from mentorpulse.service import runner
+from mentorpulse.service import pool, runner
 from mentorpulse.stages import Context
 from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
-
-pytestmark = pytest.mark.postgres
 
 CALENDARS = 1000
 SOURCES = 10  # shards (one per source until the shards branch: see the module docstring)
@@ -238,6 +241,7 @@ def _last_runs(db: sessionmaker[Db]) -> dict[str, datetime]:
         return {name: at for name, at in rows if name.startswith("sync:") and at is not None}
 
 
+@pytest.mark.postgres
 def test_three_workers_share_the_calendars_and_finish_a_killed_workers_shard(
     pg_url: str,
     tmp_path: Path,
@@ -417,6 +421,7 @@ class Proxy:
         self.listener.close()
 
 
+@pytest.mark.postgres
 def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
     pg_url: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
@@ -465,6 +470,7 @@ def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
         proxy.close()
 
 
+@pytest.mark.postgres
 def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
     pg_url: str,
     tmp_path: Path,
@@ -521,6 +527,7 @@ def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
     engine.dispose()
 
 
+@pytest.mark.postgres
 def test_status_names_a_failing_pool_job(pg_url: str, tmp_path: Path) -> None:
     """A bucket's or shard's job that failed is a problem `status` names (exit 1), as
     the embedded daemon's stages are; one that succeeded since is not."""
@@ -538,4 +545,59 @@ def test_status_names_a_failing_pool_job(pg_url: str, tmp_path: Path) -> None:
         pass
     done = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "400"})
     assert f"stage {bucket}" not in done.output, done.output
+    ctx.engine.dispose()
+
+
+def test_a_tick_defers_due_work_once_and_skips_a_shard_still_running(tmp_path: Path) -> None:
+    """The tick against Procrastinate's in-memory queue (the database of record is
+    SQLite here: what is due comes from ``job_runs``, whatever the backend)."""
+    write_demo(tmp_path, today=datetime.now(UTC).date())
+    ctx = Context.open(tmp_path / "mentorpulse.yaml")
+    now = datetime.now(UTC)
+    ctx.clock = lambda: now
+    buckets = ctx.config.service.pool.buckets
+    (source,) = ctx.config.sources
+    shard = f"sync:{source.id}#0"
+    connector = InMemoryConnector()
+    with pool.app.replace_connector(connector) as app:
+
+        def tick() -> int:
+            job = Job(id=0, queue="default", lock=None, queueing_lock=None, task_name="tick")
+            context = JobContext(
+                app=app,
+                job=job,
+                start_timestamp=0.0,
+                abort_reason=lambda: None,
+                additional_context={pool.CONTEXT_KEY: ctx},
+            )
+            return int(asyncio.run(pool.tick(context, timestamp=0)))
+
+        def queued() -> dict[str, str]:
+            return {str(j["lock"]): str(j["status"]) for j in connector.jobs.values()}
+
+        expected = {shard, *(f"evaluate:{b}/{buckets}" for b in range(buckets)), "notify"}
+        assert tick() == len(expected)
+        assert set(queued()) == expected
+        assert all(j["queueing_lock"] == j["lock"] for j in connector.jobs.values())
+        assert tick() == 0, "still queued: not queued twice"
+        assert len(connector.jobs) == len(expected)
+
+        # The shard's job is running: the next tick skips it rather than queue another.
+        (sync_id,) = [i for i, j in connector.jobs.items() if j["lock"] == shard]
+        connector.jobs[sync_id]["status"] = "doing"
+        with capture_logs() as logs:
+            assert tick() == 0
+        assert len(connector.jobs) == len(expected)
+        assert {"event": "pool_job_still_running", "job": shard, "log_level": "info"} in logs
+
+        # Done and recorded: due again only once its source's poll interval has passed.
+        connector.reset()
+        with ctx.recorded(shard):
+            pass
+        assert tick() == len(expected) - 1
+        assert shard not in queued()
+        connector.reset()
+        now += source.poll_every
+        assert tick() == len(expected)
+        assert shard in queued()
     ctx.engine.dispose()

@@ -45,7 +45,8 @@ from typing import Any, Literal
 import procrastinate
 import structlog
 from procrastinate import JobContext
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, JobAborted
+from procrastinate.job_context import AbortReason
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL, make_url
 
@@ -171,9 +172,10 @@ async def tick(context: JobContext, timestamp: int) -> int:
 
 
 class HandedBack(BaseException):
-    """The worker is shutting down past its grace period: the shard stops after the page in
-    hand (stored with its cursor) and goes back to the queue. A BaseException, so the
-    stage's own error handling does not record it as the source failing."""
+    """The job was asked to stop: the shard stops after the page in hand (stored with its
+    cursor). On shutdown it goes back to the queue; an operator's abort (Procrastinate's
+    ``cancel --abort``) ends it. A BaseException, so the stage's own error handling does
+    not record it as the source failing."""
 
 
 class _AbortablePages:
@@ -201,10 +203,15 @@ def sync_shard(context: JobContext, source_id: str, index: int, count: int) -> b
     """Sync one shard; True when it succeeded (a failing source backs off as always)."""
     ctx = _context(context)
     shard = stages.Shard(source_id, index, count)
-    with _job(ctx, shard_job(shard)):
-        result = stages.sync_shard(
-            ctx, shard, respect_backoff=True, progress=_AbortablePages(context)
-        )
+    try:
+        with _job(ctx, shard_job(shard)):
+            result = stages.sync_shard(
+                ctx, shard, respect_backoff=True, progress=_AbortablePages(context)
+            )
+    except HandedBack:
+        if context.abort_reason() == AbortReason.USER_REQUEST:
+            raise JobAborted(shard.key) from None  # aborted, not retried
+        raise  # shutdown: retried (RETRY), by whichever worker takes it
     return result.ok
 
 

@@ -80,6 +80,8 @@ def _environment_conninfo() -> str:
         from mentorpulse.config.loader import config_path, load_config
 
         url = load_config(config_path(None)).database
+    if url and make_url(url).get_backend_name() != "postgresql":
+        raise UserError("the worker pool's queue lives in PostgreSQL; this database is not")
     return conninfo(url) if url else ""
 
 

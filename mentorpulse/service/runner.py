@@ -8,9 +8,9 @@ A failed run is kept there too (time and a short error), and ``status`` reports 
 One daemon per database: it holds the ``daemon`` lease, renewed every 30 s for 90 s. A
 second one refuses to start (exit 3), saying who holds it, when it expires and, for a
 holder on this host, that its process is alive; a holder of this machine that has exited
-is taken over at once. (On PostgreSQL, `mentorpulse run` is a worker of the pool instead:
-service/pool.py.) A daemon
-that cannot renew its lease starts no job once it is no longer sure it still holds it.
+is taken over at once. A daemon that cannot renew its lease starts no job once it is no
+longer sure it still holds it. (On PostgreSQL, `mentorpulse run` starts a worker of the
+pool instead: service/pool.py; `sync` without --once still runs this daemon there.)
 """
 
 from __future__ import annotations

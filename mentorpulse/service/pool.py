@@ -338,21 +338,9 @@ async def _serve(ctx: stages.Context) -> None:
     """Run the worker, and again after losing the database (with backoff, said once)."""
     _schedule(ctx.config.service.pool)
     options = worker_options(ctx)
-    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     running: list[asyncio.Task[None]] = []
-
-    def stop(signum: signal.Signals) -> None:
-        if stopping.is_set():
-            return
-        log.info("worker_stopping", signal=signum.name)
-        stopping.set()
-        for task in running:
-            task.cancel()  # Procrastinate's graceful stop: no new job, grace for the rest
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop, signum)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(ctx)) and None)
+    handled = _on_signals(ctx, stopping, running)
     pool_size = ctx.config.service.pool.concurrency + 4  # jobs, listener, heartbeat, fetch
     connector = procrastinate.PsycopgConnector(
         conninfo=conninfo(ctx.engine.url), min_size=1, max_size=pool_size, timeout=10
@@ -382,19 +370,37 @@ async def _serve(ctx: stages.Context) -> None:
                     if stopping.is_set():
                         break
                     if not lost:
-                        log.warning(
-                            "pool_database_lost",
-                            error=type(exc).__name__,
-                            retrying_every_max=RECONNECT_MAX,
-                        )
+                        log.warning("pool_database_lost", error=type(exc).__name__)
                         lost = True
                     with suppress(TimeoutError):
                         await asyncio.wait_for(stopping.wait(), timeout=delay)
                     delay = min(delay * 2, RECONNECT_MAX)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop = asyncio.get_running_loop()
+        for signum in handled:
             loop.remove_signal_handler(signum)
     log.info("worker_stopped", worker=options["name"])
+
+
+def _on_signals(
+    ctx: stages.Context, stopping: asyncio.Event, running: list[asyncio.Task[None]]
+) -> tuple[signal.Signals, ...]:
+    """SIGTERM/SIGINT stop the worker (Procrastinate's graceful stop: no new job, the grace
+    for the running ones), SIGHUP reloads; returns the signals handled."""
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            return
+        log.info("worker_stopping", signal=signum.name)
+        stopping.set()
+        for task in running:
+            task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(ctx)) and None)
+    return (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _shown(ctx: stages.Context) -> dict[str, Any]:

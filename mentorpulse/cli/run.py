@@ -94,7 +94,18 @@ def evaluate(
 
 
 def run(config: ConfigOption = None) -> None:
-    """Run every stage on its schedule until SIGTERM or Ctrl-C."""
-    from mentorpulse.service import runner
+    """Run every stage on its schedule until SIGTERM or Ctrl-C: on SQLite one process (a
+    second is refused); on PostgreSQL a worker of a pool that any number of them share."""
+    from mentorpulse import stages
 
-    with_context(config, runner.run_daemon)
+    def action(ctx: stages.Context) -> None:
+        if ctx.engine.dialect.name == "postgresql":
+            from mentorpulse.service import pool
+
+            pool.run_worker(ctx)
+            return
+        from mentorpulse.service import runner
+
+        runner.run_daemon(ctx)
+
+    with_context(config, action)

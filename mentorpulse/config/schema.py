@@ -982,10 +982,56 @@ class HttpConfig(Strict):
     port: int = Field(9464, ge=0, le=65535, description="TCP port; 0: any free one (logged).")
 
 
+def _tick(value: timedelta) -> timedelta:
+    """A tick is a cron step: whole seconds dividing a minute, or whole minutes an hour."""
+    seconds = int(value.total_seconds())
+    if seconds < 60 and 60 % seconds == 0:
+        return value
+    if seconds % 60 == 0 and 60 % (seconds // 60) == 0:
+        return value
+    raise ValueError("must divide a minute (1s to 30s) or an hour (1m to 30m, 1h), e.g. 15s")
+
+
+class PoolConfig(Strict):
+    """The worker pool (``mentorpulse run`` on PostgreSQL): how each worker shares the work."""
+
+    tick: Annotated[PositiveDuration, AfterValidator(_tick)] = Field(
+        timedelta(seconds=15),
+        description="How often the pool looks for due work (shards whose source's poll_every "
+        "has passed, evaluation buckets, the outbox); deferred once per tick however many "
+        "workers run.",
+    )
+    concurrency: int = Field(
+        2, ge=1, le=16, description="Jobs one worker runs at once (one thread each)."
+    )
+    buckets: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Evaluation is split into this many buckets of pairings (pairing id "
+        "modulo buckets), each a job of its own that any worker may take.",
+    )
+    stalled_after: Annotated[PositiveDuration, _at_most(timedelta(minutes=30))] = Field(
+        timedelta(seconds=90),
+        description="A worker whose heartbeat is older than this is presumed dead: its "
+        "running jobs are retried by another worker at the next tick (so within "
+        "stalled_after + tick: 1m45s by default).",
+    )
+    shutdown_grace: Annotated[PositiveDuration, _at_most(timedelta(hours=1))] = Field(
+        timedelta(seconds=30),
+        description="On SIGTERM, how long running jobs may take to finish before they "
+        "hand their work back (stored pages stay stored; the rest is retried elsewhere).",
+    )
+
+
 class ServiceConfig(Strict):
-    """How `mentorpulse run` runs unattended."""
+    """How ``mentorpulse run`` runs unattended: its HTTP service, and the worker pool
+    (PostgreSQL)."""
 
     http: HttpConfig = HttpConfig()
+    pool: PoolConfig = Field(
+        PoolConfig(), description="The worker pool, used when the database is PostgreSQL."
+    )
 
 
 class MentorpulseConfig(Strict):
@@ -1011,7 +1057,9 @@ class MentorpulseConfig(Strict):
     notify: NotifyConfig = NotifyConfig()
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    service: ServiceConfig = ServiceConfig()
+    service: ServiceConfig = Field(
+        ServiceConfig(), description="How `mentorpulse run` serves (HTTP service, worker pool)."
+    )
     rules: tuple[Rule, ...] = Field(
         (), description="Rules for several programs at once (select them with `programs`)."
     )

@@ -74,22 +74,30 @@ def display(holder: str) -> str:
     return holder.partition("/")[0]
 
 
-def _dead_here(holder: str) -> bool:
-    """Whether ``holder`` is a process of this machine's process space that has exited."""
+def alive_here(holder: str) -> bool | None:
+    """Whether ``holder``'s process is alive, if it is one of this machine's process space
+    (None: another host or namespace, whose PIDs mean nothing here)."""
     name, _, space = holder.partition("/")
     host, _, pid_text = name.rpartition(":")
     ours = _process_space()
     if host != _host() or (space and ours and space != ours):
-        return False
-    if not pid_text.isdigit() or int(pid_text) in (0, os.getpid()):
-        return False
+        return None
+    if not pid_text.isdigit() or int(pid_text) == 0:
+        return None
+    if int(pid_text) == os.getpid():
+        return True
     try:
         os.kill(int(pid_text), 0)
     except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: it exists, under another user
         return False
-    return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether ``holder`` is a process of this machine's process space that has exited."""
+    return alive_here(holder) is False
 
 
 def acquire(

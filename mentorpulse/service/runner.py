@@ -6,9 +6,11 @@ first run of each job is due at ``last run + interval``: nothing is repeated or 
 A failed run is kept there too (time and a short error), and ``status`` reports it.
 
 One daemon per database: it holds the ``daemon`` lease, renewed every 30 s for 90 s. A
-second one refuses to start (exit 3), saying who holds it and when it expires, unless the
-holder is a process of this machine that has exited: then it takes over at once. A daemon
-that cannot renew its lease starts no job once it is no longer sure it still holds it.
+second one refuses to start (exit 3), saying who holds it, when it expires and, for a
+holder on this host, that its process is alive; a holder of this machine that has exited
+is taken over at once. A daemon that cannot renew its lease starts no job once it is no
+longer sure it still holds it. (On PostgreSQL, `mentorpulse run` starts a worker of the
+pool instead: service/pool.py; `sync` without --once still runs this daemon there.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import structlog
 from mentorpulse import stages
 from mentorpulse.errors import UserError, code_trace
 from mentorpulse.service import lease
+from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage import runs
 from mentorpulse.storage.locks import one_at_a_time
 
@@ -59,10 +62,19 @@ def refusal(ctx: stages.Context, held: lease.LeaseState) -> UserError:
     """The second daemon's message: who runs, until when its lease holds, what to do."""
     expires = held.expires_at.astimezone(ZoneInfo(ctx.config.timezone))
     seconds = max(0, math.ceil((held.expires_at - ctx.clock()).total_seconds()))
+    shown = lease.display(held.holder)
+    pid = shown.rpartition(":")[2]
+    alive = lease.alive_here(held.holder)
+    if alive is None:
+        process = f"it runs on another host ({shown.rpartition(':')[0]})"
+    elif alive:
+        process = f"its process {pid} is alive on this host"
+    else:
+        process = f"its process {pid} on this host has exited"
     return UserError(
-        f"another mentorpulse daemon ({lease.display(held.holder)}) is running on this "
-        f"database; its lease expires at {expires:%Y-%m-%d %H:%M:%S %Z} (in {seconds} s) "
-        "unless it renews it: stop it first, or start this one once it has stopped",
+        f"another mentorpulse daemon ({shown}) is running on this database; its lease "
+        f"expires at {expires:%Y-%m-%d %H:%M:%S %Z} (in {seconds} s) unless it renews it; "
+        f"{process}: stop it first, or start this one once it has stopped",
         code=LEASE_HELD_EXIT,
     )
 
@@ -139,9 +151,30 @@ def sync_job(source_id: str) -> str:
     return f"sync:{source_id}"
 
 
+def shard_job(shard: stages.Shard) -> str:
+    """The worker pool's name (in ``job_runs``, and its lock) of a shard's sync."""
+    return f"sync:{shard.key}"
+
+
+def bucket_job(bucket: Bucket) -> str:
+    """The worker pool's name of an evaluation bucket's job."""
+    return f"evaluate:{bucket}"
+
+
 def job_names(ctx: stages.Context) -> list[str]:
-    """The names of the daemon's jobs, as kept in ``job_runs`` (one sync job per source)."""
-    return [sync_job(source.id) for source in ctx.config.sources] + list(STAGE_JOBS)
+    """The names of the jobs, as kept in ``job_runs``: the embedded daemon's (one sync job
+    per source; `sync` without --once runs it on either database), and on PostgreSQL the
+    worker pool's too (one per shard and per evaluation bucket)."""
+    embedded = [sync_job(source.id) for source in ctx.config.sources]
+    if ctx.engine.dialect.name != "postgresql":
+        return embedded + list(STAGE_JOBS)
+    buckets = ctx.config.service.pool.buckets
+    return (
+        embedded
+        + [shard_job(shard) for shard in stages.sync_plan(ctx)]
+        + [bucket_job(Bucket(index, buckets)) for index in range(buckets)]
+        + list(STAGE_JOBS)
+    )
 
 
 BEAT = 1.0  # seconds between two turns of the daemon's loop (heartbeat, SIGHUP)

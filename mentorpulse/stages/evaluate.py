@@ -32,6 +32,7 @@ from mentorpulse.model import (
 )
 from mentorpulse.rules.engine import fingerprint, judge, sessions_read_since
 from mentorpulse.stages.context import Context
+from mentorpulse.stages.sessions import Bucket, in_bucket
 from mentorpulse.stages.silences import apply_silences
 from mentorpulse.stages.source_health import coverage, operator_findings, stale_sources
 from mentorpulse.stages.timelines import (
@@ -49,6 +50,7 @@ from mentorpulse.storage.timelines import PairingRow
 log = structlog.get_logger(__name__)
 
 _CONFIG_RUN = "evaluate-config:"  # job_runs name prefix remembering the judged config
+_BUCKET_CONFIG_RUN = "evaluate-bucket-config:"  # the same, per bucket of the worker pool
 
 
 @dataclass
@@ -81,26 +83,33 @@ class EvaluationStats:
 _BATCH = 250
 
 
-def evaluate_rules(ctx: Context, *, full: bool = False) -> EvaluationStats:
+def evaluate_rules(
+    ctx: Context, *, full: bool = False, bucket: Bucket | None = None
+) -> EvaluationStats:
     """Judge the pairings that are due (all of them with ``full``) and store findings.
 
     A finding row is written only when its state changes, so evaluating twice writes
     nothing the second time. Open findings that no rule produces any more (the pairing
     ended, was paused or left the roster, the rule was removed) are resolved with the
     reason. Silences are applied to open findings on every run.
+
+    ``bucket`` (the worker pool) judges only its share of the pairings; the findings
+    about the whole organisation (stale sources, silences) are bucket 0's.
     """
     now = ctx.clock()
     with ctx.db.begin() as db:
-        full = _config_changed(db, ctx.config, ctx.roster, now) or full
+        full = _config_changed(db, ctx.config, ctx.roster, now, bucket) or full
         stale = stale_sources(db, ctx.config, now)
         # Data that went stale or recovered re-judges the pairings it suppressed or let fire.
         states = [PENDING, FIRING, SUPPRESSED] if stale else [SUPPRESSED]
         due = stored_timelines.pairing_ids_due(db, now, everything=full, judged_states=states)
+        due = in_bucket(due, bucket)
         run = _Run(db, ctx.config, now, sessions_read_since(ctx.config, now))
         for batch in chunks(due, _BATCH):
             _judge_batch(run, batch, ctx.roster, stale)
-        run.stats.changed += operator_findings(db, stale, run.suppressed_by, now)
-        run.stats.changed += apply_silences(db, now)
+        if bucket is None or bucket.index == 0:
+            run.stats.changed += operator_findings(db, stale, run.suppressed_by, now)
+            run.stats.changed += apply_silences(db, now)
     stats = run.stats
     log.info(
         "rules_evaluated",
@@ -249,9 +258,14 @@ def _store_state(
 
 
 def _config_changed(
-    db: Db, config: MentorpulseConfig, roster: Sequence[RosterPairing], now: datetime
+    db: Db,
+    config: MentorpulseConfig,
+    roster: Sequence[RosterPairing],
+    now: datetime,
+    bucket: Bucket | None = None,
 ) -> bool:
-    """Whether the rules (or per-pairing overrides) differ from the last evaluation's."""
+    """Whether the rules (or per-pairing overrides) differ from the last evaluation's
+    (of this bucket: each judges its own pairings in full once after a change)."""
     described = {
         "programs": [p.model_dump(mode="json", exclude={"admins"}) for p in config.programs],
         "rules": [r.model_dump(mode="json") for r in config.rules],
@@ -261,4 +275,5 @@ def _config_changed(
         "roster": sorted((e.key, str(e.cadence), e.paused, e.mentor_timezone) for e in roster),
     }
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
-    return stored.remember_config(db, _CONFIG_RUN, _CONFIG_RUN + digest, now)
+    prefix = _CONFIG_RUN if bucket is None else f"{_BUCKET_CONFIG_RUN}{bucket}:"
+    return stored.remember_config(db, prefix, prefix + digest, now)

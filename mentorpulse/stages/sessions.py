@@ -29,6 +29,26 @@ from mentorpulse.tracking.attendance import (
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """A share of the pairings for the worker pool: those whose id modulo ``count`` is
+    ``index``. Sessions and rules of one pairing never depend on another's, so buckets
+    can be evaluated by different workers at once."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def in_bucket(pairing_ids: list[int], bucket: Bucket | None) -> list[int]:
+    """The ids of ``bucket`` (all of them without one)."""
+    if bucket is None:
+        return pairing_ids
+    return [i for i in pairing_ids if i % bucket.count == bucket.index]
+
+
 @dataclass
 class SessionStats:
     pairings: int = 0
@@ -36,7 +56,7 @@ class SessionStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def rebuild_sessions(ctx: Context) -> SessionStats:
+def rebuild_sessions(ctx: Context, *, bucket: Bucket | None = None) -> SessionStats:
     """Fold event copies into sessions and judge them, for the pairings that need it.
 
     A pairing needs it when its events changed, or when one of its sessions was upcoming
@@ -48,7 +68,7 @@ def rebuild_sessions(ctx: Context) -> SessionStats:
     now = ctx.clock()
     stats = SessionStats()
     with ctx.db.begin() as db:
-        due = stored.pairings_to_rebuild(db, now)
+        due = in_bucket(stored.pairings_to_rebuild(db, now), bucket)
         emails = stored.person_emails(db)
         # A batch of pairings at a time, so memory follows the batch, not the history.
         for batch in chunks(due, _BATCH):

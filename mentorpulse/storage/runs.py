@@ -76,6 +76,12 @@ def last_run_at(db: Db, stage: str) -> datetime | None:
     return db.scalar(select(JobRun.last_run_at).where(JobRun.name == stage))
 
 
+def last_runs(db: Db, stages: list[str]) -> dict[str, datetime]:
+    """When each of ``stages`` last ran (those that never did are missing)."""
+    rows = db.execute(select(JobRun.name, JobRun.last_run_at).where(JobRun.name.in_(stages)))
+    return {row.name: row.last_run_at for row in rows}
+
+
 def job_runs(db: Db) -> dict[str, JobRun]:
     """Every recorded stage run by job name."""
     return {r.name: r for r in db.scalars(select(JobRun))}

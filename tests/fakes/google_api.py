@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 import webbrowser
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -163,6 +164,19 @@ class GoogleFake:
         self.token_requests = 0
         self.batch_sizes: list[int] = []
         self.calls: list[tuple[str, dict[str, str]]] = []  # (path, query) per API call
+        self.delay = 0.0  # seconds each outer HTTP request takes (a slow API, to act mid-sync)
+
+    def requests_per_calendar(self, *, full_only: bool = False) -> Counter[str]:
+        """Events-list calls served per calendar id (each call inside a batch counts);
+        ``full_only``: only full listings, not the incremental calls with a sync token."""
+        with self.lock:
+            calls = list(self.calls)
+        counts: Counter[str] = Counter()
+        for path, query in calls:
+            found = re.fullmatch(CALENDAR_PREFIX + r"calendars/([^/]+)/events", path)
+            if found and not (full_only and "syncToken" in query):
+                counts[unquote(found.group(1))] += 1
+        return counts
 
     # -- arranging -----------------------------------------------------------------------
 
@@ -811,6 +825,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         with self.fake.lock:
             self.fake.http_requests += 1
+        if self.fake.delay and not self.path.startswith("/token"):
+            time.sleep(self.fake.delay)
         fault = self.fake.take_outer_fault() if not self.path.startswith("/token") else None
         if fault is not None and fault.status == -1:  # a stall: answer after the client gave up
             time.sleep(fault.retry_after or 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from mentorpulse.storage.migrate import ours
 from mentorpulse.storage.models import Base
 
 connection: Connection | None = context.config.attributes.get("connection")
@@ -16,6 +17,7 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=ours,
 )
 with context.begin_transaction():
     context.run_migrations()

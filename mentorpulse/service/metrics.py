@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 from prometheus_client import (
@@ -40,8 +40,6 @@ log = structlog.get_logger(__name__)
 PREFIX = "mentorpulse"
 SOURCE_STATES = ("ok", "stale", "resyncing", "needs_reauth")
 DATABASE_SCOPE = {"scope": "database"}
-# Procrastinate's default: a worker silent this long is stalled (not alive).
-WORKER_STALLED_AFTER = timedelta(minutes=2)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: none needed
@@ -199,7 +197,8 @@ class DatabaseFigures(Collector):
             outbox = stored.outbox_by_status(db)
             failures = stored.send_failures_by_kind(db)
             oldest = stored.oldest_queued_at(db)
-            workers = stored.live_workers(db, now=now, stalled_after=WORKER_STALLED_AFTER)
+            stalled_after = self.ctx.config.service.pool.stalled_after  # the pool's own bound
+            workers = stored.live_workers(db, now=now, stalled_after=stalled_after)
         yield _gauge(
             "findings",
             "Findings by rule and state.",

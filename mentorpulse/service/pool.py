@@ -52,8 +52,9 @@ from sqlalchemy.engine import URL, make_url
 
 from mentorpulse import stages
 from mentorpulse.config.schema import PoolConfig
-from mentorpulse.errors import UserError, code_trace
-from mentorpulse.service.runner import bucket_job, shard_job
+from mentorpulse.errors import UserError
+from mentorpulse.service import http, metrics
+from mentorpulse.service.runner import BEAT, bucket_job, job_run, reload_config, shard_job
 from mentorpulse.stages.sessions import Bucket
 from mentorpulse.stages.sync import LoggedProgress
 from mentorpulse.storage import runs
@@ -210,6 +211,7 @@ def sync_shard(context: JobContext, source_id: str, index: int, count: int) -> b
             result = stages.sync_shard(
                 ctx, shard, respect_backoff=True, progress=_AbortablePages(context)
             )
+        metrics.observe_sync([result])
     except HandedBack:
         if context.abort_reason() == AbortReason.USER_REQUEST:
             raise JobAborted(shard.key) from None  # aborted, not retried
@@ -272,21 +274,11 @@ TASKS: dict[str, procrastinate.tasks.Task[Any, Any, Any]] = {
 
 @contextmanager
 def _job(ctx: stages.Context, name: str) -> Iterator[None]:
-    """A job's run recorded in ``job_runs`` and logged: its failure in full the first time,
-    then one line per run, and the recovery once (as the embedded runner does). A shard
-    handed back at shutdown is neither: it is not over."""
+    """A job's run as the embedded runner's (:func:`runner.job_run`). A shard handed back
+    at shutdown is neither a success nor a failure: it is not over."""
     log.info("pool_job_started", job=name)
-    try:
-        with ctx.recorded(name) as run:
-            yield
-    except Exception as exc:
-        if run.was_failing:
-            log.warning("job_still_failing", job=name, error=run.error)
-        else:
-            log.error("job_failed", job=name, error=run.error, trace=code_trace(exc))
-        raise
-    if run.was_failing:
-        log.info("job_recovered", job=name)
+    with job_run(ctx, name):
+        yield
     log.info("pool_job_done", job=name)
 
 
@@ -329,18 +321,22 @@ def worker_options(ctx: stages.Context) -> dict[str, Any]:
 
 
 def run_worker(ctx: stages.Context) -> None:
-    """Block until SIGTERM/SIGINT: one worker of the pool on ``ctx``'s PostgreSQL."""
+    """Block until SIGTERM/SIGINT: one worker of the pool on ``ctx``'s PostgreSQL, serving
+    ``service.http`` (its health, readiness and metrics) until its last job has ended."""
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)  # we say it, once
-    asyncio.run(_serve(ctx))
+    health = http.Health(ctx.clock())
+    with http.serving(ctx, health):
+        asyncio.run(_serve(ctx, health))
 
 
-async def _serve(ctx: stages.Context) -> None:
+async def _serve(ctx: stages.Context, health: http.Health) -> None:
     """Run the worker, and again after losing the database (with backoff, said once)."""
     _schedule(ctx.config.service.pool)
     options = worker_options(ctx)
     stopping = asyncio.Event()
     running: list[asyncio.Task[None]] = []
-    handled = _on_signals(ctx, stopping, running)
+    handled = _on_signals(ctx, health, stopping, running)
+    beating = asyncio.create_task(_beat(health))  # /healthz: this loop still turns
     pool_size = ctx.config.service.pool.concurrency + 4  # jobs, listener, heartbeat, fetch
     connector = procrastinate.PsycopgConnector(
         conninfo=conninfo(ctx.engine.url), min_size=1, max_size=pool_size, timeout=10
@@ -376,14 +372,24 @@ async def _serve(ctx: stages.Context) -> None:
                         await asyncio.wait_for(stopping.wait(), timeout=delay)
                     delay = min(delay * 2, RECONNECT_MAX)
     finally:
+        beating.cancel()
         loop = asyncio.get_running_loop()
         for signum in handled:
             loop.remove_signal_handler(signum)
     log.info("worker_stopped", worker=options["name"])
 
 
+async def _beat(health: http.Health) -> None:
+    while True:
+        health.beat()
+        await asyncio.sleep(BEAT)
+
+
 def _on_signals(
-    ctx: stages.Context, stopping: asyncio.Event, running: list[asyncio.Task[None]]
+    ctx: stages.Context,
+    health: http.Health,
+    stopping: asyncio.Event,
+    running: list[asyncio.Task[None]],
 ) -> tuple[signal.Signals, ...]:
     """SIGTERM/SIGINT stop the worker (Procrastinate's graceful stop: no new job, the grace
     for the running ones), SIGHUP reloads; returns the signals handled."""
@@ -399,7 +405,7 @@ def _on_signals(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(ctx)) and None)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(ctx, health)) and None)
     return (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -413,15 +419,8 @@ def _shown(ctx: stages.Context) -> dict[str, Any]:
     }
 
 
-async def _reload(ctx: stages.Context) -> None:
-    """SIGHUP: re-read the config and roster; a bad one is refused and the old one kept."""
-    reload = getattr(ctx, "reload", None)  # Context.reload comes with the http branch
-    if not callable(reload):
-        log.warning("config_reload_unavailable", reason="this version cannot reload")
-        return
-    try:
-        await asyncio.to_thread(reload)
-    except UserError as error:
-        log.error("config_reload_failed", error=error.message)
-        return
-    log.info("config_reloaded")
+async def _reload(ctx: stages.Context, health: http.Health) -> None:
+    """SIGHUP: :func:`runner.reload_config` off the event loop (it reads files and writes
+    the roster). The tick, concurrency and other ``service.pool`` settings are read at
+    start only."""
+    await asyncio.to_thread(reload_config, ctx, health)

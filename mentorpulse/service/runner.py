@@ -20,7 +20,8 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -99,36 +100,44 @@ class _Lease:
         return self.ctx.clock() < self.until - HEARTBEAT
 
 
+@contextmanager
+def job_run(ctx: stages.Context, name: str) -> Iterator[None]:
+    """One run of a job, whoever runs it (the embedded ticker, a pool worker): recorded in
+    ``job_runs`` and timed for /metrics; a failure is logged with its traceback when it
+    starts, then in one line per run, and the recovery once. The exception goes on."""
+    from mentorpulse.service import metrics
+
+    started = time.monotonic()
+    try:
+        with ctx.recorded(name) as recorded:
+            yield
+    except Exception as exc:
+        metrics.observe_job(name, time.monotonic() - started, ok=False)
+        if recorded.was_failing:
+            log.warning("job_still_failing", job=name, error=recorded.error)
+        else:
+            log.error("job_failed", job=name, error=recorded.error, trace=code_trace(exc))
+        raise
+    metrics.observe_job(name, time.monotonic() - started, ok=True)
+    if recorded.was_failing:
+        log.info("job_recovered", job=name)
+
+
 def _guarded(
     ctx: stages.Context,
     name: str,
     stage: Callable[[], object],
     held: Callable[[], bool] = lambda: True,
 ) -> Callable[[], None]:
-    """A job that records its run (and failure) and logs its own failure, never killing
-    the ticker; it starts nothing while the daemon is unsure it still holds its lease.
-    A failure is logged with its traceback when it starts, then in one line per run,
-    and the recovery once. Its duration goes to /metrics."""
-    from mentorpulse.service import metrics
+    """A :func:`job_run` that never kills the ticker; it starts nothing while the daemon
+    is unsure it still holds its lease."""
 
     def run() -> None:
         if not held():
             log.warning("job_skipped", job=name, reason="daemon lease not renewed")
             return
-        started = time.monotonic()
-        try:
-            with ctx.recorded(name) as recorded:
-                stage()
-        except Exception as exc:
-            metrics.observe_job(name, time.monotonic() - started, ok=False)
-            if recorded.was_failing:
-                log.warning("job_still_failing", job=name, error=recorded.error)
-            else:
-                log.error("job_failed", job=name, error=recorded.error, trace=code_trace(exc))
-            return
-        metrics.observe_job(name, time.monotonic() - started, ok=True)
-        if recorded.was_failing:
-            log.info("job_recovered", job=name)
+        with suppress(Exception), job_run(ctx, name):  # logged there; the ticker goes on
+            stage()
 
     return run
 

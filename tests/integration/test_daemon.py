@@ -27,6 +27,7 @@ from mentorpulse.cli import app
 from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun, Lease, MentoringSession, Pairing
+from tests.service_support import serve_on_any_port
 
 cli = CliRunner()
 WAIT = 45.0  # seconds: a start (imports, migrations, roster) on a loaded 2-core machine
@@ -41,6 +42,7 @@ class Daemon:
     """A `mentorpulse run` subprocess whose log lines are read as they come."""
 
     def __init__(self, config: Path) -> None:
+        serve_on_any_port(config)
         env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mentorpulse", "--log-json", "run"],

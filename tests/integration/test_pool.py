@@ -48,6 +48,7 @@ from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
+from tests.service_support import serve_on_any_port
 
 CALENDARS = 1000
 SOURCES = 10  # shards (one per source until the shards branch: see the module docstring)
@@ -77,6 +78,7 @@ class Worker:
     """A `mentorpulse run` subprocess whose JSON log lines are read as they come."""
 
     def __init__(self, config: Path) -> None:
+        serve_on_any_port(config)
         env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mentorpulse", "--log-json", "run"],

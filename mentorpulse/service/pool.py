@@ -423,4 +423,11 @@ async def _reload(ctx: stages.Context, health: http.Health) -> None:
     """SIGHUP: :func:`runner.reload_config` off the event loop (it reads files and writes
     the roster). The tick, concurrency and other ``service.pool`` settings are read at
     start only."""
-    await asyncio.to_thread(reload_config, ctx, health)
+    if await asyncio.to_thread(reload_config, ctx, health):
+        # The tick reads the sources and intervals in force at each turn: nothing to redo.
+        log.info(
+            "config_reloaded",
+            config=str(ctx.config_path),
+            sources=len(ctx.config.sources),
+            pairings=len(ctx.roster),
+        )

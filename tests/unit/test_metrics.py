@@ -64,14 +64,9 @@ def test_workers_alive_counts_procrastinate_heartbeats_newer_than_the_stalled_ti
     ctx = stages.Context.open(config)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseFigures(ctx))
-    assert _families(registry)["mentorpulse_workers_alive"] == 1  # no pool: this process
-    with ctx.engine.begin() as connection:  # Procrastinate's table, as its schema makes it
-        connection.execute(
-            text(
-                "CREATE TABLE procrastinate_workers (id bigint PRIMARY KEY GENERATED ALWAYS "
-                "AS IDENTITY, last_heartbeat timestamp with time zone NOT NULL DEFAULT NOW())"
-            )
-        )
+    # The migrations made Procrastinate's tables: a pool, none of whose workers runs yet.
+    assert _families(registry)["mentorpulse_workers_alive"] == 0
+    with ctx.engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (NOW()), "

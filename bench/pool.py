@@ -38,7 +38,7 @@ from mentorpulse.stages.sync import sync_plan
 from mentorpulse.storage.models import Event, JobRun
 from tests.fakes.google_api import GoogleFake, serve
 
-SHARDS = 12  # one source per shard until the shards branch splits sources itself
+SHARDS = 12  # the one Google source is cut into this many shards (shard_size)
 POLL = timedelta(hours=1)  # nothing is due again by itself during a round
 ROUND_TIMEOUT = 1800.0
 
@@ -64,9 +64,10 @@ def _config(org: Path, folder: Path, database: str, url: str, key: Path, users: 
     settings["roster"] = {"path": str(org / "roster.csv")}
     settings["sources"] = [
         {
-            "id": f"g{index}",
+            "id": "g",
             "kind": "google",
-            "users": users[index * size : (index + 1) * size],
+            "users": users,
+            "shard_size": size,
             "service_account_key": str(key),
             "api_root": url,
             "quota_share": 1,
@@ -74,12 +75,13 @@ def _config(org: Path, folder: Path, database: str, url: str, key: Path, users: 
             "user_quota_per_minute": 1_000_000,
             "poll_every": f"{int(POLL.total_seconds())}s",
         }
-        for index in range(SHARDS)
-        if users[index * size : (index + 1) * size]
     ]
     settings["schedule"] = {"evaluate_every": "1h"}
     settings.setdefault("notify", {})["every"] = "1h"
-    settings["service"] = {"pool": {"tick": "1s", "concurrency": 1, "stalled_after": "1m"}}
+    settings["service"] = {
+        "pool": {"tick": "1s", "concurrency": 1, "stalled_after": "1m"},
+        "http": {"port": 0},  # several workers on one host: any free port each
+    }
     path = folder / "mentorpulse.yaml"
     path.write_text(json.dumps(settings))
     return path

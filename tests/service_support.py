@@ -1,10 +1,22 @@
-"""Helpers for tests that start long-running `mentorpulse run` processes."""
+"""Long-running `mentorpulse run` processes (embedded daemons, pool workers) in tests."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+STOP_WAIT = 60.0  # seconds a process may take to stop on a loaded 2-core machine
+STARTED = ('"daemon_started"', '"worker_started"')
 
 
 def serve_on_any_port(config: Path) -> None:
@@ -16,3 +28,75 @@ def serve_on_any_port(config: Path) -> None:
     if "port" not in http:
         http["port"] = 0
         config.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+class RunProcess:
+    """A `mentorpulse run` subprocess whose JSON log lines are read as they come."""
+
+    def __init__(self, config: Path) -> None:
+        serve_on_any_port(config)
+        env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if any(event in line for event in STARTED):
+                self.started.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def settled(self) -> bool:
+        """Running its jobs, or gone."""
+        return self.started.is_set() or self.process.poll() is not None
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The log entries of event ``name`` so far."""
+        found = []
+        for line in list(self.lines):
+            if f'"{name}"' in line:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("event") == name:
+                    found.append(entry)
+        return found
+
+    def jobs(self, event: str) -> Counter[str]:
+        """How many entries of ``event`` each job name has (``pool_job_started`` …)."""
+        return Counter(str(e["job"]) for e in self.events(event))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_WAIT)
+        self.reader.join(timeout=STOP_WAIT)
+
+
+def stopped_at_end() -> Iterator[list[RunProcess]]:
+    """A fixture's body: every process a test starts is stopped at its end, whatever
+    happened."""
+    started: list[RunProcess] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.stop()

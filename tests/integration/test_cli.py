@@ -21,8 +21,9 @@ from mentorpulse.errors import UserError
 from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun
-from tests.integration.test_daemon import Daemon, _wait
+from tests.integration.test_daemon import _wait
 from tests.loaded_modules import loaded_by
+from tests.service_support import RunProcess
 
 REPO = Path(__file__).resolve().parents[2]
 cli = CliRunner()
@@ -213,7 +214,7 @@ def test_a_restart_neither_repeats_nor_skips_a_job(
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     write_demo(tmp_path, today=datetime.now(UTC).date())
-    daemon = Daemon(tmp_path / "mentorpulse.yaml")  # its log is read with a bound
+    daemon = RunProcess(tmp_path / "mentorpulse.yaml")  # its log is read with a bound
     try:
         ran = '"rules_evaluated"'  # the first stages have run
         assert _wait(lambda: ran in daemon.log or daemon.process.poll() is not None, 120)

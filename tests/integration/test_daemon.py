@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from mentorpulse.cli import app
 from mentorpulse.sample import write_demo
 from mentorpulse.service import lease, runner
 from mentorpulse.storage.models import JobRun, Lease, MentoringSession, Pairing
-from tests.service_support import serve_on_any_port
+from tests.service_support import RunProcess
 
 cli = CliRunner()
 WAIT = 45.0  # seconds: a start (imports, migrations, roster) on a loaded 2-core machine
@@ -36,61 +33,6 @@ REFUSAL = re.compile(
     r"its lease expires at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(in (?P<seconds>\d+) s\) "
     r"unless it renews it; its process (?P<pid>\d+) is alive on this host"
 )
-
-
-class Daemon:
-    """A `mentorpulse run` subprocess whose log lines are read as they come."""
-
-    def __init__(self, config: Path) -> None:
-        serve_on_any_port(config)
-        env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self.started = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if '"daemon_started"' in line:
-                self.started.set()
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def settled(self) -> bool:
-        """Running its jobs, or gone."""
-        return self.started.is_set() or self.process.poll() is not None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=WAIT)
-        self.reader.join(timeout=WAIT)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts is stopped at its end, whatever happened."""
-    started: list[Daemon] = []
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
 
 
 def _config(folder: Path, database: str) -> Path:
@@ -129,7 +71,7 @@ RUNS = 5
 
 
 def test_two_daemons_started_together_one_runs_the_other_refuses(
-    tmp_path: Path, daemons: list[Daemon]
+    tmp_path: Path, daemons: list[RunProcess]
 ) -> None:
     """Embedded mode (SQLite): one process per database. (On PostgreSQL `run` starts a
     worker of the pool instead: tests/integration/test_pool.py.)"""
@@ -138,7 +80,7 @@ def test_two_daemons_started_together_one_runs_the_other_refuses(
     tally = {"runs": 0, "crashes": 0, "doubles": 0}
     for _run in range(RUNS):
         _empty(database_url)
-        pair = [Daemon(config), Daemon(config)]
+        pair = [RunProcess(config), RunProcess(config)]
         daemons.extend(pair)
         assert _wait(lambda pair=pair: all(d.settled() for d in pair)), [d.log for d in pair]
         tally["runs"] += 1
@@ -166,7 +108,7 @@ def test_two_daemons_started_together_one_runs_the_other_refuses(
 
 @pytest.mark.parametrize("form", ["host:pid", "host:pid/space"])
 def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
-    form: str, tmp_path: Path, daemons: list[Daemon]
+    form: str, tmp_path: Path, daemons: list[RunProcess]
 ) -> None:
     config = _config(tmp_path, f"sqlite:///{tmp_path / 'mentorpulse.db'}")
     ctx = stages.Context.open(config)
@@ -183,7 +125,7 @@ def test_a_daemon_takes_over_at_once_from_a_dead_holder_on_this_host(
     assert lease.acquire(
         ctx.db, runner.DAEMON_LEASE, dead, ttl=timedelta(hours=1), now=now
     ).acquired
-    daemon = Daemon(config)
+    daemon = RunProcess(config)
     daemons.append(daemon)
     assert _wait(daemon.settled), daemon.log
     assert daemon.started.is_set(), daemon.log

@@ -15,19 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from procrastinate import JobContext
@@ -48,7 +45,7 @@ from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
-from tests.service_support import serve_on_any_port
+from tests.service_support import RunProcess
 
 CALENDARS = 1000
 SHARDS = 10
@@ -72,69 +69,6 @@ def _until(condition: Callable[[], T | None], timeout: float = WAIT, what: str =
             return value
         time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what or condition}")
-
-
-class Worker:
-    """A `mentorpulse run` subprocess whose JSON log lines are read as they come."""
-
-    def __init__(self, config: Path) -> None:
-        serve_on_any_port(config)
-        env = {**os.environ, "MENTORPULSE_CONFIG": str(config), "COLUMNS": "400"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mentorpulse", "--log-json", "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        found = []
-        for line in list(self.lines):
-            if f'"{name}"' in line:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if entry.get("event") == name:
-                    found.append(entry)
-        return found
-
-    def jobs(self, event: str) -> Counter[str]:
-        return Counter(str(e["job"]) for e in self.events(event))
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=WAIT)
-        self.reader.join(timeout=WAIT)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Every worker a test starts is stopped at its end, whatever happened."""
-    started: list[Worker] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 @pytest.fixture
@@ -250,19 +184,19 @@ def test_three_workers_share_the_calendars_and_finish_a_killed_workers_shard(
     tmp_path: Path,
     google: RunningFake,
     server: SmtpServer,
-    workers: list[Worker],
+    workers: list[RunProcess],
 ) -> None:
     fake = google.fake
     _populate(fake, datetime.now(UTC))
     fake.delay = 0.25  # per request: a shard takes a few seconds
     config = _config(tmp_path, pg_url, google, server)
-    workers.extend(Worker(config) for _ in range(3))
+    workers.extend(RunProcess(config) for _ in range(3))
     engine = create_engine(pg_url)
     db = sessionmaker(engine)
 
     # A worker that has finished some job already and is in the middle of a shard (some
     # of its batches served, not all) is killed.
-    def mid_shard() -> tuple[Worker, int] | None:
+    def mid_shard() -> tuple[RunProcess, int] | None:
         served = fake.requests_per_calendar()
         for worker in workers:
             if not worker.events("pool_job_done"):
@@ -425,7 +359,7 @@ class Proxy:
 
 @pytest.mark.postgres
 def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
-    pg_url: str, tmp_path: Path, workers: list[Worker]
+    pg_url: str, tmp_path: Path, workers: list[RunProcess]
 ) -> None:
     url = make_url(pg_url)
     proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
@@ -445,7 +379,7 @@ def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
         + "\nschedule:\n  evaluate_every: 1s\n"
         + "service:\n  pool:\n    tick: 1s\n    stalled_after: 5s\n    shutdown_grace: 5s\n"
     )
-    worker = Worker(config)
+    worker = RunProcess(config)
     workers.append(worker)
     try:
         _until(lambda: worker.events("pool_job_done"), what=f"a first job: {worker.log}")
@@ -478,7 +412,7 @@ def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
     tmp_path: Path,
     google: RunningFake,
     server: SmtpServer,
-    workers: list[Worker],
+    workers: list[RunProcess],
 ) -> None:
     """A shard longer than the grace period: the worker stores the page in hand, hands
     the shard back and exits 0; the next worker reads only what was not stored."""
@@ -491,7 +425,7 @@ def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
     settings["sources"][0]["users"] = _shard_users(0)  # one shard
     settings["service"]["pool"]["shutdown_grace"] = f"{grace}s"
     config.write_text(json.dumps(settings))
-    first = Worker(config)
+    first = RunProcess(config)
     workers.append(first)
 
     def mid_shard() -> bool:
@@ -510,7 +444,7 @@ def test_sigterm_mid_shard_hands_the_rest_back_and_exits_0_within_the_grace(
     assert not first.jobs("pool_job_done")[_shard(0)], first.log
     handed_back = fake.requests_per_calendar()
 
-    second = Worker(config)
+    second = RunProcess(config)
     workers.append(second)
     engine = create_engine(pg_url)
     _until(lambda: _last_runs(sessionmaker(engine)), what=f"the shard finished: {second.log}")

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -27,22 +27,13 @@ from mentorpulse.storage.engine import make_engine
 from mentorpulse.storage.migrate import HEAD_REVISION, upgrade
 from mentorpulse.storage.models import Event, Finding, OutboxMessage
 from tests.conftest import _pg_admin_url
-from tests.integration.test_daemon import WAIT, Daemon
+from tests.integration.test_daemon import WAIT
+from tests.service_support import RunProcess
 
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SOURCE = "demo-calendars"
 PASSWORD = "not-for-logs-7c1d"  # PostgreSQL trusts loopback here: it is sent, never checked
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
 
 
 def _until(probe: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
@@ -74,7 +65,7 @@ def _config(folder: Path, database: str, *, every: str = "15m") -> Path:
     return path
 
 
-def _url(daemon: Daemon) -> str:
+def _url(daemon: RunProcess) -> str:
     def served() -> str | None:
         for line in daemon.lines:
             if '"http_serving"' in line:
@@ -160,10 +151,10 @@ def _exported(
 
 
 def test_a_daemon_serves_health_readiness_and_metrics_after_a_sync(
-    database_url: str, tmp_path: Path, daemons: list[Daemon]
+    database_url: str, tmp_path: Path, daemons: list[RunProcess]
 ) -> None:
     started = time.time()
-    daemon = Daemon(_config(tmp_path, database_url, every="2s"))
+    daemon = RunProcess(_config(tmp_path, database_url, every="2s"))
     daemons.append(daemon)
     base = _url(daemon)
 
@@ -228,7 +219,7 @@ def test_a_daemon_serves_health_readiness_and_metrics_after_a_sync(
 
 @pytest.mark.postgres
 def test_readyz_says_503_while_the_database_is_gone_then_200_again(
-    tmp_path: Path, daemons: list[Daemon]
+    tmp_path: Path, daemons: list[RunProcess]
 ) -> None:
     """A scratch database of its own, dropped under the running daemon, then made again."""
     admin = make_url(_pg_admin_url()).set(drivername="postgresql+psycopg")
@@ -238,7 +229,7 @@ def test_readyz_says_503_while_the_database_is_gone_then_200_again(
     with server.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        daemon = Daemon(_config(tmp_path, database))
+        daemon = RunProcess(_config(tmp_path, database))
         daemons.append(daemon)
         base = _url(daemon)
         _until(lambda: _get(f"{base}/readyz") == (200, "ready\n"), "ready on a live database")
@@ -283,11 +274,11 @@ def test_readyz_says_503_while_the_database_is_gone_then_200_again(
 
 
 def test_sighup_refuses_a_broken_config_and_applies_a_fixed_one(
-    database_url: str, tmp_path: Path, daemons: list[Daemon]
+    database_url: str, tmp_path: Path, daemons: list[RunProcess]
 ) -> None:
     config = _config(tmp_path, database_url, every="1s")
     good = config.read_text()
-    daemon = Daemon(config)
+    daemon = RunProcess(config)
     daemons.append(daemon)
     base = _url(daemon)
 

@@ -322,11 +322,9 @@ def worker_options(ctx: stages.Context) -> dict[str, Any]:
 
 def run_worker(ctx: stages.Context) -> None:
     """Block until SIGTERM/SIGINT: one worker of the pool on ``ctx``'s PostgreSQL, serving
-    ``service.http`` (its health, readiness and metrics) until its last job has ended."""
+    ``service.http`` (its health, readiness and metrics)."""
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)  # we say it, once
-    health = http.Health(ctx.clock())
-    with http.serving(ctx, health):
-        asyncio.run(_serve(ctx, health))
+    asyncio.run(_serve(ctx, http.Health(ctx.clock())))
 
 
 async def _serve(ctx: stages.Context, health: http.Health) -> None:
@@ -343,7 +341,8 @@ async def _serve(ctx: stages.Context, health: http.Health) -> None:
     )
     delay, lost = RECONNECT_FIRST, False
     try:
-        with app.replace_connector(connector):
+        # Served once the signals are ours, until the last job has ended.
+        with http.serving(ctx, health), app.replace_connector(connector):
             while not stopping.is_set():
                 try:
                     async with app.open_async():

@@ -208,12 +208,12 @@ def run_daemon(
     stop = stop or threading.Event()
     reload = reload or threading.Event()
     health = http.Health(ctx.clock())
-    previous: dict[signal.Signals, _Handler] = {}
+    # Signals first: a SIGTERM once /readyz has said ready stops the daemon cleanly.
+    previous = _on_signals(stop, reload)
     try:
         # The HTTP service outlives the jobs: it answers until the last one has finished.
         with http.serving(ctx, health):
             scheduler = _scheduler(ctx, only, held, stop)
-            previous = _on_signals(stop, reload)
             scheduler.start()
             log.info(
                 "daemon_started",

@@ -313,8 +313,10 @@ def test_sighup_refuses_a_broken_config_and_applies_a_fixed_one(
         lambda: next((line for line in daemon.lines if '"config_reloaded"' in line), None),
         "the fixed config is reloaded",
     )
-    assert json.loads(reloaded)["jobs_added"] == ["sync:second-calendars"]
-    assert json.loads(reloaded)["jobs_rescheduled"] == ["notify"]
+    if database_url.startswith("sqlite"):  # the embedded ticker's jobs follow the config
+        assert json.loads(reloaded)["jobs_added"] == ["sync:second-calendars"]
+        assert json.loads(reloaded)["jobs_rescheduled"] == ["notify"]
+    # (a pool worker's next tick plans from the config in force: nothing to reschedule)
     samples = _until(
         lambda: (
             (s := _scrape(base))

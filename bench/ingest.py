@@ -96,8 +96,11 @@ def floor_seconds(ctx: Any, org: Path, backend: str) -> tuple[float, float, int]
 
 
 def _cursor_bytes(ctx: Any) -> int:
+    """The stored cursors' size: every source's, as its connector reads it back."""
     with ctx.db() as db:
-        return sum(len(json.dumps(s.cursor)) for s in db.scalars(sa.select(Source)))
+        return sum(
+            len(json.dumps(sync_job.stored_cursor(db, source))) for source in ctx.config.sources
+        )
 
 
 def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | int]:

@@ -275,7 +275,8 @@ TASKS: dict[str, procrastinate.tasks.Task[Any, Any, Any]] = {
 @contextmanager
 def _job(ctx: stages.Context, name: str) -> Iterator[None]:
     """A job's run as the embedded runner's (:func:`runner.job_run`). A shard handed back
-    at shutdown is neither a success nor a failure: it is not over."""
+    at shutdown is neither a success nor a failure (it is not over): ``HandedBack`` is a
+    BaseException, which neither records."""
     log.info("pool_job_started", job=name)
     with job_run(ctx, name):
         yield
@@ -346,6 +347,8 @@ async def _serve(ctx: stages.Context, health: http.Health) -> None:
             while not stopping.is_set():
                 try:
                     async with app.open_async():
+                        if stopping.is_set():  # a SIGTERM while connecting: start nothing
+                            break
                         if lost:
                             log.info("pool_database_back")
                             delay, lost = RECONNECT_FIRST, False
@@ -404,7 +407,14 @@ def _on_signals(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(ctx, health)) and None)
+    reloads: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+
+    def reload() -> None:
+        task = loop.create_task(_reload(ctx, health))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     return (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

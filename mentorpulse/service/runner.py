@@ -236,13 +236,17 @@ def run_daemon(
         log.info("daemon_stopped", holder=holder)
 
 
+_RELOADING = threading.Lock()
+
+
 def reload_config(ctx: stages.Context, health: http.Health) -> bool:
     """SIGHUP in any long-running process: the new config and roster put in force, or
     refused with file:line in the log and the old ones kept; /metrics says which.
     Returns whether the new ones are in force."""
     serving = ctx.config.service.http
     try:
-        ctx.reload()
+        with _RELOADING:  # two SIGHUPs in a row: one reload after the other
+            ctx.reload()
     except UserError as exc:
         log.error("config_reload_failed", config=str(ctx.config_path), error=exc.message)
         health.reload_result(False, ctx.clock())

@@ -64,7 +64,7 @@ from mentorpulse.tracking.match import Matcher
 
 log = structlog.get_logger(__name__)
 
-# A run deleting more than this share of a source's events, and at least MIN of them,
+# A run deleting more than this share of a calendar's events, and at least MIN of them,
 # is held until confirmed.
 MASS_DELETION_SHARE = 0.5
 MASS_DELETION_MIN = 10
@@ -451,35 +451,39 @@ def _read(
     expired: set[str] = set()
     connector: Connector | None = None
     pending = list(calendars)  # those still to read in this run
-    while active := [c for c in pending if c not in held_now]:
-        _close(connector)
-        connector = build_connector(
-            ctx.config.with_state_paths(_narrowed(source_config, active)),
-            base_dir=ctx.config.base_dir,
-            now=now,
-            default_zone=ctx.config.timezone,
-        )
-        try:
-            _pull(
-                ctx,
-                connector,
-                shard,
-                source_config,
-                active,
-                matcher=matcher,
-                result=result,
-                progress=progress,
+    try:
+        while active := [c for c in pending if c not in held_now]:
+            _close(connector)
+            connector = build_connector(
+                ctx.config.with_state_paths(_narrowed(source_config, active)),
+                base_dir=ctx.config.base_dir,
+                now=now,
+                default_zone=ctx.config.timezone,
             )
-            break
-        except CursorExpired as gone:
-            again = _expired(ctx, shard, source_config, active, gone, expired=expired, now=now)
-            pending = again or pending
-        except _Held as held:
-            with ctx.db.begin() as db:
-                sources.lock_source(db, shard.source_id)
-                _hold(db, shard, held, now=now, result=result)
-                _aggregate(db, source_config)
-            held_now.add(held.calendar)
+            try:
+                _pull(
+                    ctx,
+                    connector,
+                    shard,
+                    source_config,
+                    active,
+                    matcher=matcher,
+                    result=result,
+                    progress=progress,
+                )
+                break
+            except CursorExpired as gone:
+                again = _expired(ctx, shard, source_config, active, gone, expired=expired, now=now)
+                pending = again or pending
+            except _Held as held:
+                with ctx.db.begin() as db:
+                    sources.lock_source(db, shard.source_id)
+                    _hold(db, shard, held, now=now, result=result)
+                    _aggregate(db, source_config)
+                held_now.add(held.calendar)
+    except BaseException:  # a failed pull, or a shard handed back: its connections closed
+        _close(connector)
+        raise
     with ctx.db.begin() as db:
         sources.lock_source(db, shard.source_id)
         reading = [c for c in calendars if c not in held_now]
@@ -542,7 +546,12 @@ def _forget_entries(db: Db, shard: Shard, calendars: Sequence[str]) -> None:
 
 
 def _aggregate(db: Db, source_config: SourceConfig) -> None:
-    sources.aggregate(db, source_config.id, [s.key for s in _plan_of(source_config)])
+    # A calendar cut from the config no longer counts (its resync or held deletions would
+    # hold the source forever); a source whose calendars are found while reading has none.
+    configured = set(_calendars(source_config)) if _entries_key(source_config) else None
+    sources.aggregate(
+        db, source_config.id, [s.key for s in _plan_of(source_config)], calendars=configured
+    )
 
 
 def _record_failure(

@@ -7,12 +7,23 @@ Each function works inside the caller's transaction; the caller commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Insert, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session as Db
 
 from mentorpulse.model import ItemError
@@ -211,12 +222,15 @@ def shards(db: Db, source_id: str) -> list[SyncShard]:
     )
 
 
-def aggregate(db: Db, source_id: str, current: Sequence[str]) -> None:
+def aggregate(
+    db: Db, source_id: str, current: Sequence[str], *, calendars: Collection[str] | None = None
+) -> None:
     """Write onto the source's row what its shards and calendars say, for everyone who
     reads the row (``status``, staleness, rules): unhealthy while any shard fails, as
     fresh as its stalest shard, resyncing while any calendar is, the deletions held in
     all its calendars. Rows of shards no longer in ``current`` (the shard keys of the
-    plan now) are removed. The caller holds the row (:func:`lock_source`)."""
+    plan now) are removed; only the ``calendars`` configured now count, when given. The
+    caller holds the row (:func:`lock_source`)."""
     source = get_source(db, source_id)
     db.execute(
         delete(SyncShard).where(SyncShard.source_id == source_id, SyncShard.shard.not_in(current))
@@ -240,15 +254,25 @@ def aggregate(db: Db, source_id: str, current: Sequence[str]) -> None:
         source.last_success_at = min(s for s in successes if s is not None)
     elif rows:
         source.last_success_at = None
-    resync, held, holding = db.execute(
-        select(
-            func.min(SyncCursor.resync_started_at),
-            func.sum(func.coalesce(SyncCursor.held_deletions, 0)),
-            func.count(SyncCursor.held_deletions),
-        ).where(SyncCursor.source_id == source_id)
-    ).one()
-    source.resync_started_at = resync
-    source.held_deletions = int(held or 0) if holding else None
+    pending = [
+        (resync, held)
+        for calendar, resync, held in db.execute(
+            select(
+                SyncCursor.calendar, SyncCursor.resync_started_at, SyncCursor.held_deletions
+            ).where(
+                SyncCursor.source_id == source_id,
+                or_(
+                    SyncCursor.resync_started_at.is_not(None),
+                    SyncCursor.held_deletions.is_not(None),
+                ),
+            )
+        )
+        if calendars is None or calendar in calendars
+    ]
+    started = [resync for resync, _held in pending if resync is not None]
+    holding = [held for _resync, held in pending if held is not None]
+    source.resync_started_at = min(started, default=None)
+    source.held_deletions = sum(holding) if holding else None
 
 
 # -- calendars ----------------------------------------------------------------------------

@@ -386,6 +386,35 @@ def test_mass_deletion_of_one_calendar_is_held_while_the_others_apply(
     assert source.held_deletions is None
 
 
+def test_a_calendar_cut_from_the_config_holds_the_source_no_longer(
+    google: RunningFake, tmp_path: Path, database_url: str, opened: list[stages.Context]
+) -> None:
+    """Deletions held (and the resync that is to confirm them) in a calendar the operator
+    then removes from the source: the source is judged on the calendars it still reads."""
+    users = organisation(google, 6, meetings=12)
+    path = deploy(google, tmp_path, database_url, users, 4)
+    ctx = open_context(path, opened)
+    assert stages.sync_sources(ctx)[0].ok
+    emptied = users[0]
+    for event_id in list(google.fake.live_events(emptied)):
+        google.fake.cancel(emptied, event_id)
+    (held,) = stages.sync_sources(ctx)
+    assert held.held_deletions == 12
+    config = json.loads(path.read_text())
+    config["sources"][0]["users"] = users[1:]
+    path.write_text(json.dumps(config))
+    ctx = open_context(path, opened)
+
+    (result,) = stages.sync_sources(ctx)
+    assert result.ok, result.error
+    source = _source(ctx)
+    assert source.healthy
+    assert source.held_deletions is None
+    assert source.resync_started_at is None
+    with ctx.db() as db:
+        assert "gw" not in stale_sources(db, ctx.config, NOW)
+
+
 def test_a_failing_shard_makes_the_source_unhealthy(
     google: RunningFake, tmp_path: Path, database_url: str, opened: list[stages.Context]
 ) -> None:

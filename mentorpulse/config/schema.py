@@ -980,6 +980,20 @@ class HttpConfig(Strict):
     enabled: bool = True
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(9464, ge=0, le=65535, description="TCP port; 0: any free one (logged).")
+    public_url: HttpUrl | None = Field(
+        None,
+        description="The address people reach this service at, as links in emails use it "
+        "(attendance answers, sign-in links), e.g. https://mentorpulse.example.org/; "
+        "default: http://host:port/.",
+    )
+
+    @property
+    def base_url(self) -> str:
+        """Where links in emails point, ending in ``/``."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/") + "/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
 
 
 def _tick(value: timedelta) -> timedelta:

@@ -379,3 +379,13 @@ class Silence(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]
+
+
+class SigningKey(Base):
+    """A key the house signs links and sessions with (:mod:`mentorpulse.storage.keys`)."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]

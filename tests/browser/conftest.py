@@ -235,3 +235,29 @@ def keep_screenshot(page: Page, name: str, folder: Path) -> Path:
         Path(extra).mkdir(parents=True, exist_ok=True)
         (Path(extra) / name).write_bytes(path.read_bytes())
     return path
+
+
+def sign_in(page: Page, site: Site, email: str) -> None:
+    """Sign ``email`` in as a person does: ask for a link, open it from the caught mail
+    (the GET only shows a button: mail scanners fetch links), press the button."""
+    from playwright.sync_api import expect
+
+    before = len(site.mail_to(email))
+    page.goto(f"{site.url}sign-in")
+    page.fill("input[name=email]", email)
+    page.locator("form[method=post] button").first.click()
+    expect(page.locator("body")).to_contain_text("on its way")
+    link = site.wait_for_mail(email, before, re.escape(f"{site.url}sign-in/") + TOKEN)
+
+    page.goto(link)
+    button = page.locator("form[method=post] button")
+    expect(button).to_be_visible()
+    # Having fetched the link signs nobody in: another tab still has to sign in.
+    other = page.context.new_page()
+    other.goto(site.url)
+    expect(other).to_have_url(re.compile(r"/sign-in"))
+    other.close()
+
+    button.click()
+    expect(page.locator("body")).to_contain_text(email)
+    expect(page.get_by_role("button", name=re.compile("sign out", re.IGNORECASE))).to_be_visible()

@@ -1,0 +1,105 @@
+"""Answering an attendance check in a real browser, as a mentor does from the email: the
+link's page (a GET records nothing), its button (the POST records), and the dashboard's
+pairing page showing the session held; expired and garbled links get their own pages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+from playwright.sync_api import Browser, Page, expect
+
+from mentorpulse.signing import ANSWER, Signer
+from mentorpulse.storage.keys import signing_keys
+from mentorpulse.storage.models import MentoringSession
+from tests.browser.conftest import HR, STEP_MS, TOKEN, Site, body, sign_in
+
+
+def _question(site: Site) -> tuple[str, str, str]:
+    """The first attendance question the service mailed: (to, its yes link, the token)."""
+    link = re.compile(re.escape(f"{site.url}answer/") + f"({TOKEN})" + r"\?a=yes")
+    for message in list(site.smtp.recorder.messages):
+        found = link.search(body(message))
+        if found:
+            return str(message["To"].addresses[0].addr_spec), found.group(0), found.group(1)
+    raise AssertionError(
+        f"no attendance question among {len(site.smtp.recorder.messages)} mails sent"
+    )
+
+
+def _session_of(site: Site, token: str) -> MentoringSession:
+    """The session a link asks about, read from its token as the service does."""
+    with site.db() as db:
+        payload = Signer(signing_keys(db), ANSWER).read(token, max_age=timedelta(days=3650))
+        session = db.get(MentoringSession, int(payload["session"]))
+        assert session is not None, payload
+        db.expunge(session)
+        return session
+
+
+def _outcome_on_pairing_page(page: Page, site: Site, session: MentoringSession) -> str:
+    page.goto(f"{site.url}pairings/{session.pairing_id}")
+    row = page.locator(f"tr[data-session-id='{session.id}']")
+    expect(row).to_have_count(1)
+    return str(row.get_attribute("data-outcome"))
+
+
+def test_answering_yes_through_the_emailed_link_makes_the_session_held(
+    site: Site, page: Page, browser: Browser
+) -> None:
+    to, yes, token = _question(site)
+    session = _session_of(site, token)
+    assert session.outcome in {"presumed_held", "unknown"}
+
+    hr = browser.new_context()
+    hr.set_default_timeout(STEP_MS)
+    dashboard = hr.new_page()
+    try:
+        sign_in(dashboard, site, HR)
+
+        # The link's page asks, with one button; fetching it (as a mail scanner would)
+        # records nothing.
+        page.goto(yes)
+        form = page.locator("form#answer-form[method=post]")
+        expect(form).to_be_visible()
+        expect(form.locator("button[name=answer]")).to_have_count(1)
+        expect(form.locator("button[name=answer][value=yes]")).to_be_visible()
+        assert _outcome_on_pairing_page(dashboard, site, session) == session.outcome
+
+        form.locator("button[name=answer][value=yes]").click()
+        expect(page.locator("#answer-recorded[data-answer='yes']")).to_be_visible()
+
+        expect(
+            dashboard.locator(f"tr[data-session-id='{session.id}'][data-outcome='held']")
+        ).to_have_count(0)
+        dashboard.reload()
+        expect(
+            dashboard.locator(f"tr[data-session-id='{session.id}'][data-outcome='held']")
+        ).to_have_count(1)
+        # The answer is the evidence a reader of the pairing page is shown.
+        expect(dashboard.locator("main")).to_contain_text(to)
+    finally:
+        hr.close()
+
+
+def test_an_expired_answer_link_shows_the_expiry_page(site: Site, page: Page) -> None:
+    _, _, token = _question(site)
+    with site.db() as db:
+        keys = signing_keys(db)
+    payload = Signer(keys, ANSWER).read(token, max_age=timedelta(days=3650))
+    # The same question, asked long enough ago that its answer window has closed.
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=60), tick=False):
+        old = Signer(keys, ANSWER).sign(payload)
+    page.goto(f"{site.url}answer/{old}?a=yes")
+    expired = page.locator("#link-expired")
+    if not expired.count():  # the GET only asks: the POST tells
+        page.locator("button[name=answer]").first.click()
+    expect(expired).to_be_visible()
+    expect(page.locator("body")).to_contain_text("expired")
+
+    page.goto(f"{site.url}answer/{token[:-4]}AAAA?a=yes")
+    invalid = page.locator("#link-invalid")
+    if not invalid.count():
+        page.locator("button[name=answer]").first.click()
+    expect(invalid).to_be_visible()

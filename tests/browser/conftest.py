@@ -208,12 +208,20 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
             engine.dispose()
 
 
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile (no cookies) for one test, with bounded waits."""
-    opened = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+def new_context(browser: Browser, **options: Any) -> BrowserContext:
+    """A browser profile with bounded waits (``storage_state``: already signed in)."""
+    opened = browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, **options
+    )
     opened.set_default_timeout(STEP_MS)
     opened.set_default_navigation_timeout(STEP_MS)
+    return opened
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies) for one test."""
+    opened = new_context(browser)
     try:
         yield opened
     finally:
@@ -223,6 +231,45 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
+
+
+class SignedIn:
+    """Browser profiles signed in once per module and address (through the emailed link,
+    as :func:`sign_in` does): a test that is not about signing in starts signed in."""
+
+    def __init__(self, site: Site, browser: Browser) -> None:
+        self.site, self.browser = site, browser
+        self.states: dict[str, Any] = {}
+        self.opened: list[BrowserContext] = []
+
+    def page(self, email: str) -> Page:
+        if email not in self.states:
+            first = new_context(self.browser)
+            sign_in(first.new_page(), self.site, email)
+            self.states[email] = first.storage_state()
+            first.close()
+        context = new_context(self.browser, storage_state=self.states[email])
+        self.opened.append(context)
+        return context.new_page()
+
+    def close(self) -> None:
+        for context in self.opened:
+            context.close()
+        self.opened.clear()
+
+
+@pytest.fixture(scope="module")
+def signed_in_states(site: Site, browser: Browser) -> SignedIn:
+    return SignedIn(site, browser)
+
+
+@pytest.fixture
+def signed_in(signed_in_states: SignedIn) -> Iterator[SignedIn]:
+    """``signed_in.page(email)``: a page of a profile signed in as ``email``."""
+    try:
+        yield signed_in_states
+    finally:
+        signed_in_states.close()
 
 
 def keep_screenshot(page: Page, name: str, folder: Path) -> Path:

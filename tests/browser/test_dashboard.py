@@ -13,13 +13,13 @@ from pathlib import Path
 import openpyxl
 import time_machine
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from mentorpulse.signing import SIGN_IN, Signer
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import Finding, MentoringSession, Pairing, Person
-from tests.browser.conftest import ENG_ADMIN, HR, Site, keep_screenshot, sign_in
+from tests.browser.conftest import ENG_ADMIN, HR, SignedIn, Site, keep_screenshot, sign_in
 
 DRAWN = 0.01  # a chart drew when more than 1% of its box differs from the background
 
@@ -130,8 +130,8 @@ def test_hr_signs_in_and_walks_overview_pairing_findings(
         expect(page.locator(f"tr[data-finding-id='{finding_id}']")).to_have_count(1)
 
 
-def test_admin_silences_a_finding_and_sees_it_silenced(site: Site, page: Page) -> None:
-    sign_in(page, site, ENG_ADMIN)
+def test_admin_silences_a_finding_and_sees_it_silenced(site: Site, signed_in: SignedIn) -> None:
+    page = signed_in.page(ENG_ADMIN)
     page.goto(f"{site.url}findings?program=engineering")
     row = page.locator("tr[data-finding-id][data-state='firing']:not([data-silenced='true'])")
     expect(row.first).to_be_visible()
@@ -152,8 +152,8 @@ def test_admin_silences_a_finding_and_sees_it_silenced(site: Site, page: Page) -
         assert finding.silence_id is not None
 
 
-def test_a_post_without_its_csrf_token_is_refused(site: Site, page: Page) -> None:
-    sign_in(page, site, HR)
+def test_a_post_without_its_csrf_token_is_refused(site: Site, signed_in: SignedIn) -> None:
+    page = signed_in.page(HR)
     page.goto(f"{site.url}findings?program=engineering")
     row = page.locator("tr[data-finding-id][data-state='firing']:not([data-silenced='true'])")
     expect(row.first).to_be_visible()
@@ -175,8 +175,8 @@ def test_a_post_without_its_csrf_token_is_refused(site: Site, page: Page) -> Non
     )
 
 
-def test_a_program_admin_gets_404_on_another_program(site: Site, page: Page) -> None:
-    sign_in(page, site, ENG_ADMIN)
+def test_a_program_admin_gets_404_on_another_program(site: Site, signed_in: SignedIn) -> None:
+    page = signed_in.page(ENG_ADMIN)
     page.goto(site.url)
     expect(page.get_by_role("link", name="Engineering mentoring")).to_be_visible()
     expect(page.get_by_role("link", name="Leadership mentoring")).to_have_count(0)
@@ -229,50 +229,40 @@ def _table(page: Page, selector: str) -> list[list[str]]:
 
 
 def test_reports_page_downloads_the_xlsx_with_the_page_s_numbers(
-    site: Site, browser: Browser, tmp_path: Path
+    site: Site, signed_in: SignedIn, tmp_path: Path
 ) -> None:
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    try:
-        sign_in(page, site, HR)
-        page.get_by_role("link", name="Reports").click()
-        expect(page).to_have_url(re.compile(r"/reports"))
-        today = datetime.now(UTC).date()
-        first, last = date(today.year, today.month, 1) - timedelta(days=91), today
-        page.fill("input[name=first]", first.isoformat())
-        page.fill("input[name=last]", last.isoformat())
-        page.select_option("select[name=format]", "html")
-        page.locator(
-            "form[action*='reports'] button, form[action*='reports'] [type=submit]"
-        ).first.click()
-        assert_charts_drew(page, at_least=1)
-        totals = _table(page, "table#program-totals")
+    page = signed_in.page(HR)
+    page.goto(site.url)
+    page.get_by_role("link", name="Reports").click()
+    expect(page).to_have_url(re.compile(r"/reports"))
+    today = datetime.now(UTC).date()
+    first, last = date(today.year, today.month, 1) - timedelta(days=91), today
+    page.fill("input[name=first]", first.isoformat())
+    page.fill("input[name=last]", last.isoformat())
+    page.select_option("select[name=format]", "html")
+    page.locator("form[action*='reports'] [type=submit]").first.click()
+    assert_charts_drew(page, at_least=1)
+    totals = _table(page, "table#program-totals")
 
-        page.goto(f"{site.url}reports")
-        page.fill("input[name=first]", first.isoformat())
-        page.fill("input[name=last]", last.isoformat())
-        page.select_option("select[name=format]", "xlsx")
-        with page.expect_download() as download:
-            page.locator(
-                "form[action*='reports'] button, form[action*='reports'] [type=submit]"
-            ).first.click()
-        saved = tmp_path / download.value.suggested_filename
-        assert saved.suffix == ".xlsx"
-        download.value.save_as(saved)
-        book = openpyxl.load_workbook(saved)
-        summary = book.worksheets[0]
-        sheet = [list(row) for row in summary.iter_rows(values_only=True)]
-        header = [str(h) for h in sheet[0]]
-        by_program = {str(row[0]): row for row in sheet[1:] if row[0]}
-        page_header = totals[0]
-        for row in totals[1:]:
-            xlsx = by_program[row[0]]
-            for column, text in zip(page_header[1:], row[1:], strict=True):
-                value = xlsx[header.index(column)]
-                if isinstance(value, float) and text.endswith("%"):
-                    assert round(value * 100) == round(float(text.rstrip("%"))), (column, row)
-                else:
-                    assert str(value) == text, (column, row)
-    finally:
-        context.close()
+    page.goto(f"{site.url}reports")
+    page.fill("input[name=first]", first.isoformat())
+    page.fill("input[name=last]", last.isoformat())
+    page.select_option("select[name=format]", "xlsx")
+    with page.expect_download() as download:
+        page.locator("form[action*='reports'] [type=submit]").first.click()
+    saved = tmp_path / download.value.suggested_filename
+    assert saved.suffix == ".xlsx"
+    download.value.save_as(saved)
+    book = openpyxl.load_workbook(saved)
+    sheet = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+    header = [str(h) for h in sheet[0]]
+    by_program = {str(row[0]): row for row in sheet[1:] if row[0]}
+    page_header = totals[0]
+    for row in totals[1:]:
+        xlsx = by_program[row[0]]
+        for column, text in zip(page_header[1:], row[1:], strict=True):
+            value = xlsx[header.index(column)]
+            if isinstance(value, float) and text.endswith("%"):
+                assert round(value * 100) == round(float(text.rstrip("%"))), (column, row)
+            else:
+                assert str(value) == text, (column, row)

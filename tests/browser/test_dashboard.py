@@ -13,7 +13,7 @@ from pathlib import Path
 import openpyxl
 import time_machine
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FrameLocator, Page, expect
 from sqlalchemy import select
 
 from mentorpulse.signing import SIGN_IN, Signer
@@ -56,13 +56,13 @@ def drawn_fraction(png: bytes) -> float:
     return differ / (width * height)
 
 
-def assert_charts_drew(page: Page, at_least: int) -> int:
-    """Every ``figure.chart`` on the page drew: its picture's box, cut from a screenshot,
-    is not blank. Returns how many there are."""
-    charts = page.locator("figure.chart")
+def assert_charts_drew(root: Page | FrameLocator, at_least: int) -> int:
+    """Every ``figure.chart`` on the page (or in a frame of it) drew: its picture's box,
+    cut from a screenshot, is not blank. Returns how many there are."""
+    charts = root.locator("figure.chart")
     expect(charts.first).to_be_visible()
     count = charts.count()
-    assert count >= at_least, f"{count} charts on {page.url}"
+    assert count >= at_least, f"{count} charts"
     for n in range(count):
         figure = charts.nth(n)
         picture = figure.locator("svg").first
@@ -159,6 +159,7 @@ def test_a_post_without_its_csrf_token_is_refused(site: Site, signed_in: SignedI
     expect(row.first).to_be_visible()
     finding_id = row.first.get_attribute("data-finding-id")
     form = page.locator(f"tr[data-finding-id='{finding_id}'] form[action*='/silence']")
+    form.locator("[name=reason]").fill("on leave")
     # The form as the page serves it, less its token (JavaScript in the test, not the page).
     form.evaluate("f => f.querySelector('input[name=csrf_token]').remove()")
     with page.expect_response(lambda r: r.request.method == "POST") as answer:
@@ -204,10 +205,7 @@ def test_an_expired_sign_in_link_shows_the_expiry_page(site: Site, page: Page) -
     with time_machine.travel(datetime.now(UTC) - timedelta(hours=1), tick=False):
         token = Signer(keys, SIGN_IN).sign({"email": HR, "nonce": "expired-in-test"})
     page.goto(f"{site.url}sign-in/{token}")
-    expired = page.locator("#link-expired")
-    if not expired.count():  # the GET only shows the button: the POST tells
-        page.locator("form[method=post] button").first.click()
-    expect(expired).to_be_visible()
+    expect(page.locator("#link-expired")).to_be_visible()
     expect(page.locator("body")).to_contain_text("expired")
     # Not signed in: the overview sends one to sign in.
     page.goto(f"{site.url}programs/engineering")
@@ -215,17 +213,38 @@ def test_an_expired_sign_in_link_shows_the_expiry_page(site: Site, page: Page) -
 
     # A garbled link: its own clear page.
     page.goto(f"{site.url}sign-in/not-a-token")
-    invalid = page.locator("#link-invalid")
-    if not invalid.count():
-        page.locator("form[method=post] button").first.click()
-    expect(invalid).to_be_visible()
+    expect(page.locator("#link-invalid")).to_be_visible()
+    expect(page.locator("form[method=post] button")).to_have_count(0)
 
 
-def _table(page: Page, selector: str) -> list[list[str]]:
-    """The text of every row of a table on the page (header first)."""
-    return page.locator(selector).evaluate(
+def _table(root: Page | FrameLocator, selector: str) -> list[list[str]]:
+    """The text of every row of a table (header first), as a reader sees it."""
+    rows = root.locator(selector).evaluate(
         "t => [...t.rows].map(r => [...r.cells].map(c => c.innerText.trim()))"
     )
+    return [[str(cell) for cell in row] for row in rows]
+
+
+def _same(text: str, value: object) -> bool:
+    """A cell of the page's table and the workbook's typed cell say the same."""
+    if value is None:
+        return text in {"", "\u2014"}
+    if isinstance(value, int | float) and text.endswith("%"):  # 100% reads back as 1
+        return round(value * 100) == int(text.rstrip("%"))
+    return str(value) == text
+
+
+def _sheet(book: openpyxl.Workbook, name: str, first_header: str) -> list[list[object]]:
+    """A sheet's table from its header row on (the rows above are its title)."""
+    rows = [list(row) for row in book[name].iter_rows(values_only=True)]
+    start = next(i for i, row in enumerate(rows) if row[0] == first_header)
+    return rows[start:]
+
+
+def _report_form(page: Page, first: date, last: date, fmt: str) -> None:
+    page.fill("#report-form input[name=first]", first.isoformat())
+    page.fill("#report-form input[name=last]", last.isoformat())
+    page.select_option("#report-form select[name=format]", fmt)
 
 
 def test_reports_page_downloads_the_xlsx_with_the_page_s_numbers(
@@ -237,32 +256,49 @@ def test_reports_page_downloads_the_xlsx_with_the_page_s_numbers(
     expect(page).to_have_url(re.compile(r"/reports"))
     today = datetime.now(UTC).date()
     first, last = date(today.year, today.month, 1) - timedelta(days=91), today
-    page.fill("input[name=first]", first.isoformat())
-    page.fill("input[name=last]", last.isoformat())
-    page.select_option("select[name=format]", "html")
-    page.locator("form[action*='reports'] [type=submit]").first.click()
-    assert_charts_drew(page, at_least=1)
-    totals = _table(page, "table#program-totals")
 
-    page.goto(f"{site.url}reports")
-    page.fill("input[name=first]", first.isoformat())
-    page.fill("input[name=last]", last.isoformat())
-    page.select_option("select[name=format]", "xlsx")
+    _report_form(page, first, last, "html")
+    page.locator("#report-form [type=submit]").click()
+    report = page.frame_locator("iframe#report")
+    # Three charts per program (sessions by outcome, rates, the pairs' health grid).
+    assert assert_charts_drew(report, at_least=6) % 3 == 0
+    totals = _table(report, "table.totals")
+    pairings = {
+        program: _table(report, f"section.program[data-program='{program}'] table.pairings")
+        for program in ("engineering", "leadership")
+    }
+
+    _report_form(page, first, last, "xlsx")
     with page.expect_download() as download:
-        page.locator("form[action*='reports'] [type=submit]").first.click()
+        page.locator("#report-form [type=submit]").click()
     saved = tmp_path / download.value.suggested_filename
     assert saved.suffix == ".xlsx"
     download.value.save_as(saved)
     book = openpyxl.load_workbook(saved)
-    sheet = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
-    header = [str(h) for h in sheet[0]]
-    by_program = {str(row[0]): row for row in sheet[1:] if row[0]}
-    page_header = totals[0]
-    for row in totals[1:]:
-        xlsx = by_program[row[0]]
-        for column, text in zip(page_header[1:], row[1:], strict=True):
-            value = xlsx[header.index(column)]
-            if isinstance(value, float) and text.endswith("%"):
-                assert round(value * 100) == round(float(text.rstrip("%"))), (column, row)
-            else:
-                assert str(value) == text, (column, row)
+
+    # The summary sheet: the page's programs table, cell for cell.
+    summary = _sheet(book, book.sheetnames[0], totals[0][0])
+    assert [str(h) for h in summary[0]] == totals[0]
+    assert len(summary) == len(totals)
+    for shown, typed in zip(totals[1:], summary[1:], strict=True):
+        for column, text, value in zip(totals[0], shown, typed, strict=True):
+            assert _same(text, value), (column, shown, typed)
+
+    # Each program's sheet: the same counts and rate per pair as its table on the page.
+    for program, table in pairings.items():
+        name = next(row[0] for row in totals[1:] if program in row[0].lower())
+        sheet = _sheet(book, name[:31], table[0][0])
+        header = [str(h) for h in sheet[0]]
+        by_pair = {(row[1], row[3]): row for row in sheet[1:]}
+        assert len(by_pair) == len(table) - 1
+        counted = [
+            c for c in table[0][2:] if c in header and c not in ("Last attended", "Next scheduled")
+        ]
+        assert counted, table[0]
+        for shown in table[1:]:
+            mentor_email, mentee_email = shown[0].splitlines()[-1], shown[1].splitlines()[-1]
+            typed = by_pair[(mentor_email, mentee_email)]
+            for column in counted:
+                text = shown[table[0].index(column)]
+                value = typed[header.index(column)]
+                assert _same(text, value), (program, column, shown, typed)

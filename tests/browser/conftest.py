@@ -6,8 +6,9 @@ Chromium is Debian's (``/usr/bin/chromium``, installed by ``.ci/run``; another w
 Playwright only drives that executable. Without Chromium or Playwright the tests skip with
 a message, and fail in CI (``CI`` set), as the PostgreSQL tests do.
 
-Cheap by design: one Chromium per test run, one service per module; each test gets a fresh
-browser context (no cookies), so signing in is part of what a test does.
+Cheap by design: one Chromium and one service per module (Playwright's driver stops with
+the module, before the rest of the suite runs); each test gets fresh browser contexts,
+signed in once per module and address (:class:`SignedIn`) unless signing in is the test.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def chromium_path() -> str:
     return os.environ.get(CHROMIUM_ENV) or CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, one for the whole run."""
+    """Headless Chromium, one per module."""
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:

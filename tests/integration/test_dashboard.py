@@ -342,6 +342,18 @@ def test_a_program_admin_sees_only_their_program(
     ):
         assert response.status_code == 404, response.text
         assert 'id="not-found"' in response.text
+    # Nor may they end a silence of another program's pair.
+    with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as hr:
+        _sign_in(hr, server, HR)
+        silenced = hr.post(
+            f"/findings/{sales_finding}/silence",
+            data={"duration": "1w", "reason": "leave", "csrf_token": _csrf(hr.get("/").text)},
+        )
+        assert silenced.status_code == 200  # HR may, and is back on the list
+        silence = re.search(r'action="/silences/(\d+)/expire"', silenced.text)
+        assert silence
+    expire = client.post(f"/silences/{silence.group(1)}/expire", data={"csrf_token": token})
+    assert expire.status_code == 404
     # Same answer as a program that does not exist at all.
     assert client.get("/programs/nope").status_code == 404
     listed = _rows(client.get("/findings").text, "data-finding-id")

@@ -185,6 +185,7 @@ def findings(visit: Visit) -> Response:
         "dashboard/findings.html.j2",
         findings=found,
         programs=[(p, data.program_name(config, p)) for p in visible],
+        names={p: data.program_name(config, p) for p in visible},
         rules=rules,
         states=data.FINDING_STATES,
         chosen={"program": program_id, "rule": rule, "state": state},

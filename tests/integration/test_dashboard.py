@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.service.http import Health, create_app, serving
-from mentorpulse.stages import Context, evaluate_rules
+from mentorpulse.stages import Context, evaluate_rules, send_notifications
 from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.models import (
@@ -498,3 +498,47 @@ def test_the_service_serves_the_dashboard_on_a_free_port(ctx: Context) -> None:
             page = response.read().decode()
             assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert 'name="email"' in page
+
+
+# ------------------------------------------------------------------ delivery, limits, reload
+
+
+def test_a_link_the_mail_server_refused_is_retried_by_the_notify_stage(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    with time_machine.travel(datetime.now(UTC), tick=False) as clock:
+        server.recorder.refuse = "451 4.3.0 Try again later"
+        form = client.get("/sign-in")
+        sent = client.post("/sign-in", data={"email": HR, "csrf_token": _csrf(form.text)})
+        assert "a link is on its way" in sent.text  # the person sees no difference
+        with ctx.db() as db:
+            row = db.scalars(select(OutboxMessage)).one()
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert "451" in (row.last_error or "")
+        server.recorder.refuse = None
+        clock.shift(timedelta(minutes=3))  # past the outbox's first backoff
+        send_notifications(ctx)  # (also the findings' reminders to the mentors)
+        with ctx.db() as db:
+            assert db.get(OutboxMessage, row.id).status == "sent"
+        assert len(server.recorder.to(HR)) == 1
+        assert str(server.recorder.to(HR)[0]["Message-ID"]) == row.message_id
+
+
+def test_one_address_gets_at_most_five_links_per_quarter_hour(
+    client: TestClient, server: SmtpServer
+) -> None:
+    token = _csrf(client.get("/sign-in").text)
+    for _ in range(7):
+        client.post("/sign-in", data={"email": HR, "csrf_token": token})
+    assert len(server.recorder.to(HR)) == 5
+
+
+def test_an_admin_taken_out_of_the_config_is_signed_out(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    _sign_in(client, server, ENG_ADMIN)
+    assert client.get("/programs/eng").status_code == 200
+    settings = _settings(server)
+    settings["programs"][0]["admins"] = []
+    ctx.config = MentorpulseConfig.model_validate(settings)  # what a SIGHUP reload does
+    assert client.get("/programs/eng", follow_redirects=False).headers["location"] == "/sign-in"

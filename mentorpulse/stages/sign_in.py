@@ -175,7 +175,7 @@ class LinkCheck:
 def check_link(ctx: Context, token: str) -> LinkCheck:
     """Whether a link would sign in now, without using it (a GET: mail scanners fetch
     links). Never logs the token."""
-    with ctx.db() as db:
+    with ctx.db.begin() as db:
         keys = signing_keys(db)
         try:
             payload = Signer(keys, SIGN_IN).read(token, max_age=LINK_LIFETIME)

@@ -30,6 +30,7 @@ from mentorpulse.service.pages import secured
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Visit], Response]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def dashboard_routes(ctx: stages.Context) -> list[BaseRoute]:
@@ -37,6 +38,14 @@ def dashboard_routes(ctx: stages.Context) -> list[BaseRoute]:
     if not ctx.config.service.dashboard_served:
         return []
     keys = Keys(ctx)
+    http, auth = ctx.config.service.http, ctx.config.service.dashboard.auth
+    if auth == "magic_link" and http.public_url is None and http.host not in LOOPBACK:
+        # Sign-in links would point at http://<listening address>/, which people
+        # outside this host cannot open.
+        log.warning(
+            "dashboard_public_url_unset",
+            hint="set service.http.public_url to where people reach this service",
+        )
 
     def route(path: str, handler: Handler, method: str = "GET", *, public: bool = False) -> Route:
         return Route(path, _endpoint(ctx, keys, handler, public=public), methods=[method])

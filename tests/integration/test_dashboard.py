@@ -486,6 +486,12 @@ def test_the_proxy_header_is_believed_from_trusted_proxies_only(
 def test_trusted_header_without_proxies_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="trusted_proxies"):
         MentorpulseConfig.model_validate({"service": {"dashboard": {"auth": "trusted_header"}}})
+    with pytest.raises(ValueError, match="IP address or a CIDR block"):
+        MentorpulseConfig.model_validate(
+            {"service": {"dashboard": {"trusted_proxies": ["proxy.example.org"]}}}
+        )
+    served = MentorpulseConfig.model_validate({"service": {"http": {"enabled": False}}})
+    assert not served.service.dashboard_served  # no HTTP service, no dashboard
 
 
 # ------------------------------------------------------------------ a real service

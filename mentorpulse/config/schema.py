@@ -7,6 +7,7 @@ and key at fault instead of "not valid under any of the given schemas".
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import time, timedelta
@@ -1038,6 +1039,65 @@ class PoolConfig(Strict):
     )
 
 
+def _network(value: str) -> str:
+    """An IP address or a CIDR block (``10.0.0.0/8``): the peers a proxy header is taken from."""
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError("expected an IP address or a CIDR block such as 10.0.0.0/8") from None
+    return value.strip()
+
+
+class DashboardConfig(Strict):
+    """The HR and program-admin dashboard, served by the HTTP service.
+
+    Who may sign in: the addresses ``notify.hr`` names (every program) and each program's
+    ``admins`` (that program only).
+    """
+
+    enabled: bool | None = Field(
+        None, description="Serve the dashboard (default: whenever service.http is enabled)."
+    )
+    auth: Literal["magic_link", "trusted_header"] = Field(
+        "magic_link",
+        description="magic_link: a signed, single-use sign-in link by email; trusted_header: "
+        "the email an SSO proxy (oauth2-proxy) puts in `header`, from trusted_proxies only.",
+    )
+    header: str = Field(
+        "X-Forwarded-Email",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The request header holding the signed-in email (trusted_header).",
+    )
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_network)], ...] = Field(
+        (),
+        description="IP addresses or CIDR blocks the header is accepted from (required for "
+        "trusted_header); any other peer gets 403.",
+    )
+    insecure_cookies: bool = Field(
+        False,
+        description="Send cookies over plain http too (only for http://localhost use; "
+        "otherwise cookies are Secure and need https).",
+    )
+    session_lifetime: Annotated[PositiveDuration, _at_most(timedelta(days=30))] = Field(
+        timedelta(hours=12), description="How long a sign-in lasts (at most 30d)."
+    )
+
+    @model_validator(mode="after")
+    def _proxies_for_header(self) -> DashboardConfig:
+        if self.auth == "trusted_header" and not self.trusted_proxies:
+            raise ConfigValueError(
+                "auth: trusted_header needs trusted_proxies: the addresses of the SSO proxy "
+                "(a header from anyone else would let them sign in as anybody)",
+                at=("trusted_proxies",),
+            )
+        return self
+
+    def proxies(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies]
+
+
 class ServiceConfig(Strict):
     """How ``mentorpulse run`` runs unattended: its HTTP service, and the worker pool
     (PostgreSQL)."""
@@ -1046,6 +1106,15 @@ class ServiceConfig(Strict):
     pool: PoolConfig = Field(
         PoolConfig(), description="The worker pool, used when the database is PostgreSQL."
     )
+    dashboard: DashboardConfig = Field(
+        DashboardConfig(), description="The HR and program-admin dashboard (web pages)."
+    )
+
+    @property
+    def dashboard_served(self) -> bool:
+        """Whether the HTTP service serves the dashboard."""
+        enabled = self.dashboard.enabled
+        return self.http.enabled and (enabled is None or enabled)
 
 
 class MentorpulseConfig(Strict):

@@ -1,4 +1,5 @@
-"""The HTTP service of a long-running process: /healthz, /readyz, /metrics.
+"""The HTTP service of a long-running process: /healthz, /readyz, /metrics, and the
+dashboard (:mod:`mentorpulse.service.dashboard`) when ``service.dashboard`` is served.
 
 One Starlette app (:func:`create_app`, which later pages add routes to) served by uvicorn
 in a background thread of the process, for as long as :func:`serving` is entered. The
@@ -30,6 +31,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import HttpConfig
 from mentorpulse.errors import DatabaseUnavailable, UserError
 from mentorpulse.service import metrics
+from mentorpulse.service.dashboard import dashboard_routes
 from mentorpulse.storage.migrate import revision_state
 
 log = structlog.get_logger(__name__)
@@ -121,7 +123,7 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics_page),
     ]
-    app = Starlette(routes=[*base, *routes])
+    app = Starlette(routes=[*base, *dashboard_routes(ctx), *routes])
     app.state.readiness_checks = checks
     return app
 

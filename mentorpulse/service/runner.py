@@ -243,7 +243,7 @@ def reload_config(ctx: stages.Context, health: http.Health) -> bool:
     """SIGHUP in any long-running process: the new config and roster put in force, or
     refused with file:line in the log and the old ones kept; /metrics says which.
     Returns whether the new ones are in force."""
-    serving = ctx.config.service.http
+    serving = ctx.config.service.http, ctx.config.service.dashboard_served
     try:
         with _RELOADING:  # two SIGHUPs in a row: one reload after the other
             ctx.reload()
@@ -252,8 +252,10 @@ def reload_config(ctx: stages.Context, health: http.Health) -> bool:
         health.reload_result(False, ctx.clock())
         return False
     health.reload_result(True, ctx.clock())
-    if ctx.config.service.http != serving:
+    if ctx.config.service.http != serving[0]:
         log.warning("config_reload_needs_restart", setting="service.http")
+    if ctx.config.service.dashboard_served != serving[1]:  # its routes are made at start
+        log.warning("config_reload_needs_restart", setting="service.dashboard.enabled")
     return True
 
 

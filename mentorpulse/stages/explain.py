@@ -62,6 +62,7 @@ class SessionView:
     outcome: str
     confidence: float
     evidence: tuple[str, ...]  # strongest first
+    id: int = 0  # the stored session's (the dashboard's pairing page names its rows by it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,9 @@ def _pairing_view(
         pairing_zone=timeline.zone if timeline else None,
         cadence=timeline.cadence if timeline else None,
         sessions=tuple(
-            SessionView(s.start, s.outcome, s.confidence, tuple(loaded.evidence.get(s.id, ())))
+            SessionView(
+                s.start, s.outcome, s.confidence, tuple(loaded.evidence.get(s.id, ())), s.id
+            )
             for s in sessions
         ),
         rules=_rule_views(config, judged, loaded, now),

@@ -54,6 +54,9 @@ class SilenceRequest:
     program_id: str | None = None
     mentor_email: str | None = None
     mentee_email: str | None = None
+    created_by: str | None = (
+        None  # who asked (the dashboard's signed-in email); default: the OS user
+    )
 
 
 def add_silence(ctx: Context, request: SilenceRequest) -> Silence:
@@ -68,7 +71,7 @@ def add_silence(ctx: Context, request: SilenceRequest) -> Silence:
             starts_at=now,
             ends_at=now + request.length,
             reason=request.reason,
-            created_by=getpass.getuser(),
+            created_by=request.created_by or getpass.getuser(),
         )
         apply_silences(db, now)
     return silence

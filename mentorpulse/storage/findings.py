@@ -287,3 +287,77 @@ def silenceable(db: Db, *, any_active: bool) -> list[tuple[Finding, str, str, st
         .where(or_(Finding.state.in_(sorted(OPEN)), marked) if any_active else marked)
     )
     return [(finding, program, a, b) for finding, program, a, b in rows]
+
+
+# ---------------------------------------------------------------- the dashboard's list
+
+
+class ListedFinding(NamedTuple):
+    """A pairing's finding as the dashboard lists it, with its pair and its silence."""
+
+    id: int
+    pairing_id: int
+    program_id: str
+    mentor_email: str
+    mentor_name: str | None
+    mentee_email: str
+    mentee_name: str | None
+    rule_id: str
+    severity: str
+    state: str
+    since: datetime
+    firing_since: datetime | None
+    until: datetime | None
+    facts: dict[str, Any]
+    silence_id: int | None
+    silence_ends_at: datetime | None
+
+
+def listed_findings(
+    db: Db,
+    *,
+    programs: Collection[str] | None,
+    rule: str | None = None,
+    state: str | None = None,
+    finding_id: int | None = None,
+    limit: int = 500,
+) -> list[ListedFinding]:
+    """Findings of pairings (``programs``: of these programs only; None: every one), the
+    newest first, filtered by rule id and state."""
+    mentor = aliased(Person)
+    mentee = aliased(Person)
+    query = (
+        select(
+            Finding.id,
+            Finding.pairing_id,
+            Pairing.program_id,
+            mentor.email,
+            mentor.name,
+            mentee.email,
+            mentee.name,
+            Finding.rule_id,
+            Finding.severity,
+            Finding.state,
+            Finding.since,
+            Finding.firing_since,
+            Finding.until,
+            Finding.facts,
+            Finding.silence_id,
+            Silence.ends_at,
+        )
+        .join(Pairing, Pairing.id == Finding.pairing_id)
+        .join(mentor, mentor.id == Pairing.mentor_id)
+        .join(mentee, mentee.id == Pairing.mentee_id)
+        .outerjoin(Silence, Silence.id == Finding.silence_id)
+        .order_by(Finding.id.desc())
+        .limit(limit)
+    )
+    if programs is not None:
+        query = query.where(Pairing.program_id.in_(sorted(programs)))
+    if rule:
+        query = query.where(Finding.rule_id == rule)
+    if state:
+        query = query.where(Finding.state == state)
+    if finding_id is not None:
+        query = query.where(Finding.id == finding_id)
+    return [ListedFinding._make(row) for row in db.execute(query)]

@@ -389,3 +389,16 @@ class SigningKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+
+
+class SignInLink(Base):
+    """A dashboard sign-in link that was sent: its nonce, for whom, and when it was used
+    (a link signs in once; a second use is refused)."""
+
+    __tablename__ = "sign_in_links"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -261,3 +261,10 @@ def findings_to_notify(
         .order_by(Finding.id)
     )
     return [(f, p, program, m, e) for f, p, program, m, e in rows]
+
+
+def id_of(db: Db, idempotency_key: str) -> int | None:
+    """The row queued under ``idempotency_key``, if any."""
+    return db.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.idempotency_key == idempotency_key)
+    )

@@ -1,4 +1,4 @@
-"""`mentorpulse report`: attended-vs-scheduled figures for HR, as CSV or HTML."""
+"""`mentorpulse report`: attended-vs-scheduled figures for HR, as CSV, HTML or XLSX."""
 
 from __future__ import annotations
 
@@ -21,12 +21,19 @@ from mentorpulse.cli.common import (
 class ReportFormat(StrEnum):
     csv = "csv"
     html = "html"
+    xlsx = "xlsx"
 
 
-REPORT_SUFFIXES = {".csv": ReportFormat.csv, ".html": ReportFormat.html, ".htm": ReportFormat.html}
+REPORT_SUFFIXES = {
+    ".csv": ReportFormat.csv,
+    ".html": ReportFormat.html,
+    ".htm": ReportFormat.html,
+    ".xlsx": ReportFormat.xlsx,
+}
 
 
 def report(
+    *,
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
     end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
     config: ConfigOption = None,
@@ -34,13 +41,21 @@ def report(
         ReportFormat | None,
         typer.Option(
             "--format",
-            help="csv or html (default: from the extension of --out, else csv).",
+            help="csv, html or xlsx (default: from the extension of --out, else csv).",
             show_default=False,
         ),
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Write here instead of standard output.")
+        Path | None,
+        typer.Option("--out", help="Write here instead of standard output (xlsx: required)."),
     ] = None,
+    programs: Annotated[
+        list[str] | None,
+        typer.Option("--program", help="Only this program id (repeat for several)."),
+    ] = None,
+    charts: Annotated[
+        bool, typer.Option("--charts/--no-charts", help="Draw the HTML report's charts.")
+    ] = True,
 ) -> None:
     """Attended vs scheduled, one row per pairing, for the days given."""
     from mentorpulse import stages
@@ -54,6 +69,13 @@ def report(
         chosen = report_format(fmt, out_path)
 
     def action(ctx: stages.Context) -> None:
+        known = {p.id for p in ctx.config.programs}
+        unknown = sorted(set(programs or ()) - known)
+        if unknown:
+            raise OptionError(
+                f"--program {unknown[0]}: no such program; the config has: "
+                + ", ".join(sorted(known))
+            )
         try:
             written = write_report(
                 ctx.db,
@@ -64,6 +86,9 @@ def report(
                 fmt=chosen.value,
                 out=out_path,
                 sources=ctx.config.sources,
+                programs=programs or None,
+                program_names={p.id: p.name or p.id for p in ctx.config.programs},
+                charts=charts,
             )
         except BrokenPipeError:  # the reader (`| head`) has all it wanted: not an error
             raise typer.Exit(0) from None
@@ -80,8 +105,15 @@ def report(
 
 
 def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:
-    """--format, else the one --out's extension names; a mismatch is refused, not obeyed."""
+    """--format, else the one --out's extension names; a mismatch is refused, not obeyed.
+
+    XLSX is a binary file: it goes to a file, never to a terminal or a pipe."""
     if out_path is None:
+        if fmt == ReportFormat.xlsx:
+            raise OptionError(
+                "--format xlsx writes a spreadsheet file: give --out FILE.xlsx "
+                "(standard output takes csv or html)"
+            )
         return fmt or ReportFormat.csv
     suffix = out_path.suffix.lower()
     implied = REPORT_SUFFIXES.get(suffix)
@@ -90,7 +122,7 @@ def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportForm
             raise OptionError(
                 f"--out {out_path}: cannot tell the format from "
                 + (f"the extension {suffix}" if suffix else "a name without extension")
-                + "; give --format csv or --format html"
+                + "; give --format csv, html or xlsx"
             )
         return implied
     if implied is not None and implied != fmt:

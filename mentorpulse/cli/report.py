@@ -32,30 +32,36 @@ REPORT_SUFFIXES = {
 }
 
 
+FormatOption = Annotated[
+    ReportFormat | None,
+    typer.Option(
+        "--format",
+        help="csv, html or xlsx (default: from the extension of --out, else csv).",
+        show_default=False,
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Write here instead of standard output (xlsx: required)."),
+]
+ProgramsOption = Annotated[
+    list[str] | None,
+    typer.Option("--program", help="Only this program id (repeat for several)."),
+]
+ChartsOption = Annotated[
+    bool, typer.Option("--charts/--no-charts", help="Draw the HTML report's charts.")
+]
+
+
 def report(
     *,
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
     end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
     config: ConfigOption = None,
-    fmt: Annotated[
-        ReportFormat | None,
-        typer.Option(
-            "--format",
-            help="csv, html or xlsx (default: from the extension of --out, else csv).",
-            show_default=False,
-        ),
-    ] = None,
-    out_path: Annotated[
-        Path | None,
-        typer.Option("--out", help="Write here instead of standard output (xlsx: required)."),
-    ] = None,
-    programs: Annotated[
-        list[str] | None,
-        typer.Option("--program", help="Only this program id (repeat for several)."),
-    ] = None,
-    charts: Annotated[
-        bool, typer.Option("--charts/--no-charts", help="Draw the HTML report's charts.")
-    ] = True,
+    fmt: FormatOption = None,
+    out_path: OutOption = None,
+    programs: ProgramsOption = None,
+    charts: ChartsOption = True,
 ) -> None:
     """Attended vs scheduled, one row per pairing, for the days given."""
     from mentorpulse import stages
@@ -69,13 +75,7 @@ def report(
         chosen = report_format(fmt, out_path)
 
     def action(ctx: stages.Context) -> None:
-        known = {p.id for p in ctx.config.programs}
-        unknown = sorted(set(programs or ()) - known)
-        if unknown:
-            raise OptionError(
-                f"--program {unknown[0]}: no such program; the config has: "
-                + ", ".join(sorted(known))
-            )
+        check_programs(programs, known=[p.id for p in ctx.config.programs])
         try:
             written = write_report(
                 ctx.db,
@@ -102,6 +102,15 @@ def report(
             typer.echo(f"warning: {written.note}", err=True)
 
     with_context(config, action, write=False)
+
+
+def check_programs(programs: list[str] | None, *, known: list[str]) -> None:
+    """Each --program names a configured program."""
+    unknown = sorted(set(programs or ()) - set(known))
+    if unknown:
+        raise OptionError(
+            f"--program {unknown[0]}: no such program; the config has: " + ", ".join(sorted(known))
+        )
 
 
 def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:

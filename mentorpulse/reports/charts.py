@@ -218,53 +218,66 @@ def health_chart(report: Report, program: str) -> Chart:
         description += f" And {hidden} more pairings not shown: the table lists every one."
 
     def draw(figure: Figure) -> None:
-        from matplotlib.patches import Patch, Rectangle
-
-        ax = figure.add_subplot()
-        for row, (index, _pair) in enumerate(shown):
-            cells = report.monthly.health[index]
-            for column, outcome in enumerate(cells):
-                ax.add_patch(
-                    Rectangle(
-                        (column, row),
-                        0.94,
-                        0.86,
-                        facecolor=COLOURS.get(outcome or "", NONE_COLOUR),
-                        edgecolor="#d0d7de",
-                        linewidth=0.5,
-                        gid=f"{ident}-cell-{row}-{months[column]:%Y-%m}",
-                    )
-                )
-        ax.set_xlim(-0.1, max(len(months), 1))
-        ax.set_ylim(max(len(shown), 1), -0.2)
-        ax.set_xticks([c + 0.47 for c in range(len(months))], [_month(m) for m in months])
-        ax.xaxis.tick_top()
-        ax.set_yticks(
-            [r + 0.43 for r in range(len(shown))],
-            [_pair_label(pair) for _index, pair in shown],
-            parse_math=False,
-        )
-        ax.tick_params(length=0)
-        for side in ("left", "bottom", "top", "right"):
-            ax.spines[side].set_visible(False)
-        ax.legend(
-            handles=[
-                Patch(facecolor=COLOURS[o], label=LABELS[o])
-                for o in ("held", "presumed_held", "missed", "cancelled", "unknown")
-            ]
-            + [Patch(facecolor=NONE_COLOUR, edgecolor="#d0d7de", label="none")],
-            loc="upper left",
-            bbox_to_anchor=(1.0, 1.0),
-            frameon=False,
-        )
-        if not shown:
-            _empty(ax, "No pairings")
-        if hidden > 0:
-            ax.set_xlabel(f"and {hidden} more pairings (see the table)")
-        ax.set_title(title, loc="left", parse_math=False, pad=18)
+        _draw_health(figure, report, ident=ident, title=title, shown=shown, hidden=hidden)
 
     height = 1.2 + 0.2 * max(len(shown), 1)
     return _chart("health", ident, title, description, draw, size=(6.4, height))
+
+
+def _draw_health(
+    figure: Figure,
+    report: Report,
+    *,
+    ident: str,
+    title: str,
+    shown: list[tuple[int, PairingFigures]],
+    hidden: int,
+) -> None:
+    from matplotlib.patches import Patch, Rectangle
+
+    months = report.monthly.months
+    ax = figure.add_subplot()
+    for row, (index, _pair) in enumerate(shown):
+        cells = report.monthly.health[index]
+        for column, outcome in enumerate(cells):
+            ax.add_patch(
+                Rectangle(
+                    (column, row),
+                    0.94,
+                    0.86,
+                    facecolor=COLOURS.get(outcome or "", NONE_COLOUR),
+                    edgecolor="#d0d7de",
+                    linewidth=0.5,
+                    gid=f"{ident}-cell-{row}-{months[column]:%Y-%m}",
+                )
+            )
+    ax.set_xlim(-0.1, max(len(months), 1))
+    ax.set_ylim(max(len(shown), 1), -0.2)
+    ax.set_xticks([c + 0.47 for c in range(len(months))], [_month(m) for m in months])
+    ax.xaxis.tick_top()
+    ax.set_yticks(
+        [r + 0.43 for r in range(len(shown))],
+        [_pair_label(pair) for _index, pair in shown],
+        parse_math=False,
+    )
+    ax.tick_params(length=0)
+    for side in ("left", "bottom", "top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(
+        handles=[
+            Patch(facecolor=COLOURS[o], label=LABELS[o])
+            for o in ("held", "presumed_held", "missed", "cancelled", "unknown")
+        ]
+        + [Patch(facecolor=NONE_COLOUR, edgecolor="#d0d7de", label="none")],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+    )
+    if not shown:
+        _empty(ax, "No pairings")
+    if hidden > 0:
+        ax.set_xlabel(f"and {hidden} more pairings (see the table)")
+    ax.set_title(title, loc="left", parse_math=False, pad=18)
 
 
 def _chart(

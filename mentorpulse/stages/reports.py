@@ -142,12 +142,7 @@ def queue_reports(
             sources=sorted(stale),
         )
         return 0
-    wanted: dict[str, tuple[Period, Recipient, list[Format]]] = {}
-    for period, schedule, people in due:
-        for person in people:  # two schedules may name the same person: one email
-            key = report_key(period, person.email)
-            _period, _person, formats = wanted.setdefault(key, (period, person, []))
-            formats.extend(f for f in schedule.formats if f not in formats)
+    wanted = _wanted(due)
     periods: dict[Period, list[Format]] = {}  # each period's files: kept, and mailed
     for period, _person, formats in wanted.values():
         needed = periods.setdefault(period, list(KEPT_FORMATS))
@@ -178,6 +173,20 @@ def queue_reports(
     queued = enqueue(db, notes.values(), now=now, domain=sender_domain(config.notify.sender))
     log.info("reports_queued", periods=sorted(p.label for p in periods), emails=queued)
     return queued
+
+
+def _wanted(
+    due: list[tuple[Period, ReportSchedule, list[Recipient]]],
+) -> dict[str, tuple[Period, Recipient, list[Format]]]:
+    """Per outbox key: the period, the recipient and the files they get. Two schedules
+    of one period may name the same person: one email, with the files both ask for."""
+    wanted: dict[str, tuple[Period, Recipient, list[Format]]] = {}
+    for period, schedule, people in due:
+        for person in people:
+            key = report_key(period, person.email)
+            _period, _person, formats = wanted.setdefault(key, (period, person, []))
+            formats.extend(f for f in schedule.formats if f not in formats)
+    return wanted
 
 
 def _unsent(

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
@@ -95,23 +95,6 @@ def figure_rows(
             .group_by(MentoringSession.pairing_id)
         ).all()
     )
-    # Held, and the evidence that decided it (rank 0) is a participant's own answer.
-    confirmed = dict(
-        db.execute(
-            select(MentoringSession.pairing_id, func.count())
-            .join(Pairing, active)
-            .join(
-                Evidence,
-                and_(Evidence.session_id == MentoringSession.id, Evidence.rank == 0),
-            )
-            .where(
-                in_range,
-                MentoringSession.outcome == "held",
-                Evidence.kind == PARTICIPANT_CONFIRMATION,
-            )
-            .group_by(MentoringSession.pairing_id)
-        ).all()
-    )
     # One row per session in the range (the charts need each one's month); the counts by
     # outcome are summed from them rather than asked for again.
     sessions: list[tuple[int, datetime, str]] = []
@@ -130,8 +113,28 @@ def figure_rows(
         last_attended,
         next_scheduled,
         _open_findings(db, programs),
-        confirmed,
+        _confirmed(db, active, in_range),
         sessions,
+    )
+
+
+def _confirmed(
+    db: Db, active: ColumnElement[bool], in_range: ColumnElement[bool]
+) -> dict[int, int]:
+    """Held sessions per pairing whose deciding evidence (rank 0) is a participant's own
+    answer to the attendance check."""
+    return dict(
+        db.execute(
+            select(MentoringSession.pairing_id, func.count())
+            .join(Pairing, active)
+            .join(Evidence, and_(Evidence.session_id == MentoringSession.id, Evidence.rank == 0))
+            .where(
+                in_range,
+                MentoringSession.outcome == "held",
+                Evidence.kind == PARTICIPANT_CONFIRMATION,
+            )
+            .group_by(MentoringSession.pairing_id)
+        ).all()
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from datetime import UTC, date, datetime
 
 import pytest
@@ -172,6 +173,15 @@ def test_charts_are_inline_safe_and_the_same_bytes_each_time(report: Report) -> 
         assert links  # the glyphs, drawn once and used by reference
         assert all(link.startswith("#") for link in links)
         assert "http://" not in svg.replace("http://www.w3.org/", "")
+
+
+def test_names_in_any_script_draw_without_a_warning() -> None:
+    rows = [pair(1, "intl", 2, 1, mentor_name="\u5c71\u7530 \u592a\u90ce"), pair(2, "intl", 2, 2)]
+    report = make_report(rows, {"intl": [{"held": 1}, {}, {"missed": 1}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chart = health_chart(report, "intl")
+    assert len(groups(parse(chart.svg), "chart-health-intl-cell-")) == 2 * len(MONTHS)
 
 
 def test_chart_ids_are_stable_and_safe_for_any_program_id() -> None:

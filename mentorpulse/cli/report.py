@@ -46,7 +46,7 @@ OutOption = Annotated[
 ]
 ProgramsOption = Annotated[
     list[str] | None,
-    typer.Option("--program", help="Only this program id (repeat for several)."),
+    typer.Option("--program", metavar="<id>", help="Only this program id (repeat for several)."),
 ]
 ChartsOption = Annotated[
     bool, typer.Option("--charts/--no-charts", help="Draw the HTML report's charts.")

@@ -267,7 +267,7 @@ def _draw_health(
     ax.legend(
         handles=[
             Patch(facecolor=COLOURS[o], label=LABELS[o])
-            for o in ("held", "presumed_held", "missed", "cancelled", "unknown")
+            for o in ("held", "presumed_held", "missed", "cancelled", "unknown", "upcoming")
         ]
         + [Patch(facecolor=NONE_COLOUR, edgecolor="#d0d7de", label="none")],
         loc="upper left",

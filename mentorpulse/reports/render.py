@@ -16,6 +16,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import jinja2
+import structlog
 
 from mentorpulse.reports.figures import COLUMNS, PairingFigures, Report
 from mentorpulse.text import local_time
@@ -25,6 +26,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 LOW_RATE = 0.5  # below this, the HTML report highlights the rate
 DAY_FORMAT = "%Y-%m-%d"
 MOMENT_FORMAT = "%Y-%m-%d %H:%M"  # a local time in the report's zone, every renderer
+
+log = structlog.get_logger(__name__)
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("mentorpulse.reports", "templates"),
@@ -187,11 +190,7 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     every number, for the email clients that drop SVG.
     """
     zone = ZoneInfo(report.zone)
-    drawn: dict[str, list[object]] = {}
-    if charts and report.rows:
-        from mentorpulse.reports.charts import program_charts
-
-        drawn = {t.program: list(program_charts(report, t.program)) for t in report.totals}
+    drawn = _charts(report) if charts and report.rows else {}
     template = _env.get_template("report.html.j2")
     return template.render(
         title=report.title,
@@ -207,3 +206,17 @@ def render_html(report: Report, *, charts: bool = True) -> str:
         day=format_day,
         local=lambda value: format_local(value, zone),
     )
+
+
+def _charts(report: Report) -> dict[str, list[object]]:
+    """Each program's charts. A chart that fails to draw is logged and left out: the
+    report, whose tables hold every number, still goes out."""
+    from mentorpulse.reports.charts import program_charts
+
+    drawn: dict[str, list[object]] = {}
+    for totals in report.totals:
+        try:
+            drawn[totals.program] = list(program_charts(report, totals.program))
+        except Exception:  # matplotlib fails in many ways; the tables stand
+            log.exception("report_chart_failed", program=totals.program)
+    return drawn

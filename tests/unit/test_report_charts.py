@@ -10,13 +10,16 @@ import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
 from lxml import etree, html
+from structlog.testing import capture_logs
 
 from mentorpulse.reports.charts import (
     MAX_PAIRS,
+    Chart,
     chart_id,
     health_chart,
     health_order,
@@ -216,3 +219,17 @@ def test_a_csv_report_does_not_load_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_chart_that_fails_leaves_the_report_and_its_numbers(
+    report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_report: Report, program: str) -> Iterator[Chart]:
+        raise ValueError(f"cannot draw {program}")
+
+    monkeypatch.setattr("mentorpulse.reports.charts.program_charts", broken)
+    with capture_logs() as logs:
+        page = render_html(report)
+    assert "<figure" not in page
+    assert page.count("<table") == 2
+    assert [(e["event"], e["program"]) for e in logs] == [("report_chart_failed", "eng")]

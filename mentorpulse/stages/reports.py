@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -45,6 +45,7 @@ from mentorpulse.reports.export import (
     render_report,
 )
 from mentorpulse.reports.render import format_percent
+from mentorpulse.stages.context import Context
 from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.storage import outbox as stored_outbox
 
@@ -205,20 +206,51 @@ def _unsent(
     return due
 
 
-def _report(config: MentorpulseConfig, db: Db, period: Period, now: datetime) -> Report:
-    report = build_report(
+def range_report(
+    ctx: Context,
+    *,
+    first: date,
+    last: date,
+    programs: Collection[str] | None = None,
+    zone: str | None = None,
+) -> Report:
+    """The report on any days, as the config names things: what the dashboard shows and
+    offers as HTML, CSV and XLSX (``render_report``). ``programs`` limits it (a program
+    admin's own); ``zone`` defaults to the top-level ``timezone``."""
+    with ctx.db() as db:
+        return report_of(
+            ctx.config, db, first=first, last=last, now=ctx.clock(), programs=programs, zone=zone
+        )
+
+
+def report_of(
+    config: MentorpulseConfig,
+    db: Db,
+    *,
+    first: date,
+    last: date,
+    now: datetime,
+    programs: Collection[str] | None = None,
+    zone: str | None = None,
+    title: str = TITLE,
+) -> Report:
+    """:func:`build_report` with the config's zone, program names and sources."""
+    return build_report(
         db,
-        first=period.first,
-        last=period.last,
-        zone=config.timezone,
+        first=first,
+        last=last,
+        zone=zone or config.timezone,
         now=now,
         sources=config.sources,
+        programs=programs,
         program_names={p.id: p.name or p.id for p in config.programs},
-        title=f"{TITLE}, {period.title}",
+        title=title,
     )
-    if report.note:
-        log.warning("report_incomplete", period=period.label, note=report.note)
-    return report
+
+
+def _report(config: MentorpulseConfig, db: Db, period: Period, now: datetime) -> Report:
+    title = f"{TITLE}, {period.title}"
+    return report_of(config, db, first=period.first, last=period.last, now=now, title=title)
 
 
 def _file_name(period: Period, fmt: str) -> str:

@@ -23,8 +23,10 @@ from typer.testing import CliRunner, Result
 
 from mentorpulse import stages
 from mentorpulse.cli import app
+from mentorpulse.reports.export import render_report
 from mentorpulse.reports.xlsx import HEADER_ROW, SUMMARY
 from mentorpulse.sample import write_demo
+from mentorpulse.stages.reports import range_report
 from mentorpulse.storage.models import Evidence, MentoringSession
 from tests.loaded_modules import loaded_by
 
@@ -235,6 +237,15 @@ def test_one_program_only(demo: Path, tmp_path: Path) -> None:
     rows, names = from_csv(tmp_path / "r.csv")
     assert names == {"leadership": "Leadership mentoring"}
     assert len(rows) == 4
+    # The stage the dashboard calls: the same figures, named as the config names them.
+    ctx = stages.Context.open(demo, clock=lambda: NOW, write=False)
+    try:
+        scoped = range_report(
+            ctx, first=date(2026, 9, 1), last=date(2026, 11, 30), programs=["leadership"]
+        )
+    finally:
+        ctx.engine.dispose()
+    assert render_report(scoped, "csv") == (tmp_path / "r.csv").read_bytes()
     unknown = report(demo, "--program", "nope", "--out", str(tmp_path / "r.csv"))
     assert unknown.exit_code == 2
     assert "--program nope: no such program" in unknown.output

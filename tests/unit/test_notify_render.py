@@ -178,3 +178,30 @@ def test_a_broken_binary_attachment_fails_its_row_only() -> None:
     row = _report_row([{"filename": "r.xlsx", "content_type": "a/b", "base64": "not base64!"}])
     with pytest.raises(RenderError, match=r"attachment 'r\.xlsx' is not valid base64"):
         render(row, sender=SENDER, template_dir=None, now=NOW)
+
+
+def test_the_report_summary_says_how_many_sessions_participants_confirmed() -> None:
+    program = {
+        "program": "eng",
+        "program_name": "Engineering",
+        "pairings": 3,
+        "scheduled": 9,
+        "attended": 7,
+        "rate": "78%",
+        "below_half": 0,
+        "open_findings": 1,
+    }
+    before = _report_row([])
+    before.payload = {**before.payload, "programs": [program]}  # queued before the column
+    now = _report_row([])
+    now.payload = {**now.payload, "programs": [{**program, "confirmed": 2}]}
+    texts = [
+        str(
+            render(row, sender=SENDER, template_dir=None, now=NOW)
+            .get_body(("plain",))
+            .get_content()
+        )  # type: ignore[union-attr]
+        for row in (before, now)
+    ]
+    assert "- Engineering: 7 of 9 attended (78%), 3 pairings" in texts[0]
+    assert "- Engineering: 7 of 9 attended (78%; 2 confirmed by a participant), 3" in texts[1]

@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -20,6 +20,9 @@ import structlog
 
 from mentorpulse.reports.figures import COLUMNS, PairingFigures, Report
 from mentorpulse.text import local_time
+
+if TYPE_CHECKING:  # the charts module draws with matplotlib, loaded only to draw
+    from mentorpulse.reports.charts import Chart
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -190,7 +193,7 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     every number, for the email clients that drop SVG.
     """
     zone = ZoneInfo(report.zone)
-    drawn = _charts(report) if charts and report.rows else {}
+    drawn = report_charts(report) if charts and report.rows else {}
     template = _env.get_template("report.html.j2")
     return template.render(
         title=report.title,
@@ -208,12 +211,12 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     )
 
 
-def _charts(report: Report) -> dict[str, list[object]]:
-    """Each program's charts. A chart that fails to draw is logged and left out: the
-    report, whose tables hold every number, still goes out."""
+def report_charts(report: Report) -> dict[str, list[Chart]]:
+    """Each program's charts (the HTML report's and the dashboard's). A chart that fails
+    to draw is logged and left out: the tables, which hold every number, still show."""
     from mentorpulse.reports.charts import program_charts
 
-    drawn: dict[str, list[object]] = {}
+    drawn: dict[str, list[Chart]] = {}
     for totals in report.totals:
         try:
             drawn[totals.program] = list(program_charts(report, totals.program))

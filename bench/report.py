@@ -2,7 +2,8 @@
 
 Starting from a fully ingested organisation whose sessions were built and rules
 evaluated (their times are recorded too, as setup), the real report path
-(``write_report``) runs for the 13 weeks before today, once as CSV and once as HTML.
+(``write_report``) runs for the 13 weeks before today, as CSV, as HTML (with charts) and
+as XLSX.
 The figures query (``pairing_figures``) is timed on its own as well.
 
     python -m bench.report [--scale small] [--backend sqlite|postgresql]
@@ -42,7 +43,7 @@ def measure(scale: str = "small", backend: str = "sqlite") -> dict[str, float | 
             figures["pairings"] = len(rows)
             figures["scheduled"] = sum(r.scheduled for r in rows)
             figures["attended"] = sum(r.attended for r in rows)
-            for fmt in ("csv", "html"):
+            for fmt in ("csv", "html", "xlsx"):
                 out = common.workdir() / f"report-{scale}-{backend}.{fmt}"
                 seconds, _rows = common.timed(
                     lambda fmt=fmt, out=out: write_report(

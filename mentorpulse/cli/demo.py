@@ -85,7 +85,7 @@ def run_demo(workdir: Path, *, today: date, force: bool = False) -> DemoSummary:
                 last=today + DEMO_SPAN,
                 zone=ctx.config.timezone,
                 now=ctx.clock(),
-                fmt=path.suffix[1:],
+                fmt="csv" if path.suffix == ".csv" else "html",
                 out=path,
             )
             reports.append(path)

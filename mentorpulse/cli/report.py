@@ -1,4 +1,4 @@
-"""`mentorpulse report`: attended-vs-scheduled figures for HR, as CSV or HTML."""
+"""`mentorpulse report`: attended-vs-scheduled figures for HR, as CSV, HTML or XLSX."""
 
 from __future__ import annotations
 
@@ -21,26 +21,47 @@ from mentorpulse.cli.common import (
 class ReportFormat(StrEnum):
     csv = "csv"
     html = "html"
+    xlsx = "xlsx"
 
 
-REPORT_SUFFIXES = {".csv": ReportFormat.csv, ".html": ReportFormat.html, ".htm": ReportFormat.html}
+REPORT_SUFFIXES = {
+    ".csv": ReportFormat.csv,
+    ".html": ReportFormat.html,
+    ".htm": ReportFormat.html,
+    ".xlsx": ReportFormat.xlsx,
+}
+
+
+FormatOption = Annotated[
+    ReportFormat | None,
+    typer.Option(
+        "--format",
+        help="csv, html or xlsx (default: from the extension of --out, else csv).",
+        show_default=False,
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Write here instead of standard output (xlsx: required)."),
+]
+ProgramsOption = Annotated[
+    list[str] | None,
+    typer.Option("--program", metavar="<id>", help="Only this program id (repeat for several)."),
+]
+ChartsOption = Annotated[
+    bool, typer.Option("--charts/--no-charts", help="Draw the HTML report's charts.")
+]
 
 
 def report(
+    *,
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")],
     end: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")],
     config: ConfigOption = None,
-    fmt: Annotated[
-        ReportFormat | None,
-        typer.Option(
-            "--format",
-            help="csv or html (default: from the extension of --out, else csv).",
-            show_default=False,
-        ),
-    ] = None,
-    out_path: Annotated[
-        Path | None, typer.Option("--out", help="Write here instead of standard output.")
-    ] = None,
+    fmt: FormatOption = None,
+    out_path: OutOption = None,
+    programs: ProgramsOption = None,
+    charts: ChartsOption = True,
 ) -> None:
     """Attended vs scheduled, one row per pairing, for the days given."""
     from mentorpulse import stages
@@ -54,6 +75,7 @@ def report(
         chosen = report_format(fmt, out_path)
 
     def action(ctx: stages.Context) -> None:
+        check_programs(programs, known=[p.id for p in ctx.config.programs])
         try:
             written = write_report(
                 ctx.db,
@@ -64,6 +86,9 @@ def report(
                 fmt=chosen.value,
                 out=out_path,
                 sources=ctx.config.sources,
+                programs=programs or None,
+                program_names={p.id: p.name or p.id for p in ctx.config.programs},
+                charts=charts,
             )
         except BrokenPipeError:  # the reader (`| head`) has all it wanted: not an error
             raise typer.Exit(0) from None
@@ -79,9 +104,25 @@ def report(
     with_context(config, action, write=False)
 
 
+def check_programs(programs: list[str] | None, *, known: list[str]) -> None:
+    """Each --program names a configured program."""
+    unknown = sorted(set(programs or ()) - set(known))
+    if unknown:
+        raise OptionError(
+            f"--program {unknown[0]}: no such program; the config has: " + ", ".join(sorted(known))
+        )
+
+
 def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportFormat:
-    """--format, else the one --out's extension names; a mismatch is refused, not obeyed."""
+    """--format, else the one --out's extension names; a mismatch is refused, not obeyed.
+
+    XLSX is a binary file: it goes to a file, never to a terminal or a pipe."""
     if out_path is None:
+        if fmt == ReportFormat.xlsx:
+            raise OptionError(
+                "--format xlsx writes a spreadsheet file: give --out FILE.xlsx "
+                "(standard output takes csv or html)"
+            )
         return fmt or ReportFormat.csv
     suffix = out_path.suffix.lower()
     implied = REPORT_SUFFIXES.get(suffix)
@@ -90,7 +131,7 @@ def report_format(fmt: ReportFormat | None, out_path: Path | None) -> ReportForm
             raise OptionError(
                 f"--out {out_path}: cannot tell the format from "
                 + (f"the extension {suffix}" if suffix else "a name without extension")
-                + "; give --format csv or --format html"
+                + "; give --format csv, html or xlsx"
             )
         return implied
     if implied is not None and implied != fmt:

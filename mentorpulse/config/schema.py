@@ -961,6 +961,19 @@ class ReportSchedule(Strict):
     to: tuple[Receiver, ...] = Field(
         ("hr",), min_length=1, description="hr, program_admin, a contact name or an address."
     )
+    formats: tuple[Literal["html", "csv", "xlsx"], ...] = Field(
+        ("html", "csv"),
+        min_length=1,
+        description="The files attached to the email: html (with charts), csv, xlsx.",
+    )
+
+    @field_validator("formats")
+    @classmethod
+    def _once_each(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]} is listed twice")
+        return value
 
 
 class ReportsConfig(Strict):

@@ -10,6 +10,7 @@ and ``report``.
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 import sys
@@ -138,11 +139,18 @@ def _render(
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     for attachment in attachments:
-        message.add_attachment(
-            attachment["text"],
-            subtype=attachment["content_type"].partition("/")[2] or "plain",
-            filename=one_line(attachment["filename"]),
-        )
+        maintype, _, subtype = attachment["content_type"].partition("/")
+        filename = one_line(attachment["filename"])
+        if "base64" in attachment:  # a binary file (a scheduled report's XLSX)
+            try:
+                data = base64.b64decode(attachment["base64"], validate=True)
+            except ValueError as exc:
+                raise RenderError(f"attachment {filename!r} is not valid base64") from exc
+            message.add_attachment(
+                data, maintype=maintype, subtype=subtype or "octet-stream", filename=filename
+            )
+            continue
+        message.add_attachment(attachment["text"], subtype=subtype or "plain", filename=filename)
     message.as_bytes()  # what the email package cannot write fails here, not in a transport
     return message
 
@@ -241,7 +249,8 @@ def _boundary(text: str) -> str:
 
 
 def _attachments(payload: Mapping[str, object]) -> list[dict[str, str]]:
-    """Text files the row carries (a scheduled report's CSV and HTML)."""
+    """Files the row carries (a scheduled report's CSV and HTML as ``text``, its XLSX as
+    ``base64``)."""
     items = payload.get("attachments")
     if not isinstance(items, list):
         return []

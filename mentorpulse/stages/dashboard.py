@@ -14,14 +14,15 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mentorpulse.config.schema import MentorpulseConfig
-from mentorpulse.reports.export import day_range
+from mentorpulse.model import ATTENDED
 from mentorpulse.reports.figures import (
+    SCHEDULED,
     PairingFigures,
     ProgramTotals,
-    pairing_figures,
-    program_totals,
+    Report,
 )
 from mentorpulse.stages.context import Context
+from mentorpulse.stages.reports import range_report
 from mentorpulse.stages.silences import SilenceRequest, add_silence, expire_silence
 from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.storage import findings as stored_findings
@@ -45,17 +46,6 @@ def today(ctx: Context) -> date:
     return ctx.clock().astimezone(ZoneInfo(ctx.config.timezone)).date()
 
 
-def figures(
-    ctx: Context, first: date, last: date, programs: Collection[str]
-) -> tuple[list[PairingFigures], datetime, datetime]:
-    """The report's rows for whole days ``first`` to ``last`` (the organisation's zone),
-    for the pairings of ``programs`` only; with the range's start and end."""
-    start, end = day_range(first, last, ctx.config.timezone)
-    with ctx.db() as db:
-        rows = pairing_figures(db, start=start, end=end, now=ctx.clock())
-    return [r for r in rows if r.program in programs], start, end
-
-
 @dataclass(frozen=True, slots=True)
 class ProgramCard:
     id: str
@@ -67,8 +57,8 @@ def program_cards(ctx: Context, program_ids: Sequence[str]) -> tuple[list[Progra
     """The programs' summaries over the last :data:`CARD_DAYS` days; with the first day."""
     last = today(ctx)
     first = last - timedelta(days=CARD_DAYS - 1)
-    rows, _start, _end = figures(ctx, first, last, program_ids)
-    totals = {t.program: t for t in program_totals(rows)}
+    report = range_report(ctx, first=first, last=last, programs=program_ids)
+    totals = {t.program: t for t in report.totals}
     cards = [ProgramCard(p, program_name(ctx.config, p), totals.get(p)) for p in program_ids]
     return cards, first
 
@@ -116,6 +106,7 @@ class Overview:
     rates: tuple[RateBand, ...]
     at_risk: tuple[PairAtRisk, ...]
     sources: tuple[SourceHealth, ...]
+    report: Report  # the window's report (figures and what its charts draw), this program's
 
 
 def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MONTHS) -> Overview:
@@ -124,22 +115,24 @@ def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MO
     findings, and the health of the sources."""
     last = today(ctx)
     firsts = _month_starts(last, months)
-    per_month = []
-    for index, first in enumerate(firsts):
-        end = firsts[index + 1] - timedelta(days=1) if index + 1 < len(firsts) else last
-        rows, _start, _end = figures(ctx, first, end, [program_id])
-        per_month.append(
-            MonthFigures(
-                first=first,
-                label=f"{first:%b %Y}",
-                scheduled=sum(r.scheduled for r in rows),
-                attended=sum(r.attended for r in rows),
-                missed=sum(r.missed for r in rows),
-                cancelled=sum(r.cancelled for r in rows),
-            )
+    report = range_report(ctx, first=firsts[0], last=last, programs=[program_id])
+    per_month = [
+        MonthFigures(
+            first=first,
+            label=f"{first:%b %Y}",
+            scheduled=sum(counts.get(o, 0) for o in SCHEDULED),
+            attended=sum(counts.get(o.value, 0) for o in ATTENDED),
+            missed=counts.get("missed", 0),
+            cancelled=counts.get("cancelled", 0),
         )
-    rows, _start, _end = figures(ctx, firsts[0], last, [program_id])
-    totals = program_totals(rows)
+        for first, counts in zip(
+            report.monthly.months,
+            report.monthly.by_program.get(program_id, [{} for _ in report.monthly.months]),
+            strict=True,
+        )
+    ]
+    rows = report.rows_of(program_id)
+    totals = report.totals
     now = ctx.clock()
     with ctx.db() as db:
         firing = stored_findings.listed_findings(db, programs=[program_id], state="firing")
@@ -161,6 +154,7 @@ def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MO
         months=tuple(per_month),
         rows=tuple(rows),
         totals=totals[0] if totals else None,
+        report=report,
         rates=rate_bands(rows),
         at_risk=pairs_at_risk(firing),
         sources=sources,

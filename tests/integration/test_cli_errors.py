@@ -185,7 +185,7 @@ def test_report_format_follows_the_extension_and_a_mismatch_is_refused(demo: Pat
     assert "--format csv does not match --out" in mismatch.output
     unknown = run("report", "-c", config, *dates, "--out", demo / "x.txt")
     assert unknown.exit_code == 2
-    assert "give --format csv or --format html" in unknown.output
+    assert "give --format csv, html or xlsx" in unknown.output
     assert not (demo / "x.html").exists()
     assert not (demo / "x.txt").exists()
 

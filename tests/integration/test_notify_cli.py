@@ -7,12 +7,14 @@ daily digest.
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
 import yaml
+from openpyxl import load_workbook
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
@@ -230,9 +232,14 @@ def test_templates_from_the_config_folder_override_ours(org: Path, server: SmtpS
     assert all(s.startswith("Time for a mentoring chat with ") for s in subjects)
 
 
-def schedule_reports(org: Path, every: str = "month", **notify: object) -> None:
+def schedule_reports(
+    org: Path, every: str = "month", formats: list[str] | None = None, **notify: object
+) -> None:
     config = yaml.safe_load(org.read_text())
-    config["reports"]["send"] = [{"every": every, "to": ["hr"]}]
+    schedule: dict[str, object] = {"every": every, "to": ["hr"]}
+    if formats is not None:
+        schedule["formats"] = formats
+    config["reports"]["send"] = [schedule]
     config["notify"].update(notify)
     org.write_text(yaml.safe_dump(config))
 
@@ -267,6 +274,48 @@ def test_hr_gets_each_months_report_once_and_never_from_stale_data(
     subjects = reports_to_hr(server)
     assert len(subjects) == 2
     assert subjects[1].startswith("Mentoring report, November 2026: ")
+
+
+def test_a_report_with_formats_html_and_xlsx_attaches_the_workbook(
+    org: Path, server: SmtpServer
+) -> None:
+    schedule_reports(org, formats=["html", "xlsx"])
+    assert run(org, "notify").exit_code == 0
+    [october] = server.recorder.to("hr@demo.example")
+    parts = {str(part.get_filename()): part for part in october.iter_attachments()}
+    assert sorted(parts) == ["report-2026-10.html", "report-2026-10.xlsx"]
+    workbook = parts["report-2026-10.xlsx"]
+    assert workbook.get_content_type() == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    data = workbook.get_payload(decode=True)
+    assert isinstance(data, bytes)
+    book = load_workbook(io.BytesIO(data))
+    assert book.sheetnames == ["Summary", "Engineering mentoring", "Leadership mentoring"]
+    summary = book["Summary"]
+    assert summary["A2"].value.startswith("1 \u2013 31 Oct 2026, Europe/London")
+    page = str(parts["report-2026-10.html"].get_content())
+    assert page.count('<figure class="chart') == 6
+    body = str(october.get_body(("plain",)).get_content())
+    assert "as HTML with charts to read and as XLSX workbook" in body
+    # The files are kept too: the usual two, and the workbook it was asked for.
+    kept = sorted(p.name for p in (org.parent / "reports").glob("report-2026-10.*"))
+    assert kept == ["report-2026-10.csv", "report-2026-10.html", "report-2026-10.xlsx"]
+    assert (org.parent / "reports" / "report-2026-10.xlsx").read_bytes() == data
+
+
+def test_an_attachment_too_large_for_an_email_is_left_out_and_named(
+    org: Path, server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mentorpulse.stages.reports.MAX_ATTACHMENTS", 30_000)
+    schedule_reports(org, formats=["csv", "html"])
+    assert run(org, "notify").exit_code == 0
+    [october] = server.recorder.to("hr@demo.example")
+    names = [str(part.get_filename()) for part in october.iter_attachments()]
+    assert names == ["report-2026-10.csv"]  # the HTML with charts weighs more
+    body = str(october.get_body(("plain",)).get_content())
+    assert "Not attached (too large for an email): report-2026-10.html" in body
+    assert (org.parent / "reports" / "report-2026-10.html").exists()
 
 
 def test_the_report_waits_for_hrs_working_hours(org: Path, server: SmtpServer) -> None:

@@ -4,6 +4,7 @@ reader shows, for plain, non-ASCII, quoted and folding values."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from email.message import EmailMessage
 import pytest
 
 from mentorpulse.notify.outbox import outbox_row
-from mentorpulse.notify.render import environment, render
+from mentorpulse.notify.render import RenderError, environment, render
 from mentorpulse.notify.route import notifications_for
 from mentorpulse.storage.models import OutboxMessage
 from tests.notify_support import FIRED, alert
@@ -121,3 +122,86 @@ def test_plain_headers_are_written_on_one_line() -> None:
     head = raw.split(b"\n\n", 1)[0].decode("ascii")
     assert "To: Mentor 1 <mentor1@example.org>\n" in head
     assert "Subject: Mentoring: you and Mentee 1 have not met since 10 Feb 2026\n" in head
+
+
+def _report_row(attachments: list[dict[str, str]]) -> OutboxMessage:
+    payload = {
+        "period": "2026-10",
+        "period_title": "October 2026",
+        "first_day": "2026-10-01",
+        "last_day": "2026-10-31",
+        "programs": [],
+        "pairings": 0,
+        "scheduled": 0,
+        "attended": 0,
+        "rate": "\u2014",
+        "note": None,
+        "attachments": attachments,
+        "recipient_name": "HR",
+    }
+    return OutboxMessage(
+        id=1,
+        recipient="hr@example.org",
+        template="report",
+        idempotency_key="report:month:2026-10:abc",
+        message_id="<report@example.org>",
+        payload=payload,
+    )
+
+
+def test_a_binary_attachment_is_sent_as_its_bytes() -> None:
+    workbook = bytes(range(256)) * 4  # anything: the bytes must arrive as they were
+    row = _report_row(
+        [
+            {"filename": "r.csv", "content_type": "text/csv", "text": "a,b\r\n1,2\r\n"},
+            {
+                "filename": "r.xlsx",
+                "content_type": "application/vnd.ms-excel",
+                "base64": base64.b64encode(workbook).decode(),
+            },
+        ]
+    )
+    raw = render(row, sender=SENDER, template_dir=None, now=NOW).as_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    parts = {str(p.get_filename()): p for p in message.iter_attachments()}
+    assert parts["r.xlsx"].get_content_type() == "application/vnd.ms-excel"
+    assert parts["r.xlsx"].get_payload(decode=True) == workbook
+    assert parts["r.csv"].get_content().splitlines() == ["a,b", "1,2"]
+    # A row from before formats existed says what it always said.
+    assert "as CSV for spreadsheets and as HTML to read" in str(
+        message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    )
+
+
+def test_a_broken_binary_attachment_fails_its_row_only() -> None:
+    row = _report_row([{"filename": "r.xlsx", "content_type": "a/b", "base64": "not base64!"}])
+    with pytest.raises(RenderError, match=r"attachment 'r\.xlsx' is not valid base64"):
+        render(row, sender=SENDER, template_dir=None, now=NOW)
+
+
+def test_the_report_summary_says_how_many_sessions_participants_confirmed() -> None:
+    program = {
+        "program": "eng",
+        "program_name": "Engineering",
+        "pairings": 3,
+        "scheduled": 9,
+        "attended": 7,
+        "rate": "78%",
+        "below_half": 0,
+        "open_findings": 1,
+    }
+    before = _report_row([])
+    before.payload = {**before.payload, "programs": [program]}  # queued before the column
+    now = _report_row([])
+    now.payload = {**now.payload, "programs": [{**program, "confirmed": 2}]}
+    texts = [
+        str(
+            render(row, sender=SENDER, template_dir=None, now=NOW)
+            .get_body(("plain",))
+            .get_content()
+        )  # type: ignore[union-attr]
+        for row in (before, now)
+    ]
+    assert "- Engineering: 7 of 9 attended (78%), 3 pairings" in texts[0]
+    assert "- Engineering: 7 of 9 attended (78%; 2 confirmed by a participant), 3" in texts[1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from pydantic import ValidationError
 
+from mentorpulse.config.schema import ReportSchedule
 from mentorpulse.stages.reports import period_before
 
 
@@ -81,3 +83,14 @@ def test_the_period_just_ended(
 ) -> None:
     period = period_before(every, today)
     assert (period.label, period.title, period.first, period.last) == (label, title, first, last)
+
+
+def test_a_schedules_formats_default_to_todays_files_and_are_checked() -> None:
+    assert ReportSchedule(every="month").formats == ("html", "csv")
+    assert ReportSchedule(every="month", formats=("html", "xlsx")).formats == ("html", "xlsx")
+    with pytest.raises(ValidationError, match="xlsx is listed twice"):
+        ReportSchedule(every="month", formats=("xlsx", "html", "xlsx"))
+    with pytest.raises(ValidationError, match="'html', 'csv' or 'xlsx'"):
+        ReportSchedule.model_validate({"every": "month", "formats": ["pdf"]})
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        ReportSchedule(every="month", formats=())

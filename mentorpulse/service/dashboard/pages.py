@@ -12,22 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
-from markupsafe import Markup
 from starlette.background import BackgroundTask
 from starlette.responses import RedirectResponse, Response
 
 from mentorpulse import stages
 from mentorpulse.config.schema import parse_duration
 from mentorpulse.errors import UserError
-from mentorpulse.reports.export import report_text
+from mentorpulse.reports.charts import Chart
+from mentorpulse.reports.export import CONTENT_TYPES, Format, render_report
+from mentorpulse.reports.render import report_charts
 from mentorpulse.service.dashboard.auth import Visit, not_found, refused
 from mentorpulse.stages import dashboard as data
 from mentorpulse.stages import sign_in
 from mentorpulse.stages.explain import explain
+from mentorpulse.stages.reports import range_report
 
 log = structlog.get_logger(__name__)
 
@@ -139,11 +141,11 @@ def program(visit: Visit) -> Response:
     )
 
 
-def _overview_charts(overview: data.Overview) -> Markup:
-    """The overview's inline SVG charts (sessions per month, the spread of attendance
-    rates). Empty until the report's charts (reports/charts.py) are wired in here; the
-    page's tables carry the same figures."""
-    return Markup("")
+def _overview_charts(overview: data.Overview) -> list[Chart]:
+    """The overview's inline SVG charts: the report's own for this program (sessions per
+    month by outcome, the spread of attendance rates, the pair health grid); the page's
+    tables carry the same figures."""
+    return report_charts(overview.report).get(overview.program_id, [])
 
 
 def pairing(visit: Visit) -> Response:
@@ -246,25 +248,18 @@ class ReportFile:
     extension: str
 
 
-class FormatUnavailable(Exception):
-    pass
-
-
 def report_file(
     ctx: stages.Context, first: date, last: date, programs: list[str], fmt: str
 ) -> ReportFile:
     """The report for ``programs`` over ``first``..``last`` in ``fmt`` (html, csv, xlsx).
 
-    The one place the dashboard makes a report: the report's own builder and renderers
-    plug in here (XLSX comes with them).
+    The one place the dashboard makes a report: the report's own builder and renderers,
+    so the page, its downloads, the CLI and the mailed reports show the same figures.
     """
-    if fmt == "xlsx":
-        raise FormatUnavailable("XLSX export is not available in this version yet")
-    rows, start, end = data.figures(ctx, first, last, programs)
-    text = report_text(rows, fmt=fmt, start=start, end=end, now=ctx.clock())
-    if fmt == "csv":
-        return ReportFile(text.encode("utf-8"), "text/csv; charset=utf-8", "csv")
-    return ReportFile(text.encode("utf-8"), "text/html; charset=utf-8", "html")
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}")
+    report = range_report(ctx, first=first, last=last, programs=programs)
+    return ReportFile(render_report(report, cast(Format, fmt)), CONTENT_TYPES[fmt], fmt)
 
 
 def reports(visit: Visit) -> Response:
@@ -298,10 +293,7 @@ def reports(visit: Visit) -> Response:
     if error:
         return visit.page("dashboard/reports.html.j2", status=400, **{**page, "error": error})
     selected = [chosen["program"]] if chosen["program"] else visible
-    try:
-        made = report_file(visit.ctx, first, last, selected, chosen["format"])
-    except FormatUnavailable as exc:
-        return visit.page("dashboard/reports.html.j2", status=501, **{**page, "error": str(exc)})
+    made = report_file(visit.ctx, first, last, selected, chosen["format"])
     if made.extension == "html":
         return visit.page("dashboard/reports.html.j2", **{**page, "report": made.content.decode()})
     name = f"mentorpulse-report-{first.isoformat()}-{last.isoformat()}.{made.extension}"

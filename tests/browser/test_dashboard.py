@@ -97,8 +97,11 @@ def test_hr_signs_in_and_walks_overview_pairing_findings(
     keep_screenshot(page, "dashboard-overview.png", tmp_path)
 
     # Overview → a pairing: its sessions, each with the outcome the database holds.
-    page.locator("a[href*='/pairings/']").first.click()
+    link = page.locator("a[href*='/pairings/']").first
+    pair = link.inner_text().strip()
+    link.click()
     expect(page).to_have_url(re.compile(r"/pairings/\d+$"))
+    expect(page.locator("h1#pairing")).to_have_text(pair)  # named as the overview names it
     pairing_id = int(page.url.rsplit("/", 1)[1])
     with site.db() as db:
         outcomes = dict(

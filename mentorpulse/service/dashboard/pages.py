@@ -158,11 +158,16 @@ def pairing(visit: Visit) -> Response:
     if view is None or view.program not in _visible(visit):
         return not_found(visit)
     mentor, _sep, mentee = view.key.removeprefix(f"{view.program}:").partition(":")
+    # Named as the overview and the findings name it (the roster's names; a pairing that
+    # left the roster keeps its addresses).
+    entry = next((p for p in visit.ctx.roster if p.key == view.key), None)
     return visit.page(
         "dashboard/pairing.html.j2",
         view=view,
         mentor=mentor,
         mentee=mentee,
+        mentor_name=(entry.mentor_name if entry else None) or mentor,
+        mentee_name=(entry.mentee_name if entry else None) or mentee,
         program_name=data.program_name(visit.ctx.config, view.program),
         stale=explanation.stale_sources,
     )

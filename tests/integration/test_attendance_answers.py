@@ -38,7 +38,7 @@ from mentorpulse.storage.models import (
 from tests.integration.test_sessions_stage import MENTEE, MENTOR, NOW, vevent
 
 # Starlette's TestClient asks for httpx2, which is not installed here.
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx`:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 ADMIN = "lead-admin@example.org"
 YES_BUTTON = 'name="answer" value="yes"'

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session as Db
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.errors import UserError
+from mentorpulse.model import ParticipantAnswer
 from mentorpulse.rules.engine import evaluate
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.stages.timelines import Judged, timelines
+from mentorpulse.storage import answers as stored_answers
 from mentorpulse.storage import findings as stored
 from mentorpulse.storage import timelines as stored_timelines
 from mentorpulse.storage.models import Finding, Silence
@@ -62,6 +64,8 @@ class SessionView:
     outcome: str
     confidence: float
     evidence: tuple[str, ...]  # strongest first
+    # The pair's answers to its attendance check (shown even where a log outranks them).
+    answers: tuple[ParticipantAnswer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class _Loaded:
     judged: list[Judged]
     sessions: Mapping[int, Sequence[SessionRow]]
     evidence: Mapping[int, Sequence[str]]
+    answers: Mapping[int, Sequence[ParticipantAnswer]]
     findings: Mapping[int, Mapping[str, Finding]]
     silences: Mapping[int, Silence]
 
@@ -119,6 +124,7 @@ def _load(
         judged=timelines(rows, sessions, config, roster),
         sessions=sessions,
         evidence=stored_timelines.evidence_of(db, session_ids),
+        answers=stored_answers.answers_for_sessions(db, session_ids),
         findings=findings,
         silences=stored.silences_by_id(db, {i for i in silenced if i is not None}),
     )
@@ -142,7 +148,13 @@ def _pairing_view(
         pairing_zone=timeline.zone if timeline else None,
         cadence=timeline.cadence if timeline else None,
         sessions=tuple(
-            SessionView(s.start, s.outcome, s.confidence, tuple(loaded.evidence.get(s.id, ())))
+            SessionView(
+                s.start,
+                s.outcome,
+                s.confidence,
+                tuple(loaded.evidence.get(s.id, ())),
+                tuple(loaded.answers.get(s.id, ())),
+            )
             for s in sessions
         ),
         rules=_rule_views(config, judged, loaded, now),

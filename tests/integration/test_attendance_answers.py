@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 from mentorpulse import stages
 from mentorpulse.service.http import Health, create_app
 from mentorpulse.signing import ANSWER, SIGN_IN, Signer
+from mentorpulse.stages.explain import explain
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import (
     AttendanceAnswer,
@@ -225,6 +226,14 @@ def test_one_question_per_session_and_person_whose_links_answer_it(deploy: Deplo
     ]
     stages.evaluate_rules(ctx)
     assert ("attendance_disputed", "firing") in firing(ctx)
+    # explain shows who said what, and the rule's verdict.
+    (view,) = explain(ctx, f"{MENTOR}:{MENTEE}").pairings
+    (shown,) = view.sessions
+    assert {(a.email, a.happened) for a in shown.answers} == {(MENTOR, True), (MENTEE, False)}
+    assert any("mentee answered that it did not take place" in e for e in shown.evidence)
+    (rule,) = [r for r in view.rules if r.rule == "attendance_disputed"]
+    assert rule.verdict == "holds"
+    assert rule.finding is not None
     stages.send_notifications(ctx)
     with ctx.db() as db:
         told = db.scalars(

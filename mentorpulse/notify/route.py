@@ -437,6 +437,7 @@ def payload_for(
         "program": alert.program,
         "program_name": alert.program_name,
         "rule_id": alert.rule_id,
+        "rule_kind": alert.rule_kind,
         "severity": alert.severity,
         "fingerprint": alert.fingerprint,
         "firing_since": alert.firing_since.isoformat() if alert.firing_since else None,

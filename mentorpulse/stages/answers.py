@@ -210,6 +210,32 @@ def answer(ctx: Context, token: str, *, happened: bool) -> Question:
     return Question(**{**question.__dict__, "current": happened})
 
 
+@dataclass(frozen=True)
+class QueuedQuestion:
+    """A question already queued: who it asks, about which session, and its token."""
+
+    session_id: int
+    recipient: str
+    role: str
+    token: str
+
+
+def queued_questions(ctx: Context) -> list[QueuedQuestion]:
+    """The attendance questions in the outbox, by session then recipient: what
+    ``demo --answer`` answers through :func:`answer`, as a person would by their link."""
+    with ctx.db() as db:
+        rows = stored.questions_queued(db, TEMPLATE)
+    found = []
+    for recipient, payload in rows:
+        url = str(payload.get("yes_url", ""))
+        token = url.rpartition("/answer/")[2].partition("?")[0]
+        session_id = payload.get("session_id")
+        if token and isinstance(session_id, int):
+            role = str(payload.get("recipient_role", ""))
+            found.append(QueuedQuestion(session_id, recipient, role, token))
+    return sorted(found, key=lambda q: (q.session_id, q.recipient))
+
+
 def _claims(ctx: Context, db: Db, token: str) -> tuple[int, str, datetime]:
     """Session id, address and deadline a token was signed for (or :class:`LinkRefused`)."""
     signer = Signer(signing_keys(db), ANSWER)
@@ -235,9 +261,11 @@ __all__ = [
     "TEMPLATE",
     "LinkRefused",
     "Question",
+    "QueuedQuestion",
     "answer",
     "question_key",
     "queue_attendance_checks",
+    "queued_questions",
     "read_link",
     "when_display",
 ]

@@ -19,6 +19,7 @@ from mentorpulse.storage.batch import in_lists
 from mentorpulse.storage.models import (
     AttendanceAnswer,
     MentoringSession,
+    OutboxMessage,
     Pairing,
     Person,
     Program,
@@ -161,3 +162,13 @@ def answers_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[Pa
                 ParticipantAnswer(row.email, row.happened, row.answered_at)
             )
     return dict(found)
+
+
+def questions_queued(db: Db, template: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every attendance question in the outbox (recipient, payload), oldest first."""
+    query = (
+        select(OutboxMessage.recipient, OutboxMessage.payload)
+        .where(OutboxMessage.template == template)
+        .order_by(OutboxMessage.id)
+    )
+    return [(recipient, dict(payload)) for recipient, payload in db.execute(query)]

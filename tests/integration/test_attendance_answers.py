@@ -240,6 +240,8 @@ def test_one_question_per_session_and_person_whose_links_answer_it(deploy: Deplo
             select(OutboxMessage.recipient).where(OutboxMessage.template == "escalation")
         ).all()
     assert told == [ADMIN]
+    (to_admin,) = [m for m in mails(ctx) if ADMIN in str(m["To"])]
+    assert "disagree on whether their session of 2026-03-18" in text_of(to_admin)
 
     # Ben changes his mind (answering again replaces his answer): held, dispute over.
     again = web.post(ben["no"], data={"answer": "yes"})

@@ -77,7 +77,6 @@ def run_demo(
     pairs = _write_sample(workdir, today=today, force=force, reports=reports_here)
     from mentorpulse import stages  # the stack loads when the demo runs, not for --help
     from mentorpulse.cli.progress import sync_progress
-    from mentorpulse.reports.export import write_report
     from mentorpulse.stages.answers import queued_questions
     from mentorpulse.storage import findings as stored_findings
     from mentorpulse.storage import sessions as stored_sessions
@@ -94,20 +93,7 @@ def run_demo(
         if answered:  # a dispute fires for the admins, and the reports show the answers
             stages.evaluate_rules(ctx)
             sent.sent += stages.send_notifications(ctx).sent
-        # The monthly HR report the notify stage just mailed, and the whole span's.
-        reports = sorted(ctx.config.resolve_state(ctx.config.reports.out_dir).glob("report-*"))
-        for path in reports_here:
-            write_report(
-                ctx.db,
-                first=today - DEMO_SPAN,
-                last=today + DEMO_SPAN,
-                zone=ctx.config.timezone,
-                now=ctx.clock(),
-                fmt=path.suffix[1:],
-                out=path,
-            )
-            reports.append(path)
-        _record(workdir, [Path(p.name) for p in reports_here])
+        reports = _write_reports(ctx, workdir, reports_here, today=today)
         with ctx.db() as db:
             findings = stored_findings.state_counts(db)
             outcomes = stored_sessions.outcome_counts(db)
@@ -129,6 +115,28 @@ def run_demo(
         questions=questions,
         answered=answered,
     )
+
+
+def _write_reports(
+    ctx: stages.Context, workdir: Path, reports_here: list[Path], *, today: date
+) -> list[Path]:
+    """The monthly HR report the notify stage just mailed, and the whole span's."""
+    from mentorpulse.reports.export import write_report
+
+    reports = sorted(ctx.config.resolve_state(ctx.config.reports.out_dir).glob("report-*"))
+    for path in reports_here:
+        write_report(
+            ctx.db,
+            first=today - DEMO_SPAN,
+            last=today + DEMO_SPAN,
+            zone=ctx.config.timezone,
+            now=ctx.clock(),
+            fmt=path.suffix[1:],
+            out=path,
+        )
+        reports.append(path)
+    _record(workdir, [Path(p.name) for p in reports_here])
+    return reports
 
 
 # What `demo --answer` says, session by session, in order of the questions: three mentors

@@ -198,8 +198,8 @@ def answer(ctx: Context, token: str, *, happened: bool) -> Question:
             db, question.session_id, question.email, happened=happened, now=now
         )
         session = stored.asked_session(db, question.session_id)
-        if changed and session is not None:
-            rebuild_pairings(ctx, db, [session.pairing_id])
+    if changed and session is not None:
+        _judge_now(ctx, session.pairing_id)
     log.info(
         "attendance_answered",
         session=question.session_id,
@@ -234,6 +234,17 @@ def queued_questions(ctx: Context) -> list[QueuedQuestion]:
             role = str(payload.get("recipient_role", ""))
             found.append(QueuedQuestion(session_id, recipient, role, token))
     return sorted(found, key=lambda q: (q.session_id, q.recipient))
+
+
+def _judge_now(ctx: Context, pairing_id: int) -> None:
+    """Judge the pairing's sessions again, in a transaction of its own: the answer is kept
+    whatever happens here (say a sessions run of the daemon judging the same pairing at
+    the same moment), and its pairing stays flagged for the next sessions run."""
+    try:
+        with ctx.db.begin() as db:
+            rebuild_pairings(ctx, db, [pairing_id])
+    except Exception as exc:  # the answer is stored; the sessions stage will judge it
+        log.warning("answer_judged_later", pairing=pairing_id, error=type(exc).__name__)
 
 
 def _claims(ctx: Context, db: Db, token: str) -> tuple[int, str, datetime]:

@@ -309,7 +309,8 @@ def _answer_proofs(
         if answer is None:
             continue
         said = "it took place" if answer.happened else "it did not take place"
-        detail = f"{role} answered that {said} ({answer.answered_at:%d %b %Y})"
+        on = answer.answered_at
+        detail = f"{role} answered that {said} ({on.day} {on:%b %Y})"
         proofs.append((answer.happened, Proof(CONFIRMATION, party, detail, STRENGTH_PARTICIPANT)))
     return proofs
 
@@ -320,8 +321,12 @@ def _judged_by_answers(said: list[tuple[bool, Proof]], calendar: list[Proof]) ->
     answers = {happened for happened, _ in said}
     confidence = 0.95 if len(said) > 1 else 0.9  # both parties said the same: surer
     if answers == {True, False}:
-        words = "; ".join(p.detail for p in proofs)
-        dispute = Proof(DISPUTED, None, f"the pair disagree: {words}", STRENGTH_PARTICIPANT)
+        (mentor_said, _), (mentee_said, _) = said  # both answered: the mentor's first
+        words = (
+            f"disputed: the mentor says it {'took place' if mentor_said else 'did not'}, "
+            f"the mentee says it {'took place' if mentee_said else 'did not'}"
+        )
+        dispute = Proof(DISPUTED, None, words, STRENGTH_PARTICIPANT)
         return Verdict(Outcome.UNKNOWN, 0.5, _strongest_first([dispute, *proofs, *calendar]))
     outcome = Outcome.HELD if answers == {True} else Outcome.MISSED
     return Verdict(outcome, confidence, _strongest_first([*proofs, *calendar]))

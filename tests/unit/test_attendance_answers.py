@@ -104,6 +104,10 @@ def test_a_dispute_keeps_both_answers_as_evidence() -> None:
     details = " | ".join(p.detail for p in found.evidence[1:3])
     assert "mentor answered that it took place" in details
     assert "mentee answered that it did not take place" in details
+    assert (
+        found.evidence[0].detail
+        == "disputed: the mentor says it took place, the mentee says it did not"
+    )
 
 
 def test_a_yes_outranks_a_decline_in_the_calendar() -> None:

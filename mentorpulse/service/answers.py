@@ -82,8 +82,12 @@ def answer_routes(ctx: stages.Context) -> list[BaseRoute]:
 
     async def record(request: Request) -> Response:
         token = request.path_params["token"]
-        body = await request.body()
-        form = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"))
+        body = b""
+        async for chunk in request.stream():  # a form of one field: refuse a flood
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return _page("answer_invalid.html.j2", 413)
+        form = parse_qs(body.decode("utf-8", "replace"))
         choice = (form.get("answer") or [""])[0]
         if choice not in _CHOICES:
             return _page("answer_invalid.html.j2", 400)

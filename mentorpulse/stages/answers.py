@@ -44,6 +44,9 @@ def queue_attendance_checks(ctx: Context, db: Db, now: datetime) -> int:
     """Queue the questions that are due (in the caller's transaction); returns how many
     rows were new. Called by the notify stage, so ``notify`` and the service's notify job
     send them with no schedule of their own."""
+    moot = stored.cancel_moot_questions(db, TEMPLATE)
+    if moot:
+        log.info("attendance_checks_cancelled", questions=moot)
     programs = [p for p in ctx.config.programs if p.attendance_check is not None]
     if not programs:
         return 0

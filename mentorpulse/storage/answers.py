@@ -172,3 +172,39 @@ def questions_queued(db: Db, template: str) -> list[tuple[str, dict[str, Any]]]:
         .order_by(OutboxMessage.id)
     )
     return [(recipient, dict(payload)) for recipient, payload in db.execute(query)]
+
+
+def cancel_moot_questions(db: Db, template: str) -> int:
+    """Unsent questions about sessions that are gone, or that the calendar now says were
+    called off or are still ahead (moved), are cancelled: nobody is asked whether a
+    cancelled meeting took place. Returns how many."""
+    rows = list(
+        db.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.template == template,
+                OutboxMessage.status.in_(("pending", "digest")),
+            )
+        )
+    )
+    if not rows:
+        return 0
+    ids = {row.payload.get("session_id") for row in rows}
+    live: dict[int, str] = {}
+    for chunk in in_lists(sorted(i for i in ids if isinstance(i, int))):
+        query = select(MentoringSession.id, MentoringSession.outcome).where(
+            MentoringSession.id.in_(chunk)
+        )
+        live.update(dict(db.execute(query).all()))
+    cancelled = 0
+    for row in rows:
+        session_id = row.payload.get("session_id")
+        outcome = live.get(session_id) if isinstance(session_id, int) else None
+        if outcome is None or outcome in MOOT_OUTCOMES:
+            row.status = "cancelled"
+            row.last_error = "its session was cancelled, moved or removed before this was sent"
+            cancelled += 1
+    return cancelled
+
+
+# Outcomes after which an unsent question is moot (see cancel_moot_questions).
+MOOT_OUTCOMES = (Outcome.CANCELLED.value, Outcome.RESCHEDULED.value, Outcome.UPCOMING.value)

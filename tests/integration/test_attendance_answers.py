@@ -337,3 +337,36 @@ def test_questions_wait_for_the_recipients_morning_and_digest(deploy: Deploy) ->
     assert "with Ben on Fri 20 Mar, 01:00:" in body
     stages.send_notifications(ctx)
     assert len(mails(ctx)) == 1
+
+
+def test_a_question_held_back_is_dropped_when_the_session_is_cancelled(deploy: Deploy) -> None:
+    ctx, clock = deploy(
+        check="{ask: [mentor]}",
+        extra="notify:\n  send_window: {start: '08:00', end: '20:00'}\n",
+        mentor_zone="Pacific/Auckland",  # 01:00 there: the question waits for 08:00
+    )
+    stages.send_notifications(ctx)
+    (waiting,) = questions(ctx)
+    assert waiting.status == "pending"
+    (ctx.config.base_dir / "calendars" / f"{MENTOR}.ics").write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n"
+        f"{vevent('s1@a', SLOT, sequence=1, status='CANCELLED')}END:VCALENDAR\r\n"
+    )
+    stages.sync_sources(ctx)
+    stages.rebuild_sessions(ctx)
+    assert session_state(ctx)[0] == "cancelled"
+    clock.now = waiting.next_attempt_at + timedelta(minutes=1)
+    stages.send_notifications(ctx)
+    (dropped,) = questions(ctx)
+    assert dropped.status == "cancelled"
+    assert mails(ctx) == []
+
+
+def test_an_oversized_answer_is_refused(deploy: Deploy) -> None:
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (only,) = mails(ctx)
+    flood = client(ctx).post(links(only)["yes"], data={"answer": "yes", "x": "y" * 5000})
+    assert flood.status_code == 413
+    with ctx.db() as db:
+        assert db.scalars(select(AttendanceAnswer)).all() == []

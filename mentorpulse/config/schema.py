@@ -1193,6 +1193,22 @@ class MentorpulseConfig(Strict):
         return rules
 
     @model_validator(mode="after")
+    def _answers_are_served(self) -> MentorpulseConfig:
+        """Attendance checks mail links to the answer pages: something must serve them."""
+        http = self.service.http
+        if http.enabled or http.public_url is not None:
+            return self
+        for index, program in enumerate(self.programs):
+            if program.attendance_check is not None:
+                raise ConfigValueError(
+                    "attendance checks email links to this service's answer pages, but "
+                    "service.http.enabled is false: enable it, or set service.http.public_url "
+                    "to where another mentorpulse process serves them",
+                    at=("programs", index, "attendance_check"),
+                )
+        return self
+
+    @model_validator(mode="after")
     def _admins_are_known(self) -> MentorpulseConfig:
         for p_index, program in enumerate(self.programs):
             for a_index, admin in enumerate(program.admins):

@@ -205,6 +205,23 @@ def test_disputes_go_to_the_program_admins_unless_a_route_names_them() -> None:
     assert [n.recipient for n in named.notifications([dispute], now=NOW)] == [dispute.mentor_email]
 
 
+def test_attendance_checks_need_the_answer_pages_served() -> None:
+    with pytest.raises(ValidationError, match=r"service\.http\.enabled is false"):
+        MentorpulseConfig.model_validate(
+            {
+                "service": {"http": {"enabled": False}},
+                "programs": [{"id": "lead", "cadence": {"every": "14d"}, "attendance_check": {}}],
+            }
+        )
+    served_elsewhere = MentorpulseConfig.model_validate(
+        {
+            "service": {"http": {"enabled": False, "public_url": "https://mp.example.org/"}},
+            "programs": [{"id": "lead", "cadence": {"every": "14d"}, "attendance_check": {}}],
+        }
+    )
+    assert served_elsewhere.service.http.base_url == "https://mp.example.org/"
+
+
 def test_attendance_check_config() -> None:
     check = AttendanceCheck.model_validate({"ask": ["mentor", "mentee"], "after": "3h"})
     assert check.after == timedelta(hours=3)

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mentorpulse import stages
+from mentorpulse.service import metrics
 from mentorpulse.stages.answers import LinkRefused, Question, answer, read_link
 
 log = structlog.get_logger(__name__)
@@ -51,12 +52,9 @@ def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
 
 
 def _refused(exc: LinkRefused, method: str) -> HTMLResponse:
-    log.warning(
-        "answer_link_refused",
-        reason="expired" if exc.expired else "invalid",
-        detail=exc.reason,
-        method=method,
-    )
+    reason = "expired" if exc.expired else "invalid"
+    log.warning("answer_link_refused", reason=reason, detail=exc.reason, method=method)
+    metrics.observe_answer(method, reason)
     if exc.expired:
         return _page("answer_expired.html.j2", 410, closed_on=exc.closed_on)
     return _page("answer_invalid.html.j2", 400)
@@ -76,6 +74,7 @@ def answer_routes(ctx: stages.Context) -> list[BaseRoute]:
             found = await run_in_threadpool(question, token)
         except LinkRefused as exc:
             return _refused(exc, "GET")
+        metrics.observe_answer("GET", "shown")
         return _page(
             "answer_question.html.j2", q=found, choice=choice if choice in _CHOICES else None
         )
@@ -86,15 +85,18 @@ def answer_routes(ctx: stages.Context) -> list[BaseRoute]:
         async for chunk in request.stream():  # a form of one field: refuse a flood
             body += chunk
             if len(body) > MAX_FORM_BYTES:
+                metrics.observe_answer("POST", "invalid")
                 return _page("answer_invalid.html.j2", 413)
         form = parse_qs(body.decode("utf-8", "replace"))
         choice = (form.get("answer") or [""])[0]
         if choice not in _CHOICES:
+            metrics.observe_answer("POST", "invalid")
             return _page("answer_invalid.html.j2", 400)
         try:
             found = await run_in_threadpool(answer, ctx, token, happened=_CHOICES[choice])
         except LinkRefused as exc:
             return _refused(exc, "POST")
+        metrics.observe_answer("POST", "recorded")
         return _page("answer_recorded.html.j2", q=found)
 
     return [

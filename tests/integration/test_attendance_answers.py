@@ -152,6 +152,16 @@ def client(ctx: stages.Context) -> Any:
     return TestClient(create_app(ctx, Health(NOW)))
 
 
+def answer_requests(web: Any) -> dict[tuple[str, str], float]:
+    """The process's answer-page counters, as /metrics serves them."""
+    found = re.findall(
+        r'^mentorpulse_answer_requests_total\{method="(\w+)",result="(\w+)"\} (\S+)$',
+        web.get("/metrics").text,
+        flags=re.MULTILINE,
+    )
+    return {(method, result): float(value) for method, result, value in found}
+
+
 def firing(ctx: stages.Context) -> list[tuple[str, str]]:
     with ctx.db() as db:
         return [
@@ -278,6 +288,7 @@ def test_expired_and_forged_links_get_their_pages_and_the_log_no_token(deploy: D
     yes = links(only)["yes"]
     token = yes.split("/")[-1].split("?")[0]
     web = client(ctx)
+    before = answer_requests(web)
     with capture_logs() as logs:
         # A forged link: a character changed; a link for a sign-in; someone else's address.
         forged = yes.replace(token, token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB"))
@@ -302,6 +313,13 @@ def test_expired_and_forged_links_get_their_pages_and_the_log_no_token(deploy: D
         assert 'id="link-expired"' in late.text
     with ctx.db() as db:
         assert db.scalars(select(AttendanceAnswer)).all() == []
+    assert answer_requests(web) == {
+        **before,
+        ("GET", "invalid"): before.get(("GET", "invalid"), 0) + 3,
+        ("POST", "invalid"): before.get(("POST", "invalid"), 0) + 2,
+        ("GET", "expired"): before.get(("GET", "expired"), 0) + 1,
+        ("POST", "expired"): before.get(("POST", "expired"), 0) + 1,
+    }
     refused = [e for e in logs if e["event"] == "answer_link_refused"]
     assert {e["reason"] for e in refused} == {"invalid", "expired"}
     assert len(refused) == 7

@@ -225,6 +225,22 @@ class SyncPage:
         return scopes
 
 
+# Evidence kinds of attendance checks (tracking.attendance writes them; rules, reports and
+# the dashboard read them): a party's own answer, and the proof leading a session whose
+# two parties answered differently.
+CONFIRMATION_EVIDENCE = "participant_confirmation"
+DISPUTED_EVIDENCE = "attendance_disputed"
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantAnswer:
+    """A party's own answer to an attendance check: did the session take place?"""
+
+    email: str  # lower-cased
+    happened: bool
+    answered_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class AttendanceEvidence:
     """What a conference system logged about one person in one occurrence.

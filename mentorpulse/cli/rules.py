@@ -174,11 +174,13 @@ def _print_explained(item: PairingView, explanation: Explanation, zone: ZoneInfo
         + (f", own cadence {item.cadence}" if item.cadence else "")
         + f"; times in {zone}"
     )
-    sessions = Table("start", "outcome", "confidence", "evidence (strongest first)")
+    asked = any(s.answers for s in item.sessions)
+    columns = ["start", "outcome", "confidence", "evidence (strongest first)"]
+    sessions = Table(*columns, *(["answers (attendance check)"] if asked else []))
     for s in item.sessions:
-        sessions.add_row(
-            local_time(s.start, zone), s.outcome, f"{s.confidence:.0%}", "; ".join(s.evidence)
-        )
+        answers = [f"{a.email}: {'yes' if a.happened else 'no'}" for a in s.answers]
+        cells = [local_time(s.start, zone), s.outcome, f"{s.confidence:.0%}", "; ".join(s.evidence)]
+        sessions.add_row(*cells, *(["\n".join(answers) or "—"] if asked else []))
     out.print(sessions)
     verdicts = Table("rule", "verdict now", "finding", "facts")
     for rule in item.rules:

@@ -729,6 +729,18 @@ class DecliningFrequencyRule(RuleBase):
     min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
 
 
+class AttendanceDisputedRule(RuleBase):
+    """The mentor and the mentee answered an attendance check differently, within
+    ``window`` of the session's end. Implicit (id ``attendance_disputed``, to the program's
+    admins) for a program with ``attendance_check``; declare it to change its settings."""
+
+    kind: Literal["attendance_disputed"]
+    window: PositiveDuration = Field(
+        timedelta(days=30),
+        description="A dispute about a session that ended longer ago than this is let go.",
+    )
+
+
 Rule = Annotated[
     CadenceGapRule
     | FirstMeetingRule
@@ -737,7 +749,8 @@ Rule = Annotated[
     | PartyDisengagementRule
     | LateCancellationsRule
     | AttendanceRateRule
-    | DecliningFrequencyRule,
+    | DecliningFrequencyRule
+    | AttendanceDisputedRule,
     Field(discriminator="kind"),
 ]
 
@@ -750,6 +763,39 @@ class EvaluationConfig(Strict):
         description="A pairing whose calendar sources have not synced successfully for "
         "this long is not judged: its findings are suppressed.",
     )
+
+
+class AttendanceCheck(Strict):
+    """Ask the pair whether a past session took place (confirm by default, dispute by one
+    click): one email per session per person asked, ever."""
+
+    ask: tuple[Literal["mentor", "mentee"], ...] = Field(
+        ("mentor",), min_length=1, description="Who is asked: [mentor] or [mentor, mentee]."
+    )
+    after: Duration = Field(
+        timedelta(hours=2), description="How long after a session's end the question goes out."
+    )
+    answer_within: PositiveDuration = Field(
+        timedelta(days=7),
+        description="How long after a session's end an answer counts (and its links work); "
+        "no answer by then leaves the session presumed held.",
+    )
+    digest: PositiveDuration | None = Field(
+        None,
+        description="Group each person's questions over this window into one email "
+        "(e.g. 1d); none: one email per session.",
+    )
+
+    @model_validator(mode="after")
+    def _asks_before_closing(self) -> Self:
+        if self.after >= self.answer_within:
+            raise ConfigValueError(
+                "after must be shorter than answer_within (the question would arrive closed)",
+                at=("after",),
+            )
+        if len(set(self.ask)) != len(self.ask):
+            raise ConfigValueError("ask lists someone twice", at=("ask",))
+        return self
 
 
 class PairingOverride(Strict):
@@ -771,6 +817,10 @@ class Program(Strict):
     )
     overrides: tuple[PairingOverride, ...] = Field(
         (), description="Per-pairing cadence or pause (the roster's cadence column also works)."
+    )
+    attendance_check: AttendanceCheck | None = Field(
+        None,
+        description="Ask the pair after each session whether it took place (off by default).",
     )
 
 
@@ -1217,7 +1267,28 @@ class MentorpulseConfig(Strict):
     def rules_for(self, program: Program) -> tuple[Rule, ...]:
         """The program's own rules, then the top-level rules that select it."""
         shared = tuple(r for r in self.rules if self.selects(r, program.id))
-        return (*program.rules, *shared)
+        rules: tuple[Rule, ...] = (*program.rules, *shared)
+        if program.attendance_check is not None and not any(
+            r.kind == "attendance_disputed" for r in rules
+        ):
+            rules = (*rules, IMPLICIT_DISPUTE_RULE)
+        return rules
+
+    @model_validator(mode="after")
+    def _answers_are_served(self) -> MentorpulseConfig:
+        """Attendance checks mail links to the answer pages: something must serve them."""
+        http = self.service.http
+        if http.enabled or http.public_url is not None:
+            return self
+        for index, program in enumerate(self.programs):
+            if program.attendance_check is not None:
+                raise ConfigValueError(
+                    "attendance checks email links to this service's answer pages, but "
+                    "service.http.enabled is false: enable it, or set service.http.public_url "
+                    "to where another mentorpulse process serves them",
+                    at=("programs", index, "attendance_check"),
+                )
+        return self
 
     @model_validator(mode="after")
     def _admins_are_known(self) -> MentorpulseConfig:
@@ -1297,6 +1368,10 @@ class MentorpulseConfig(Strict):
 
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)
+
+
+# The dispute rule a program with ``attendance_check`` gets unless it declares its own.
+IMPLICIT_DISPUTE_RULE = AttendanceDisputedRule(id="attendance_disputed", kind="attendance_disputed")
 
 
 def resolve_path(base_dir: Path, path: str) -> Path:

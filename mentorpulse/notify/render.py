@@ -68,7 +68,13 @@ def status(item: Mapping[str, object]) -> str:
     if item.get("template") == "resolved":
         day = item.get("resolved_display")
         return f"resolved on {day}" if day else "resolved"
-    if item.get("last_met_display"):
+    facts = item.get("facts")
+    if item.get("rule_kind") == "attendance_disputed" and isinstance(facts, Mapping):
+        text = (
+            "the mentor and the mentee disagree on whether their session of "
+            f"{facts.get('disputed_sessions', '?')} took place"
+        )
+    elif item.get("last_met_display"):
         text = f"no session since {item['last_met_display']}"
     elif item.get("never_met"):
         text = "no session yet"

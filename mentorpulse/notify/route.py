@@ -23,6 +23,7 @@ from mentorpulse.config.schema import (
     Inhibition,
     MentorpulseConfig,
     Route,
+    RouteMatch,
     SendWindow,
 )
 from mentorpulse.model import LAST_ATTENDED_FACT, NEVER_ATTENDED
@@ -37,6 +38,10 @@ DIGEST = "digest"
 # Bookkeeping the pipeline keeps in facts that means nothing to a reader of the email.
 INTERNAL_FACTS = frozenset({"pairing"})
 DEFAULT_ROUTE = Route()  # every firing finding, to its mentor, once per episode
+# A dispute over whether a session took place is for the program's admins to settle, not
+# for the pair: unless a route names the rule (or its kind), it goes to them.
+DISPUTE_KIND = "attendance_disputed"
+DISPUTE_ROUTE = Route(match=RouteMatch(rules=(DISPUTE_KIND,)), to=("program_admin",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +216,13 @@ class Router:
             yield alert, should_notify(alert, firing=firing, inhibit=self.inhibit)
 
     def routes_for(self, alert: Alert) -> list[Route]:
-        """The matching routes: the first, and the ones after it while ``continue`` is set."""
+        """The matching routes: the first, and the ones after it while ``continue`` is set.
+
+        An attendance dispute goes to the program's admins unless a route names it."""
+        if alert.rule_kind == DISPUTE_KIND and not any(
+            alert.rule_id in r.match.rules or DISPUTE_KIND in r.match.rules for r in self.routes
+        ):
+            return [DISPUTE_ROUTE]
         matched: list[Route] = []
         for route in self.routes or (DEFAULT_ROUTE,):
             if _matches(route, alert):
@@ -426,6 +437,7 @@ def payload_for(
         "program": alert.program,
         "program_name": alert.program_name,
         "rule_id": alert.rule_id,
+        "rule_kind": alert.rule_kind,
         "severity": alert.severity,
         "fingerprint": alert.fingerprint,
         "firing_since": alert.firing_since.isoformat() if alert.firing_since else None,

@@ -19,6 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from mentorpulse.config.schema import (
+    AttendanceDisputedRule,
     AttendanceRateRule,
     CadenceGapRule,
     ConsecutiveMissesRule,
@@ -58,6 +59,8 @@ class Session(Protocol):
     def cancelled_hours_before(self) -> float | None: ...
     @property
     def missed_by(self) -> str | None: ...
+    @property
+    def disputed(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class SessionFact:
     cancelled_by: str | None = None  # email of who cancelled, when known
     cancelled_hours_before: float | None = None  # notice given (negative: after the start)
     missed_by: str | None = None  # email of who declined / did not show, for a missed one
+    disputed: bool = False  # the pair answered its attendance check differently
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,6 +718,45 @@ class DecliningFrequency(RuleKind[DecliningFrequencyRule]):
                     "recent": str(recent),
                     "previous": str(earlier),
                     "ratio": f"{self.rule.ratio:g}",
+                    "window": format_duration(window),
+                }
+            ),
+        )
+
+
+@register(AttendanceDisputedRule)
+class AttendanceDisputed(RuleKind[AttendanceDisputedRule]):
+    """The pair answered a session's attendance check differently (one yes, one no).
+
+    Holds while such a session ended less than ``window`` ago; clears when one of them
+    changes their answer (the session is judged anew) or the window passes.
+    """
+
+    @property
+    def lookback(self) -> timedelta:
+        return self.rule.window
+
+    def evaluate(self, view: TimelineView) -> Condition:
+        now, window, zone = view.now, self.rule.window, view.zone
+        open_ = sorted(
+            (s for s in view.timeline.sessions if s.disputed and s.end <= now < s.end + window),
+            key=_START,
+        )
+        holds = bool(open_)
+        return Condition(
+            rule_id=self.rule.id,
+            severity=self.rule.severity,
+            holds=holds,
+            since=min(s.end for s in open_) if holds else None,
+            next_deadline=min(s.end + window for s in open_) if holds else None,
+            facts=Facts(
+                lambda: {
+                    "disputed_sessions": ", ".join(local_time(s.start, zone) for s in open_)
+                    or "none",
+                    "answers": "the mentor and the mentee answered differently "
+                    "(mentorpulse explain shows who said what)"
+                    if holds
+                    else "no dispute",
                     "window": format_duration(window),
                 }
             ),

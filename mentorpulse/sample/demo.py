@@ -99,6 +99,15 @@ def dst_transition(today: date) -> tuple[str, date]:
     raise AssertionError("no DST transition near today in any candidate zone")  # pragma: no cover
 
 
+# Both programs ask the pair after each session whether it took place (README,
+# "Attendance checks"); `mentorpulse demo --answer` answers a few of the questions.
+_ASK_BOTH = (
+    "ask: [mentor, mentee]       # each gets one email per finished session, ever",
+    "after: 2h",
+    "answer_within: 7d",
+)
+
+
 def config(spec: Spec) -> ConfigTemplate:
     """Sessions are found by who takes part, whatever their title; HR gets a monthly report."""
     return ConfigTemplate(
@@ -124,8 +133,16 @@ def config(spec: Spec) -> ConfigTemplate:
                     "# mentor and mentee attends is a group meeting, not a session of each pair.",
                     "max_participants: 4",
                 ),
+                attendance_check=_ASK_BOTH,
             ),
-            Program("leadership", "28d", "7d", ("leadership-admin",), name="Leadership mentoring"),
+            Program(
+                "leadership",
+                "28d",
+                "7d",
+                ("leadership-admin",),
+                name="Leadership mentoring",
+                attendance_check=_ASK_BOTH,
+            ),
         ),
         contacts=(
             Contact("hr", "hr", "People Team", "Europe/London"),

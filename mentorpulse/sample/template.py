@@ -26,6 +26,7 @@ class Program:
     match: tuple[str, ...] = ()  # lines under ``match:`` (YAML, comments included)
     rule: str = "cadence-gap"  # the cadence rule's id is "<program>-<rule>"
     rule_for: str | None = None
+    attendance_check: tuple[str, ...] = ()  # lines under ``attendance_check:``, if any
 
     def lines(self) -> list[str]:
         lines = [f"  - id: {self.id}"]
@@ -45,6 +46,8 @@ class Program:
         if self.rule_for:
             lines.append(f"        for: {self.rule_for}")
         lines.append(f"    admins: [{', '.join(self.admins)}]")
+        if self.attendance_check:
+            lines += ["    attendance_check:", *(f"      {line}" for line in self.attendance_check)]
         return lines
 
 

@@ -32,6 +32,7 @@ from mentorpulse.config.schema import HttpConfig
 from mentorpulse.errors import DatabaseUnavailable, UserError
 from mentorpulse.service import metrics
 from mentorpulse.service.dashboard import dashboard_routes
+from mentorpulse.service.answers import answer_routes
 from mentorpulse.storage.migrate import revision_state
 
 log = structlog.get_logger(__name__)
@@ -94,7 +95,8 @@ def readiness(ctx: stages.Context | None) -> str | None:
 def create_app(
     ctx: stages.Context, health: Health, *, routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
-    """The process's web app: health, readiness and metrics, then ``routes``."""
+    """The process's web app: health, readiness, metrics and the attendance-answer pages,
+    then ``routes``."""
     served = metrics.registry(ctx)
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
 
@@ -122,6 +124,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_page),
+        *answer_routes(ctx),
     ]
     app = Starlette(routes=[*base, *dashboard_routes(ctx), *routes])
     app.state.readiness_checks = checks

@@ -100,6 +100,21 @@ def observe_sync(results: Iterable[stages.SourceResult]) -> None:
         SYNC_ITEM_ERRORS.labels(result.source_id).inc(result.item_errors)
 
 
+ANSWER_REQUESTS = Counter(
+    f"{PREFIX}_answer_requests",
+    "Attendance-answer page requests this process served, by method and result "
+    "(shown, recorded, expired, invalid).",
+    ["method", "result"],
+    registry=PROCESS,
+)
+
+
+def observe_answer(method: str, result: str) -> None:
+    """An answer page was served: the question ``shown`` or an answer ``recorded`` (a
+    link refused as ``expired`` or ``invalid``)."""
+    ANSWER_REQUESTS.labels(method, result).inc()
+
+
 def observe_reload(*, ok: bool, at: datetime) -> None:
     """The config was loaded (``ok``) or a new one refused; the old one stays in force."""
     CONFIG_RELOAD_SUCCESS.set(1 if ok else 0)

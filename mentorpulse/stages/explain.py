@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session as Db
 from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.errors import UserError
+from mentorpulse.model import ParticipantAnswer
 from mentorpulse.rules.engine import evaluate
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.source_health import stale_sources
 from mentorpulse.stages.timelines import Judged, timelines
+from mentorpulse.storage import answers as stored_answers
 from mentorpulse.storage import findings as stored
 from mentorpulse.storage import timelines as stored_timelines
 from mentorpulse.storage.models import Finding, Silence
@@ -63,6 +65,8 @@ class SessionView:
     confidence: float
     evidence: tuple[str, ...]  # strongest first
     id: int = 0  # the stored session's (the dashboard's pairing page names its rows by it)
+    # The pair's answers to its attendance check (shown even where a log outranks them).
+    answers: tuple[ParticipantAnswer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class _Loaded:
     judged: list[Judged]
     sessions: Mapping[int, Sequence[SessionRow]]
     evidence: Mapping[int, Sequence[str]]
+    answers: Mapping[int, Sequence[ParticipantAnswer]]
     findings: Mapping[int, Mapping[str, Finding]]
     silences: Mapping[int, Silence]
 
@@ -120,6 +125,7 @@ def _load(
         judged=timelines(rows, sessions, config, roster),
         sessions=sessions,
         evidence=stored_timelines.evidence_of(db, session_ids),
+        answers=stored_answers.answers_for_sessions(db, session_ids),
         findings=findings,
         silences=stored.silences_by_id(db, {i for i in silenced if i is not None}),
     )
@@ -144,7 +150,12 @@ def _pairing_view(
         cadence=timeline.cadence if timeline else None,
         sessions=tuple(
             SessionView(
-                s.start, s.outcome, s.confidence, tuple(loaded.evidence.get(s.id, ())), s.id
+                s.start,
+                s.outcome,
+                s.confidence,
+                tuple(loaded.evidence.get(s.id, ())),
+                id=s.id,
+                answers=tuple(loaded.answers.get(s.id, ())),
             )
             for s in sessions
         ),

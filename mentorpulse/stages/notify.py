@@ -21,6 +21,7 @@ from mentorpulse.notify.outbox import (
 from mentorpulse.notify.render import RenderError, render
 from mentorpulse.notify.route import INTERNAL_FACTS, Alert, Router
 from mentorpulse.notify.transport import build_transport
+from mentorpulse.stages.answers import queue_attendance_checks
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.reports import queue_reports
 from mentorpulse.storage import outbox as stored_outbox
@@ -97,6 +98,7 @@ def queue_notifications(ctx: Context, db: Db, now: datetime, *, files: bool = Tr
         notes += router.resolved_notices(resolved, told(db, [a.episode for a in resolved]), now=now)
     out_dir = ctx.config.resolve_state(ctx.config.reports.out_dir) if files else None
     queued = enqueue(db, notes, now=now, domain=_domain(ctx))
+    queued += queue_attendance_checks(ctx, db, now)
     return queued + queue_reports(ctx.config, router, db, now, out_dir=out_dir)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session as Db
 
-from mentorpulse.model import AttendanceEvidence, EventRecord
+from mentorpulse.model import AttendanceEvidence, EventRecord, ParticipantAnswer
 from mentorpulse.stages.context import Context
+from mentorpulse.storage import answers as stored_answers
 from mentorpulse.storage import attendance, events
 from mentorpulse.storage import sessions as stored
 from mentorpulse.storage.batch import chunks
@@ -82,6 +83,15 @@ def rebuild_sessions(ctx: Context, *, bucket: Bucket | None = None) -> SessionSt
 _BATCH = 100  # pairings rebuilt together: memory follows this, not the organisation
 
 
+def rebuild_pairings(ctx: Context, db: Db, pairing_ids: Sequence[int]) -> SessionStats:
+    """Judge these pairings' sessions again now, in the caller's transaction: an answer
+    to an attendance check shows at once, not at the next sessions run."""
+    stats = SessionStats()
+    emails = stored.person_emails(db)
+    _rebuild_batch(ctx, db, list(pairing_ids), emails=emails, now=ctx.clock(), stats=stats)
+    return stats
+
+
 def _rebuild_batch(
     ctx: Context,
     db: Db,
@@ -95,6 +105,7 @@ def _rebuild_batch(
     pairings = stored.pairings_by_id(db, batch)
     copies = events.events_of_pairings(db, batch)
     logs = attendance.conference_logs(db, batch)
+    answers = stored_answers.answers_of_pairings(db, batch)
     sessions = stored.stored_sessions(db, batch)
     writes = stored.SessionWrites()
     for pairing_id, records in copies.items():
@@ -112,6 +123,7 @@ def _rebuild_batch(
             reschedule_window=every / 2,
             now=now,
             logs=logs,
+            answers=answers,
         )
         changed = _write_pairing(
             writes, pairing, verdicts, folded, sessions.get(pairing_id, {}), now=now
@@ -135,6 +147,7 @@ def _judge_pairing(
     reschedule_window: timedelta,
     now: datetime,
     logs: Mapping[tuple[str, str], list[AttendanceEvidence]],
+    answers: Mapping[int, list[ParticipantAnswer]],
 ) -> tuple[dict[str, tuple[Verdict, EventRecord]], set[str]]:
     """Each session of the pairing (by key): its verdict and its newest event copy; and
     the keys folded into another key's session."""
@@ -144,8 +157,14 @@ def _judge_pairing(
     groups = fold_copies(by_uid, keep=existing)
     verdicts: dict[str, tuple[Verdict, EventRecord]] = {}
     for key, copies in groups.items():
+        stored_id = existing[key][0] if key in existing else None
         verdict = judge(
-            copies, mentor=mentor, mentee=mentee, now=now, conference=_conference(copies, logs)
+            copies,
+            mentor=mentor,
+            mentee=mentee,
+            now=now,
+            conference=_conference(copies, logs),
+            answers=answers.get(stored_id, ()) if stored_id is not None else (),
         )
         verdicts[key] = (verdict, max(copies, key=_newest))
     for key, replacement in mark_rescheduled(

@@ -290,6 +290,23 @@ class Evidence(Base):
     detail: Mapped[str] = mapped_column(Text)
 
 
+class AttendanceAnswer(Base):
+    """A party's answer to an attendance check (the latest one; answering again replaces
+    it until the question closes)."""
+
+    __tablename__ = "attendance_answers"
+    __table_args__ = (UniqueConstraint("session_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    happened: Mapped[bool] = mapped_column(Boolean)
+    answered_at: Mapped[datetime]
+    first_answered_at: Mapped[datetime]
+
+
 class Finding(Base):
     __tablename__ = "findings"
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
-from mentorpulse.model import ATTENDED, Outcome
+from mentorpulse.model import ATTENDED, CONFIRMATION_EVIDENCE, DISPUTED_EVIDENCE, Outcome
 from mentorpulse.storage.batch import among, in_lists
 from mentorpulse.storage.models import (
     Event,
@@ -76,6 +76,7 @@ class SessionRow(NamedTuple):
     id: int
     pairing_id: int
     confidence: float
+    disputed: bool = False  # the pair answered its attendance check differently
 
 
 def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
@@ -163,11 +164,21 @@ def _session_query(db: Db) -> tuple[Select[Any], bool]:
     if text:
         start = type_coerce(MentoringSession.start, String()).concat("+00:00")
         end = type_coerce(MentoringSession.end, String()).concat("+00:00")
+    # A party's "no, it did not take place" names who answered, not who stayed away.
     deciding = select(Evidence.party).where(
-        Evidence.session_id == MentoringSession.id, Evidence.rank == 0
+        Evidence.session_id == MentoringSession.id,
+        Evidence.rank == 0,
+        Evidence.kind != CONFIRMATION_EVIDENCE,
     )
     missed_by = case(
         (MentoringSession.outcome == Outcome.MISSED.value, deciding.scalar_subquery()),
+        else_=None,
+    )
+    dispute = select(Evidence.kind).where(
+        Evidence.session_id == MentoringSession.id, Evidence.rank == 0
+    )
+    deciding_kind = case(
+        (MentoringSession.outcome == Outcome.UNKNOWN.value, dispute.scalar_subquery()),
         else_=None,
     )
     query = select(
@@ -180,6 +191,7 @@ def _session_query(db: Db) -> tuple[Select[Any], bool]:
         MentoringSession.cancelled_by,
         MentoringSession.cancelled_hours_before,
         missed_by,
+        deciding_kind,
     )
     return query, text
 
@@ -211,14 +223,25 @@ def sessions_of(
             # (times are made aware below), and Row objects cost 0.2-0.3 s at 300k rows.
             rows = result.cursor.fetchall()
         convert = not text and bool(rows) and rows[0][2].tzinfo is not UTC
-        for id_, pairing_id, began, ended, outcome, confidence, by, notice, party in rows:
+        for id_, pairing_id, began, ended, outcome, confidence, by, notice, party, kind in rows:
             if text:
                 start, end = parse(began), parse(ended)
             elif convert:
                 start, end = began.astimezone(UTC), ended.astimezone(UTC)
             else:
                 start, end = began, ended
-            row = (start, end, outcomes[outcome], by, notice, party, id_, pairing_id, confidence)
+            row = (
+                start,
+                end,
+                outcomes[outcome],
+                by,
+                notice,
+                party,
+                id_,
+                pairing_id,
+                confidence,
+                kind == DISPUTED_EVIDENCE,
+            )
             found[pairing_id].append(new(SessionRow, row))
     return found
 

@@ -17,10 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from mentorpulse.model import (
+    CONFIRMATION_EVIDENCE,
+    DISPUTED_EVIDENCE,
     AttendanceEvidence,
     EventRecord,
     EventStatus,
     Outcome,
+    ParticipantAnswer,
     Response,
     zone_or_utc,
 )
@@ -30,6 +33,9 @@ STRENGTH_CONFERENCE = 3
 STRENGTH_PARTICIPANT = 2
 STRENGTH_CALENDAR = 1
 STRENGTH_TIME = 0
+
+CONFIRMATION = CONFIRMATION_EVIDENCE
+DISPUTED = DISPUTED_EVIDENCE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JOINED_ENOUGH_MAX_SECONDS = 600
@@ -241,12 +247,15 @@ def judge(
     mentee: str,
     now: datetime,
     conference: Sequence[AttendanceEvidence] = (),
+    answers: Sequence[ParticipantAnswer] = (),
 ) -> Verdict:
     """Judge one meeting from every stored copy of it (usually the mentor's and mentee's).
 
     ``conference`` is what a conference system logged for the meeting (empty when it has
     no log): once the meeting has ended it outranks every calendar state but a
-    cancellation, turning "presumed held" into "held" or "missed".
+    cancellation. ``answers`` (the parties' own, to an attendance check) rank below a log
+    and above RSVPs: yes → held, no → missed, one of each → unknown (disputed). Nobody is
+    asked about a cancelled session; one cancelled later stays cancelled.
     """
     if not copies:
         return Verdict(Outcome.UNKNOWN, 0.0, (Proof("no_copies", None, "no calendar copy", 0),))
@@ -269,21 +278,58 @@ def judge(
         ordered = sorted(rsvp_proofs, key=lambda p: p.kind != "declined")
         return Verdict(Outcome.UPCOMING, confidence, _strongest_first([*ordered, *moved]))
 
-    time_passed = Proof(
-        "time_passed",
-        None,
-        f"the session ended {format_moment(end, newest.zone)}",
-        STRENGTH_TIME,
-    )
-    calendar = [*rsvp_proofs, *moved, time_passed]
+    ended = f"the session ended {format_moment(end, newest.zone)}"
+    calendar = [*rsvp_proofs, *moved, Proof("time_passed", None, ended, STRENGTH_TIME)]
+    said = _answer_proofs(answers, mentor=mentor, mentee=mentee)
     if conference:
         return _judge_by_log(
-            conference, mentor=mentor, mentee=mentee, start=start, end=end, calendar=calendar
+            conference,
+            mentor=mentor,
+            mentee=mentee,
+            start=start,
+            end=end,
+            calendar=[*(proof for _, proof in said), *calendar],
         )
+    if said:
+        return _judged_by_answers(said, calendar)
     if declined:
         return _declined_verdict(declined, calendar)
     confidence = 0.8 if both_accepted else 0.6
     return Verdict(Outcome.PRESUMED_HELD, confidence, _strongest_first(calendar))
+
+
+def _answer_proofs(
+    answers: Sequence[ParticipantAnswer], *, mentor: str, mentee: str
+) -> list[tuple[bool, Proof]]:
+    """The pair's answers (yes or no) as evidence, the mentor's first; anyone else's are
+    ignored."""
+    proofs = []
+    for party, role in ((mentor, "mentor"), (mentee, "mentee")):
+        answer = next((a for a in answers if a.email == party), None)
+        if answer is None:
+            continue
+        said = "it took place" if answer.happened else "it did not take place"
+        on = answer.answered_at
+        detail = f"{role} answered that {said} ({on.day} {on:%b %Y})"
+        proofs.append((answer.happened, Proof(CONFIRMATION, party, detail, STRENGTH_PARTICIPANT)))
+    return proofs
+
+
+def _judged_by_answers(said: list[tuple[bool, Proof]], calendar: list[Proof]) -> Verdict:
+    """Held on a yes, missed on a no; the parties disagreeing leave it unknown (disputed)."""
+    proofs = [proof for _, proof in said]
+    answers = {happened for happened, _ in said}
+    confidence = 0.95 if len(said) > 1 else 0.9  # both parties said the same: surer
+    if answers == {True, False}:
+        (mentor_said, _), (mentee_said, _) = said  # both answered: the mentor's first
+        words = (
+            f"disputed: the mentor says it {'took place' if mentor_said else 'did not'}, "
+            f"the mentee says it {'took place' if mentee_said else 'did not'}"
+        )
+        dispute = Proof(DISPUTED, None, words, STRENGTH_PARTICIPANT)
+        return Verdict(Outcome.UNKNOWN, 0.5, _strongest_first([dispute, *proofs, *calendar]))
+    outcome = Outcome.HELD if answers == {True} else Outcome.MISSED
+    return Verdict(outcome, confidence, _strongest_first([*proofs, *calendar]))
 
 
 def _cancelled_verdict(cancelled: EventRecord, start: datetime, moved: list[Proof]) -> Verdict:

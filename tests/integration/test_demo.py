@@ -12,7 +12,7 @@ import email.policy
 import io
 import re
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,6 +29,7 @@ from mentorpulse.sample import Manifest, read_manifest, write_demo
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # late, so today's sessions have ended
+HOURS_4, DAYS_6, DAYS_8 = timedelta(hours=4), timedelta(days=6), timedelta(days=8)
 
 PLANTED_TO_COLUMN = {
     "attended": "presumed_held",
@@ -107,7 +108,11 @@ def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: 
     outbox = workdir / "outbox"
     first = {p.name: p.read_bytes() for p in outbox.glob("*.eml")}
     assert first, "the demo has a lapsed pair and a pair that never met"
-    recipients = Counter(email.message_from_bytes(b)["To"] for b in first.values())
+    recipients = Counter(
+        email.message_from_bytes(b)["To"]
+        for b in first.values()
+        if not email.message_from_bytes(b)["Subject"].startswith("Did your session")
+    )
     rows = report_rows(workdir / "report.csv")
     flagged_mentors = {
         key.split(":")[1] for key, row in rows.items() if int(row["open_findings"]) > 0
@@ -120,6 +125,66 @@ def test_lapsed_pairs_get_one_reminder_each_and_a_rerun_sends_nothing(tmp_path: 
     second = {p.name: p.read_bytes() for p in outbox.glob("*.eml")}
     assert second == first, "nothing is sent twice"
     assert (workdir / "report.csv").read_text() == report_before
+
+
+def mails_of(workdir: Path) -> list[EmailMessage]:
+    found = []
+    for path in sorted((workdir / "outbox").glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        found.append(message)
+    return found
+
+
+def test_the_pair_of_each_recent_session_is_asked_whether_it_took_place(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    run_demo_cli(workdir)
+    truth = read_manifest(workdir)
+    asked: Counter[str] = Counter()
+    for message in mails_of(workdir):
+        if message["Subject"].startswith("Did your session with "):
+            asked[message["To"].addresses[0].addr_spec] += 1
+    assert asked, "the demo's programs ask after each session"
+
+    def parties(keys: set[str]) -> set[str]:
+        return {email for key in keys for email in key.split(":")[1:]}
+
+    attended = [s for s in truth.sessions if s.planted == "attended"]
+    # Sessions that surely ended 2h to 7d ago (they last at most 2h), and those that may.
+    surely = {s.pairing_key for s in attended if NOW - DAYS_6 < s.start < NOW - HOURS_4}
+    maybe = {s.pairing_key for s in attended if NOW - DAYS_8 < s.start < NOW}
+    assert parties(surely) <= set(asked) <= parties(maybe)
+    assert set(asked.values()) == {1}  # one session each within the week here
+
+
+def test_demo_answer_confirms_some_sessions_and_disputes_one(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    run_demo_cli(workdir)
+    before = report_rows(workdir / "report.csv")
+    assert sum(int(r["held"]) for r in before.values()) == 0  # nobody has answered yet
+    with time_machine.travel(NOW, tick=False):
+        result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir), "--answer"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"answered yes \(demo --answer\)\s+│ 4", result.output)
+    assert re.search(r"answered no \(demo --answer\)\s+│ 1", result.output)
+    after = report_rows(workdir / "report.csv")
+    assert sum(int(r["held"]) for r in after.values()) == 3  # confirmed by their mentors
+    assert sum(int(r["presumed_held"]) for r in after.values()) == (
+        sum(int(r["presumed_held"]) for r in before.values()) - 4
+    )
+    # The disputed session's program admins hear of it.
+    disputes = [
+        m for m in mails_of(workdir) if "disagree on whether" in str(m.get_body(("plain",)))
+    ]
+    assert len(disputes) == 1
+    assert disputes[0]["To"].addresses[0].addr_spec.endswith("-mentoring@demo.example")
+    # A second run the same day changes nothing.
+    outbox = {p.name: p.read_bytes() for p in (workdir / "outbox").glob("*.eml")}
+    with time_machine.travel(NOW, tick=False):
+        again = CliRunner().invoke(app, ["demo", "--workdir", str(workdir), "--answer"])
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.read_bytes() for p in (workdir / "outbox").glob("*.eml")} == outbox
+    assert report_rows(workdir / "report.csv") == after
 
 
 def test_hr_gets_last_months_figures_by_email(tmp_path: Path) -> None:

@@ -128,26 +128,25 @@ def body(message: EmailMessage) -> str:
 
 def _configure(config: Path, smtp: SmtpServer, port: int) -> None:
     """The demo's config, served on ``port`` (links in mail name it), its dashboard on
-    plain HTTP (insecure_cookies: localhost only), its mail through ``smtp``."""
+    plain HTTP (insecure_cookies: localhost only), its mail through ``smtp``, both programs
+    asking both parties after each session. Who may sign in is the demo's: its ``hr``
+    contact (every program) and each program's admins (``eng-admin``: engineering only)."""
     settings: dict[str, Any] = yaml.safe_load(config.read_text())
     settings["notify"]["transport"] = smtp.config(password=f"${{{SMTP_PASSWORD_ENV}}}")
     settings["reports"]["send"] = []  # no scheduled report among the mail the tests read
-    from mentorpulse.config.schema import Program, ServiceConfig  # TEMP until int has A/C
-
-    if "attendance_check" in Program.model_fields:
-        for program in settings["programs"]:  # the demo opts in; the tests rely on it
-            program.setdefault(
-                "attendance_check",
-                {"ask": ["mentor", "mentee"], "after": "2h", "answer_within": "7d"},
-            )
+    for program in settings["programs"]:  # each question in a mail of its own, at once
+        program["attendance_check"] = {
+            "ask": ["mentor", "mentee"],
+            "after": "2h",
+            "answer_within": "7d",
+        }
     service = settings.setdefault("service", {})
     service["http"] = {
         "host": "127.0.0.1",
         "port": port,
         "public_url": f"http://127.0.0.1:{port}/",
     }
-    if "dashboard" in ServiceConfig.model_fields:
-        service["dashboard"] = {"insecure_cookies": True}
+    service["dashboard"] = {"insecure_cookies": True}
     config.write_text(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
 
 

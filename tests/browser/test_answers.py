@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import time_machine
 from playwright.sync_api import Page, expect
@@ -13,7 +14,7 @@ from playwright.sync_api import Page, expect
 from mentorpulse.signing import ANSWER, Signer
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import MentoringSession
-from tests.browser.conftest import HR, TOKEN, SignedIn, Site, body
+from tests.browser.conftest import HR, TOKEN, SignedIn, Site, body, keep_screenshot
 
 
 def _question(site: Site) -> tuple[str, str, str]:
@@ -40,13 +41,13 @@ def _session_of(site: Site, token: str) -> MentoringSession:
 
 def _outcome_on_pairing_page(page: Page, site: Site, session: MentoringSession) -> str:
     page.goto(f"{site.url}pairings/{session.pairing_id}")
-    row = page.locator(f"tr[data-session-id='{session.id}']")
+    row = page.locator(f"tr[data-session-id='{session.id}'][data-outcome]")
     expect(row).to_have_count(1)
     return str(row.get_attribute("data-outcome"))
 
 
 def test_answering_yes_through_the_emailed_link_makes_the_session_held(
-    site: Site, page: Page, signed_in: SignedIn
+    site: Site, page: Page, signed_in: SignedIn, tmp_path: Path
 ) -> None:
     to, yes, token = _question(site)
     session = _session_of(site, token)
@@ -66,8 +67,13 @@ def test_answering_yes_through_the_emailed_link_makes_the_session_held(
     expect(page.locator("#answer-recorded[data-answer='yes']")).to_be_visible()
 
     assert _outcome_on_pairing_page(dashboard, site, session) == "held"
-    # The answer is there for a reader of the pairing page.
-    expect(dashboard.locator("main")).to_contain_text(to)
+    # The answer is there for a reader of the pairing page, with who gave it.
+    answer = dashboard.locator(f"#answers tr[data-session-id='{session.id}']")
+    expect(answer).to_have_count(1)
+    expect(answer).to_have_attribute("data-answer", "yes")
+    expect(answer).to_contain_text(to)
+    keep_screenshot(dashboard, "dashboard-pairing-answered.png", tmp_path)
+    keep_screenshot(page, "answer-recorded.png", tmp_path)
 
 
 def test_an_expired_answer_link_shows_the_expiry_page(site: Site, page: Page) -> None:

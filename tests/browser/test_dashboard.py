@@ -111,7 +111,7 @@ def test_hr_signs_in_and_walks_overview_pairing_findings(
                 )
             ).all()
         )
-    rows = page.locator("tr[data-session-id]")
+    rows = page.locator("tr[data-session-id][data-outcome]")
     expect(rows.first).to_be_visible()
     assert rows.count() == len(outcomes)
     for n in range(rows.count()):

@@ -31,8 +31,8 @@ from mentorpulse import stages
 from mentorpulse.config.schema import HttpConfig
 from mentorpulse.errors import DatabaseUnavailable, UserError
 from mentorpulse.service import metrics
-from mentorpulse.service.dashboard import dashboard_routes
 from mentorpulse.service.answers import answer_routes
+from mentorpulse.service.dashboard import dashboard_routes
 from mentorpulse.storage.migrate import revision_state
 
 log = structlog.get_logger(__name__)

@@ -9,49 +9,32 @@ reason and never the token. Server-rendered, no script, no asset from elsewhere.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
-import jinja2
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mentorpulse import stages
-from mentorpulse.service import metrics
+from mentorpulse.service import metrics, pages
 from mentorpulse.stages.answers import LinkRefused, Question, answer, read_link
 
 log = structlog.get_logger(__name__)
 
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",  # the token is in the address
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
-}
 _CHOICES = {"yes": True, "no": False}
 MAX_FORM_BYTES = 1024
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("mentorpulse.service", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    """A participant's page: the people-facing pages' one environment and headers (no
+    script, nothing from elsewhere, no referrer: the token is in the address)."""
+    return pages.render(template, status=status, **context)
 
 
-def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    body = _environment().get_template(template).render(**context)
-    return HTMLResponse(body, status_code=status, headers=_HEADERS)
-
-
-def _refused(exc: LinkRefused, method: str) -> HTMLResponse:
+def _refused(exc: LinkRefused, method: str) -> Response:
     reason = "expired" if exc.expired else "invalid"
     log.warning("answer_link_refused", reason=reason, detail=exc.reason, method=method)
     metrics.observe_answer(method, reason)

@@ -284,9 +284,10 @@ def keep_screenshot(page: Page, name: str, folder: Path) -> Path:
     return path
 
 
-def sign_in(page: Page, site: Site, email: str) -> None:
+def sign_in(page: Page, site: Site, email: str) -> str:
     """Sign ``email`` in as a person does: ask for a link, open it from the caught mail
-    (the GET only shows a button: mail scanners fetch links), press the button."""
+    (the GET only shows a button: mail scanners fetch links), press the button. Returns
+    the link."""
     from playwright.sync_api import expect
 
     before = len(site.mail_to(email))
@@ -308,3 +309,4 @@ def sign_in(page: Page, site: Site, email: str) -> None:
     button.click()
     expect(page.locator("body")).to_contain_text(email)
     expect(page.get_by_role("button", name=re.compile("sign out", re.IGNORECASE))).to_be_visible()
+    return link

@@ -13,13 +13,21 @@ from pathlib import Path
 import openpyxl
 import time_machine
 from PIL import Image
-from playwright.sync_api import FrameLocator, Page, expect
+from playwright.sync_api import Browser, FrameLocator, Page, expect
 from sqlalchemy import select
 
 from mentorpulse.signing import SIGN_IN, Signer
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import Finding, MentoringSession, Pairing, Person
-from tests.browser.conftest import ENG_ADMIN, HR, SignedIn, Site, keep_screenshot, sign_in
+from tests.browser.conftest import (
+    ENG_ADMIN,
+    HR,
+    SignedIn,
+    Site,
+    keep_screenshot,
+    new_context,
+    sign_in,
+)
 
 DRAWN = 0.01  # a chart drew when more than 1% of its box differs from the background
 
@@ -77,9 +85,18 @@ def assert_charts_drew(root: Page | FrameLocator, at_least: int) -> int:
 
 
 def test_hr_signs_in_and_walks_overview_pairing_findings(
-    site: Site, page: Page, tmp_path: Path
+    site: Site, page: Page, browser: Browser, tmp_path: Path
 ) -> None:
-    sign_in(page, site, HR)
+    link = sign_in(page, site, HR)
+    # The link worked once: opened again (say, forwarded), it signs nobody in.
+    again = new_context(browser)
+    try:
+        used = again.new_page()
+        used.goto(link)
+        expect(used.locator("#link-used")).to_be_visible()
+        expect(used.locator("form[method=post] button")).to_have_count(0)
+    finally:
+        again.close()
 
     # HR sees every program.
     page.goto(site.url)

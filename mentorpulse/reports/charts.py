@@ -254,7 +254,10 @@ def _draw_health(
             )
     ax.set_xlim(-0.1, max(len(months), 1))
     ax.set_ylim(max(len(shown), 1), -0.2)
-    ax.set_xticks([c + 0.47 for c in range(len(months))], [_month(m) for m in months])
+    ax.set_xticks(
+        [c + 0.47 for c in range(len(months))],
+        [_grid_month(m, first=c == 0) for c, m in enumerate(months)],
+    )
     ax.xaxis.tick_top()
     ax.set_yticks(
         [r + 0.43 for r in range(len(shown))],
@@ -324,6 +327,12 @@ def _empty(ax: Any, text: str) -> None:
 
 def _month(month: date) -> str:
     return f"{month:%b %Y}"
+
+
+def _grid_month(month: date, *, first: bool) -> str:
+    """A grid column is narrow: the month, with its year under it where the year starts
+    (the first column and each January), so labels never run into each other."""
+    return f"{month:%b}\n{month:%Y}" if first or month.month == 1 else f"{month:%b}"
 
 
 def _pair_label(pair: PairingFigures) -> str:

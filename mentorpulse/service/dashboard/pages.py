@@ -24,7 +24,7 @@ from mentorpulse.config.schema import parse_duration
 from mentorpulse.errors import UserError
 from mentorpulse.reports.charts import Chart
 from mentorpulse.reports.export import CONTENT_TYPES, Format, render_report
-from mentorpulse.reports.render import report_charts
+from mentorpulse.reports.render import format_range, report_charts
 from mentorpulse.service.dashboard.auth import Visit, not_found, refused
 from mentorpulse.stages import dashboard as data
 from mentorpulse.stages import sign_in
@@ -136,6 +136,7 @@ def program(visit: Visit) -> Response:
     return visit.page(
         "dashboard/program.html.j2",
         overview=overview,
+        period=format_range(overview.first, overview.last, overview.report.zone),
         charts=_overview_charts(overview),
         pct=_pct,
     )

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
@@ -73,7 +73,7 @@ def run_demo(
     With ``answer``, a few attendance questions are answered (:func:`answer_some`) before
     the rules and reports run again.
     """
-    reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html")]
+    reports_here = [workdir / f"report.{fmt}" for fmt in ("csv", "html", "xlsx")]
     pairs = _write_sample(workdir, today=today, force=force, reports=reports_here)
     from mentorpulse import stages  # the stack loads when the demo runs, not for --help
     from mentorpulse.cli.progress import sync_progress
@@ -121,7 +121,7 @@ def _write_reports(
     ctx: stages.Context, workdir: Path, reports_here: list[Path], *, today: date
 ) -> list[Path]:
     """The monthly HR report the notify stage just mailed, and the whole span's."""
-    from mentorpulse.reports.export import write_report
+    from mentorpulse.reports.export import Format, write_report
 
     reports = sorted(ctx.config.resolve_state(ctx.config.reports.out_dir).glob("report-*"))
     for path in reports_here:
@@ -131,7 +131,7 @@ def _write_reports(
             last=today + DEMO_SPAN,
             zone=ctx.config.timezone,
             now=ctx.clock(),
-            fmt="csv" if path.suffix == ".csv" else "html",
+            fmt=cast(Format, path.suffix[1:]),
             out=path,
         )
         reports.append(path)

@@ -329,7 +329,12 @@ def test_list_commands_print_one_json_document(demo: Path) -> None:
     [pairing] = explained["pairings"]
     assert pairing["id"] == 1
     assert pairing["sessions"]
-    assert {r["rule"] for r in pairing["rules"]} == {"engineering-cadence-gap"}
+    # The program's own rule, and the dispute rule every program with an attendance check
+    # has without configuring it.
+    assert {r["rule"] for r in pairing["rules"]} == {
+        "engineering-cadence-gap",
+        "attendance_disputed",
+    }
 
 
 # ---------------------------------------------------------------- one zone per view

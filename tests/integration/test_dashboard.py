@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -504,6 +505,25 @@ def test_the_service_serves_the_dashboard_on_a_free_port(ctx: Context) -> None:
             page = response.read().decode()
             assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert 'name="email"' in page
+
+
+@pytest.mark.parametrize(("proxies", "status"), [(["127.0.0.1"], 200), (["203.0.113.9"], 403)])
+def test_the_real_service_checks_the_proxy_by_its_peer_not_by_x_forwarded_for(
+    make_ctx: Any, server: SmtpServer, proxies: list[str], status: int
+) -> None:
+    proxied = make_ctx(server, auth="trusted_header", trusted_proxies=proxies)
+    with serving(proxied, Health(proxied.clock())) as running:
+        assert running is not None
+        request = urllib.request.Request(
+            f"{running.url}/",
+            headers={"X-Forwarded-Email": ENG_ADMIN, "X-Forwarded-For": "203.0.113.9"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answered = response.status
+        except urllib.error.HTTPError as exc:
+            answered = exc.code
+    assert answered == status
 
 
 # ------------------------------------------------------------------ delivery, limits, reload

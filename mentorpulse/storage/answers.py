@@ -102,28 +102,31 @@ def asked_session(db: Db, session_id: int) -> AskedSession | None:
 
 def record_answer(db: Db, session_id: int, email: str, *, happened: bool, now: datetime) -> bool:
     """Keep a party's answer (replacing their earlier one) and flag the session's pairing
-    so its sessions are judged again; returns whether the answer changed."""
+    so its sessions are judged again; returns whether the answer changed.
+
+    One upsert on (session, address): two first answers at the same moment (two tabs, a
+    double click) both land, the later one kept, instead of one failing on the unique key.
+    """
     email = email.lower()
     found = db.scalars(
-        select(AttendanceAnswer).where(
+        select(AttendanceAnswer.happened).where(
             AttendanceAnswer.session_id == session_id, AttendanceAnswer.email == email
         )
     ).first()
-    if found is not None and found.happened == happened:
+    if found is not None and found == happened:
         return False
-    if found is None:
-        db.add(
-            AttendanceAnswer(
-                session_id=session_id,
-                email=email,
-                happened=happened,
-                answered_at=now,
-                first_answered_at=now,
-            )
-        )
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        found.happened = happened
-        found.answered_at = now
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    row = {"session_id": session_id, "email": email, "happened": happened}
+    stmt = insert(AttendanceAnswer).values(**row, answered_at=now, first_answered_at=now)
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["session_id", "email"],
+            set_={"happened": happened, "answered_at": now},
+        )
+    )
     session = db.get_one(MentoringSession, session_id)
     db.get_one(Pairing, session.pairing_id).events_changed = True
     db.flush()

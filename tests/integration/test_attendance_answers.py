@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import re
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -21,13 +22,14 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
 from mentorpulse import stages
 from mentorpulse.service.http import Health, create_app
 from mentorpulse.signing import ANSWER, SIGN_IN, Signer
 from mentorpulse.stages.explain import explain
+from mentorpulse.storage.answers import record_answer
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import (
     AttendanceAnswer,
@@ -388,3 +390,80 @@ def test_an_oversized_answer_is_refused(deploy: Deploy) -> None:
     assert flood.status_code == 413
     with ctx.db() as db:
         assert db.scalars(select(AttendanceAnswer)).all() == []
+
+
+def test_a_form_of_too_many_fields_gets_the_invalid_page(deploy: Deploy) -> None:
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (only,) = mails(ctx)
+    fields = {"answer": "yes", **{f"f{i}": "x" for i in range(60)}}
+    refused = client(ctx).post(links(only)["yes"], data=fields)
+    assert refused.status_code == 400
+    assert 'id="link-invalid"' in refused.text
+    with ctx.db() as db:
+        assert db.scalars(select(AttendanceAnswer)).all() == []
+
+
+def test_a_database_error_gets_our_error_page_and_a_log_line_without_the_token(
+    deploy: Deploy,
+) -> None:
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (only,) = mails(ctx)
+    yes = links(only)["yes"]
+    token = yes.split("/")[-1].split("?")[0]
+    with ctx.db.begin() as db:
+        db.execute(text("DROP TABLE attendance_answers"))
+    web = client(ctx)
+    with capture_logs() as logs:
+        shown, posted = web.get(yes), web.post(yes, data={"answer": "yes"})
+    for page in (shown, posted):
+        assert page.status_code == 500
+        assert 'id="answer-failed"' in page.text
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert [e["method"] for e in logs if e["event"] == "answer_page_failed"] == ["GET", "POST"]
+    for entry in logs:
+        assert token[:20] not in str(entry)
+
+
+def test_two_first_answers_at_once_both_land_the_later_kept(
+    deploy: Deploy, database_url: str
+) -> None:
+    """Two tabs answering at the same moment: the second insert meets the first's
+    uncommitted row (PostgreSQL waits on it), and updates it instead of failing."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: one answer simply comes after the other")
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    with ctx.db() as db:
+        session_id = db.scalars(select(MentoringSession.id)).one()
+    first = ctx.db()
+    assert record_answer(first, session_id, MENTOR, happened=True, now=NOW)  # not committed
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with ctx.db.begin() as db:
+                record_answer(db, session_id, MENTOR, happened=False, now=NOW)
+        except BaseException as exc:
+            failures.append(exc)
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    with ctx.engine.connect() as watch:  # wait until the second insert waits on the first
+        while (
+            racer.is_alive()
+            and not watch.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+            ).scalar_one()
+        ):
+            watch.rollback()
+    first.commit()
+    first.close()
+    racer.join(timeout=30)
+    assert failures == []
+    with ctx.db() as db:
+        (kept,) = db.scalars(select(AttendanceAnswer)).all()
+        assert kept.happened is False

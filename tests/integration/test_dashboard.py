@@ -568,3 +568,15 @@ def test_an_admin_taken_out_of_the_config_is_signed_out(
     settings["programs"][0]["admins"] = []
     ctx.config = MentorpulseConfig.model_validate(settings)  # what a SIGHUP reload does
     assert client.get("/programs/eng", follow_redirects=False).headers["location"] == "/sign-in"
+
+
+def test_a_form_too_large_or_of_too_many_fields_gets_a_page_not_a_crash(
+    client: TestClient,
+) -> None:
+    token = _csrf(client.get("/sign-in").text)
+    many = client.post("/sign-in", data={"csrf_token": token, **{f"f{i}": "x" for i in range(60)}})
+    assert many.status_code == 400
+    assert 'id="form-refused"' in many.text
+    large = client.post("/sign-in", data={"csrf_token": token, "email": "x" * 20_000})
+    assert large.status_code == 413
+    assert 'id="form-refused"' in large.text

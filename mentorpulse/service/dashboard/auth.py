@@ -21,7 +21,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 from starlette.requests import Request
@@ -40,21 +39,6 @@ SESSION_COOKIE = "mentorpulse_session"
 FORM_COOKIE = "mentorpulse_form"  # before sign-in: what the sign-in forms' tokens bind to
 FORM_LIFETIME = timedelta(hours=1)
 MAX_FORM_BYTES = 16 * 1024  # the dashboard's forms are a few fields
-
-
-class FormTooLarge(Exception):
-    pass
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body, at most :data:`MAX_FORM_BYTES`: each field's first value."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormTooLarge
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
-    return {name: values[0] for name, values in fields.items()}
 
 
 class Keys:

@@ -25,6 +25,7 @@ from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.service.http import Health, create_app, serving
 from mentorpulse.stages import Context, evaluate_rules, send_notifications
+from mentorpulse.stages.silences import SilenceRequest, add_silence
 from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.models import (
@@ -424,6 +425,23 @@ def test_findings_filter_silence_and_expire(
     assert expired.status_code == 303
     again = client.get("/findings").text
     assert 'data-silenced="false"' in _rows(again, "data-finding-id")[finding]
+
+
+def test_a_silence_of_every_program_shows_no_expire_button_to_a_program_admin(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    silence = add_silence(
+        ctx, SilenceRequest(reason="company holiday", length=timedelta(days=7), created_by=HR)
+    )
+    finding = str(_finding_id(ctx, NEVER_MET))
+    expire = f'action="/silences/{silence.id}/expire"'
+    _sign_in(client, server, ENG_ADMIN)
+    page = client.get("/findings").text
+    assert 'data-silenced="true"' in _rows(page, "data-finding-id")[finding]
+    assert expire not in page  # only HR may end it: no button that leads to a 404
+    with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as hr:
+        _sign_in(hr, server, HR)
+        assert expire in hr.get("/findings").text
 
 
 def test_reports_download_as_csv_and_show_as_html(

@@ -193,7 +193,18 @@ def findings(visit: Visit) -> Response:
         chosen={"program": program_id, "rule": rule, "state": state},
         back=urlencode({"program": program_id, "rule": rule, "state": state}),
         silence_choices=SILENCE_CHOICES,
+        may_expire={
+            f.silence_id
+            for f in found
+            if f.silence_id is not None and _may_expire(visit, f.silence_program_id)
+        },
     )
+
+
+def _may_expire(visit: Visit, program_id: str | None) -> bool:
+    """Whether the viewer may end a silence limited to ``program_id`` (None: a silence of
+    every program, which only HR may end)."""
+    return _viewer(visit).hr if program_id is None else program_id in _visible(visit)
 
 
 def _back_to_findings(visit: Visit) -> Response:
@@ -229,9 +240,7 @@ def silence(visit: Visit) -> Response:
 def expire(visit: Visit) -> Response:
     silence_id = int(visit.request.path_params["silence_id"])
     exists, program_id = data.silence_program(visit.ctx, silence_id)
-    who = _viewer(visit)
-    mine = who.hr if program_id is None else program_id in _visible(visit)
-    if not exists or not mine:
+    if not exists or not _may_expire(visit, program_id):
         return not_found(visit)
     data.end_silence(visit.ctx, silence_id)
     log.info("dashboard_silence_expired", silence=silence_id)

@@ -284,6 +284,21 @@ def test_the_session_cookie_is_httponly_secure_and_lax(
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
+def test_a_copied_session_cookie_is_refused_after_sign_out(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    _sign_in(client, server, HR)
+    copied = client.cookies["mentorpulse_session"]
+    home = client.get("/")
+    assert home.status_code == 200
+    client.post("/sign-out", data={"csrf_token": _csrf(home.text)}, follow_redirects=False)
+    with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as thief:
+        thief.cookies.set("mentorpulse_session", copied)
+        refused = thief.get("/", follow_redirects=False)
+        assert refused.status_code == 303
+        assert refused.headers["location"] == "/sign-in"
+
+
 def test_insecure_cookies_drop_secure_for_localhost(
     make_ctx: Any, server: SmtpServer, tmp_path: Path
 ) -> None:

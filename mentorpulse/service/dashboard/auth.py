@@ -1,7 +1,9 @@
 """Who is asking, and may they: the dashboard's sessions, CSRF tokens and proxy header.
 
 - ``magic_link``: a signed (:data:`~mentorpulse.signing.SESSION`) cookie holds the email
-  and a random session id; it expires after ``session_lifetime`` (the signature's age).
+  and a random session id; it expires after ``session_lifetime`` (the signature's age),
+  and counts only while the session is kept in the database: signing out ends it for
+  every copy of the cookie.
 - ``trusted_header``: the SSO proxy's header names the email, believed only when the
   request's peer is one of ``trusted_proxies``; anything else is refused with 403.
 
@@ -30,6 +32,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import DashboardConfig
 from mentorpulse.service.pages import render, secured
 from mentorpulse.signing import CSRF, SESSION, BadToken, Signer
+from mentorpulse.stages import sign_in
 from mentorpulse.stages.sign_in import Viewer, viewer
 from mentorpulse.storage.keys import signing_keys
 
@@ -93,12 +96,18 @@ class Visit:
 
     def start_session(self, response: Response, email: str) -> Response:
         """Sign ``email`` in: the session cookie on ``response``."""
-        token = Signer(self.keys, SESSION).sign({"email": email, "sid": secrets.token_urlsafe(16)})
+        sid = sign_in.open_session(self.ctx, email, lifetime=self.config.session_lifetime)
+        token = Signer(self.keys, SESSION).sign({"email": email, "sid": sid})
         _cookie(response, SESSION_COOKIE, token, self.config.session_lifetime, self.config)
         response.delete_cookie(FORM_COOKIE, path="/")
         return response
 
     def end_session(self, response: Response) -> Response:
+        """Sign out: the session ends in the database (a copied cookie is refused from
+        now on) and its cookie is dropped."""
+        session = _session(self)
+        if session is not None:
+            sign_in.close_session(self.ctx, str(session.get("sid", "")))
         response.delete_cookie(
             SESSION_COOKIE,
             path="/",
@@ -181,10 +190,14 @@ def _session(visit: Visit) -> dict[str, Any] | None:
     if not token:
         return None
     try:
-        return Signer(visit.keys, SESSION).read(token, max_age=visit.config.session_lifetime)
+        session = Signer(visit.keys, SESSION).read(token, max_age=visit.config.session_lifetime)
     except BadToken as exc:
         log.info("dashboard_session_refused", reason=exc.reason)
         return None
+    if not sign_in.session_open(visit.ctx, str(session.get("sid", ""))):
+        log.info("dashboard_session_refused", reason="signed out")
+        return None
+    return session
 
 
 def _form_binding(visit: Visit) -> str:

@@ -30,6 +30,7 @@ from mentorpulse.storage.keys import signing_keys
 log = structlog.get_logger(__name__)
 
 TEMPLATE = "attendance_check"
+QUESTION_PREFIX = "answer:"  # of each question's idempotency key
 # A token outlives its question by this much, so a late click says "closed" (with the
 # day it closed) rather than "expired"; the deadline inside the token decides.
 _TOKEN_SLACK = timedelta(days=30)
@@ -37,7 +38,19 @@ _TOKEN_SLACK = timedelta(days=30)
 
 def question_key(session_id: int, email: str) -> str:
     """The outbox key of one question: one per session per person, ever."""
-    return f"answer:{session_id}:{email.lower()}"
+    return f"{QUESTION_PREFIX}{session_id}:{email.lower()}"
+
+
+def questions_to_keep(ctx: Context, now: datetime) -> tuple[str, datetime]:
+    """The outbox rows a purge must keep: questions (key prefix) queued since the instant
+    returned. A session is asked about until ``after + answer_within`` past its end; a
+    question row younger than that, once purged, would let the next notify run ask again."""
+    windows = [
+        p.attendance_check.after + p.attendance_check.answer_within
+        for p in ctx.config.programs
+        if p.attendance_check is not None
+    ]
+    return QUESTION_PREFIX, now - max(windows, default=timedelta(0))
 
 
 def queue_attendance_checks(ctx: Context, db: Db, now: datetime) -> int:
@@ -278,6 +291,7 @@ __all__ = [
     "QueuedQuestion",
     "answer",
     "question_key",
+    "questions_to_keep",
     "queue_attendance_checks",
     "queued_questions",
     "read_link",

@@ -22,10 +22,13 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from sqlalchemy import select, text
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from mentorpulse import stages
+from mentorpulse.cli import app
 from mentorpulse.service.http import Health, create_app
 from mentorpulse.signing import ANSWER, SIGN_IN, Signer
 from mentorpulse.stages.explain import explain
@@ -467,3 +470,29 @@ def test_two_first_answers_at_once_both_land_the_later_kept(
     with ctx.db() as db:
         (kept,) = db.scalars(select(AttendanceAnswer)).all()
         assert kept.happened is False
+
+
+def test_a_purge_does_not_let_an_open_question_be_asked_again(deploy: Deploy) -> None:
+    ctx, clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (asked,) = questions(ctx)
+    assert asked.status == "sent"
+    clock.now = NOW + timedelta(days=1)  # the session is still in its answer window
+
+    def purge(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            result = CliRunner().invoke(
+                app, ["outbox", "purge", "--older-than", "0s", "--config", str(ctx.config_path)]
+            )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "0 rows purged" in purge(clock.now)
+    stages.send_notifications(ctx)
+    assert len(questions(ctx)) == 1
+    assert len(mails(ctx)) == 1  # asked once, ever
+    # Once no run could ask about the session any more, the row may go.
+    clock.now = NOW + timedelta(days=7, hours=3)
+    assert "1 rows purged" in purge(clock.now)
+    stages.send_notifications(ctx)
+    assert len(mails(ctx)) == 1

@@ -786,11 +786,20 @@ class AttendanceCheck(Strict):
         "(e.g. 1d); none: one email per session.",
     )
 
+    @property
+    def margin(self) -> timedelta:
+        """The least time a person gets to answer: a question that could not go out this
+        long before its deadline (quiet hours, a digest) is not sent at all."""
+        return min(timedelta(hours=12), self.answer_within / 10)
+
     @model_validator(mode="after")
     def _asks_before_closing(self) -> Self:
-        if self.after >= self.answer_within:
+        held = self.after + (self.digest or timedelta(0))
+        if held + self.margin > self.answer_within:
+            what = "after + digest" if self.digest else "after"
             raise ConfigValueError(
-                "after must be shorter than answer_within (the question would arrive closed)",
+                f"{what} must end at least {format_duration(self.margin)} before "
+                "answer_within, or the question would arrive (nearly) closed",
                 at=("after",),
             )
         if len(set(self.ask)) != len(self.ask):
@@ -1276,16 +1285,17 @@ class MentorpulseConfig(Strict):
 
     @model_validator(mode="after")
     def _answers_are_served(self) -> MentorpulseConfig:
-        """Attendance checks mail links to the answer pages: something must serve them."""
-        http = self.service.http
-        if http.enabled or http.public_url is not None:
+        """Attendance checks mail links to the answer pages: they must point where people
+        reach the service. Each question is sent once, ever, so a dead link (the default
+        http://127.0.0.1:9464/) would lose it for good."""
+        if self.service.http.public_url is not None:
             return self
         for index, program in enumerate(self.programs):
             if program.attendance_check is not None:
                 raise ConfigValueError(
-                    "attendance checks email links to this service's answer pages, but "
-                    "service.http.enabled is false: enable it, or set service.http.public_url "
-                    "to where another mentorpulse process serves them",
+                    "attendance checks email links to this service's answer pages, and each "
+                    "question is sent only once: set service.http.public_url to where people "
+                    "reach this service (e.g. https://mentorpulse.example.org/)",
                     at=("programs", index, "attendance_check"),
                 )
         return self

@@ -57,7 +57,7 @@ def queue_attendance_checks(ctx: Context, db: Db, now: datetime) -> int:
     """Queue the questions that are due (in the caller's transaction); returns how many
     rows were new. Called by the notify stage, so ``notify`` and the service's notify job
     send them with no schedule of their own."""
-    moot = stored.cancel_moot_questions(db, TEMPLATE)
+    moot = stored.cancel_moot_questions(db, TEMPLATE, now=now)
     if moot:
         log.info("attendance_checks_cancelled", questions=moot)
     programs = [p for p in ctx.config.programs if p.attendance_check is not None]
@@ -121,13 +121,19 @@ def _questions(
         due = digest_due(now, tz, check.digest) if check.digest else now
         if check.digest:
             payload["digest_window"] = int(check.digest.total_seconds())
+        send_at = next_send_time(due, tz, ctx.config.notify.send_window)
+        send_by = deadline - check.margin  # later, and the question arrives (nearly) closed
+        if send_at > send_by:
+            log.info("attendance_check_skipped", session=session.id, role=role, reason="late")
+            continue
+        payload["send_by"] = int(send_by.timestamp())  # held back past it: cancelled
         out.append(
             Notification(
                 recipient=email,
                 template=TEMPLATE,
                 idempotency_key=question_key(session.id, email),
                 payload=payload,
-                due=next_send_time(due, tz, ctx.config.notify.send_window),
+                due=send_at,
                 digest=check.digest is not None,
             )
         )

@@ -177,10 +177,11 @@ def questions_queued(db: Db, template: str) -> list[tuple[str, dict[str, Any]]]:
     return [(recipient, dict(payload)) for recipient, payload in db.execute(query)]
 
 
-def cancel_moot_questions(db: Db, template: str) -> int:
+def cancel_moot_questions(db: Db, template: str, *, now: datetime) -> int:
     """Unsent questions about sessions that are gone, or that the calendar now says were
     called off or are still ahead (moved), are cancelled: nobody is asked whether a
-    cancelled meeting took place. Returns how many."""
+    cancelled meeting took place. So are questions held back (quiet hours, a digest) past
+    their ``send_by`` (they would arrive closed). Returns how many."""
     rows = list(
         db.scalars(
             select(OutboxMessage).where(
@@ -202,9 +203,14 @@ def cancel_moot_questions(db: Db, template: str) -> int:
     for row in rows:
         session_id = row.payload.get("session_id")
         outcome = live.get(session_id) if isinstance(session_id, int) else None
+        send_by = row.payload.get("send_by")
         if outcome is None or outcome in MOOT_OUTCOMES:
             row.status = "cancelled"
             row.last_error = "its session was cancelled, moved or removed before this was sent"
+            cancelled += 1
+        elif isinstance(send_by, int) and now.timestamp() > send_by:
+            row.status = "cancelled"
+            row.last_error = "held back too long: it would have arrived (nearly) closed"
             cancelled += 1
     return cancelled
 

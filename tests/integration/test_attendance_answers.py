@@ -496,3 +496,43 @@ def test_a_purge_does_not_let_an_open_question_be_asked_again(deploy: Deploy) ->
     assert "1 rows purged" in purge(clock.now)
     stages.send_notifications(ctx)
     assert len(mails(ctx)) == 1
+
+
+def test_a_question_quiet_hours_would_deliver_nearly_closed_is_not_sent(deploy: Deploy) -> None:
+    """Ended 3h ago, answers for 10h: at 01:00 in Auckland the question would wait for 08:00,
+    leaving less than the margin (1h) to answer, so it is not queued; in London it goes."""
+    quiet = "notify:\n  send_window: {start: '08:00', end: '20:00'}\n"
+    check = "{ask: [mentor], after: 2h, answer_within: 10h}"
+    ended_3h_ago = [vevent("s1@a", NOW - timedelta(hours=4))]
+    ctx, _clock = deploy(ended_3h_ago, check=check, extra=quiet, mentor_zone="Pacific/Auckland")
+    with capture_logs() as logs:
+        stages.send_notifications(ctx)
+    assert questions(ctx) == []
+    assert [e["reason"] for e in logs if e["event"] == "attendance_check_skipped"] == ["late"]
+
+
+def test_a_question_in_the_window_is_sent(deploy: Deploy) -> None:
+    quiet = "notify:\n  send_window: {start: '08:00', end: '20:00'}\n"
+    check = "{ask: [mentor], after: 2h, answer_within: 10h}"
+    ended_3h_ago = [vevent("s1@a", NOW - timedelta(hours=4))]
+    ctx, _clock = deploy(ended_3h_ago, check=check, extra=quiet, mentor_zone="Europe/London")
+    stages.send_notifications(ctx)
+    assert [q.status for q in questions(ctx)] == ["sent"]
+
+
+def test_a_question_held_back_until_nearly_closed_is_cancelled(deploy: Deploy) -> None:
+    ctx, clock = deploy(
+        check="{ask: [mentor], answer_within: 3d}",
+        extra="notify:\n  send_window: {start: '08:00', end: '20:00'}\n",
+        mentor_zone="Pacific/Auckland",  # 01:00 there: the question waits for 08:00
+    )
+    stages.send_notifications(ctx)
+    (waiting,) = questions(ctx)
+    assert waiting.status == "pending"
+    # Nothing ran until 5h before the question closes (less than its margin, 7.2h).
+    clock.now = SLOT + timedelta(hours=1) + timedelta(days=3) - timedelta(hours=5)
+    stages.send_notifications(ctx)
+    (dropped,) = questions(ctx)
+    assert dropped.status == "cancelled"
+    assert "closed" in (dropped.last_error or "")
+    assert mails(ctx) == []

@@ -116,6 +116,15 @@ CASES = [
         "sources[0].url: expected an http:// or https:// URL, got ftp://",
     ),
     (
+        "attendance checks with links to nowhere",
+        None,
+        "    attendance_check: {ask: [mentor]}\n",
+        "attendance_check:",
+        "programs[0].attendance_check: attendance checks email links to this service's answer "
+        "pages, and each question is sent only once: set service.http.public_url to where "
+        "people reach this service (e.g. https://mentorpulse.example.org/)",
+    ),
+    (
         "SQLite in a missing folder",
         "sqlite:///{tmp}/no/such/folder/mentorpulse.db",
         "",

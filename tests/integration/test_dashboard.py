@@ -459,6 +459,40 @@ def test_a_silence_of_every_program_shows_no_expire_button_to_a_program_admin(
         assert expire in hr.get("/findings").text
 
 
+def test_a_program_admin_sees_only_the_sources_feeding_their_program(
+    database_url: str, tmp_path: Path, server: SmtpServer
+) -> None:
+    settings = _settings(server)
+    settings["sources"] = [
+        {"id": source, "kind": "ics", "path": "calendars", "owner": owner}
+        for source, owner in (
+            ("eng-a", "mentor0@example.org"),
+            ("eng-b", "mentee1@example.org"),
+            ("sales-cal", "mentor2@example.org"),
+        )
+    ]
+    engine = make_engine(database_url, tmp_path)
+    Base.metadata.create_all(engine)
+    config = MentorpulseConfig.model_validate(settings)
+    ctx = Context(config, ROSTER, engine, session_factory(engine), lambda: datetime.now(UTC))
+    try:
+        _seed(ctx)
+        with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as browser:
+            _sign_in(browser, server, ENG_ADMIN)
+            overview = browser.get("/programs/eng").text
+            assert _rows(overview, "data-source-id").keys() == {"eng-a", "eng-b"}
+            met = _pairing_id(ctx, MET)
+            stale = re.search(
+                r'id="stale-sources">(.*?)</div>', browser.get(f"/pairings/{met}").text
+            )
+            assert stale is not None  # never synced: stale
+            assert "eng-a" in stale.group(1)
+            assert "eng-b" not in stale.group(1)
+            assert "sales-cal" not in stale.group(1)
+    finally:
+        engine.dispose()
+
+
 def test_reports_download_as_csv_and_show_as_html(
     ctx: Context, client: TestClient, server: SmtpServer
 ) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -45,19 +44,15 @@ MAX_FORM_BYTES = 16 * 1024  # the dashboard's forms are a few fields
 
 
 class Keys:
-    """The house's signing keys, read from the database once per process."""
+    """The house's signing keys, read as every other page reads them
+    (:func:`~mentorpulse.storage.keys.signing_keys`, cached there for a short while)."""
 
     def __init__(self, ctx: stages.Context) -> None:
         self._ctx = ctx
-        self._keys: list[bytes] | None = None
-        self._lock = threading.Lock()
 
     def get(self) -> list[bytes]:
-        with self._lock:
-            if self._keys is None:
-                with self._ctx.db.begin() as db:
-                    self._keys = signing_keys(db)
-            return self._keys
+        with self._ctx.db.begin() as db:  # commits the first key, if this call made it
+            return signing_keys(db)
 
 
 @dataclass

@@ -729,6 +729,11 @@ class DecliningFrequencyRule(RuleBase):
     min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
 
 
+# The kind (and implicit id) of the rule that flags disputed sessions: what routing and
+# rendering recognise it by.
+DISPUTE_KIND = "attendance_disputed"
+
+
 class AttendanceDisputedRule(RuleBase):
     """The mentor and the mentee answered an attendance check differently, within
     ``window`` of the session's end. Implicit (id ``attendance_disputed``, to the program's
@@ -1277,9 +1282,7 @@ class MentorpulseConfig(Strict):
         """The program's own rules, then the top-level rules that select it."""
         shared = tuple(r for r in self.rules if self.selects(r, program.id))
         rules: tuple[Rule, ...] = (*program.rules, *shared)
-        if program.attendance_check is not None and not any(
-            r.kind == "attendance_disputed" for r in rules
-        ):
+        if program.attendance_check is not None and not any(r.kind == DISPUTE_KIND for r in rules):
             rules = (*rules, IMPLICIT_DISPUTE_RULE)
         return rules
 
@@ -1379,9 +1382,14 @@ class MentorpulseConfig(Strict):
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)
 
+    def program_names(self) -> dict[str, str]:
+        """Each program's name for people (its ``name``, else its id), by id: the one
+        place reports and pages name programs."""
+        return {p.id: p.name or p.id for p in self.programs}
+
 
 # The dispute rule a program with ``attendance_check`` gets unless it declares its own.
-IMPLICIT_DISPUTE_RULE = AttendanceDisputedRule(id="attendance_disputed", kind="attendance_disputed")
+IMPLICIT_DISPUTE_RULE = AttendanceDisputedRule(id=DISPUTE_KIND, kind=DISPUTE_KIND)
 
 
 def resolve_path(base_dir: Path, path: str) -> Path:

@@ -195,7 +195,7 @@ def read_link(ctx: Context, db: Db, token: str) -> Question:
     if ctx.clock() >= deadline:
         raise LinkRefused("question closed", expired=True, closed_on=when_display(deadline, tz))
     other_email, other_name, _ = _party(session, "mentee" if role == "mentor" else "mentor")
-    current = stored.answers_for_sessions(db, [session_id]).get(session_id, [])
+    current = stored.answers(db, sessions=[session_id]).get(session_id, [])
     mine = next((a.happened for a in current if a.email == email), None)
     return Question(
         session_id=session_id,

@@ -127,7 +127,7 @@ def _load(
         judged=timelines(rows, sessions, config, roster),
         sessions=sessions,
         evidence=stored_timelines.evidence_of(db, session_ids),
-        answers=stored_answers.answers_for_sessions(db, session_ids),
+        answers=stored_answers.answers(db, sessions=session_ids),
         findings=findings,
         silences=stored.silences_by_id(db, {i for i in silenced if i is not None}),
     )

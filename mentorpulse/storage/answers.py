@@ -133,33 +133,24 @@ def record_answer(db: Db, session_id: int, email: str, *, happened: bool, now: d
     return True
 
 
-def answers_for_sessions(db: Db, session_ids: Sequence[int]) -> dict[int, list[ParticipantAnswer]]:
-    """Each session's answers (by session id), in order of address: what the dashboard's
-    pairing page and ``explain`` show next to a session."""
+def answers(
+    db: Db, *, sessions: Sequence[int] = (), pairings: Sequence[int] = ()
+) -> dict[int, list[ParticipantAnswer]]:
+    """The answers about these sessions, or about the sessions of these pairings, by
+    session id, each session's in order of address: what ``explain``, the dashboard's
+    pairing page, an answer page and the sessions stage read."""
+    by_pairing = bool(pairings)
     found: dict[int, list[ParticipantAnswer]] = defaultdict(list)
-    for chunk in in_lists(sorted(set(session_ids))):
-        query = (
-            select(AttendanceAnswer)
-            .where(AttendanceAnswer.session_id.in_(chunk))
-            .order_by(AttendanceAnswer.session_id, AttendanceAnswer.email)
+    for chunk in in_lists(sorted(set(pairings if by_pairing else sessions))):
+        query = select(AttendanceAnswer).order_by(
+            AttendanceAnswer.session_id, AttendanceAnswer.email
         )
-        for row in db.scalars(query):
-            found[row.session_id].append(
-                ParticipantAnswer(row.email, row.happened, row.answered_at)
-            )
-    return dict(found)
-
-
-def answers_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[ParticipantAnswer]]:
-    """The answers about the pairings' sessions, by session id (for the sessions stage)."""
-    found: dict[int, list[ParticipantAnswer]] = defaultdict(list)
-    for chunk in in_lists(sorted(set(pairing_ids))):
-        query = (
-            select(AttendanceAnswer)
-            .join(MentoringSession, MentoringSession.id == AttendanceAnswer.session_id)
-            .where(MentoringSession.pairing_id.in_(chunk))
-            .order_by(AttendanceAnswer.session_id, AttendanceAnswer.email)
-        )
+        if by_pairing:
+            query = query.join(
+                MentoringSession, MentoringSession.id == AttendanceAnswer.session_id
+            ).where(MentoringSession.pairing_id.in_(chunk))
+        else:
+            query = query.where(AttendanceAnswer.session_id.in_(chunk))
         for row in db.scalars(query):
             found[row.session_id].append(
                 ParticipantAnswer(row.email, row.happened, row.answered_at)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
@@ -23,7 +23,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import parse_duration
 from mentorpulse.errors import UserError
 from mentorpulse.reports.charts import Chart
-from mentorpulse.reports.export import CONTENT_TYPES, Format, render_report
+from mentorpulse.reports.export import CONTENT_TYPES, FORMATS, render_report
 from mentorpulse.reports.render import report_charts
 from mentorpulse.service.dashboard.auth import Visit, not_found, refused
 from mentorpulse.stages import dashboard as data
@@ -36,7 +36,6 @@ log = structlog.get_logger(__name__)
 MAX_SILENCE = timedelta(days=365)
 MAX_REPORT_DAYS = 3 * 366
 SILENCE_CHOICES = ("1d", "1w", "2w", "4w", "12w")
-REPORT_FORMATS = ("html", "csv", "xlsx")
 
 
 def _viewer(visit: Visit) -> sign_in.Viewer:
@@ -265,10 +264,10 @@ def report_file(
     The one place the dashboard makes a report: the report's own builder and renderers,
     so the page, its downloads, the CLI and the mailed reports show the same figures.
     """
-    if fmt not in REPORT_FORMATS:
+    if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}")
     report = range_report(ctx, first=first, last=last, programs=programs)
-    return ReportFile(render_report(report, cast(Format, fmt)), CONTENT_TYPES[fmt], fmt)
+    return ReportFile(render_report(report, fmt), CONTENT_TYPES[fmt], fmt)
 
 
 def reports(visit: Visit) -> Response:
@@ -286,7 +285,7 @@ def reports(visit: Visit) -> Response:
     page: dict[str, Any] = {
         "chosen": chosen,
         "programs": [(p, data.program_name(visit.ctx.config, p)) for p in visible],
-        "formats": REPORT_FORMATS,
+        "formats": FORMATS,
         "report": None,
         "error": None,
     }
@@ -314,8 +313,8 @@ def reports(visit: Visit) -> Response:
 
 
 def _range_problem(first: date, last: date, fmt: str) -> str | None:
-    if fmt not in REPORT_FORMATS:
-        return f"Format: one of {', '.join(REPORT_FORMATS)}."
+    if fmt not in FORMATS:
+        return f"Format: one of {', '.join(FORMATS)}."
     if last < first:
         return "The last day is before the first."
     if (last - first).days >= MAX_REPORT_DAYS:

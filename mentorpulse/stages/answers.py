@@ -124,7 +124,8 @@ def _questions(
         send_at = next_send_time(due, tz, ctx.config.notify.send_window)
         send_by = deadline - check.margin  # later, and the question arrives (nearly) closed
         if send_at > send_by:
-            log.info("attendance_check_skipped", session=session.id, role=role, reason="late")
+            # debug: each notify run meets it again until its window passes
+            log.debug("attendance_check_skipped", session=session.id, role=role, reason="late")
             continue
         payload["send_by"] = int(send_by.timestamp())  # held back past it: cancelled
         out.append(

@@ -505,10 +505,9 @@ def test_a_question_quiet_hours_would_deliver_nearly_closed_is_not_sent(deploy: 
     check = "{ask: [mentor], after: 2h, answer_within: 10h}"
     ended_3h_ago = [vevent("s1@a", NOW - timedelta(hours=4))]
     ctx, _clock = deploy(ended_3h_ago, check=check, extra=quiet, mentor_zone="Pacific/Auckland")
-    with capture_logs() as logs:
-        stages.send_notifications(ctx)
+    stages.send_notifications(ctx)
     assert questions(ctx) == []
-    assert [e["reason"] for e in logs if e["event"] == "attendance_check_skipped"] == ["late"]
+    assert mails(ctx) == []
 
 
 def test_a_question_in_the_window_is_sent(deploy: Deploy) -> None:

@@ -19,6 +19,22 @@ STOP_WAIT = 60.0  # seconds a process may take to stop on a loaded 2-core machin
 STARTED = ('"daemon_started"', '"worker_started"')
 
 
+def add_settings(config: Path, extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into ``config``'s settings (nested mappings key by key), so that a
+    test adds ``service.http.port`` to a config whose ``service`` the demo already sets."""
+
+    def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    settings = yaml.safe_load(config.read_text()) or {}
+    merge(settings, extra)
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
 def serve_on_any_port(config: Path) -> None:
     """Make ``config``'s HTTP service take any free port (``service.http.port: 0``), so
     that several daemons or workers of one test, or of two test runs on one machine, do

@@ -197,10 +197,12 @@ def outbox_purge(
         bool, typer.Option("--failed", help="Also delete failed and unknown rows.")
     ] = False,
 ) -> None:
-    """Delete delivered rows older than --older-than (rows of findings still firing and of
-    the latest scheduled reports stay, so nothing is sent twice)."""
+    """Delete delivered rows older than --older-than (rows of findings still firing, of
+    the latest scheduled reports and of attendance questions still open stay, so nothing
+    is sent twice)."""
     from mentorpulse import stages
     from mentorpulse.notify.route import Alert
+    from mentorpulse.stages.answers import questions_to_keep
     from mentorpulse.stages.reports import current_report_prefixes
     from mentorpulse.storage.outbox import firing_since, purge
 
@@ -220,6 +222,7 @@ def outbox_purge(
                 statuses=statuses,
                 keep=keep,
                 keep_prefixes=current_report_prefixes(ctx.config, now),
+                keep_since=[questions_to_keep(ctx, now)],
             )
         out.print(f"{n} rows purged", highlight=False)
 

@@ -87,7 +87,7 @@ def report(
                 out=out_path,
                 sources=ctx.config.sources,
                 programs=programs or None,
-                program_names={p.id: p.name or p.id for p in ctx.config.programs},
+                program_names=ctx.config.program_names(),
                 charts=charts,
             )
         except BrokenPipeError:  # the reader (`| head`) has all it wanted: not an error

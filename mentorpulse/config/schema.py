@@ -729,6 +729,11 @@ class DecliningFrequencyRule(RuleBase):
     min_previous: Count = Field(2, description="Judge only when the earlier window had this many.")
 
 
+# The kind (and implicit id) of the rule that flags disputed sessions: what routing and
+# rendering recognise it by.
+DISPUTE_KIND = "attendance_disputed"
+
+
 class AttendanceDisputedRule(RuleBase):
     """The mentor and the mentee answered an attendance check differently, within
     ``window`` of the session's end. Implicit (id ``attendance_disputed``, to the program's
@@ -786,11 +791,20 @@ class AttendanceCheck(Strict):
         "(e.g. 1d); none: one email per session.",
     )
 
+    @property
+    def margin(self) -> timedelta:
+        """The least time a person gets to answer: a question that could not go out this
+        long before its deadline (quiet hours, a digest) is not sent at all."""
+        return min(timedelta(hours=12), self.answer_within / 10)
+
     @model_validator(mode="after")
     def _asks_before_closing(self) -> Self:
-        if self.after >= self.answer_within:
+        held = self.after + (self.digest or timedelta(0))
+        if held + self.margin > self.answer_within:
+            what = "after + digest" if self.digest else "after"
             raise ConfigValueError(
-                "after must be shorter than answer_within (the question would arrive closed)",
+                f"{what} must end at least {format_duration(self.margin)} before "
+                "answer_within, or the question would arrive (nearly) closed",
                 at=("after",),
             )
         if len(set(self.ask)) != len(self.ask):
@@ -1268,24 +1282,23 @@ class MentorpulseConfig(Strict):
         """The program's own rules, then the top-level rules that select it."""
         shared = tuple(r for r in self.rules if self.selects(r, program.id))
         rules: tuple[Rule, ...] = (*program.rules, *shared)
-        if program.attendance_check is not None and not any(
-            r.kind == "attendance_disputed" for r in rules
-        ):
+        if program.attendance_check is not None and not any(r.kind == DISPUTE_KIND for r in rules):
             rules = (*rules, IMPLICIT_DISPUTE_RULE)
         return rules
 
     @model_validator(mode="after")
     def _answers_are_served(self) -> MentorpulseConfig:
-        """Attendance checks mail links to the answer pages: something must serve them."""
-        http = self.service.http
-        if http.enabled or http.public_url is not None:
+        """Attendance checks mail links to the answer pages: they must point where people
+        reach the service. Each question is sent once, ever, so a dead link (the default
+        http://127.0.0.1:9464/) would lose it for good."""
+        if self.service.http.public_url is not None:
             return self
         for index, program in enumerate(self.programs):
             if program.attendance_check is not None:
                 raise ConfigValueError(
-                    "attendance checks email links to this service's answer pages, but "
-                    "service.http.enabled is false: enable it, or set service.http.public_url "
-                    "to where another mentorpulse process serves them",
+                    "attendance checks email links to this service's answer pages, and each "
+                    "question is sent only once: set service.http.public_url to where people "
+                    "reach this service (e.g. https://mentorpulse.example.org/)",
                     at=("programs", index, "attendance_check"),
                 )
         return self
@@ -1369,9 +1382,14 @@ class MentorpulseConfig(Strict):
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)
 
+    def program_names(self) -> dict[str, str]:
+        """Each program's name for people (its ``name``, else its id), by id: the one
+        place reports and pages name programs."""
+        return {p.id: p.name or p.id for p in self.programs}
+
 
 # The dispute rule a program with ``attendance_check`` gets unless it declares its own.
-IMPLICIT_DISPUTE_RULE = AttendanceDisputedRule(id="attendance_disputed", kind="attendance_disputed")
+IMPLICIT_DISPUTE_RULE = AttendanceDisputedRule(id=DISPUTE_KIND, kind=DISPUTE_KIND)
 
 
 def resolve_path(base_dir: Path, path: str) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jinja2
 
-from mentorpulse.config.schema import check_address
+from mentorpulse.config.schema import DISPUTE_KIND, check_address
 from mentorpulse.storage.models import OutboxMessage
 from mentorpulse.text import one_line
 
@@ -69,7 +69,7 @@ def status(item: Mapping[str, object]) -> str:
         day = item.get("resolved_display")
         return f"resolved on {day}" if day else "resolved"
     facts = item.get("facts")
-    if item.get("rule_kind") == "attendance_disputed" and isinstance(facts, Mapping):
+    if item.get("rule_kind") == DISPUTE_KIND and isinstance(facts, Mapping):
         text = (
             "the mentor and the mentee disagree on whether their session of "
             f"{facts.get('disputed_sessions', '?')} took place"

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from mentorpulse.config.schema import (
+    DISPUTE_KIND,
     Contact,
     Inhibition,
     MentorpulseConfig,
@@ -40,7 +41,6 @@ INTERNAL_FACTS = frozenset({"pairing"})
 DEFAULT_ROUTE = Route()  # every firing finding, to its mentor, once per episode
 # A dispute over whether a session took place is for the program's admins to settle, not
 # for the pair: unless a route names the rule (or its kind), it goes to them.
-DISPUTE_KIND = "attendance_disputed"
 DISPUTE_ROUTE = Route(match=RouteMatch(rules=(DISPUTE_KIND,)), to=("program_admin",))
 
 

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 TITLE = "Mentoring sessions"
 PRIVATE_FILE = 0o600
 Format = Literal["csv", "html", "xlsx"]
-FORMATS: tuple[Format, ...] = ("csv", "html", "xlsx")
+FORMATS: tuple[Format, ...] = ("html", "csv", "xlsx")  # every format a report comes in
 CONTENT_TYPES: dict[str, str] = {
     "csv": "text/csv",
     "html": "text/html",

@@ -100,6 +100,14 @@ class ConfigTemplate:
             "    kind: file",
             "    path: outbox",
         ]
+        if any(program.attendance_check for program in self.programs):
+            lines += [
+                "service:",
+                "  http:",
+                "    # Where the links in attendance-check emails point; each question is sent",
+                "    # once, so set this to where people reach the service before they get mail.",
+                "    public_url: http://127.0.0.1:9464/",
+            ]
         if self.monthly_report_to_hr:
             lines += [
                 "reports:",

@@ -9,8 +9,7 @@ reason and never the token. Server-rendered, no script, no asset from elsewhere.
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qs
+from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mentorpulse import stages
-from mentorpulse.service import metrics, pages
+from mentorpulse.service import metrics
+from mentorpulse.service.pages import FormRefused, read_form, render
 from mentorpulse.stages.answers import LinkRefused, Question, answer, read_link
 
 log = structlog.get_logger(__name__)
@@ -28,19 +28,30 @@ _CHOICES = {"yes": True, "no": False}
 MAX_FORM_BYTES = 1024
 
 
-def _page(template: str, status: int = 200, **context: Any) -> Response:
-    """A participant's page: the people-facing pages' one environment and headers (no
-    script, nothing from elsewhere, no referrer: the token is in the address)."""
-    return pages.render(template, status=status, **context)
-
-
 def _refused(exc: LinkRefused, method: str) -> Response:
     reason = "expired" if exc.expired else "invalid"
     log.warning("answer_link_refused", reason=reason, detail=exc.reason, method=method)
     metrics.observe_answer(method, reason)
     if exc.expired:
-        return _page("answer_expired.html.j2", 410, closed_on=exc.closed_on)
-    return _page("answer_invalid.html.j2", 400)
+        return render("answer_expired.html.j2", status=410, closed_on=exc.closed_on)
+    return render("answer_invalid.html.j2", status=400)
+
+
+def _failing_safely(
+    method: str, page: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """``page``, with an unexpected error (a database down …) shown as our error page and
+    logged by event name, never with the request's path (the token is in it)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await page(request)
+        except Exception:
+            log.exception("answer_page_failed", method=method)
+            metrics.observe_answer(method, "failed")
+            return render("answer_error.html.j2", status=500)
+
+    return endpoint
 
 
 def answer_routes(ctx: stages.Context) -> list[BaseRoute]:
@@ -58,31 +69,29 @@ def answer_routes(ctx: stages.Context) -> list[BaseRoute]:
         except LinkRefused as exc:
             return _refused(exc, "GET")
         metrics.observe_answer("GET", "shown")
-        return _page(
+        return render(
             "answer_question.html.j2", q=found, choice=choice if choice in _CHOICES else None
         )
 
     async def record(request: Request) -> Response:
         token = request.path_params["token"]
-        body = b""
-        async for chunk in request.stream():  # a form of one field: refuse a flood
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                metrics.observe_answer("POST", "invalid")
-                return _page("answer_invalid.html.j2", 413)
-        form = parse_qs(body.decode("utf-8", "replace"))
-        choice = (form.get("answer") or [""])[0]
+        try:
+            form = await read_form(request, max_bytes=MAX_FORM_BYTES)
+        except FormRefused as exc:
+            metrics.observe_answer("POST", "invalid")
+            return render("answer_invalid.html.j2", status=exc.status)
+        choice = form.get("answer", "")
         if choice not in _CHOICES:
             metrics.observe_answer("POST", "invalid")
-            return _page("answer_invalid.html.j2", 400)
+            return render("answer_invalid.html.j2", status=400)
         try:
             found = await run_in_threadpool(answer, ctx, token, happened=_CHOICES[choice])
         except LinkRefused as exc:
             return _refused(exc, "POST")
         metrics.observe_answer("POST", "recorded")
-        return _page("answer_recorded.html.j2", q=found)
+        return render("answer_recorded.html.j2", q=found)
 
     return [
-        Route("/answer/{token}", show, methods=["GET"]),
-        Route("/answer/{token}", record, methods=["POST"]),
+        Route("/answer/{token}", _failing_safely("GET", show), methods=["GET"]),
+        Route("/answer/{token}", _failing_safely("POST", record), methods=["POST"]),
     ]

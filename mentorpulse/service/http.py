@@ -137,8 +137,16 @@ class Server:
     def __init__(self, app: Starlette, listener: socket.socket) -> None:
         self.app = app
         self.host, self.port = listener.getsockname()[:2]
+        # proxy_headers=False: the peer address stays the real peer, so the dashboard's
+        # trusted_proxies is checked against who actually connected, never against an
+        # X-Forwarded-For a client wrote itself.
         config = uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
         )
         self._uvicorn = _QuietServer(config)
         self._thread = threading.Thread(

@@ -103,7 +103,7 @@ def observe_sync(results: Iterable[stages.SourceResult]) -> None:
 ANSWER_REQUESTS = Counter(
     f"{PREFIX}_answer_requests",
     "Attendance-answer page requests this process served, by method and result "
-    "(shown, recorded, expired, invalid).",
+    "(shown, recorded, expired, invalid, failed).",
     ["method", "result"],
     registry=PROCESS,
 )
@@ -111,7 +111,7 @@ ANSWER_REQUESTS = Counter(
 
 def observe_answer(method: str, result: str) -> None:
     """An answer page was served: the question ``shown`` or an answer ``recorded`` (a
-    link refused as ``expired`` or ``invalid``)."""
+    link refused as ``expired`` or ``invalid``; ``failed``: an error on our side)."""
     ANSWER_REQUESTS.labels(method, result).inc()
 
 

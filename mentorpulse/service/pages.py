@@ -12,9 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import jinja2
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from mentorpulse.text import local_time
@@ -64,3 +66,33 @@ def render(template: str, *, status: int = 200, zone: str = "UTC", **context: An
 
     body = environment().get_template(template).render(local=local, zone=zone, **context)
     return secured(HTMLResponse(body, status_code=status))
+
+
+MAX_FORM_FIELDS = 50  # the pages' forms are a few fields
+
+
+class FormRefused(Exception):
+    """A form body no page of ours sends: too large (413) or too many fields (400)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def read_form(request: Request, *, max_bytes: int) -> dict[str, str]:
+    """An urlencoded form body of at most ``max_bytes`` and :data:`MAX_FORM_FIELDS`
+    fields: each field's first value (raises :class:`FormRefused`). The one form reader
+    of the dashboard and the answer pages."""
+    body = b""
+    async for chunk in request.stream():  # stop reading a flood early
+        body += chunk
+        if len(body) > max_bytes:
+            raise FormRefused(413, "form too large")
+    try:
+        fields = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise FormRefused(400, "too many form fields") from None
+    return {name: values[0] for name, values in fields.items()}

@@ -30,6 +30,7 @@ from mentorpulse.storage.keys import signing_keys
 log = structlog.get_logger(__name__)
 
 TEMPLATE = "attendance_check"
+QUESTION_PREFIX = "answer:"  # of each question's idempotency key
 # A token outlives its question by this much, so a late click says "closed" (with the
 # day it closed) rather than "expired"; the deadline inside the token decides.
 _TOKEN_SLACK = timedelta(days=30)
@@ -37,14 +38,26 @@ _TOKEN_SLACK = timedelta(days=30)
 
 def question_key(session_id: int, email: str) -> str:
     """The outbox key of one question: one per session per person, ever."""
-    return f"answer:{session_id}:{email.lower()}"
+    return f"{QUESTION_PREFIX}{session_id}:{email.lower()}"
+
+
+def questions_to_keep(ctx: Context, now: datetime) -> tuple[str, datetime]:
+    """The outbox rows a purge must keep: questions (key prefix) queued since the instant
+    returned. A session is asked about until ``after + answer_within`` past its end; a
+    question row younger than that, once purged, would let the next notify run ask again."""
+    windows = [
+        p.attendance_check.after + p.attendance_check.answer_within
+        for p in ctx.config.programs
+        if p.attendance_check is not None
+    ]
+    return QUESTION_PREFIX, now - max(windows, default=timedelta(0))
 
 
 def queue_attendance_checks(ctx: Context, db: Db, now: datetime) -> int:
     """Queue the questions that are due (in the caller's transaction); returns how many
     rows were new. Called by the notify stage, so ``notify`` and the service's notify job
     send them with no schedule of their own."""
-    moot = stored.cancel_moot_questions(db, TEMPLATE)
+    moot = stored.cancel_moot_questions(db, TEMPLATE, now=now)
     if moot:
         log.info("attendance_checks_cancelled", questions=moot)
     programs = [p for p in ctx.config.programs if p.attendance_check is not None]
@@ -108,13 +121,20 @@ def _questions(
         due = digest_due(now, tz, check.digest) if check.digest else now
         if check.digest:
             payload["digest_window"] = int(check.digest.total_seconds())
+        send_at = next_send_time(due, tz, ctx.config.notify.send_window)
+        send_by = deadline - check.margin  # later, and the question arrives (nearly) closed
+        if send_at > send_by:
+            # debug: each notify run meets it again until its window passes
+            log.debug("attendance_check_skipped", session=session.id, role=role, reason="late")
+            continue
+        payload["send_by"] = int(send_by.timestamp())  # held back past it: cancelled
         out.append(
             Notification(
                 recipient=email,
                 template=TEMPLATE,
                 idempotency_key=question_key(session.id, email),
                 payload=payload,
-                due=next_send_time(due, tz, ctx.config.notify.send_window),
+                due=send_at,
                 digest=check.digest is not None,
             )
         )
@@ -176,7 +196,7 @@ def read_link(ctx: Context, db: Db, token: str) -> Question:
     if ctx.clock() >= deadline:
         raise LinkRefused("question closed", expired=True, closed_on=when_display(deadline, tz))
     other_email, other_name, _ = _party(session, "mentee" if role == "mentor" else "mentor")
-    current = stored.answers_for_sessions(db, [session_id]).get(session_id, [])
+    current = stored.answers(db, sessions=[session_id]).get(session_id, [])
     mine = next((a.happened for a in current if a.email == email), None)
     return Question(
         session_id=session_id,
@@ -278,6 +298,7 @@ __all__ = [
     "QueuedQuestion",
     "answer",
     "question_key",
+    "questions_to_keep",
     "queue_attendance_checks",
     "queued_questions",
     "read_link",

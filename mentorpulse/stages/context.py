@@ -22,6 +22,7 @@ from mentorpulse.rules.check import check_selectors
 from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage import runs
 from mentorpulse.storage.engine import make_engine, session_factory
+from mentorpulse.storage.keys import configured_keys
 from mentorpulse.storage.locks import exclusive
 from mentorpulse.storage.migrate import open_read_only, upgrade
 from mentorpulse.tracking.match import Matcher, PairingRef
@@ -57,6 +58,7 @@ class Context:
         config = load_config(config_path)
         roster = load_roster(config.resolve(config.roster.path), config)
         check_selectors(config, roster, config_path)
+        configured_keys()  # a bad $MENTORPULSE_SIGNING_KEY stops here, not at the first link
         if not write:
             engine = open_read_only(config.database, config.state_dir)
             return cls(config, roster, engine, session_factory(engine), clock, config_path)

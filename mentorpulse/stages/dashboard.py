@@ -24,10 +24,10 @@ from mentorpulse.reports.figures import (
 from mentorpulse.stages.context import Context
 from mentorpulse.stages.reports import range_report
 from mentorpulse.stages.silences import SilenceRequest, add_silence, expire_silence
-from mentorpulse.stages.source_health import stale_sources
+from mentorpulse.stages.source_health import sources_feeding, stale_sources
 from mentorpulse.storage import findings as stored_findings
 from mentorpulse.storage.findings import ListedFinding
-from mentorpulse.storage.timelines import sources_by_id
+from mentorpulse.storage.timelines import pairings_of_program, sources_by_id
 
 OVERVIEW_MONTHS = 6
 CARD_DAYS = 90  # the programs list shows figures over this many days
@@ -112,7 +112,7 @@ class Overview:
 def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MONTHS) -> Overview:
     """A program's page: sessions scheduled and attended per month (this month and the
     ``months - 1`` before), how its pairs' attendance rates spread, its pairs with firing
-    findings, and the health of the sources."""
+    findings, and the health of the sources that feed its pairings."""
     last = today(ctx)
     firsts = _month_starts(last, months)
     report = range_report(ctx, first=firsts[0], last=last, programs=[program_id])
@@ -138,6 +138,7 @@ def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MO
         firing = stored_findings.listed_findings(db, programs=[program_id], state="firing")
         stale = stale_sources(db, ctx.config, now)
         stored_sources = sources_by_id(db)
+        feeding = sources_feeding(db, ctx.config, pairings_of_program(db, program_id))
     sources = tuple(
         SourceHealth(
             s.id,
@@ -145,6 +146,7 @@ def program_overview(ctx: Context, program_id: str, *, months: int = OVERVIEW_MO
             stored_sources[s.id].last_success_at if s.id in stored_sources else None,
         )
         for s in ctx.config.sources
+        if s.id in feeding
     )
     return Overview(
         program_id=program_id,

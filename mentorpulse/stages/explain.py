@@ -20,7 +20,7 @@ from mentorpulse.errors import UserError
 from mentorpulse.model import ParticipantAnswer
 from mentorpulse.rules.engine import evaluate
 from mentorpulse.stages.context import Context
-from mentorpulse.stages.source_health import stale_sources
+from mentorpulse.stages.source_health import sources_feeding, stale_sources
 from mentorpulse.stages.timelines import Judged, timelines
 from mentorpulse.storage import answers as stored_answers
 from mentorpulse.storage import findings as stored
@@ -86,7 +86,8 @@ class PairingView:
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    stale_sources: dict[str, str]  # source id → why its data cannot be trusted now
+    stale_sources: dict[str, str]  # of the sources feeding these pairings: id → why its
+    # data cannot be trusted now
     pairings: tuple[PairingView, ...]
 
 
@@ -106,8 +107,9 @@ def explain(ctx: Context, pair: str) -> Explanation:
     """Explain the pairings ``pair`` names: ``MENTOR:MENTEE`` (one per program) or an id."""
     now = ctx.clock()
     with ctx.db() as db:
-        stale = stale_sources(db, ctx.config, now)
         loaded = _load(db, ctx.config, ctx.roster, pairing_ids(db, pair, ctx.roster))
+        feeding = sources_feeding(db, ctx.config, [judged.row for judged in loaded.judged])
+        stale = {k: v for k, v in stale_sources(db, ctx.config, now).items() if k in feeding}
     views = tuple(_pairing_view(ctx.config, judged, loaded, now) for judged in loaded.judged)
     return Explanation(stale, views)
 
@@ -125,7 +127,7 @@ def _load(
         judged=timelines(rows, sessions, config, roster),
         sessions=sessions,
         evidence=stored_timelines.evidence_of(db, session_ids),
-        answers=stored_answers.answers_for_sessions(db, session_ids),
+        answers=stored_answers.answers(db, sessions=session_ids),
         findings=findings,
         silences=stored.silences_by_id(db, {i for i in silenced if i is not None}),
     )

@@ -243,7 +243,7 @@ def report_of(
         now=now,
         sources=config.sources,
         programs=programs,
-        program_names={p.id: p.name or p.id for p in config.programs},
+        program_names=config.program_names(),
         title=title,
     )
 

@@ -105,7 +105,7 @@ def _rebuild_batch(
     pairings = stored.pairings_by_id(db, batch)
     copies = events.events_of_pairings(db, batch)
     logs = attendance.conference_logs(db, batch)
-    answers = stored_answers.answers_of_pairings(db, batch)
+    answers = stored_answers.answers(db, pairings=batch)
     sessions = stored.stored_sessions(db, batch)
     writes = stored.SessionWrites()
     for pairing_id, records in copies.items():

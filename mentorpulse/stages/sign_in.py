@@ -206,3 +206,28 @@ def use_link(ctx: Context, token: str) -> LinkCheck:
         return LinkCheck("used")
     log.info("signed_in", domain=check.email.rpartition("@")[2])
     return check
+
+
+def open_session(ctx: Context, email: str, *, lifetime: timedelta) -> str:
+    """A new dashboard session for ``email``: its random id, for the signed cookie. The
+    session counts while its row is kept (:func:`session_open`), so signing out ends it
+    even for a copied cookie."""
+    sid = secrets.token_urlsafe(16)
+    now = ctx.clock()
+    with ctx.db.begin() as db:
+        stored.forget_sessions(db, before=now)
+        stored.open_session(db, sid, email=email, now=now, expires_at=now + lifetime)
+    return sid
+
+
+def session_open(ctx: Context, sid: str) -> bool:
+    """Whether the dashboard session ``sid`` is still signed in."""
+    with ctx.db() as db:
+        return stored.session_open(db, sid, now=ctx.clock())
+
+
+def close_session(ctx: Context, sid: str) -> None:
+    """Sign the dashboard session ``sid`` out, for every copy of its cookie."""
+    with ctx.db.begin() as db:
+        stored.close_session(db, sid)
+    log.info("signed_out")

@@ -12,7 +12,7 @@ Operator findings have no pairing: one per stale source, one per failing rule.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -23,7 +23,7 @@ from mentorpulse.model import FIRING
 from mentorpulse.rules.engine import fingerprint
 from mentorpulse.storage import findings as stored
 from mentorpulse.storage.models import Source
-from mentorpulse.storage.timelines import sources_by_id, sources_of_pairings
+from mentorpulse.storage.timelines import PairingRow, sources_by_id, sources_of_pairings
 from mentorpulse.text import local_time
 
 log = structlog.get_logger(__name__)
@@ -78,6 +78,16 @@ def coverage(
         if own:
             covered.setdefault(pairing_id, set()).update(own)
     return covered
+
+
+def sources_feeding(db: Db, config: MentorpulseConfig, pairings: Sequence[PairingRow]) -> set[str]:
+    """The ids of the sources covering any of ``pairings`` (see the module docstring; a
+    pairing no source covers yet is covered by every one): what a program admin is shown
+    of the sources' health, and nothing of the calendars of other programs."""
+    covered = coverage(db, config, {p.id: (p.mentor_email, p.mentee_email) for p in pairings})
+    if any(p.id not in covered for p in pairings):
+        return {source.id for source in config.sources}
+    return set().union(*covered.values())
 
 
 def operator_findings(

@@ -102,61 +102,55 @@ def asked_session(db: Db, session_id: int) -> AskedSession | None:
 
 def record_answer(db: Db, session_id: int, email: str, *, happened: bool, now: datetime) -> bool:
     """Keep a party's answer (replacing their earlier one) and flag the session's pairing
-    so its sessions are judged again; returns whether the answer changed."""
+    so its sessions are judged again; returns whether the answer changed.
+
+    One upsert on (session, address): two first answers at the same moment (two tabs, a
+    double click) both land, the later one kept, instead of one failing on the unique key.
+    """
     email = email.lower()
     found = db.scalars(
-        select(AttendanceAnswer).where(
+        select(AttendanceAnswer.happened).where(
             AttendanceAnswer.session_id == session_id, AttendanceAnswer.email == email
         )
     ).first()
-    if found is not None and found.happened == happened:
+    if found is not None and found == happened:
         return False
-    if found is None:
-        db.add(
-            AttendanceAnswer(
-                session_id=session_id,
-                email=email,
-                happened=happened,
-                answered_at=now,
-                first_answered_at=now,
-            )
-        )
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        found.happened = happened
-        found.answered_at = now
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    row = {"session_id": session_id, "email": email, "happened": happened}
+    stmt = insert(AttendanceAnswer).values(**row, answered_at=now, first_answered_at=now)
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["session_id", "email"],
+            set_={"happened": happened, "answered_at": now},
+        )
+    )
     session = db.get_one(MentoringSession, session_id)
     db.get_one(Pairing, session.pairing_id).events_changed = True
     db.flush()
     return True
 
 
-def answers_for_sessions(db: Db, session_ids: Sequence[int]) -> dict[int, list[ParticipantAnswer]]:
-    """Each session's answers (by session id), in order of address: what the dashboard's
-    pairing page and ``explain`` show next to a session."""
+def answers(
+    db: Db, *, sessions: Sequence[int] = (), pairings: Sequence[int] = ()
+) -> dict[int, list[ParticipantAnswer]]:
+    """The answers about these sessions, or about the sessions of these pairings, by
+    session id, each session's in order of address: what ``explain``, the dashboard's
+    pairing page, an answer page and the sessions stage read."""
+    by_pairing = bool(pairings)
     found: dict[int, list[ParticipantAnswer]] = defaultdict(list)
-    for chunk in in_lists(sorted(set(session_ids))):
-        query = (
-            select(AttendanceAnswer)
-            .where(AttendanceAnswer.session_id.in_(chunk))
-            .order_by(AttendanceAnswer.session_id, AttendanceAnswer.email)
+    for chunk in in_lists(sorted(set(pairings if by_pairing else sessions))):
+        query = select(AttendanceAnswer).order_by(
+            AttendanceAnswer.session_id, AttendanceAnswer.email
         )
-        for row in db.scalars(query):
-            found[row.session_id].append(
-                ParticipantAnswer(row.email, row.happened, row.answered_at)
-            )
-    return dict(found)
-
-
-def answers_of_pairings(db: Db, pairing_ids: Sequence[int]) -> dict[int, list[ParticipantAnswer]]:
-    """The answers about the pairings' sessions, by session id (for the sessions stage)."""
-    found: dict[int, list[ParticipantAnswer]] = defaultdict(list)
-    for chunk in in_lists(sorted(set(pairing_ids))):
-        query = (
-            select(AttendanceAnswer)
-            .join(MentoringSession, MentoringSession.id == AttendanceAnswer.session_id)
-            .where(MentoringSession.pairing_id.in_(chunk))
-            .order_by(AttendanceAnswer.session_id, AttendanceAnswer.email)
-        )
+        if by_pairing:
+            query = query.join(
+                MentoringSession, MentoringSession.id == AttendanceAnswer.session_id
+            ).where(MentoringSession.pairing_id.in_(chunk))
+        else:
+            query = query.where(AttendanceAnswer.session_id.in_(chunk))
         for row in db.scalars(query):
             found[row.session_id].append(
                 ParticipantAnswer(row.email, row.happened, row.answered_at)
@@ -174,10 +168,11 @@ def questions_queued(db: Db, template: str) -> list[tuple[str, dict[str, Any]]]:
     return [(recipient, dict(payload)) for recipient, payload in db.execute(query)]
 
 
-def cancel_moot_questions(db: Db, template: str) -> int:
+def cancel_moot_questions(db: Db, template: str, *, now: datetime) -> int:
     """Unsent questions about sessions that are gone, or that the calendar now says were
     called off or are still ahead (moved), are cancelled: nobody is asked whether a
-    cancelled meeting took place. Returns how many."""
+    cancelled meeting took place. So are questions held back (quiet hours, a digest) past
+    their ``send_by`` (they would arrive closed). Returns how many."""
     rows = list(
         db.scalars(
             select(OutboxMessage).where(
@@ -199,9 +194,14 @@ def cancel_moot_questions(db: Db, template: str) -> int:
     for row in rows:
         session_id = row.payload.get("session_id")
         outcome = live.get(session_id) if isinstance(session_id, int) else None
+        send_by = row.payload.get("send_by")
         if outcome is None or outcome in MOOT_OUTCOMES:
             row.status = "cancelled"
             row.last_error = "its session was cancelled, moved or removed before this was sent"
+            cancelled += 1
+        elif isinstance(send_by, int) and now.timestamp() > send_by:
+            row.status = "cancelled"
+            row.last_error = "held back too long: it would have arrived (nearly) closed"
             cancelled += 1
     return cancelled
 

@@ -311,6 +311,7 @@ class ListedFinding(NamedTuple):
     facts: dict[str, Any]
     silence_id: int | None
     silence_ends_at: datetime | None
+    silence_program_id: str | None  # the program the silence is limited to (None: any)
 
 
 def listed_findings(
@@ -344,6 +345,7 @@ def listed_findings(
             Finding.facts,
             Finding.silence_id,
             Silence.ends_at,
+            Silence.program_id,
         )
         .join(Pairing, Pairing.id == Finding.pairing_id)
         .join(mentor, mentor.id == Pairing.mentor_id)

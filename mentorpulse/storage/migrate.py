@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 # The newest migration's revision id, known without loading Alembic; a test keeps it
 # equal to the head of migrations/versions (a new migration updates it).
-HEAD_REVISION = "attendance_answers"
+HEAD_REVISION = "dashboard_sessions"
 VERSION_TABLE = "alembic_version"  # Alembic's default name, which migrations/env.py keeps
 # Tables our migrations create for the worker pool's queue (Procrastinate's own schema,
 # migration 0008) but no model of ours describes: autogenerate leaves them alone.

@@ -419,3 +419,16 @@ class SignInLink(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class DashboardSession(Base):
+    """A dashboard session signed in by magic link: the signed cookie names it, and it
+    counts only while its row is here, so signing out ends it for every copy of the
+    cookie. The session id is kept as its SHA-256 (a database reader cannot replay it)."""
+
+    __tablename__ = "dashboard_sessions"
+
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

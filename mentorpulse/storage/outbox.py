@@ -194,17 +194,27 @@ def purge(
     statuses: Iterable[str] = ("sent", "digested"),
     keep: Iterable[str] = (),
     keep_prefixes: Iterable[str] = (),
+    keep_since: Iterable[tuple[str, datetime]] = (),
 ) -> int:
     """Delete finished rows older than ``before``; returns how many.
 
     A purged key is forgotten, so rows of episodes still firing (``keep``: their finding
     keys) stay, or their reminders would be sent again; so do rows whose idempotency key
-    starts with one of ``keep_prefixes`` (the scheduled reports of the current period).
+    starts with one of ``keep_prefixes`` (the scheduled reports of the current period),
+    and rows whose key starts with ``prefix`` created since ``since`` (``keep_since``: the
+    attendance questions that could still be asked again).
     """
     query = delete(OutboxMessage).where(
         OutboxMessage.status.in_(tuple(statuses)),
         OutboxMessage.created_at < before,
         *(~OutboxMessage.idempotency_key.startswith(p, autoescape=True) for p in keep_prefixes),
+        *(
+            ~and_(
+                OutboxMessage.idempotency_key.startswith(prefix, autoescape=True),
+                OutboxMessage.created_at >= since,
+            )
+            for prefix, since in keep_since
+        ),
     )
     kept = list(keep)
     if kept:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session as Db
 from sqlalchemy.orm import aliased
 
-from mentorpulse.model import ATTENDED
+from mentorpulse.model import ATTENDED, CONFIRMATION_EVIDENCE
 from mentorpulse.storage.models import (
     Event,
     Evidence,
@@ -29,8 +29,6 @@ from mentorpulse.storage.models import (
 
 OPEN_STATES = ("pending", "firing")
 _ATTENDED = sorted(outcome.value for outcome in ATTENDED)
-# The evidence a participant's own answer to an attendance check is stored as.
-PARTICIPANT_CONFIRMATION = "participant_confirmation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +129,7 @@ def _confirmed(
             .where(
                 in_range,
                 MentoringSession.outcome == "held",
-                Evidence.kind == PARTICIPANT_CONFIRMATION,
+                Evidence.kind == CONFIRMATION_EVIDENCE,
             )
             .group_by(MentoringSession.pairing_id)
         ).all()

@@ -91,6 +91,12 @@ def pairings(db: Db, ids: Collection[int] | None = None) -> list[PairingRow]:
     return sorted(found, key=lambda row: row.key)
 
 
+def pairings_of_program(db: Db, program_id: str) -> list[PairingRow]:
+    """A program's pairings with their people, by key."""
+    query = _with_people().where(Pairing.program_id == program_id).order_by(Pairing.key)
+    return [PairingRow._make(row) for row in db.execute(query)]
+
+
 def pairing_ids_due(
     db: Db, now: datetime, *, everything: bool, judged_states: Collection[str]
 ) -> list[int]:

@@ -34,9 +34,6 @@ STRENGTH_PARTICIPANT = 2
 STRENGTH_CALENDAR = 1
 STRENGTH_TIME = 0
 
-CONFIRMATION = CONFIRMATION_EVIDENCE
-DISPUTED = DISPUTED_EVIDENCE
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JOINED_ENOUGH_MAX_SECONDS = 600
 _SYSTEM_NAMES = {"google_meet": "the Google Meet call", "teams": "the Teams meeting"}
@@ -311,7 +308,8 @@ def _answer_proofs(
         said = "it took place" if answer.happened else "it did not take place"
         on = answer.answered_at
         detail = f"{role} answered that {said} ({on.day} {on:%b %Y})"
-        proofs.append((answer.happened, Proof(CONFIRMATION, party, detail, STRENGTH_PARTICIPANT)))
+        proof = Proof(CONFIRMATION_EVIDENCE, party, detail, STRENGTH_PARTICIPANT)
+        proofs.append((answer.happened, proof))
     return proofs
 
 
@@ -326,7 +324,7 @@ def _judged_by_answers(said: list[tuple[bool, Proof]], calendar: list[Proof]) ->
             f"disputed: the mentor says it {'took place' if mentor_said else 'did not'}, "
             f"the mentee says it {'took place' if mentee_said else 'did not'}"
         )
-        dispute = Proof(DISPUTED, None, words, STRENGTH_PARTICIPANT)
+        dispute = Proof(DISPUTED_EVIDENCE, None, words, STRENGTH_PARTICIPANT)
         return Verdict(Outcome.UNKNOWN, 0.5, _strongest_first([dispute, *proofs, *calendar]))
     outcome = Outcome.HELD if answers == {True} else Outcome.MISSED
     return Verdict(outcome, confidence, _strongest_first([*proofs, *calendar]))

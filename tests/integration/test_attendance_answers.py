@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import re
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -21,13 +22,17 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+import time_machine
+from sqlalchemy import select, text
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from mentorpulse import stages
+from mentorpulse.cli import app
 from mentorpulse.service.http import Health, create_app
 from mentorpulse.signing import ANSWER, SIGN_IN, Signer
 from mentorpulse.stages.explain import explain
+from mentorpulse.storage.answers import record_answer
 from mentorpulse.storage.keys import signing_keys
 from mentorpulse.storage.models import (
     AttendanceAnswer,
@@ -388,3 +393,145 @@ def test_an_oversized_answer_is_refused(deploy: Deploy) -> None:
     assert flood.status_code == 413
     with ctx.db() as db:
         assert db.scalars(select(AttendanceAnswer)).all() == []
+
+
+def test_a_form_of_too_many_fields_gets_the_invalid_page(deploy: Deploy) -> None:
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (only,) = mails(ctx)
+    fields = {"answer": "yes", **{f"f{i}": "x" for i in range(60)}}
+    refused = client(ctx).post(links(only)["yes"], data=fields)
+    assert refused.status_code == 400
+    assert 'id="link-invalid"' in refused.text
+    with ctx.db() as db:
+        assert db.scalars(select(AttendanceAnswer)).all() == []
+
+
+def test_a_database_error_gets_our_error_page_and_a_log_line_without_the_token(
+    deploy: Deploy,
+) -> None:
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (only,) = mails(ctx)
+    yes = links(only)["yes"]
+    token = yes.split("/")[-1].split("?")[0]
+    with ctx.db.begin() as db:
+        db.execute(text("DROP TABLE attendance_answers"))
+    web = client(ctx)
+    with capture_logs() as logs:
+        shown, posted = web.get(yes), web.post(yes, data={"answer": "yes"})
+    for page in (shown, posted):
+        assert page.status_code == 500
+        assert 'id="answer-failed"' in page.text
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert [e["method"] for e in logs if e["event"] == "answer_page_failed"] == ["GET", "POST"]
+    for entry in logs:
+        assert token[:20] not in str(entry)
+
+
+def test_two_first_answers_at_once_both_land_the_later_kept(
+    deploy: Deploy, database_url: str
+) -> None:
+    """Two tabs answering at the same moment: the second insert meets the first's
+    uncommitted row (PostgreSQL waits on it), and updates it instead of failing."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: one answer simply comes after the other")
+    ctx, _clock = deploy(check="{ask: [mentor]}")
+    with ctx.db() as db:
+        session_id = db.scalars(select(MentoringSession.id)).one()
+    first = ctx.db()
+    assert record_answer(first, session_id, MENTOR, happened=True, now=NOW)  # not committed
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with ctx.db.begin() as db:
+                record_answer(db, session_id, MENTOR, happened=False, now=NOW)
+        except BaseException as exc:
+            failures.append(exc)
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    with ctx.engine.connect() as watch:  # wait until the second insert waits on the first
+        while (
+            racer.is_alive()
+            and not watch.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+            ).scalar_one()
+        ):
+            watch.rollback()
+    first.commit()
+    first.close()
+    racer.join(timeout=30)
+    assert failures == []
+    with ctx.db() as db:
+        (kept,) = db.scalars(select(AttendanceAnswer)).all()
+        assert kept.happened is False
+
+
+def test_a_purge_does_not_let_an_open_question_be_asked_again(deploy: Deploy) -> None:
+    ctx, clock = deploy(check="{ask: [mentor]}")
+    stages.send_notifications(ctx)
+    (asked,) = questions(ctx)
+    assert asked.status == "sent"
+    clock.now = NOW + timedelta(days=1)  # the session is still in its answer window
+
+    def purge(at: datetime) -> str:
+        with time_machine.travel(at, tick=False):
+            result = CliRunner().invoke(
+                app, ["outbox", "purge", "--older-than", "0s", "--config", str(ctx.config_path)]
+            )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "0 rows purged" in purge(clock.now)
+    stages.send_notifications(ctx)
+    assert len(questions(ctx)) == 1
+    assert len(mails(ctx)) == 1  # asked once, ever
+    # Once no run could ask about the session any more, the row may go.
+    clock.now = NOW + timedelta(days=7, hours=3)
+    assert "1 rows purged" in purge(clock.now)
+    stages.send_notifications(ctx)
+    assert len(mails(ctx)) == 1
+
+
+def test_a_question_quiet_hours_would_deliver_nearly_closed_is_not_sent(deploy: Deploy) -> None:
+    """Ended 3h ago, answers for 10h: at 01:00 in Auckland the question would wait for 08:00,
+    leaving less than the margin (1h) to answer, so it is not queued; in London it goes."""
+    quiet = "notify:\n  send_window: {start: '08:00', end: '20:00'}\n"
+    check = "{ask: [mentor], after: 2h, answer_within: 10h}"
+    ended_3h_ago = [vevent("s1@a", NOW - timedelta(hours=4))]
+    ctx, _clock = deploy(ended_3h_ago, check=check, extra=quiet, mentor_zone="Pacific/Auckland")
+    stages.send_notifications(ctx)
+    assert questions(ctx) == []
+    assert mails(ctx) == []
+
+
+def test_a_question_in_the_window_is_sent(deploy: Deploy) -> None:
+    quiet = "notify:\n  send_window: {start: '08:00', end: '20:00'}\n"
+    check = "{ask: [mentor], after: 2h, answer_within: 10h}"
+    ended_3h_ago = [vevent("s1@a", NOW - timedelta(hours=4))]
+    ctx, _clock = deploy(ended_3h_ago, check=check, extra=quiet, mentor_zone="Europe/London")
+    stages.send_notifications(ctx)
+    assert [q.status for q in questions(ctx)] == ["sent"]
+
+
+def test_a_question_held_back_until_nearly_closed_is_cancelled(deploy: Deploy) -> None:
+    ctx, clock = deploy(
+        check="{ask: [mentor], answer_within: 3d}",
+        extra="notify:\n  send_window: {start: '08:00', end: '20:00'}\n",
+        mentor_zone="Pacific/Auckland",  # 01:00 there: the question waits for 08:00
+    )
+    stages.send_notifications(ctx)
+    (waiting,) = questions(ctx)
+    assert waiting.status == "pending"
+    # Nothing ran until 5h before the question closes (less than its margin, 7.2h).
+    clock.now = SLOT + timedelta(hours=1) + timedelta(days=3) - timedelta(hours=5)
+    stages.send_notifications(ctx)
+    (dropped,) = questions(ctx)
+    assert dropped.status == "cancelled"
+    assert "closed" in (dropped.last_error or "")
+    assert mails(ctx) == []

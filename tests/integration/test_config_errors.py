@@ -116,6 +116,15 @@ CASES = [
         "sources[0].url: expected an http:// or https:// URL, got ftp://",
     ),
     (
+        "attendance checks with links to nowhere",
+        None,
+        "    attendance_check: {ask: [mentor]}\n",
+        "attendance_check:",
+        "programs[0].attendance_check: attendance checks email links to this service's answer "
+        "pages, and each question is sent only once: set service.http.public_url to where "
+        "people reach this service (e.g. https://mentorpulse.example.org/)",
+    ),
+    (
         "SQLite in a missing folder",
         "sqlite:///{tmp}/no/such/folder/mentorpulse.db",
         "",
@@ -339,3 +348,13 @@ def test_the_shipped_example_runs_as_shipped_and_writes_nothing_in_the_checkout(
     assert (data / "mentorpulse.db").is_file()
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert _tree(REPO) == before, "the example wrote inside the checkout"
+
+
+def test_a_short_signing_key_is_one_line_at_start_without_the_key(tmp_path: Path) -> None:
+    config = _config(tmp_path, "")
+    env = {**os.environ, "MENTORPULSE_SIGNING_KEY": "hunter2"}
+    result = _mentorpulse("status", "--config", str(config), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "MENTORPULSE_SIGNING_KEY: key 1 of 1 is shorter than 32 characters" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

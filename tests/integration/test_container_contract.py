@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from mentorpulse.sample import write_demo
+from tests.service_support import add_settings
 
 NOBODY = 65534
 DEADLINE_SECONDS = 60
@@ -206,11 +207,8 @@ def test_the_daemon_starts_and_is_ready(layout: Layout) -> None:
     port = _free_port()
     yaml_file = layout.config / "mentorpulse.yaml"
     yaml_file.chmod(0o644)
-    yaml_file.write_text(
-        yaml_file.read_text(encoding="utf-8")
-        + f"service:\n  http:\n    enabled: true\n    host: 127.0.0.1\n    port: {port}\n",
-        encoding="utf-8",
-    )
+    http = {"enabled": True, "host": "127.0.0.1", "port": port}
+    add_settings(yaml_file, {"service": {"http": http}})
     yaml_file.chmod(0o444)
     assert _run(layout, "db", "upgrade").returncode == 0
     before = _snapshot(layout.config, layout.cwd, layout.home)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from mentorpulse.config.roster import RosterPairing
 from mentorpulse.config.schema import MentorpulseConfig
 from mentorpulse.service.http import Health, create_app, serving
 from mentorpulse.stages import Context, evaluate_rules, send_notifications
+from mentorpulse.stages.silences import SilenceRequest, add_silence
 from mentorpulse.storage import roster as stored_roster
 from mentorpulse.storage.engine import make_engine, session_factory
 from mentorpulse.storage.models import (
@@ -282,6 +284,21 @@ def test_the_session_cookie_is_httponly_secure_and_lax(
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
+def test_a_copied_session_cookie_is_refused_after_sign_out(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    _sign_in(client, server, HR)
+    copied = client.cookies["mentorpulse_session"]
+    home = client.get("/")
+    assert home.status_code == 200
+    client.post("/sign-out", data={"csrf_token": _csrf(home.text)}, follow_redirects=False)
+    with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as thief:
+        thief.cookies.set("mentorpulse_session", copied)
+        refused = thief.get("/", follow_redirects=False)
+        assert refused.status_code == 303
+        assert refused.headers["location"] == "/sign-in"
+
+
 def test_insecure_cookies_drop_secure_for_localhost(
     make_ctx: Any, server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -425,6 +442,57 @@ def test_findings_filter_silence_and_expire(
     assert 'data-silenced="false"' in _rows(again, "data-finding-id")[finding]
 
 
+def test_a_silence_of_every_program_shows_no_expire_button_to_a_program_admin(
+    ctx: Context, client: TestClient, server: SmtpServer
+) -> None:
+    silence = add_silence(
+        ctx, SilenceRequest(reason="company holiday", length=timedelta(days=7), created_by=HR)
+    )
+    finding = str(_finding_id(ctx, NEVER_MET))
+    expire = f'action="/silences/{silence.id}/expire"'
+    _sign_in(client, server, ENG_ADMIN)
+    page = client.get("/findings").text
+    assert 'data-silenced="true"' in _rows(page, "data-finding-id")[finding]
+    assert expire not in page  # only HR may end it: no button that leads to a 404
+    with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as hr:
+        _sign_in(hr, server, HR)
+        assert expire in hr.get("/findings").text
+
+
+def test_a_program_admin_sees_only_the_sources_feeding_their_program(
+    database_url: str, tmp_path: Path, server: SmtpServer
+) -> None:
+    settings = _settings(server)
+    settings["sources"] = [
+        {"id": source, "kind": "ics", "path": "calendars", "owner": owner}
+        for source, owner in (
+            ("eng-a", "mentor0@example.org"),
+            ("eng-b", "mentee1@example.org"),
+            ("sales-cal", "mentor2@example.org"),
+        )
+    ]
+    engine = make_engine(database_url, tmp_path)
+    Base.metadata.create_all(engine)
+    config = MentorpulseConfig.model_validate(settings)
+    ctx = Context(config, ROSTER, engine, session_factory(engine), lambda: datetime.now(UTC))
+    try:
+        _seed(ctx)
+        with TestClient(create_app(ctx, Health(ctx.clock())), base_url=HTTPS) as browser:
+            _sign_in(browser, server, ENG_ADMIN)
+            overview = browser.get("/programs/eng").text
+            assert _rows(overview, "data-source-id").keys() == {"eng-a", "eng-b"}
+            met = _pairing_id(ctx, MET)
+            stale = re.search(
+                r'id="stale-sources">(.*?)</div>', browser.get(f"/pairings/{met}").text
+            )
+            assert stale is not None  # never synced: stale
+            assert "eng-a" in stale.group(1)
+            assert "eng-b" not in stale.group(1)
+            assert "sales-cal" not in stale.group(1)
+    finally:
+        engine.dispose()
+
+
 def test_reports_download_as_csv_and_show_as_html(
     ctx: Context, client: TestClient, server: SmtpServer
 ) -> None:
@@ -506,6 +574,25 @@ def test_the_service_serves_the_dashboard_on_a_free_port(ctx: Context) -> None:
     assert 'name="email"' in page
 
 
+@pytest.mark.parametrize(("proxies", "status"), [(["127.0.0.1"], 200), (["203.0.113.9"], 403)])
+def test_the_real_service_checks_the_proxy_by_its_peer_not_by_x_forwarded_for(
+    make_ctx: Any, server: SmtpServer, proxies: list[str], status: int
+) -> None:
+    proxied = make_ctx(server, auth="trusted_header", trusted_proxies=proxies)
+    with serving(proxied, Health(proxied.clock())) as running:
+        assert running is not None
+        request = urllib.request.Request(
+            f"{running.url}/",
+            headers={"X-Forwarded-Email": ENG_ADMIN, "X-Forwarded-For": "203.0.113.9"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answered = response.status
+        except urllib.error.HTTPError as exc:
+            answered = exc.code
+    assert answered == status
+
+
 # ------------------------------------------------------------------ delivery, limits, reload
 
 
@@ -548,3 +635,15 @@ def test_an_admin_taken_out_of_the_config_is_signed_out(
     settings["programs"][0]["admins"] = []
     ctx.config = MentorpulseConfig.model_validate(settings)  # what a SIGHUP reload does
     assert client.get("/programs/eng", follow_redirects=False).headers["location"] == "/sign-in"
+
+
+def test_a_form_too_large_or_of_too_many_fields_gets_a_page_not_a_crash(
+    client: TestClient,
+) -> None:
+    token = _csrf(client.get("/sign-in").text)
+    many = client.post("/sign-in", data={"csrf_token": token, **{f"f{i}": "x" for i in range(60)}})
+    assert many.status_code == 400
+    assert 'id="form-refused"' in many.text
+    large = client.post("/sign-in", data={"csrf_token": token, "email": "x" * 20_000})
+    assert large.status_code == 413
+    assert 'id="form-refused"' in large.text

@@ -45,7 +45,7 @@ from mentorpulse.stages.sessions import Bucket
 from mentorpulse.storage.models import Event, JobRun, MentoringSession, OutboxMessage, Source
 from tests.fakes.google_api import GoogleFake, RunningFake, serve
 from tests.servers.smtpd import SmtpServer
-from tests.service_support import RunProcess
+from tests.service_support import RunProcess, add_settings
 
 CALENDARS = 1000
 SHARDS = 10
@@ -374,10 +374,9 @@ def test_a_worker_that_loses_the_database_says_so_once_and_carries_on(
         text,
         count=1,
     )
-    config.write_text(
-        text
-        + "\nschedule:\n  evaluate_every: 1s\n"
-        + "service:\n  pool:\n    tick: 1s\n    stalled_after: 5s\n    shutdown_grace: 5s\n"
+    config.write_text(text + "\nschedule:\n  evaluate_every: 1s\n")
+    add_settings(
+        config, {"service": {"pool": {"tick": "1s", "stalled_after": "5s", "shutdown_grace": "5s"}}}
     )
     worker = RunProcess(config)
     workers.append(worker)

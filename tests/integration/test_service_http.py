@@ -57,11 +57,12 @@ def _config(folder: Path, database: str, *, every: str = "15m") -> Path:
         "    window_future: 100d\n", f"    window_future: 100d\n    poll_every: {every}\n"
     )
     yaml = yaml.replace("\nnotify:\n", f"\nnotify:\n  every: {every}\n", 1)
-    path.write_text(
-        yaml
-        + f"schedule:\n  evaluate_every: {every}\n"
-        + "service:\n  http:\n    port: 0  # any free port: the log names it\n"
-    )
+    # The demo's service.http (its public_url) gains a free port; the text stays the
+    # demo's, which the reload test edits line by line.
+    served = "\nservice:\n  http:\n"
+    assert served in yaml
+    yaml = yaml.replace(served, served + "    port: 0  # any free port: the log names it\n", 1)
+    path.write_text(yaml + f"schedule:\n  evaluate_every: {every}\n")
     return path
 
 

@@ -151,6 +151,7 @@ def timeline(*sessions: SessionFact) -> Timeline:
 def config(**program: Any) -> MentorpulseConfig:
     return MentorpulseConfig.model_validate(
         {
+            "service": {"http": {"public_url": "https://mp.example.org/"}},
             "sources": [{"id": "cal", "kind": "ics", "path": "calendars"}],
             "programs": [{"id": "lead", "cadence": {"every": "14d"}, **program}],
         }
@@ -205,14 +206,17 @@ def test_disputes_go_to_the_program_admins_unless_a_route_names_them() -> None:
     assert [n.recipient for n in named.notifications([dispute], now=NOW)] == [dispute.mentor_email]
 
 
-def test_attendance_checks_need_the_answer_pages_served() -> None:
-    with pytest.raises(ValidationError, match=r"service\.http\.enabled is false"):
-        MentorpulseConfig.model_validate(
-            {
-                "service": {"http": {"enabled": False}},
-                "programs": [{"id": "lead", "cadence": {"every": "14d"}, "attendance_check": {}}],
-            }
-        )
+def test_attendance_checks_need_the_address_people_reach_the_service_at() -> None:
+    for http in ({"enabled": False}, {}):  # links to http://127.0.0.1:9464/ reach nobody
+        with pytest.raises(ValidationError, match=r"set service\.http\.public_url"):
+            MentorpulseConfig.model_validate(
+                {
+                    "service": {"http": http},
+                    "programs": [
+                        {"id": "lead", "cadence": {"every": "14d"}, "attendance_check": {}}
+                    ],
+                }
+            )
     served_elsewhere = MentorpulseConfig.model_validate(
         {
             "service": {"http": {"enabled": False, "public_url": "https://mp.example.org/"}},
@@ -230,6 +234,13 @@ def test_attendance_check_config() -> None:
     for bad in ({"ask": []}, {"ask": ["hr"]}, {"after": "8d"}, {"ask": ["mentor", "mentor"]}):
         with pytest.raises(ValidationError):
             AttendanceCheck.model_validate(bad)
+    # The question must leave time to answer: 12h (or a tenth of a short window).
+    with pytest.raises(ValidationError, match="at least 12h before answer_within"):
+        AttendanceCheck.model_validate({"after": "157h"})
+    with pytest.raises(ValidationError, match="after \\+ digest must end at least 12h"):
+        AttendanceCheck.model_validate({"after": "2h", "digest": "155h"})
+    assert AttendanceCheck.model_validate({"after": "156h"}).margin == timedelta(hours=12)
+    assert AttendanceCheck.model_validate({"answer_within": "10h"}).margin == timedelta(hours=1)
 
 
 # ---- the token's binding ---------------------------------------------------------------

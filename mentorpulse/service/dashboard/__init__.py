@@ -12,20 +12,20 @@ from collections.abc import Callable
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mentorpulse import stages
 from mentorpulse.service.dashboard import pages
 from mentorpulse.service.dashboard.auth import (
-    FormTooLarge,
+    MAX_FORM_BYTES,
     Keys,
     Visit,
     admit,
-    read_form,
+    refused,
     with_form_cookie,
 )
-from mentorpulse.service.pages import secured
+from mentorpulse.service.pages import FormRefused, read_form, secured
 
 log = structlog.get_logger(__name__)
 
@@ -73,9 +73,12 @@ def _endpoint(
         form: dict[str, str] = {}
         if request.method == "POST":
             try:
-                form = await read_form(request)
-            except FormTooLarge:
-                return secured(PlainTextResponse("form too large\n", 413))
+                form = await read_form(request, max_bytes=MAX_FORM_BYTES)
+            except FormRefused as exc:
+                log.warning("dashboard_form_refused", reason=exc.reason)
+                message = "This form is not one of ours: reload the page and try again."
+                page = refused(Visit(ctx, request, []), exc.status, "form-refused", message)
+                return secured(page)
         return await run_in_threadpool(
             _run, request, form, ctx=ctx, keys=keys, handler=handler, public=public
         )

@@ -1,7 +1,9 @@
 """Who is asking, and may they: the dashboard's sessions, CSRF tokens and proxy header.
 
 - ``magic_link``: a signed (:data:`~mentorpulse.signing.SESSION`) cookie holds the email
-  and a random session id; it expires after ``session_lifetime`` (the signature's age).
+  and a random session id; it expires after ``session_lifetime`` (the signature's age),
+  and counts only while the session is kept in the database: signing out ends it for
+  every copy of the cookie.
 - ``trusted_header``: the SSO proxy's header names the email, believed only when the
   request's peer is one of ``trusted_proxies``; anything else is refused with 403.
 
@@ -17,11 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 from starlette.requests import Request
@@ -31,6 +31,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import DashboardConfig
 from mentorpulse.service.pages import render, secured
 from mentorpulse.signing import CSRF, SESSION, BadToken, Signer
+from mentorpulse.stages import sign_in
 from mentorpulse.stages.sign_in import Viewer, viewer
 from mentorpulse.storage.keys import signing_keys
 
@@ -42,35 +43,16 @@ FORM_LIFETIME = timedelta(hours=1)
 MAX_FORM_BYTES = 16 * 1024  # the dashboard's forms are a few fields
 
 
-class FormTooLarge(Exception):
-    pass
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body, at most :data:`MAX_FORM_BYTES`: each field's first value."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormTooLarge
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
-    return {name: values[0] for name, values in fields.items()}
-
-
 class Keys:
-    """The house's signing keys, read from the database once per process."""
+    """The house's signing keys, read as every other page reads them
+    (:func:`~mentorpulse.storage.keys.signing_keys`, cached there for a short while)."""
 
     def __init__(self, ctx: stages.Context) -> None:
         self._ctx = ctx
-        self._keys: list[bytes] | None = None
-        self._lock = threading.Lock()
 
     def get(self) -> list[bytes]:
-        with self._lock:
-            if self._keys is None:
-                with self._ctx.db.begin() as db:
-                    self._keys = signing_keys(db)
-            return self._keys
+        with self._ctx.db.begin() as db:  # commits the first key, if this call made it
+            return signing_keys(db)
 
 
 @dataclass
@@ -109,12 +91,18 @@ class Visit:
 
     def start_session(self, response: Response, email: str) -> Response:
         """Sign ``email`` in: the session cookie on ``response``."""
-        token = Signer(self.keys, SESSION).sign({"email": email, "sid": secrets.token_urlsafe(16)})
+        sid = sign_in.open_session(self.ctx, email, lifetime=self.config.session_lifetime)
+        token = Signer(self.keys, SESSION).sign({"email": email, "sid": sid})
         _cookie(response, SESSION_COOKIE, token, self.config.session_lifetime, self.config)
         response.delete_cookie(FORM_COOKIE, path="/")
         return response
 
     def end_session(self, response: Response) -> Response:
+        """Sign out: the session ends in the database (a copied cookie is refused from
+        now on) and its cookie is dropped."""
+        session = _session(self)
+        if session is not None:
+            sign_in.close_session(self.ctx, str(session.get("sid", "")))
         response.delete_cookie(
             SESSION_COOKIE,
             path="/",
@@ -197,10 +185,14 @@ def _session(visit: Visit) -> dict[str, Any] | None:
     if not token:
         return None
     try:
-        return Signer(visit.keys, SESSION).read(token, max_age=visit.config.session_lifetime)
+        session = Signer(visit.keys, SESSION).read(token, max_age=visit.config.session_lifetime)
     except BadToken as exc:
         log.info("dashboard_session_refused", reason=exc.reason)
         return None
+    if not sign_in.session_open(visit.ctx, str(session.get("sid", ""))):
+        log.info("dashboard_session_refused", reason="signed out")
+        return None
+    return session
 
 
 def _form_binding(visit: Visit) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
@@ -23,7 +23,7 @@ from mentorpulse import stages
 from mentorpulse.config.schema import parse_duration
 from mentorpulse.errors import UserError
 from mentorpulse.reports.charts import Chart
-from mentorpulse.reports.export import CONTENT_TYPES, Format, render_report
+from mentorpulse.reports.export import CONTENT_TYPES, FORMATS, render_report
 from mentorpulse.reports.render import format_range, report_charts
 from mentorpulse.service.dashboard.auth import Visit, not_found, refused
 from mentorpulse.stages import dashboard as data
@@ -36,7 +36,6 @@ log = structlog.get_logger(__name__)
 MAX_SILENCE = timedelta(days=365)
 MAX_REPORT_DAYS = 3 * 366
 SILENCE_CHOICES = ("1d", "1w", "2w", "4w", "12w")
-REPORT_FORMATS = ("html", "csv", "xlsx")
 
 
 def _viewer(visit: Visit) -> sign_in.Viewer:
@@ -199,7 +198,18 @@ def findings(visit: Visit) -> Response:
         chosen={"program": program_id, "rule": rule, "state": state},
         back=urlencode({"program": program_id, "rule": rule, "state": state}),
         silence_choices=SILENCE_CHOICES,
+        may_expire={
+            f.silence_id
+            for f in found
+            if f.silence_id is not None and _may_expire(visit, f.silence_program_id)
+        },
     )
+
+
+def _may_expire(visit: Visit, program_id: str | None) -> bool:
+    """Whether the viewer may end a silence limited to ``program_id`` (None: a silence of
+    every program, which only HR may end)."""
+    return _viewer(visit).hr if program_id is None else program_id in _visible(visit)
 
 
 def _back_to_findings(visit: Visit) -> Response:
@@ -235,9 +245,7 @@ def silence(visit: Visit) -> Response:
 def expire(visit: Visit) -> Response:
     silence_id = int(visit.request.path_params["silence_id"])
     exists, program_id = data.silence_program(visit.ctx, silence_id)
-    who = _viewer(visit)
-    mine = who.hr if program_id is None else program_id in _visible(visit)
-    if not exists or not mine:
+    if not exists or not _may_expire(visit, program_id):
         return not_found(visit)
     data.end_silence(visit.ctx, silence_id)
     log.info("dashboard_silence_expired", silence=silence_id)
@@ -262,10 +270,10 @@ def report_file(
     The one place the dashboard makes a report: the report's own builder and renderers,
     so the page, its downloads, the CLI and the mailed reports show the same figures.
     """
-    if fmt not in REPORT_FORMATS:
+    if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}")
     report = range_report(ctx, first=first, last=last, programs=programs)
-    return ReportFile(render_report(report, cast(Format, fmt)), CONTENT_TYPES[fmt], fmt)
+    return ReportFile(render_report(report, fmt), CONTENT_TYPES[fmt], fmt)
 
 
 def reports(visit: Visit) -> Response:
@@ -283,7 +291,7 @@ def reports(visit: Visit) -> Response:
     page: dict[str, Any] = {
         "chosen": chosen,
         "programs": [(p, data.program_name(visit.ctx.config, p)) for p in visible],
-        "formats": REPORT_FORMATS,
+        "formats": FORMATS,
         "report": None,
         "error": None,
     }
@@ -311,8 +319,8 @@ def reports(visit: Visit) -> Response:
 
 
 def _range_problem(first: date, last: date, fmt: str) -> str | None:
-    if fmt not in REPORT_FORMATS:
-        return f"Format: one of {', '.join(REPORT_FORMATS)}."
+    if fmt not in FORMATS:
+        return f"Format: one of {', '.join(FORMATS)}."
     if last < first:
         return "The last day is before the first."
     if (last - first).days >= MAX_REPORT_DAYS:

@@ -221,7 +221,8 @@ def health_chart(report: Report, program: str) -> Chart:
     def draw(figure: Figure) -> None:
         _draw_health(figure, report, ident=ident, title=title, shown=shown, hidden=hidden)
 
-    height = 1.2 + 0.2 * max(len(shown), 1)
+    # Room for the title, the two-line month labels and the legend (8 rows) at least.
+    height = max(2.6, 1.2 + 0.2 * len(shown))
     return _chart("health", ident, title, description, draw, size=(6.4, height))
 
 

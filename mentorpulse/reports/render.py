@@ -63,17 +63,9 @@ LABELS = {
     "next_scheduled": "Next scheduled",
     "open_findings": "Open findings",
 }
-# The counts of a pairing's row and of a program's totals, in the order every table has.
-COUNTS = (
-    "scheduled",
-    "attended",
-    "held",
-    "confirmed",
-    "presumed_held",
-    "missed",
-    "cancelled",
-    "rescheduled",
-)
+# The counts of a pairing's row and of a program's totals, in the order every table has:
+# the run of COLUMNS from scheduled to rescheduled.
+COUNTS = COLUMNS[COLUMNS.index("scheduled") : COLUMNS.index("rescheduled") + 1]
 
 
 def format_rate(rate: float | None) -> str:

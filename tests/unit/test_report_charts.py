@@ -233,3 +233,14 @@ def test_a_chart_that_fails_leaves_the_report_and_its_numbers(
     assert "<figure" not in page
     assert page.count("<table") == 2
     assert [(e["event"], e["program"]) for e in logs] == [("report_chart_failed", "eng")]
+
+
+def test_a_program_of_one_pair_gets_a_health_grid_with_room_to_draw() -> None:
+    """One pair is one row, but the grid's title, month labels and legend still need their
+    room: with too small a figure matplotlib gives up its layout and the legend covers
+    the cells."""
+    one = make_report([pair(1, "solo", 4, 3)], {"solo": [{"presumed_held": 3}, {}, {}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied …" among them
+        chart = health_chart(one, "solo")
+    assert len(parse(chart.svg).findall(f".//{SVG}g[@id='{chart.id}-cell-0-2026-09']")) == 1

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import time_machine
-import yaml
 from lxml import html
 from openpyxl import load_workbook
 from sqlalchemy import delete, select
@@ -29,6 +28,7 @@ from mentorpulse.sample import write_demo
 from mentorpulse.stages.reports import range_report
 from mentorpulse.storage.models import Evidence, MentoringSession
 from tests.loaded_modules import loaded_by
+from tests.service_support import add_settings
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)
@@ -51,9 +51,7 @@ def demo(tmp_path: Path, database_url: str) -> Path:
     """The demo, synced and evaluated; two sessions confirmed, one disputed."""
     write_demo(tmp_path, today=TODAY)
     config_file = tmp_path / "mentorpulse.yaml"
-    config = yaml.safe_load(config_file.read_text())
-    config["database"] = database_url
-    config_file.write_text(yaml.safe_dump(config))
+    add_settings(config_file, {"database": database_url})
     ctx = stages.Context.open(config_file, clock=lambda: NOW)
     try:
         stages.sync_sources(ctx)

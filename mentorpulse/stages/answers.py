@@ -25,7 +25,9 @@ from mentorpulse.stages.context import Context
 from mentorpulse.stages.sessions import rebuild_pairings
 from mentorpulse.storage import answers as stored
 from mentorpulse.storage.answers import AskedSession
+from mentorpulse.storage.batch import chunks
 from mentorpulse.storage.keys import signing_keys
+from mentorpulse.storage.outbox import queued_keys
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +73,16 @@ def queue_attendance_checks(ctx: Context, db: Db, now: datetime) -> int:
         due = stored.sessions_to_ask(
             db, program.id, ended_after=now - check.answer_within, ended_before=now - check.after
         )
+        asked = _already_asked(db, due, check)
         for session in due:
             notes += _questions(
-                ctx, program=program, check=check, session=session, signer=signer, now=now
+                ctx,
+                program=program,
+                check=check,
+                session=session,
+                signer=signer,
+                now=now,
+                asked=asked,
             )
     if not notes:
         return 0
@@ -91,11 +100,14 @@ def _questions(
     session: AskedSession,
     signer: Signer,
     now: datetime,
+    asked: set[str],
 ) -> list[Notification]:
     deadline = session.end + check.answer_within
     out = []
     for role in check.ask:
         email, name, timezone = _party(session, role)
+        if question_key(session.id, email) in asked:
+            continue
         other_role = "mentee" if role == "mentor" else "mentor"
         other_email, other_name, _ = _party(session, other_role)
         tz = zone(timezone, ctx.config.timezone)
@@ -139,6 +151,13 @@ def _questions(
             )
         )
     return out
+
+
+def _already_asked(db: Db, due: list[AskedSession], check: AttendanceCheck) -> set[str]:
+    """The questions of ``due`` that have their outbox row: every notify run meets a
+    session again for ``answer_within``, and signs and renders only what is new."""
+    keys = [question_key(s.id, _party(s, role)[0]) for s in due for role in check.ask]
+    return {key for part in chunks(keys) for key in queued_keys(db, part)}
 
 
 def _party(session: AskedSession, role: str) -> tuple[str, str | None, str | None]:
